@@ -1,0 +1,70 @@
+"""aicm: record how much of an AI or REST API your application used, and deliver it."""
+
+from __future__ import annotations
+
+from ._core.exceptions import (
+    AicmError,
+    APIStatusError,
+    AuthenticationError,
+    ClientRequestError,
+    ConfigError,
+    DeliveryError,
+    FlushTimeoutError,
+    HandlingConfigError,
+    InvalidKeyError,
+    InvalidTimestampError,
+    MissingApiKeyError,
+    NonFiniteNumberError,
+    NotSerializableError,
+    QueueFullError,
+    QueueStoreError,
+    RateLimitedError,
+    RecordError,
+    RecordTooLargeError,
+    SchemaError,
+    ServerError,
+    TransportError,
+    UnknownConfigError,
+    UsageValidationError,
+)
+from ._core.models import RecordResult, ServiceConfig, TrackRecord, TrackResult, UsageRecord
+from ._core.settings import DeliveryType, OnFull, Settings, resolve_settings
+from ._io.http import AsyncCostManagerClient
+from ._version import __version__
+
+__all__ = [
+    "APIStatusError",
+    "AicmError",
+    "AsyncCostManagerClient",
+    "AuthenticationError",
+    "ClientRequestError",
+    "ConfigError",
+    "DeliveryError",
+    "DeliveryType",
+    "FlushTimeoutError",
+    "HandlingConfigError",
+    "InvalidKeyError",
+    "InvalidTimestampError",
+    "MissingApiKeyError",
+    "NonFiniteNumberError",
+    "NotSerializableError",
+    "OnFull",
+    "QueueFullError",
+    "QueueStoreError",
+    "RateLimitedError",
+    "RecordError",
+    "RecordResult",
+    "RecordTooLargeError",
+    "SchemaError",
+    "ServerError",
+    "ServiceConfig",
+    "Settings",
+    "TrackRecord",
+    "TrackResult",
+    "TransportError",
+    "UnknownConfigError",
+    "UsageRecord",
+    "UsageValidationError",
+    "__version__",
+    "resolve_settings",
+]

@@ -1,0 +1,1 @@
+"""Layer 4: the async API classes, where all behaviour lives."""

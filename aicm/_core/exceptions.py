@@ -1,0 +1,227 @@
+"""Every error aicm raises (layer 1, pure). The tree, with what raises each::
+
+    AicmError
+    ├── ConfigError (ValueError)          settings, INI file, handling config malformed
+    │   ├── MissingApiKeyError            no API key where one is needed
+    │   └── HandlingConfigError           a handling config that cannot be used
+    ├── UnknownConfigError (LookupError)  a config_id / api_id the service does not know
+    ├── RecordError (ValueError)          a usage record rejected before it is queued
+    │   ├── NotSerializableError (TypeError)  a value JSON cannot carry
+    │   ├── NonFiniteNumberError          NaN or Infinity
+    │   ├── InvalidKeyError (TypeError)   a mapping key that is not a string
+    │   ├── InvalidTimestampError         a timestamp that cannot be read
+    │   └── RecordTooLargeError           a record over the size limit
+    ├── SchemaError (ValueError)          a manual_usage_schema that cannot be parsed
+    ├── UsageValidationError (ValueError) usage that breaks a manual_usage_schema
+    ├── QueueFullError                    the delivery queue is full (policy ``raise``)
+    ├── QueueStoreError                   the SQLite queue file cannot be used
+    ├── DeliveryError                     records that could not be delivered
+    │   └── FlushTimeoutError (TimeoutError)  flush/close deadline passed with records left
+    ├── TransportError (ConnectionError)  no HTTP answer: connect, read, timeout
+    └── APIStatusError                    the service answered with an error status
+        ├── AuthenticationError           401 / 403: delivery pauses, records are kept
+        ├── RateLimitedError              429, with ``retry_after``
+        ├── ServerError                   5xx, 408, 425
+        └── ClientRequestError            other 4xx: permanent for the batch
+
+Foreign exceptions (httpx, sqlite3, ExceptionGroup) never leave a public method
+unwrapped: they are chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+__all__ = [
+    "APIStatusError",
+    "AicmError",
+    "AuthenticationError",
+    "ClientRequestError",
+    "ConfigError",
+    "DeliveryError",
+    "FlushTimeoutError",
+    "HandlingConfigError",
+    "InvalidKeyError",
+    "InvalidTimestampError",
+    "MissingApiKeyError",
+    "NonFiniteNumberError",
+    "NotSerializableError",
+    "QueueFullError",
+    "QueueStoreError",
+    "RateLimitedError",
+    "RecordError",
+    "RecordTooLargeError",
+    "SchemaError",
+    "ServerError",
+    "TransportError",
+    "UnknownConfigError",
+    "UsageValidationError",
+]
+
+
+class AicmError(Exception):
+    """The root of every error aicm raises."""
+
+
+class ConfigError(AicmError, ValueError):
+    """A setting, the INI file or a config is malformed.
+
+    ``path`` and ``line`` name the file and line when the problem is in a file.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}")
+
+
+class MissingApiKeyError(ConfigError):
+    """No API key was given, found in ``AICM_API_KEY``, or usable for this call."""
+
+
+class HandlingConfigError(ConfigError):
+    """A handling config cannot be used; ``config_id`` and ``field`` say where."""
+
+    def __init__(self, message: str, *, config_id: str | None = None, field: str | None = None):
+        self.config_id = config_id
+        self.field = field
+        parts = []
+        if config_id is not None:
+            parts.append(f"config {config_id!r}")
+        if field is not None:
+            parts.append(f"field {field!r}")
+        prefix = ", ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class UnknownConfigError(AicmError, LookupError):
+    """The service has no config with the given ``config_id`` or ``api_id``."""
+
+
+class RecordError(AicmError, ValueError):
+    """A usage record was rejected before anything was queued; ``field`` names where."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class NotSerializableError(RecordError, TypeError):
+    """A value cannot be carried as JSON (an arbitrary object, bytes, ...)."""
+
+
+class NonFiniteNumberError(RecordError):
+    """A float is NaN or infinite, which JSON cannot carry."""
+
+
+class InvalidKeyError(RecordError, TypeError):
+    """A mapping key is not a string."""
+
+
+class InvalidTimestampError(RecordError):
+    """A timestamp is neither a datetime, an ISO-8601 string nor an epoch number."""
+
+
+class RecordTooLargeError(RecordError):
+    """A record's JSON form is over the size limit (``max_record_bytes``)."""
+
+    def __init__(self, message: str, *, field: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(message, field=field)
+
+
+class SchemaError(AicmError, ValueError):
+    """A ``manual_usage_schema`` or type string cannot be parsed."""
+
+
+class UsageValidationError(AicmError, ValueError):
+    """Usage does not match the config's ``manual_usage_schema``.
+
+    ``errors`` maps a field to what is wrong with it; ``missing_fields`` and
+    ``extra_fields`` list the fields absent and not allowed. Nothing was queued.
+    """
+
+    def __init__(
+        self,
+        errors: Mapping[str, str],
+        *,
+        missing_fields: Sequence[str] = (),
+        extra_fields: Sequence[str] = (),
+    ) -> None:
+        self.errors = dict(errors)
+        self.missing_fields = list(missing_fields)
+        self.extra_fields = list(extra_fields)
+        parts = [f"{field}: {msg}" for field, msg in self.errors.items()]
+        if self.missing_fields:
+            parts.append("missing fields: " + ", ".join(self.missing_fields))
+        if self.extra_fields:
+            parts.append("unexpected fields: " + ", ".join(self.extra_fields))
+        super().__init__("usage does not match the schema: " + "; ".join(parts))
+
+
+class QueueFullError(AicmError):
+    """The delivery queue is full and the on-full policy is ``raise``."""
+
+
+class QueueStoreError(AicmError):
+    """The SQLite queue file cannot be opened, read or written."""
+
+
+class DeliveryError(AicmError):
+    """Records could not be delivered; ``pending`` counts those left."""
+
+    def __init__(self, message: str, *, pending: int = 0) -> None:
+        self.pending = pending
+        super().__init__(message)
+
+
+class FlushTimeoutError(DeliveryError, TimeoutError):
+    """``flush``/``close`` reached its deadline with records still pending."""
+
+
+class TransportError(AicmError, ConnectionError):
+    """The service could not be reached or did not answer (connect, read, timeout)."""
+
+
+class APIStatusError(AicmError):
+    """The service answered with an error status.
+
+    ``status_code`` and ``body`` (text, truncated) say what it answered; ``retry_after``
+    is the delay it asked for in seconds, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str = "",
+        retry_after: float | None = None,
+        results: Sequence[object] = (),
+    ) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.retry_after = retry_after
+        #: per-record results the service sent with the error, when it sent any
+        self.results = tuple(results)
+        super().__init__(f"HTTP {status_code}: {message}")
+
+
+class AuthenticationError(APIStatusError):
+    """401 or 403: the API key was refused. Queued records are kept, not dropped."""
+
+
+class RateLimitedError(APIStatusError):
+    """429: the service asked us to slow down (see ``retry_after``)."""
+
+
+class ServerError(APIStatusError):
+    """5xx, 408 or 425: a transient failure on the service's side."""
+
+
+class ClientRequestError(APIStatusError):
+    """Another 4xx: the request is wrong and retrying it as is will not help."""

@@ -1,0 +1,164 @@
+"""Turn user values into plain JSON data, rejecting what JSON cannot carry (layer 1, pure).
+
+Plain data is ``dict`` (string keys), ``list``, ``str``, ``int``, ``float`` (finite),
+``bool`` and ``None``. The result is always a fresh copy, so a caller who mutates their
+dict after ``track`` returns cannot change a queued record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, TypeAlias
+
+from .exceptions import (
+    InvalidKeyError,
+    NonFiniteNumberError,
+    NotSerializableError,
+    RecordTooLargeError,
+)
+
+__all__ = ["JSONValue", "check_size", "dumps", "to_plain"]
+
+JSONValue: TypeAlias = "dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None"
+
+_MAX_DEPTH = 64
+# An upper bound of the JSON bytes one scalar takes, so most records skip a real dumps().
+_NUMBER_BOUND = 32
+
+
+def dumps(value: Any) -> str:
+    """Serialise plain data compactly; NaN and Infinity are refused."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def to_plain(value: Any, *, field: str = "usage") -> JSONValue:
+    """Return ``value`` as a fresh tree of plain JSON data.
+
+    Dataclasses, objects with ``model_dump()`` (pydantic v2) or ``dict()`` (pydantic v1),
+    enums, datetimes, dates, UUIDs, Decimals, tuples and sets are converted; anything else
+    raises :class:`NotSerializableError` naming the path of the offending value.
+    """
+    return _plain(value, field, 0)
+
+
+def check_size(value: JSONValue, *, field: str, limit: int) -> int:
+    """Raise :class:`RecordTooLargeError` when ``value`` serialises to more than ``limit`` bytes.
+
+    Returns an upper bound of the size (the exact size when it had to be computed).
+    """
+    bound = _size_bound(value, limit)
+    if bound <= limit:
+        return bound
+    size = len(dumps(value).encode("utf-8"))
+    if size > limit:
+        raise RecordTooLargeError(
+            f"record is {size} bytes as JSON, over the limit of {limit} bytes",
+            field=field,
+            size=size,
+            limit=limit,
+        )
+    return size
+
+
+def _size_bound(value: JSONValue, limit: int) -> int:
+    # Worst case per character is 4 UTF-8 bytes; escapes (\uXXXX) are 6 but only for
+    # control characters, so 6 per character is a true upper bound.
+    t = type(value)
+    if t is str:
+        return 6 * len(value) + 2  # type: ignore[arg-type]
+    if t is dict:
+        total = 2
+        for k, v in value.items():  # type: ignore[union-attr]
+            total += 6 * len(k) + 4 + _size_bound(v, limit)
+            if total > limit:
+                return total
+        return total
+    if t is list:
+        total = 2
+        for v in value:  # type: ignore[union-attr]
+            total += _size_bound(v, limit) + 1
+            if total > limit:
+                return total
+        return total
+    return _NUMBER_BOUND
+
+
+def _plain(value: Any, path: str, depth: int) -> JSONValue:
+    t = type(value)
+    if t is str or t is bool or t is int or value is None:
+        return value  # type: ignore[no-any-return]
+    if t is float:
+        if math.isfinite(value):
+            return value  # type: ignore[no-any-return]
+        raise NonFiniteNumberError(f"{value!r} is not a finite number", field=path)
+    if depth >= _MAX_DEPTH:
+        raise NotSerializableError(f"nested deeper than {_MAX_DEPTH} levels", field=path)
+    if isinstance(value, Mapping):
+        out: dict[str, JSONValue] = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                if isinstance(k, str):
+                    k = str(k)
+                else:
+                    raise InvalidKeyError(
+                        f"mapping keys must be strings, got {type(k).__name__} {k!r}",
+                        field=path,
+                    )
+            out[k] = _plain(v, f"{path}.{k}", depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    return _plain_other(value, path, depth)
+
+
+def _plain_other(value: Any, path: str, depth: int) -> JSONValue:
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, path, depth + 1)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _plain(float(value), path, depth)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise NonFiniteNumberError(f"{value!r} is not a finite number", field=path)
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        text: str = value.astimezone(dt.timezone.utc).isoformat()
+        return text.replace("+00:00", "Z")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        items = [_plain(v, f"{path}[]", depth + 1) for v in value]
+        try:
+            return sorted(items)  # type: ignore[type-var]
+        except TypeError:
+            return items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _plain(fields, path, depth + 1)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        dumped: Any = dump(mode="json")
+        return _plain(dumped, path, depth + 1)
+    legacy = getattr(value, "dict", None)
+    if callable(legacy) and hasattr(value, "__fields__") and not isinstance(value, type):
+        return _plain(legacy(), path, depth + 1)
+    raise NotSerializableError(
+        f"{type(value).__module__}.{type(value).__qualname__} is not JSON-serialisable",
+        field=path,
+    )

@@ -1,0 +1,281 @@
+"""The records that travel to and from the service, and the one cattrs converter (layer 1, pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import cattrs
+
+from .exceptions import InvalidTimestampError, NotSerializableError, RecordError
+from .jsonplain import JSONValue, check_size, to_plain
+
+__all__ = [
+    "ConfigsResponse",
+    "Endpoint",
+    "RecordResult",
+    "ServiceConfig",
+    "TrackRecord",
+    "TrackResult",
+    "UsageRecord",
+    "WireRecord",
+    "converter",
+    "new_response_id",
+    "normalize_timestamp",
+    "utc_now_iso",
+]
+
+converter = cattrs.Converter(omit_if_default=False)
+"""The converter for every (un)structuring in aicm; never cattrs' global one."""
+
+
+class Endpoint(str, enum.Enum):
+    """The ingest endpoint a record is sent to (relative to the API root)."""
+
+    TRACK = "/track"
+    TRACK_USAGE = "/track-usage"
+
+    @property
+    def body_key(self) -> str:
+        """The key of the record list in the request body."""
+        return "tracked" if self is Endpoint.TRACK else "usage_records"
+
+
+def new_response_id() -> str:
+    """A fresh random UUID4 string: the default idempotency key of a record."""
+    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO-8601 UTC with a ``Z`` suffix."""
+    return _iso(dt.datetime.now(dt.timezone.utc))
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def normalize_timestamp(value: object, *, field: str = "timestamp") -> str:
+    """Return ``value`` as an ISO-8601 UTC string.
+
+    Accepts a ``datetime`` (a naive one is taken as UTC), an ISO-8601 string, or an epoch
+    number in seconds. ``None`` means now.
+    """
+    if value is None:
+        return utc_now_iso()
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return _iso(value.astimezone(dt.timezone.utc))
+    if isinstance(value, bool):
+        raise InvalidTimestampError(
+            "expected a datetime, ISO-8601 string or epoch number, got bool", field=field
+        )
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise InvalidTimestampError(f"{value!r} is not a finite epoch number", field=field)
+        try:
+            return _iso(dt.datetime.fromtimestamp(value, dt.timezone.utc))
+        except (OverflowError, OSError, ValueError) as exc:
+            raise InvalidTimestampError(f"epoch {value!r} is out of range", field=field) from exc
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise InvalidTimestampError(
+                f"{value!r} is not an ISO-8601 timestamp", field=field
+            ) from exc
+        return normalize_timestamp(parsed, field=field)
+    raise InvalidTimestampError(
+        f"expected a datetime, ISO-8601 string or epoch number, got {type(value).__name__}",
+        field=field,
+    )
+
+
+def _check_id(value: object, field: str, *, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise RecordError(f"must be a non-empty string, got {value!r}", field=field)
+    return value
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class TrackRecord:
+    """One usage event for ``POST /track``. Build it with :meth:`build` to validate."""
+
+    endpoint: ClassVar[Endpoint] = Endpoint.TRACK
+
+    api_id: str
+    service_key: str
+    response_id: str
+    timestamp: str
+    payload: dict[str, JSONValue]
+    client_customer_key: str | None = None
+    context: dict[str, JSONValue] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        api_id: str,
+        service_key: str,
+        usage: Any,
+        *,
+        response_id: str | None = None,
+        timestamp: object = None,
+        client_customer_key: str | None = None,
+        context: Any = None,
+        max_bytes: int = 65536,
+    ) -> TrackRecord:
+        """Validate every field and return the record, or raise a :class:`RecordError`."""
+        _check_id(api_id, "api_id")
+        _check_id(service_key, "service_key")
+        rid = new_response_id() if response_id is None else _check_id(response_id, "response_id")
+        payload = to_plain(usage, field="usage")
+        if type(payload) is not dict:
+            raise NotSerializableError(
+                f"usage must be a mapping, got {type(usage).__name__}", field="usage"
+            )
+        ctx = None
+        if context is not None:
+            ctx = to_plain(context, field="context")
+            if type(ctx) is not dict:
+                raise NotSerializableError(
+                    f"context must be a mapping, got {type(context).__name__}", field="context"
+                )
+        _check_id(client_customer_key, "client_customer_key", required=False)
+        record = cls(
+            api_id=api_id,
+            service_key=service_key,
+            response_id=rid,  # type: ignore[arg-type]
+            timestamp=normalize_timestamp(timestamp),
+            payload=payload,
+            client_customer_key=client_customer_key,
+            context=ctx,  # type: ignore[arg-type]
+        )
+        check_size(record.wire(), field="usage", limit=max_bytes)
+        return record
+
+    def wire(self) -> dict[str, JSONValue]:
+        """The record as the wire contract sends it (optional fields left out when unset)."""
+        out: dict[str, JSONValue] = {
+            "api_id": self.api_id,
+            "service_key": self.service_key,
+            "response_id": self.response_id,
+            "timestamp": self.timestamp,
+            "payload": self.payload,
+        }
+        if self.client_customer_key is not None:
+            out["client_customer_key"] = self.client_customer_key
+        if self.context is not None:
+            out["context"] = self.context
+        return out
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class UsageRecord:
+    """One record for ``POST /track-usage``: the mapping a handling config produced."""
+
+    endpoint: ClassVar[Endpoint] = Endpoint.TRACK_USAGE
+
+    response_id: str
+    payload: dict[str, JSONValue]
+
+    @classmethod
+    def build(cls, payload: Mapping[str, Any], *, max_bytes: int = 65536) -> UsageRecord:
+        """Validate ``payload``; without a ``response_id`` it gets a fresh one."""
+        plain = to_plain(payload, field="payload")
+        if type(plain) is not dict:
+            raise NotSerializableError("a usage record must be a mapping", field="payload")
+        rid = plain.get("response_id")
+        if rid is None:
+            rid = plain["response_id"] = new_response_id()
+        elif not isinstance(rid, str) or not rid:
+            if isinstance(rid, int) and not isinstance(rid, bool):
+                rid = plain["response_id"] = str(rid)
+            else:
+                raise RecordError(f"must be a non-empty string, got {rid!r}", field="response_id")
+        if "timestamp" in plain:
+            plain["timestamp"] = normalize_timestamp(plain["timestamp"])
+        check_size(plain, field="payload", limit=max_bytes)
+        return cls(response_id=rid, payload=plain)
+
+    def wire(self) -> dict[str, JSONValue]:
+        """The record as the wire contract sends it."""
+        return self.payload
+
+
+WireRecord = TrackRecord | UsageRecord
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class RecordResult:
+    """The service's verdict on one record."""
+
+    response_id: str
+    status: str
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when the service accepted the record."""
+        return self.status in ("queued", "completed")
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class TrackResult:
+    """The service's answer to one ingest request."""
+
+    results: tuple[RecordResult, ...] = ()
+    triggered_limits: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ServiceConfig:
+    """A config from ``GET /configs``: how to extract usage, and the manual usage schema."""
+
+    config_id: str
+    api_id: str
+    handling_config: dict[str, Any] | None = None
+    manual_usage_schema: dict[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True, slots=True)
+class ConfigsResponse:
+    """The answer of ``GET /configs``."""
+
+    service_configs: tuple[ServiceConfig, ...] = ()
+    triggered_limits: dict[str, Any] = attrs.field(factory=dict)
+
+
+def _structure_result(value: Any, _: type) -> RecordResult:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"a record result must be an object, got {type(value).__name__}")
+    errors = value.get("errors")
+    if errors is None:
+        errs: tuple[str, ...] = ()
+    elif isinstance(errors, str):
+        errs = (errors,)
+    elif isinstance(errors, Sequence):
+        errs = tuple(str(e) for e in errors)
+    else:
+        errs = (str(errors),)
+    return RecordResult(
+        response_id=str(value.get("response_id", "")),
+        status=str(value.get("status", "")),
+        errors=errs,
+    )
+
+
+converter.register_structure_hook(RecordResult, _structure_result)
+converter.register_unstructure_hook(TrackRecord, TrackRecord.wire)
+converter.register_unstructure_hook(UsageRecord, UsageRecord.wire)

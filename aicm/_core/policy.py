@@ -1,0 +1,86 @@
+"""Delivery policy as pure functions: outcome classification, Retry-After, backoff (layer 1)."""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import math
+import random
+import time
+
+import attrs
+
+__all__ = ["Outcome", "RetryPolicy", "Verdict", "classify_status", "parse_retry_after"]
+
+# 408 Request Timeout, 425 Too Early, 429 Too Many Requests: the request may succeed later.
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+# Retry-After beyond this is treated as this: a service asking for an hour must not park us.
+_MAX_RETRY_AFTER = 3600.0
+
+
+class Outcome(enum.Enum):
+    """What a delivery attempt's answer means for the records in it."""
+
+    DELIVERED = "delivered"
+    RETRYABLE = "retryable"
+    AUTH = "auth"
+    PERMANENT = "permanent"
+
+
+@attrs.frozen
+class Verdict:
+    """An outcome, and the delay the service asked for (seconds) if any."""
+
+    outcome: Outcome
+    retry_after: float | None = None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+def classify_status(status: int | None, retry_after: str | None = None) -> Verdict:
+    """Classify an HTTP answer; ``None`` means no answer at all (a transport error)."""
+    if status is None:
+        return Verdict(Outcome.RETRYABLE)
+    if 200 <= status < 300:
+        return Verdict(Outcome.DELIVERED)
+    if status in (401, 403):
+        return Verdict(Outcome.AUTH)
+    if status in _RETRYABLE_4XX or status >= 500:
+        return Verdict(Outcome.RETRYABLE, parse_retry_after(retry_after))
+    return Verdict(Outcome.PERMANENT)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter; a Retry-After from the service wins."""
+
+    base: float = 0.5
+    cap: float = 60.0
+
+    def delay(
+        self, attempt: int, *, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
+        ceiling = min(self.cap, self.base * (2.0 ** min(max(attempt - 1, 0), 62)))
+        jittered = (rng or random).uniform(0.0, ceiling)
+        return jittered if retry_after is None else retry_after

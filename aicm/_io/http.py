@@ -1,0 +1,293 @@
+"""The service's HTTP API over httpx: ingest and configs, errors mapped to aicm's (layer 2)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import cattrs
+import httpx
+
+from .._core.exceptions import (
+    AuthenticationError,
+    ClientRequestError,
+    ConfigError,
+    RateLimitedError,
+    RecordError,
+    ServerError,
+    TransportError,
+)
+from .._core.jsonplain import dumps
+from .._core.models import (
+    ConfigsResponse,
+    Endpoint,
+    RecordResult,
+    TrackRecord,
+    TrackResult,
+    UsageRecord,
+    converter,
+)
+from .._core.policy import Outcome, classify_status, parse_retry_after
+from .._core.settings import Settings, resolve_settings
+from .._version import __version__
+
+__all__ = ["MAX_RECORDS_PER_REQUEST", "USER_AGENT", "AsyncCostManagerClient", "raise_for_answer"]
+
+logger = logging.getLogger("aicm.http")
+
+USER_AGENT = f"aicm-sdk/{__version__}"
+MAX_RECORDS_PER_REQUEST = 1000
+_BODY_EXCERPT = 2000
+
+
+def _warn_if_plaintext(api_base: str) -> None:
+    parts = urlsplit(api_base)
+    if parts.scheme != "http":
+        return
+    host = parts.hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    logger.warning(
+        "api_base %s uses plain http to a non-loopback host: the API key travels unencrypted",
+        api_base,
+    )
+
+
+def _parse_results(text: str) -> TrackResult | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, Mapping) or not isinstance(data.get("results", []), list):
+        return None
+    try:
+        return TrackResult(
+            results=tuple(converter.structure(r, RecordResult) for r in data.get("results", [])),
+            triggered_limits=dict(data.get("triggered_limits") or {}),
+        )
+    except (TypeError, ValueError, AttributeError, cattrs.BaseValidationError):
+        return None
+
+
+def raise_for_answer(status: int, text: str, retry_after_header: str | None) -> None:
+    """Raise the :class:`APIStatusError` subclass for a non-2xx answer."""
+    verdict = classify_status(status, retry_after_header)
+    if verdict.outcome is Outcome.DELIVERED:
+        return
+    excerpt = text[:_BODY_EXCERPT]
+    parsed = _parse_results(text)
+    results = parsed.results if parsed is not None else ()
+    retry_after = parse_retry_after(retry_after_header)
+    if verdict.outcome is Outcome.AUTH:
+        raise AuthenticationError(
+            "the API key was refused; records are kept", status_code=status, body=excerpt
+        )
+    if status == 429:
+        raise RateLimitedError(
+            "rate limited", status_code=status, body=excerpt, retry_after=retry_after
+        )
+    if verdict.outcome is Outcome.RETRYABLE:
+        raise ServerError(
+            "the service failed", status_code=status, body=excerpt, retry_after=retry_after
+        )
+    raise ClientRequestError(
+        "the service rejected the request", status_code=status, body=excerpt, results=results
+    )
+
+
+@attrs.define
+class _CachedConfigs:
+    etag: str
+    value: ConfigsResponse
+
+
+class AsyncCostManagerClient:
+    """The AICostManager HTTP API: ``track``, ``track_usage`` and ``get_configs``.
+
+    Connection options fall back to the environment and the INI file (see the settings
+    docs). A ``transport`` (any ``httpx.AsyncBaseTransport``) may be injected, e.g. for
+    proxies or tests. Use ``async with`` or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        aicm_api_key: str | None = None,
+        aicm_api_base: str | None = None,
+        aicm_api_url: str | None = None,
+        aicm_ini_path: str | None = None,
+        timeout: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool = True,
+        settings: Settings | None = None,
+    ) -> None:
+        if settings is None:
+            settings = resolve_settings(
+                ini_path=aicm_ini_path,
+                api_key=aicm_api_key,
+                api_base=aicm_api_base,
+                api_url=aicm_api_url,
+                timeout=timeout,
+            )
+        self.settings = settings
+        _warn_if_plaintext(settings.api_base)
+        self._http = httpx.AsyncClient(
+            base_url=settings.api_root,
+            timeout=settings.timeout,
+            transport=transport,
+            verify=verify,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        )
+        self._configs: dict[str | None, _CachedConfigs] = {}
+
+    def __repr__(self) -> str:
+        return f"AsyncCostManagerClient(api_root={self.settings.api_root!r})"
+
+    @property
+    def api_root(self) -> str:
+        """``api_base`` + ``api_url``."""
+        return self.settings.api_root
+
+    async def __aenter__(self) -> AsyncCostManagerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.require_api_key()}"}
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: dict[str, str],
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            return await self._http.request(
+                method, path, content=content, headers=headers, params=params
+            )
+        except httpx.TransportError as exc:
+            raise TransportError(
+                f"{method} {self.settings.api_root}{path} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{method} {path} failed: {exc}") from exc
+
+    async def send_encoded(self, endpoint: Endpoint, encoded: Sequence[str]) -> TrackResult:
+        """POST already JSON-encoded records (at most 1000) to ``endpoint``.
+
+        Returns the per-record results; raises an :class:`APIStatusError` subclass for an
+        error status and :class:`TransportError` when there is no answer.
+        """
+        if len(encoded) > MAX_RECORDS_PER_REQUEST:
+            raise ValueError(f"at most {MAX_RECORDS_PER_REQUEST} records per request")
+        body = f'{{"{endpoint.body_key}":[{",".join(encoded)}]}}'.encode()
+        headers = self._auth()
+        headers["Content-Type"] = "application/json"
+        response = await self._request("POST", endpoint.value, content=body, headers=headers)
+        text: str = response.text
+        raise_for_answer(response.status_code, text, response.headers.get("Retry-After"))
+        parsed = _parse_results(text)
+        if parsed is None:
+            # 2xx means delivered whatever the body says; the contract's results are a courtesy.
+            logger.warning(
+                "%s answered %s with an unreadable body", endpoint.value, response.status_code
+            )
+            return TrackResult()
+        return parsed
+
+    async def send(
+        self, endpoint: Endpoint, records: Sequence[TrackRecord | UsageRecord]
+    ) -> TrackResult:
+        """POST records to ``endpoint``, split into requests of at most 1000."""
+        results: list[RecordResult] = []
+        limits: dict[str, Any] = {}
+        for start in range(0, max(len(records), 1), MAX_RECORDS_PER_REQUEST):
+            chunk = records[start : start + MAX_RECORDS_PER_REQUEST]
+            if not chunk:
+                break
+            answer = await self.send_encoded(endpoint, [dumps(r.wire()) for r in chunk])
+            results.extend(answer.results)
+            limits.update(answer.triggered_limits)
+        return TrackResult(results=tuple(results), triggered_limits=limits)
+
+    async def track(self, records: Iterable[TrackRecord | Mapping[str, Any]]) -> TrackResult:
+        """POST ``/track``: each record a :class:`TrackRecord` or a mapping of its fields."""
+        built = [r if isinstance(r, TrackRecord) else _track_record(r) for r in records]
+        return await self.send(Endpoint.TRACK, built)
+
+    async def track_usage(self, records: Iterable[UsageRecord | Mapping[str, Any]]) -> TrackResult:
+        """POST ``/track-usage``: each record a :class:`UsageRecord` or a mapping."""
+        built = [r if isinstance(r, UsageRecord) else UsageRecord.build(r) for r in records]
+        return await self.send(Endpoint.TRACK_USAGE, built)
+
+    async def get_configs(self, api_id: str | None = None) -> ConfigsResponse:
+        """GET ``/configs`` (optionally for one ``api_id``), revalidated with ETag."""
+        headers = self._auth()
+        cached = self._configs.get(api_id)
+        if cached is not None:
+            headers["If-None-Match"] = cached.etag
+        params = None if api_id is None else {"api_id": api_id}
+        response = await self._request("GET", "/configs", headers=headers, params=params)
+        if response.status_code == 304 and cached is not None:
+            return cached.value
+        raise_for_answer(response.status_code, response.text, response.headers.get("Retry-After"))
+        try:
+            data = response.json()
+            value = converter.structure(data, ConfigsResponse)
+        except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
+            raise ConfigError(f"the service's /configs answer is malformed: {exc}") from exc
+        etag = response.headers.get("ETag")
+        if etag:
+            self._configs[api_id] = _CachedConfigs(etag=etag, value=value)
+        return value
+
+
+def _track_record(data: Mapping[str, Any]) -> TrackRecord:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a record must be a TrackRecord or a mapping, got {type(data).__name__}")
+    known = {
+        "api_id",
+        "service_key",
+        "payload",
+        "response_id",
+        "timestamp",
+        "client_customer_key",
+        "context",
+    }
+    extra = set(data) - known
+    if extra:
+        raise RecordError(f"unknown record field(s): {', '.join(sorted(extra))}", field="record")
+    return TrackRecord.build(
+        data.get("api_id"),  # type: ignore[arg-type]  # checked by build()
+        data.get("service_key"),  # type: ignore[arg-type]
+        data.get("payload"),
+        response_id=data.get("response_id"),
+        timestamp=data.get("timestamp"),
+        client_customer_key=data.get("client_customer_key"),
+        context=data.get("context"),
+    )
