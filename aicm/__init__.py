@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
+from ._api.tracker import AsyncTracker
 from ._core.exceptions import (
     AicmError,
     APIStatusError,
     AuthenticationError,
     ClientRequestError,
+    ClosedError,
     ConfigError,
     DeliveryError,
     FlushTimeoutError,
@@ -29,17 +33,25 @@ from ._core.exceptions import (
 )
 from ._core.models import RecordResult, ServiceConfig, TrackRecord, TrackResult, UsageRecord
 from ._core.settings import DeliveryType, OnFull, Settings, resolve_settings
+from ._core.validator import TypeValidator
+from ._delivery.engine import DeadLetterRecord
+from ._delivery.health import DeliveryHealth, get_global_delivery_health
 from ._io.http import AsyncCostManagerClient
+from ._sync.tracker import Tracker
 from ._version import __version__
 
 __all__ = [
     "APIStatusError",
     "AicmError",
     "AsyncCostManagerClient",
+    "AsyncTracker",
     "AuthenticationError",
     "ClientRequestError",
+    "ClosedError",
     "ConfigError",
+    "DeadLetterRecord",
     "DeliveryError",
+    "DeliveryHealth",
     "DeliveryType",
     "FlushTimeoutError",
     "HandlingConfigError",
@@ -61,10 +73,15 @@ __all__ = [
     "Settings",
     "TrackRecord",
     "TrackResult",
+    "Tracker",
     "TransportError",
+    "TypeValidator",
     "UnknownConfigError",
     "UsageRecord",
     "UsageValidationError",
     "__version__",
+    "get_global_delivery_health",
     "resolve_settings",
 ]
+
+logging.getLogger("aicm").addHandler(logging.NullHandler())

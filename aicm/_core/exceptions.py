@@ -16,7 +16,8 @@
     ├── QueueFullError                    the delivery queue is full (policy ``raise``)
     ├── QueueStoreError                   the SQLite queue file cannot be used
     ├── DeliveryError                     records that could not be delivered
-    │   └── FlushTimeoutError (TimeoutError)  flush/close deadline passed with records left
+    │   ├── FlushTimeoutError (TimeoutError)  flush/close deadline passed with records left
+    │   └── ClosedError (RuntimeError)    the tracker was closed; nothing more is accepted
     ├── TransportError (ConnectionError)  no HTTP answer: connect, read, timeout
     └── APIStatusError                    the service answered with an error status
         ├── AuthenticationError           401 / 403: delivery pauses, records are kept
@@ -37,6 +38,7 @@ __all__ = [
     "AicmError",
     "AuthenticationError",
     "ClientRequestError",
+    "ClosedError",
     "ConfigError",
     "DeliveryError",
     "FlushTimeoutError",
@@ -181,6 +183,10 @@ class DeliveryError(AicmError):
 
 class FlushTimeoutError(DeliveryError, TimeoutError):
     """``flush``/``close`` reached its deadline with records still pending."""
+
+
+class ClosedError(DeliveryError, RuntimeError):
+    """The tracker (or its delivery engine) is closed and accepts no more records."""
 
 
 class TransportError(AicmError, ConnectionError):

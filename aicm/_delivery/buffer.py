@@ -1,0 +1,277 @@
+"""The bounded in-memory queue between producers on any thread and one delivery actor (layer 3).
+
+Why not an anyio memory object stream: the sync facade's callers live on other threads,
+and a stream may only be used from its own event loop. A sync ``track`` must cost a few
+microseconds, so it cannot pay a portal round trip; instead it appends under a lock and
+wakes the actor only on the transitions the actor waits for (first record, full batch).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+from .._core.exceptions import QueueFullError
+from .._core.settings import OnFull
+
+__all__ = ["Doorbell", "RecordBuffer", "Waker"]
+
+T = TypeVar("T")
+
+
+class Waker:
+    """Sets an anyio Event of one event loop from any thread, without waiting."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        token = anyio.lowlevel.current_token().native_token
+        self._thread = threading.get_ident()
+        schedule = getattr(token, "call_soon_threadsafe", None)  # asyncio's loop
+        if schedule is None:
+            schedule = token.run_sync_soon  # type: ignore[attr-defined]  # trio's TrioToken
+        self._schedule: Callable[[Callable[[], None]], object] = schedule
+
+    def arm(self) -> anyio.Event:
+        """A fresh event for the next wait (call from the loop's thread)."""
+        self._event = anyio.Event()
+        return self._event
+
+    def wake(self) -> None:
+        """Set the current event; safe from any thread."""
+        event = self._event
+        if threading.get_ident() == self._thread:
+            event.set()
+        else:
+            try:
+                self._schedule(event.set)
+            except RuntimeError:
+                pass  # the loop is closed: nobody is waiting any more
+
+
+class RecordBuffer(Generic[T]):
+    """A bounded FIFO: producers on any thread, one consumer (the actor) on one loop.
+
+    ``put`` never touches the event loop unless the consumer is asleep waiting for the
+    transition this put makes (the first record, or a full batch).
+    """
+
+    def __init__(
+        self,
+        maxsize: int,
+        *,
+        batch_size: int,
+        on_full: OnFull = OnFull.BLOCK,
+        block_timeout: float | None = None,
+        on_discard: Callable[[T], object] | None = None,
+        on_discarded: Callable[[T, str], None] | None = None,
+    ) -> None:
+        self.maxsize = maxsize
+        self.batch_size = batch_size
+        self.on_full = on_full
+        self.block_timeout = block_timeout
+        self._items: deque[T] = deque()
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._sync_waiters = 0
+        self._on_discard = on_discard
+        self._on_discarded = on_discarded
+        # Set by the consumer before it sleeps; a producer that sees it wakes the consumer.
+        self._waker: Waker | None = None
+        self._waiting_for = 0  # how many records the sleeping consumer waits for
+        self._room: anyio.Event | None = None
+        self._oldest_at = 0.0
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def oldest_at(self) -> float:
+        """``time.monotonic()`` when the oldest queued record arrived (0 when empty)."""
+        return self._oldest_at if self._items else 0.0
+
+    # -- producers -------------------------------------------------------------------
+
+    def _append_locked(self, item: T) -> None:
+        items = self._items
+        if not items:
+            self._oldest_at = time.monotonic()
+        items.append(item)
+        waker = self._waker
+        if waker is not None and len(items) >= self._waiting_for:
+            self._waker = None
+            waker.wake()
+
+    def try_put(self, item: T) -> bool:
+        """Append unless full; apply ``backpressure`` (drop oldest). False when full."""
+        dropped: T | None = None
+        with self._lock:
+            if self.closed:
+                raise QueueFullError("the delivery queue is closed")
+            if len(self._items) >= self.maxsize:
+                if self.on_full is not OnFull.BACKPRESSURE:
+                    return False
+                dropped = self._items.popleft()
+            self._append_locked(item)
+        if dropped is not None:
+            self._discarded(dropped, "backpressure")
+        return True
+
+    def put(self, item: T) -> None:
+        """Append from a thread that may block (the sync facade), per the on-full policy."""
+        if self.try_put(item):
+            return
+        if self.on_full is OnFull.RAISE:
+            raise QueueFullError(f"the delivery queue is full ({self.maxsize} records)")
+        deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout
+        with self._not_full:
+            self._sync_waiters += 1
+            try:
+                while len(self._items) >= self.maxsize and not self.closed:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise QueueFullError(
+                            f"the delivery queue stayed full for {self.block_timeout} s"
+                        )
+                    self._not_full.wait(remaining)
+                if self.closed:
+                    raise QueueFullError("the delivery queue is closed")
+                self._append_locked(item)
+            finally:
+                self._sync_waiters -= 1
+
+    async def aput(self, item: T) -> None:
+        """Append from a task on the consumer's own loop, per the on-full policy."""
+        if self.try_put(item):
+            return
+        if self.on_full is OnFull.RAISE:
+            raise QueueFullError(f"the delivery queue is full ({self.maxsize} records)")
+        try:
+            with anyio.fail_after(self.block_timeout):
+                while not self.try_put(item):
+                    if self.closed:
+                        raise QueueFullError("the delivery queue is closed")
+                    if self._room is None:
+                        self._room = anyio.Event()
+                    await self._room.wait()
+        except TimeoutError:
+            raise QueueFullError(
+                f"the delivery queue stayed full for {self.block_timeout} s"
+            ) from None
+
+    def _discarded(self, item: T, reason: str) -> None:
+        if self._on_discarded is not None:
+            self._on_discarded(item, reason)
+        if self._on_discard is not None:
+            self._on_discard(item)
+
+    # -- the consumer ----------------------------------------------------------------
+
+    def take(self, limit: int) -> list[T]:
+        """Remove and return up to ``limit`` records, oldest first."""
+        with self._lock:
+            items = self._items
+            n = min(limit, len(items))
+            batch = [items.popleft() for _ in range(n)]
+            if items:
+                self._oldest_at = time.monotonic()
+            if n and self._sync_waiters:
+                self._not_full.notify_all()
+        room = self._room
+        if n and room is not None:
+            self._room = None
+            room.set()
+        return batch
+
+    def push_front(self, items: list[T]) -> None:
+        """Return records the consumer could not deliver to the head of the queue."""
+        with self._lock:
+            self._items.extendleft(reversed(items))
+
+    def wait_for(self, waker: Waker, count: int) -> anyio.Event | None:
+        """Arm ``waker`` to fire when ``count`` records are queued; None if they already are."""
+        with self._lock:
+            if len(self._items) >= count:
+                return None
+            event = waker.arm()
+            self._waiting_for = count
+            self._waker = waker
+            return event
+
+    def cancel_wait(self) -> None:
+        """Stop asking producers to wake the consumer."""
+        with self._lock:
+            self._waker = None
+
+    def close(self) -> None:
+        """Refuse new records and release blocked producers."""
+        with self._lock:
+            self.closed = True
+            self._not_full.notify_all()
+        if self._room is not None:
+            self._room.set()
+
+    def clear(self) -> list[T]:
+        """Remove and return everything (used after fork: those records are the parent's)."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+
+class Doorbell:
+    """Counts records written elsewhere (the SQLite file) and wakes the actor, from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._first_at = 0.0
+        self._waker: Waker | None = None
+        self._waiting_for = 0
+
+    @property
+    def count(self) -> int:
+        """Records rung in since the last :meth:`reset`."""
+        return self._count
+
+    @property
+    def first_at(self) -> float:
+        """``time.monotonic()`` of the first ring since the last reset."""
+        return self._first_at
+
+    def ring(self, n: int = 1) -> None:
+        """Note ``n`` new records; wake the actor if it waits for this many."""
+        with self._lock:
+            if not self._count:
+                self._first_at = time.monotonic()
+            self._count += n
+            waker = self._waker
+            if waker is not None and self._count >= self._waiting_for:
+                self._waker = None
+                waker.wake()
+
+    def wait_for(self, waker: Waker, count: int) -> anyio.Event | None:
+        """Arm ``waker`` to fire once ``count`` rings have come; None if they already have."""
+        with self._lock:
+            if self._count >= count:
+                return None
+            event = waker.arm()
+            self._waiting_for = count
+            self._waker = waker
+            return event
+
+    def cancel_wait(self) -> None:
+        """Stop asking ringers to wake the actor."""
+        with self._lock:
+            self._waker = None
+
+    def reset(self) -> None:
+        """Start counting afresh (the actor is about to claim what was rung in)."""
+        with self._lock:
+            self._count = 0

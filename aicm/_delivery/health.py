@@ -1,0 +1,135 @@
+"""Live delivery figures: per-engine counters, frozen snapshots, the process-wide view (layer 3)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Mapping
+from typing import Protocol
+
+import attrs
+
+__all__ = [
+    "DeliveryHealth",
+    "DeliveryStats",
+    "get_global_delivery_health",
+    "register_engine",
+]
+
+
+@attrs.frozen(kw_only=True)
+class DeliveryHealth:
+    """A snapshot of delivery: what is waiting, what went, what failed, and why."""
+
+    worker_alive: bool
+    delivery_type: str
+    queued: int
+    in_flight: int
+    sent: int
+    retried: int
+    failed: int
+    dead_lettered: int
+    discarded: Mapping[str, int]
+    oldest_pending_age: float | None
+    last_error: str | None
+    queue_utilisation: float
+    auth_paused: bool = False
+    engines: int = 1
+
+    @property
+    def discarded_total(self) -> int:
+        """Records dropped for any reason."""
+        return sum(self.discarded.values())
+
+
+class DeliveryStats:
+    """Mutable counters an engine updates; read only through :meth:`snapshot`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.retried = 0
+        self.failed = 0
+        self.dead_lettered = 0
+        self.discarded: Counter[str] = Counter()
+        self.in_flight = 0
+        self.last_error: str | None = None
+        self.auth_paused = False
+        self.unexpected_errors = 0
+
+    def discard(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` records dropped for ``reason``."""
+        with self.lock:
+            self.discarded[reason] += n
+
+
+class _HasHealth(Protocol):
+    def health(self) -> DeliveryHealth: ...
+
+
+_engines: weakref.WeakSet[_HasHealth] = weakref.WeakSet()
+_engines_lock = threading.Lock()
+
+
+def register_engine(engine: _HasHealth) -> None:
+    """Make ``engine`` count in :func:`get_global_delivery_health` while it lives."""
+    with _engines_lock:
+        _engines.add(engine)
+
+
+def unregister_engine(engine: _HasHealth) -> None:
+    """Stop counting ``engine`` (it was closed)."""
+    with _engines_lock:
+        _engines.discard(engine)
+
+
+def get_global_delivery_health() -> DeliveryHealth:
+    """Delivery figures summed over every live tracker and cost manager in this process."""
+    with _engines_lock:
+        engines = list(_engines)
+    snaps = [e.health() for e in engines]
+    if not snaps:
+        return DeliveryHealth(
+            worker_alive=False,
+            delivery_type="none",
+            queued=0,
+            in_flight=0,
+            sent=0,
+            retried=0,
+            failed=0,
+            dead_lettered=0,
+            discarded={},
+            oldest_pending_age=None,
+            last_error=None,
+            queue_utilisation=0.0,
+            engines=0,
+        )
+    discarded: Counter[str] = Counter()
+    for s in snaps:
+        discarded.update(s.discarded)
+    ages = [s.oldest_pending_age for s in snaps if s.oldest_pending_age is not None]
+    errors = [s.last_error for s in snaps if s.last_error]
+    types = sorted({s.delivery_type for s in snaps})
+    return DeliveryHealth(
+        worker_alive=all(s.worker_alive for s in snaps),
+        delivery_type=",".join(types),
+        queued=sum(s.queued for s in snaps),
+        in_flight=sum(s.in_flight for s in snaps),
+        sent=sum(s.sent for s in snaps),
+        retried=sum(s.retried for s in snaps),
+        failed=sum(s.failed for s in snaps),
+        dead_lettered=sum(s.dead_lettered for s in snaps),
+        discarded=dict(discarded),
+        oldest_pending_age=max(ages) if ages else None,
+        last_error=errors[-1] if errors else None,
+        queue_utilisation=max(s.queue_utilisation for s in snaps),
+        auth_paused=any(s.auth_paused for s in snaps),
+        engines=len(snaps),
+    )
+
+
+def age_since(monotonic_at: float) -> float | None:
+    """Seconds since a ``time.monotonic()`` instant (None for 0, meaning "nothing")."""
+    return None if not monotonic_at else max(0.0, time.monotonic() - monotonic_at)

@@ -1,0 +1,167 @@
+"""The sync facades' shared runtime: one event loop in a daemon thread (layer 5).
+
+Started lazily by the first sync facade; every ``Tracker``, ``CostManager`` and REST
+wrapper shares it ("the global delivery worker"). Its loop hosts an anyio
+``BlockingPortal`` and one task group in which every facade's delivery actor runs. At
+interpreter exit it closes every engine within ``close_timeout``; in a forked child it
+is simply gone, and the next facade call starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.from_thread import BlockingPortal
+
+from .._core.exceptions import AicmError
+
+__all__ = ["SharedRuntime", "shared_runtime"]
+
+logger = logging.getLogger("aicm.runtime")
+
+
+class SharedRuntime:
+    """One daemon thread running an asyncio loop with a portal and a task group."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._portal: BlockingPortal | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._stop: anyio.Event | None = None
+        self._closables: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.generation = 0
+        self.close_timeout = 2.0
+
+    @property
+    def running(self) -> bool:
+        """True while the loop thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _ensure(self) -> BlockingPortal:
+        portal = self._portal
+        if portal is not None and self._thread is not None and self._thread.is_alive():
+            return portal
+        with self._lock:
+            if self._portal is not None and self._thread is not None and self._thread.is_alive():
+                return self._portal
+            ready = threading.Event()
+            failure: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    anyio.run(self._main, ready, backend="asyncio")
+                except BaseException as exc:  # surfaced to the starting caller
+                    failure.append(exc)
+                    ready.set()
+
+            thread = threading.Thread(target=run, name="aicm-delivery", daemon=True)
+            thread.start()
+            ready.wait()
+            if failure or self._portal is None:
+                raise AicmError("the aicm delivery runtime failed to start") from (
+                    failure[0] if failure else None
+                )
+            self._thread = thread
+            return self._portal
+
+    async def _main(self, ready: threading.Event) -> None:
+        async with BlockingPortal() as portal, anyio.create_task_group() as tg:
+            self._stop = anyio.Event()
+            self._task_group = tg
+            self._portal = portal
+            ready.set()
+            await self._stop.wait()
+            tg.cancel_scope.cancel()
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup:
+        """The task group that hosts the facades' actors (starts the runtime if needed)."""
+        self._ensure()
+        assert self._task_group is not None
+        return self._task_group
+
+    def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``func(*args)`` on the runtime's loop and wait for its result."""
+        portal = self._ensure()
+        if self._thread is threading.current_thread():
+            raise AicmError("a sync aicm method was called from aicm's own delivery loop")
+        return portal.call(func, *args)
+
+    def register(self, closable: Any) -> None:
+        """Close ``closable`` (an object with ``aclose(timeout)``) at interpreter exit."""
+        self._closables.add(closable)
+
+    def unregister(self, closable: Any) -> None:
+        """Forget ``closable`` (it was closed by its owner)."""
+        self._closables.discard(closable)
+
+    async def _close_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for closable in list(self._closables):
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                await closable.aclose(remaining)
+            except Exception:
+                logger.exception("closing %r at exit failed", closable)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Close every registered engine within ``timeout`` s, then stop the loop."""
+        timeout = self.close_timeout if timeout is None else timeout
+        portal, thread = self._portal, self._thread
+        if portal is None or thread is None or not thread.is_alive():
+            return
+        try:
+            portal.call(self._close_all, timeout)
+            stop = self._stop
+            if stop is not None:
+                portal.call(stop.set)
+        except Exception:
+            logger.exception("stopping the aicm delivery runtime failed")
+        thread.join(timeout)
+        self._portal = None
+        self._thread = None
+        self._task_group = None
+
+    def _after_fork_in_child(self) -> None:
+        # The loop thread did not survive the fork; its objects belong to the parent.
+        for closable in list(self._closables):
+            reset = getattr(closable, "after_fork_in_child", None)
+            if reset is not None:
+                try:
+                    reset()
+                except Exception:
+                    pass
+        self._closables = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread = None
+        self._portal = None
+        self._task_group = None
+        self._stop = None
+        self.generation += 1
+
+
+_runtime = SharedRuntime()
+
+
+def shared_runtime() -> SharedRuntime:
+    """The process's runtime (not started until first used)."""
+    return _runtime
+
+
+def _at_exit() -> None:
+    _runtime.shutdown()
+
+
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_runtime._after_fork_in_child)
