@@ -24,7 +24,7 @@ from .exceptions import (
     RecordTooLargeError,
 )
 
-__all__ = ["JSONValue", "check_size", "dumps", "to_plain"]
+__all__ = ["JSONValue", "check_size", "dumps", "plain_mapping", "to_plain"]
 
 JSONValue: TypeAlias = "dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None"
 
@@ -46,6 +46,40 @@ def to_plain(value: Any, *, field: str = "usage") -> JSONValue:
     raises :class:`NotSerializableError` naming the path of the offending value.
     """
     return _plain(value, field, 0)
+
+
+_FLAT = frozenset({str, int, bool, type(None)})
+
+
+def plain_mapping(value: Any, *, field: str) -> tuple[dict[str, JSONValue], int]:
+    """Return ``value`` (a mapping) as a fresh plain dict, and an upper bound of its JSON size.
+
+    The common case, a flat dict of strings and numbers, takes one pass; anything else
+    goes through :func:`to_plain`.
+    """
+    if type(value) is dict:
+        bound = 2
+        flat = True
+        for k, v in value.items():
+            t = type(v)
+            if type(k) is not str:
+                flat = False
+                break
+            if t is str:
+                bound += 6 * (len(k) + len(v)) + 8
+            elif t in _FLAT or (t is float and math.isfinite(v)):
+                bound += 6 * len(k) + 40
+            else:
+                flat = False
+                break
+        if flat:
+            return dict(value), bound
+    plain = to_plain(value, field=field)
+    if type(plain) is not dict:
+        raise NotSerializableError(
+            f"{field} must be a mapping, got {type(value).__name__}", field=field
+        )
+    return plain, _size_bound(plain, 1 << 62)
 
 
 def check_size(value: JSONValue, *, field: str, limit: int) -> int:
