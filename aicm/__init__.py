@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from ._api.configs import CostManagerConfig
+from ._api.cost_manager import AsyncCostManager
+from ._api.rest import AsyncRestUsageWrapper
 from ._api.tracker import AsyncTracker
 from ._core.exceptions import (
     AicmError,
@@ -31,24 +34,31 @@ from ._core.exceptions import (
     UnknownConfigError,
     UsageValidationError,
 )
+from ._core.extractor import UniversalExtractor
 from ._core.models import RecordResult, ServiceConfig, TrackRecord, TrackResult, UsageRecord
 from ._core.settings import DeliveryType, OnFull, Settings, resolve_settings
 from ._core.validator import TypeValidator
 from ._delivery.engine import DeadLetterRecord
 from ._delivery.health import DeliveryHealth, get_global_delivery_health
 from ._io.http import AsyncCostManagerClient
+from ._sync.cost_manager import CostManager
+from ._sync.rest import RestUsageWrapper
 from ._sync.tracker import Tracker
 from ._version import __version__
 
 __all__ = [
     "APIStatusError",
     "AicmError",
+    "AsyncCostManager",
     "AsyncCostManagerClient",
+    "AsyncRestUsageWrapper",
     "AsyncTracker",
     "AuthenticationError",
     "ClientRequestError",
     "ClosedError",
     "ConfigError",
+    "CostManager",
+    "CostManagerConfig",
     "DeadLetterRecord",
     "DeliveryError",
     "DeliveryHealth",
@@ -67,6 +77,7 @@ __all__ = [
     "RecordError",
     "RecordResult",
     "RecordTooLargeError",
+    "RestUsageWrapper",
     "SchemaError",
     "ServerError",
     "ServiceConfig",
@@ -76,6 +87,7 @@ __all__ = [
     "Tracker",
     "TransportError",
     "TypeValidator",
+    "UniversalExtractor",
     "UnknownConfigError",
     "UsageRecord",
     "UsageValidationError",

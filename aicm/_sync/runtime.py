@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +37,9 @@ class SharedRuntime:
         self._portal: BlockingPortal | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stop: anyio.Event | None = None
-        self._closables: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Strong references: an owner dropped without close() still has queued records,
+        # and its actor is still running; exit must deliver them.
+        self._closables: set[Any] = set()
         self.generation = 0
         self.close_timeout = 2.0
 
@@ -141,7 +142,7 @@ class SharedRuntime:
                     reset()
                 except Exception:
                     pass
-        self._closables = weakref.WeakSet()
+        self._closables = set()
         self._lock = threading.Lock()
         self._thread = None
         self._portal = None

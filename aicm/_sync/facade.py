@@ -1,0 +1,122 @@
+"""What every sync facade shares: its async twin, built and run on the shared runtime (layer 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+from .._api.recorder import AsyncRecorder
+from .._core.exceptions import ClosedError
+from .._core.models import WireRecord
+from .._core.settings import DeliveryType
+from .._delivery.engine import DeadLetterRecord
+from .._delivery.health import DeliveryHealth
+from .runtime import SharedRuntime, shared_runtime
+
+__all__ = ["SyncFacade"]
+
+A = TypeVar("A", bound=AsyncRecorder)
+
+
+class SyncFacade(Generic[A]):
+    """Builds the async object inside the runtime's loop, starts it in the runtime's task
+    group, and forwards lifecycle calls. After a fork the child builds a fresh one on
+    first use: the parent's queue and worker are the parent's.
+    """
+
+    def __init__(self, factory: Callable[[], A]) -> None:
+        self._factory = factory
+        self._closed = False
+        self._runtime: SharedRuntime = shared_runtime()
+        self._start()
+
+    def _start(self) -> None:
+        runtime = self._runtime
+        self._async: A = runtime.call(self._factory)
+        self._generation = runtime.generation
+        try:
+            runtime.call(self._async.start, runtime.task_group)
+        except BaseException:
+            runtime.call(self._async.aclose, 0.0)
+            raise
+        runtime.close_timeout = self._async.settings.close_timeout
+        runtime.register(self)
+
+    def _live(self) -> A:
+        if self._closed:
+            raise ClosedError(f"this {type(self).__name__} is closed")
+        if self._generation != self._runtime.generation:
+            self._start()
+        return self._async
+
+    def _emit(self, records: Sequence[WireRecord]) -> None:
+        """Queue records from the caller's thread (IMMEDIATE: send them through the runtime)."""
+        if not records:
+            return
+        owner = self._async
+        if owner.delivery_type is DeliveryType.IMMEDIATE:
+            self._runtime.call(_send_guarded, owner, list(records))
+        else:
+            owner.emit_blocking(records)
+
+    @property
+    def delivery_type(self) -> DeliveryType:
+        """How this object delivers."""
+        return self._async.delivery_type
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Deliver everything queued within ``timeout`` s; return how many records are left."""
+        if self._closed or self._generation != self._runtime.generation:
+            return 0
+        left: int = self._runtime.call(self._async.flush, timeout)
+        return left
+
+    def close(self, timeout: float | None = None) -> int:
+        """Deliver what is queued within ``timeout`` s, then stop; return how many were left."""
+        if self._closed:
+            return 0
+        self._closed = True
+        self._runtime.unregister(self)
+        if self._generation != self._runtime.generation:
+            return 0
+        left: int = self._runtime.call(self._async.aclose, timeout)
+        return left
+
+    async def aclose(self, timeout: float | None = None) -> int:
+        """Close from the runtime's own loop (at interpreter exit)."""
+        self._closed = True
+        return await self._async.aclose(timeout)
+
+    def after_fork_in_child(self) -> None:
+        """Drop the parent's engine state in a forked child (called by the runtime)."""
+        self._async.engine.after_fork_in_child()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def health(self) -> DeliveryHealth:
+        """A snapshot of this object's delivery."""
+        return self._async.health()
+
+    def dead_letters(self) -> list[DeadLetterRecord]:
+        """Records the service refused for good (memory queues)."""
+        return self._async.dead_letters()
+
+
+async def _send_guarded(owner: AsyncRecorder, records: list[WireRecord]) -> None:
+    try:
+        await owner.engine.send_now(records)
+    except Exception as exc:
+        # Tracking must never break the user's call.
+        import logging
+
+        logging.getLogger("aicm").warning("immediate delivery failed: %s", exc)
