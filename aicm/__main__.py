@@ -1,0 +1,5 @@
+"""``python -m aicm``: the ``aicm`` command."""
+
+from aicm.cli import main
+
+raise SystemExit(main())
