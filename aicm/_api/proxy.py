@@ -1,0 +1,717 @@
+"""A transparent proxy that reports the tracked calls and streams of any client (layer 4 helper).
+
+``TrackedProxy(client, extractor_hook=hook)`` behaves like ``client``: attributes, nested
+resources, sync and async methods, context managers, ``isinstance``. It remembers the
+dotted path of each attribute access; when a called path is tracked (``hook.should_track``)
+it hands the call and its response to ``hook.on_call`` once the call has returned (or its
+coroutine has been awaited). A streaming result is handed back wrapped: every chunk passes
+through untouched and ``hook.on_stream_end`` runs exactly once when the stream is
+exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected.
+
+The hooks run in the caller's thread or task and must be quick; any exception they raise
+is logged on ``aicm.cost_manager`` and swallowed, so tracking never breaks the user's call.
+No delivery happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import attrs
+
+__all__ = ["ExtractorHook", "ProxyHooks", "TrackedProxy"]
+
+logger = logging.getLogger("aicm.cost_manager")
+
+
+class ExtractorHook(Protocol):
+    """What a :class:`TrackedProxy` asks and tells about calls (the CostManager implements it)."""
+
+    def should_track(self, path: str) -> bool:
+        """True when calls of the dotted ``path`` (``chat.completions.create``) are tracked."""
+        ...
+
+    def on_call(
+        self,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        response: Any,
+        func: Callable[..., Any],
+    ) -> None:
+        """A tracked call returned ``response`` (not a stream)."""
+        ...
+
+    def on_stream_end(
+        self,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        chunks: list[Any],
+        func: Callable[..., Any],
+    ) -> None:
+        """A tracked call's stream ended; ``chunks`` is everything it yielded.
+
+        For SDK helper streams that accumulate a final snapshot (anthropic
+        ``MessageStream.current_message_snapshot``, openai
+        ``ChatCompletionStream.current_completion_snapshot``) the snapshot is appended as
+        the last chunk, so usage is known even when the user read ``text_stream`` or
+        called ``get_final_message()`` instead of iterating the stream itself.
+        """
+        ...
+
+
+OnCall = Callable[[str, tuple[Any, ...], dict[str, Any], Any, Callable[..., Any]], None]
+OnStreamEnd = Callable[[str, tuple[Any, ...], dict[str, Any], list[Any], Callable[..., Any]], None]
+
+
+def _never(path: str) -> bool:
+    return False
+
+
+def _ignore_call(*_: Any) -> None:
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class ProxyHooks:
+    """An :class:`ExtractorHook` made of three plain callables."""
+
+    should_track: Callable[[str], bool] = _never
+    on_call: OnCall = _ignore_call
+    on_stream_end: OnStreamEnd = _ignore_call
+
+
+# Values handed back as they are: data, classes and modules hold no tracked methods, and a
+# proxy around a str or int would break code that checks ``type(x) is str``.
+_PASSTHROUGH_TYPES = frozenset(
+    {str, bytes, bytearray, int, float, complex, bool, type(None), list, tuple, dict, set}
+)
+_PASSTHROUGH_BASES = (
+    str,
+    bytes,
+    bytearray,
+    int,
+    float,
+    complex,
+    list,
+    tuple,
+    dict,
+    set,
+    frozenset,
+    type,
+    types.ModuleType,
+)
+_FUNCTION_TYPES = frozenset(
+    {types.MethodType, types.FunctionType, types.BuiltinMethodType, types.MethodWrapperType}
+)
+# Results that are answers, never streams, even with ``stream=True``.
+_NOT_STREAMS = (str, bytes, bytearray, int, float, list, tuple, dict, set, frozenset)
+# Accumulated snapshots kept by SDK helper streams (anthropic, openai).
+_SNAPSHOT_ATTRS = ("current_message_snapshot", "current_completion_snapshot")
+_OWN = frozenset(
+    {
+        "_aicm_target",
+        "_aicm_hook",
+        "_aicm_path",
+        "_aicm_children",
+        "_aicm_state",
+        "_aicm_next",
+        "_aicm_finalizer",
+        "_aicm_stream",
+    }
+)
+
+
+_get = object.__getattribute__
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, (TrackedProxy, _TrackedStream, _StreamManager)):
+        return object.__getattribute__(value, "_aicm_target")
+    return value
+
+
+class TrackedProxy:
+    """Wrap ``target`` so that tracked calls reach ``extractor_hook``; all else is ``target``'s.
+
+    ``path`` is the dotted path of ``target`` itself (``""`` for a client).
+    """
+
+    __slots__ = ("__weakref__", "_aicm_children", "_aicm_hook", "_aicm_path", "_aicm_target")
+
+    _aicm_target: Any
+    _aicm_hook: ExtractorHook
+    _aicm_path: str
+    _aicm_children: dict[str, TrackedProxy]
+
+    def __new__(cls, target: Any, *, extractor_hook: ExtractorHook, path: str = "") -> TrackedProxy:
+        if cls is TrackedProxy and callable(target):
+            cls = _TrackedCallable
+        return object.__new__(cls)
+
+    def __init__(self, target: Any, *, extractor_hook: ExtractorHook, path: str = "") -> None:
+        object.__setattr__(self, "_aicm_target", target)
+        object.__setattr__(self, "_aicm_hook", extractor_hook)
+        object.__setattr__(self, "_aicm_path", path)
+        object.__setattr__(self, "_aicm_children", {})
+
+    # -- attribute access: the hot path for untracked use ---------------------------------
+
+    def __getattribute__(self, name: str) -> Any:
+        # Overriding __getattribute__ (not __getattr__) skips the failed normal lookup that
+        # precedes every __getattr__ call, halving the cost of each attribute hop.
+        if name in _PROXY_NAMES:
+            return _get(self, name)
+        value = getattr(_get(self, "_aicm_target"), name)
+        vtype = type(value)
+        if vtype in _PASSTHROUGH_TYPES:
+            return value
+        children: dict[str, TrackedProxy] = _get(self, "_aicm_children")
+        child = children.get(name)
+        if child is not None:
+            cached = _get(child, "_aicm_target")
+            # Bound methods are new objects on each access but equal while they wrap the
+            # same function and instance; anything else must be the very same object, so
+            # a replaced attribute is never served from a stale cache.
+            if cached is value or (vtype is types.MethodType and cached == value):
+                return child
+        hook: ExtractorHook = _get(self, "_aicm_hook")
+        path: str = _get(self, "_aicm_path")
+        path = f"{path}.{name}" if path else name
+        if vtype in _FUNCTION_TYPES:
+            # A function has nothing tracked below it: when it is not tracked itself the
+            # caller gets it bare, with no proxy in the call. Asked on every access, so a
+            # refreshed config that starts tracking it takes effect at once.
+            if not _should_track(hook, path):
+                return value
+        elif name.startswith("__") or isinstance(value, _PASSTHROUGH_BASES):
+            return value
+        child = TrackedProxy(value, extractor_hook=hook, path=path)
+        children[name] = child
+        return child
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._aicm_target, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in _OWN:
+            object.__delattr__(self, name)
+        else:
+            delattr(self._aicm_target, name)
+
+    @property
+    def __class__(self) -> type[Any]:  # isinstance() sees the target's class
+        return type(self._aicm_target)
+
+    @__class__.setter
+    def __class__(self, value: type[Any]) -> None:
+        self._aicm_target.__class__ = value
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self._aicm_target
+
+    def __dir__(self) -> list[str]:
+        return dir(self._aicm_target)
+
+    def __repr__(self) -> str:
+        return repr(self._aicm_target)
+
+    def __str__(self) -> str:
+        return str(self._aicm_target)
+
+    def __format__(self, spec: str) -> str:
+        return format(self._aicm_target, spec)
+
+    def __bool__(self) -> bool:
+        return bool(self._aicm_target)
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self._aicm_target == _unwrap(other))
+
+    def __ne__(self, other: object) -> bool:
+        return bool(self._aicm_target != _unwrap(other))
+
+    def __lt__(self, other: object) -> Any:
+        return self._aicm_target < _unwrap(other)
+
+    def __le__(self, other: object) -> Any:
+        return self._aicm_target <= _unwrap(other)
+
+    def __gt__(self, other: object) -> Any:
+        return self._aicm_target > _unwrap(other)
+
+    def __ge__(self, other: object) -> Any:
+        return self._aicm_target >= _unwrap(other)
+
+    def __hash__(self) -> int:
+        return hash(self._aicm_target)
+
+    def __len__(self) -> int:
+        return len(self._aicm_target)
+
+    def __iter__(self) -> Any:
+        return iter(self._aicm_target)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._aicm_target
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._aicm_target[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._aicm_target[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self._aicm_target[key]
+
+    # A client entered with ``with``/``async with`` usually returns itself; the caller then
+    # holds the proxy, so calls inside the block are still tracked.
+    def __enter__(self) -> Any:
+        entered = self._aicm_target.__enter__()
+        return self if entered is self._aicm_target else entered
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self._aicm_target.__exit__(*exc_info)
+
+    async def __aenter__(self) -> Any:
+        entered = await self._aicm_target.__aenter__()
+        return self if entered is self._aicm_target else entered
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._aicm_target.__aexit__(*exc_info)
+
+
+class _TrackedCallable(TrackedProxy):
+    """A proxy of something callable: a method, a function, a callable resource."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        func = _get(self, "_aicm_target")
+        result = func(*args, **kwargs)
+        hook: ExtractorHook = _get(self, "_aicm_hook")
+        path: str = _get(self, "_aicm_path")
+        if not _should_track(hook, path):
+            return result
+        rtype = type(result)
+        if rtype in _PASSTHROUGH_TYPES:
+            _report_call(hook, path, args, kwargs, result, func)
+            return result
+        if rtype is types.CoroutineType:
+            return _await_then_report(result, hook, path, args, kwargs, func)
+        return _after_call(hook, path, args, kwargs, result, func)
+
+
+def _should_track(hook: ExtractorHook, path: str) -> bool:
+    try:
+        return hook.should_track(path)
+    except Exception:
+        logger.exception("should_track(%r) failed; call not tracked", path)
+        return False
+
+
+async def _await_then_report(
+    coro: Coroutine[Any, Any, Any],
+    hook: ExtractorHook,
+    path: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    func: Callable[..., Any],
+) -> Any:
+    result = await coro
+    return _after_call(hook, path, args, kwargs, result, func)
+
+
+def _after_call(
+    hook: ExtractorHook,
+    path: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+    func: Callable[..., Any],
+) -> Any:
+    wrapped = _wrap_stream(hook, path, args, kwargs, result, func)
+    if wrapped is not None:
+        return wrapped
+    _report_call(hook, path, args, kwargs, result, func)
+    return result
+
+
+def _report_call(
+    hook: ExtractorHook,
+    path: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+    func: Callable[..., Any],
+) -> None:
+    try:
+        hook.on_call(path, args, kwargs, result, func)
+    except Exception:
+        logger.exception("tracking %s failed; the call's result is returned untouched", path)
+
+
+def _wrap_stream(
+    hook: ExtractorHook,
+    path: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+    func: Callable[..., Any],
+) -> Any:
+    """A pass-through wrapper when ``result`` is a stream, else None."""
+    kind = _stream_kind(result, path, kwargs)
+    if kind is None:
+        return None
+    state = _StreamState(hook, path, args, kwargs, func, result)
+    if kind == "manager":
+        return _SyncStreamManager(result, state)
+    if kind == "amanager":
+        return _AsyncStreamManager(result, state)
+    return _stream_class(type(result), kind == "async")(result, state)
+
+
+def _stream_kind(result: Any, path: str, kwargs: dict[str, Any]) -> str | None:
+    """``"sync"``/``"async"`` for a stream, ``"manager"``/``"amanager"`` for a helper."""
+    rtype = type(result)
+    kind = _TYPE_KINDS.get(rtype, "unseen")
+    if kind == "unseen":
+        kind = _type_kind(rtype)
+        if len(_TYPE_KINDS) >= 1024:
+            _TYPE_KINDS.clear()
+        _TYPE_KINDS[rtype] = kind
+    if kind != "maybe":
+        return kind
+    flag = kwargs.get("stream")
+    if not (flag is True or (flag is None and path.rpartition(".")[2] == "stream")):
+        return None
+    sync_iterable = hasattr(rtype, "__iter__")
+    async_iterable = hasattr(rtype, "__aiter__")
+    # Helper managers (``client.messages.stream(...)``) are context managers that are not
+    # iterable themselves: the request starts when they are entered.
+    if hasattr(rtype, "__enter__") and not sync_iterable:
+        return "manager"
+    if hasattr(rtype, "__aenter__") and not async_iterable:
+        return "amanager"
+    if sync_iterable:
+        return "sync"
+    if async_iterable:
+        return "async"
+    return None
+
+
+def _type_kind(rtype: type[Any]) -> str | None:
+    """What a result's type alone says: an answer (None), a stream, or "maybe"."""
+    if rtype is type(None) or issubclass(rtype, _NOT_STREAMS):
+        return None
+    if hasattr(rtype, "model_dump"):  # a pydantic model is an answer even though iterable
+        return None
+    if hasattr(rtype, "__next__"):
+        return "sync"
+    if hasattr(rtype, "__anext__"):
+        return "async"
+    return "maybe"
+
+
+_TYPE_KINDS: dict[type[Any], str | None] = {}
+
+
+class _StreamState:
+    """The record of one stream; kept apart from the wrapper so a finalizer can hold it."""
+
+    __slots__ = ("_pending", "args", "chunks", "func", "hook", "kwargs", "path", "target")
+
+    def __init__(
+        self,
+        hook: ExtractorHook,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        func: Callable[..., Any],
+        target: Any,
+    ) -> None:
+        self.hook = hook
+        self.path = path
+        self.args = args
+        self.kwargs = kwargs
+        self.func = func
+        self.target: Any = target
+        self.chunks: list[Any] = []
+        self._pending = [True]
+
+    def finish(self) -> None:
+        """Report the stream once; later calls do nothing."""
+        try:
+            # list.pop is atomic, so two threads closing at once still report once.
+            self._pending.pop()
+        except IndexError:
+            return
+        chunks = self.chunks
+        snapshot = _snapshot(self.target)
+        if snapshot is not None:
+            chunks.append(snapshot)
+        self.target = None
+        try:
+            self.hook.on_stream_end(self.path, self.args, self.kwargs, chunks, self.func)
+        except Exception:
+            logger.exception("tracking the stream of %s failed", self.path)
+
+    def retarget(self, target: Any) -> None:
+        self.target = target
+
+
+def _snapshot(target: Any) -> Any:
+    if target is None:
+        return None
+    rtype = type(target)
+    for name in _SNAPSHOT_ATTRS:
+        if hasattr(rtype, name):
+            try:
+                value = getattr(target, name)
+            except Exception:  # the SDKs assert a snapshot exists; before any chunk it does not
+                continue
+            if value is not None:
+                return value
+    return None
+
+
+class _TrackedStream:
+    """Base of the stream wrappers: delegation, identity and the finalizer."""
+
+    __slots__ = ("__weakref__", "_aicm_finalizer", "_aicm_next", "_aicm_state", "_aicm_target")
+
+    _aicm_target: Any
+    _aicm_state: _StreamState
+    _aicm_next: Any
+
+    def __init__(self, target: Any, state: _StreamState) -> None:
+        object.__setattr__(self, "_aicm_target", target)
+        object.__setattr__(self, "_aicm_state", state)
+        object.__setattr__(self, "_aicm_next", None)
+        # A stream abandoned mid-way (``break``, then dropped) is reported when collected.
+        finalizer = weakref.finalize(self, state.finish)
+        finalizer.atexit = False
+        object.__setattr__(self, "_aicm_finalizer", finalizer)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_aicm_"):
+            raise AttributeError(name)
+        value = getattr(self._aicm_target, name)
+        if name in ("close", "aclose") and callable(value):
+            state = self._aicm_state
+
+            def close(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return value(*args, **kwargs)
+                finally:
+                    # After close nothing more can arrive, so reporting before an async
+                    # close has been awaited loses nothing.
+                    state.finish()
+
+            return close
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._aicm_target, name, value)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[Any]:  # isinstance() sees the stream's class
+        return type(self._aicm_target)
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self._aicm_target
+
+    def __dir__(self) -> list[str]:
+        return dir(self._aicm_target)
+
+    def __repr__(self) -> str:
+        return repr(self._aicm_target)
+
+
+class _SyncStream(_TrackedStream):
+    __slots__ = ()
+
+    def __iter__(self) -> _SyncStream:
+        return self
+
+    def __next__(self) -> Any:
+        step = self._aicm_next
+        if step is None:
+            target = self._aicm_target
+            # Call the target's own __next__ where it has one: iter() on an SDK stream
+            # makes a second generator over the same response.
+            step = target.__next__ if hasattr(type(target), "__next__") else iter(target).__next__
+            object.__setattr__(self, "_aicm_next", step)
+        try:
+            chunk = step()
+        except BaseException:  # StopIteration, a failure or an interrupt all end the stream
+            self._aicm_state.finish()
+            raise
+        self._aicm_state.chunks.append(chunk)
+        return chunk
+
+
+class _SyncStreamCM(_SyncStream):
+    __slots__ = ()
+
+    def __enter__(self) -> Any:
+        entered = self._aicm_target.__enter__()
+        return self if entered is self._aicm_target else entered
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self._aicm_target.__exit__(*exc_info)
+        finally:
+            self._aicm_state.finish()
+
+
+class _AsyncStream(_TrackedStream):
+    __slots__ = ()
+
+    def __aiter__(self) -> _AsyncStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        step = self._aicm_next
+        if step is None:
+            target = self._aicm_target
+            step = (
+                target.__anext__
+                if hasattr(type(target), "__anext__")
+                else target.__aiter__().__anext__
+            )
+            object.__setattr__(self, "_aicm_next", step)
+        try:
+            chunk = await step()
+        except BaseException:  # StopAsyncIteration, a failure or a cancellation
+            self._aicm_state.finish()
+            raise
+        self._aicm_state.chunks.append(chunk)
+        return chunk
+
+
+class _AsyncStreamCM(_AsyncStream):
+    __slots__ = ()
+
+    async def __aenter__(self) -> Any:
+        entered = await self._aicm_target.__aenter__()
+        return self if entered is self._aicm_target else entered
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            return await self._aicm_target.__aexit__(*exc_info)
+        finally:
+            self._aicm_state.finish()
+
+
+def _stream_class(rtype: type[Any], is_async: bool) -> type[_TrackedStream]:
+    # Only the protocols the target has: a wrapper that claimed __aiter__ for a sync stream
+    # would send frameworks (starlette's StreamingResponse) down the wrong path.
+    if is_async:
+        return _AsyncStreamCM if hasattr(rtype, "__aenter__") else _AsyncStream
+    return _SyncStreamCM if hasattr(rtype, "__enter__") else _SyncStream
+
+
+class _StreamManager:
+    """Base of the wrappers of helper managers: the stream exists once they are entered."""
+
+    __slots__ = ("_aicm_state", "_aicm_stream", "_aicm_target")
+
+    _aicm_target: Any
+    _aicm_state: _StreamState
+    _aicm_stream: _TrackedStream | None
+
+    def __init__(self, target: Any, state: _StreamState) -> None:
+        object.__setattr__(self, "_aicm_target", target)
+        object.__setattr__(self, "_aicm_state", state)
+        object.__setattr__(self, "_aicm_stream", None)
+
+    def _aicm_entered(self, entered: Any) -> Any:
+        state = self._aicm_state
+        etype = type(entered)
+        kind = _type_kind(etype)
+        if kind == "maybe":
+            kind = (
+                "sync"
+                if hasattr(etype, "__iter__")
+                else "async"
+                if hasattr(etype, "__aiter__")
+                else None
+            )
+        if kind is None:
+            # Not a stream after all: what was entered is the response.
+            _report_call(state.hook, state.path, state.args, state.kwargs, entered, state.func)
+            return entered
+        state.retarget(entered)
+        stream = _stream_class(etype, kind == "async")(entered, state)
+        object.__setattr__(self, "_aicm_stream", stream)
+        return stream
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_aicm_"):
+            raise AttributeError(name)
+        return getattr(self._aicm_target, name)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[Any]:  # isinstance() sees the manager's class
+        return type(self._aicm_target)
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self._aicm_target
+
+    def __dir__(self) -> list[str]:
+        return dir(self._aicm_target)
+
+    def __repr__(self) -> str:
+        return repr(self._aicm_target)
+
+
+class _SyncStreamManager(_StreamManager):
+    __slots__ = ()
+
+    def __enter__(self) -> Any:
+        return self._aicm_entered(self._aicm_target.__enter__())
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            return self._aicm_target.__exit__(*exc_info)
+        finally:
+            if self._aicm_stream is not None:
+                self._aicm_state.finish()
+
+
+class _AsyncStreamManager(_StreamManager):
+    __slots__ = ()
+
+    async def __aenter__(self) -> Any:
+        return self._aicm_entered(await self._aicm_target.__aenter__())
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            return await self._aicm_target.__aexit__(*exc_info)
+        finally:
+            if self._aicm_stream is not None:
+                self._aicm_state.finish()
+
+
+# Names the proxy answers itself; every other name goes to the target. ``__doc__`` and
+# ``__module__`` are the target's, as on functools.wraps-style wrappers.
+_PROXY_NAMES = (frozenset(dir(_TrackedCallable)) | _OWN) - {
+    "__doc__",
+    "__module__",
+    "__annotations__",
+}
