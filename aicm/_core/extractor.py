@@ -357,6 +357,30 @@ def _compile_getter(source: PayloadSource, config: HandlingConfig) -> Getter:
     return lambda call, item, response: resolve_path(_usage_of(item, response), steps)
 
 
+_SCALARS = (int, float, str, bool, list, tuple)
+
+
+def _usage_object(source: PayloadSource, getter: Getter) -> Getter:
+    """Keep ``usage`` an object: a single metric mapped into it is named by its field.
+
+    Seed 004 maps ``"usage": "response_data.duration"`` and sends ``{"duration": 12}``;
+    the service's usage records carry metrics by name, never a bare number.
+    """
+    if source.key != "usage":
+        return getter
+    label = source.steps[-1][0] if source.steps else source.name
+    if not label:
+        return getter
+
+    def named(call: _Call, item: Any, response: Any) -> Any:
+        value = getter(call, item, response)
+        if isinstance(value, _SCALARS):
+            return {label: value}
+        return value
+
+    return named
+
+
 class _CompiledConfig:
     """One handling config ready to run: getters, static fields, list and stream rules."""
 
@@ -365,7 +389,7 @@ class _CompiledConfig:
     def __init__(self, config: HandlingConfig) -> None:
         self.config = config
         self.entries: tuple[tuple[str, Getter, str, str], ...] = tuple(
-            (s.key, _compile_getter(s, config), f"payload.{s.key}", s.source)
+            (s.key, _usage_object(s, _compile_getter(s, config)), f"payload.{s.key}", s.source)
             for s in config.payload_mapping
         )
         self.static = config.static_payload_fields

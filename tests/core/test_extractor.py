@@ -139,7 +139,7 @@ def test_seed_000_payload_is_exact() -> None:
     """Seed 000: add(2, 3) -> 5 gives exactly config, timestamp, usage and static."""
     extractor = one_config(SEED_000, "calc-config")
     payloads = extractor.extract("add", args=(2, 3), response=5, func=add, timestamp=TS)
-    assert payloads == [{"config": "calc-config", "timestamp": TS, "usage": 5, "static": 1}]
+    assert payloads == [{"config": "calc-config", "timestamp": TS, "usage": {"value": 5}, "static": 1}]
 
 
 def test_seed_000_generates_a_utc_timestamp() -> None:
@@ -168,14 +168,14 @@ def test_seed_004_gives_one_payload_per_session() -> None:
             "service_id": "api.heygen.com/v2/streaming.list",
             "timestamp": TS,
             "response_id": "session-1",
-            "usage": 12,
+            "usage": {"duration": 12},
         },
         {
             "config_id": "api.heygen.com",
             "service_id": "api.heygen.com/v2/streaming.list",
             "timestamp": TS,
             "response_id": "session-2",
-            "usage": 20,
+            "usage": {"duration": 20},
         },
     ]
 
