@@ -26,10 +26,16 @@ T = TypeVar("T")
 
 
 class Waker:
-    """Sets an anyio Event of one event loop from any thread, without waiting."""
+    """Wakes one task on one event loop from any thread, without losing a wake.
+
+    Level-triggered: a :meth:`wake` that comes while nobody waits is kept, and the next
+    :meth:`wait` returns at once. The actor therefore never sleeps through a flush or a
+    close that arrived while it was busy (say, awaiting a SQLite read).
+    """
 
     def __init__(self) -> None:
         self._event = anyio.Event()
+        self._pending = False
         token = anyio.lowlevel.current_token().native_token
         self._thread = threading.get_ident()
         schedule = getattr(token, "call_soon_threadsafe", None)  # asyncio's loop
@@ -37,28 +43,36 @@ class Waker:
             schedule = token.run_sync_soon  # type: ignore[attr-defined]  # trio's TrioToken
         self._schedule: Callable[[Callable[[], None]], object] = schedule
 
-    def arm(self) -> anyio.Event:
-        """A fresh event for the next wait (call from the loop's thread)."""
-        self._event = anyio.Event()
-        return self._event
+    async def wait(self, timeout: float | None = None) -> None:
+        """Sleep until woken or ``timeout`` s pass; return at once if a wake is pending."""
+        if not self._pending:
+            self._event = anyio.Event()
+            with anyio.move_on_after(timeout):
+                await self._event.wait()
+        self._pending = False
 
     def wake(self) -> None:
-        """Set the current event; safe from any thread."""
-        event = self._event
+        """Wake the waiting task (or the next one to wait); safe from any thread."""
         if threading.get_ident() == self._thread:
-            event.set()
+            self._wake_here()
         else:
             try:
-                self._schedule(event.set)
+                self._schedule(self._wake_here)
             except RuntimeError:
                 pass  # the loop is closed: nobody is waiting any more
+
+    def _wake_here(self) -> None:
+        self._pending = True
+        self._event.set()
 
 
 class RecordBuffer(Generic[T]):
     """A bounded FIFO: producers on any thread, one consumer (the actor) on one loop.
 
     ``put`` never touches the event loop unless the consumer is asleep waiting for the
-    transition this put makes (the first record, or a full batch).
+    transition this put makes (the first record, or a full batch). Each record keeps the
+    ``time.monotonic()`` of its arrival, so the batch window and the health's oldest age
+    are measured from the oldest record actually waiting.
     """
 
     def __init__(
@@ -75,7 +89,7 @@ class RecordBuffer(Generic[T]):
         self.batch_size = batch_size
         self.on_full = on_full
         self.block_timeout = block_timeout
-        self._items: deque[T] = deque()
+        self._items: deque[tuple[float, T]] = deque()
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._sync_waiters = 0
@@ -85,7 +99,6 @@ class RecordBuffer(Generic[T]):
         self._waker: Waker | None = None
         self._waiting_for = 0  # how many records the sleeping consumer waits for
         self._room: anyio.Event | None = None
-        self._oldest_at = 0.0
         self.closed = False
 
     def __len__(self) -> int:
@@ -94,15 +107,16 @@ class RecordBuffer(Generic[T]):
     @property
     def oldest_at(self) -> float:
         """``time.monotonic()`` when the oldest queued record arrived (0 when empty)."""
-        return self._oldest_at if self._items else 0.0
+        try:
+            return self._items[0][0]
+        except IndexError:
+            return 0.0
 
     # -- producers -------------------------------------------------------------------
 
     def _append_locked(self, item: T) -> None:
         items = self._items
-        if not items:
-            self._oldest_at = time.monotonic()
-        items.append(item)
+        items.append((time.monotonic(), item))
         waker = self._waker
         if waker is not None and len(items) >= self._waiting_for:
             self._waker = None
@@ -117,7 +131,7 @@ class RecordBuffer(Generic[T]):
             if len(self._items) >= self.maxsize:
                 if self.on_full is not OnFull.BACKPRESSURE:
                     return False
-                dropped = self._items.popleft()
+                dropped = self._items.popleft()[1]
             self._append_locked(item)
         if dropped is not None:
             self._discarded(dropped, "backpressure")
@@ -155,8 +169,6 @@ class RecordBuffer(Generic[T]):
         try:
             with anyio.fail_after(self.block_timeout):
                 while not self.try_put(item):
-                    if self.closed:
-                        raise QueueFullError("the delivery queue is closed")
                     if self._room is None:
                         self._room = anyio.Event()
                     await self._room.wait()
@@ -178,9 +190,7 @@ class RecordBuffer(Generic[T]):
         with self._lock:
             items = self._items
             n = min(limit, len(items))
-            batch = [items.popleft() for _ in range(n)]
-            if items:
-                self._oldest_at = time.monotonic()
+            batch = [items.popleft()[1] for _ in range(n)]
             if n and self._sync_waiters:
                 self._not_full.notify_all()
         room = self._room
@@ -189,20 +199,28 @@ class RecordBuffer(Generic[T]):
             room.set()
         return batch
 
-    def push_front(self, items: list[T]) -> None:
-        """Return records the consumer could not deliver to the head of the queue."""
-        with self._lock:
-            self._items.extendleft(reversed(items))
+    def push_front(self, items: list[T], *, queued_at: float | None = None) -> None:
+        """Return records the consumer could not deliver to the head of the queue.
 
-    def wait_for(self, waker: Waker, count: int) -> anyio.Event | None:
-        """Arm ``waker`` to fire when ``count`` records are queued; None if they already are."""
+        ``queued_at`` is when they first arrived (``time.monotonic()``), so their age
+        stays true; they may briefly take the queue past ``maxsize`` (they were in it).
+        """
+        at = time.monotonic() if queued_at is None else queued_at
+        with self._lock:
+            self._items.extendleft((at, item) for item in reversed(items))
+
+    def wait_for(self, waker: Waker, count: int) -> bool:
+        """Ask producers to wake ``waker`` once ``count`` records are queued.
+
+        False if they already are (nothing to wait for); else call :meth:`cancel_wait`
+        after the wait.
+        """
         with self._lock:
             if len(self._items) >= count:
-                return None
-            event = waker.arm()
+                return False
             self._waiting_for = count
             self._waker = waker
-            return event
+            return True
 
     def cancel_wait(self) -> None:
         """Stop asking producers to wake the consumer."""
@@ -218,11 +236,25 @@ class RecordBuffer(Generic[T]):
             self._room.set()
 
     def clear(self) -> list[T]:
-        """Remove and return everything (used after fork: those records are the parent's)."""
+        """Remove and return everything."""
         with self._lock:
-            items = list(self._items)
+            items = [item for _, item in self._items]
             self._items.clear()
             return items
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's records and locks without touching them.
+
+        A lock some parent thread held at the fork stays held forever in the child, so
+        fresh ones replace them rather than being acquired.
+        """
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._sync_waiters = 0
+        self._items = deque()
+        self._waker = None
+        self._room = None
+        self.closed = True
 
 
 class Doorbell:
@@ -256,15 +288,14 @@ class Doorbell:
                 self._waker = None
                 waker.wake()
 
-    def wait_for(self, waker: Waker, count: int) -> anyio.Event | None:
-        """Arm ``waker`` to fire once ``count`` rings have come; None if they already have."""
+    def wait_for(self, waker: Waker, count: int) -> bool:
+        """Ask ringers to wake ``waker`` once ``count`` rings have come; False if they have."""
         with self._lock:
             if self._count >= count:
-                return None
-            event = waker.arm()
+                return False
             self._waiting_for = count
             self._waker = waker
-            return event
+            return True
 
     def cancel_wait(self) -> None:
         """Stop asking ringers to wake the actor."""

@@ -4,13 +4,20 @@ One engine serves one tracker. ``IMMEDIATE`` sends in the caller's task. ``MEM_Q
 keeps records in a bounded :class:`RecordBuffer`; ``PERSISTENT_QUEUE`` commits them to a
 SQLite file first. Either way one actor task, started in a task group the owner supplies,
 drains the queue: it waits for a full batch or ``batch_interval``, sends, and sorts the
-answer into delivered, retry later, auth pause, or dead letter. It never dies of an error.
+answer into delivered, retry later, auth pause, or dead letter.
+
+The actor never dies of an error: whatever it holds when something unexpected happens
+goes back to the queue, and it carries on after a backoff. Every record it takes is
+*held* until the service's answer settles it (acked, dead-lettered or given back), so an
+interruption (a close deadline, a cancellation, a bug) can neither lose a record nor send
+an acked one again.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -49,6 +56,10 @@ logger = logging.getLogger("aicm.delivery")
 _RETRYABLE = (TransportError, ServerError, RateLimitedError)
 _IMMEDIATE_MAX_DELAY = 5.0
 
+# SQLite handles a forked child inherited: never used nor closed there (they are the
+# parent's), and kept referenced so that garbage collection does not close them either.
+_FORK_ORPHANS: list[object] = []
+
 
 @attrs.frozen(kw_only=True)
 class DeadLetterRecord:
@@ -61,24 +72,16 @@ class DeadLetterRecord:
     dead_at: float
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, eq=False)
 class _Item:
+    """A record the actor holds: compared by identity, since two may carry equal data."""
+
     endpoint: Endpoint
     response_id: str
     body: str
     created_at: float
     row_id: int | None = None
     record: WireRecord | None = None
-
-
-def _encode(record: WireRecord) -> _Item:
-    return _Item(
-        endpoint=record.endpoint,
-        response_id=record.response_id,
-        body=dumps(record.wire()),
-        created_at=time.time(),
-        record=record,
-    )
 
 
 def _reason(result: RecordResult) -> str:
@@ -111,22 +114,28 @@ class DeliveryEngine:
         self._started = False
         self._closed = False
         self._closing = False
+        self._close_finished: anyio.Event | None = None
+        self._left_at_close = 0
         self._deadline = float("inf")
         self._flushes = 0
         self._failures = 0
-        self._not_before = 0.0
-        self._in_hand = 0
+        self._not_before = 0.0  # time.monotonic() before which the actor sends nothing
         self._waker: Waker | None = None
         self._progress = anyio.Event()
         self._done: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
+        # What the actor has taken and the service has not settled yet, by identity.
+        self._held: dict[int, _Item] = {}
+        self._held_queued_at = 0.0
         self.buffer: RecordBuffer[WireRecord] | None = None
         self._doorbell: Doorbell | None = None
         self._writer: SyncWriter | None = None
         self.queue: SqliteQueue | None = None
+        # Persistent queues: pending rows as this process knows them (producers on any
+        # thread add, the actor removes), and when the oldest of them was written.
+        self._count_lock = threading.Lock()
         self._backlog = 0
-        self._oldest_claimed = 0.0
-        self._held: list[_Item] = []
+        self._oldest_pending = 0.0
         if delivery_type is DeliveryType.MEM_QUEUE:
             self.buffer = RecordBuffer(
                 settings.queue_size,
@@ -161,16 +170,25 @@ class DeliveryEngine:
         """Open the queue and start the actor in ``task_group`` (nothing to do for IMMEDIATE)."""
         if self._started:
             return
+        self._check_open()
         self._started = True
         if self.delivery_type is DeliveryType.IMMEDIATE:
             self._alive = True
             return
         if self.delivery_type is DeliveryType.PERSISTENT_QUEUE:
             self.settings.require_api_key()
-            self.queue = await SqliteQueue.open(
+            queue = await SqliteQueue.open(
                 self.db_path, api_root=self.settings.api_root, key_fp=self._key_fp()
             )
-            self._backlog = await self.queue.pending_upto(await self.queue.max_id())
+            try:
+                backlog = await queue.pending_upto(await queue.max_id())
+                oldest = await queue.oldest_pending_at()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await queue.close()
+                raise
+            self.queue = queue
+            self._count(backlog, oldest=oldest)
         await task_group.start(self._run)
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -183,11 +201,11 @@ class DeliveryEngine:
             try:
                 if self.buffer is not None:
                     await self._run_memory(self.buffer)
-                else:
-                    await self._run_persistent()
+                elif self.queue is not None and self._doorbell is not None:
+                    await self._run_persistent(self.queue, self._doorbell)
             finally:
                 self._alive = False
-                await self._give_back_held()
+                await self._release_held(0.0, "released at close")
                 self._signal_progress()
                 self._done.set()
 
@@ -210,6 +228,18 @@ class DeliveryEngine:
     def _past_deadline(self) -> bool:
         return self._closing and time.monotonic() >= self._deadline
 
+    def _count(self, delta: int, *, oldest: float | None = None) -> None:
+        """Adjust the persistent backlog (any thread); ``oldest`` re-anchors its age."""
+        with self._count_lock:
+            before = self._backlog
+            self._backlog = max(0, before + delta)
+            if oldest is not None:
+                self._oldest_pending = oldest
+            elif not self._backlog:
+                self._oldest_pending = 0.0
+            elif not before:
+                self._oldest_pending = time.time()
+
     # -- producers ---------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -222,8 +252,13 @@ class DeliveryEngine:
         if self.buffer is not None:
             self.buffer.put(record)
         elif self._writer is not None and self._doorbell is not None:
-            self._writer.write([QueueRow(**self._row_fields(record))])
-            self._backlog += 1
+            # Counted before the commit: the actor may deliver the row before we get back.
+            self._count(1)
+            try:
+                self._writer.write([QueueRow(**self._row_fields(record))])
+            except BaseException:
+                self._count(-1)
+                raise
             self._doorbell.ring()
         else:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
@@ -236,8 +271,12 @@ class DeliveryEngine:
         if self.buffer is not None:
             await self.buffer.aput(record)
         elif self.queue is not None and self._doorbell is not None:
-            await self.queue.enqueue([QueueRow(**self._row_fields(record))])
-            self._backlog += 1
+            self._count(1)
+            try:
+                await self.queue.enqueue([QueueRow(**self._row_fields(record))])
+            except BaseException:
+                self._count(-1)
+                raise
             self._doorbell.ring()
         elif self._writer is not None:
             raise AicmError("this tracker has not been started; use `async with`")
@@ -261,24 +300,35 @@ class DeliveryEngine:
             logger.debug("enqueued %s", record.response_id)
 
     def _discarded(self, record: WireRecord, reason: str) -> None:
+        """Count a dropped record and tell the user's ``on_discard`` (whose errors we eat)."""
         self.stats.discard(reason)
-        logger.warning("dropped record %s (%s)", record.response_id, reason)
+        try:
+            logger.warning("dropped record %s (%s)", record.response_id, reason)
+        except Exception:
+            pass  # a failing log handler must not make a drop raise at the call site
         if self._user_on_discard is not None:
             try:
                 self._user_on_discard(record)
             except Exception:
-                logger.exception("on_discard callback raised; ignored")
+                try:
+                    logger.exception("on_discard callback raised; ignored")
+                except Exception:
+                    pass
 
     async def send_now(self, records: Sequence[WireRecord]) -> TrackResult:
         """Send ``records`` now (IMMEDIATE): up to ``max_attempts`` on retryable failures."""
         self._check_open()
         results: list[RecordResult] = []
         limits: dict[str, Any] = {}
-        for start in range(0, len(records), MAX_RECORDS_PER_REQUEST):
-            chunk = records[start : start + MAX_RECORDS_PER_REQUEST]
-            answer = await self._send_with_attempts(chunk)
-            results.extend(answer.results)
-            limits.update(answer.triggered_limits)
+        groups: dict[Endpoint, list[WireRecord]] = {}
+        for record in records:
+            groups.setdefault(record.endpoint, []).append(record)
+        for group in groups.values():
+            for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
+                chunk = group[start : start + MAX_RECORDS_PER_REQUEST]
+                answer = await self._send_with_attempts(chunk)
+                results.extend(answer.results)
+                limits.update(answer.triggered_limits)
         return TrackResult(results=tuple(results), triggered_limits=limits)
 
     async def _send_with_attempts(self, records: Sequence[WireRecord]) -> TrackResult:
@@ -320,196 +370,225 @@ class DeliveryEngine:
 
     async def _run_memory(self, buffer: RecordBuffer[WireRecord]) -> None:
         while True:
-            if not await self._respect_backoff():
-                return
-            batch = await self._next_memory_batch(buffer)
-            if batch is None:
-                return
-            items: list[_Item] = []
-            for record in batch:
-                try:
-                    items.append(_encode(record))
-                except Exception as exc:  # validated at build; this is a bug guard
-                    self._note_unexpected(exc)
-            self._held = items
-            self._in_hand = len(items)
             try:
-                await self._deliver(items)
-            finally:
-                self._held = []
-                self._in_hand = 0
-            self._signal_progress()
+                if not await self._respect_backoff():
+                    return
+                batch = await self._next_memory_batch(buffer)
+                if batch is None:
+                    return
+                queued_at, records = batch
+                await self._deliver_held(self._encode(records), queued_at)
+            except Exception as exc:
+                await self._survive(exc)
 
-    async def _next_memory_batch(self, buffer: RecordBuffer[WireRecord]) -> list[WireRecord] | None:
+    def _encode(self, records: list[WireRecord]) -> list[_Item]:
+        now = time.time()
+        items: list[_Item] = []
+        for record in records:
+            try:
+                body = dumps(record.wire())
+            except Exception as exc:  # validated when built: only a bug gets here
+                self._note_unexpected(exc)
+                self._discarded(record, "unencodable")
+                continue
+            items.append(
+                _Item(
+                    endpoint=record.endpoint,
+                    response_id=record.response_id,
+                    body=body,
+                    created_at=now,
+                    record=record,
+                )
+            )
+        return items
+
+    async def _next_memory_batch(
+        self, buffer: RecordBuffer[WireRecord]
+    ) -> tuple[float, list[WireRecord]] | None:
+        """The next batch and when its oldest record arrived; None when closing and empty."""
         waker = self._waker
         assert waker is not None
         limit = self.settings.max_batch_size
         while True:
             n = len(buffer)
             if n >= limit or (n and self._urgent()):
-                return buffer.take(limit)
+                return buffer.oldest_at, buffer.take(limit)
             if n == 0:
                 if self._closing:
                     return None
                 self._signal_progress()
-                event = buffer.wait_for(waker, 1)
-                if event is not None:
-                    await event.wait()  # idle: no timer, no CPU
-                    buffer.cancel_wait()
+                if buffer.wait_for(waker, 1):
+                    try:
+                        await waker.wait()  # idle: no timer, no CPU
+                    finally:
+                        buffer.cancel_wait()
                 continue
             remaining = buffer.oldest_at + self.settings.batch_interval - time.monotonic()
             if remaining <= 0:
-                return buffer.take(limit)
-            event = buffer.wait_for(waker, limit)
-            if event is not None:
-                with anyio.move_on_after(remaining):
-                    await event.wait()
-                buffer.cancel_wait()
+                return buffer.oldest_at, buffer.take(limit)
+            if buffer.wait_for(waker, limit):
+                try:
+                    await waker.wait(remaining)
+                finally:
+                    buffer.cancel_wait()
 
     # -- the persistent actor -----------------------------------------------------------
 
-    async def _run_persistent(self) -> None:
-        queue = self.queue
-        doorbell = self._doorbell
-        assert queue is not None
-        assert doorbell is not None
+    async def _run_persistent(self, queue: SqliteQueue, doorbell: Doorbell) -> None:
         limit = self.settings.max_batch_size
         while True:
-            if not await self._respect_backoff():
-                return
-            doorbell.reset()
             try:
+                if not await self._respect_backoff():
+                    return
+                doorbell.reset()
                 rows = await queue.claim(limit, lease_seconds=self.settings.lease_seconds)
-            except AicmError as exc:
-                self._note_unexpected(exc)
-                await self._sleep_unless_closing(self._policy.delay(self._failures + 1))
-                continue
-            if rows:
-                items = [
-                    _Item(
-                        endpoint=Endpoint(r.endpoint),
-                        response_id=r.response_id,
-                        body=r.body,
-                        created_at=r.created_at,
-                        row_id=r.id,
-                    )
-                    for r in rows
-                ]
-                self._oldest_claimed = rows[0].created_at
-                self._held = items
-                self._in_hand = len(items)
-                try:
-                    await self._deliver(items)
-                finally:
-                    self._held = []
-                    self._in_hand = 0
+                if rows:
+                    items = [
+                        _Item(
+                            endpoint=Endpoint(r.endpoint),
+                            response_id=r.response_id,
+                            body=r.body,
+                            created_at=r.created_at,
+                            row_id=r.id,
+                        )
+                        for r in rows
+                    ]
+                    await self._deliver_held(items, 0.0)
+                    if len(rows) == limit or self._closing:
+                        continue  # more may be due now
+                elif self._closing:
+                    return
+                self._count(0, oldest=await queue.oldest_pending_at())
                 self._signal_progress()
-                if len(rows) == limit:
-                    continue
-            if self._closing:
-                return
-            self._signal_progress()
-            await self._wait_persistent(queue, doorbell)
+                await self._wait_persistent(queue, doorbell)
+            except Exception as exc:
+                await self._survive(exc)
 
     async def _wait_persistent(self, queue: SqliteQueue, doorbell: Doorbell) -> None:
+        """Sleep until there is something to claim: fresh rows (after a batch window), a
+        retry or an expired lease falling due, a flush or a close."""
         waker = self._waker
         assert waker is not None
         if doorbell.count == 0:
-            due = await queue.next_due()
+            # Nothing rung in. Fresh rows of a process that died before claiming them are
+            # only found by a claim: wake at least every lease_seconds for those.
+            due = await queue.next_retry_due()
             idle = self.settings.lease_seconds
             timeout = idle if due is None else min(max(due - time.time(), 0.0), idle)
             if timeout <= 0:
                 return
-            event = doorbell.wait_for(waker, 1)
-            if event is not None:
-                with anyio.move_on_after(timeout):
-                    await event.wait()
-                doorbell.cancel_wait()
+            if doorbell.wait_for(waker, 1):
+                try:
+                    await waker.wait(timeout)
+                finally:
+                    doorbell.cancel_wait()
             if doorbell.count == 0:
                 return
-        remaining = doorbell.first_at + self.settings.batch_interval - time.monotonic()
         limit = self.settings.max_batch_size
-        if self._urgent() or remaining <= 0 or doorbell.count >= limit:
-            return
-        event = doorbell.wait_for(waker, limit)
-        if event is not None:
-            with anyio.move_on_after(remaining):
-                await event.wait()
-            doorbell.cancel_wait()
+        while not self._urgent():
+            remaining = doorbell.first_at + self.settings.batch_interval - time.monotonic()
+            if remaining <= 0 or not doorbell.wait_for(waker, limit):
+                return
+            try:
+                await waker.wait(remaining)
+            finally:
+                doorbell.cancel_wait()
 
     # -- sending and sorting the answer ----------------------------------------------------
 
     async def _respect_backoff(self) -> bool:
-        """Sleep out a backoff after a failure; False when a close deadline ends the actor."""
-        wait = self._not_before - time.monotonic()
-        if wait > 0:
-            await self._sleep_unless_closing(wait)
-        return not self._past_deadline()
+        """Wait out a backoff after a failure; False when a close deadline ends the actor."""
+        waker = self._waker
+        assert waker is not None
+        while True:
+            if self._past_deadline():
+                return False
+            wait = self._not_before - time.monotonic()
+            if wait <= 0:
+                return True
+            if self._closing and self._not_before >= self._deadline:
+                return False  # no attempt fits before the deadline: stop now, keep the rest
+            await waker.wait(wait)  # a close may come meanwhile and change the answer
 
-    async def _sleep_unless_closing(self, seconds: float) -> None:
-        if self._closing:
-            seconds = min(seconds, max(0.0, self._deadline - time.monotonic()))
-        await anyio.sleep(seconds)
+    async def _deliver_held(self, items: list[_Item], queued_at: float) -> None:
+        """Deliver ``items``; whatever the answers leave unsettled goes back to the queue."""
+        self._held = {id(item): item for item in items}
+        self._held_queued_at = queued_at
+        try:
+            await self._deliver(items)
+        finally:
+            delay = max(0.0, self._not_before - time.monotonic())
+            await self._release_held(delay, "not sent: delivery was interrupted")
+        self._signal_progress()
 
     async def _deliver(self, items: list[_Item]) -> None:
         groups: dict[Endpoint, list[_Item]] = {}
         for item in items:
             groups.setdefault(item.endpoint, []).append(item)
         for endpoint, group in groups.items():
-            try:
-                await self._deliver_group(endpoint, group)
-            except Exception as exc:
-                # The actor must never die: whatever went wrong, keep the records for later.
-                self._note_unexpected(exc)
-                await self._retry_later(group, self._next_delay(None), f"internal error: {exc}")
+            if not await self._deliver_group(endpoint, group):
+                return  # paused (backoff, auth, deadline): the rest is given back
 
-    async def _deliver_group(self, endpoint: Endpoint, items: list[_Item]) -> None:
+    async def _send(self, endpoint: Endpoint, items: list[_Item]) -> TrackResult:
+        if self.settings.log_bodies and logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "sending %d record(s) to %s: %s",
+                len(items),
+                endpoint.value,
+                [i.body for i in items],
+            )
+        else:
+            logger.debug("sending %d record(s) to %s", len(items), endpoint.value)
+        self.stats.in_flight = len(items)
+        try:
+            return await self.client.send_encoded(endpoint, [i.body for i in items])
+        finally:
+            self.stats.in_flight = 0
+
+    async def _deliver_group(self, endpoint: Endpoint, items: list[_Item]) -> bool:
+        """Send ``items``, splitting around records the service refuses.
+
+        Returns False when delivery must pause (a retryable failure, a refused key, the
+        close deadline); what is not settled by then stays held for the caller to give back.
+        """
         pending = items
         while pending:
             if self._past_deadline():
-                return  # left in hand: _run's cleanup gives them back
-            self.stats.in_flight = len(pending)
-            if self.settings.log_bodies and logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "sending %d record(s) to %s: %s",
-                    len(pending),
-                    endpoint.value,
-                    [i.body for i in pending],
-                )
-            else:
-                logger.debug("sending %d record(s) to %s", len(pending), endpoint.value)
+                return False
             try:
-                result = await self.client.send_encoded(endpoint, [i.body for i in pending])
+                result = await self._send(endpoint, pending)
             except (AuthenticationError, MissingApiKeyError) as exc:
                 self._note_error(exc)
-                self.stats.auth_paused = True
-                logger.error("delivery paused: %s; records are kept", exc)
                 await self._retry_later(pending, self.settings.auth_retry_interval, str(exc))
-                return
+                self.stats.auth_paused = True
+                logger.error("delivery paused: %s", exc)
+                return False
             except _RETRYABLE as exc:
                 self._note_error(exc)
                 self.stats.retried += len(pending)
                 retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
                 delay = self._next_delay(retry_after)
+                await self._retry_later(pending, delay, str(exc))
                 logger.warning(
                     "delivery of %d record(s) failed (%s); retrying in %.2fs",
                     len(pending),
                     exc,
                     delay,
                 )
-                await self._retry_later(pending, delay, str(exc))
-                return
+                return False
             except ClientRequestError as exc:
                 self._note_error(exc)
-                pending = await self._permanent(endpoint, pending, exc)
+                rest = await self._permanent(endpoint, pending, exc)
+                if rest is None:
+                    return False
+                pending = rest
                 continue
-            finally:
-                self.stats.in_flight = 0
             self.stats.auth_paused = False
             self._failures = 0
             self._not_before = 0.0
             await self._accepted(pending, result)
-            return
+            return True
+        return True
 
     def _next_delay(self, retry_after: float | None) -> float:
         self._failures += 1
@@ -517,8 +596,11 @@ class DeliveryEngine:
 
     async def _permanent(
         self, endpoint: Endpoint, pending: list[_Item], exc: ClientRequestError
-    ) -> list[_Item]:
-        """Dead-letter what the service named; retry the rest alone. Returns what to retry."""
+    ) -> list[_Item] | None:
+        """Dead-letter what the service named, or split the batch to find it.
+
+        Returns the records still to send, or None when delivery paused meanwhile.
+        """
         named: dict[str, RecordResult] = {}
         for r in exc.results:
             if isinstance(r, RecordResult) and not r.ok:
@@ -533,7 +615,8 @@ class DeliveryEngine:
             return []
         # The service named no record: halve the batch until the bad ones stand alone.
         mid = len(pending) // 2
-        await self._deliver_group(endpoint, pending[:mid])
+        if not await self._deliver_group(endpoint, pending[:mid]):
+            return None
         return pending[mid:]
 
     async def _accepted(self, items: list[_Item], result: TrackResult) -> None:
@@ -548,17 +631,19 @@ class DeliveryEngine:
                 done.append(item)
         if self.queue is not None:
             await self.queue.ack([i.row_id for i in done if i.row_id is not None])
-            self._backlog = max(0, self._backlog - len(done))
+            self._count(-len(done))
+        self._settle(done)
         self.stats.sent += len(done)
-        logger.info("delivered %d record(s)", len(done))
         if dead:
             await self._dead_letter(dead)
+        if done:
+            logger.info("delivered %d record(s)", len(done))
 
     async def _dead_letter(self, pairs: list[tuple[_Item, str]]) -> None:
         now = time.time()
         if self.queue is not None:
             await self.queue.kill([(i.row_id, why) for i, why in pairs if i.row_id is not None])
-            self._backlog = max(0, self._backlog - len(pairs))
+            self._count(-len(pairs))
         else:
             for item, why in pairs:
                 self._dead.append(
@@ -570,6 +655,7 @@ class DeliveryEngine:
                         dead_at=now,
                     )
                 )
+        self._settle([i for i, _ in pairs])
         self.stats.dead_lettered += len(pairs)
         self.stats.failed += len(pairs)
         for item, why in pairs:
@@ -580,6 +666,7 @@ class DeliveryEngine:
         await self._give_back(items, delay, error)
 
     async def _give_back(self, items: list[_Item], delay: float, error: str) -> None:
+        """Return unsettled records to the queue, due again in ``delay`` s."""
         if not items:
             return
         if self.queue is not None:
@@ -596,17 +683,39 @@ class DeliveryEngine:
             await self.queue.release(
                 [i.row_id for i in keep if i.row_id is not None], delay=delay, error=error
             )
+            self._settle(keep)
         elif self.buffer is not None:
-            self.buffer.push_front([i.record for i in items if i.record is not None])
+            self.buffer.push_front(
+                [i.record for i in items if i.record is not None],
+                queued_at=self._held_queued_at or None,
+            )
+            self._settle(items)
 
-    async def _give_back_held(self) -> None:
-        held, self._held = self._held, []
-        if held:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._give_back(held, 0.0, "released at close")
-                except Exception as exc:
-                    self._note_unexpected(exc)
+    def _settle(self, items: Sequence[_Item]) -> None:
+        """These records are accounted for: acked, dead-lettered or back in the queue."""
+        for item in items:
+            self._held.pop(id(item), None)
+
+    async def _release_held(self, delay: float, error: str) -> None:
+        """Give back everything still held; never raises (a persistent row whose release
+        fails stays leased, and is claimed again when its lease expires)."""
+        held = list(self._held.values())
+        if not held:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._give_back(held, delay, error)
+            except Exception as exc:
+                self._note_unexpected(exc)
+            finally:
+                self._held = {}
+
+    async def _survive(self, exc: Exception) -> None:
+        """An error nobody foresaw: note it, keep the records, back off, carry on."""
+        self._note_unexpected(exc)
+        delay = self._next_delay(None)
+        self._not_before = time.monotonic() + delay
+        await self._release_held(delay, f"internal error: {type(exc).__name__}: {exc}")
 
     def _note_error(self, exc: BaseException) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -614,32 +723,43 @@ class DeliveryEngine:
     def _note_unexpected(self, exc: BaseException) -> None:
         self.stats.unexpected_errors += 1
         self._note_error(exc)
-        logger.error("unexpected error in the delivery actor (it carries on)", exc_info=exc)
+        try:
+            logger.error("unexpected error in the delivery actor (it carries on)", exc_info=exc)
+        except Exception:
+            pass  # the log itself failing must not take the actor down
 
     # -- flush and close ------------------------------------------------------------------
 
     async def _left(self, max_id: int) -> int:
         if self.queue is not None:
             return await self.queue.pending_upto(max_id)
-        return (len(self.buffer) if self.buffer is not None else 0) + self._in_hand
+        return (len(self.buffer) if self.buffer is not None else 0) + len(self._held)
 
     async def flush(self, timeout: float | None = None) -> int:
-        """Deliver what is pending now, within ``timeout`` s; return how many are left."""
-        if self.delivery_type is DeliveryType.IMMEDIATE or not self._alive:
-            return await self._left(0) if self.queue is None else self._backlog
+        """Deliver what is pending now, within ``timeout`` s; return how many are left.
+
+        For a persistent queue "pending" means every row of this API root and key in the
+        file up to now, including rows other processes sharing the file hold.
+        """
+        if self.delivery_type is DeliveryType.IMMEDIATE:
+            return 0
+        if not self._alive:
+            if self.queue is None:
+                return len(self.buffer) if self.buffer is not None else self._backlog
+            return await self._left(await self.queue.max_id())
         max_id = 0
         if self.queue is not None:
             max_id = await self.queue.max_id()
             await self.queue.hurry(max_id)
         self._flushes += 1
         try:
+            self._wake()  # cut a batch window short; the actor re-checks _urgent() after
             with anyio.move_on_after(timeout):
-                while True:
-                    left = await self._left(max_id)
-                    if left == 0 or not self._alive:
-                        break
+                while self._alive:
+                    # Taken before counting, so a delivery that ends meanwhile is not missed.
                     progress = self._progress
-                    self._wake()
+                    if await self._left(max_id) == 0:
+                        break
                     await progress.wait()
         finally:
             self._flushes -= 1
@@ -648,12 +768,27 @@ class DeliveryEngine:
     async def aclose(self, timeout: float | None = None) -> int:
         """Deliver what is pending within ``timeout`` s, stop the actor, return what was left.
 
-        Records left in a memory queue are lost (counted as discarded, reason ``closed``);
-        a persistent queue keeps them on disk for the next start.
+        Records left in a memory queue are lost: counted as discarded (reason ``closed``)
+        and handed to ``on_discard``. A persistent queue keeps them on disk for the next
+        start. A second, concurrent close waits for the first and reports the same.
         """
         if self._closed:
             return 0
-        timeout = self.settings.close_timeout if timeout is None else timeout
+        if self._close_finished is not None:
+            await self._close_finished.wait()
+            return self._left_at_close
+        self._close_finished = anyio.Event()
+        try:
+            self._left_at_close = await self._close(
+                self.settings.close_timeout if timeout is None else timeout
+            )
+        finally:
+            self._closed = True
+            unregister_engine(self)
+            self._close_finished.set()
+        return self._left_at_close
+
+    async def _close(self, timeout: float) -> int:
         self._closing = True
         self._deadline = time.monotonic() + timeout
         if self.queue is not None and self._alive:
@@ -663,43 +798,58 @@ class DeliveryEngine:
                 self._note_unexpected(exc)
         self._wake()
         if self._done is not None:
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(max(0.0, self._deadline - time.monotonic())):
                 await self._done.wait()
             if not self._done.is_set() and self._scope is not None:
-                self._scope.cancel()
+                self._scope.cancel()  # an answer outlived the deadline: stop waiting for it
                 with anyio.CancelScope(shield=True):
                     await self._done.wait()
         left = 0
         if self.buffer is not None:
+            self.buffer.close()  # first: a record put now raises instead of being lost
             lost = self.buffer.clear()
-            self.buffer.close()
             left = len(lost)
             if left:
-                self.stats.discard("closed", left)
                 logger.error("closed with %d undelivered record(s) in memory: lost", left)
-        elif self.queue is not None:
-            left = self._backlog
-            if left:
-                logger.warning("closed with %d record(s) still queued in %s", left, self.db_path)
-        self._closed = True
+                for record in lost:
+                    self._discarded(record, "closed")
         with anyio.CancelScope(shield=True):
             if self.queue is not None:
+                try:
+                    left = await self.queue.pending_upto(await self.queue.max_id())
+                except AicmError as exc:
+                    self._note_unexpected(exc)
+                    left = self._backlog
+                if left:
+                    logger.warning(
+                        "closed with %d record(s) still queued in %s", left, self.db_path
+                    )
                 await self.queue.close()
             if self._writer is not None:
                 await anyio.to_thread.run_sync(self._writer.close)
-        unregister_engine(self)
         return left
 
     def after_fork_in_child(self) -> None:
-        """Forget the parent's state: its memory records and its SQLite handles are not ours."""
+        """In a forked child: this engine is the parent's; forget it without touching it.
+
+        Its SQLite handles and locks belong to the parent (a lock held by one of the
+        parent's threads at the fork would stay held here forever), so nothing inherited
+        is used or closed. The owner starts a fresh engine when the child tracks.
+        """
+        _FORK_ORPHANS.extend(h for h in (self._writer, self.queue) if h is not None)
+        self._writer = None
+        self.queue = None
         if self.buffer is not None:
-            self.buffer.clear()
-        if self._writer is not None:
-            self._writer = SyncWriter(
-                self.db_path, api_root=self.settings.api_root, key_fp=self._key_fp()
-            )
+            self.buffer.forget_after_fork()
+        self._count_lock = threading.Lock()
+        self.stats.lock = threading.Lock()
+        self._backlog = 0
+        self._oldest_pending = 0.0
+        self._held = {}
         self._alive = False
+        self._closing = True
         self._closed = True
+        unregister_engine(self)
 
     # -- health and dead letters -------------------------------------------------------
 
@@ -710,17 +860,16 @@ class DeliveryEngine:
     def health(self) -> DeliveryHealth:
         """A snapshot of this engine's delivery."""
         s = self.stats
+        held = len(self._held)
         if self.buffer is not None:
             queued = len(self.buffer)
             oldest = age_since(self.buffer.oldest_at)
             capacity = self.buffer.maxsize
         else:
-            queued = self._backlog
-            oldest = (
-                (time.time() - self._oldest_claimed)
-                if self._backlog and self._oldest_claimed
-                else None
-            )
+            # Rows stay in the file while in flight; report those apart.
+            queued = max(0, self._backlog - held)
+            since = self._oldest_pending
+            oldest = max(0.0, time.time() - since) if self._backlog and since else None
             capacity = 0
         return DeliveryHealth(
             worker_alive=self._alive,

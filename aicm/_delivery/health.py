@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -71,6 +72,16 @@ class _HasHealth(Protocol):
 
 _engines: weakref.WeakSet[_HasHealth] = weakref.WeakSet()
 _engines_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork would stay held in the child forever.
+    global _engines_lock
+    _engines_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def register_engine(engine: _HasHealth) -> None:

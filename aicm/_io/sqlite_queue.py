@@ -91,11 +91,18 @@ _KILL = (
     "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
     " WHERE id = ? AND state = 0"
 )
-_NEXT_DUE = (
+# Rows that have been tried (a backoff) or are leased (maybe by a crashed owner). Fresh rows
+# are left out: their writer rings the actor's doorbell, and they wait for a batch window.
+_NEXT_RETRY = (
     "SELECT min(next_attempt_at) FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " AND (attempts > 0 OR lease_owner IS NOT NULL)"
 )
 _PENDING_UPTO = (
     "SELECT count(*) FROM records WHERE api_root = ? AND key_fp = ? AND state = 0 AND id <= ?"
+)
+_OLDEST = (
+    "SELECT created_at FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " ORDER BY id LIMIT 1"
 )
 _MAX_ID = "SELECT coalesce(max(id), 0) FROM records"
 _HURRY = (
@@ -223,6 +230,8 @@ class SyncWriter:
         self._done_batch = -1  # the last batch committed (or failed)
         self._failed: dict[int, BaseException] = {}
         self._leader = False
+        self._io = threading.Lock()  # the connection: one leader's commit, or close()
+        self.commits = 0  # transactions committed: fewer than writes when calls overlap
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -249,11 +258,13 @@ class SyncWriter:
             self._open_batch += 1
         error: BaseException | None = None
         try:
-            conn = self._connection()
-            conn.executemany(
-                _INSERT, _insert_params(batch, self._api_root, self._key_fp, time.time())
-            )
-            conn.commit()
+            with self._io:
+                conn = self._connection()
+                conn.executemany(
+                    _INSERT, _insert_params(batch, self._api_root, self._key_fp, time.time())
+                )
+                conn.commit()
+                self.commits += 1
         except BaseException as exc:
             error = exc
             if self._conn is not None:
@@ -279,7 +290,7 @@ class SyncWriter:
 
     def close(self) -> None:
         """Close the connection (a later write reopens it)."""
-        with self._cond:
+        with self._io:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -378,10 +389,10 @@ class _AioDB:
 
 async def open_async_db(path: Path) -> AsyncDB:
     """Open a queue file for async use: aiosqlite on asyncio, a thread-bound sqlite3 on trio."""
-    # Schema setup runs once, synchronously, in a worker thread; then the driver takes over.
-    setup_conn = await anyio.to_thread.run_sync(connect, path)
+    # Schema setup runs once, synchronously, in one worker thread call (a sqlite3
+    # connection may only be closed by the thread that opened it); then the driver takes over.
+    await anyio.to_thread.run_sync(_prepare_schema, path)
     if _on_asyncio():
-        await anyio.to_thread.run_sync(setup_conn.close)
         import aiosqlite
 
         try:
@@ -391,9 +402,12 @@ async def open_async_db(path: Path) -> AsyncDB:
         except sqlite3.Error as exc:
             raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
         return _AioDB(conn)
-    await anyio.to_thread.run_sync(setup_conn.close)
     conn2 = await anyio.to_thread.run_sync(lambda: connect(path, check_same_thread=False))
     return _ThreadDB(conn2)
+
+
+def _prepare_schema(path: Path) -> None:
+    connect(path).close()
 
 
 def _on_asyncio() -> bool:
@@ -404,6 +418,15 @@ def _on_asyncio() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+class _Commit:
+    """One group commit: the rows of every caller in it, and its outcome."""
+
+    def __init__(self) -> None:
+        self.rows: list[QueueRow] = []
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
 
 
 class SqliteQueue:
@@ -419,10 +442,9 @@ class SqliteQueue:
         self.api_root = api_root
         self.key_fp = key_fp
         self.owner = uuid.uuid4().hex
-        self._pending: list[QueueRow] = []
-        self._waiters: list[anyio.Event] = []
-        self._flushing = False
-        self._errors: dict[int, BaseException] = {}
+        self._open = _Commit()  # the rows waiting for the next transaction
+        self._committing = False
+        self.commits = 0  # enqueue transactions: fewer than calls when calls overlap
 
     @classmethod
     async def open(cls, path: Path, *, api_root: str, key_fp: str) -> SqliteQueue:
@@ -441,33 +463,36 @@ class SqliteQueue:
             raise QueueStoreError(f"{op} on {self.path} failed: {exc}") from exc
 
     async def enqueue(self, rows: Sequence[QueueRow]) -> None:
-        """Commit ``rows``; concurrent callers share one transaction (group commit)."""
-        self._pending.extend(rows)
-        event = anyio.Event()
-        self._waiters.append(event)
-        if not self._flushing:
-            self._flushing = True
+        """Commit ``rows``; concurrent callers share one transaction (group commit).
+
+        The first caller commits; callers arriving meanwhile join the next commit, which
+        the same caller makes as soon as its own is done.
+        """
+        batch = self._open
+        batch.rows.extend(rows)
+        if not self._committing:
+            self._committing = True
             try:
-                while self._pending:
-                    batch, self._pending = self._pending, []
-                    waiters, self._waiters = self._waiters, []
-                    now = time.time()
+                while self._open.rows:
+                    commit, self._open = self._open, _Commit()
                     try:
                         # Shielded: a cancelled caller must not leave other callers' rows
                         # half-written; the write takes milliseconds.
                         with anyio.CancelScope(shield=True):
                             await self.db.write_many(
-                                _INSERT, _insert_params(batch, self.api_root, self.key_fp, now)
+                                _INSERT,
+                                _insert_params(
+                                    commit.rows, self.api_root, self.key_fp, time.time()
+                                ),
                             )
+                        self.commits += 1
                     except Exception as exc:
-                        for waiter in waiters:
-                            self._errors[id(waiter)] = exc
-                    for waiter in waiters:
-                        waiter.set()
+                        commit.error = exc
+                    commit.done.set()
             finally:
-                self._flushing = False
-        await event.wait()
-        error = self._errors.pop(id(event), None)
+                self._committing = False
+        await batch.done.wait()
+        error = batch.error
         if error is not None:
             if isinstance(error, QueueStoreError):
                 raise error
@@ -513,11 +538,16 @@ class SqliteQueue:
                 "dead-letter", self.db.write_many(_KILL, [(why, now, i) for i, why in reasons])
             )
 
-    async def next_due(self) -> float | None:
-        """When the earliest pending row of this root and key is due (epoch seconds)."""
-        rows = await self._guard("read", self.db.read(_NEXT_DUE, (self.api_root, self.key_fp)))
+    async def next_retry_due(self) -> float | None:
+        """When the earliest retried or leased row of this root and key is due (epoch s)."""
+        rows = await self._guard("read", self.db.read(_NEXT_RETRY, (self.api_root, self.key_fp)))
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
+
+    async def oldest_pending_at(self) -> float:
+        """When the oldest pending row of this root and key was written (0.0: none)."""
+        rows = await self._guard("read", self.db.read(_OLDEST, (self.api_root, self.key_fp)))
+        return float(rows[0][0]) if rows else 0.0
 
     async def max_id(self) -> int:
         """The highest row id in the file."""
