@@ -48,9 +48,6 @@ def to_plain(value: Any, *, field: str = "usage") -> JSONValue:
     return _plain(value, field, 0)
 
 
-_FLAT = frozenset({str, int, bool, type(None)})
-
-
 def plain_mapping(value: Any, *, field: str) -> tuple[dict[str, JSONValue], int]:
     """Return ``value`` (a mapping) as a fresh plain dict, and an upper bound of its JSON size.
 
@@ -62,12 +59,20 @@ def plain_mapping(value: Any, *, field: str) -> tuple[dict[str, JSONValue], int]
         flat = True
         for k, v in value.items():
             t = type(v)
-            if type(k) is not str:
+            if type(k) is not str or not k.isascii():
                 flat = False
                 break
             if t is str:
+                if not v.isascii():
+                    flat = False
+                    break
                 bound += 6 * (len(k) + len(v)) + 8
-            elif t in _FLAT or (t is float and math.isfinite(v)):
+            elif (
+                (t is int and v.bit_length() <= _FAST_INT_BITS)
+                or t is bool
+                or v is None
+                or (t is float and math.isfinite(v))
+            ):
                 bound += 6 * len(k) + 40
             else:
                 flat = False
@@ -121,12 +126,53 @@ def _size_bound(value: JSONValue, limit: int) -> int:
             if total > limit:
                 return total
         return total
+    if t is int and value.bit_length() > _FAST_INT_BITS:  # type: ignore[union-attr]
+        return len(str(value)) + 2
     return _NUMBER_BOUND
+
+
+# Ints beyond this many bits go through an exact check: str() of them is costly, and
+# past Python's digit limit it raises, so JSON could not carry them at send time.
+_FAST_INT_BITS = 60
+
+
+def _check_str(value: str, path: str) -> str:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NotSerializableError(
+                f"string is not valid Unicode (lone surrogate at {exc.start})", field=path
+            ) from None
+    return value
+
+
+def _check_int(value: int, path: str) -> int:
+    if value.bit_length() > _FAST_INT_BITS:
+        try:
+            str(value)
+        except ValueError:
+            raise NotSerializableError(
+                "integer has too many digits to write as JSON", field=path
+            ) from None
+    return value
+
+
+def _key(k: Any, path: str) -> str:
+    if isinstance(k, enum.Enum) and isinstance(k.value, str):
+        return _check_str(k.value, path)  # as json.dumps writes a str-enum key
+    if isinstance(k, str):
+        return _check_str(str(k), path)
+    raise InvalidKeyError(f"mapping keys must be strings, got {type(k).__name__} {k!r}", field=path)
 
 
 def _plain(value: Any, path: str, depth: int) -> JSONValue:
     t = type(value)
-    if t is str or t is bool or t is int or value is None:
+    if t is str:
+        return _check_str(value, path)
+    if t is int:
+        return _check_int(value, path)
+    if t is bool or value is None:
         return value  # type: ignore[no-any-return]
     if t is float:
         if math.isfinite(value):
@@ -137,14 +183,8 @@ def _plain(value: Any, path: str, depth: int) -> JSONValue:
     if isinstance(value, Mapping):
         out: dict[str, JSONValue] = {}
         for k, v in value.items():
-            if type(k) is not str:
-                if isinstance(k, str):
-                    k = str(k)
-                else:
-                    raise InvalidKeyError(
-                        f"mapping keys must be strings, got {type(k).__name__} {k!r}",
-                        field=path,
-                    )
+            if type(k) is not str or not k.isascii():
+                k = _key(k, path)
             out[k] = _plain(v, f"{path}.{k}", depth + 1)
         return out
     if isinstance(value, (list, tuple)):

@@ -295,7 +295,7 @@ def _read_ini(path: Path) -> dict[str, tuple[str, int]]:
     for raw_key, value in parser.items(section):
         key = raw_key.lower()
         name = key[len("aicm_") :] if key.startswith("aicm_") else key
-        line = _line_of(lines, raw_key)
+        line = _line_of(lines, section, raw_key)
         opt = _OPTIONS.get(name)
         if opt is None:
             logger.warning("%s:%s: unknown setting %r ignored", path, line, raw_key)
@@ -309,10 +309,14 @@ def _read_ini(path: Path) -> dict[str, tuple[str, int]]:
     return found
 
 
-def _line_of(lines: list[str], key: str) -> int:
+def _line_of(lines: list[str], section: str, key: str) -> int:
     pattern = re.compile(rf"^\s*{re.escape(key)}\s*[=:]", re.IGNORECASE)
+    current = None
     for number, text in enumerate(lines, start=1):
-        if pattern.match(text):
+        header = re.match(r"^\s*\[([^\]]+)\]", text)
+        if header:
+            current = header.group(1).strip()
+        elif current == section and pattern.match(text):
             return number
     return 0
 

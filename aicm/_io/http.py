@@ -17,6 +17,7 @@ import httpx
 from .._core.exceptions import (
     AuthenticationError,
     ClientRequestError,
+    ClosedError,
     ConfigError,
     RateLimitedError,
     RecordError,
@@ -196,6 +197,10 @@ class AsyncCostManagerClient:
             ) from exc
         except httpx.HTTPError as exc:
             raise TransportError(f"{method} {path} failed: {exc}") from exc
+        except RuntimeError as exc:
+            if self._http.is_closed:
+                raise ClosedError("this client is closed; create a new one") from exc
+            raise
 
     async def send_encoded(self, endpoint: Endpoint, encoded: Sequence[str]) -> TrackResult:
         """POST already JSON-encoded records (at most 1000) to ``endpoint``.

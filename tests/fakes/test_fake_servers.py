@@ -72,8 +72,8 @@ def test_heygen_fake_answers_the_seed_004_sessions() -> None:
         timestamp="2024-01-01T00:00:00Z",
     )
     assert [(p["response_id"], p["usage"]) for p in payloads] == [
-        ("session-1", 12),
-        ("session-2", 20),
+        ("session-1", {"duration": 12}),
+        ("session-2", {"duration": 20}),
     ]
 
 

@@ -1,0 +1,108 @@
+"""``CostManagerClient``: the sync facade over :class:`AsyncCostManagerClient` (layer 5).
+
+The async client is built inside the shared runtime's event loop, so its connection pool
+belongs to that loop; every method is one portal call into it. No behaviour lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .._core.models import ConfigsResponse, TrackRecord, TrackResult, UsageRecord
+from .._core.settings import Settings
+from .._io.http import AsyncCostManagerClient
+from .runtime import SharedRuntime, shared_runtime
+
+__all__ = ["CostManagerClient"]
+
+
+class CostManagerClient:
+    """The AICostManager HTTP API from sync code: ``track``, ``track_usage``, ``get_configs``.
+
+    Takes :class:`AsyncCostManagerClient`'s options and raises its errors. Use ``with`` or
+    call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        aicm_api_key: str | None = None,
+        aicm_api_base: str | None = None,
+        aicm_api_url: str | None = None,
+        aicm_ini_path: str | None = None,
+        timeout: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool = True,
+        settings: Settings | None = None,
+    ) -> None:
+        def build() -> AsyncCostManagerClient:
+            return AsyncCostManagerClient(
+                aicm_api_key=aicm_api_key,
+                aicm_api_base=aicm_api_base,
+                aicm_api_url=aicm_api_url,
+                aicm_ini_path=aicm_ini_path,
+                timeout=timeout,
+                transport=transport,
+                verify=verify,
+                settings=settings,
+            )
+
+        self._build = build
+        self._runtime: SharedRuntime = shared_runtime()
+        self._async: AsyncCostManagerClient = self._runtime.call(build)
+        self._generation = self._runtime.generation
+
+    def _live(self) -> AsyncCostManagerClient:
+        if self._generation != self._runtime.generation:
+            # A forked child: the parent's connection pool belonged to a loop that is gone.
+            self._async = self._runtime.call(self._build)
+            self._generation = self._runtime.generation
+        return self._async
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncCostManagerClient", "CostManagerClient", 1)
+
+    @property
+    def settings(self) -> Settings:
+        """The resolved settings (the repr never shows the key)."""
+        return self._async.settings
+
+    @property
+    def api_root(self) -> str:
+        """``api_base`` + ``api_url``."""
+        return self._async.api_root
+
+    def track(self, records: Iterable[TrackRecord | Mapping[str, Any]]) -> TrackResult:
+        """POST ``/track`` (see :meth:`AsyncCostManagerClient.track`)."""
+        result: TrackResult = self._runtime.call(self._live().track, list(records))
+        return result
+
+    def track_usage(self, records: Iterable[UsageRecord | Mapping[str, Any]]) -> TrackResult:
+        """POST ``/track-usage`` (see :meth:`AsyncCostManagerClient.track_usage`)."""
+        result: TrackResult = self._runtime.call(self._live().track_usage, list(records))
+        return result
+
+    def get_configs(self, api_id: str | None = None) -> ConfigsResponse:
+        """GET ``/configs`` with ETag (see :meth:`AsyncCostManagerClient.get_configs`)."""
+        configs: ConfigsResponse = self._runtime.call(self._live().get_configs, api_id)
+        return configs
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        if self._generation == self._runtime.generation:
+            self._runtime.call(self._async.aclose)
+
+    def __enter__(self) -> CostManagerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
