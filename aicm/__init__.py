@@ -41,6 +41,7 @@ from ._core.validator import TypeValidator
 from ._delivery.engine import DeadLetterRecord
 from ._delivery.health import DeliveryHealth, get_global_delivery_health
 from ._io.http import AsyncCostManagerClient
+from ._sync.client import CostManagerClient
 from ._sync.cost_manager import CostManager
 from ._sync.rest import RestUsageWrapper
 from ._sync.tracker import Tracker
@@ -58,6 +59,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "CostManager",
+    "CostManagerClient",
     "CostManagerConfig",
     "DeadLetterRecord",
     "DeliveryError",
