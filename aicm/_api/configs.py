@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -15,7 +16,9 @@ from .._core.handling import HandlingConfig
 from .._core.models import ServiceConfig, converter
 from .._io.http import AsyncCostManagerClient
 
-__all__ = ["CostManagerConfig", "load_service_configs"]
+__all__ = ["CostManagerConfig", "handling_config_of", "load_service_configs"]
+
+logger = logging.getLogger("aicm.configs")
 
 
 def _structure(item: ServiceConfig | Mapping[str, Any], where: str) -> ServiceConfig:
@@ -54,12 +57,25 @@ def load_service_configs(source: Any) -> list[ServiceConfig]:
     return [_structure(item, f"{where}[{i}]") for i, item in enumerate(data)]
 
 
+def handling_config_of(config: ServiceConfig) -> HandlingConfig | None:
+    """The parsed handling config of ``config``; None for a manual-usage config (none, or ``{}``).
+
+    Raises :class:`HandlingConfigError` naming the config and the field when it is malformed.
+    """
+    raw = config.handling_config
+    if raw is None or (isinstance(raw, Mapping) and not raw):
+        return None
+    return HandlingConfig.from_mapping(raw, config_id=config.config_id)
+
+
 class CostManagerConfig:
     """The configs for an ``api_id``: fetched from ``GET /configs`` (ETag-revalidated) or,
     offline, taken from ``configs`` (a JSON file path, a list, or the service's answer).
 
-    Handling configs are checked when loaded: a malformed one raises
-    :class:`HandlingConfigError` naming the config and the field.
+    Offline configs are checked when given: a malformed handling config raises
+    :class:`HandlingConfigError` naming the config and the field, at once. A malformed one
+    from the service is skipped and logged instead, so one bad config on the server never
+    stops the others, nor the application.
     """
 
     def __init__(
@@ -72,6 +88,8 @@ class CostManagerConfig:
             raise TypeError("give a service client, or local configs for offline use")
         self._client = client
         self._local = None if configs is None else load_service_configs(configs)
+        for config in self._local or ():
+            handling_config_of(config)
 
     @property
     def offline(self) -> bool:
@@ -79,18 +97,27 @@ class CostManagerConfig:
         return self._local is not None
 
     async def get_config(self, api_id: str) -> list[ServiceConfig]:
-        """The configs whose ``api_id`` is ``api_id``, each handling config validated."""
+        """The configs of ``api_id`` that have a usable handling config.
+
+        Manual-usage configs (no handling config) are left out. Raises what the service
+        client raises (:class:`TransportError`, :class:`APIStatusError`...) when the
+        service cannot answer.
+        """
         if self._local is not None:
-            found = [c for c in self._local if c.api_id == api_id]
-        else:
-            assert self._client is not None
-            answer = await self._client.get_configs(api_id)
-            found = [c for c in answer.service_configs if c.api_id == api_id]
-        for config in found:
-            if config.handling_config is not None:
-                if not isinstance(config.handling_config, Mapping):
-                    raise HandlingConfigError(
-                        "must be an object", config_id=config.config_id, field="handling_config"
-                    )
-                HandlingConfig.from_mapping(config.handling_config, config_id=config.config_id)
-        return found
+            return [
+                c for c in self._local if c.api_id == api_id and handling_config_of(c) is not None
+            ]
+        assert self._client is not None
+        answer = await self._client.get_configs(api_id)
+        usable = []
+        for config in answer.service_configs:
+            if config.api_id != api_id:
+                continue
+            try:
+                if handling_config_of(config) is None:
+                    continue
+            except HandlingConfigError as exc:
+                logger.error("skipping a malformed config from the service: %s", exc)
+                continue
+            usable.append(config)
+        return usable

@@ -1,61 +1,82 @@
-"""``AsyncRestUsageWrapper``: track plain REST calls made with an ``httpx.AsyncClient`` (layer 4).
+"""The REST wrappers' async core, and ``AsyncRestUsageWrapper`` for ``httpx.AsyncClient`` (layer 4).
 
-A call's identity comes from its URL: the hostname is the ``api_id`` (and the config the
-service keys by it), host + path is the ``service_id``, and ``"METHOD /path"`` is the
-method key the handling configs' ``tracked_methods`` match (templates like
-``GET /v2/sessions/{id}`` included). Only 2xx JSON answers are tracked; the response is
-returned to the caller untouched, its body still readable.
+A call's identity comes from its URL (see :func:`rest_call`): the host is the ``api_id``
+the configs are asked for, host + path is the ``service_id``, and ``"METHOD /path"`` is
+the method key the handling configs' ``tracked_methods`` match (templates like
+``GET /v2/sessions/{id}`` included). Only JSON answers are read, and only 2xx ones unless a
+config says ``"only_success": false``. The response is returned to the caller untouched,
+its body still readable; nothing that goes wrong in tracking reaches the call.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
+import anyio
+import attrs
 import httpx
 
-from .._core.exceptions import AicmError, HandlingConfigError
+from .._core.exceptions import AicmError
 from .._core.extractor import UniversalExtractor
-from .._core.models import UsageRecord
+from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
-from .cost_manager import CallScope
 from .recorder import AsyncRecorder, DeliveryOptions
 
 if TYPE_CHECKING:
-    import contextlib
-
     from typing_extensions import Unpack
 
-__all__ = ["AsyncRestUsageWrapper", "RestCall", "rest_call"]
+__all__ = [
+    "AsyncRestUsageWrapper",
+    "HostConfigs",
+    "RestCall",
+    "RestUsageRecorder",
+    "json_body",
+    "rest_call",
+]
 
 logger = logging.getLogger("aicm.rest")
 
 # How long a host whose configs could not be loaded goes untracked before we ask again.
 _CONFIG_RETRY_SECONDS = 60.0
+# Hosts whose configs are kept; absolute URLs may name any host, so the cache is bounded.
+_MAX_HOSTS = 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Request options that carry credentials: never handed to extraction (configs come from
+# the service and may name any request field).
+_PRIVATE_OPTIONS = frozenset({"headers", "auth", "cookies", "cert"})
 
 
+@attrs.frozen(kw_only=True)
 class RestCall:
     """What identifies one REST call for extraction."""
 
-    __slots__ = ("api_id", "base_url", "method_key", "service_id")
-
-    def __init__(self, api_id: str, service_id: str, method_key: str, base_url: str) -> None:
-        self.api_id = api_id
-        self.service_id = service_id
-        self.method_key = method_key
-        self.base_url = base_url
+    api_id: str
+    service_id: str
+    method_key: str
+    base_url: str
 
 
 def rest_call(method: str, url: str, base_url: str) -> RestCall:
-    """The identity of a call to ``url`` (pure): hostname, host + path, ``METHOD /path``."""
+    """The identity of a call to the absolute ``url`` (pure).
+
+    ``api_id`` is the lower-cased host, with ``:port`` when the URL names a port other
+    than its scheme's default (``api.heygen.com``, ``127.0.0.1:8080``, ``[::1]:8080``);
+    ``service_id`` is ``api_id`` + path; ``method_key`` is ``"GET /path"``. The query
+    string and fragment are not part of any of them.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.port is not None and parts.port not in (80, 443):
-        host = f"{host}:{parts.port}"
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
+        host = f"{host}:{port}"
     path = parts.path or "/"
     return RestCall(
         api_id=host,
@@ -65,33 +86,70 @@ def rest_call(method: str, url: str, base_url: str) -> RestCall:
     )
 
 
-def json_body(status_code: int, headers: Mapping[str, str], read_json: Any) -> Any:
-    """The decoded body of a 2xx JSON answer, else ``None`` (never raises)."""
-    if not 200 <= status_code < 300:
-        return None
-    content_type = headers.get("content-type", "")
+def json_body(headers: Mapping[str, str], read_json: Callable[[], Any]) -> Any:
+    """The decoded body of a JSON answer, else ``None`` (never raises)."""
+    content_type = headers.get("content-type") or ""
     if "json" not in content_type.lower():
         return None
     try:
         return read_json()
-    except ValueError:
+    except ValueError:  # requests' and httpx's JSON errors are ValueErrors
         return None
 
 
-class AsyncRestUsageWrapper(AsyncRecorder):
-    """Wrap an ``httpx.AsyncClient``: ``get``/``post``/... to ``base_url``, usage recorded.
+@attrs.frozen(kw_only=True)
+class HostConfigs:
+    """The extractors for one host: for 2xx answers, and for the others.
 
-    (``client`` may be None only for the sync facade, which sends with its own session.)
+    ``retry_at`` (``time.monotonic()``) is set when the configs could not be loaded:
+    until then the host goes untracked.
+    """
 
-    Configs for each host come from the service (``GET /configs?api_id=<host>``) or, offline,
-    from ``configs``. Delivery defaults to ``MEM_QUEUE``. Use ``async with``.
+    on_success: UniversalExtractor
+    on_failure: UniversalExtractor
+    retry_at: float | None = None
+
+    @classmethod
+    def build(cls, configs: Iterable[ServiceConfig]) -> HostConfigs:
+        """Compile ``configs``; those with ``only_success: false`` also see non-2xx answers."""
+        on_success = UniversalExtractor(configs)
+        on_failure = UniversalExtractor([c for c in on_success.configs if not c.only_success])
+        return cls(on_success=on_success, on_failure=on_failure)
+
+    @classmethod
+    def unavailable(cls, retry_after: float) -> HostConfigs:
+        """No configs (they could not be loaded); ask again in ``retry_after`` s."""
+        return cls(
+            on_success=_NO_CONFIGS,
+            on_failure=_NO_CONFIGS,
+            retry_at=time.monotonic() + retry_after,
+        )
+
+    def extractor(self, status_code: int) -> UniversalExtractor:
+        """The extractor for an answer with ``status_code``."""
+        return self.on_success if 200 <= status_code < 300 else self.on_failure
+
+    def fresh(self) -> bool:
+        """False once an unavailable host is due to be asked again."""
+        return self.retry_at is None or time.monotonic() < self.retry_at
+
+
+_NO_CONFIGS = UniversalExtractor(())
+
+
+class RestUsageRecorder(AsyncRecorder):
+    """Everything the REST wrappers share except sending: identity, configs, extraction.
+
+    Configs for each host come from the service (``GET /configs?api_id=<host>``), once
+    per host, or, offline, from ``configs``. :class:`AsyncRestUsageWrapper` and the sync
+    ``RestUsageWrapper`` send with the user's own client and hand the answer to
+    :meth:`records_for_response`.
     """
 
     default_delivery = DeliveryType.MEM_QUEUE
 
     def __init__(
         self,
-        client: httpx.AsyncClient | None,
         *,
         base_url: str,
         configs: Any = None,
@@ -99,80 +157,92 @@ class AsyncRestUsageWrapper(AsyncRecorder):
         context: Mapping[str, Any] | None = None,
         **options: Unpack[DeliveryOptions],
     ) -> None:
-        super().__init__(**options)
         if not isinstance(base_url, str) or not urlsplit(base_url).hostname:
             raise TypeError(f"base_url must be an absolute URL, got {base_url!r}")
-        self.http = client
-        self.base_url = base_url.rstrip("/") + "/"
+        super().__init__(client_customer_key=client_customer_key, context=context, **options)
+        self.base_url = base_url.rstrip("/")
         self.config_source = CostManagerConfig(self.aicm_client, configs=configs)
-        self.client_customer_key = client_customer_key
-        self.context = dict(context) if context is not None else None
-        self._scope = CallScope()
-        self._extractors: dict[str, UniversalExtractor] = {}
-        self._failed_at: dict[str, float] = {}
+        self._hosts: dict[str, HostConfigs] = {}
+        self._loading: dict[str, anyio.Event] = {}
 
     def __repr__(self) -> str:
-        return f"AsyncRestUsageWrapper(base_url={self.base_url!r})"
-
-    def scope(
-        self, *, client_customer_key: str | None = None, context: Mapping[str, Any] | None = None
-    ) -> contextlib.AbstractContextManager[None]:
-        """``with wrapper.scope(client_customer_key="acme"):`` tags the calls made inside."""
-        return self._scope.set(client_customer_key, context)
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     def url_for(self, url: str) -> str:
-        """``url`` joined to ``base_url`` (an absolute URL is kept)."""
-        return urljoin(self.base_url, url.lstrip("/")) if "://" not in url else url
+        """``url`` appended to ``base_url``, as httpx's ``base_url`` does; absolute ones kept."""
+        if urlsplit(url).scheme:
+            return url
+        return f"{self.base_url}/{url.lstrip('/')}"
 
     # -- configs per host -------------------------------------------------------------------
 
-    def cached_extractor(self, api_id: str) -> UniversalExtractor | None:
-        """The extractor for ``api_id`` if its configs are loaded (or recently failed)."""
-        extractor = self._extractors.get(api_id)
-        if extractor is not None:
-            return extractor
-        failed = self._failed_at.get(api_id)
-        if failed is not None and time.monotonic() - failed < _CONFIG_RETRY_SECONDS:
-            return UniversalExtractor(())
-        return None
+    async def _prepare(self) -> None:
+        if not self.config_source.offline:
+            self.settings.require_api_key()  # no retry can fix this: say so at the start
+        await self.host_configs(rest_call("GET", self.base_url, self.base_url).api_id)
 
-    async def extractor_for(self, api_id: str) -> UniversalExtractor:
-        """Load (once) the configs for ``api_id`` and return their extractor."""
-        cached = self.cached_extractor(api_id)
-        if cached is not None:
-            return cached
+    def cached_host_configs(self, api_id: str) -> HostConfigs | None:
+        """The configs of ``api_id`` if known (or recently unavailable); None: load them."""
+        hit = self._hosts.get(api_id)
+        return hit if hit is not None and hit.fresh() else None
+
+    async def host_configs(self, api_id: str) -> HostConfigs:
+        """The configs of ``api_id``, loaded once (concurrent callers share one request).
+
+        Runs on the engine's loop. When the service cannot answer, the host goes untracked
+        for a minute (logged), then is asked again; it never raises for that.
+        """
+        while True:
+            cached = self.cached_host_configs(api_id)
+            if cached is not None:
+                return cached
+            pending = self._loading.get(api_id)
+            if pending is None:
+                break
+            await pending.wait()  # if that load was cancelled, the loop loads it here
+        done = self._loading[api_id] = anyio.Event()
         try:
-            configs = await self.config_source.get_config(api_id)
-            extractor = UniversalExtractor(configs)
-        except (AicmError, HandlingConfigError) as exc:
-            if self.config_source.offline:
-                raise
-            self._failed_at[api_id] = time.monotonic()
-            logger.error("could not load configs for %r: %s", api_id, exc)
-            return UniversalExtractor(())
-        self._extractors[api_id] = extractor
-        return extractor
+            try:
+                host = HostConfigs.build(await self.config_source.get_config(api_id))
+            except AicmError as exc:
+                logger.error(
+                    "could not load configs for %r (%s); its calls go untracked for %.0f s",
+                    api_id,
+                    exc,
+                    _CONFIG_RETRY_SECONDS,
+                )
+                host = HostConfigs.unavailable(_CONFIG_RETRY_SECONDS)
+            if len(self._hosts) >= _MAX_HOSTS:
+                self._hosts.clear()
+            self._hosts[api_id] = host
+            return host
+        finally:
+            del self._loading[api_id]
+            done.set()
 
     # -- extraction (pure) ----------------------------------------------------------------
 
     def records_for_response(
         self,
-        extractor: UniversalExtractor,
+        host: HostConfigs,
         call: RestCall,
         request_kwargs: Mapping[str, Any],
-        body: Any,
+        status_code: int,
+        headers: Mapping[str, str],
+        read_json: Callable[[], Any],
     ) -> list[UsageRecord]:
-        """The records one tracked response yields."""
-        if body is None or not extractor.tracks(call.method_key):
+        """The records one answer yields; its body is only read when a config tracks the call."""
+        extractor = host.extractor(status_code)
+        if not extractor.tracks(call.method_key):
             return []
-        key, ctx = self._scope.get()
-        if key is None:
-            key = self.client_customer_key
-        if self.context is not None:
-            ctx = self.context if ctx is None else {**self.context, **ctx}
+        body = json_body(headers, read_json)
+        if body is None:
+            return []
+        key, ctx = tags = self.tags()
+        kwargs = {k: v for k, v in request_kwargs.items() if k not in _PRIVATE_OPTIONS}
         payloads = extractor.extract(
             call.method_key,
-            kwargs=request_kwargs,
+            kwargs=kwargs,
             response=body,
             api_id=call.api_id,
             service_id=call.service_id,
@@ -180,30 +250,70 @@ class AsyncRestUsageWrapper(AsyncRecorder):
             client_customer_key=key,
             context=ctx,
         )
-        return self.usage_records(payloads)
+        return self.usage_records(payloads, tags)
 
-    # -- the HTTP verbs ------------------------------------------------------------------
+
+class AsyncRestUsageWrapper(RestUsageRecorder):
+    """Wrap an ``httpx.AsyncClient``: ``get``/``post``/... to ``base_url``, usage recorded.
+
+    Use it with ``async with`` (delivery runs in your task group), or simply call it
+    (seed 004): the first call attaches it to the process's shared delivery worker, and
+    records are delivered from there; call :meth:`aclose` (or :meth:`flush`) to deliver
+    what is queued before your program ends. Takes the options of every tracker
+    (:class:`DeliveryOptions`); delivery defaults to ``MEM_QUEUE``.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        base_url: str,
+        configs: Any = None,
+        client_customer_key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        **options: Unpack[DeliveryOptions],
+    ) -> None:
+        if not inspect.iscoroutinefunction(getattr(client, "request", None)):
+            raise TypeError(
+                "client must be an httpx.AsyncClient (a requests.Session or an httpx.Client "
+                f"goes with RestUsageWrapper), got {type(client).__name__}"
+            )
+        super().__init__(
+            base_url=base_url,
+            configs=configs,
+            client_customer_key=client_customer_key,
+            context=context,
+            **options,
+        )
+        self.http = client
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send a request through the wrapped client and record its usage."""
-        if self.http is None:
-            raise TypeError("this wrapper has no httpx.AsyncClient to send with")
         full = self.url_for(url)
         response = await self.http.request(method, full, **kwargs)
-        try:
-            if self._task_group is None:
-                await self.attach()  # used without `async with`, as seed 004 does
-            call = rest_call(method, full, self.base_url)
-            extractor = self.cached_extractor(call.api_id)
-            if extractor is None:
-                extractor = await self.on_worker(self.extractor_for, call.api_id)
-            if extractor.tracks(call.method_key):
-                body = json_body(response.status_code, response.headers, response.json)
-                await self.emit(self.records_for_response(extractor, call, kwargs, body))
-        except Exception:
-            self.engine.stats.discard("tracking_error")
-            logger.exception("tracking %s %s failed; the response is returned as is", method, full)
+        if not self._closed:
+            try:
+                await self._track(method, full, kwargs, response)
+            except Exception:
+                self.engine.stats.discard("tracking_error")
+                logger.exception(
+                    "tracking %s %s failed; the response is returned as is", method, full
+                )
         return response
+
+    async def _track(
+        self, method: str, url: str, kwargs: Mapping[str, Any], response: httpx.Response
+    ) -> None:
+        if not self.started:
+            await self.attach()  # used without `async with`, as seed 004 does
+        call = rest_call(method, url, self.base_url)
+        host = self.cached_host_configs(call.api_id)
+        if host is None:
+            host = await self.on_worker(self.host_configs, call.api_id)
+        records = self.records_for_response(
+            host, call, kwargs, response.status_code, response.headers, response.json
+        )
+        await self.emit(records)
 
     async def get(self, url: str, **kwargs: Any) -> httpx.Response:
         """``GET url``."""

@@ -360,17 +360,22 @@ def _compile_getter(source: PayloadSource, config: HandlingConfig) -> Getter:
 _SCALARS = (int, float, str, bool, list, tuple)
 
 
-def _usage_object(source: PayloadSource, getter: Getter) -> Getter:
-    """Keep ``usage`` an object: a single metric mapped into it is named by its field.
+def _usage_object(source: PayloadSource, config: HandlingConfig, getter: Getter) -> Getter:
+    """Name a single metric taken from inside the response when it is mapped to ``usage``.
 
-    Seed 004 maps ``"usage": "response_data.duration"`` and sends ``{"duration": 12}``;
-    the service's usage records carry metrics by name, never a bare number.
+    Seed 004 maps ``"usage": "response_data.duration"`` (the session's ``duration``) and
+    sends ``{"duration": 12}``. A value that *is* the whole response (seed 000's
+    ``{"key": "value", "path": ""}``) is sent as it is.
     """
     if source.key != "usage":
         return getter
     label = source.steps[-1][0] if source.steps else source.name
     if not label:
         return getter
+    if source.kind is SourceKind.RESPONSE_DATA and not source.steps:
+        field = next((f for f in config.response_fields if f.key == source.name), None)
+        if field is None or not field.steps:
+            return getter
 
     def named(call: _Call, item: Any, response: Any) -> Any:
         value = getter(call, item, response)
@@ -389,7 +394,12 @@ class _CompiledConfig:
     def __init__(self, config: HandlingConfig) -> None:
         self.config = config
         self.entries: tuple[tuple[str, Getter, str, str], ...] = tuple(
-            (s.key, _usage_object(s, _compile_getter(s, config)), f"payload.{s.key}", s.source)
+            (
+                s.key,
+                _usage_object(s, config, _compile_getter(s, config)),
+                f"payload.{s.key}",
+                s.source,
+            )
             for s in config.payload_mapping
         )
         self.static = config.static_payload_fields

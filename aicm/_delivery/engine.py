@@ -36,6 +36,7 @@ from .._core.exceptions import (
     ClosedError,
     DeliveryError,
     MissingApiKeyError,
+    QueueStoreError,
     RateLimitedError,
     ServerError,
     TransportError,
@@ -45,7 +46,7 @@ from .._core.models import Endpoint, RecordResult, TrackResult, WireRecord
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, Settings
 from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
-from .._io.sqlite_queue import QueueRow, SqliteQueue, SyncWriter
+from .._io.sqlite_queue import QueueRow, SqliteQueue, SyncWriter, count_pending
 from .buffer import Doorbell, RecordBuffer, Waker
 from .health import DeliveryHealth, DeliveryStats, age_since, register_engine, unregister_engine
 
@@ -107,6 +108,8 @@ class DeliveryEngine:
         self.delivery_type = delivery_type
         self.stats = DeliveryStats()
         self._policy = RetryPolicy(base=settings.backoff_base, cap=settings.backoff_cap)
+        # One request carries at most MAX_RECORDS_PER_REQUEST records, whatever the setting.
+        self._batch_limit = min(settings.max_batch_size, MAX_RECORDS_PER_REQUEST)
         self._rng = random.Random()
         self._user_on_discard = on_discard
         self._dead: deque[DeadLetterRecord] = deque(maxlen=dead_letter_capacity)
@@ -139,7 +142,7 @@ class DeliveryEngine:
         if delivery_type is DeliveryType.MEM_QUEUE:
             self.buffer = RecordBuffer(
                 settings.queue_size,
-                batch_size=settings.max_batch_size,
+                batch_size=min(settings.max_batch_size, MAX_RECORDS_PER_REQUEST),
                 on_full=settings.delivery_on_full,
                 block_timeout=settings.block_timeout,
                 on_discarded=self._discarded,
@@ -408,7 +411,7 @@ class DeliveryEngine:
         """The next batch and when its oldest record arrived; None when closing and empty."""
         waker = self._waker
         assert waker is not None
-        limit = self.settings.max_batch_size
+        limit = self._batch_limit
         while True:
             n = len(buffer)
             if n >= limit or (n and self._urgent()):
@@ -435,7 +438,8 @@ class DeliveryEngine:
     # -- the persistent actor -----------------------------------------------------------
 
     async def _run_persistent(self, queue: SqliteQueue, doorbell: Doorbell) -> None:
-        limit = self.settings.max_batch_size
+        limit = self._batch_limit
+        rechecked = False
         while True:
             try:
                 if not await self._respect_backoff():
@@ -454,10 +458,16 @@ class DeliveryEngine:
                         for r in rows
                     ]
                     await self._deliver_held(items, 0.0)
+                    rechecked = False
                     if len(rows) == limit or self._closing:
                         continue  # more may be due now
                 elif self._closing:
-                    return
+                    if rechecked:
+                        return
+                    # A claim that began before the last track() committed cannot see its
+                    # row: claim once more before stopping.
+                    rechecked = True
+                    continue
                 self._count(0, oldest=await queue.oldest_pending_at())
                 self._signal_progress()
                 await self._wait_persistent(queue, doorbell)
@@ -484,7 +494,7 @@ class DeliveryEngine:
                     doorbell.cancel_wait()
             if doorbell.count == 0:
                 return
-        limit = self.settings.max_batch_size
+        limit = self._batch_limit
         while not self._urgent():
             remaining = doorbell.first_at + self.settings.batch_interval - time.monotonic()
             if remaining <= 0 or not doorbell.wait_for(waker, limit):
@@ -866,10 +876,18 @@ class DeliveryEngine:
             oldest = age_since(self.buffer.oldest_at)
             capacity = self.buffer.maxsize
         else:
+            # The file is the truth: other processes (or trackers) on it deliver rows too.
             # Rows stay in the file while in flight; report those apart.
-            queued = max(0, self._backlog - held)
-            since = self._oldest_pending
-            oldest = max(0.0, time.time() - since) if self._backlog and since else None
+            backlog: int = self._backlog
+            since: float | None = self._oldest_pending
+            try:
+                backlog, since = count_pending(
+                    self.db_path, api_root=self.settings.api_root, key_fp=self._key_fp()
+                )
+            except QueueStoreError:
+                pass  # unreadable right now: the engine's own count is the next best
+            queued = max(0, backlog - held)
+            oldest = max(0.0, time.time() - since) if backlog and since else None
             capacity = 0
         return DeliveryHealth(
             worker_alive=self._alive,

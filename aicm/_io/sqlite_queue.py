@@ -29,6 +29,7 @@ import attrs
 from .._core.exceptions import QueueStoreError
 
 __all__ = [
+    "count_pending",
     "SCHEMA_VERSION",
     "AsyncDB",
     "ClaimedRow",
@@ -210,6 +211,28 @@ def _insert_params(
     rows: Iterable[QueueRow], api_root: str, key_fp: str, now: float
 ) -> list[tuple[Any, ...]]:
     return [(r.endpoint, r.response_id, r.body, api_root, key_fp, now, now) for r in rows]
+
+
+def count_pending(path: Path, *, api_root: str, key_fp: str) -> tuple[int, float | None]:
+    """Pending rows of one root and key, and the oldest one's creation time (read-only).
+
+    Opens its own short-lived connection, so any thread may ask while others write.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
+    try:
+        count, oldest = conn.execute(
+            "SELECT count(*), min(created_at) FROM records"
+            " WHERE api_root = ? AND key_fp = ? AND state = 0",
+            (api_root, key_fp),
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
+    finally:
+        conn.close()
+    return int(count), (None if oldest is None else float(oldest))
 
 
 class SyncWriter:

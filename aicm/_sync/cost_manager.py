@@ -31,7 +31,8 @@ class _ThreadHook:
         self._facade = facade
 
     def should_track(self, path: str) -> bool:
-        return self._facade._live().should_track(path)
+        # A closed manager passes calls through untracked.
+        return not self._facade.closed and self._facade._live().should_track(path)
 
     def on_call(
         self,
@@ -41,6 +42,8 @@ class _ThreadHook:
         response: Any,
         func: Callable[..., Any],
     ) -> None:
+        if self._facade.closed:
+            return
         manager = self._facade._live()
         self._facade._emit(manager.records_for_call(path, args, kwargs, response, func))
 
@@ -52,6 +55,8 @@ class _ThreadHook:
         chunks: list[Any],
         func: Callable[..., Any],
     ) -> None:
+        if self._facade.closed:
+            return  # a stream that outlived its manager
         manager = self._facade._live()
         self._facade._emit(manager.records_for_stream(path, args, kwargs, chunks, func))
 
@@ -60,7 +65,8 @@ class CostManager(SyncFacade[AsyncCostManager[ClientT]], Generic[ClientT]):
     """Wrap ``client`` from sync code; the same options as :class:`AsyncCostManager`.
 
     Configs are loaded when it is built (blocking). ``tracker.client`` is the tracked
-    client; records go out through the process's shared delivery worker.
+    client; its calls run in the caller's thread as always, and records go out through
+    the process's shared delivery worker. After :meth:`close` calls pass through untracked.
     """
 
     def __init__(
@@ -113,7 +119,8 @@ class CostManager(SyncFacade[AsyncCostManager[ClientT]], Generic[ClientT]):
         self, *, client_customer_key: str | None = None, context: Mapping[str, Any] | None = None
     ) -> contextlib.AbstractContextManager[None]:
         """``with manager.scope(client_customer_key="acme"):`` tags the calls made inside."""
-        return self._live().scope(client_customer_key=client_customer_key, context=context)
+        manager = self._async if self._closed else self._live()
+        return manager.scope(client_customer_key=client_customer_key, context=context)
 
     def load_configs(self) -> list[ServiceConfig]:
         """Reload the handling configs from their source (blocking)."""

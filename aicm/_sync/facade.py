@@ -40,7 +40,7 @@ class SyncFacade(Generic[A]):
         except BaseException:
             runtime.call(self._async.aclose, 0.0)
             raise
-        runtime.close_timeout = self._async.settings.close_timeout
+        runtime.close_timeout = max(runtime.close_timeout, self._async.settings.close_timeout)
         runtime.register(self)
 
     def _live(self) -> A:
@@ -50,13 +50,21 @@ class SyncFacade(Generic[A]):
             self._start()
         return self._async
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def _emit(self, records: Sequence[WireRecord]) -> None:
-        """Queue records from the caller's thread (IMMEDIATE: send them through the runtime)."""
+        """Queue records from the caller's thread (IMMEDIATE: send them through the runtime).
+
+        Never raises: a record that cannot be queued is logged and counted.
+        """
         if not records:
             return
         owner = self._async
         if owner.delivery_type is DeliveryType.IMMEDIATE:
-            self._runtime.call(_send_guarded, owner, list(records))
+            self._runtime.call(owner.send_guarded, list(records))
         else:
             owner.emit_blocking(records)
 
@@ -110,13 +118,3 @@ class SyncFacade(Generic[A]):
     def dead_letters(self) -> list[DeadLetterRecord]:
         """Records the service refused for good (memory queues)."""
         return self._async.dead_letters()
-
-
-async def _send_guarded(owner: AsyncRecorder, records: list[WireRecord]) -> None:
-    try:
-        await owner.engine.send_now(records)
-    except Exception as exc:
-        # Tracking must never break the user's call.
-        import logging
-
-        logging.getLogger("aicm").warning("immediate delivery failed: %s", exc)

@@ -1,21 +1,21 @@
-"""``RestUsageWrapper``: the sync facade over :class:`AsyncRestUsageWrapper` (layer 5).
+"""``RestUsageWrapper``: the sync REST wrapper, over :class:`RestUsageRecorder` (layer 5).
 
 The user's own ``requests.Session`` or ``httpx.Client`` makes the call, in the caller's
 thread; the response comes back as that library's object, untouched. Extraction uses the
-async wrapper's pure methods; records are queued from the caller's thread.
+recorder's pure methods; records are queued from the caller's thread and delivered by the
+process's shared worker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from .._api.recorder import DeliveryOptions
-from .._api.rest import AsyncRestUsageWrapper, json_body, rest_call
+from .._api.rest import RestUsageRecorder, rest_call
 from .facade import SyncFacade
 
 if TYPE_CHECKING:
@@ -26,11 +26,13 @@ __all__ = ["RestUsageWrapper"]
 logger = logging.getLogger("aicm.rest")
 
 
-class RestUsageWrapper(SyncFacade[AsyncRestUsageWrapper]):
+class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
     """Wrap a ``requests.Session`` or an ``httpx.Client``: calls to ``base_url`` are tracked.
 
-    Takes the same options as :class:`AsyncRestUsageWrapper`; delivery goes through the
-    process's shared worker.
+    Takes the same options as :class:`AsyncRestUsageWrapper`; the base URL's configs are
+    loaded when it is built. A ``requests`` call made with ``stream=True`` is passed
+    through untracked: its body is the caller's to read. After :meth:`close` calls pass
+    through untracked.
     """
 
     def __init__(
@@ -43,17 +45,15 @@ class RestUsageWrapper(SyncFacade[AsyncRestUsageWrapper]):
         context: Mapping[str, Any] | None = None,
         **options: Unpack[DeliveryOptions],
     ) -> None:
-        if not callable(getattr(session, "request", None)):
+        send = getattr(session, "request", None)
+        if not callable(send) or inspect.iscoroutinefunction(send):
             raise TypeError(
-                "session must be a requests.Session or an httpx.Client, "
-                f"got {type(session).__name__}"
+                "session must be a requests.Session or an httpx.Client (an "
+                f"httpx.AsyncClient goes with AsyncRestUsageWrapper), got {type(session).__name__}"
             )
-        if isinstance(session, httpx.AsyncClient):
-            raise TypeError("an httpx.AsyncClient goes with AsyncRestUsageWrapper")
 
-        def build() -> AsyncRestUsageWrapper:
-            return AsyncRestUsageWrapper(
-                None,  # this facade sends with the user's own session
+        def build() -> RestUsageRecorder:
+            return RestUsageRecorder(
                 base_url=base_url,
                 configs=configs,
                 client_customer_key=client_customer_key,
@@ -65,52 +65,54 @@ class RestUsageWrapper(SyncFacade[AsyncRestUsageWrapper]):
         self.session = session
 
     def __repr__(self) -> str:
-        return repr(self._async).replace("AsyncRestUsageWrapper", "RestUsageWrapper", 1)
+        return repr(self._async).replace("RestUsageRecorder", "RestUsageWrapper", 1)
 
     def __enter__(self) -> Self:
         return self
 
     @property
     def base_url(self) -> str:
-        """The base URL relative paths are joined to."""
+        """The base URL relative paths are appended to."""
         return self._async.base_url
 
     def scope(
         self, *, client_customer_key: str | None = None, context: Mapping[str, Any] | None = None
     ) -> contextlib.AbstractContextManager[None]:
         """``with wrapper.scope(client_customer_key="acme"):`` tags the calls made inside."""
-        return self._live().scope(client_customer_key=client_customer_key, context=context)
+        recorder = self._async if self._closed else self._live()
+        return recorder.scope(client_customer_key=client_customer_key, context=context)
 
     def request(self, method: str, url: str, **kwargs: Any) -> Any:
         """Send a request with the wrapped session and record its usage."""
-        wrapper = self._live()
-        full = wrapper.url_for(url)
+        recorder = self._async if self._closed else self._live()
+        full = recorder.url_for(url)
         response = self.session.request(method, full, **kwargs)
-        try:
-            self._track(wrapper, method, full, kwargs, response)
-        except Exception:
-            wrapper.engine.stats.discard("tracking_error")
-            logger.exception("tracking %s %s failed; the response is returned as is", method, full)
+        if not self._closed and not kwargs.get("stream"):
+            try:
+                self._track(recorder, method, full, kwargs, response)
+            except Exception:
+                recorder.engine.stats.discard("tracking_error")
+                logger.exception(
+                    "tracking %s %s failed; the response is returned as is", method, full
+                )
         return response
 
     def _track(
         self,
-        wrapper: AsyncRestUsageWrapper,
+        recorder: RestUsageRecorder,
         method: str,
         url: str,
         kwargs: dict[str, Any],
         response: Any,
     ) -> None:
-        call = rest_call(method, url, wrapper.base_url)
-        extractor = wrapper.cached_extractor(call.api_id)
-        if extractor is None:
-            extractor = self._runtime.call(wrapper.extractor_for, call.api_id)
-        if not extractor.tracks(call.method_key):
-            return
-        if kwargs.get("stream") and not getattr(response, "_content_consumed", True):
-            return  # a streamed requests body: reading it here would consume it
-        body = json_body(response.status_code, response.headers, response.json)
-        self._emit(wrapper.records_for_response(extractor, call, kwargs, body))
+        call = rest_call(method, url, recorder.base_url)
+        host = recorder.cached_host_configs(call.api_id)
+        if host is None:
+            host = self._runtime.call(recorder.host_configs, call.api_id)
+        records = recorder.records_for_response(
+            host, call, kwargs, response.status_code, response.headers, response.json
+        )
+        self._emit(records)
 
     def get(self, url: str, **kwargs: Any) -> Any:
         """``GET url``."""

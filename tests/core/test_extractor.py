@@ -139,9 +139,7 @@ def test_seed_000_payload_is_exact() -> None:
     """Seed 000: add(2, 3) -> 5 gives exactly config, timestamp, usage and static."""
     extractor = one_config(SEED_000, "calc-config")
     payloads = extractor.extract("add", args=(2, 3), response=5, func=add, timestamp=TS)
-    assert payloads == [
-        {"config": "calc-config", "timestamp": TS, "usage": {"value": 5}, "static": 1}
-    ]
+    assert payloads == [{"config": "calc-config", "timestamp": TS, "usage": 5, "static": 1}]
 
 
 def test_seed_000_generates_a_utc_timestamp() -> None:

@@ -257,10 +257,6 @@ async def test_corrupt_file_is_refused_by_the_queue(tmp_path: Path) -> None:
     assert path.read_bytes() == garbage
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: AsyncTracker.__aenter__ lets an ExceptionGroup wrap QueueStoreError",
-)
 async def test_async_tracker_raises_queue_store_error_unwrapped(
     connection: dict[str, str], tmp_path: Path
 ) -> None:
