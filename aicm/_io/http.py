@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -107,6 +109,13 @@ def raise_for_answer(status: int, text: str, retry_after_header: str | None) -> 
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _shared_ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs tens of milliseconds; every client can share one context.
+    context: ssl.SSLContext = httpx.create_ssl_context()
+    return context
+
+
 @attrs.define
 class _CachedConfigs:
     etag: str
@@ -130,7 +139,7 @@ class AsyncCostManagerClient:
         aicm_ini_path: str | None = None,
         timeout: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool = True,
+        verify: bool | ssl.SSLContext = True,
         settings: Settings | None = None,
     ) -> None:
         if settings is None:
@@ -147,7 +156,7 @@ class AsyncCostManagerClient:
             base_url=settings.api_root,
             timeout=settings.timeout,
             transport=transport,
-            verify=verify,
+            verify=_shared_ssl_context() if verify is True else verify,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
         self._configs: dict[str | None, _CachedConfigs] = {}
