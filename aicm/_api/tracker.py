@@ -2,30 +2,45 @@
 
 Two call forms live on one class. Built as ``AsyncTracker()``, ``track(api_id,
 service_key, usage)`` sends a ``/track`` record. Built as ``AsyncTracker(config_id,
-service_id)``, the config's ``manual_usage_schema`` is loaded from ``GET /configs`` and
-``track(usage)`` validates ``usage`` against it, then sends a ``/track-usage`` record
-shaped like the service's ``ApiUsageRecord``.
+service_id)``, the config's ``manual_usage_schema`` is loaded once from ``GET /configs``
+and ``track(usage)`` validates ``usage`` against it, then sends a ``/track-usage`` record
+``{config_id, service_id, timestamp, response_id, usage, client_customer_key?, context?}``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import difflib
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, Final, overload
 
 import anyio
 import anyio.abc
 import httpx
 
-from .._core.exceptions import AicmError, RecordError, UnknownConfigError
+from .._core.exceptions import (
+    AicmError,
+    ClosedError,
+    NotSerializableError,
+    RateLimitedError,
+    RecordError,
+    ServerError,
+    TransportError,
+    UnknownConfigError,
+)
+from .._core.jsonplain import dumps
 from .._core.models import (
+    ConfigsResponse,
     RecordResult,
     TrackRecord,
     UsageRecord,
     WireRecord,
     normalize_timestamp,
 )
+from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, OnFull, Settings, resolve_settings
 from .._core.validator import UsageSchema, compile_schema
 from .._delivery.engine import DeadLetterRecord, DeliveryEngine
@@ -33,11 +48,47 @@ from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
 
-__all__ = ["AsyncTracker", "TrackerOptions"]
+__all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
 
-_ENQUEUED = "enqueued"
+logger = logging.getLogger("aicm.tracker")
 
-TrackerOptions = dict[str, Any]
+_ENQUEUED: Final = "enqueued"
+
+#: What ``timestamp=`` accepts: a datetime (naive means UTC), an ISO-8601 string, epoch seconds.
+Timestamp = dt.datetime | str | int | float
+
+#: The keyword-only options both trackers take (the sync facade checks names against it).
+TRACKER_OPTIONS: Final = frozenset(
+    {
+        "aicm_api_key",
+        "aicm_api_base",
+        "aicm_api_url",
+        "aicm_ini_path",
+        "delivery_type",
+        "delivery_on_full",
+        "on_discard",
+        "queue_size",
+        "max_batch_size",
+        "batch_interval",
+        "block_timeout",
+        "timeout",
+        "db_path",
+        "max_age",
+        "max_record_bytes",
+        "log_file",
+        "log_level",
+        "log_bodies",
+        "transport",
+    }
+)
+
+_TRACK_OPTIONS: Final = ("client_customer_key", "context", "response_id", "timestamp")
+_FREE_FORM: Final = ("api_id", "service_key", "usage")
+_CONFIG_FORM: Final = ("usage",)
+_RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
+# Loading a config happens while the caller waits: never sleep long between attempts.
+_MAX_CONFIG_RETRY_DELAY: Final = 2.0
+_KNOWN_CONFIGS_SHOWN: Final = 10
 
 
 def _settings_from(
@@ -61,13 +112,26 @@ def _settings_from(
     return settings, settings.delivery_type or default_delivery
 
 
+def _unknown_config_message(config_id: str, answer: ConfigsResponse) -> str:
+    known = sorted(c.config_id for c in answer.service_configs)
+    if not known:
+        return f"the service has no config {config_id!r} (it serves no configs for this key)"
+    close = difflib.get_close_matches(config_id, known, n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    shown = ", ".join(map(repr, known[:_KNOWN_CONFIGS_SHOWN]))
+    more = len(known) - _KNOWN_CONFIGS_SHOWN
+    if more > 0:
+        shown += f" and {more} more"
+    return f"the service has no config {config_id!r}{hint} (it has {shown})"
+
+
 class AsyncTracker:
     """Record usage events and deliver them (see the module docstring).
 
     Queued delivery (``MEM_QUEUE``, ``PERSISTENT_QUEUE``) runs an actor in a task group,
-    so use ``async with AsyncTracker(...) as tracker:``; ``IMMEDIATE`` (the default) also
-    works without it. All options are keyword-only and fall back to the environment, the
-    INI file and the defaults.
+    so use ``async with AsyncTracker(...) as tracker:`` (or :meth:`start` in a task group
+    of your own); ``IMMEDIATE`` (the default) also works without it. All options are
+    keyword-only and fall back to the environment, the INI file and the defaults.
     """
 
     default_delivery = DeliveryType.IMMEDIATE
@@ -150,10 +214,15 @@ class AsyncTracker:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if (config_id is None) != (service_id is None):
-            raise TypeError("give both config_id and service_id, or neither")
+            raise TypeError(
+                "give both config_id and service_id (to track(usage) against the config's "
+                "schema), or neither (to track(api_id, service_key, usage) free-form)"
+            )
         for name, value in (("config_id", config_id), ("service_id", service_id)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+        if on_discard is not None and not callable(on_discard):
+            raise TypeError(f"on_discard must be callable, got {on_discard!r}")
         self.config_id = config_id
         self.service_id = service_id
         self.settings, self.delivery_type = _settings_from(
@@ -183,24 +252,46 @@ class AsyncTracker:
         )
         self._max_bytes = self.settings.max_record_bytes
         self._schema: UsageSchema | None = None
+        self._schema_loaded = False
         self._api_id: str | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._host_scope: anyio.CancelScope | None = None
+        self._started = False
         self._closed = False
 
     def __repr__(self) -> str:
         form = f"{self.config_id!r}, {self.service_id!r}, " if self.config_id else ""
         return f"AsyncTracker({form}delivery_type={self.delivery_type.value!r})"
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has been called."""
+        return self._closed
+
+    @property
+    def api_id(self) -> str | None:
+        """The ``api_id`` of this tracker's config (config form, once loaded)."""
+        return self._api_id
+
+    @property
+    def schema(self) -> UsageSchema | None:
+        """The compiled ``manual_usage_schema`` (config form, once loaded; None: no schema)."""
+        return self._schema
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncTracker:
+        self._check_open()
         stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
         try:
+            if self.config_id is not None and not self._schema_loaded:
+                await self.load_schema()
             task_group = await stack.enter_async_context(anyio.create_task_group())
-            await self.start(task_group)
+            await task_group.start(self._host)
         except BaseException:
             await stack.aclose()
+            with anyio.CancelScope(shield=True):
+                await self.aclose(0.0)  # the HTTP client is ours to close, or it would leak
             raise
         self._exit_stack = stack
         return self
@@ -212,30 +303,86 @@ class AsyncTracker:
         tb: TracebackType | None,
     ) -> None:
         try:
-            await self.aclose()
+            # Shielded, so that a cancelled body still delivers what it queued (bounded by
+            # close_timeout) before the actor stops.
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
         finally:
+            if self._host_scope is not None:
+                self._host_scope.cancel()  # a no-op once the actor has stopped, as it should
             stack, self._exit_stack = self._exit_stack, None
             if stack is not None:
-                await stack.__aexit__(exc_type, exc, tb)
+                # The actor has stopped, so the task group ends cleanly. The body's own
+                # exception is not passed in: it propagates as itself, not in an ExceptionGroup.
+                await stack.aclose()
+
+    async def _host(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        # The actor of an ``async with`` tracker is shielded from the body's cancellation:
+        # it lives until __aexit__'s aclose() stops it, within close_timeout.
+        failure: Exception | None = None
+        with anyio.CancelScope(shield=True) as scope:
+            self._host_scope = scope
+            async with anyio.create_task_group() as task_group:
+                try:
+                    await self.engine.start(task_group)
+                except Exception as exc:
+                    # Raised below, outside the task group, so that the caller gets the
+                    # error itself rather than an ExceptionGroup around it.
+                    failure = exc
+                else:
+                    self._started = True
+                    task_status.started()
+        if failure is not None:
+            raise failure
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Load the schema (config form) and start delivery in ``task_group``."""
-        if self.config_id is not None and self._schema is None:
+        """Load the schema (config form) and start delivery in ``task_group``.
+
+        ``async with`` does this for you. Call it to run the delivery actor in a task group
+        you already have, and call :meth:`aclose` before that task group ends.
+        """
+        self._check_open()
+        if self.config_id is not None and not self._schema_loaded:
             await self.load_schema()
         await self.engine.start(task_group)
+        self._started = True
 
-    async def load_schema(self) -> None:
-        """Fetch this tracker's config from ``GET /configs`` and compile its schema."""
-        answer = await self.client.get_configs()
+    async def load_schema(self) -> UsageSchema | None:
+        """Fetch this tracker's config from ``GET /configs`` and compile its schema.
+
+        Returns the compiled schema, or None when the config has no ``manual_usage_schema``
+        (usage is then not checked). Raises :class:`UnknownConfigError` when the service has
+        no such config. Transient failures are retried like an ``IMMEDIATE`` send.
+        """
+        if self.config_id is None:
+            raise TypeError("a free-form tracker has no config; build it with a config_id")
+        answer = await self._fetch_configs()
         for config in answer.service_configs:
             if config.config_id == self.config_id:
+                schema = config.manual_usage_schema
+                # No schema: nothing to check. An empty one, {}, accepts only {} (as
+                # docs/validation.md says), so the two are told apart.
+                self._schema = None if schema is None else compile_schema(schema)
                 self._api_id = config.api_id
-                schema = config.manual_usage_schema or {}
-                # No schema means nothing to check: any usage mapping is accepted.
-                self._schema = compile_schema(schema, allow_extra=not schema)
-                return
-        known = ", ".join(sorted(c.config_id for c in answer.service_configs)) or "none"
-        raise UnknownConfigError(f"the service has no config {self.config_id!r} (known: {known})")
+                self._schema_loaded = True
+                return self._schema
+        raise UnknownConfigError(_unknown_config_message(self.config_id, answer))
+
+    async def _fetch_configs(self) -> ConfigsResponse:
+        settings = self.settings
+        policy = RetryPolicy(base=settings.backoff_base, cap=settings.backoff_cap)
+        attempt = 1
+        while True:
+            try:
+                return await self.client.get_configs()
+            except _RETRYABLE as exc:
+                if attempt >= settings.max_attempts:
+                    raise
+                retry_after = getattr(exc, "retry_after", None)
+                delay = min(policy.delay(attempt, retry_after=retry_after), _MAX_CONFIG_RETRY_DELAY)
+                logger.info("loading configs failed (%s); retrying in %.2fs", exc, delay)
+                await anyio.sleep(delay)
+                attempt += 1
 
     async def flush(self, timeout: float | None = None) -> int:
         """Deliver everything queued within ``timeout`` s; return how many records are left."""
@@ -245,6 +392,7 @@ class AsyncTracker:
         """Deliver what is queued within ``timeout`` s (default ``close_timeout``), then stop.
 
         Returns how many records were left undelivered (see :meth:`DeliveryEngine.aclose`).
+        Calling it again does nothing and returns 0.
         """
         if self._closed:
             return 0
@@ -262,32 +410,65 @@ class AsyncTracker:
         """Records the service refused for good (memory queues; persistent ones are in the file)."""
         return self.engine.dead_letters()
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this tracker is closed; create a new one to track more")
+
     # -- building records (pure, also used by the sync facade in the caller's thread) -------
 
     def build_record(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> WireRecord:
-        """Validate a ``track`` call's arguments and return the record it sends."""
-        options = dict(kwargs)
-        extra = set(options) - {"client_customer_key", "context", "response_id", "timestamp"}
-        if extra:
+        """Check a ``track`` call's arguments and return the record it would send.
+
+        Raises :class:`TypeError` for a call that fits neither form, and a
+        :class:`RecordError` or :class:`UsageValidationError` for bad values.
+        """
+        names = _FREE_FORM if self.config_id is None else _CONFIG_FORM
+        if len(args) > len(names):
+            raise TypeError(self._form_message(f"got {len(args)} positional arguments"))
+        values: dict[str, Any] = dict(zip(names, args, strict=False))
+        options: dict[str, Any] = {}
+        unknown: list[str] = []
+        for key, value in kwargs.items():
+            if key in names:
+                if key in values:
+                    raise TypeError(f"track() got multiple values for argument {key!r}")
+                values[key] = value
+            elif key in _TRACK_OPTIONS:
+                options[key] = value
+            else:
+                unknown.append(key)
+        if unknown:
+            wrong = ", ".join(map(repr, sorted(unknown)))
             raise TypeError(
-                f"track() got unexpected keyword argument(s): {', '.join(sorted(extra))}"
+                f"track() got unexpected keyword argument(s) {wrong}; "
+                f"it takes {', '.join(_TRACK_OPTIONS)}"
+            )
+        missing = [name for name in names if name not in values]
+        if missing:
+            raise TypeError(
+                self._form_message(f"missing argument(s): {', '.join(map(repr, missing))}")
             )
         if self.config_id is None:
-            if len(args) != 3:
-                raise TypeError(
-                    "track(api_id, service_key, usage, ...) takes 3 positional arguments; "
-                    f"got {len(args)} (build the tracker as Tracker(config_id, service_id) "
-                    "to call track(usage))"
-                )
             return TrackRecord.build(
-                args[0], args[1], args[2], max_bytes=self._max_bytes, **options
+                values["api_id"],
+                values["service_key"],
+                values["usage"],
+                max_bytes=self._max_bytes,
+                **options,
             )
-        if len(args) != 1:
-            raise TypeError(
-                f"this tracker is bound to config {self.config_id!r}: call track(usage, ...); "
-                f"got {len(args)} positional arguments"
+        return self._build_config_record(values["usage"], **options)
+
+    def _form_message(self, problem: str) -> str:
+        if self.config_id is None:
+            return (
+                f"track(api_id, service_key, usage, ...) {problem}; to call track(usage), "
+                "build the tracker for a config: Tracker(config_id, service_id)"
             )
-        return self._build_config_record(args[0], **options)
+        return (
+            f"this tracker is bound to config {self.config_id!r}: call track(usage, ...); "
+            f"{problem} (free-form track(api_id, service_key, usage) needs a tracker "
+            "built without config_id and service_id)"
+        )
 
     def _build_config_record(
         self,
@@ -298,27 +479,41 @@ class AsyncTracker:
         response_id: str | None = None,
         timestamp: object = None,
     ) -> UsageRecord:
-        if self._schema is None:
-            raise AicmError("the config's schema is not loaded yet: enter the tracker first")
-        self._schema.validate(usage)
+        if not self._schema_loaded:
+            raise AicmError(
+                "the config's schema is not loaded yet: use `async with`, start() or "
+                "load_schema() first"
+            )
+        if self._schema is not None:
+            self._schema.validate(usage)
+        elif not isinstance(usage, Mapping):
+            raise NotSerializableError(
+                f"usage must be a mapping, got {type(usage).__name__}", field="usage"
+            )
         payload: dict[str, Any] = {
             "config_id": self.config_id,
             "service_id": self.service_id,
             "timestamp": normalize_timestamp(timestamp),
-            "response_id": response_id,
             "usage": usage,
         }
-        if response_id is None:
-            del payload["response_id"]
-        elif not isinstance(response_id, str) or not response_id:
-            raise RecordError(
-                f"must be a non-empty string, got {response_id!r}", field="response_id"
-            )
+        if response_id is not None:
+            if not isinstance(response_id, str) or not response_id:
+                raise RecordError(
+                    f"must be a non-empty string, got {response_id!r}", field="response_id"
+                )
+            payload["response_id"] = response_id
         if client_customer_key is not None:
-            if not isinstance(client_customer_key, str):
-                raise RecordError("must be a string", field="client_customer_key")
+            if not isinstance(client_customer_key, str) or not client_customer_key:
+                raise RecordError(
+                    f"must be a non-empty string, got {client_customer_key!r}",
+                    field="client_customer_key",
+                )
             payload["client_customer_key"] = client_customer_key
         if context is not None:
+            if not isinstance(context, Mapping):
+                raise NotSerializableError(
+                    f"context must be a mapping, got {type(context).__name__}", field="context"
+                )
             payload["context"] = context
         return UsageRecord.build(payload, max_bytes=self._max_bytes)
 
@@ -334,7 +529,7 @@ class AsyncTracker:
         client_customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
-        timestamp: object = None,
+        timestamp: Timestamp | None = None,
     ) -> RecordResult: ...
 
     @overload
@@ -345,70 +540,121 @@ class AsyncTracker:
         client_customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
-        timestamp: object = None,
+        timestamp: Timestamp | None = None,
     ) -> RecordResult: ...
 
     async def track(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Record one usage event.
 
-        ``IMMEDIATE`` returns the service's verdict; the queues return
-        ``RecordResult(response_id, status="enqueued")`` once the record is queued (on disk,
-        for ``PERSISTENT_QUEUE``). Bad input raises before anything is queued.
+        Free-form trackers take ``track(api_id, service_key, usage, ...)``; trackers built
+        for a config take ``track(usage, ...)``. ``IMMEDIATE`` returns the service's
+        verdict; the queues return ``RecordResult(response_id, status="enqueued")`` once
+        the record is queued (on disk, for ``PERSISTENT_QUEUE``). Bad input raises before
+        anything is queued or sent.
         """
-        if self.config_id is not None and self._schema is None:
+        self._check_open()
+        if self.config_id is not None and not self._schema_loaded:
             await self.load_schema()
         record = self.build_record(args, kwargs)
         return await self.submit(record)
 
     async def submit(self, record: WireRecord) -> RecordResult:
         """Deliver an already-built record per this tracker's delivery type."""
+        self._check_open()
         if self.delivery_type is DeliveryType.IMMEDIATE:
-            answer = await self.engine.send_now([record])
-            for result in answer.results:
-                if result.response_id == record.response_id:
-                    return result
-            return RecordResult(response_id=record.response_id, status="queued")
+            return (await self._send_now([record]))[0]
+        self._check_started()
         await self.engine.aput(record)
         return RecordResult(response_id=record.response_id, status=_ENQUEUED)
 
-    async def track_batch(
-        self, records: Iterable[Mapping[str, Any] | TrackRecord]
-    ) -> list[RecordResult]:
-        """Record many events; each a :class:`TrackRecord` or a mapping of ``track``'s arguments.
+    def _check_started(self) -> None:
+        if not self._started:
+            raise AicmError(
+                f"a {self.delivery_type.value} tracker delivers from a background task: use "
+                "`async with AsyncTracker(...) as tracker:` (or start(task_group)) first"
+            )
+        if not self.engine.running:
+            raise AicmError(
+                "this tracker's delivery task is not running (its task group has ended); "
+                "create a new tracker"
+            )
 
-        Every record is validated before any is queued or sent.
+    async def _send_now(self, records: Sequence[WireRecord]) -> list[RecordResult]:
+        if logger.isEnabledFor(logging.DEBUG):
+            for record in records:
+                if self.settings.log_bodies:
+                    body = dumps(record.wire())
+                    logger.debug("sending %s now: %s", record.response_id, body)
+                else:
+                    logger.debug("sending %s now", record.response_id)
+        try:
+            # The engine splits by endpoint (a batch may mix /track and /track-usage) and
+            # into requests of at most 1000 records.
+            answer = await self.engine.send_now(records)
+        except AicmError as exc:
+            logger.warning("immediate delivery of %d record(s) failed: %s", len(records), exc)
+            raise
+        verdicts = {r.response_id: r for r in answer.results}
+        results: list[RecordResult] = []
+        for record in records:
+            # A 2xx without a verdict for this record still means delivered.
+            verdict = verdicts.get(record.response_id) or RecordResult(
+                response_id=record.response_id, status="queued"
+            )
+            if verdict.ok:
+                logger.debug("delivered %s: %s", record.response_id, verdict.status)
+            else:
+                logger.warning(
+                    "the service refused %s: %s %s",
+                    record.response_id,
+                    verdict.status,
+                    "; ".join(verdict.errors),
+                )
+            results.append(verdict)
+        return results
+
+    async def track_batch(
+        self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
+    ) -> list[RecordResult]:
+        """Record many events; each a mapping of ``track``'s arguments, or a built record.
+
+        A free-form tracker's mappings hold ``api_id``, ``service_key``, ``usage`` (or
+        ``payload``) and any of ``track``'s options; a config tracker's hold ``usage`` and
+        the options. Every record is checked before any is queued or sent. ``IMMEDIATE``
+        sends them in requests of at most 1000 records and returns each verdict, in order.
         """
+        self._check_open()
+        if isinstance(records, (Mapping, str, bytes)):
+            raise TypeError(
+                "track_batch() takes an iterable of records (mappings or built records), "
+                f"not a single {type(records).__name__}"
+            )
+        if self.config_id is not None and not self._schema_loaded:
+            await self.load_schema()
         built: list[WireRecord] = []
         for index, item in enumerate(records):
             if isinstance(item, (TrackRecord, UsageRecord)):
                 built.append(item)
                 continue
             if not isinstance(item, Mapping):
-                raise TypeError(f"records[{index}] must be a mapping or a TrackRecord")
+                raise TypeError(
+                    f"records[{index}] must be a mapping or a built record, "
+                    f"got {type(item).__name__}"
+                )
             data = dict(item)
-            if self.config_id is None:
-                usage = data.pop("usage", None)
-                if usage is None:
-                    usage = data.pop("payload", None)
-                args: tuple[Any, ...] = (
-                    data.pop("api_id", None),
-                    data.pop("service_key", None),
-                    usage,
-                )
-            else:
-                args = (data.pop("usage", None),)
-            built.append(self.build_record(args, data))
+            if self.config_id is None and "payload" in data and "usage" not in data:
+                data["usage"] = data.pop("payload")  # the wire name, accepted as an alias
+            try:
+                built.append(self.build_record((), data))
+            except TypeError as exc:
+                if isinstance(exc, AicmError):  # NotSerializableError and kin keep their type
+                    raise
+                raise TypeError(f"records[{index}]: {exc}") from None
+        if not built:
+            return []
         if self.delivery_type is DeliveryType.IMMEDIATE:
-            if not built:
-                return []
-            answer = await self.engine.send_now(built)
-            verdicts = {r.response_id: r for r in answer.results}
-            return [
-                verdicts.get(
-                    r.response_id, RecordResult(response_id=r.response_id, status="queued")
-                )
-                for r in built
-            ]
+            return await self._send_now(built)
+        self._check_started()
         for record in built:
             await self.engine.aput(record)
         return [RecordResult(response_id=r.response_id, status=_ENQUEUED) for r in built]

@@ -3,21 +3,24 @@
 Queued ``track`` calls never cross into the runtime's loop: the record is built and
 validated in the caller's thread (by the async class's own pure method) and handed to the
 engine's thread-safe queue, or committed to SQLite, right there. Everything else is one
-portal call into the async class.
+portal call into the async class. The ``*_async`` methods and :meth:`aclose` may be awaited
+from any event loop (asyncio or trio): they wait in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, overload
 
 import anyio
 import anyio.to_thread
+import httpx
 
-from .._api.tracker import AsyncTracker
+from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
-from .._core.models import RecordResult, TrackRecord
+from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord
 from .._core.settings import DeliveryType, OnFull
 from .._delivery.engine import DeadLetterRecord
 from .._delivery.health import DeliveryHealth
@@ -28,23 +31,79 @@ __all__ = ["Tracker"]
 _ENQUEUED = "enqueued"
 
 
+def _check_options(owner: str, options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - TRACKER_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"{owner}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
+        )
+
+
 class Tracker:
     """Record usage from sync code: :class:`AsyncTracker`'s options and call forms.
 
     ``Tracker()`` tracks free-form (``track(api_id, service_key, usage)``);
     ``Tracker(config_id, service_id)`` loads the config's schema now (blocking; use
-    :meth:`create_async` in async code) and tracks ``track(usage)``.
+    :meth:`create_async` in async code) and tracks ``track(usage)``. Delivery runs on the
+    shared background runtime; ``close()`` (or a ``with`` block) flushes and stops it.
     """
 
     @overload
-    def __init__(self, **options: Any) -> None: ...
+    def __init__(
+        self,
+        *,
+        aicm_api_key: str | None = ...,
+        aicm_api_base: str | None = ...,
+        aicm_api_url: str | None = ...,
+        aicm_ini_path: str | None = ...,
+        delivery_type: DeliveryType | str | None = ...,
+        delivery_on_full: OnFull | str | None = ...,
+        on_discard: Callable[[WireRecord], object] | None = ...,
+        queue_size: int | None = ...,
+        max_batch_size: int | None = ...,
+        batch_interval: float | None = ...,
+        block_timeout: float | None = ...,
+        timeout: float | None = ...,
+        db_path: str | None = ...,
+        max_age: float | None = ...,
+        max_record_bytes: int | None = ...,
+        log_file: str | None = ...,
+        log_level: str | None = ...,
+        log_bodies: bool | None = ...,
+        transport: httpx.AsyncBaseTransport | None = ...,
+    ) -> None: ...
 
     @overload
-    def __init__(self, config_id: str, service_id: str, **options: Any) -> None: ...
+    def __init__(
+        self,
+        config_id: str,
+        service_id: str,
+        *,
+        aicm_api_key: str | None = ...,
+        aicm_api_base: str | None = ...,
+        aicm_api_url: str | None = ...,
+        aicm_ini_path: str | None = ...,
+        delivery_type: DeliveryType | str | None = ...,
+        delivery_on_full: OnFull | str | None = ...,
+        on_discard: Callable[[WireRecord], object] | None = ...,
+        queue_size: int | None = ...,
+        max_batch_size: int | None = ...,
+        batch_interval: float | None = ...,
+        block_timeout: float | None = ...,
+        timeout: float | None = ...,
+        db_path: str | None = ...,
+        max_age: float | None = ...,
+        max_record_bytes: int | None = ...,
+        log_file: str | None = ...,
+        log_level: str | None = ...,
+        log_bodies: bool | None = ...,
+        transport: httpx.AsyncBaseTransport | None = ...,
+    ) -> None: ...
 
     def __init__(
         self, config_id: str | None = None, service_id: str | None = None, **options: Any
     ) -> None:
+        _check_options("Tracker", options)
         self._args = (config_id, service_id)
         self._options = options
         self._closed = False
@@ -55,23 +114,28 @@ class Tracker:
         runtime = self._runtime
         config_id, service_id = self._args
         options = self._options
+        loop_thread: list[int] = []
 
         def build() -> AsyncTracker:
-            if config_id is None:
+            # Built on the runtime's loop: the engine's events belong to that loop.
+            loop_thread.append(threading.get_ident())
+            if config_id is None and service_id is None:
                 return AsyncTracker(**options)
             return AsyncTracker(config_id, service_id, **options)  # type: ignore[arg-type]
 
-        self._async: AsyncTracker = runtime.call(build)
+        tracker: AsyncTracker = runtime.call(build)
+        self._async = tracker
+        self._loop_thread = loop_thread[0]
         self._generation = runtime.generation
         try:
-            runtime.call(self._async.start, runtime.task_group)
+            runtime.call(tracker.start, runtime.task_group)
         except BaseException:
-            runtime.call(self._async.aclose, 0.0)
+            runtime.call(tracker.aclose, 0.0)
             raise
-        runtime.close_timeout = self._async.settings.close_timeout
+        runtime.close_timeout = tracker.settings.close_timeout
         runtime.register(self)
-        self._engine = self._async.engine
-        self._queued = self._async.delivery_type is not DeliveryType.IMMEDIATE
+        self._engine = tracker.engine
+        self._queued = tracker.delivery_type is not DeliveryType.IMMEDIATE
 
     def _live(self) -> AsyncTracker:
         if self._closed:
@@ -83,11 +147,69 @@ class Tracker:
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncTracker", "Tracker", 1)
 
+    @overload
+    @classmethod
+    async def create_async(
+        cls,
+        *,
+        aicm_api_key: str | None = ...,
+        aicm_api_base: str | None = ...,
+        aicm_api_url: str | None = ...,
+        aicm_ini_path: str | None = ...,
+        delivery_type: DeliveryType | str | None = ...,
+        delivery_on_full: OnFull | str | None = ...,
+        on_discard: Callable[[WireRecord], object] | None = ...,
+        queue_size: int | None = ...,
+        max_batch_size: int | None = ...,
+        batch_interval: float | None = ...,
+        block_timeout: float | None = ...,
+        timeout: float | None = ...,
+        db_path: str | None = ...,
+        max_age: float | None = ...,
+        max_record_bytes: int | None = ...,
+        log_file: str | None = ...,
+        log_level: str | None = ...,
+        log_bodies: bool | None = ...,
+        transport: httpx.AsyncBaseTransport | None = ...,
+    ) -> Tracker: ...
+
+    @overload
+    @classmethod
+    async def create_async(
+        cls,
+        config_id: str,
+        service_id: str,
+        *,
+        aicm_api_key: str | None = ...,
+        aicm_api_base: str | None = ...,
+        aicm_api_url: str | None = ...,
+        aicm_ini_path: str | None = ...,
+        delivery_type: DeliveryType | str | None = ...,
+        delivery_on_full: OnFull | str | None = ...,
+        on_discard: Callable[[WireRecord], object] | None = ...,
+        queue_size: int | None = ...,
+        max_batch_size: int | None = ...,
+        batch_interval: float | None = ...,
+        block_timeout: float | None = ...,
+        timeout: float | None = ...,
+        db_path: str | None = ...,
+        max_age: float | None = ...,
+        max_record_bytes: int | None = ...,
+        log_file: str | None = ...,
+        log_level: str | None = ...,
+        log_bodies: bool | None = ...,
+        transport: httpx.AsyncBaseTransport | None = ...,
+    ) -> Tracker: ...
+
     @classmethod
     async def create_async(
         cls, config_id: str | None = None, service_id: str | None = None, **options: Any
     ) -> Tracker:
-        """Build a tracker from async code without blocking the event loop."""
+        """Build a tracker from async code (asyncio or trio) without blocking the event loop.
+
+        The setup (starting the runtime, loading the config) waits in a worker thread.
+        """
+        _check_options("create_async", options)
         return await anyio.to_thread.run_sync(
             lambda: cls(config_id, service_id, **options)  # type: ignore[arg-type]
         )
@@ -107,6 +229,11 @@ class Tracker:
         """The service this tracker's records belong to (config form)."""
         return self._async.service_id
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
     # -- tracking --------------------------------------------------------------------------
 
     @overload
@@ -119,7 +246,7 @@ class Tracker:
         client_customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
-        timestamp: object = None,
+        timestamp: Timestamp | None = None,
     ) -> RecordResult: ...
 
     @overload
@@ -130,11 +257,15 @@ class Tracker:
         client_customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
-        timestamp: object = None,
+        timestamp: Timestamp | None = None,
     ) -> RecordResult: ...
 
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
-        """Record one usage event (see :meth:`AsyncTracker.track`)."""
+        """Record one usage event (see :meth:`AsyncTracker.track`).
+
+        ``IMMEDIATE`` waits for the service's verdict; the queues return once the record is
+        queued. From async code, await :meth:`track_async` instead.
+        """
         tracker = self._live()
         if not self._queued:
             result: RecordResult = self._runtime.call(_track, tracker, args, kwargs)
@@ -153,7 +284,7 @@ class Tracker:
         client_customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
-        timestamp: object = None,
+        timestamp: Timestamp | None = None,
     ) -> RecordResult: ...
 
     @overload
@@ -164,7 +295,7 @@ class Tracker:
         client_customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
-        timestamp: object = None,
+        timestamp: Timestamp | None = None,
     ) -> RecordResult: ...
 
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
@@ -181,11 +312,19 @@ class Tracker:
             if not buffer.try_put(record):
                 await anyio.to_thread.run_sync(self._engine.put, record)
             return RecordResult(response_id=record.response_id, status=_ENQUEUED)
+        # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
         return await anyio.to_thread.run_sync(lambda: self.track(*args, **kwargs))
 
-    def track_batch(self, records: Iterable[Mapping[str, Any] | TrackRecord]) -> list[RecordResult]:
+    def track_batch(
+        self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
+    ) -> list[RecordResult]:
         """Record many events at once (see :meth:`AsyncTracker.track_batch`)."""
         tracker = self._live()
+        if isinstance(records, (Mapping, str, bytes)):
+            raise TypeError(
+                "track_batch() takes an iterable of records (mappings or built records), "
+                f"not a single {type(records).__name__}"
+            )
         result: list[RecordResult] = self._runtime.call(tracker.track_batch, list(records))
         return result
 
@@ -199,7 +338,10 @@ class Tracker:
         return left
 
     def close(self, timeout: float | None = None) -> int:
-        """Deliver what is queued within ``timeout`` s, then stop; return how many were left."""
+        """Deliver what is queued within ``timeout`` s, then stop; return how many were left.
+
+        Calling it again does nothing and returns 0. From async code, ``await aclose()``.
+        """
         if self._closed:
             return 0
         self._closed = True
@@ -210,15 +352,21 @@ class Tracker:
         return left
 
     async def aclose(self, timeout: float | None = None) -> int:
-        """Close from the runtime itself (interpreter exit) — not for user code."""
-        self._closed = True
-        return await self._async.aclose(timeout)
+        """:meth:`close` for async code (asyncio or trio): waits in a thread, not on the loop."""
+        if threading.get_ident() == self._loop_thread:
+            # The runtime itself closing us at interpreter exit, on its own loop.
+            self._closed = True
+            return await self._async.aclose(timeout)
+        left: int = await anyio.to_thread.run_sync(self.close, timeout)
+        return left
 
     def after_fork_in_child(self) -> None:
         """Drop the parent's engine state in a forked child (called by the runtime)."""
         self._engine.after_fork_in_child()
 
     def __enter__(self) -> Tracker:
+        if self._closed:
+            raise ClosedError("this tracker is closed; create a new one to track more")
         return self
 
     def __exit__(
