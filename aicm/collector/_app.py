@@ -1,0 +1,301 @@
+"""The collector's web app (layer 6): Starlette routes around ``Collector``, faults applied here.
+
+``/api/v1/...`` serves the wire contract (faults and the API-key check apply there);
+``/_collector/...`` is the admin surface for tests and tools (never faulted, no key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from aicm.collector._collector import Collector, ConfigsSource
+from aicm.collector._faults import Faults, RequestFaults, faults_from_mapping, faults_to_json
+from aicm.collector._json import dumps, loads
+from aicm.collector._logic import Answer, Kind, api_key_matches, error_answer
+from aicm.collector._store import kind_from_name
+
+__all__ = ["API_URL", "build_app", "create_app"]
+
+#: Where the wire contract is served: the SDK's ``api_url``.
+API_URL = "/api/v1"
+#: Bodies larger than this are refused (413) before they are read whole.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+_UNCOMPLETED = "ASGI callable returned without completing response."
+# Set in the task that drops a connection on purpose, so its uvicorn error line is hushed.
+_dropping: contextvars.ContextVar[bool] = contextvars.ContextVar("aicm_dropping", default=False)
+
+
+class _HushDeliberateDrops(logging.Filter):
+    """Drop uvicorn's 'returned without completing response' line for injected drops only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == _UNCOMPLETED and _dropping.get())
+
+
+_HUSH = _HushDeliberateDrops()
+
+
+def _hush_deliberate_drops() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if _HUSH not in logger.filters:
+        logger.addFilter(_HUSH)
+
+
+def _response(answer: Answer) -> Response:
+    return Response(
+        answer.body,
+        status_code=answer.status_code,
+        headers=dict(answer.headers),
+        media_type="application/json" if answer.body else None,
+    )
+
+
+def _json(data: Any, status_code: int = 200) -> Response:
+    return Response(dumps(data), status_code=status_code, media_type="application/json")
+
+
+class _DroppedResponse(Response):
+    """Starts an answer that promises more bytes than it sends, then lets go of it.
+
+    uvicorn closes the connection of an app that returns mid-response, so the client
+    reads a truncated body and raises a transport error (httpx: ``RemoteProtocolError``).
+    """
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(status_code=status_code)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _dropping.set(True)
+        partial = b'{"results": ['
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"4096"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": partial, "more_body": True})
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Endpoints:
+    """The route handlers, bound to one ``Collector``."""
+
+    def __init__(self, collector: Collector) -> None:
+        self.collector = collector
+
+    async def _begin(
+        self, request: Request, endpoint: str
+    ) -> tuple[RequestFaults, Response | None]:
+        """Count the request and apply the faults that come before any work."""
+        collector = self.collector
+        headers = request.headers
+        authorization = headers.get("authorization")
+        collector.stats.request_arrived(headers.get("user-agent"), authorization is not None)
+        plan = collector.faults.plan()
+        faults = plan.faults
+        if faults.latency:
+            collector.stats.fault("latency")
+            await anyio.sleep(faults.latency)
+        if plan.failure is not None:
+            collector.stats.fault(plan.failure)
+            extra = {}
+            if faults.retry_after is not None:
+                extra["Retry-After"] = _format_seconds(faults.retry_after)
+            answer = error_answer(
+                faults.failure_status, "injected failure (collector fault)", extra
+            )
+            return plan, self._done(endpoint, _response(answer))
+        if faults.require_api_key is not None and not api_key_matches(
+            authorization, faults.require_api_key
+        ):
+            collector.stats.fault("unauthorized")
+            answer = error_answer(
+                401, "missing or invalid API key", {"WWW-Authenticate": 'Bearer realm="aicm"'}
+            )
+            return plan, self._done(endpoint, _response(answer))
+        return plan, None
+
+    def _done(self, endpoint: str, response: Response) -> Response:
+        self.collector.stats.answered(endpoint, response.status_code)
+        return response
+
+    def _drop(self, endpoint: str, status_code: int) -> Response:
+        self.collector.stats.fault("drop")
+        self.collector.stats.answered(endpoint, "dropped")
+        return _DroppedResponse(status_code)
+
+    async def _ingest(self, request: Request, kind: Kind) -> Response:
+        body = await _read_body(request)
+        plan, refused = await self._begin(request, kind)
+        if refused is not None:
+            return refused
+        faults = plan.faults
+        if plan.drop and not faults.drop_after_store:
+            return self._drop(kind, 202)
+        answer = await self.collector.ingest(
+            kind, body, user_agent=request.headers.get("user-agent"), faults=faults
+        )
+        if plan.drop:
+            return self._drop(kind, answer.status_code)
+        return self._done(kind, _response(answer))
+
+    async def track(self, request: Request) -> Response:
+        """``POST /api/v1/track``."""
+        return await self._ingest(request, "track")
+
+    async def track_usage(self, request: Request) -> Response:
+        """``POST /api/v1/track-usage``."""
+        return await self._ingest(request, "track_usage")
+
+    async def configs(self, request: Request) -> Response:
+        """``GET /api/v1/configs``."""
+        plan, refused = await self._begin(request, "configs")
+        if refused is not None:
+            return refused
+        if plan.drop:
+            return self._drop("configs", 200)
+        answer = self.collector.configs_answer(
+            request.query_params.get("api_id"), request.headers.get("if-none-match")
+        )
+        return self._done("configs", _response(answer))
+
+    # -- admin -------------------------------------------------------------------------
+
+    async def admin_records(self, request: Request) -> Response:
+        """``GET /_collector/records?kind=track|track_usage``."""
+        try:
+            kind = kind_from_name(request.query_params.get("kind", ""))
+        except ValueError as exc:
+            return _json({"detail": str(exc)}, 400)
+        records = self.collector.store.records(kind)
+        return _json({"kind": kind, "count": len(records), "records": records})
+
+    async def admin_stats(self, request: Request) -> Response:
+        """``GET /_collector/stats``."""
+        return _json(self.collector.stats.snapshot())
+
+    async def admin_faults(self, request: Request) -> Response:
+        """``GET`` the faults in force; ``POST`` a JSON object of ``Faults`` fields: new ones."""
+        if request.method == "POST":
+            try:
+                data = loads(await request.body() or b"{}")
+                if not isinstance(data, dict):
+                    raise ValueError("expected a JSON object of Faults fields")
+                faults = faults_from_mapping(data)
+            except ValueError as exc:
+                return _json({"detail": str(exc)}, 400)
+            self.collector.faults.set(faults)
+        return _json(faults_to_json(self.collector.faults.faults))
+
+    async def admin_configs(self, request: Request) -> Response:
+        """``GET`` the configs served; ``POST`` new ones (an object or a bare list)."""
+        if request.method == "POST":
+            try:
+                self.collector.set_configs(loads(await request.body()))
+            except ValueError as exc:
+                return _json({"detail": str(exc)}, 400)
+        return _json({"service_configs": self.collector.configs()})
+
+    async def admin_clear(self, request: Request) -> Response:
+        """``POST /_collector/clear``: forget records and statistics."""
+        self.collector.clear()
+        return _json({"cleared": True})
+
+    async def admin_health(self, request: Request) -> Response:
+        """``GET /_collector/health``: the collector is up."""
+        return _json({"status": "ok"})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    response = _json({"detail": exc.detail}, exc.status_code)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def build_app(collector: Collector, *, owns_collector: bool = False) -> Starlette:
+    """The Starlette app serving ``collector``; closes it at shutdown if it owns it."""
+    _hush_deliberate_drops()
+    e = _Endpoints(collector)
+    routes = [
+        Route(f"{API_URL}/track", e.track, methods=["POST"]),
+        Route(f"{API_URL}/track-usage", e.track_usage, methods=["POST"]),
+        Route(f"{API_URL}/configs", e.configs, methods=["GET"]),
+        Route("/_collector/records", e.admin_records, methods=["GET"]),
+        Route("/_collector/stats", e.admin_stats, methods=["GET"]),
+        Route("/_collector/faults", e.admin_faults, methods=["GET", "POST"]),
+        Route("/_collector/configs", e.admin_configs, methods=["GET", "POST"]),
+        Route("/_collector/clear", e.admin_clear, methods=["POST"]),
+        Route("/_collector/health", e.admin_health, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_collector:
+                collector.close()
+
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan
+    )
+    app.state.collector = collector
+    return app
+
+
+def create_app(
+    *,
+    configs: ConfigsSource | None = None,
+    configs_path: str | os.PathLike[str] | None = None,
+    db_path: str | os.PathLike[str] | None = None,
+    faults: Faults | Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> Starlette:
+    """An ASGI app of a new collector, for any ASGI server.
+
+    The collector (its store, faults and configs) lives as long as the app and is closed
+    by the app's lifespan shutdown. ``uvicorn --factory aicm.collector:create_app`` works.
+    """
+    if faults is not None and not isinstance(faults, Faults):
+        faults = faults_from_mapping(faults)
+    collector = Collector(
+        configs=configs, configs_path=configs_path, db_path=db_path, faults=faults, seed=seed
+    )
+    return build_app(collector, owns_collector=True)

@@ -1,0 +1,142 @@
+"""The collector's state and request handling without HTTP (layer 6): store, faults, configs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from aicm._core.exceptions import ConfigError
+from aicm.collector._faults import FaultInjector, Faults
+from aicm.collector._json import loads
+from aicm.collector._logic import (
+    Answer,
+    BadRequest,
+    Kind,
+    configs_document,
+    error_answer,
+    etag_for,
+    etag_matches,
+    normalise_configs,
+    parse_batch,
+    plan_batch,
+)
+from aicm.collector._stats import CollectorStats
+from aicm.collector._store import GroupWriter, RecordStore
+
+__all__ = ["Collector", "ConfigsSource", "load_configs"]
+
+#: Configs as given in Python: ``{"service_configs": [...]}`` or the bare list.
+ConfigsSource: TypeAlias = Sequence[Mapping[str, Any]] | Mapping[str, Any]
+
+
+def load_configs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read service configs from a JSON file; ``ConfigError`` naming the file if unusable."""
+    try:
+        document = loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configs file: {exc.strerror}", path=str(path)) from exc
+    except ValueError as exc:
+        raise ConfigError(f"the configs file is not valid JSON: {exc}", path=str(path)) from exc
+    try:
+        return normalise_configs(document, source="configs file")
+    except ValueError as exc:
+        raise ConfigError(str(exc), path=str(path)) from exc
+
+
+class Collector:
+    """Everything the collector holds and does, minus HTTP.
+
+    ``ingest`` and ``configs_answer`` are called by the web app with a request's bytes
+    and give back an ``Answer``; the store, fault injector and statistics are shared with
+    the Python API of ``LocalCollector``.
+    """
+
+    def __init__(
+        self,
+        *,
+        configs: ConfigsSource | None = None,
+        configs_path: str | os.PathLike[str] | None = None,
+        db_path: str | os.PathLike[str] | None = None,
+        faults: Faults | None = None,
+        seed: int = 0,
+    ) -> None:
+        if configs is not None and configs_path is not None:
+            raise ValueError("give configs or configs_path, not both")
+        initial = load_configs(configs_path) if configs_path is not None else configs
+        self._configs_lock = threading.Lock()
+        self._configs: list[dict[str, Any]] = []
+        self._configs_cache: dict[str | None, tuple[bytes, str]] = {}
+        self.set_configs(initial if initial is not None else [])
+        self.faults = FaultInjector(faults, seed=seed)
+        self.stats = CollectorStats()
+        self.store = RecordStore(db_path)
+        self._writer = GroupWriter(self.store)
+
+    def set_configs(self, configs: ConfigsSource) -> None:
+        """Serve ``configs`` from now on (their ETag changes with them)."""
+        try:
+            normalised = normalise_configs(configs)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        with self._configs_lock:
+            self._configs = normalised
+            self._configs_cache = {}
+
+    def configs(self) -> list[dict[str, Any]]:
+        """The service configs served."""
+        with self._configs_lock:
+            return list(self._configs)
+
+    def configs_answer(self, api_id: str | None, if_none_match: str | None) -> Answer:
+        """The ``GET /configs`` answer: 200 with an ETag, or 304 when the client has it."""
+        with self._configs_lock:
+            cached = self._configs_cache.get(api_id)
+            if cached is None:
+                body = configs_document(self._configs, api_id)
+                cached = self._configs_cache[api_id] = (body, etag_for(body))
+        body, etag = cached
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if etag_matches(if_none_match, etag):
+            return Answer(304, b"", headers)
+        return Answer(200, body, headers)
+
+    async def ingest(
+        self, kind: Kind, body: bytes, *, user_agent: str | None, faults: Faults
+    ) -> Answer:
+        """Handle one ``/track`` or ``/track-usage`` body: check, store, answer."""
+        try:
+            records = parse_batch(body, kind)
+        except BadRequest as exc:
+            return error_answer(exc.status_code, exc.detail)
+        plan = plan_batch(
+            records,
+            kind,
+            reject_ids=faults.reject_response_ids,
+            reject_status=faults.reject_status,
+        )
+        stored = await self._writer.add(
+            kind, plan.to_store, received_at=time.time(), user_agent=user_agent
+        )
+        self.stats.records_seen(
+            kind,
+            received=len(records),
+            stored=stored,
+            duplicates=len(plan.to_store) - stored,
+            errors=plan.errors,
+        )
+        if plan.rejected:
+            self.stats.fault("reject", plan.rejected)
+        return plan.answer()
+
+    def clear(self) -> None:
+        """Forget the stored records and the statistics; the faults stay as they are."""
+        self.store.clear()
+        self.stats.clear()
+
+    def close(self) -> None:
+        """Close the store (removing it if it is a temporary file)."""
+        self.store.close()

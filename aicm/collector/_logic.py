@@ -1,0 +1,377 @@
+"""The collector's request logic as pure functions (layer 6, sans-IO): no sockets, no SQLite.
+
+Parsing a batch body, checking each record against the wire contract, the dedup key,
+the per-record results, the configs answer and its ETag, the API-key check. The
+Starlette app and the store do the I/O around these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import attrs
+
+from aicm.collector._json import dumps, dumps_canonical, loads
+
+__all__ = [
+    "KINDS",
+    "MAX_BATCH_RECORDS",
+    "Answer",
+    "BadRequest",
+    "BatchPlan",
+    "Kind",
+    "api_key_matches",
+    "check_track_record",
+    "check_usage_record",
+    "configs_document",
+    "dedup_key",
+    "error_answer",
+    "etag_for",
+    "etag_matches",
+    "normalise_configs",
+    "parse_batch",
+    "plan_batch",
+    "usage_service",
+]
+
+Kind = Literal["track", "track_usage"]
+KINDS: tuple[Kind, ...] = ("track", "track_usage")
+#: The wire contract's limit on records per request.
+MAX_BATCH_RECORDS = 1000
+#: The JSON key holding the records, per kind of batch.
+BATCH_KEYS: Mapping[Kind, str] = {"track": "tracked", "track_usage": "usage_records"}
+SUCCESS_STATUS = "queued"
+REJECTED_MESSAGE = "response_id rejected by the collector (fault injection: reject_response_ids)"
+
+
+@attrs.frozen
+class Answer:
+    """An HTTP answer, ready to send: status, JSON body bytes, extra headers."""
+
+    status_code: int
+    body: bytes
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+
+class BadRequest(Exception):
+    """A request the collector refuses as a whole; ``status_code`` and ``detail`` say why."""
+
+    def __init__(self, detail: str, *, status_code: int = 400) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status_code = status_code
+
+
+def error_answer(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Answer:
+    """A ``{"detail": ...}`` answer."""
+    return Answer(status_code, dumps({"detail": detail}), dict(headers or {}))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def parse_batch(body: bytes, kind: Kind) -> list[Any]:
+    """The records of a ``/track`` or ``/track-usage`` body; ``BadRequest`` if malformed."""
+    key = BATCH_KEYS[kind]
+    try:
+        document = loads(body)
+    except ValueError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest(
+            f'request body must be a JSON object {{"{key}": [...]}}, got {_json_type(document)}'
+        )
+    if key not in document:
+        raise BadRequest(f'request body must have the key "{key}" holding a list of records')
+    records = document[key]
+    if not isinstance(records, list):
+        raise BadRequest(f'"{key}" must be a list of records, got {_json_type(records)}')
+    if len(records) > MAX_BATCH_RECORDS:
+        raise BadRequest(
+            f"too many records: {len(records)} in one request, at most {MAX_BATCH_RECORDS}",
+            status_code=413,
+        )
+    return records
+
+
+def _check_timestamp(value: str) -> str | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None and value[-1:] in ("Z", "z"):  # Python 3.10 reads no "Z"
+        try:
+            moment = datetime.fromisoformat(value[:-1] + "+00:00")
+        except ValueError:
+            pass
+    if moment is None:
+        return f"field 'timestamp' is not an ISO-8601 date-time: {value!r}"
+    if moment.tzinfo is None:
+        return f"field 'timestamp' has no UTC offset: {value!r}"
+    return None
+
+
+_TRACK_REQUIRED: tuple[tuple[str, type, str], ...] = (
+    ("api_id", str, "string"),
+    ("service_key", str, "string"),
+    ("response_id", str, "string"),
+    ("timestamp", str, "string"),
+    ("payload", dict, "object"),
+)
+_TRACK_OPTIONAL: tuple[tuple[str, type, str], ...] = (
+    ("client_customer_key", str, "string"),
+    ("context", dict, "object"),
+)
+_TRACK_FIELDS = frozenset(name for name, _, _ in _TRACK_REQUIRED + _TRACK_OPTIONAL)
+
+# /track-usage records are free-form, but these fields, when present, are strings (or null).
+_USAGE_STRING_FIELDS = (
+    "config_id",
+    "service_id",
+    "timestamp",
+    "client_customer_key",
+    "base_url",
+)
+
+
+def check_track_record(record: Any) -> list[str]:
+    """Every problem of one ``/track`` record against the contract; empty when it is fine."""
+    # The fast path: a well-formed record (nearly all of them) costs a few type checks.
+    if type(record) is dict and len(record) <= len(_TRACK_FIELDS):
+        get = record.get
+        api_id, service_key, response_id = get("api_id"), get("service_key"), get("response_id")
+        timestamp, customer, context = get("timestamp"), get("client_customer_key"), get("context")
+        if (
+            type(api_id) is str
+            and api_id
+            and type(service_key) is str
+            and service_key
+            and type(response_id) is str
+            and response_id
+            and type(timestamp) is str
+            and type(get("payload")) is dict
+            and (customer is None or type(customer) is str)
+            and (context is None or type(context) is dict)
+            and _TRACK_FIELDS.issuperset(record)
+            and _check_timestamp(timestamp) is None
+        ):
+            return []
+    return _track_record_problems(record)
+
+
+def _track_record_problems(record: Any) -> list[str]:
+    if not isinstance(record, dict):
+        return [f"record must be a JSON object, got {_json_type(record)}"]
+    errors: list[str] = []
+    for name, type_, type_name in _TRACK_REQUIRED:
+        value = record.get(name)
+        if value is None:
+            errors.append(
+                f"missing field '{name}'" if name not in record else f"field '{name}' is null"
+            )
+        elif not isinstance(value, type_):
+            errors.append(f"field '{name}' must be a {type_name}, got {_json_type(value)}")
+        elif type_ is str and not value:
+            errors.append(f"field '{name}' must not be empty")
+        elif name == "timestamp":
+            problem = _check_timestamp(str(value))
+            if problem:
+                errors.append(problem)
+    for name, type_, type_name in _TRACK_OPTIONAL:
+        value = record.get(name)
+        if value is not None and not isinstance(value, type_):
+            errors.append(f"field '{name}' must be a {type_name} or null, got {_json_type(value)}")
+    if len(record) > len(_TRACK_FIELDS) or not _TRACK_FIELDS.issuperset(record):
+        errors.extend(f"unexpected field '{name}'" for name in record if name not in _TRACK_FIELDS)
+    return errors
+
+
+def check_usage_record(record: Any) -> list[str]:
+    """Every problem of one ``/track-usage`` record; empty when it is fine."""
+    if not isinstance(record, dict):
+        return [f"record must be a JSON object, got {_json_type(record)}"]
+    errors: list[str] = []
+    response_id = record.get("response_id")
+    if response_id is None:
+        errors.append(
+            "missing field 'response_id'"
+            if "response_id" not in record
+            else "field 'response_id' is null"
+        )
+    elif not isinstance(response_id, str):
+        errors.append(f"field 'response_id' must be a string, got {_json_type(response_id)}")
+    elif not response_id:
+        errors.append("field 'response_id' must not be empty")
+    for name in _USAGE_STRING_FIELDS:
+        value = record.get(name)
+        if value is not None and not isinstance(value, str):
+            errors.append(f"field '{name}' must be a string or null, got {_json_type(value)}")
+    return errors
+
+
+def usage_service(record: Mapping[str, Any]) -> str:
+    """The service a ``/track-usage`` record belongs to, for dedup: service_id, else config_id."""
+    service = record.get("service_id")
+    if service is None:
+        service = record.get("config_id")
+    return service if isinstance(service, str) else ""
+
+
+def dedup_key(kind: Kind, record: Mapping[str, Any]) -> tuple[str, str]:
+    """What makes two checked records the same event: (service, response_id).
+
+    The service is the ``service_key`` of a ``/track`` record, the ``service_id`` (else
+    ``config_id``) of a ``/track-usage`` one. The store's unique index is on this pair.
+    """
+    service = record["service_key"] if kind == "track" else usage_service(record)
+    return service, record["response_id"]
+
+
+@attrs.frozen
+class BatchPlan:
+    """What to do with one batch: the answer's results and which records to store."""
+
+    status_code: int
+    results: list[dict[str, Any]]
+    to_store: list[dict[str, Any]]
+    errors: int
+    rejected: int
+
+    def answer(self) -> Answer:
+        """The HTTP answer for this batch."""
+        return Answer(self.status_code, dumps({"results": self.results, "triggered_limits": {}}))
+
+
+def plan_batch(
+    records: Sequence[Any],
+    kind: Kind,
+    *,
+    reject_ids: Collection[str] = frozenset(),
+    reject_status: int = 202,
+) -> BatchPlan:
+    """Check every record and decide the per-record results, in order.
+
+    Valid records are to be stored and answered ``queued`` (a duplicate too: it is the
+    same event); invalid ones get ``error`` with their problems. Records whose
+    ``response_id`` is in ``reject_ids`` get ``error`` too; if ``reject_status`` is not
+    2xx and any was rejected, nothing is stored and the batch answers ``reject_status``.
+    """
+    check = check_track_record if kind == "track" else check_usage_record
+    results: list[dict[str, Any]] = []
+    to_store: list[dict[str, Any]] = []
+    errors = rejected = 0
+    for record in records:
+        problems = check(record)
+        if not problems:  # a checked record is a dict with a string response_id
+            response_id = record["response_id"]
+            if not reject_ids or response_id not in reject_ids:
+                to_store.append(record)
+                results.append({"response_id": response_id, "status": SUCCESS_STATUS})
+                continue
+            problems = [REJECTED_MESSAGE]
+            rejected += 1
+        else:
+            response_id = record.get("response_id") if isinstance(record, dict) else None
+            if not isinstance(response_id, str):
+                response_id = None
+        errors += 1
+        results.append({"response_id": response_id, "status": "error", "errors": problems})
+    status_code = 202
+    if rejected and not 200 <= reject_status <= 299:
+        status_code = reject_status
+        to_store = []
+    elif rejected:
+        status_code = reject_status
+    return BatchPlan(status_code, results, to_store, errors, rejected)
+
+
+def api_key_matches(authorization: str | None, expected: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <expected>``, in constant time."""
+    if not authorization:
+        return False
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    try:
+        given = token.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given, expected.encode("utf-8"))
+
+
+def normalise_configs(document: Any, *, source: str = "configs") -> list[dict[str, Any]]:
+    """The service configs from ``{"service_configs": [...]}`` or a bare list.
+
+    Each config must be an object with string ``config_id`` and ``api_id``;
+    ``handling_config`` defaults to ``{}`` and ``manual_usage_schema`` to ``None``.
+    Raises ``ValueError`` naming the first problem.
+    """
+    if isinstance(document, dict):
+        if "service_configs" not in document:
+            raise ValueError(f'{source}: an object must have the key "service_configs"')
+        document = document["service_configs"]
+    if not isinstance(document, list):
+        raise ValueError(
+            f"{source}: expected a list of service configs, got {_json_type(document)}"
+        )
+    configs: list[dict[str, Any]] = []
+    for index, config in enumerate(document):
+        if not isinstance(config, dict):
+            raise ValueError(f"{source}[{index}]: a config must be an object")
+        for name in ("config_id", "api_id"):
+            if not isinstance(config.get(name), str) or not config[name]:
+                raise ValueError(f"{source}[{index}]: '{name}' must be a non-empty string")
+        handling = config.get("handling_config", {})
+        if handling is not None and not isinstance(handling, dict):
+            raise ValueError(f"{source}[{index}]: 'handling_config' must be an object")
+        configs.append(
+            {
+                **config,
+                "handling_config": handling if handling is not None else {},
+                "manual_usage_schema": config.get("manual_usage_schema"),
+            }
+        )
+    return configs
+
+
+def configs_document(configs: Sequence[Mapping[str, Any]], api_id: str | None) -> bytes:
+    """The ``GET /configs`` body, optionally only the configs of ``api_id``; canonical bytes."""
+    chosen = [c for c in configs if api_id is None or c["api_id"] == api_id]
+    return dumps_canonical({"service_configs": chosen, "triggered_limits": {}})
+
+
+def etag_for(body: bytes) -> str:
+    """A strong ETag for a body: the quoted start of its SHA-256."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, as RFC 9110 asks)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == etag:
+            return True
+    return False

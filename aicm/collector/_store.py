@@ -1,0 +1,374 @@
+"""The collector's SQLite store (layer 6): every received record, deduplicated on arrival.
+
+One table per kind of record. A UNIQUE index on (service, response_id) makes a repeated
+event a no-op (``INSERT OR IGNORE``); each request's records go in one transaction. The
+API key and the Authorization header are never stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from aicm.collector._json import dumps_text, loads
+from aicm.collector._logic import KINDS, Kind, dedup_key
+
+__all__ = ["GroupWriter", "PendingWrite", "RecordStore", "kind_from_name"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS track (
+    seq INTEGER PRIMARY KEY,
+    api_id TEXT NOT NULL,
+    service_key TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    payload TEXT NOT NULL,              -- JSON
+    client_customer_key TEXT,
+    context TEXT,                       -- JSON; NULL when absent
+    received_at REAL NOT NULL,          -- Unix time
+    user_agent TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS track_event ON track (service_key, response_id);
+
+CREATE TABLE IF NOT EXISTS track_usage (
+    seq INTEGER PRIMARY KEY,
+    service TEXT NOT NULL,              -- dedup scope: service_id, else config_id, else ''
+    response_id TEXT NOT NULL,
+    config_id TEXT,
+    service_id TEXT,
+    timestamp TEXT,
+    usage TEXT,                         -- JSON; NULL when absent
+    client_customer_key TEXT,
+    context TEXT,                       -- JSON; NULL when absent
+    base_url TEXT,
+    extra TEXT,                         -- JSON object of any other fields; NULL when none
+    received_at REAL NOT NULL,
+    user_agent TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS track_usage_event ON track_usage (service, response_id);
+"""
+
+_INSERT_TRACK = (
+    "INSERT OR IGNORE INTO track (api_id, service_key, response_id, timestamp, payload,"
+    " client_customer_key, context, received_at, user_agent) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_USAGE = (
+    "INSERT OR IGNORE INTO track_usage (service, response_id, config_id, service_id,"
+    " timestamp, usage, client_customer_key, context, base_url, extra, received_at,"
+    " user_agent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_USAGE_COLUMNS = frozenset(
+    {
+        "response_id",
+        "config_id",
+        "service_id",
+        "timestamp",
+        "usage",
+        "client_customer_key",
+        "context",
+        "base_url",
+    }
+)
+
+
+def kind_from_name(name: str) -> Kind:
+    """``"track"`` or ``"track_usage"`` (``"track-usage"`` is accepted); ``ValueError`` else."""
+    kind = name.replace("-", "_")
+    if kind not in KINDS:
+        raise ValueError(f"unknown record kind {name!r}: expected 'track' or 'track_usage'")
+    return kind
+
+
+def _json_or_null(record: Mapping[str, Any], name: str) -> str | None:
+    return dumps_text(record[name]) if name in record else None
+
+
+def _track_rows(
+    records: Iterable[Mapping[str, Any]], received_at: float, user_agent: str | None
+) -> list[tuple[Any, ...]]:
+    encode = dumps_text
+    return [
+        (
+            r["api_id"],
+            r["service_key"],
+            r["response_id"],
+            r["timestamp"],
+            encode(r["payload"]),
+            r.get("client_customer_key"),
+            None if (context := r.get("context")) is None else encode(context),
+            received_at,
+            user_agent,
+        )
+        for r in records
+    ]
+
+
+def _usage_rows(
+    records: Iterable[Mapping[str, Any]], received_at: float, user_agent: str | None
+) -> list[tuple[Any, ...]]:
+    rows = []
+    for r in records:
+        extra = {k: v for k, v in r.items() if k not in _USAGE_COLUMNS}
+        service, response_id = dedup_key("track_usage", r)
+        rows.append(
+            (
+                service,
+                response_id,
+                r.get("config_id"),
+                r.get("service_id"),
+                r.get("timestamp"),
+                _json_or_null(r, "usage"),
+                r.get("client_customer_key"),
+                _json_or_null(r, "context"),
+                r.get("base_url"),
+                dumps_text(extra) if extra else None,
+                received_at,
+                user_agent,
+            )
+        )
+    return rows
+
+
+@attrs.frozen
+class PendingWrite:
+    """One request's checked records, waiting to be written."""
+
+    kind: Kind
+    records: Sequence[Mapping[str, Any]]
+    received_at: float
+    user_agent: str | None
+
+
+class RecordStore:
+    """Received records in one SQLite file, safe to use from several threads.
+
+    With no ``path`` the store makes a temporary file of its own and removes it on
+    ``close()``; a given path is kept, with whatever it already held.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        if path is None:
+            fd, made = tempfile.mkstemp(prefix="aicm-collector-", suffix=".sqlite3")
+            os.close(fd)
+            self.path = made
+            self._owned = True
+        else:
+            self.path = os.fspath(path)
+            self._owned = False
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._conn = conn
+            # Measured on 1000-record inserts: 8 KiB pages (for a new file) cost a fifth
+            # less CPU than 4 KiB ones at hardly any cost to one-record commits (bigger
+            # pages make those dearer); a 64 MiB cache and a checkpoint every ~80 MiB of
+            # WAL halve the time again.
+            conn.execute("PRAGMA page_size=8192")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA wal_autocheckpoint=10000")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("the collector's store is closed")
+        return self._conn
+
+    def add_many(self, writes: Sequence[PendingWrite]) -> list[int]:
+        """Store several requests' records in one transaction; how many were new, for each."""
+        batches = [
+            (
+                _INSERT_TRACK if w.kind == "track" else _INSERT_USAGE,
+                (_track_rows if w.kind == "track" else _usage_rows)(
+                    w.records, w.received_at, w.user_agent
+                ),
+            )
+            for w in writes
+        ]
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN")
+            try:
+                stored = [
+                    conn.executemany(sql, rows).rowcount if rows else 0 for sql, rows in batches
+                ]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return stored
+
+    def records(self, kind: Kind) -> list[dict[str, Any]]:
+        """The stored records of ``kind`` in arrival order, JSON fields decoded.
+
+        Each is the record as sent plus ``received_at`` (Unix time) and ``user_agent``.
+        """
+        with self._lock:
+            conn = self._connection()
+            if kind == "track":
+                rows = conn.execute(
+                    "SELECT api_id, service_key, response_id, timestamp, payload,"
+                    " client_customer_key, context, received_at, user_agent"
+                    " FROM track ORDER BY seq"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT response_id, config_id, service_id, timestamp, usage,"
+                    " client_customer_key, context, base_url, extra, received_at, user_agent"
+                    " FROM track_usage ORDER BY seq"
+                ).fetchall()
+        return [_track_dict(row) if kind == "track" else _usage_dict(row) for row in rows]
+
+    def count(self, kind: Kind) -> int:
+        """How many records of ``kind`` are stored."""
+        table = "track" if kind == "track" else "track_usage"
+        with self._lock:
+            (n,) = self._connection().execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        return int(n)
+
+    def clear(self) -> None:
+        """Forget every stored record."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN")
+            conn.execute("DELETE FROM track")
+            conn.execute("DELETE FROM track_usage")
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the file; remove it if the store made it. Safe to call twice."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+            if self._owned:
+                self._owned = False
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(self.path + suffix)
+
+
+def _track_dict(row: Sequence[Any]) -> dict[str, Any]:
+    (api_id, service_key, response_id, timestamp, payload, customer, context, at, agent) = row
+    record: dict[str, Any] = {
+        "api_id": api_id,
+        "service_key": service_key,
+        "response_id": response_id,
+        "timestamp": timestamp,
+        "payload": loads(payload),
+    }
+    if customer is not None:
+        record["client_customer_key"] = customer
+    if context is not None:
+        record["context"] = loads(context)
+    record["received_at"] = at
+    record["user_agent"] = agent
+    return record
+
+
+def _usage_dict(row: Sequence[Any]) -> dict[str, Any]:
+    (response_id, config_id, service_id, timestamp, usage, customer, context, base_url) = row[:8]
+    extra, at, agent = row[8:]
+    record: dict[str, Any] = {}
+    for name, value in (("config_id", config_id), ("service_id", service_id)):
+        if value is not None:
+            record[name] = value
+    if timestamp is not None:
+        record["timestamp"] = timestamp
+    record["response_id"] = response_id
+    if usage is not None:
+        record["usage"] = loads(usage)
+    if customer is not None:
+        record["client_customer_key"] = customer
+    if context is not None:
+        record["context"] = loads(context)
+    if base_url is not None:
+        record["base_url"] = base_url
+    if extra is not None:
+        record.update(loads(extra))
+    record["received_at"] = at
+    record["user_agent"] = agent
+    return record
+
+
+class _Waiter:
+    __slots__ = ("done", "error", "stored", "write")
+
+    def __init__(self, write: PendingWrite) -> None:
+        self.write = write
+        self.done = anyio.Event()
+        self.stored = 0
+        self.error: BaseException | None = None
+
+
+class GroupWriter:
+    """Group commit: the writes of requests handled together share one transaction.
+
+    The first request to write becomes the leader: it yields once, so the requests
+    already runnable can add theirs, then writes them all and wakes the others. A
+    commit per single-record request would cost more than the rest of the request.
+    (Writing from a worker thread was measured too: no faster on two cores, more CPU.)
+    """
+
+    def __init__(self, store: RecordStore) -> None:
+        self._store = store
+        self._waiting: list[_Waiter] = []
+        self._leading = False
+
+    async def add(
+        self,
+        kind: Kind,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        received_at: float,
+        user_agent: str | None,
+    ) -> int:
+        """Store checked records (with whatever else is waiting); how many were new."""
+        if not records:
+            return 0
+        waiter = _Waiter(PendingWrite(kind, records, received_at, user_agent))
+        self._waiting.append(waiter)
+        if self._leading:
+            await waiter.done.wait()
+        else:
+            self._leading = True
+            try:
+                with anyio.CancelScope(shield=True):  # the group must be written, come what may
+                    await anyio.lowlevel.checkpoint()
+                # No await from here on: nobody can join the group while it is written.
+                group, self._waiting = self._waiting, []
+                self._write(group)
+            finally:
+                self._leading = False
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.stored
+
+    def _write(self, group: list[_Waiter]) -> None:
+        try:
+            counts = self._store.add_many([w.write for w in group])
+        except Exception as exc:
+            for w in group:
+                w.error = exc
+        else:
+            for w, n in zip(group, counts, strict=True):
+                w.stored = n
+        for w in group:
+            w.done.set()
