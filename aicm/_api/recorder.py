@@ -182,6 +182,7 @@ class AsyncRecorder:
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._host_scope: anyio.CancelScope | None = None
         self._background: set[anyio.CancelScope] = set()
         # Records a sync hook handed to a task (_spawn_enqueue) and not yet queued or sent,
         # and those tasks' scopes: close waits for them until its deadline, then cancels.
@@ -195,13 +196,16 @@ class AsyncRecorder:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self._closed:
+            raise ClosedError(f"this {type(self).__name__} is closed")
         stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
         try:
             task_group = await stack.enter_async_context(anyio.create_task_group())
-            await self.start(task_group)
+            await task_group.start(self._host)
         except BaseException:
             await stack.aclose()
+            with anyio.CancelScope(shield=True):
+                await self.aclose(0.0)  # the HTTP client is ours to close, or it would leak
             raise
         self._exit_stack = stack
         return self
@@ -213,11 +217,39 @@ class AsyncRecorder:
         tb: TracebackType | None,
     ) -> None:
         try:
-            await self.aclose()
+            # Shielded, so that a cancelled body still delivers what it queued (bounded by
+            # close_timeout) before the actor stops.
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
         finally:
+            if self._host_scope is not None:
+                self._host_scope.cancel()  # a no-op once everything has stopped
             stack, self._exit_stack = self._exit_stack, None
             if stack is not None:
-                await stack.__aexit__(exc_type, exc, tb)
+                # Everything in the group has stopped, so it ends cleanly. The body's own
+                # exception is not passed in: it propagates as itself, not in an
+                # ExceptionGroup.
+                await stack.aclose()
+
+    async def _host(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        # The delivery tasks of an ``async with`` block are shielded from the body's
+        # cancellation: they live until __aexit__'s aclose() stops them.
+        failure: Exception | None = None
+        with anyio.CancelScope(shield=True) as scope:
+            self._host_scope = scope
+            async with anyio.create_task_group() as task_group:
+                try:
+                    await self.start(task_group)
+                except Exception as exc:
+                    # Raised outside the task group, so the caller gets the error itself.
+                    failure = exc
+                else:
+                    task_status.started()
+                    # Hold the group open (IMMEDIATE runs no actor, yet hooks spawn sends
+                    # into it) until __aexit__ cancels this scope.
+                    await anyio.sleep_forever()
+        if failure is not None:
+            raise failure
 
     @property
     def started(self) -> bool:
@@ -524,13 +556,16 @@ class AsyncRecorder:
     async def _enqueue_handed_off(
         self, records: Sequence[WireRecord], scope: anyio.CancelScope
     ) -> None:
+        done = False
         try:
             with scope:
                 await self._enqueue(records)
-            if scope.cancelled_caught:
+                done = True
+        finally:
+            if not done:
+                # Cancelled by close (or by the group around it): these never went out.
                 self.engine.stats.discard("closed", len(records))
                 logger.error("closed with %d record(s) not yet sent: lost", len(records))
-        finally:
             self._handoff_scopes.discard(scope)
             self._handed_off -= len(records)
             event = self._handed_off_done

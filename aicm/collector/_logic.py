@@ -129,15 +129,15 @@ def _check_timestamp(value: str) -> str | None:
 
 
 _TRACK_REQUIRED: tuple[tuple[str, type, str], ...] = (
-    ("api_id", str, "string"),
-    ("service_key", str, "string"),
-    ("response_id", str, "string"),
-    ("timestamp", str, "string"),
-    ("payload", dict, "object"),
+    ("api_id", str, "a string"),
+    ("service_key", str, "a string"),
+    ("response_id", str, "a string"),
+    ("timestamp", str, "a string"),
+    ("payload", dict, "an object"),
 )
 _TRACK_OPTIONAL: tuple[tuple[str, type, str], ...] = (
-    ("client_customer_key", str, "string"),
-    ("context", dict, "object"),
+    ("client_customer_key", str, "a string"),
+    ("context", dict, "an object"),
 )
 _TRACK_FIELDS = frozenset(name for name, _, _ in _TRACK_REQUIRED + _TRACK_OPTIONAL)
 
@@ -187,7 +187,7 @@ def _track_record_problems(record: Any) -> list[str]:
                 f"missing field '{name}'" if name not in record else f"field '{name}' is null"
             )
         elif not isinstance(value, type_):
-            errors.append(f"field '{name}' must be a {type_name}, got {_json_type(value)}")
+            errors.append(f"field '{name}' must be {type_name}, got {_json_type(value)}")
         elif type_ is str and not value:
             errors.append(f"field '{name}' must not be empty")
         elif name == "timestamp":
@@ -197,7 +197,7 @@ def _track_record_problems(record: Any) -> list[str]:
     for name, type_, type_name in _TRACK_OPTIONAL:
         value = record.get(name)
         if value is not None and not isinstance(value, type_):
-            errors.append(f"field '{name}' must be a {type_name} or null, got {_json_type(value)}")
+            errors.append(f"field '{name}' must be {type_name} or null, got {_json_type(value)}")
     if len(record) > len(_TRACK_FIELDS) or not _TRACK_FIELDS.issuperset(record):
         errors.extend(f"unexpected field '{name}'" for name in record if name not in _TRACK_FIELDS)
     return errors
@@ -294,11 +294,10 @@ def plan_batch(
         errors += 1
         results.append({"response_id": response_id, "status": "error", "errors": problems})
     status_code = 202
-    if rejected and not 200 <= reject_status <= 299:
+    if rejected:
         status_code = reject_status
-        to_store = []
-    elif rejected:
-        status_code = reject_status
+        if not 200 <= reject_status <= 299:
+            to_store = []
     return BatchPlan(status_code, results, to_store, errors, rejected)
 
 

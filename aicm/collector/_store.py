@@ -365,8 +365,12 @@ class GroupWriter:
         try:
             counts = self._store.add_many([w.write for w in group])
         except Exception as exc:
-            for w in group:
-                w.error = exc
+            if len(group) == 1:
+                group[0].error = exc
+            else:  # one request's bad write must not fail the others: write them one by one
+                for w in group:
+                    self._write([w])
+                return
         else:
             for w, n in zip(group, counts, strict=True):
                 w.stored = n

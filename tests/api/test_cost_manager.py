@@ -15,7 +15,7 @@ import anyio.to_thread
 import openai
 import pytest
 
-from aicm import AsyncCostManager, CostManagerConfig, HandlingConfigError
+from aicm import AsyncCostManager, CostManagerConfig, HandlingConfigError, QueueStoreError
 from aicm.collector import Faults, LocalCollector
 from tests.fakes import FAIL_MODEL, FakeAnthropic, FakeOpenAI
 from tests.tracking_support import (
@@ -506,3 +506,38 @@ async def test_close_does_not_wait_past_its_deadline_for_a_hung_service(
             assert await tracker.aclose(timeout=0.3) == 1
     assert result.usage is not None
     assert tracker.health().discarded == {"closed": 1}
+
+
+async def test_an_error_in_the_body_propagates_as_itself(connection: dict[str, str]) -> None:
+    """An exception raised inside ``async with AsyncCostManager`` is not an ExceptionGroup."""
+
+    class Calculator:
+        def add(self, a: int, b: int) -> int:
+            return a + b
+
+    with pytest.raises(ValueError, match="boom"):
+        async with AsyncCostManager(Calculator(), configs=[], **connection):
+            raise ValueError("boom")
+
+
+async def test_a_failed_start_raises_the_error_itself(
+    connection: dict[str, str], tmp_path: Path
+) -> None:
+    """A corrupt queue file at entry raises QueueStoreError itself, not an ExceptionGroup."""
+    db = tmp_path / "corrupt.db"
+    db.write_bytes(b"not a database" * 100)
+
+    class Calculator:
+        def add(self, a: int, b: int) -> int:
+            return a + b
+
+    manager = AsyncCostManager(
+        Calculator(),
+        configs=[],
+        delivery_type="persistent_queue",
+        db_path=str(db),
+        **connection,
+    )
+    with pytest.raises(QueueStoreError):
+        async with manager:
+            pass

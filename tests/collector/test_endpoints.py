@@ -197,7 +197,14 @@ async def test_configs_filters_by_api_id(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b"[]", b'{"usage_records": []}', b'{"tracked": "x"}', b""],
+    [
+        b"{not json",
+        b"[]",
+        b'{"usage_records": []}',
+        b'{"tracked": "x"}',
+        b"",
+        b'{"tracked": [{"api_id": "\\ud800"}]}',
+    ],
 )
 async def test_a_bad_body_is_answered_400_with_detail(
     client: httpx.AsyncClient, collector: LocalCollector, body: bytes

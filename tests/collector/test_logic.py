@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aicm.collector import Faults
@@ -81,7 +81,7 @@ def test_track_record_check_names_every_problem_at_once() -> None:
     assert "missing field 'service_key'" in problems
     assert "field 'response_id' must not be empty" in problems
     assert "field 'timestamp' is null" in problems
-    assert "field 'payload' must be a object, got array" in problems
+    assert "field 'payload' must be an object, got array" in problems
     assert "unexpected field 'extra'" in problems
     assert check_track_record([1]) == ["record must be a JSON object, got array"]
 
@@ -219,10 +219,23 @@ json_values = st.recursive(
 )
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values)
 def test_stdlib_json_fallback_reads_what_the_fast_path_writes(value: object) -> None:
     """Without orjson the stdlib reads and writes the same JSON values."""
     assert stdlib_loads(dumps(value)) == loads(stdlib_dumps(value))
+
+
+@pytest.mark.parametrize(
+    "body", [b'["\\ud800"]', b'["\\uDC00x"]', b'["\xed\xa0\x80"]', b'["\xff"]']
+)
+def test_lone_surrogates_and_invalid_utf8_are_not_json(body: bytes) -> None:
+    """Both JSON paths refuse unpaired surrogates and bytes that are not UTF-8."""
+    with pytest.raises(ValueError):  # noqa: PT011 - the two libraries word it differently
+        loads(body)
+    with pytest.raises(ValueError):  # noqa: PT011
+        stdlib_loads(body)
+    assert stdlib_loads(b'["\\ud83d\\ude00"]') == loads(b'["\\ud83d\\ude00"]') == ["\U0001f600"]
 
 
 def test_stdlib_json_fallback_refuses_nan() -> None:

@@ -137,6 +137,31 @@ async def test_concurrent_writes_share_a_commit_and_each_learns_its_own_count(
 
 
 @pytest.mark.anyio
+async def test_one_unwritable_write_fails_alone_in_its_group(tmp_path: Path) -> None:
+    """A write SQLite refuses (here a lone surrogate) fails; the rest of its group is stored."""
+    store = RecordStore(tmp_path / "db.sqlite3")
+    writer = GroupWriter(store)
+    outcomes: dict[str, object] = {}
+
+    async def write(name: str, record: dict[str, Any]) -> None:
+        try:
+            outcomes[name] = await writer.add("track", [record], received_at=1.0, user_agent=None)
+        except UnicodeEncodeError as exc:
+            outcomes[name] = exc
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "good-1", track_record())
+            tg.start_soon(write, "poison", track_record(api_id="\ud800"))
+            tg.start_soon(write, "good-2", track_record())
+        assert outcomes["good-1"] == outcomes["good-2"] == 1
+        assert isinstance(outcomes["poison"], UnicodeEncodeError)
+        assert store.count("track") == 2
+    finally:
+        store.close()
+
+
+@pytest.mark.anyio
 async def test_a_failed_group_commit_raises_in_every_writer() -> None:
     """If the store cannot write, every writer of the group gets the error (none hangs)."""
     store = RecordStore()
