@@ -30,6 +30,7 @@ from .._core.models import UsageRecord, WireRecord
 from .._core.settings import DeliveryType, OnFull, Settings, resolve_settings
 from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
+from .._delivery.worker import shared_runtime
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
 
@@ -339,8 +340,6 @@ class AsyncRecorder:
             with anyio.CancelScope(shield=True):
                 await self.aicm_client.aclose()
             if self._detached:
-                from .._sync.runtime import shared_runtime
-
                 shared_runtime().unregister(self)
 
     async def flush(self, timeout: float | None = None) -> int:
@@ -388,10 +387,8 @@ class AsyncRecorder:
         await anyio.to_thread.run_sync(self._attach_blocking)
 
     def _attach_blocking(self) -> None:
-        # Imported here: the shared worker is the sync facades' runtime (layer 5); an async
-        # object only reaches for it when the caller gave it no task group.
-        from .._sync.runtime import shared_runtime
-
+        # The shared worker (the sync facades' loop) hosts an async object only when the
+        # caller gave it no task group.
         with self._attach_lock:
             if self._task_group is not None or self._closed:
                 return
@@ -417,7 +414,6 @@ class AsyncRecorder:
         """Await ``func(*args)`` on the engine's loop (the shared worker's when detached)."""
         if not self._detached or self._on_engine_thread():
             return await func(*args)
-        from .._sync.runtime import shared_runtime
 
         return await anyio.to_thread.run_sync(shared_runtime().call, func, *args)
 

@@ -14,8 +14,8 @@ import httpx
 
 from .._core.models import ConfigsResponse, TrackRecord, TrackResult, UsageRecord
 from .._core.settings import Settings
+from .._delivery.worker import SharedRuntime, shared_runtime
 from .._io.http import AsyncCostManagerClient
-from .runtime import SharedRuntime, shared_runtime
 
 __all__ = ["CostManagerClient"]
 

@@ -12,7 +12,7 @@ from .._core.models import WireRecord
 from .._core.settings import DeliveryType
 from .._delivery.engine import DeadLetterRecord
 from .._delivery.health import DeliveryHealth
-from .runtime import SharedRuntime, shared_runtime
+from .._delivery.worker import SharedRuntime, shared_runtime
 
 __all__ = ["SyncFacade"]
 

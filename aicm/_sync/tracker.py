@@ -24,7 +24,7 @@ from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord
 from .._core.settings import DeliveryType, OnFull
 from .._delivery.engine import DeadLetterRecord
 from .._delivery.health import DeliveryHealth
-from .runtime import SharedRuntime, shared_runtime
+from .._delivery.worker import SharedRuntime, shared_runtime
 
 __all__ = ["Tracker"]
 

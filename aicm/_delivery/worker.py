@@ -1,4 +1,4 @@
-"""The sync facades' shared runtime: one event loop in a daemon thread (layer 5).
+"""The process's shared delivery worker: one event loop in a daemon thread (layer 3).
 
 Started lazily by the first sync facade; every ``Tracker``, ``CostManager`` and REST
 wrapper shares it ("the global delivery worker"). Its loop hosts an anyio
