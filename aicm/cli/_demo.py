@@ -11,7 +11,6 @@ import json
 import random
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,19 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-DEMO_KEY = "demo-key"
+from ._console import EXIT_FAILURE, EXIT_OK, CommandError, common_parent, stdout_style
+from ._pricing import load_prices
+from ._report import (
+    UsageEvent,
+    add_format_arguments,
+    read_collector_db,
+    render_csv,
+    render_text,
+    summarise,
+    usage_events,
+)
 
-# Unit prices in USD: per 1M tokens for chat models, per second for streaming sessions.
-PRICES: dict[str, dict[str, float]] = {
-    "gpt-5-mini": {"input_tokens": 0.25 / 1e6, "output_tokens": 2.00 / 1e6},
-    "gpt-5": {"input_tokens": 1.25 / 1e6, "output_tokens": 10.00 / 1e6},
-    "claude-sonnet": {"input_tokens": 3.00 / 1e6, "output_tokens": 15.00 / 1e6},
-    "api.heygen.com/v2/streaming.list": {"duration": 0.0125},
-}
+DEMO_KEY = "demo-key"
 
 CUSTOMERS = ("acme_corp", "globex", "initech")
 
@@ -72,174 +75,175 @@ HEYGEN_CONFIG = {
 class DemoChat:
     """A stand-in for an async LLM client: answers at once and reports token usage."""
 
+    def __init__(self) -> None:
+        self.usages: list[dict[str, int]] = []
+
     async def complete(self, model: str, prompt: str) -> dict[str, Any]:
         """Pretend to run ``prompt`` on ``model``."""
         await anyio.lowlevel.checkpoint()
         words = len(prompt.split())
-        return {
-            "model": model,
-            "text": "ok",
-            "usage": {"input_tokens": 12 * words, "output_tokens": 40 + 3 * words},
-        }
+        usage = {"input_tokens": 12 * words, "output_tokens": 40 + 3 * words}
+        self.usages.append(usage)
+        return {"model": model, "text": "ok", "usage": usage}
+
+
+HEYGEN_SESSIONS = (
+    {"session_id": "demo-session-1", "duration": 12},
+    {"session_id": "demo-session-2", "duration": 20},
+)
+HEYGEN_SERVICE = "api.heygen.com/v2/streaming.list"
 
 
 def _heygen(request: httpx.Request) -> httpx.Response:
-    sessions = [
-        {"session_id": "demo-session-1", "duration": 12},
-        {"session_id": "demo-session-2", "duration": 20},
-    ]
-    return httpx.Response(200, json={"sessions": sessions})
+    return httpx.Response(200, json={"sessions": list(HEYGEN_SESSIONS)})
 
 
 def register(commands: Any) -> None:
     """Add ``demo`` to the command's subparsers."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "demo",
-        help="track a mix of usage into a local collector and print the report",
-        description=__doc__,
+        parents=[common_parent()],
+        help="track a mix of usage into a local collector and print what it costs",
+        description=(
+            "Track a realistic mix of usage through every part of the SDK into a local "
+            "collector, then print what was stored and what it costs. Everything runs on "
+            "this machine: no account, key or network is needed."
+        ),
     )
-    parser.add_argument("--records", type=int, default=2000, help="records per queued tracker")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--records",
+        type=_positive_int,
+        default=2000,
+        metavar="N",
+        help="records per queued tracker (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        default=None,
+        help="keep the collector's records in this new file (then: aicm report --db PATH)",
+    )
+    add_format_arguments(parser)
     parser.set_defaults(run=run)
 
 
-def _cost(service: str, usage: Any) -> float:
-    prices = PRICES.get(service, {})
-    if isinstance(usage, dict):
-        return sum(float(v) * prices.get(k, 0.0) for k, v in usage.items() if _number(v))
-    if _number(usage) and len(prices) == 1:
-        return float(usage) * next(iter(prices.values()))
-    return 0.0
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> None:
+    """Track through every part of the SDK; note each event in ``tracked`` as it goes."""
+    from aicm import AsyncCostManager, DeliveryType, RestUsageWrapper, Tracker
+
+    rng = random.Random(7)
+
+    def usage() -> dict[str, int]:
+        return {"input_tokens": rng.randint(50, 5000), "output_tokens": rng.randint(20, 900)}
+
+    def note(service: str, customer: str, amounts: Any) -> None:
+        tracked.append(UsageEvent(service=service, customer=customer, day="", usage=amounts))
+
+    # 1. Tracker, each delivery type. IMMEDIATE: sent before track() returns.
+    with Tracker(aicm_api_key=DEMO_KEY, aicm_api_base=base) as tracker:
+        for customer in CUSTOMERS:
+            u = usage()
+            tracker.track("openai", "gpt-5", u, client_customer_key=customer)
+            note("gpt-5", customer, u)
+    with Tracker(
+        delivery_type=DeliveryType.MEM_QUEUE, aicm_api_key=DEMO_KEY, aicm_api_base=base
+    ) as tracker:
+        for i in range(records):
+            u = usage()
+            tracker.track("openai", "gpt-5-mini", u, client_customer_key=CUSTOMERS[i % 3])
+            note("gpt-5-mini", CUSTOMERS[i % 3], u)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Tracker(
+            delivery_type=DeliveryType.PERSISTENT_QUEUE,
+            db_path=str(Path(tmp) / "queue.db"),
+            aicm_api_key=DEMO_KEY,
+            aicm_api_base=base,
+        ) as tracker,
+    ):
+        for i in range(max(1, records // 4)):
+            u = usage()
+            tracker.track("anthropic", "claude-sonnet", u, client_customer_key=CUSTOMERS[i % 3])
+            note("claude-sonnet", CUSTOMERS[i % 3], u)
+
+    # 2. AsyncCostManager around an async client.
+    async def chat() -> None:
+        client = DemoChat()
+        async with AsyncCostManager(client, aicm_api_key=DEMO_KEY, aicm_api_base=base) as manager:
+            for i in range(60):
+                with manager.scope(client_customer_key=CUSTOMERS[i % 3]):
+                    await manager.client.complete("gpt-5-mini", "summarise this " * (i % 7 + 1))
+                note("gpt-5-mini", CUSTOMERS[i % 3], client.usages[-1])
+
+    anyio.run(chat)
+
+    # 3. The REST wrapper around an httpx.Client (the provider is an in-process stand-in).
+    with (
+        httpx.Client(transport=httpx.MockTransport(_heygen)) as http,
+        RestUsageWrapper(
+            http, base_url="https://api.heygen.com", aicm_api_key=DEMO_KEY, aicm_api_base=base
+        ) as rest,
+    ):
+        for _ in range(3):  # the same two sessions each time: stored once (response_id)
+            rest.get("/v2/streaming.list", params={"page": 1})
+    for session in HEYGEN_SESSIONS:
+        note(HEYGEN_SERVICE, "-", {"duration": session["duration"]})
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; print the report."""
-    from aicm import AsyncCostManager, DeliveryType, RestUsageWrapper, Tracker
+    """Run the demo; print the cost report of what the collector stored."""
     from aicm.collector import LocalCollector
 
-    rng = random.Random(7)
+    prices = load_prices(args.prices)
+    if args.db is not None and Path(args.db).exists():
+        raise CommandError(f"{args.db} exists: give --db a new file")
     started = time.perf_counter()
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        LocalCollector(configs=[CHAT_CONFIG, HEYGEN_CONFIG]) as collector,
-    ):
-        base = collector.api_base
-        offered = 0
-
-        def usage() -> dict[str, int]:
-            return {"input_tokens": rng.randint(50, 5000), "output_tokens": rng.randint(20, 900)}
-
-        # 1. Tracker, each delivery type.
-        with Tracker(
-            aicm_api_key=DEMO_KEY, aicm_api_base=base
-        ) as tracker:  # IMMEDIATE: sent before track() returns
-            for customer in CUSTOMERS:
-                tracker.track("openai", "gpt-5", usage(), client_customer_key=customer)
-                offered += 1
-        with Tracker(
-            delivery_type=DeliveryType.MEM_QUEUE, aicm_api_key=DEMO_KEY, aicm_api_base=base
-        ) as tracker:
-            for i in range(args.records):
-                tracker.track("openai", "gpt-5-mini", usage(), client_customer_key=CUSTOMERS[i % 3])
-                offered += 1
-        db = str(Path(tmp) / "queue.db")
-        with Tracker(
-            delivery_type=DeliveryType.PERSISTENT_QUEUE,
-            db_path=db,
-            aicm_api_key=DEMO_KEY,
-            aicm_api_base=base,
-        ) as tracker:
-            for i in range(max(1, args.records // 4)):
-                tracker.track(
-                    "anthropic", "claude-sonnet", usage(), client_customer_key=CUSTOMERS[i % 3]
-                )
-                offered += 1
-
-        # 2. AsyncCostManager around an async client.
-        async def chat() -> int:
-            calls = 0
-            async with AsyncCostManager(
-                DemoChat(), aicm_api_key=DEMO_KEY, aicm_api_base=base
-            ) as manager:
-                for i in range(60):
-                    with manager.scope(client_customer_key=CUSTOMERS[i % 3]):
-                        await manager.client.complete("gpt-5-mini", "summarise this " * (i % 7 + 1))
-                    calls += 1
-            return calls
-
-        offered += anyio.run(chat)
-
-        # 3. The REST wrapper around an httpx.Client (the provider is an in-process stand-in).
-        with (
-            httpx.Client(transport=httpx.MockTransport(_heygen)) as http,
-            RestUsageWrapper(
-                http, base_url="https://api.heygen.com", aicm_api_key=DEMO_KEY, aicm_api_base=base
-            ) as rest,
-        ):
-            for _ in range(3):  # the same two sessions each time: stored once (response_id)
-                rest.get("/v2/streaming.list", params={"page": 1})
-        offered += 2
-
-        report = _report(collector.records("track"), collector.records("track_usage"))
-        report["offered"] = offered
-        report["seconds"] = round(time.perf_counter() - started, 2)
-        report["duplicates_suppressed"] = (
-            sum(v.get("duplicates", 0) for v in collector.stats()["records"].values())
-            if "records" in collector.stats()
-            else 0
-        )
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print(report)
-    return 0 if report["stored"] == offered else 1
-
-
-def _report(track: list[dict[str, Any]], usage: list[dict[str, Any]]) -> dict[str, Any]:
-    rows: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {"records": 0, "cost": 0.0})
-    for r in track:
-        key = (r["service_key"], r.get("client_customer_key") or "-")
-        rows[key]["records"] += 1
-        rows[key]["cost"] += _cost(r["service_key"], r["payload"])
-    for r in usage:
-        service = str(r.get("service_id") or r.get("config_id") or "?")
-        key = (service, r.get("client_customer_key") or "-")
-        rows[key]["records"] += 1
-        rows[key]["cost"] += _cost(service, r.get("usage"))
-    table = [
-        {"service": s, "customer": c, "records": v["records"], "cost_usd": round(v["cost"], 6)}
-        for (s, c), v in sorted(rows.items())
-    ]
-    return {
-        "stored": len(track) + len(usage),
-        "rows": table,
-        "total_cost_usd": round(sum(r["cost_usd"] for r in table), 6),
+    tracked: list[UsageEvent] = []
+    with LocalCollector(configs=[CHAT_CONFIG, HEYGEN_CONFIG], db_path=args.db) as collector:
+        _track_everything(collector.api_base, args.records, tracked)
+        # The same path as `aicm report`: the collector's file, read-only.
+        track, usage = read_collector_db(collector.db_path)
+        records = collector.stats().get("records", {})
+        duplicates = sum(v.get("duplicates", 0) for v in records.values())
+    by = ("service", "customer")
+    report = summarise(usage_events(track, usage), prices, by=by)
+    expected = summarise(tracked, prices, by=by)
+    stored = report["records"]
+    ok = stored == len(tracked) and report["rows"] == expected["rows"]
+    result = {
+        "ok": ok,
+        "offered": len(tracked),
+        "stored": stored,
+        "duplicates_suppressed": duplicates,
+        "seconds": round(time.perf_counter() - started, 2),
+        "tracked": expected["rows"],
+        "report": report,
+        "prices": prices,
     }
-
-
-def _print(report: dict[str, Any]) -> None:
-    rows = report["rows"]
-    widths = [
-        max([len("service")] + [len(r["service"]) for r in rows]),
-        max([len("customer")] + [len(r["customer"]) for r in rows]),
-    ]
-    head = (
-        f"{'service':<{widths[0]}}  {'customer':<{widths[1]}}  {'records':>8}  {'cost (USD)':>12}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(
-            f"{r['service']:<{widths[0]}}  {r['customer']:<{widths[1]}}  "
-            f"{r['records']:>8}  {r['cost_usd']:>12.6f}"
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif args.csv:
+        print(render_csv(report), end="")
+    else:
+        style = stdout_style()
+        print(render_text(report, style))
+        verdict = (
+            style.green("each exactly once") if ok else style.red("MISMATCH with what was tracked")
         )
-    print("-" * len(head))
-    print(
-        f"{report['stored']} records stored of {report['offered']} tracked "
-        f"(each exactly once), total ${report['total_cost_usd']:.6f}, "
-        f"in {report['seconds']} s"
-    )
+        print(
+            f"{stored:,} records stored of {len(tracked):,} tracked ({verdict}; "
+            f"{duplicates} repeats suppressed), in {result['seconds']} s"
+        )
+        if args.db:
+            print(f"records kept in {args.db}: aicm report --db {args.db}")
+    return EXIT_OK if ok else EXIT_FAILURE

@@ -5,14 +5,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._console import CommandError, common_parent
 
-def register(commands: Any) -> None:
-    """Add ``serve`` to the command's subparsers."""
+HELP = "run the local collector (a reference server of the wire contract)"
+
+
+def register(commands: Any, *, full: bool = True) -> None:
+    """Add ``serve`` to the command's subparsers.
+
+    With ``full=False`` (another command was asked for) the collector's options are left
+    out, which spares every other command the collector's import.
+    """
     parser: argparse.ArgumentParser = commands.add_parser(
         "serve",
-        help="run the local collector (a reference server of the wire contract)",
+        parents=[common_parent()],
+        help=HELP,
         description="Run the local collector until Ctrl-C. Needs the 'collector' extra.",
     )
+    if not full:
+        return
     try:
         from aicm.collector import add_arguments
     except ImportError as exc:
@@ -30,4 +41,4 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _missing(message: str) -> int:
-    raise RuntimeError(message)
+    raise CommandError(message)

@@ -1,0 +1,128 @@
+"""Price tables and the cost of usage: pure functions, no I/O but reading the table (layer 6).
+
+A price table maps a service (a ``service_key``, or a ``service_id`` of a handling config)
+to its unit rates in USD: ``{"gpt-5-mini": {"input_tokens": 2.5e-07, "output_tokens":
+2e-06}, "api.heygen.com/v2/streaming.list": {"duration": 0.0125}}``. The cost of one
+record is the sum over its usage metrics of ``amount * rate``; metrics without a rate cost
+nothing. The default table ships with aicm as ``aicm/cli/prices.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ._console import CommandError
+
+__all__ = [
+    "PriceTable",
+    "cost_of",
+    "default_prices",
+    "load_prices",
+    "parse_prices",
+    "usage_amounts",
+]
+
+PriceTable = Mapping[str, Mapping[str, float]]
+"""Unit rates in USD by service, then by usage metric."""
+
+SCALAR_METRIC = "units"
+"""The metric name of a bare-number usage whose service has no single priced metric."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_prices(data: Any, *, source: str = "price table") -> dict[str, dict[str, float]]:
+    """Check JSON-like ``data`` is a price table and return it; ``CommandError`` naming
+    every problem otherwise."""
+    if not isinstance(data, dict):
+        raise CommandError(f"{source}: expected a JSON object of services, got {_kind(data)}")
+    problems: list[str] = []
+    table: dict[str, dict[str, float]] = {}
+    for service, rates in data.items():
+        if not isinstance(rates, dict):
+            problems.append(f"{service!r}: expected an object of unit rates, got {_kind(rates)}")
+            continue
+        checked: dict[str, float] = {}
+        for metric, rate in rates.items():
+            if not _is_number(rate) or not math.isfinite(rate) or rate < 0:
+                problems.append(
+                    f"{service!r}.{metric!r}: a rate must be a number >= 0, got {rate!r}"
+                )
+            else:
+                checked[str(metric)] = float(rate)
+        table[str(service)] = checked
+    if problems:
+        raise CommandError(f"{source}: " + "; ".join(problems))
+    return table
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def load_prices(path: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """The price table in the JSON file ``path``, or the default one when None."""
+    if path is None:
+        return default_prices()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CommandError(f"no price table at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read the price table {path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
+        ) from None
+    return parse_prices(data, source=str(path))
+
+
+def default_prices() -> dict[str, dict[str, float]]:
+    """The small price table shipped with aicm (illustrative list prices)."""
+    text = resources.files("aicm.cli").joinpath("prices.json").read_text(encoding="utf-8")
+    return parse_prices(json.loads(text), source="aicm/cli/prices.json")
+
+
+def usage_amounts(usage: Any, rates: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The numeric metrics of one record's usage, flattened: ``{"a": {"b": 2}}`` -> ``{"a.b": 2}``.
+
+    A bare number (a handling config that maps one field) is named after the service's
+    only priced metric when it has exactly one (``duration`` for a per-second service),
+    else ``units``. Strings, booleans and lists are not amounts and are left out.
+    """
+    if _is_number(usage):
+        name = next(iter(rates)) if rates is not None and len(rates) == 1 else SCALAR_METRIC
+        return {name: float(usage)}
+    amounts: dict[str, float] = {}
+    if isinstance(usage, Mapping):
+        _flatten(usage, "", amounts)
+    return amounts
+
+
+def _flatten(usage: Mapping[str, Any], prefix: str, into: dict[str, float]) -> None:
+    for key, value in usage.items():
+        name = f"{prefix}{key}"
+        if _is_number(value) and math.isfinite(value):
+            into[name] = into.get(name, 0.0) + float(value)
+        elif isinstance(value, Mapping):
+            _flatten(value, name + ".", into)
+
+
+def cost_of(amounts: Mapping[str, float], rates: Mapping[str, float] | None) -> float:
+    """USD for ``amounts`` of usage at ``rates`` (0.0 for a service with no rates)."""
+    if not rates:
+        return 0.0
+    return math.fsum(amount * rates.get(metric, 0.0) for metric, amount in amounts.items())

@@ -1,0 +1,338 @@
+"""``aicm report``: usage and cost by service, customer and day from collector records (layer 6).
+
+The one code path from stored records to a cost table: ``aicm report`` reads a collector's
+database file, ``aicm demo`` the database of the collector it ran; both go through
+:func:`read_collector_db`, :func:`usage_events` and :func:`summarise`, then one renderer.
+The file is opened read-only (it may belong to a running collector); the rows are decoded
+by the collector's store module, as the collector itself reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._console import (
+    EXIT_OK,
+    CommandError,
+    Style,
+    UsageError,
+    common_parent,
+    format_number,
+    render_table,
+    stdout_style,
+)
+from ._pricing import PriceTable, cost_of, load_prices, usage_amounts
+
+__all__ = [
+    "DIMENSIONS",
+    "UsageEvent",
+    "add_format_arguments",
+    "parse_by",
+    "read_collector_db",
+    "register",
+    "render_csv",
+    "render_text",
+    "summarise",
+    "usage_events",
+]
+
+DIMENSIONS = ("service", "customer", "day")
+NO_CUSTOMER = "-"
+_COST_DIGITS = 9  # JSON costs in nano-dollars: exact enough, free of float noise
+
+# The collector's own reads (RecordStore.records), column for column.
+_TRACK_SQL = (
+    "SELECT api_id, service_key, response_id, timestamp, payload, client_customer_key, context,"
+    " received_at, user_agent FROM track ORDER BY seq"
+)
+_USAGE_SQL = (
+    "SELECT response_id, config_id, service_id, timestamp, usage, client_customer_key, context,"
+    " base_url, extra, received_at, user_agent FROM track_usage ORDER BY seq"
+)
+
+
+@attrs.frozen(kw_only=True)
+class UsageEvent:
+    """One stored usage record, reduced to what a cost report groups and prices."""
+
+    service: str
+    customer: str
+    day: str
+    usage: Any
+
+
+def read_collector_db(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``track`` and ``track_usage`` records in a collector's database, read-only.
+
+    A missing file, or one that is not a collector database, raises ``CommandError`` and
+    is left as it was.
+    """
+    try:
+        from aicm.collector import _store
+    except ImportError as exc:
+        raise CommandError(str(exc)) from exc
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"no collector database at {file}")
+    try:
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error as exc:
+        raise CommandError(f"cannot open the collector database {file}: {exc}") from exc
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"track", "track_usage"} <= tables:
+            raise CommandError(f"{file} is not a collector database (no track tables)")
+        track = [_store._track_dict(row) for row in conn.execute(_TRACK_SQL)]
+        usage = [_store._usage_dict(row) for row in conn.execute(_USAGE_SQL)]
+    except sqlite3.DatabaseError as exc:
+        raise CommandError(f"{file} is not a usable collector database: {exc}") from exc
+    except ValueError as exc:  # a JSON column that does not decode
+        raise CommandError(f"{file} holds a record that cannot be read: {exc}") from exc
+    finally:
+        conn.close()
+    return track, usage
+
+
+def _day(timestamp: Any, received_at: Any) -> str:
+    if isinstance(timestamp, str):
+        try:
+            moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(timezone.utc)
+            return moment.date().isoformat()
+    if isinstance(received_at, (int, float)):
+        return datetime.fromtimestamp(received_at, tz=timezone.utc).date().isoformat()
+    return "?"
+
+
+def usage_events(
+    track: Iterable[Mapping[str, Any]], track_usage: Iterable[Mapping[str, Any]]
+) -> list[UsageEvent]:
+    """The stored records of both endpoints as usage events.
+
+    A ``/track`` record's service is its ``service_key`` and its usage the ``payload``; a
+    ``/track-usage`` record's service is its ``service_id``, else its ``config_id``.
+    """
+    events = [
+        UsageEvent(
+            service=str(r["service_key"]),
+            customer=str(r.get("client_customer_key") or NO_CUSTOMER),
+            day=_day(r.get("timestamp"), r.get("received_at")),
+            usage=r.get("payload"),
+        )
+        for r in track
+    ]
+    events += [
+        UsageEvent(
+            service=str(r.get("service_id") or r.get("config_id") or "?"),
+            customer=str(r.get("client_customer_key") or NO_CUSTOMER),
+            day=_day(r.get("timestamp"), r.get("received_at")),
+            usage=r.get("usage"),
+        )
+        for r in track_usage
+    ]
+    return events
+
+
+def parse_by(text: str) -> tuple[str, ...]:
+    """``"service,customer"`` -> ``("service", "customer")``; ``UsageError`` for anything else."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in DIMENSIONS]
+    if not names or unknown:
+        raise UsageError(
+            f"--by takes a comma-separated list of {', '.join(DIMENSIONS)}; got {text!r}"
+        )
+    if len(set(names)) != len(names):
+        raise UsageError(f"--by names a dimension twice: {text!r}")
+    return names
+
+
+class _Group:
+    __slots__ = ("costs", "records", "usage")
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.usage: dict[str, float] = defaultdict(float)
+        self.costs: list[float] = []
+
+    def add(self, amounts: Mapping[str, float], cost: float) -> None:
+        self.records += 1
+        for metric, amount in amounts.items():
+            self.usage[metric] += amount
+        self.costs.append(cost)
+
+    def row(self, keys: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            **keys,
+            "records": self.records,
+            "usage": {m: _plain(a) for m, a in sorted(self.usage.items())},
+            "cost_usd": round(math.fsum(self.costs), _COST_DIGITS),
+        }
+
+
+def _plain(amount: float) -> float | int:
+    return int(amount) if amount.is_integer() and abs(amount) < 2**53 else amount
+
+
+def summarise(
+    events: Iterable[UsageEvent], prices: PriceTable, *, by: Sequence[str] = DIMENSIONS
+) -> dict[str, Any]:
+    """Usage and cost of ``events`` grouped ``by`` the given dimensions (JSON-ready).
+
+    Returns ``{"by", "records", "cost_usd", "rows", "by_service", "by_customer",
+    "unpriced"}``: ``rows`` grouped as asked, sorted; totals per service and per customer;
+    the services that have records but no price (their cost counts as 0).
+    """
+    groups: dict[tuple[str, ...], _Group] = defaultdict(_Group)
+    services: dict[str, _Group] = defaultdict(_Group)
+    customers: dict[str, _Group] = defaultdict(_Group)
+    costs: list[float] = []
+    unpriced: set[str] = set()
+    count = 0
+    for event in events:
+        rates = prices.get(event.service)
+        if not rates:
+            unpriced.add(event.service)
+        amounts = usage_amounts(event.usage, rates)
+        cost = cost_of(amounts, rates)
+        values = {"service": event.service, "customer": event.customer, "day": event.day}
+        groups[tuple(values[d] for d in by)].add(amounts, cost)
+        services[event.service].add(amounts, cost)
+        customers[event.customer].add(amounts, cost)
+        costs.append(cost)
+        count += 1
+    return {
+        "by": list(by),
+        "records": count,
+        "cost_usd": round(math.fsum(costs), _COST_DIGITS),
+        "rows": [g.row(dict(zip(by, key, strict=True))) for key, g in sorted(groups.items())],
+        "by_service": [g.row({"service": s}) for s, g in sorted(services.items())],
+        "by_customer": [g.row({"customer": c}) for c, g in sorted(customers.items())],
+        "unpriced": sorted(unpriced),
+    }
+
+
+def _usage_text(usage: Mapping[str, float]) -> str:
+    return " ".join(f"{m}={format_number(a)}" for m, a in usage.items()) or "-"
+
+
+def _table(
+    title: str | None, names: Sequence[str], rows: Sequence[Mapping[str, Any]], style: Style
+) -> str:
+    headers = [*names, "records", "usage", "cost (USD)"]
+    body = [
+        [
+            *(r[n] for n in names),
+            f"{r['records']:,}",
+            _usage_text(r["usage"]),
+            f"{r['cost_usd']:.6f}",
+        ]
+        for r in rows
+    ]
+    right = [False] * len(names) + [True, False, True]
+    table = render_table(headers, body, right=right, style=style)
+    return f"{style.bold(title)}\n{table}" if title else table
+
+
+def render_text(summary: Mapping[str, Any], style: Style | None = None) -> str:
+    """The summary as tables: as grouped, then totals per service and per customer."""
+    style = style or Style(io.StringIO())
+    by: list[str] = summary["by"]
+    parts = [_table(None, by, summary["rows"], style)]
+    if by != ["service"]:
+        parts.append(_table("Totals by service", ["service"], summary["by_service"], style))
+    if by != ["customer"]:
+        parts.append(_table("Totals by customer", ["customer"], summary["by_customer"], style))
+    notes = [style.bold(f"{summary['records']:,} records, total ${summary['cost_usd']:.6f}")]
+    if summary["unpriced"]:
+        unpriced = ", ".join(summary["unpriced"])
+        notes.append(style.yellow(f"no price for: {unpriced} (counted as $0)"))
+    return "\n\n".join(parts) + "\n\n" + "\n".join(notes)
+
+
+def render_csv(summary: Mapping[str, Any]) -> str:
+    """The grouped rows as CSV: the dimensions, records, one column per metric, cost_usd."""
+    metrics = sorted({m for r in summary["rows"] for m in r["usage"]})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*summary["by"], "records", *metrics, "cost_usd"])
+    for r in summary["rows"]:
+        writer.writerow(
+            [
+                *(r[d] for d in summary["by"]),
+                r["records"],
+                *(r["usage"].get(m, 0) for m in metrics),
+                f"{r['cost_usd']:.{_COST_DIGITS}f}",
+            ]
+        )
+    return out.getvalue()
+
+
+def add_format_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--prices PATH`` and ``--json`` / ``--csv`` (shared by ``report`` and ``demo``)."""
+    parser.add_argument(
+        "--prices",
+        metavar="PATH",
+        default=None,
+        help="JSON price table: {service: {metric: USD per unit}} (default: the one shipped)",
+    )
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="print JSON")
+    formats.add_argument("--csv", action="store_true", help="print the grouped rows as CSV")
+
+
+def register(commands: Any) -> None:
+    """Add ``report`` to the command's subparsers."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "report",
+        parents=[common_parent()],
+        help="usage and cost by service, customer and day from a collector database",
+        description=(
+            "Read a local collector's database (read-only) and print the usage it stored "
+            "and what it costs at the price table's rates."
+        ),
+    )
+    parser.add_argument(
+        "--db",
+        metavar="COLLECTOR_DB",
+        required=True,
+        help="the collector's SQLite file (aicm serve --db PATH)",
+    )
+    parser.add_argument(
+        "--by",
+        default="service,customer,day",
+        metavar="DIMS",
+        help="group rows by these, comma-separated: service, customer, day (default: %(default)s)",
+    )
+    add_format_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the report."""
+    by = parse_by(args.by)
+    prices = load_prices(args.prices)
+    track, usage = read_collector_db(args.db)
+    summary = summarise(usage_events(track, usage), prices, by=by)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif args.csv:
+        print(render_csv(summary), end="")
+    else:
+        print(render_text(summary, stdout_style()))
+    return EXIT_OK

@@ -1,0 +1,251 @@
+"""``aicm report`` on collector databases, and the pricing and summary functions under it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from aicm import Tracker
+from aicm.cli import main
+from aicm.cli._console import CommandError, UsageError
+from aicm.cli._pricing import cost_of, default_prices, load_prices, parse_prices, usage_amounts
+from aicm.cli._report import UsageEvent, parse_by, render_csv, render_text, summarise
+from aicm.collector import LocalCollector
+
+from .conftest import API_KEY, Run, run_many, snapshot
+
+PRICES = {"gpt-5-mini": {"input_tokens": 0.5, "output_tokens": 2.0}, "cfg-svc": {"seconds": 3.0}}
+
+
+@pytest.fixture(scope="module")
+def collector_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A collector database holding known /track and /track-usage records (collector stopped)."""
+    path = tmp_path_factory.mktemp("report") / "records.sqlite3"
+    configs = [{"config_id": "cfg", "api_id": "cfg"}]
+    with LocalCollector(db_path=path, configs=configs) as collector:
+        options = {"aicm_api_key": API_KEY, "aicm_api_base": collector.api_base}
+        with Tracker(**options) as tracker:
+            for customer, tokens in [("acme", 10), ("acme", 20), ("globex", 5)]:
+                tracker.track(
+                    "openai",
+                    "gpt-5-mini",
+                    {"input_tokens": tokens, "output_tokens": 1, "model": "x"},
+                    client_customer_key=customer,
+                    timestamp="2025-03-01T23:30:00-02:00",  # 2025-03-02 in UTC
+                )
+            tracker.track("other", "unpriced-svc", {"calls": 4}, timestamp="2025-03-01T10:00:00Z")
+        with Tracker("cfg", "cfg-svc", **options) as tracker:
+            tracker.track({"seconds": 1.5}, client_customer_key="globex")
+    return path
+
+
+@pytest.fixture
+def prices_file(tmp_path: Path) -> Path:
+    """A price table file with round numbers."""
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(PRICES))
+    return path
+
+
+def test_report_groups_usage_and_cost_by_service_customer_and_day(
+    aicm: Run, collector_db: Path, prices_file: Path
+) -> None:
+    """report --json: rows by service, customer and (UTC) day, costs at the table's rates."""
+    done = aicm("report", "--db", str(collector_db), "--prices", str(prices_file), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["by"] == ["service", "customer", "day"]
+    assert summary["rows"] == [
+        {
+            "service": "cfg-svc",
+            "customer": "globex",
+            "day": summary["rows"][0]["day"],
+            "records": 1,
+            "usage": {"seconds": 1.5},
+            "cost_usd": 4.5,
+        },
+        {
+            "service": "gpt-5-mini",
+            "customer": "acme",
+            "day": "2025-03-02",
+            "records": 2,
+            "usage": {"input_tokens": 30, "output_tokens": 2},
+            "cost_usd": 19.0,
+        },
+        {
+            "service": "gpt-5-mini",
+            "customer": "globex",
+            "day": "2025-03-02",
+            "records": 1,
+            "usage": {"input_tokens": 5, "output_tokens": 1},
+            "cost_usd": 4.5,
+        },
+        {
+            "service": "unpriced-svc",
+            "customer": "-",
+            "day": "2025-03-01",
+            "records": 1,
+            "usage": {"calls": 4},
+            "cost_usd": 0.0,
+        },
+    ]
+    assert summary["records"] == 5
+    assert summary["cost_usd"] == 28.0
+    assert summary["unpriced"] == ["unpriced-svc"]
+    assert [(r["customer"], r["cost_usd"]) for r in summary["by_customer"]] == [
+        ("-", 0.0),
+        ("acme", 19.0),
+        ("globex", 9.0),
+    ]
+
+
+def test_report_text_csv_and_by(aicm: Run, collector_db: Path, prices_file: Path) -> None:
+    """The table shows totals per service and customer; --csv gives one column per metric."""
+    text, table = run_many(
+        [
+            ["report", "--db", str(collector_db), "--prices", str(prices_file), "--by", "service"],
+            [
+                "report",
+                "--db",
+                str(collector_db),
+                "--prices",
+                str(prices_file),
+                "--csv",
+                "--by",
+                "customer,service",
+            ],
+        ]
+    )
+    assert text.returncode == 0, text.stderr
+    assert "Totals by customer" in text.stdout
+    assert "Totals by service" not in text.stdout  # the rows already are
+    assert "5 records, total $28.000000" in text.stdout
+    assert "no price for: unpriced-svc" in text.stdout
+    assert "\033[" not in text.stdout
+    rows = list(csv.DictReader(io.StringIO(table.stdout)))
+    assert list(rows[0]) == [
+        "customer",
+        "service",
+        "records",
+        "calls",
+        "input_tokens",
+        "output_tokens",
+        "seconds",
+        "cost_usd",
+    ]
+    acme = next(r for r in rows if r["customer"] == "acme")
+    assert (acme["records"], acme["input_tokens"], float(acme["cost_usd"])) == ("2", "30", 19.0)
+
+
+def test_report_reads_a_running_collectors_file_without_changing_it(
+    aicm: Run, collector: LocalCollector
+) -> None:
+    """A live collector's database can be reported on; its file is not written to."""
+    with Tracker(aicm_api_key=API_KEY, aicm_api_base=collector.api_base) as tracker:
+        tracker.track("openai", "gpt-5-mini", {"input_tokens": 1_000_000})
+    db = Path(collector.db_path)
+    before = snapshot(db)
+    done = aicm("report", "--db", str(db), "--by", "service", "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["rows"]
+    assert row["cost_usd"] == pytest.approx(default_prices()["gpt-5-mini"]["input_tokens"] * 1e6)
+    assert snapshot(db) == before
+
+
+def test_report_refuses_bad_input_in_one_line(
+    collector_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad --by or formats exit 2; missing/corrupt db or bad prices exit 1, files untouched."""
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(os.urandom(2048))
+    bad_prices = tmp_path / "bad.json"
+    bad_prices.write_text('{"gpt-5": {"input_tokens": -1}, "x": 3}')
+    not_json = tmp_path / "broken.json"
+    not_json.write_text("{\n  'no'")
+    before = snapshot(garbage), snapshot(collector_db)
+    time.sleep(0.01)
+    db = ["--db", str(collector_db)]
+    calls = [
+        (["report", *db, "--by", "service,week"], 2, "--by"),
+        (["report", "--db", str(tmp_path / "missing.sqlite3")], 1, "no collector database"),
+        (["report", "--db", str(garbage)], 1, "not a usable collector database"),
+        (["report", *db, "--prices", str(bad_prices)], 1, "a rate must be a number >= 0"),
+    ]
+    for (_args, code, words), done in zip(calls, run_many([c[0] for c in calls]), strict=True):
+        assert done.returncode == code, done
+        assert words in done.stderr, done
+        assert "Traceback" not in done.stderr
+    in_process = [
+        (["report", *db, "--by", "service,service"], 2, "twice"),
+        (["report", *db, "--json", "--csv"], 2, "not allowed"),
+        (["report"], 2, "--db"),
+        (["report", *db, "--prices", str(not_json)], 1, "broken.json:2: not valid JSON"),
+        (["report", *db, "--prices", str(tmp_path / "nope.json")], 1, "no price table"),
+    ]
+    for args, code, words in in_process:
+        assert main(args) == code, args
+        err = capsys.readouterr().err
+        assert words in err
+    assert (snapshot(garbage), snapshot(collector_db)) == before
+    assert not (tmp_path / "missing.sqlite3").exists()
+
+
+def test_usage_amounts_flatten_and_name_a_bare_number() -> None:
+    """Nested metrics are dotted; a bare number takes the service's only priced metric."""
+    usage = {"input_tokens": 3, "details": {"cached": 2, "note": "x"}, "flag": True, "n": [1]}
+    assert usage_amounts(usage) == {"input_tokens": 3.0, "details.cached": 2.0}
+    assert usage_amounts(12, {"duration": 0.5}) == {"duration": 12.0}
+    assert usage_amounts(12, {"a": 1.0, "b": 2.0}) == {"units": 12.0}
+    assert usage_amounts("text") == {}
+
+
+def test_cost_is_the_sum_of_amount_times_rate() -> None:
+    """Metrics without a rate, and services without prices, cost nothing."""
+    rates = {"input_tokens": 0.25e-6, "output_tokens": 2e-6}
+    amounts = {"input_tokens": 1e6, "output_tokens": 1e6, "images": 4.0}
+    assert cost_of(amounts, rates) == pytest.approx(2.25)
+    assert cost_of(amounts, None) == 0.0
+
+
+def test_parse_prices_names_every_problem() -> None:
+    """A bad table is refused with all its problems in one message."""
+    with pytest.raises(CommandError) as caught:
+        parse_prices({"a": {"x": "1", "y": math.inf}, "b": [1]}, source="t.json")
+    message = str(caught.value)
+    assert message.startswith("t.json: ")
+    assert "'a'.'x'" in message
+    assert "'a'.'y'" in message
+    assert "'b': expected an object" in message
+    with pytest.raises(CommandError, match="expected a JSON object"):
+        parse_prices([1])
+    assert load_prices(None) == default_prices()
+    assert default_prices()["api.heygen.com/v2/streaming.list"] == {"duration": 0.0125}
+
+
+def test_summarise_groups_and_totals_exactly() -> None:
+    """Rows, per-service and per-customer totals all add up to the grand total."""
+    events = [
+        UsageEvent(service="s", customer=c, day=d, usage={"u": n})
+        for c, d, n in [("a", "d1", 1), ("a", "d2", 2), ("b", "d1", 3), ("b", "d1", 0.1)]
+    ]
+    summary = summarise(events, {"s": {"u": 0.1}}, by=("customer", "day"))
+    assert [(r["customer"], r["day"], r["records"]) for r in summary["rows"]] == [
+        ("a", "d1", 1),
+        ("a", "d2", 1),
+        ("b", "d1", 2),
+    ]
+    assert summary["cost_usd"] == pytest.approx(0.61)
+    assert sum(r["cost_usd"] for r in summary["by_customer"]) == pytest.approx(0.61)
+    assert summary["by_service"][0]["usage"] == {"u": 6.1}
+    assert "Totals by service" in render_text(summary)
+    assert render_csv(summary).splitlines()[0] == "customer,day,records,u,cost_usd"
+    assert parse_by(" day , service") == ("day", "service")
+    with pytest.raises(UsageError):
+        parse_by("")
