@@ -83,6 +83,7 @@ TRACKER_OPTIONS: Final = frozenset(
 )
 
 _TRACK_OPTIONS: Final = ("client_customer_key", "context", "response_id", "timestamp")
+_TRACK_OPTION_SET: Final = frozenset(_TRACK_OPTIONS)
 _FREE_FORM: Final = ("api_id", "service_key", "usage")
 _CONFIG_FORM: Final = ("usage",)
 _RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
@@ -422,6 +423,13 @@ class AsyncTracker:
         Raises :class:`TypeError` for a call that fits neither form, and a
         :class:`RecordError` or :class:`UsageValidationError` for bad values.
         """
+        if (
+            len(args) == 3
+            and self.config_id is None
+            and (not kwargs or kwargs.keys() <= _TRACK_OPTION_SET)
+        ):
+            # The common call, track(api_id, service_key, usage, ...): no binding needed.
+            return TrackRecord.build(args[0], args[1], args[2], max_bytes=self._max_bytes, **kwargs)
         names = _FREE_FORM if self.config_id is None else _CONFIG_FORM
         if len(args) > len(names):
             raise TypeError(self._form_message(f"got {len(args)} positional arguments"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import importlib
 import json
 import math
 import uuid
@@ -24,7 +25,7 @@ from .exceptions import (
     RecordTooLargeError,
 )
 
-__all__ = ["JSONValue", "check_size", "dumps", "plain_mapping", "to_plain"]
+__all__ = ["JSONValue", "check_size", "dumps", "loads", "plain_mapping", "to_plain"]
 
 JSONValue: TypeAlias = "dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None"
 
@@ -33,9 +34,33 @@ _MAX_DEPTH = 64
 _NUMBER_BOUND = 32
 
 
+# orjson, when installed (the ``speedups`` extra), encodes a record in a tenth of the
+# stdlib's time; it is an accelerator, never a requirement. Records reaching these
+# functions are already plain and finite (to_plain), so both give the same JSON.
+_orjson: Any
+try:
+    _orjson = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Serialise plain data compactly; NaN and Infinity are refused."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if _orjson is not None:
+        try:
+            text: str = _orjson.dumps(value).decode()
+            return text
+        except (TypeError, _orjson.JSONEncodeError):
+            pass  # e.g. an int beyond 64 bits: the stdlib writes it
+    return _ENCODER.encode(value)
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON (orjson when installed); raises ``ValueError`` when it is not JSON."""
+    if _orjson is not None:
+        return _orjson.loads(text)
+    return json.loads(text)
 
 
 def to_plain(value: Any, *, field: str = "usage") -> JSONValue:

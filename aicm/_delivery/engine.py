@@ -551,7 +551,9 @@ class DeliveryEngine:
             logger.debug("sending %d record(s) to %s", len(items), endpoint.value)
         self.stats.in_flight = len(items)
         try:
-            return await self.client.send_encoded(endpoint, [i.body for i in items])
+            return await self.client.send_encoded(
+                endpoint, [i.body for i in items], only_failures=True
+            )
         finally:
             self.stats.in_flight = 0
 

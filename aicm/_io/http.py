@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import logging
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +25,7 @@ from .._core.exceptions import (
     ServerError,
     TransportError,
 )
-from .._core.jsonplain import dumps
+from .._core.jsonplain import dumps, loads
 from .._core.models import (
     ConfigsResponse,
     Endpoint,
@@ -40,13 +39,40 @@ from .._core.policy import Outcome, classify_status, parse_retry_after
 from .._core.settings import Settings, resolve_settings
 from .._version import __version__
 
-__all__ = ["MAX_RECORDS_PER_REQUEST", "USER_AGENT", "AsyncCostManagerClient", "raise_for_answer"]
+__all__ = [
+    "MAX_RECORDS_PER_REQUEST",
+    "USER_AGENT",
+    "AsyncCostManagerClient",
+    "raise_for_answer",
+    "set_default_transport",
+]
 
 logger = logging.getLogger("aicm.http")
 
 USER_AGENT = f"aicm-sdk/{__version__}"
 MAX_RECORDS_PER_REQUEST = 1000
 _BODY_EXCERPT = 2000
+
+# The hook behind aicm.testing's capture: while set, every client built without a
+# ``transport=`` of its own uses this one (an in-process fake of the service) instead of
+# the network. Process-wide on purpose: the sync facades build their clients on the shared
+# runtime's thread, where a context variable set by the caller would not be seen.
+_default_transport: httpx.AsyncBaseTransport | None = None
+
+
+def set_default_transport(
+    transport: httpx.AsyncBaseTransport | None,
+) -> httpx.AsyncBaseTransport | None:
+    """Make clients built from now on without ``transport=`` use ``transport``.
+
+    ``None`` restores the network. Returns the transport it replaces, so a caller can put
+    it back. Clients already built keep theirs. Every client closes its transport when it
+    closes, so a shared one must tolerate ``aclose()`` and carry on. Meant for
+    :mod:`aicm.testing`.
+    """
+    global _default_transport
+    previous, _default_transport = _default_transport, transport
+    return previous
 
 
 def _warn_if_plaintext(api_base: str) -> None:
@@ -67,16 +93,32 @@ def _warn_if_plaintext(api_base: str) -> None:
     )
 
 
-def _parse_results(text: str) -> TrackResult | None:
+_OK_STATUSES = frozenset({"queued", "completed"})
+
+
+def _is_plain_success(result: object) -> bool:
+    return (
+        isinstance(result, dict)
+        and result.get("status") in _OK_STATUSES
+        and not result.get("errors")
+    )
+
+
+def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | None:
+    """The answer's per-record results; with ``only_failures``, the plain successes are
+    skipped (the delivery engine only needs to know which records were refused)."""
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError:
         return None
     if not isinstance(data, Mapping) or not isinstance(data.get("results", []), list):
         return None
+    results = data.get("results", [])
+    if only_failures:
+        results = [r for r in results if not _is_plain_success(r)]
     try:
         return TrackResult(
-            results=tuple(converter.structure(r, RecordResult) for r in data.get("results", [])),
+            results=tuple(converter.structure(r, RecordResult) for r in results),
             triggered_limits=dict(data.get("triggered_limits") or {}),
         )
     except (TypeError, ValueError, AttributeError, cattrs.BaseValidationError):
@@ -155,7 +197,7 @@ class AsyncCostManagerClient:
         self._http = httpx.AsyncClient(
             base_url=settings.api_root,
             timeout=settings.timeout,
-            transport=transport,
+            transport=transport if transport is not None else _default_transport,
             verify=_shared_ssl_context() if verify is True else verify,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
@@ -211,7 +253,9 @@ class AsyncCostManagerClient:
                 raise ClosedError("this client is closed; create a new one") from exc
             raise
 
-    async def send_encoded(self, endpoint: Endpoint, encoded: Sequence[str]) -> TrackResult:
+    async def send_encoded(
+        self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
+    ) -> TrackResult:
         """POST already JSON-encoded records (at most 1000) to ``endpoint``.
 
         Returns the per-record results; raises an :class:`APIStatusError` subclass for an
@@ -225,7 +269,7 @@ class AsyncCostManagerClient:
         response = await self._request("POST", endpoint.value, content=body, headers=headers)
         text: str = response.text
         raise_for_answer(response.status_code, text, response.headers.get("Retry-After"))
-        parsed = _parse_results(text)
+        parsed = _parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
             logger.warning(
