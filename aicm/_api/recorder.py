@@ -14,7 +14,6 @@ import contextvars
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import anyio
@@ -33,9 +32,10 @@ from .._delivery.health import DeliveryHealth
 from .._delivery.worker import shared_runtime
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
+from .lifecycle import AsyncWithLifecycle
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 __all__ = ["AsyncRecorder", "CallScope", "DeliveryOptions", "resolve_options"]
 
@@ -139,7 +139,7 @@ class CallScope:
             self._var.reset(token)
 
 
-class AsyncRecorder:
+class AsyncRecorder(AsyncWithLifecycle):
     """Owns a :class:`DeliveryEngine` and its lifecycle; subclasses decide what to record.
 
     ``async with`` starts delivery in a task group of the caller's task and closes it on
@@ -182,8 +182,6 @@ class AsyncRecorder:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
-        self._exit_stack: contextlib.AsyncExitStack | None = None
-        self._host_scope: anyio.CancelScope | None = None
         self._background: set[anyio.CancelScope] = set()
         # Records a sync hook handed to a task (_spawn_enqueue) and not yet queued or sent,
         # and those tasks' scopes: close waits for them until its deadline, then cancels.
@@ -196,61 +194,12 @@ class AsyncRecorder:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _before_enter(self) -> None:
         if self._closed:
             raise ClosedError(f"this {type(self).__name__} is closed")
-        stack = contextlib.AsyncExitStack()
-        try:
-            task_group = await stack.enter_async_context(anyio.create_task_group())
-            await task_group.start(self._host)
-        except BaseException:
-            await stack.aclose()
-            with anyio.CancelScope(shield=True):
-                await self.aclose(0.0)  # the HTTP client is ours to close, or it would leak
-            raise
-        self._exit_stack = stack
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            # Shielded, so that a cancelled body still delivers what it queued (bounded by
-            # close_timeout) before the actor stops.
-            with anyio.CancelScope(shield=True):
-                await self.aclose()
-        finally:
-            if self._host_scope is not None:
-                self._host_scope.cancel()  # a no-op once everything has stopped
-            stack, self._exit_stack = self._exit_stack, None
-            if stack is not None:
-                # Everything in the group has stopped, so it ends cleanly. The body's own
-                # exception is not passed in: it propagates as itself, not in an
-                # ExceptionGroup.
-                await stack.aclose()
-
-    async def _host(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        # The delivery tasks of an ``async with`` block are shielded from the body's
-        # cancellation: they live until __aexit__'s aclose() stops them.
-        failure: Exception | None = None
-        with anyio.CancelScope(shield=True) as scope:
-            self._host_scope = scope
-            async with anyio.create_task_group() as task_group:
-                try:
-                    await self.start(task_group)
-                except Exception as exc:
-                    # Raised outside the task group, so the caller gets the error itself.
-                    failure = exc
-                else:
-                    task_status.started()
-                    # Hold the group open (IMMEDIATE runs no actor, yet hooks spawn sends
-                    # into it) until __aexit__ cancels this scope.
-                    await anyio.sleep_forever()
-        if failure is not None:
-            raise failure
+    async def _start_in(self, task_group: anyio.abc.TaskGroup) -> None:
+        await self.start(task_group)
 
     @property
     def started(self) -> bool:

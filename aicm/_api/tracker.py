@@ -9,12 +9,10 @@ and ``track(usage)`` validates ``usage`` against it, then sends a ``/track-usage
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import difflib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Final, overload
 
 import anyio
@@ -47,6 +45,7 @@ from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
+from .lifecycle import AsyncWithLifecycle
 
 __all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
 
@@ -126,7 +125,7 @@ def _unknown_config_message(config_id: str, answer: ConfigsResponse) -> str:
     return f"the service has no config {config_id!r}{hint} (it has {shown})"
 
 
-class AsyncTracker:
+class AsyncTracker(AsyncWithLifecycle):
     """Record usage events and deliver them (see the module docstring).
 
     Queued delivery (``MEM_QUEUE``, ``PERSISTENT_QUEUE``) runs an actor in a task group,
@@ -255,8 +254,6 @@ class AsyncTracker:
         self._schema: UsageSchema | None = None
         self._schema_loaded = False
         self._api_id: str | None = None
-        self._exit_stack: contextlib.AsyncExitStack | None = None
-        self._host_scope: anyio.CancelScope | None = None
         self._started = False
         self._closed = False
 
@@ -281,60 +278,14 @@ class AsyncTracker:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> AsyncTracker:
+    async def _before_enter(self) -> None:
         self._check_open()
-        stack = contextlib.AsyncExitStack()
-        try:
-            if self.config_id is not None and not self._schema_loaded:
-                await self.load_schema()
-            task_group = await stack.enter_async_context(anyio.create_task_group())
-            await task_group.start(self._host)
-        except BaseException:
-            await stack.aclose()
-            with anyio.CancelScope(shield=True):
-                await self.aclose(0.0)  # the HTTP client is ours to close, or it would leak
-            raise
-        self._exit_stack = stack
-        return self
+        if self.config_id is not None and not self._schema_loaded:
+            await self.load_schema()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            # Shielded, so that a cancelled body still delivers what it queued (bounded by
-            # close_timeout) before the actor stops.
-            with anyio.CancelScope(shield=True):
-                await self.aclose()
-        finally:
-            if self._host_scope is not None:
-                self._host_scope.cancel()  # a no-op once the actor has stopped, as it should
-            stack, self._exit_stack = self._exit_stack, None
-            if stack is not None:
-                # The actor has stopped, so the task group ends cleanly. The body's own
-                # exception is not passed in: it propagates as itself, not in an ExceptionGroup.
-                await stack.aclose()
-
-    async def _host(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        # The actor of an ``async with`` tracker is shielded from the body's cancellation:
-        # it lives until __aexit__'s aclose() stops it, within close_timeout.
-        failure: Exception | None = None
-        with anyio.CancelScope(shield=True) as scope:
-            self._host_scope = scope
-            async with anyio.create_task_group() as task_group:
-                try:
-                    await self.engine.start(task_group)
-                except Exception as exc:
-                    # Raised below, outside the task group, so that the caller gets the
-                    # error itself rather than an ExceptionGroup around it.
-                    failure = exc
-                else:
-                    self._started = True
-                    task_status.started()
-        if failure is not None:
-            raise failure
+    async def _start_in(self, task_group: anyio.abc.TaskGroup) -> None:
+        await self.engine.start(task_group)
+        self._started = True
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Load the schema (config form) and start delivery in ``task_group``.
