@@ -50,6 +50,7 @@ from .lifecycle import AsyncWithLifecycle
 __all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
 
 logger = logging.getLogger("aicm.tracker")
+_delivery_logger = logging.getLogger("aicm.delivery")
 
 _ENQUEUED: Final = "enqueued"
 
@@ -515,6 +516,12 @@ class AsyncTracker(AsyncWithLifecycle):
         if self.config_id is not None and not self._schema_loaded:
             await self.load_schema()
         record = self.build_record(args, kwargs)
+        buffer = self.engine.buffer
+        if buffer is not None and self._started and buffer.try_put(record):
+            # The memory queue took it at once: no await on the hot path.
+            if _delivery_logger.isEnabledFor(logging.DEBUG):
+                _delivery_logger.debug("enqueued %s", record.response_id)
+            return RecordResult(response_id=record.response_id, status=_ENQUEUED)
         return await self.submit(record)
 
     async def submit(self, record: WireRecord) -> RecordResult:

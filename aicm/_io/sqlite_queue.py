@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
@@ -506,6 +507,10 @@ class SqliteQueue:
         if not self._committing:
             self._committing = True
             try:
+                # Let the tasks that are ready to run add their rows first: one commit then
+                # carries many callers (shielded: a cancelled leader must still commit).
+                with anyio.CancelScope(shield=True):
+                    await anyio.lowlevel.checkpoint()
                 while self._open.rows:
                     commit, self._open = self._open, _Commit()
                     try:
