@@ -7,6 +7,7 @@ import enum
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -69,6 +70,9 @@ def new_response_id() -> str:
     h = "%032x" % (_rng.getrandbits(128) & _CLEAR | _VERSION_4)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
+
+# What utc_now_iso() and normalize_timestamp() write: such a value needs no re-parsing.
+_CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z\Z")
 
 _clock_second = -1
 _clock_prefix = ""
@@ -235,8 +239,9 @@ class UsageRecord:
                 rid = plain["response_id"] = str(rid)
             else:
                 raise RecordError(f"must be a non-empty string, got {rid!r}", field="response_id")
-        if "timestamp" in plain:
-            plain["timestamp"] = normalize_timestamp(plain["timestamp"])
+        ts = plain.get("timestamp")
+        if "timestamp" in plain and not (type(ts) is str and _CANONICAL_TS.match(ts)):
+            plain["timestamp"] = normalize_timestamp(ts)
         check_size(plain, field="payload", limit=max_bytes)
         return cls(response_id=rid, payload=plain)
 
