@@ -173,14 +173,17 @@ def _check_str(value: str, path: str) -> str:
     return value
 
 
+# JSON parsers commonly read integers as 64-bit (the service's among them): beyond that
+# a record would only be refused later, by the service, and dead-lettered.
+_MIN_INT = -(2**63)
+_MAX_INT = 2**64 - 1
+
+
 def _check_int(value: int, path: str) -> int:
-    if value.bit_length() > _FAST_INT_BITS:
-        try:
-            str(value)
-        except ValueError:
-            raise NotSerializableError(
-                "integer has too many digits to write as JSON", field=path
-            ) from None
+    if value.bit_length() > _FAST_INT_BITS and not _MIN_INT <= value <= _MAX_INT:
+        raise NotSerializableError(
+            "integer is outside the 64-bit range JSON readers accept", field=path
+        )
     return value
 
 

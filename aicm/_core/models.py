@@ -138,6 +138,13 @@ def _check_id(value: object, field: str, *, required: bool = True) -> str | None
         return None
     if not isinstance(value, str) or not value:
         raise RecordError(f"must be a non-empty string, got {value!r}", field=field)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotSerializableError(
+                "is not valid Unicode (a lone surrogate)", field=field
+            ) from None
     return value
 
 
@@ -169,16 +176,18 @@ class TrackRecord:
         max_bytes: int = 65536,
     ) -> TrackRecord:
         """Validate every field and return the record, or raise a :class:`RecordError`."""
-        if type(api_id) is not str or not api_id:
+        if type(api_id) is not str or not api_id or not api_id.isascii():
             _check_id(api_id, "api_id")
-        if type(service_key) is not str or not service_key:
+        if type(service_key) is not str or not service_key or not service_key.isascii():
             _check_id(service_key, "service_key")
         if response_id is None:
             response_id = new_response_id()
-        elif type(response_id) is not str or not response_id:
+        elif type(response_id) is not str or not response_id or not response_id.isascii():
             _check_id(response_id, "response_id")
-        payload, size = plain_mapping(usage, field="usage")
+        payload, usage_size = plain_mapping(usage, field="usage")
+        size = usage_size + 6 * len(response_id)
         ctx = None
+        ctx_size = 0
         if context is not None:
             ctx, ctx_size = plain_mapping(context, field="context")
             size += ctx_size
@@ -197,7 +206,9 @@ class TrackRecord:
         # ``size`` bounds the JSON bytes from above; only a record near the limit pays
         # for an exact measurement.
         if size + 6 * (len(api_id) + len(service_key)) + 200 > max_bytes:
-            check_size(record.wire(), field="usage", limit=max_bytes)
+            # Name the part that weighs most, so the caller knows what to trim.
+            parts = {"usage": usage_size, "context": ctx_size, "response_id": 6 * len(response_id)}
+            check_size(record.wire(), field=max(parts, key=parts.__getitem__), limit=max_bytes)
         return record
 
     def wire(self) -> dict[str, JSONValue]:

@@ -113,7 +113,7 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
         return TrackResult()
     try:
         data = loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
         return None
     if not isinstance(data, Mapping) or not isinstance(data.get("results", []), list):
         return None

@@ -1,0 +1,376 @@
+"""Security checks beyond tests/delivery/test_secrets.py: the key through every sync entry
+point and every logger, TLS verification, plain-http warnings, file modes under a
+permissive umask, and the collector's constant-time key check."""
+
+from __future__ import annotations
+
+import ast
+import hmac
+import inspect
+import logging
+import os
+import ssl
+import stat
+import textwrap
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from aicm import (
+    AicmError,
+    AsyncCostManager,
+    AsyncCostManagerClient,
+    AsyncRestUsageWrapper,
+    AsyncTracker,
+    CostManager,
+    CostManagerClient,
+    RestUsageWrapper,
+    Tracker,
+    get_global_delivery_health,
+)
+from aicm._io import logfile
+from aicm.collector import Faults, LocalCollector
+from aicm.collector import _logic as collector_logic
+from aicm.testing import capture
+
+SECRET = "sk-live-RELIABILITY-5ecret-0f9a8b7c"
+CALC_HANDLING: dict[str, Any] = {
+    "tracked_methods": ["add"],
+    "payload_mapping": {"config_id": "config_identifier", "timestamp": "timestamp"},
+    "static_payload_fields": {"usage": {"calls": 1}},
+}
+
+
+class Calculator:
+    """A client to wrap."""
+
+    def add(self, a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+
+@pytest.fixture
+def every_logger_at_debug(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Path]:
+    """Every logger (aicm, httpx, httpcore, uvicorn...) captured at DEBUG; a log file path."""
+    path = tmp_path / "aicm.log"
+    caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "httpcore", "aicm", "hpack"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    aicm_logger = logging.getLogger("aicm")
+    level = aicm_logger.level
+    try:
+        yield path
+    finally:
+        handler = logfile._files.pop(str(path.resolve()), None)
+        if handler is not None:
+            aicm_logger.removeHandler(handler)
+            handler.close()
+        aicm_logger.setLevel(level)
+
+
+def chain(error: BaseException) -> list[str]:
+    """str, repr, body and args of an error and of every error behind it."""
+    texts: list[str] = []
+    seen: BaseException | None = error
+    while seen is not None:
+        texts += [str(seen), repr(seen), str(getattr(seen, "body", "")), repr(seen.args)]
+        seen = seen.__cause__ or seen.__context__
+    return texts
+
+
+def drive(entry: str, options: dict[str, Any], collector: LocalCollector) -> list[str]:
+    """Use one sync entry point through a refused key, 5xx and a refused record; return
+    every text it produced (errors, reprs, health, dead letters)."""
+    seen: list[str] = []
+
+    def attempt(call: Callable[[], object]) -> None:
+        try:
+            seen.append(repr(call()))
+        except AicmError as exc:
+            seen.extend(chain(exc))
+
+    phases = [
+        Faults(require_api_key="the-service-wants-another-key"),
+        Faults(failure_rate=1.0, failure_status=503),
+        Faults(reject_response_ids={"sec-2"}, reject_status=422),
+        Faults(),
+    ]
+    if entry == "client":
+        client = CostManagerClient(**options)
+        for n, faults in enumerate(phases):
+            collector.set_faults(faults)
+            record = {"api_id": "openai", "service_key": "svc", "payload": {"n": n}}
+            attempt(partial(client.track, [{**record, "response_id": f"sec-{n}"}]))
+            attempt(client.get_configs)
+        seen += [repr(client), repr(client.settings)]
+        client.close()
+        return seen
+    owner: Any
+    if entry == "tracker":
+        owner = Tracker(**options)
+    elif entry == "cost_manager":
+        owner = CostManager(Calculator(), configs=[_calc_config()], **options)
+    else:
+        owner = RestUsageWrapper(httpx.Client(), base_url=collector.api_base, **options)
+    for n, faults in enumerate(phases):
+        collector.set_faults(faults)
+        if entry == "tracker":
+            attempt(partial(owner.track, "openai", "svc", {"n": n}, response_id=f"sec-{n}"))
+        elif entry == "cost_manager":
+            attempt(partial(owner.client.add, n, 1))
+        else:
+            attempt(lambda: owner.get("/_collector/health"))
+        attempt(lambda: owner.flush(0.3))
+        seen += [repr(owner.health()), str(owner.health().last_error)]
+    seen += [repr(owner), repr(get_global_delivery_health())]
+    seen += [repr(d) for d in owner.dead_letters()]
+    attempt(lambda: owner.close(2))
+    return seen
+
+
+def _calc_config() -> dict[str, Any]:
+    return {"config_id": "calc-sec", "api_id": "calculator", "handling_config": CALC_HANDLING}
+
+
+@pytest.mark.parametrize("entry", ["tracker", "cost_manager", "rest", "client"])
+def test_the_key_never_leaks_from_sync_entry_points(
+    collector: LocalCollector,
+    tmp_path: Path,
+    every_logger_at_debug: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    entry: str,
+) -> None:
+    """Every sync entry point at DEBUG with bodies: the key is in no log, error, repr or file."""
+    monkeypatch.setenv("AICM_BACKOFF_BASE", "0.01")
+    monkeypatch.setenv("AICM_BACKOFF_CAP", "0.05")
+    monkeypatch.setenv("AICM_AUTH_RETRY_INTERVAL", "0.05")
+    monkeypatch.setenv("AICM_MAX_ATTEMPTS", "1")
+    host = collector.api_base.split("://", 1)[1]
+    collector.set_configs(
+        [
+            {
+                "config_id": "health-sec",
+                "api_id": host,
+                "handling_config": {
+                    "tracked_methods": ["GET /_collector/health"],
+                    "payload_mapping": {"config_id": "config_identifier", "timestamp": "timestamp"},
+                    "static_payload_fields": {"usage": {"calls": 1}},
+                },
+            }
+        ]
+    )
+    options: dict[str, Any] = {"aicm_api_key": SECRET, "aicm_api_base": collector.api_base}
+    if entry != "client":
+        options.update(
+            delivery_type="persistent_queue",
+            db_path=str(tmp_path / "queue.db"),
+            batch_interval=0.01,
+            log_level="DEBUG",
+            log_file=str(every_logger_at_debug),
+            log_bodies=True,
+        )
+    seen = drive(entry, options, collector)
+    seen += [caplog.text, *(r.getMessage() for r in caplog.records)]
+    seen += [str(r.exc_info[1]) for r in caplog.records if r.exc_info and r.exc_info[1]]
+    assert any("401" in text for text in seen), "the refused-key phase left no trace"
+    assert any(r.name.startswith("httpx") for r in caplog.records), "httpx logged nothing"
+    leaks = [text[:200] for text in seen if SECRET in text]
+    assert leaks == []
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    stored = repr(collector.records("track")) + repr(collector.records("track_usage"))
+    assert SECRET not in stored + repr(collector.stats())
+    assert collector.db_path is not None
+    assert SECRET.encode() not in Path(collector.db_path).read_bytes()
+
+
+def test_the_capture_keeps_no_key() -> None:
+    """aicm.testing's capture holds records, never the Authorization header or key."""
+    with capture() as captured, Tracker(aicm_api_key=SECRET) as tracker:
+        tracker.track("openai", "svc", {"n": 1})
+    assert len(captured) == 1
+    assert SECRET not in repr(captured.records) + repr(captured)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+
+def ssl_context_of(client: AsyncCostManagerClient) -> ssl.SSLContext:
+    """The SSL context the client's connection pool would use (httpx/httpcore internals)."""
+    context: ssl.SSLContext = client._http._transport._pool._ssl_context  # type: ignore[attr-defined]
+    return context
+
+
+def check_tls(client: AsyncCostManagerClient) -> None:
+    """Certificates and host names are verified, TLS 1.2 at least."""
+    context = ssl_context_of(client)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname is True
+    assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
+
+
+HTTPS: dict[str, Any] = {"aicm_api_key": SECRET, "aicm_api_base": "https://aicm.example"}
+
+
+@pytest.mark.anyio
+async def test_tls_is_verified_by_default_async() -> None:
+    """Every async entry point's service client verifies certificates and host names."""
+    async with AsyncCostManagerClient(**HTTPS) as client:
+        check_tls(client)
+    tracker = AsyncTracker(**HTTPS)
+    check_tls(tracker.client)
+    await tracker.aclose()
+    manager = AsyncCostManager(Calculator(), configs=[], **HTTPS)
+    check_tls(manager.aicm_client)
+    await manager.aclose()
+    async with httpx.AsyncClient() as http:
+        wrapper = AsyncRestUsageWrapper(http, base_url="https://api.example", **HTTPS)
+        check_tls(wrapper.aicm_client)
+        await wrapper.aclose()
+
+
+def test_tls_is_verified_by_default_sync() -> None:
+    """Every sync entry point's service client verifies certificates and host names."""
+    client = CostManagerClient(**HTTPS)
+    check_tls(client._async)
+    client.close()
+    with Tracker(**HTTPS) as tracker:
+        check_tls(tracker._async.client)
+    with CostManager(Calculator(), configs=[], **HTTPS) as manager:
+        check_tls(manager._async.aicm_client)
+    with RestUsageWrapper(httpx.Client(), base_url="https://api.example", **HTTPS) as wrapper:
+        check_tls(wrapper._async.aicm_client)
+
+
+# -- plain http -----------------------------------------------------------------------------
+
+
+def build_entry(entry: str, api_base: str) -> None:
+    """Build and close one sync entry point on ``api_base``."""
+    options: dict[str, Any] = {"aicm_api_key": SECRET, "aicm_api_base": api_base}
+    if entry == "tracker":
+        Tracker(**options).close()
+    elif entry == "cost_manager":
+        CostManager(Calculator(), configs=[], **options).close()
+    else:
+        RestUsageWrapper(httpx.Client(), base_url="https://api.example", **options).close()
+
+
+@pytest.mark.parametrize("entry", ["tracker", "cost_manager", "rest"])
+@pytest.mark.parametrize(
+    ("api_base", "warnings"),
+    [("http://aicm.example:8080", 1), ("http://127.0.0.1:9", 0), ("https://aicm.example", 0)],
+)
+def test_plain_http_to_a_remote_host_warns_from_every_entry_point(
+    entry: str, api_base: str, warnings: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every entry point warns once about http:// to a remote host, never for loopback/https."""
+    with caplog.at_level(logging.WARNING, logger="aicm"):
+        build_entry(entry, api_base)
+    found = [r for r in caplog.records if "plain http" in r.getMessage()]
+    assert len(found) == warnings
+    assert SECRET not in caplog.text
+
+
+# -- file modes -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """umask 000: nothing but aicm's own choice keeps its files private."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def modes(folder: Path) -> dict[str, int]:
+    """The permission bits of every entry in ``folder``."""
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+
+
+@pytest.mark.usefixtures("permissive_umask")
+@pytest.mark.anyio
+async def test_async_queue_files_are_private_under_umask_000(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """Under umask 000 an async tracker's queue folder is 0700 and its files 0600."""
+    folder = tmp_path / "fresh" / "queue"
+    collector.set_faults(Faults(failure_rate=1.0))  # rows stay, so the WAL does too
+    async with AsyncTracker(
+        aicm_api_key=SECRET,
+        aicm_api_base=collector.api_base,
+        delivery_type="persistent_queue",
+        db_path=str(folder / "q.db"),
+        batch_interval=0.01,
+    ) as tracker:
+        for n in range(3):
+            await tracker.track("openai", "svc", {"n": n})
+        await anyio.sleep(0.1)
+        assert modes(folder) == {"q.db": 0o600, "q.db-wal": 0o600, "q.db-shm": 0o600}
+        await tracker.aclose(0.1)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert modes(folder)["q.db"] == 0o600
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_sync_queue_file_is_private_under_umask_000(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """The same for the sync Tracker's writer: 0700 folder, 0600 files, umask or not."""
+    folder = tmp_path / "sync" / "queue"
+    collector.set_faults(Faults(failure_rate=1.0))
+    with Tracker(
+        aicm_api_key=SECRET,
+        aicm_api_base=collector.api_base,
+        delivery_type="persistent_queue",
+        db_path=str(folder / "q.db"),
+        batch_interval=0.01,
+    ) as tracker:
+        tracker.track("openai", "svc", {"n": 1})
+        assert set(modes(folder).values()) == {0o600}
+        tracker.close(0.1)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+# -- the collector's key check ------------------------------------------------------------------
+
+
+def test_the_collector_compares_every_key_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right, wrong, short, long and non-ASCII keys all go through hmac.compare_digest."""
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    expected = "k" * 32
+    tried = [expected, "x" * 32, "k", "k" * 64, "k" * 31 + "é", "k" * 31 + "€"]
+    verdicts = [collector_logic.api_key_matches(f"Bearer {key}", expected) for key in tried]
+    assert verdicts == [True, False, False, False, False, False]
+    assert len(calls) == 5  # "€" is no latin-1 header value: refused before any comparison
+    assert all(b == expected.encode() for _, b in calls)
+
+
+def test_the_collector_key_check_has_no_plain_comparison() -> None:
+    """api_key_matches never compares the presented key with == or != (timing leak)."""
+    source = textwrap.dedent(inspect.getsource(collector_logic.api_key_matches))
+    tree = ast.parse(source)
+    secrets = {"token", "given", "expected"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)) for op in node.ops
+        ):
+            names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            assert not names & secrets, ast.unparse(node)
+    assert "hmac.compare_digest" in source
