@@ -1,6 +1,6 @@
 """A Celery-like prefork pool: the parent tracks, forks 2 workers, they run tracking tasks.
 
-Usage: python -m reliability._prefork DELIVERY PREFIX PARENT_N TASKS PER_TASK
+Usage: python -m reliability._prefork DELIVERY PREFIX PARENT_N TASKS PER_TASK [--finalize]
 
 The parent builds a ``Tracker`` and tracks ``PARENT_N`` records *before* the pool forks
 (its memory queue and SQLite handles are then the children's inheritance), then a
@@ -8,12 +8,14 @@ The parent builds a ``Tracker`` and tracks ``PARENT_N`` records *before* the poo
 ``PER_TASK`` records in a worker, as Celery's prefork pool does. Workers end the way pool
 workers end (``os._exit`` after the pool closes). The parent then tracks once more,
 closes its tracker and prints ``left N`` (records it could not deliver). ``REL_DB`` is
-the queue file; the connection comes from ``AICM_*``.
+the queue file; the connection comes from ``AICM_*``. With ``--finalize`` each worker
+closes the tracker as it ends (``multiprocessing.util.Finalize``, docs/guides/prefork.md).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import sys
 import time
@@ -31,6 +33,12 @@ def task(prefix: str, per_task: int) -> int:
     return os.getpid()
 
 
+def close_at_worker_exit() -> None:
+    """Pool initializer: close the tracker when the worker ends (what atexit cannot do)."""
+    assert tracker is not None
+    multiprocessing.util.Finalize(tracker, tracker.close, exitpriority=10)
+
+
 def main(argv: list[str]) -> int:
     """Run the pool (see the module docstring)."""
     global tracker
@@ -39,10 +47,11 @@ def main(argv: list[str]) -> int:
     tracker = Tracker(delivery_type=delivery, db_path=os.environ.get("REL_DB"))
     for i in range(parent_n):
         tracker.track("openai", "openai::gpt-4o-mini", {"n": i}, response_id=f"{prefix}-p-{i}")
-    pool = multiprocessing.get_context("fork").Pool(2)
+    initializer = close_at_worker_exit if "--finalize" in argv else None
+    pool = multiprocessing.get_context("fork").Pool(2, initializer=initializer)
     try:
         jobs = [pool.apply_async(task, (f"{prefix}-t{t}", per_task)) for t in range(tasks)]
-        pids = {job.get(60) for job in jobs}
+        pids = {job.get(15) for job in jobs}
         pool.close()
         pool.join()
     finally:

@@ -98,9 +98,7 @@ _SCALARS = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
-    # Past 64 bits the service cannot read a number (a known bug: aicm takes it, the
-    # service refuses it; tests/reliability/test_bad_input.py pins it). Kept in range here.
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-(10**400), max_value=10**400),  # past 64 bits: refused at the call
     st.floats(),  # NaN and infinities included
     st.text(),
     st.text(alphabet=st.characters(codec="utf-8")),
@@ -160,27 +158,17 @@ def _maybe(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return _mostly(valid, junk())
 
 
-def _has_surrogate(value: object) -> bool:
-    return isinstance(value, str) and any("\ud800" <= c <= "\udfff" for c in value)
-
-
-def _maybe_name(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """A name argument, often junk, but no lone surrogate: those are a known bug in the
-    name fields (accepted, then they jam the queue; pinned by test_bad_input.py)."""
-    return _maybe(valid).filter(lambda v: not _has_surrogate(v))
-
-
 @st.composite
 def track_calls(draw: st.DrawFn) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``track(api_id, service_key, usage, **options)`` arguments, often bad."""
-    positional = (draw(_maybe_name(_NAMES)), draw(_maybe_name(_NAMES)), draw(_maybe(_USAGE)))
+    positional = (draw(_maybe(_NAMES)), draw(_maybe(_NAMES)), draw(_maybe(_USAGE)))
     options = draw(
         st.fixed_dictionaries(
             {},
             optional={
-                "client_customer_key": _maybe_name(_NAMES),
+                "client_customer_key": _maybe(_NAMES),
                 "context": _maybe(st.dictionaries(st.text(max_size=8), _JSON_SCALARS)),
-                "response_id": _maybe_name(st.uuids().map(str)),
+                "response_id": _maybe(st.uuids().map(str)),
                 "timestamp": _maybe(
                     st.one_of(
                         st.datetimes(timezones=st.just(dt.timezone.utc)),

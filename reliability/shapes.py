@@ -18,6 +18,7 @@ Every shape takes a collector (``LocalCollector`` or ``CollectorProcess``) and r
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import signal
 import socket
@@ -203,7 +204,7 @@ def gunicorn(collector: Collector, delivery: str, requests: int, workdir: Path) 
         [
             *(sys.executable, "-m", "gunicorn", "--preload", "--workers", "2"),
             *("--worker-class", "sync", "--bind", f"127.0.0.1:{port}"),
-            *("--graceful-timeout", "20", *_gunicorn_options(), "reliability.wsgi_app:app"),
+            *("--graceful-timeout", "5", *_gunicorn_options(), "reliability.wsgi_app:app"),
         ],
         env=env,
         cwd=ROOT,
@@ -214,7 +215,7 @@ def gunicorn(collector: Collector, delivery: str, requests: int, workdir: Path) 
     pids: set[str] = set()
     expected: list[str] = []
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as http:
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -225,13 +226,20 @@ def gunicorn(collector: Collector, delivery: str, requests: int, workdir: Path) 
                     if time.monotonic() > deadline or server.poll() is not None:
                         raise
                     time.sleep(0.05)
-            for i in range(requests):
+
+            def one(i: int) -> tuple[str, str]:
                 rid = f"{prefix}-{i}"
                 # A fresh connection per request: the two workers share the listening socket.
                 answer = http.get(f"/{rid}", headers={"Connection": "close"})
                 answer.raise_for_status()
-                pids.add(answer.text)
-                expected.append(rid)
+                return rid, answer.text
+
+            # Four at a time: with sequential requests the kernel may hand every accept to
+            # the same sync worker, and the other forked worker would never track at all.
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                for rid, pid in pool.map(one, range(requests)):
+                    pids.add(pid)
+                    expected.append(rid)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -249,9 +257,17 @@ def gunicorn(collector: Collector, delivery: str, requests: int, workdir: Path) 
 
 
 def prefork(
-    collector: Collector, delivery: str, parent_n: int, tasks: int, per_task: int, workdir: Path
+    collector: Collector,
+    delivery: str,
+    parent_n: int,
+    tasks: int,
+    per_task: int,
+    workdir: Path,
+    *,
+    finalize: bool = False,
 ) -> ShapeResult:
-    """A fork-started ``multiprocessing`` pool whose parent tracked before forking."""
+    """A fork-started ``multiprocessing`` pool whose parent tracked before forking; with
+    ``finalize`` its workers close the tracker as they end (docs/guides/prefork.md)."""
     started = time.monotonic()
     prefix = _prefix(f"fork-{delivery[:3]}")
     before = _duplicates(collector)
@@ -259,6 +275,7 @@ def prefork(
         [
             *(sys.executable, "-m", "reliability._prefork", delivery, prefix),
             *(str(parent_n), str(tasks), str(per_task)),
+            *(["--finalize"] if finalize else []),
         ],
         env=_env(collector, delivery, workdir / f"prefork-{prefix}.db"),
         cwd=ROOT,
@@ -269,7 +286,8 @@ def prefork(
     expected = [f"{prefix}-p-{i}" for i in range(parent_n)] + [f"{prefix}-p-after"]
     expected += [f"{prefix}-t{t}-{i}" for t in range(tasks) for i in range(per_task)]
     note = f"exit {done.returncode}: {done.stdout.strip()} {done.stderr[-500:]}".strip()
-    result = _compare(f"prefork {delivery}", collector, expected, prefix, before, started, note)
+    name = f"prefork {delivery}" + (" (workers close)" if finalize else "")
+    result = _compare(name, collector, expected, prefix, before, started, note)
     # A pool worker ends with os._exit, maybe mid-request: its leased rows are sent again
     # by the parent once their lease expires.
     result.resends_expected = delivery == "persistent_queue"

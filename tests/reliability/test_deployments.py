@@ -28,10 +28,10 @@ def exact(result: shapes.ShapeResult, expected: int) -> None:
 
 
 FORK_IN_TRANSACTION = pytest.mark.xfail(
-    strict=False,  # intermittent: only when the fork lands inside the master's transaction
-    reason="bug (intermittent, ~1 run in 5): a persistent tracker built before the fork "
-    "(--preload) can leave a worker whose queue writes fail with 'database is locked' "
-    "after 30 s: SQLite state inherited mid-transaction across fork()",
+    strict=False,  # intermittent: only when the fork lands inside the parent's transaction
+    reason="bug (intermittent, 1 run in 3 to 5): a persistent tracker used before a fork "
+    "(gunicorn --preload, a pool) can leave a child whose queue writes fail with 'database "
+    "is locked' after 30 s: SQLite state inherited mid-transaction across fork()",
 )
 
 
@@ -50,14 +50,24 @@ def test_gunicorn_preload_two_forked_workers(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="bug: a fork-started pool worker exits through os._exit, skipping atexit: its "
-    "mem_queue records are lost (only the parent's 11 arrive)",
+    reason="bug (documented as a limitation in docs/guides/prefork.md): a fork-pool worker "
+    "exits through os._exit, skipping atexit: its mem_queue records are lost unless the "
+    "app closes the tracker itself; the SDK could register multiprocessing.util.Finalize",
 )
 def test_prefork_pool_memory_queue(collector: LocalCollector, tmp_path: Path) -> None:
     """A fork pool whose parent tracked first (10 + 6 x 20 + 1): exactly 131 records."""
     exact(shapes.prefork(collector, "mem_queue", 10, 6, 20, tmp_path), 131)
 
 
+def test_prefork_pool_memory_queue_closed_by_its_workers(
+    collector: LocalCollector, tmp_path: Path
+) -> None:
+    """With the guide's Finalize initializer, the fork pool's memory queue delivers all 131."""
+    result = shapes.prefork(collector, "mem_queue", 10, 6, 20, tmp_path, finalize=True)
+    exact(result, 131)
+
+
+@FORK_IN_TRANSACTION
 def test_prefork_pool_persistent_queue(collector: LocalCollector, tmp_path: Path) -> None:
     """The same pool on a persistent queue: exactly 131 records stored, each once."""
     result = shapes.prefork(collector, "persistent_queue", 10, 6, 20, tmp_path)
