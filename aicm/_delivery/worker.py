@@ -73,6 +73,7 @@ class SharedRuntime:
                     failure[0] if failure else None
                 )
             self._thread = thread
+            _close_at_process_exit()
             return self._portal
 
     async def _main(self, ready: threading.Event) -> None:
@@ -161,6 +162,16 @@ def shared_runtime() -> SharedRuntime:
 
 def _at_exit() -> None:
     _runtime.shutdown()
+
+
+def _close_at_process_exit() -> None:
+    # A multiprocessing child (a Pool or Celery-style prefork worker) ends in os._exit,
+    # which skips atexit; multiprocessing runs its own finalizers first, so hook in there.
+    import multiprocessing
+    import multiprocessing.util
+
+    if multiprocessing.parent_process() is not None:
+        multiprocessing.util.Finalize(None, _at_exit, exitpriority=100)
 
 
 atexit.register(_at_exit)

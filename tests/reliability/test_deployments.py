@@ -48,12 +48,6 @@ def test_gunicorn_preload_two_forked_workers(
     assert result.note.startswith("2 worker(s) answered; gunicorn exit 0"), result.note
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (documented as a limitation in docs/guides/prefork.md): a fork-pool worker "
-    "exits through os._exit, skipping atexit: its mem_queue records are lost unless the "
-    "app closes the tracker itself; the SDK could register multiprocessing.util.Finalize",
-)
 def test_prefork_pool_memory_queue(collector: LocalCollector, tmp_path: Path) -> None:
     """A fork pool whose parent tracked first (10 + 6 x 20 + 1): exactly 131 records."""
     exact(shapes.prefork(collector, "mem_queue", 10, 6, 20, tmp_path), 131)
