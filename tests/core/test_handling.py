@@ -14,34 +14,11 @@ from aicm._core.handling import (
     SourceKind,
     parse_path,
 )
+from tests.tracking_support import SEED_000_HANDLING, SEED_004_HANDLING
 
-SEED_000: dict[str, Any] = {
-    "tracked_methods": ["add"],
-    "request_fields": ["a", "b"],
-    "response_fields": [{"key": "value", "path": ""}],
-    "payload_mapping": {
-        "config": "config_identifier",
-        "timestamp": "timestamp",
-        "usage": "response_data.value",
-    },
-    "static_payload_fields": {"static": 1},
-}
-
-SEED_004: dict[str, Any] = {
-    "tracked_methods": ["GET /v2/streaming.list"],
-    "list_path": "sessions",
-    "response_fields": [
-        {"key": "session_id", "path": "session_id"},
-        {"key": "duration", "path": "duration"},
-    ],
-    "payload_mapping": {
-        "config_id": "config_identifier",
-        "service_id": "service_id",
-        "timestamp": "timestamp",
-        "response_id": "response_data.session_id",
-        "usage": "response_data.duration",
-    },
-}
+# The seeds' handling configs, shared with the delivery tests.
+SEED_000 = SEED_000_HANDLING
+SEED_004 = SEED_004_HANDLING
 
 
 def parse(data: Any, config_id: str = "cfg") -> HandlingConfig:
