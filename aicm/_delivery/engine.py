@@ -56,6 +56,8 @@ logger = logging.getLogger("aicm.delivery")
 
 _RETRYABLE = (TransportError, ServerError, RateLimitedError)
 _IMMEDIATE_MAX_DELAY = 5.0
+# Requests a memory queue's actor keeps in flight at once (see DeliveryEngine._run_memory).
+_MAX_IN_FLIGHT = 2
 
 # SQLite handles a forked child inherited: never used nor closed there (they are the
 # parent's), and kept referenced so that garbage collection does not close them either.
@@ -73,16 +75,31 @@ class DeadLetterRecord:
     dead_at: float
 
 
-@attrs.frozen(kw_only=True, eq=False)
 class _Item:
-    """A record the actor holds: compared by identity, since two may carry equal data."""
+    """A record the actor holds: compared by identity, since two may carry equal data.
 
-    endpoint: Endpoint
-    response_id: str
-    body: str
-    created_at: float
-    row_id: int | None = None
-    record: WireRecord | None = None
+    A plain slotted class: the memory actor makes one per record, 1000 per batch.
+    """
+
+    __slots__ = ("body", "created_at", "endpoint", "queued_at", "record", "response_id", "row_id")
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        response_id: str,
+        body: str,
+        created_at: float,
+        row_id: int | None = None,
+        record: WireRecord | None = None,
+        queued_at: float = 0.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.response_id = response_id
+        self.body = body
+        self.created_at = created_at  # time.time() when written (persistent) or taken
+        self.row_id = row_id  # persistent queues: the row
+        self.record = record  # memory queues: the record, to give back
+        self.queued_at = queued_at  # memory queues: time.monotonic() it arrived
 
 
 def _reason(result: RecordResult) -> str:
@@ -129,7 +146,8 @@ class DeliveryEngine:
         self._scope: anyio.CancelScope | None = None
         # What the actor has taken and the service has not settled yet, by identity.
         self._held: dict[int, _Item] = {}
-        self._held_queued_at = 0.0
+        self._sending = 0  # memory queues: sender tasks with a request in flight
+        self._slot_freed = anyio.Event()
         self.buffer: RecordBuffer[WireRecord] | None = None
         self._doorbell: Doorbell | None = None
         self._writer: SyncWriter | None = None
@@ -372,21 +390,60 @@ class DeliveryEngine:
     # -- the memory actor ------------------------------------------------------------------
 
     async def _run_memory(self, buffer: RecordBuffer[WireRecord]) -> None:
-        while True:
-            try:
-                if not await self._respect_backoff():
-                    return
-                batch = await self._next_memory_batch(buffer)
-                if batch is None:
-                    return
-                queued_at, records = batch
-                await self._deliver_held(self._encode(records), queued_at)
-            except Exception as exc:
-                await self._survive(exc)
+        """Take batches and hand each to a sender task, up to ``_MAX_IN_FLIGHT`` at once.
 
-    def _encode(self, records: list[WireRecord]) -> list[_Item]:
+        Two requests in flight keep the service busy while the answer to the other one
+        travels back (and waits for the GIL behind the callers' threads): on a loaded
+        process that doubles the records delivered per second.
+        """
+        async with anyio.create_task_group() as senders:
+            while True:
+                try:
+                    if not await self._respect_backoff():
+                        return
+                    if self._sending >= _MAX_IN_FLIGHT:
+                        await self._slot_freed_wait()
+                        continue
+                    batch = await self._next_memory_batch(buffer)
+                    if batch is None:
+                        if not self._sending:
+                            return
+                        # Closing with requests in flight: what they fail to deliver comes
+                        # back to the queue, and is tried again while the deadline allows.
+                        await self._slot_freed_wait()
+                        continue
+                    queued_at, records = batch
+                    if time.monotonic() < self._not_before:
+                        # A request in flight failed meanwhile: wait out its backoff first.
+                        buffer.push_front(records, queued_at=queued_at)
+                        continue
+                    items = self._encode(records, queued_at)
+                    if items:
+                        self._hold(items)
+                        self._sending += 1
+                        senders.start_soon(self._send_batch, items)
+                except Exception as exc:
+                    await self._survive(exc, release=False)
+
+    async def _slot_freed_wait(self) -> None:
+        self._slot_freed = event = anyio.Event()
+        await event.wait()
+
+    async def _send_batch(self, items: list[_Item]) -> None:
+        """One sender task: deliver ``items``; what is left unsettled goes back."""
+        try:
+            await self._deliver_held(items)
+        except Exception as exc:
+            await self._survive(exc, release=False)
+        finally:
+            self._sending -= 1
+            self._slot_freed.set()
+            self._wake()  # records given back, or a slot free: the taker looks again
+
+    def _encode(self, records: list[WireRecord], queued_at: float = 0.0) -> list[_Item]:
         now = time.time()
         items: list[_Item] = []
+        append = items.append
         for record in records:
             try:
                 body = dumps(record.wire())
@@ -394,15 +451,7 @@ class DeliveryEngine:
                 self._note_unexpected(exc)
                 self._discarded(record, "unencodable")
                 continue
-            items.append(
-                _Item(
-                    endpoint=record.endpoint,
-                    response_id=record.response_id,
-                    body=body,
-                    created_at=now,
-                    record=record,
-                )
-            )
+            append(_Item(record.endpoint, record.response_id, body, now, None, record, queued_at))
         return items
 
     async def _next_memory_batch(
@@ -448,16 +497,11 @@ class DeliveryEngine:
                 rows = await queue.claim(limit, lease_seconds=self.settings.lease_seconds)
                 if rows:
                     items = [
-                        _Item(
-                            endpoint=Endpoint(r.endpoint),
-                            response_id=r.response_id,
-                            body=r.body,
-                            created_at=r.created_at,
-                            row_id=r.id,
-                        )
+                        _Item(Endpoint(r.endpoint), r.response_id, r.body, r.created_at, r.id)
                         for r in rows
                     ]
-                    await self._deliver_held(items, 0.0)
+                    self._hold(items)
+                    await self._deliver_held(items)
                     rechecked = False
                     if len(rows) == limit or self._closing:
                         continue  # more may be due now
@@ -520,15 +564,22 @@ class DeliveryEngine:
                 return False  # no attempt fits before the deadline: stop now, keep the rest
             await waker.wait(wait)  # a close may come meanwhile and change the answer
 
-    async def _deliver_held(self, items: list[_Item], queued_at: float) -> None:
-        """Deliver ``items``; whatever the answers leave unsettled goes back to the queue."""
-        self._held = {id(item): item for item in items}
-        self._held_queued_at = queued_at
+    def _hold(self, items: list[_Item]) -> None:
+        """The actor has taken ``items``: held until an answer settles each."""
+        held = self._held
+        for item in items:
+            held[id(item)] = item
+
+    async def _deliver_held(self, items: list[_Item]) -> None:
+        """Deliver held ``items``; whatever the answers leave unsettled goes back to the queue."""
         try:
             await self._deliver(items)
         finally:
-            delay = max(0.0, self._not_before - time.monotonic())
-            await self._release_held(delay, "not sent: delivery was interrupted")
+            held = self._held
+            left = [i for i in items if id(i) in held]
+            if left:
+                delay = max(0.0, self._not_before - time.monotonic())
+                await self._release(left, delay, "not sent: delivery was interrupted")
         self._signal_progress()
 
     async def _deliver(self, items: list[_Item]) -> None:
@@ -549,13 +600,13 @@ class DeliveryEngine:
             )
         else:
             logger.debug("sending %d record(s) to %s", len(items), endpoint.value)
-        self.stats.in_flight = len(items)
+        self.stats.in_flight += len(items)
         try:
             return await self.client.send_encoded(
                 endpoint, [i.body for i in items], only_failures=True
             )
         finally:
-            self.stats.in_flight = 0
+            self.stats.in_flight -= len(items)
 
     async def _deliver_group(self, endpoint: Endpoint, items: list[_Item]) -> bool:
         """Send ``items``, splitting around records the service refuses.
@@ -699,8 +750,9 @@ class DeliveryEngine:
         elif self.buffer is not None:
             self.buffer.push_front(
                 [i.record for i in items if i.record is not None],
-                queued_at=self._held_queued_at or None,
+                queued_at=min(i.queued_at for i in items) or None,
             )
+            self._wake()
             self._settle(items)
 
     def _settle(self, items: Sequence[_Item]) -> None:
@@ -709,25 +761,29 @@ class DeliveryEngine:
             self._held.pop(id(item), None)
 
     async def _release_held(self, delay: float, error: str) -> None:
-        """Give back everything still held; never raises (a persistent row whose release
-        fails stays leased, and is claimed again when its lease expires)."""
-        held = list(self._held.values())
-        if not held:
+        """Give back everything still held (see :meth:`_release`)."""
+        await self._release(list(self._held.values()), delay, error)
+
+    async def _release(self, items: list[_Item], delay: float, error: str) -> None:
+        """Give ``items`` back; never raises (a persistent row whose release fails stays
+        leased, and is claimed again when its lease expires)."""
+        if not items:
             return
         with anyio.CancelScope(shield=True):
             try:
-                await self._give_back(held, delay, error)
+                await self._give_back(items, delay, error)
             except Exception as exc:
                 self._note_unexpected(exc)
             finally:
-                self._held = {}
+                self._settle(items)
 
-    async def _survive(self, exc: Exception) -> None:
+    async def _survive(self, exc: Exception, *, release: bool = True) -> None:
         """An error nobody foresaw: note it, keep the records, back off, carry on."""
         self._note_unexpected(exc)
         delay = self._next_delay(None)
         self._not_before = time.monotonic() + delay
-        await self._release_held(delay, f"internal error: {type(exc).__name__}: {exc}")
+        if release:
+            await self._release_held(delay, f"internal error: {type(exc).__name__}: {exc}")
 
     def _note_error(self, exc: BaseException) -> None:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
