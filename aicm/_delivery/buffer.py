@@ -23,6 +23,7 @@ from .._core.settings import OnFull
 __all__ = ["Doorbell", "RecordBuffer", "Waker"]
 
 T = TypeVar("T")
+_monotonic = time.monotonic
 
 
 class Waker:
@@ -116,7 +117,7 @@ class RecordBuffer(Generic[T]):
 
     def _append_locked(self, item: T) -> None:
         items = self._items
-        items.append((time.monotonic(), item))
+        items.append((_monotonic(), item))
         waker = self._waker
         if waker is not None and len(items) >= self._waiting_for:
             self._waker = None
@@ -128,19 +129,28 @@ class RecordBuffer(Generic[T]):
         with self._lock:
             if self.closed:
                 raise QueueFullError("the delivery queue is closed")
-            if len(self._items) >= self.maxsize:
+            items = self._items
+            if len(items) >= self.maxsize:
                 if self.on_full is not OnFull.BACKPRESSURE:
                     return False
-                dropped = self._items.popleft()[1]
-            self._append_locked(item)
+                dropped = items.popleft()[1]
+            # _append_locked, inlined: this is every track()'s path.
+            items.append((_monotonic(), item))
+            waker = self._waker
+            if waker is not None and len(items) >= self._waiting_for:
+                self._waker = None
+                waker.wake()
         if dropped is not None:
             self._discarded(dropped, "backpressure")
         return True
 
     def put(self, item: T) -> None:
         """Append from a thread that may block (the sync facade), per the on-full policy."""
-        if self.try_put(item):
-            return
+        if not self.try_put(item):
+            self.put_when_full(item)
+
+    def put_when_full(self, item: T) -> None:
+        """:meth:`put` once :meth:`try_put` found the queue full: raise or block per policy."""
         if self.on_full is OnFull.RAISE:
             raise QueueFullError(f"the delivery queue is full ({self.maxsize} records)")
         deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout

@@ -269,9 +269,12 @@ class DeliveryEngine:
 
     def put(self, record: WireRecord) -> None:
         """Queue ``record`` from a plain thread (the sync facade); blocks per the on-full policy."""
-        self._check_open()
-        if self.buffer is not None:
-            self.buffer.put(record)
+        if self._closed or self._closing:
+            self._check_open()
+        buffer = self.buffer
+        if buffer is not None:
+            if not buffer.try_put(record):
+                buffer.put_when_full(record)
         elif self._writer is not None and self._doorbell is not None:
             # Counted before the commit: the actor may deliver the row before we get back.
             self._count(1)

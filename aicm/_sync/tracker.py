@@ -266,7 +266,10 @@ class Tracker:
         ``IMMEDIATE`` waits for the service's verdict; the queues return once the record is
         queued. From async code, await :meth:`track_async` instead.
         """
-        tracker = self._live()
+        if self._closed or self._generation != self._runtime.generation:
+            tracker = self._live()  # raises if closed; restarts in a forked child
+        else:
+            tracker = self._async
         if not self._queued:
             result: RecordResult = self._runtime.call(_track, tracker, args, kwargs)
             return result
