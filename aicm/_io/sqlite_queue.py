@@ -9,6 +9,9 @@ never taken from it. Rows name their API root and a fingerprint of the key, neve
 The SQL lives here once. Writers on plain threads (the sync facade) use
 :class:`SyncWriter`; everything else goes through an :class:`AsyncDB`, which is aiosqlite
 on asyncio and one ``sqlite3`` connection behind ``anyio.to_thread`` on trio.
+
+Every use of a connection here passes through ``_FORK_GATE``, so that a ``fork()`` never
+lands inside a transaction (see :class:`_ForkGate`).
 """
 
 from __future__ import annotations
@@ -123,6 +126,117 @@ _HURRY = (
 )
 
 
+# How long a fork() waits for the SQLite operations under way in other threads to end.
+_FORK_WAIT_SECONDS = 5.0
+
+
+class _ForkGate:
+    """Keeps ``fork()`` out of SQLite transactions: a fork waits until none is under way.
+
+    SQLite's unix VFS keeps, per process, an in-memory record of the locks its connections
+    hold on each file. A fork copies that record but not the fcntl locks themselves, so a
+    child forked while this process held a write lock sees it held by a sibling connection
+    that does not exist, and its own connection stays "database is locked" for good.
+
+    Every operation on a connection here (a transaction from its first statement to its
+    commit or rollback, a read, an open, a close) runs inside the gate: ``with`` on plain
+    threads, ``async with`` on an event loop, never nested. An ``os.register_at_fork``
+    hook closes the gate, waits (at most ``_FORK_WAIT_SECONDS``) until no operation is
+    under way, and reopens it after the fork; the child starts with a fresh gate.
+
+    ``async with`` never blocks its loop: while a fork is due it waits by sleeping, so the
+    loop's own transactions can reach their commits. The loop threads inside the gate are
+    tallied, so that a fork from one of them does not wait for transactions that cannot
+    go on while it forks, and a ``with`` there does not block the loop they need.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # a fork waits here for operations
+        self._reopened = threading.Condition(self._lock)  # operations wait here for a fork
+        self._forks = 0  # forks under way (normally 0 or 1)
+        self._active = 0  # operations under way
+        self._loops: dict[int, int] = {}  # thread id -> its async operations under way
+
+    @property
+    def active(self) -> int:
+        """Operations under way."""
+        return self._active
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._forks and threading.get_ident() not in self._loops:
+                while self._forks:
+                    self._reopened.wait()
+            self._active += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._forks:
+                self._idle.notify_all()
+
+    async def __aenter__(self) -> None:
+        ident = threading.get_ident()
+        while True:
+            with self._lock:
+                if not self._forks:
+                    self._active += 1
+                    self._loops[ident] = self._loops.get(ident, 0) + 1
+                    return
+            await anyio.sleep(0.005)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        ident = threading.get_ident()
+        with self._lock:
+            self._active -= 1
+            left = self._loops.get(ident, 1) - 1
+            if left > 0:
+                self._loops[ident] = left
+            else:
+                self._loops.pop(ident, None)
+            if self._forks:
+                self._idle.notify_all()
+
+    def before_fork(self) -> None:
+        ident = threading.get_ident()
+        deadline = time.monotonic() + _FORK_WAIT_SECONDS
+        with self._lock:
+            self._forks += 1
+            while self._active > self._loops.get(ident, 0):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break  # an operation stuck this long: fork anyway, as without the gate
+                self._idle.wait(left)
+
+    def after_fork_in_parent(self) -> None:
+        with self._lock:
+            self._forks -= 1
+            if not self._forks:
+                self._reopened.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        # Only the forking thread lives on: a fresh lock (another thread may have held the
+        # old one), and only this thread's own operations still under way.
+        ident = threading.get_ident()
+        mine = self._loops.get(ident, 0)
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._reopened = threading.Condition(self._lock)
+        self._forks = 0
+        self._active = mine
+        self._loops = {ident: mine} if mine else {}
+
+
+_FORK_GATE = _ForkGate()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_FORK_GATE.before_fork,
+        after_in_parent=_FORK_GATE.after_fork_in_parent,
+        after_in_child=_FORK_GATE.after_fork_in_child,
+    )
+
+
 @attrs.frozen(kw_only=True)
 class QueueRow:
     """A record to write: where it goes and its JSON."""
@@ -180,21 +294,70 @@ def prepare_file(path: Path) -> None:
         raise QueueStoreError(f"cannot create the queue file {path}: {exc}") from exc
 
 
+# The columns of ``records`` (schema version 1), and the tables a queue file may hold.
+_QUEUE_COLUMNS = frozenset(
+    {
+        "id",
+        "endpoint",
+        "response_id",
+        "body",
+        "format",
+        "api_root",
+        "key_fp",
+        "state",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "lease_owner",
+        "last_error",
+        "dead_at",
+    }
+)
+
+
+def _holds_a_queue(conn: sqlite3.Connection, version: int) -> bool:
+    """Whether a file whose ``user_version`` is ``version`` is ours: a queue, or to become one.
+
+    At the current version, ``records`` must have a queue's columns. Below it, the file must
+    hold no table (a new database), or only a queue's ``records`` (a creation cut short).
+    Read-only, so a file found to be another program's is left exactly as it was. SQLite's
+    own tables (``sqlite_sequence``, ``sqlite_stat1``, ...) do not count.
+    """
+    tables = {
+        str(r[0])
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        if not str(r[0]).startswith("sqlite_")
+    }
+    if version < SCHEMA_VERSION:
+        if not tables:
+            return True
+        if tables != {"records"}:
+            return False
+    elif "records" not in tables:
+        return False
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(records)").fetchall()}
+    return columns >= _QUEUE_COLUMNS
+
+
 def _setup(conn: sqlite3.Connection, path: Path) -> None:
     try:
         conn.execute("PRAGMA busy_timeout = 30000")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        if mode is None or str(mode[0]).lower() != "wal":
-            raise QueueStoreError(f"{path}: cannot switch the queue file to WAL mode")
-        # WAL + NORMAL: a committed record survives a process crash (kill -9); an OS crash
-        # may lose the last commits. That is the trade every embedded queue here makes.
-        conn.execute("PRAGMA synchronous = NORMAL")
+        # Look before writing anything: the switch to WAL rewrites the file's header, and
+        # another program's database must be refused exactly as it was.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise QueueStoreError(
                 f"{path}: queue schema version {version} is newer than this aicm "
                 f"understands ({SCHEMA_VERSION}); upgrade aicm"
             )
+        if not _holds_a_queue(conn, version):
+            raise QueueStoreError(f"{path} is an SQLite file but not an aicm queue file")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise QueueStoreError(f"{path}: cannot switch the queue file to WAL mode")
+        # WAL + NORMAL: a committed record survives a process crash (kill -9); an OS crash
+        # may lose the last commits. That is the trade every embedded queue here makes.
+        conn.execute("PRAGMA synchronous = NORMAL")
         if version < SCHEMA_VERSION:
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -205,6 +368,12 @@ def _setup(conn: sqlite3.Connection, path: Path) -> None:
 
 def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (and if new, create) a queue file with the schema in place."""
+    with _FORK_GATE:
+        return _open(path, check_same_thread=check_same_thread)
+
+
+def _open(path: Path, *, check_same_thread: bool) -> sqlite3.Connection:
+    """:func:`connect`, for a caller already inside the fork gate."""
     prepare_file(path)
     try:
         conn = sqlite3.connect(path, timeout=30.0, check_same_thread=check_same_thread)
@@ -229,20 +398,21 @@ def count_pending(path: Path, *, api_root: str, key_fp: str) -> tuple[int, float
 
     Opens its own short-lived connection, so any thread may ask while others write.
     """
-    try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.Error as exc:
-        raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
-    try:
-        count, oldest = conn.execute(
-            "SELECT count(*), min(created_at) FROM records"
-            " WHERE api_root = ? AND key_fp = ? AND state = 0",
-            (api_root, key_fp),
-        ).fetchone()
-    except sqlite3.Error as exc:
-        raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
-    finally:
-        conn.close()
+    with _FORK_GATE:
+        try:
+            conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
+        try:
+            count, oldest = conn.execute(
+                "SELECT count(*), min(created_at) FROM records"
+                " WHERE api_root = ? AND key_fp = ? AND state = 0",
+                (api_root, key_fp),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
+        finally:
+            conn.close()
     return int(count), (None if oldest is None else float(oldest))
 
 
@@ -268,8 +438,9 @@ class SyncWriter:
         self.commits = 0  # transactions committed: fewer than writes when calls overlap
 
     def _connection(self) -> sqlite3.Connection:
+        # Called inside the fork gate.
         if self._conn is None:
-            self._conn = connect(self.path, check_same_thread=False)
+            self._conn = _open(self.path, check_same_thread=False)
         return self._conn
 
     def write(self, rows: Sequence[QueueRow]) -> None:
@@ -292,20 +463,23 @@ class SyncWriter:
             self._open_batch += 1
         error: BaseException | None = None
         try:
-            with self._io:
-                conn = self._connection()
-                conn.executemany(
-                    _INSERT, _insert_params(batch, self._api_root, self._key_fp, time.time())
-                )
-                conn.commit()
-                self.commits += 1
+            with self._io, _FORK_GATE:
+                try:
+                    conn = self._connection()
+                    conn.executemany(
+                        _INSERT, _insert_params(batch, self._api_root, self._key_fp, time.time())
+                    )
+                    conn.commit()
+                    self.commits += 1
+                except BaseException:
+                    if self._conn is not None:
+                        try:
+                            self._conn.rollback()
+                        except sqlite3.Error:
+                            pass
+                    raise
         except BaseException as exc:
             error = exc
-            if self._conn is not None:
-                try:
-                    self._conn.rollback()
-                except sqlite3.Error:
-                    pass
             if not isinstance(exc, (sqlite3.Error, QueueStoreError)):
                 raise
         finally:
@@ -324,7 +498,7 @@ class SyncWriter:
 
     def close(self) -> None:
         """Close the connection (a later write reopens it)."""
-        with self._io:
+        with self._io, _FORK_GATE:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -350,24 +524,31 @@ class _ThreadDB:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     def _write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
-        try:
-            self._conn.executemany(sql, params)
-            self._conn.commit()
-        except BaseException:
-            self._conn.rollback()
-            raise
+        with _FORK_GATE:
+            try:
+                self._conn.executemany(sql, params)
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
 
     def _write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        try:
-            rows = self._conn.execute(sql, params).fetchall()
-            self._conn.commit()
-        except BaseException:
-            self._conn.rollback()
-            raise
+        with _FORK_GATE:
+            try:
+                rows = self._conn.execute(sql, params).fetchall()
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
         return rows
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql, params).fetchall()
+        with _FORK_GATE:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _close(self) -> None:
+        with _FORK_GATE:
+            self._conn.close()
 
     async def write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         await self._run(self._write_many, sql, params)
@@ -381,7 +562,7 @@ class _ThreadDB:
         return rows
 
     async def close(self) -> None:
-        await self._run(self._conn.close)
+        await self._run(self._close)
 
 
 class _AioDB:
@@ -392,8 +573,10 @@ class _AioDB:
         # aiosqlite orders single calls, not transactions: one operation at a time.
         self._lock = anyio.Lock()
 
+    # A transaction spans awaits (statement, then commit): the fork gate covers all of it.
+
     async def write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
-        async with self._lock:
+        async with self._lock, _FORK_GATE:
             try:
                 await self._conn.executemany(sql, params)
                 await self._conn.commit()
@@ -402,7 +585,7 @@ class _AioDB:
                 raise
 
     async def write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self._lock:
+        async with self._lock, _FORK_GATE:
             try:
                 async with self._conn.execute(sql, params) as cursor:
                     rows = list(await cursor.fetchall())
@@ -413,11 +596,11 @@ class _AioDB:
             return rows
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._lock, self._conn.execute(sql, params) as cursor:
+        async with self._lock, _FORK_GATE, self._conn.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
     async def close(self) -> None:
-        async with self._lock:
+        async with self._lock, _FORK_GATE:
             await self._conn.close()
 
 
@@ -430,9 +613,10 @@ async def open_async_db(path: Path) -> AsyncDB:
         import aiosqlite
 
         try:
-            conn = await aiosqlite.connect(path, timeout=30.0)
-            await conn.execute("PRAGMA busy_timeout = 30000")
-            await conn.execute("PRAGMA synchronous = NORMAL")
+            async with _FORK_GATE:
+                conn = await aiosqlite.connect(path, timeout=30.0)
+                await conn.execute("PRAGMA busy_timeout = 30000")
+                await conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
         return _AioDB(conn)
@@ -441,7 +625,9 @@ async def open_async_db(path: Path) -> AsyncDB:
 
 
 def _prepare_schema(path: Path) -> None:
-    connect(path).close()
+    # The close inside the gate too: closing the last connection checkpoints the WAL.
+    with _FORK_GATE:
+        _open(path, check_same_thread=True).close()
 
 
 def _on_asyncio() -> bool:
@@ -701,9 +887,7 @@ def _admin_connect(path: Path, *, write: bool) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA busy_timeout = {_ADMIN_BUSY_MS}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        has_table = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'"
-        ).fetchone()
+        is_queue = version == SCHEMA_VERSION and _holds_a_queue(conn, version)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise QueueStoreError(f"{path} is not a usable queue file: {exc}") from exc
@@ -713,20 +897,21 @@ def _admin_connect(path: Path, *, write: bool) -> sqlite3.Connection:
             f"{path}: queue schema version {version} is newer than this aicm "
             f"understands ({SCHEMA_VERSION}); upgrade aicm"
         )
-    if version != SCHEMA_VERSION or not has_table:
+    if version != SCHEMA_VERSION or not is_queue:
         conn.close()
         raise QueueStoreError(f"{path} is an SQLite file but not an aicm queue file")
     return conn
 
 
 def _admin(path: Path, op: str, *, write: bool, work: Any) -> Any:
-    conn = _admin_connect(path, write=write)
-    try:
-        return work(conn)
-    except sqlite3.Error as exc:
-        raise QueueStoreError(f"{op} on {path} failed: {exc}") from exc
-    finally:
-        conn.close()
+    with _FORK_GATE:
+        conn = _admin_connect(path, write=write)
+        try:
+            return work(conn)
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"{op} on {path} failed: {exc}") from exc
+        finally:
+            conn.close()
 
 
 def check_queue_file(path: Path) -> None:

@@ -27,18 +27,8 @@ def exact(result: shapes.ShapeResult, expected: int) -> None:
     assert result.expected == expected
 
 
-FORK_IN_TRANSACTION = pytest.mark.xfail(
-    strict=False,  # intermittent: only when the fork lands inside the parent's transaction
-    reason="bug (intermittent, 1 run in 3 to 5): a persistent tracker used before a fork "
-    "(gunicorn --preload, a pool) can leave a child whose queue writes fail with 'database "
-    "is locked' after 30 s: SQLite state inherited mid-transaction across fork()",
-)
-
-
 @needs_gunicorn
-@pytest.mark.parametrize(
-    "delivery", ["mem_queue", pytest.param("persistent_queue", marks=FORK_IN_TRANSACTION)]
-)
+@pytest.mark.parametrize("delivery", ["mem_queue", "persistent_queue"])
 def test_gunicorn_preload_two_forked_workers(
     collector: LocalCollector, tmp_path: Path, delivery: str
 ) -> None:
@@ -61,7 +51,6 @@ def test_prefork_pool_memory_queue_closed_by_its_workers(
     exact(result, 131)
 
 
-@FORK_IN_TRANSACTION
 def test_prefork_pool_persistent_queue(collector: LocalCollector, tmp_path: Path) -> None:
     """The same pool on a persistent queue: exactly 131 records stored, each once."""
     result = shapes.prefork(collector, "persistent_queue", 10, 6, 20, tmp_path)
