@@ -9,11 +9,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import cattrs
-
 from .._core.exceptions import ConfigError, HandlingConfigError
 from .._core.handling import HandlingConfig
-from .._core.models import ServiceConfig, converter
+from .._core.models import ServiceConfig, structure_config
 from .._io.http import AsyncCostManagerClient
 
 __all__ = ["CostManagerConfig", "handling_config_of", "load_service_configs"]
@@ -26,13 +24,9 @@ def _structure(item: ServiceConfig | Mapping[str, Any], where: str) -> ServiceCo
         return item
     if not isinstance(item, Mapping):
         raise ConfigError(f"{where}: a config must be an object, got {type(item).__name__}")
-    missing = [k for k in ("config_id", "api_id") if not isinstance(item.get(k), str)]
-    if missing:
-        raise ConfigError(f"{where}: a config needs string field(s) {', '.join(missing)}")
-    try:
-        return converter.structure(dict(item), ServiceConfig)
-    except (cattrs.BaseValidationError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: malformed config {item.get('config_id')!r}: {exc}") from exc
+    config_id = item.get("config_id")
+    named = f" {config_id!r}" if isinstance(config_id, str) else ""
+    return structure_config(dict(item), ServiceConfig, where=f"{where}: malformed config{named}")
 
 
 def load_service_configs(source: Any) -> list[ServiceConfig]:

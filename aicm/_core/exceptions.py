@@ -20,6 +20,7 @@
     │   └── ClosedError (RuntimeError)    the tracker was closed; nothing more is accepted
     ├── TransportError (ConnectionError)  no HTTP answer: connect, read, timeout
     └── APIStatusError                    the service answered with an error status
+        ├── ServiceRedirectError          3xx: ``api_base`` is wrong; delivery pauses
         ├── AuthenticationError           401 / 403: delivery pauses, records are kept
         ├── RateLimitedError              429, with ``retry_after``
         ├── ServerError                   5xx, 408, 425
@@ -55,6 +56,7 @@ __all__ = [
     "RecordTooLargeError",
     "SchemaError",
     "ServerError",
+    "ServiceRedirectError",
     "TransportError",
     "UnknownConfigError",
     "UsageValidationError",
@@ -215,6 +217,21 @@ class APIStatusError(AicmError):
         #: per-record results the service sent with the error, when it sent any
         self.results = tuple(results)
         super().__init__(f"HTTP {status_code}: {message}")
+
+
+class ServiceRedirectError(APIStatusError):
+    """3xx: the service sent the request elsewhere (``location``, the ``Location`` header).
+
+    aicm never follows a redirect (a POST must not silently become a GET, nor the key go
+    to another host): ``aicm_api_base`` / ``AICM_API_BASE`` must name where the service
+    answers. No record is at fault, so queued records are kept, as for a refused key.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int, location: str | None = None, body: str = ""
+    ) -> None:
+        self.location = location
+        super().__init__(message, status_code=status_code, body=body)
 
 
 class AuthenticationError(APIStatusError):

@@ -9,13 +9,16 @@ import os
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 import cattrs
+from cattrs.errors import IterableValidationError, IterableValidationNote
+from cattrs.gen import make_dict_structure_fn
+from cattrs.v import format_exception, transform_error
 
-from .exceptions import InvalidTimestampError, NotSerializableError, RecordError
+from .exceptions import ConfigError, InvalidTimestampError, NotSerializableError, RecordError
 from .jsonplain import JSONValue, check_size, plain_mapping, to_plain
 
 __all__ = [
@@ -30,8 +33,11 @@ __all__ = [
     "converter",
     "new_response_id",
     "normalize_timestamp",
+    "structure_config",
     "utc_now_iso",
 ]
+
+_T = TypeVar("_T")
 
 converter = cattrs.Converter(omit_if_default=False)
 """The converter for every (un)structuring in aicm; never cattrs' global one."""
@@ -326,3 +332,94 @@ def _structure_result(value: Any, _: type) -> RecordResult:
 converter.register_structure_hook(RecordResult, _structure_result)
 converter.register_unstructure_hook(TrackRecord, TrackRecord.wire)
 converter.register_unstructure_hook(UsageRecord, UsageRecord.wire)
+
+
+# -- configs: strict shapes, and errors that name the field at fault ---------------------------
+#
+# cattrs alone would turn {"config_id": 7} into "7", iterate a string given for a list, and
+# report a string given for an object as "While structuring ServiceConfig (1 sub-exception)".
+# These hooks check each JSON shape; structure_config() turns the failures into one
+# ConfigError naming every path at fault.
+
+
+class _ShapeError(TypeError):
+    """A value of the wrong JSON type; the message is what the user reads."""
+
+
+def _type_name(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _strict_str(value: object, _: type) -> str:
+    if not isinstance(value, str):
+        raise _ShapeError(f"expected a string, got {_type_name(value)}")
+    return value
+
+
+def _object(value: object, _: type) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _ShapeError(f"expected an object, got {_type_name(value)}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _object_first(base: Callable[[Any, type], _T]) -> Callable[[Any, type], _T]:
+    def structure(value: Any, cls: type) -> _T:
+        if not isinstance(value, Mapping):
+            raise _ShapeError(f"expected an object, got {_type_name(value)}")
+        return base(value, cls)
+
+    return structure
+
+
+def _config_list(value: Any, cls: type) -> tuple[ServiceConfig, ...]:
+    if isinstance(value, (str, bytes, bytearray, Mapping)) or not isinstance(value, Iterable):
+        raise _ShapeError(f"expected a list, got {_type_name(value)}")
+    configs: list[ServiceConfig] = []
+    errors: list[Exception] = []
+    for index, item in enumerate(value):
+        try:
+            configs.append(converter.structure(item, ServiceConfig))
+        except Exception as exc:  # every fault is reported, each under its index
+            note = IterableValidationNote(f"Structuring item @ index {index}", index, ServiceConfig)
+            exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+            errors.append(exc)
+    if errors:
+        raise IterableValidationError("While structuring the configs", errors, cls)
+    return tuple(configs)
+
+
+converter.register_structure_hook(str, _strict_str)
+converter.register_structure_hook_func(lambda t: t == dict[str, Any], _object)
+converter.register_structure_hook_func(lambda t: t == tuple[ServiceConfig, ...], _config_list)
+# Built after the hooks above, which the generated functions look up when they are made.
+for _cls in (ServiceConfig, ConfigsResponse):
+    converter.register_structure_hook(_cls, _object_first(make_dict_structure_fn(_cls, converter)))
+
+
+def _describe(exc: BaseException, type_: type | None) -> str:
+    if isinstance(exc, _ShapeError):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
+def _at(line: str) -> str:
+    # transform_error() gives "problem @ $.path.to[0].field"; we say "path.to[0].field: problem".
+    problem, _, path = line.rpartition(" @ ")
+    path = path.removeprefix("$").removeprefix(".")
+    return f"{path}: {problem}" if path else problem
+
+
+_Config = TypeVar("_Config", ServiceConfig, ConfigsResponse)
+
+
+def structure_config(data: Any, cls: type[_Config], *, where: str) -> _Config:
+    """Structure ``data`` as ``cls``, or raise :class:`ConfigError` naming every field at fault.
+
+    The message reads ``<where>: handling_config: expected an object, got str``, one
+    ``path: problem`` per fault, joined by ``; ``.
+    """
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        problems = [_at(line) for line in transform_error(exc, format_exception=_describe)]
+        raise ConfigError(f"{where}: {'; '.join(problems)}") from exc

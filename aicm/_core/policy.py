@@ -24,6 +24,9 @@ class Outcome(enum.Enum):
     DELIVERED = "delivered"
     RETRYABLE = "retryable"
     AUTH = "auth"
+    #: a redirect (3xx): ``api_base`` points at the wrong address. Like AUTH, no record is
+    #: at fault: delivery pauses and keeps them until the setting is fixed.
+    MISCONFIGURED = "misconfigured"
     PERMANENT = "permanent"
 
 
@@ -63,6 +66,8 @@ def classify_status(status: int | None, retry_after: str | None = None) -> Verdi
         return Verdict(Outcome.RETRYABLE)
     if 200 <= status < 300:
         return Verdict(Outcome.DELIVERED)
+    if 300 <= status < 400:
+        return Verdict(Outcome.MISCONFIGURED)
     if status in (401, 403):
         return Verdict(Outcome.AUTH)
     if status in _RETRYABLE_4XX or status >= 500:

@@ -39,6 +39,7 @@ from .._core.exceptions import (
     QueueStoreError,
     RateLimitedError,
     ServerError,
+    ServiceRedirectError,
     TransportError,
 )
 from .._core.jsonplain import dumps
@@ -623,7 +624,8 @@ class DeliveryEngine:
                 return False
             try:
                 result = await self._send(endpoint, pending)
-            except (AuthenticationError, MissingApiKeyError) as exc:
+            except (AuthenticationError, MissingApiKeyError, ServiceRedirectError) as exc:
+                # The key, or the API base, needs fixing: keep the records, try again slowly.
                 self._note_error(exc)
                 await self._retry_later(pending, self.settings.auth_retry_interval, str(exc))
                 self.stats.auth_paused = True
@@ -954,7 +956,9 @@ class DeliveryEngine:
             worker_alive=self._alive,
             delivery_type=self.delivery_type.value,
             queued=queued,
-            in_flight=s.in_flight,
+            # Queues: every record the actor has taken and the service has not settled,
+            # including a batch between being taken and its request going out.
+            in_flight=s.in_flight if self.delivery_type is DeliveryType.IMMEDIATE else held,
             sent=s.sent,
             retried=s.retried,
             failed=s.failed,

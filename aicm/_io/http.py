@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import attrs
 import cattrs
 import httpx
@@ -23,6 +24,7 @@ from .._core.exceptions import (
     RateLimitedError,
     RecordError,
     ServerError,
+    ServiceRedirectError,
     TransportError,
 )
 from .._core.jsonplain import dumps, loads
@@ -34,6 +36,7 @@ from .._core.models import (
     TrackResult,
     UsageRecord,
     converter,
+    structure_config,
 )
 from .._core.policy import Outcome, classify_status, parse_retry_after
 from .._core.settings import Settings, resolve_settings
@@ -41,6 +44,7 @@ from .._version import __version__
 
 __all__ = [
     "MAX_RECORDS_PER_REQUEST",
+    "REQUEST_DEADLINE_FACTOR",
     "USER_AGENT",
     "AsyncCostManagerClient",
     "raise_for_answer",
@@ -51,6 +55,10 @@ logger = logging.getLogger("aicm.http")
 
 USER_AGENT = f"aicm-sdk/{__version__}"
 MAX_RECORDS_PER_REQUEST = 1000
+# A whole request (connect, send, read the full answer) may take this many ``timeout``s.
+# ``timeout`` alone bounds each phase; twice it leaves a request slow in one phase its
+# precise httpx error, yet stops a service that keeps each phase short but never finishes.
+REQUEST_DEADLINE_FACTOR = 2.0
 _BODY_EXCERPT = 2000
 
 # The hook behind aicm.testing's capture: while set, every client built without a
@@ -129,12 +137,63 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
         return None
 
 
-def raise_for_answer(status: int, text: str, retry_after_header: str | None) -> None:
-    """Raise the :class:`APIStatusError` subclass for a non-2xx answer."""
+def _redirect_message(
+    status: int, location: str | None, request_url: str | None, api_base: str | None
+) -> str:
+    now = f" (now {api_base!r})" if api_base else ""
+    fix = f"set aicm_api_base / AICM_API_BASE{now} to the address the service answers at"
+    if status == 304:
+        # We only ask conditionally with a cached answer in hand, and that 304 never gets here.
+        return f"the service answered 304 Not Modified to a request that was not conditional; {fix}"
+    if not location:
+        return f"the service answered a redirect without a Location header; {fix}"
+    target, hint = location, ""
+    if request_url is not None:
+        try:
+            url = httpx.URL(request_url)
+            joined = url.join(location)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            pass
+        else:
+            target = str(joined)
+            # The usual case (http:// -> https://, a new host): the same api_url and
+            # endpoint under a new base, which is then the value to set.
+            base_path = urlsplit(api_base).path.rstrip("/") if api_base else ""
+            tail = url.path[len(base_path) :] if url.path.startswith(base_path) else ""
+            bare = str(joined.copy_with(query=None, fragment=None))
+            if tail and bare.endswith(tail) and len(bare) > len(tail):
+                hint = f", probably {bare[: -len(tail)]!r}"
+    return (
+        f"the service redirects this request to {target[:500]!r} (its Location header); aicm "
+        f"does not follow redirects, so a POST is never resent as a GET: {fix}{hint}"
+    )
+
+
+def raise_for_answer(
+    status: int,
+    text: str,
+    retry_after_header: str | None,
+    *,
+    location: str | None = None,
+    request_url: str | None = None,
+    api_base: str | None = None,
+) -> None:
+    """Raise the :class:`APIStatusError` subclass for a non-2xx answer.
+
+    ``location`` (the ``Location`` header), ``request_url`` and ``api_base`` let a
+    redirect's error say where the service sent the request and what to set instead.
+    """
     verdict = classify_status(status, retry_after_header)
     if verdict.outcome is Outcome.DELIVERED:
         return
     excerpt = text[:_BODY_EXCERPT]
+    if verdict.outcome is Outcome.MISCONFIGURED:
+        raise ServiceRedirectError(
+            _redirect_message(status, location, request_url, api_base),
+            status_code=status,
+            location=location,
+            body=excerpt,
+        )
     parsed = _parse_results(text)
     results = parsed.results if parsed is not None else ()
     retry_after = parse_retry_after(retry_after_header)
@@ -230,6 +289,18 @@ class AsyncCostManagerClient:
         """Close the connection pool."""
         await self._http.aclose()
 
+    def _raise_for_response(self, response: httpx.Response, text: str) -> None:
+        if 200 <= response.status_code < 300:
+            return
+        raise_for_answer(
+            response.status_code,
+            text,
+            response.headers.get("Retry-After"),
+            location=response.headers.get("Location"),
+            request_url=str(response.request.url),
+            api_base=self.settings.api_base,
+        )
+
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.require_api_key()}"}
 
@@ -242,10 +313,16 @@ class AsyncCostManagerClient:
         headers: dict[str, str],
         params: dict[str, str] | None = None,
     ) -> httpx.Response:
+        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         try:
-            return await self._http.request(
-                method, path, content=content, headers=headers, params=params
-            )
+            # httpx's timeout bounds each phase (connect, each write, each read), so a service
+            # trickling its answer a byte at a time would hold us forever; the deadline bounds
+            # the whole request, body read included. Our own scope: an outer cancellation
+            # still propagates as a cancellation.
+            with anyio.move_on_after(deadline):
+                return await self._http.request(
+                    method, path, content=content, headers=headers, params=params
+                )
         except httpx.TransportError as exc:
             raise TransportError(
                 f"{method} {self.settings.api_root}{path} failed: {type(exc).__name__}: {exc}"
@@ -256,6 +333,13 @@ class AsyncCostManagerClient:
             if self._http.is_closed:
                 raise ClosedError("this client is closed; create a new one") from exc
             raise
+        # Only our deadline gets here (the scope swallows only its own cancellation);
+        # httpcore closed the connection the request held: nothing half-read is pooled.
+        raise TransportError(
+            f"{method} {self.settings.api_root}{path} failed: the request took longer than"
+            f" {deadline:g} s in all ({REQUEST_DEADLINE_FACTOR:g} x the {self.settings.timeout:g} s"
+            " timeout)"
+        )
 
     async def send_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
@@ -272,7 +356,7 @@ class AsyncCostManagerClient:
         headers["Content-Type"] = "application/json"
         response = await self._request("POST", endpoint.value, content=body, headers=headers)
         text: str = response.text
-        raise_for_answer(response.status_code, text, response.headers.get("Retry-After"))
+        self._raise_for_response(response, text)
         parsed = _parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
@@ -317,12 +401,14 @@ class AsyncCostManagerClient:
         response = await self._request("GET", "/configs", headers=headers, params=params)
         if response.status_code == 304 and cached is not None:
             return cached.value
-        raise_for_answer(response.status_code, response.text, response.headers.get("Retry-After"))
+        self._raise_for_response(response, response.text)
         try:
             data = response.json()
-            value = converter.structure(data, ConfigsResponse)
-        except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as exc:
-            raise ConfigError(f"the service's /configs answer is malformed: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+            raise ConfigError(f"the service's /configs answer is not JSON: {exc}") from exc
+        value = structure_config(
+            data, ConfigsResponse, where="the service's /configs answer is malformed"
+        )
         etag = response.headers.get("ETag")
         if etag:
             self._configs[api_id] = _CachedConfigs(etag=etag, value=value)

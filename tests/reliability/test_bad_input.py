@@ -93,11 +93,6 @@ def test_queue_files_that_are_not_queues(collector: LocalCollector, tmp_path: Pa
     assert set(tally.rejected) <= {"QueueStoreError"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a foreign SQLite file is switched to WAL (header bytes 18-19 rewritten) "
-    "before it is refused; docs/delivery.md says it is left as it was",
-)
 def test_a_foreign_sqlite_file_is_refused_and_left_alone(
     collector: LocalCollector, tmp_path: Path
 ) -> None:
@@ -279,7 +274,7 @@ async def test_raw_misbehaviour_memory_queue(raw_server: RawServer) -> None:
         assert await tracker.aclose(0.0) == 5
 
 
-# -- bugs found ------------------------------------------------------------------------------
+# -- bugs found (fixed; kept as regression tests) -------------------------------------------
 
 
 def _deep_json(request: httpx.Request) -> httpx.Response:
@@ -290,11 +285,6 @@ def _deep_json(request: httpx.Request) -> httpx.Response:
 TRICKLE = b"HTTP/1.1 202 Accepted\r\n" + b"X-Pad: " + b"a" * 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `timeout` bounds each socket read, not the request: a service trickling "
-    "bytes holds IMMEDIATE track() as long as it likes",
-)
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.anyio
 async def test_a_trickling_answer_is_bounded_immediate() -> None:
@@ -451,11 +441,6 @@ class _Calculator:
         return a + b
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a handling_config that is not an object gives cattrs' 'While structuring "
-    "ServiceConfig (1 sub-exception)', not the field at fault",
-)
 def test_a_handling_config_that_is_not_an_object_is_named() -> None:
     """An offline config whose handling_config is a string: ConfigError naming the field."""
     config = {"config_id": "cfg", "api_id": "calc", "handling_config": "not an object"}
