@@ -238,7 +238,7 @@ def dedup_key(kind: Kind, record: Mapping[str, Any]) -> tuple[str, str]:
     """What makes two checked records the same event: (service, response_id).
 
     The service is the ``service_key`` of a ``/track`` record, the ``service_id`` (else
-    ``config_id``) of a ``/track-usage`` one. The store's unique index is on this pair.
+    ``config_id``) of a ``/track-usage`` one. The store keeps these pairs to dedup on.
     """
     service = record["service_key"] if kind == "track" else usage_service(record)
     return service, record["response_id"]

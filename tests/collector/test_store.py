@@ -37,7 +37,7 @@ def test_records_round_trip_with_their_json_fields_decoded(tmp_path: Path) -> No
 
 
 def test_a_repeated_event_is_ignored_and_not_counted_as_new(tmp_path: Path) -> None:
-    """INSERT OR IGNORE on (service, response_id): a repeat stores nothing and counts 0."""
+    """Dedup on (service, response_id): a repeat stores nothing and counts 0."""
     store = RecordStore(tmp_path / "db.sqlite3")
     try:
         record = track_record()
