@@ -99,6 +99,10 @@ class SharedRuntime:
             raise AicmError("a sync aicm method was called from aicm's own delivery loop")
         return portal.call(func, *args)
 
+    def on_loop_thread(self) -> bool:
+        """True when called from the runtime's own loop thread."""
+        return self._thread is threading.current_thread()
+
     def register(self, closable: Any) -> None:
         """Close ``closable`` (an object with ``aclose(timeout)``) at interpreter exit."""
         self._closables.add(closable)

@@ -4,19 +4,39 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio.abc
+import anyio.to_thread
 
 from .._api.recorder import AsyncRecorder
 from .._core.exceptions import ClosedError
 from .._core.models import WireRecord
-from .._core.settings import DeliveryType
-from .._delivery.engine import DeadLetterRecord
+from .._core.settings import DeliveryType, Settings
+from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
 from .._delivery.worker import SharedRuntime, shared_runtime
 
 __all__ = ["SyncFacade"]
 
-A = TypeVar("A", bound=AsyncRecorder)
+
+class _Delivering(Protocol):
+    """What a facade needs of its async twin: an ``AsyncTracker`` or an ``AsyncRecorder``."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def engine(self) -> DeliveryEngine: ...
+    @property
+    def delivery_type(self) -> DeliveryType: ...
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None: ...
+    async def flush(self, timeout: float | None = None) -> int: ...
+    async def aclose(self, timeout: float | None = None) -> int: ...
+    def health(self) -> DeliveryHealth: ...
+    def dead_letters(self) -> list[DeadLetterRecord]: ...
+
+
+A = TypeVar("A", bound=_Delivering)
 
 
 class SyncFacade(Generic[A]):
@@ -45,7 +65,9 @@ class SyncFacade(Generic[A]):
 
     def _live(self) -> A:
         if self._closed:
-            raise ClosedError(f"this {type(self).__name__} is closed")
+            raise ClosedError(
+                f"this {type(self).__name__} is closed; create a new one to track more"
+            )
         if self._generation != self._runtime.generation:
             self._start()
         return self._async
@@ -63,6 +85,7 @@ class SyncFacade(Generic[A]):
         if not records:
             return
         owner = self._async
+        assert isinstance(owner, AsyncRecorder)  # only recorders' facades emit records
         if owner.delivery_type is DeliveryType.IMMEDIATE:
             self._runtime.call(owner.send_guarded, list(records))
         else:
@@ -92,9 +115,15 @@ class SyncFacade(Generic[A]):
         return left
 
     async def aclose(self, timeout: float | None = None) -> int:
-        """Close from the runtime's own loop (at interpreter exit)."""
-        self._closed = True
-        return await self._async.aclose(timeout)
+        """:meth:`close` for async code (asyncio or trio): waits in a worker thread, never
+        on the caller's loop. On the runtime's own loop (closing at interpreter exit) it
+        closes there."""
+        if self._runtime.on_loop_thread():
+            self._closed = True
+            self._runtime.unregister(self)
+            return await self._async.aclose(timeout)
+        left: int = await anyio.to_thread.run_sync(self.close, timeout)
+        return left
 
     def after_fork_in_child(self) -> None:
         """Drop the parent's engine state in a forked child (called by the runtime)."""

@@ -9,9 +9,7 @@ from any event loop (asyncio or trio): they wait in a worker thread, never on th
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import Any, overload
 
 import anyio
@@ -22,9 +20,7 @@ from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord
 from .._core.settings import DeliveryType, OnFull
-from .._delivery.engine import DeadLetterRecord
-from .._delivery.health import DeliveryHealth
-from .._delivery.worker import SharedRuntime, shared_runtime
+from .facade import SyncFacade
 
 __all__ = ["Tracker"]
 
@@ -39,7 +35,7 @@ def _check_options(owner: str, options: Mapping[str, Any]) -> None:
         )
 
 
-class Tracker:
+class Tracker(SyncFacade[AsyncTracker]):
     """Record usage from sync code: :class:`AsyncTracker`'s options and call forms.
 
     ``Tracker()`` tracks free-form (``track(api_id, service_key, usage)``);
@@ -104,45 +100,19 @@ class Tracker:
         self, config_id: str | None = None, service_id: str | None = None, **options: Any
     ) -> None:
         _check_options("Tracker", options)
-        self._args = (config_id, service_id)
-        self._options = options
-        self._closed = False
-        self._runtime: SharedRuntime = shared_runtime()
-        self._start()
-
-    def _start(self) -> None:
-        runtime = self._runtime
-        config_id, service_id = self._args
-        options = self._options
-        loop_thread: list[int] = []
 
         def build() -> AsyncTracker:
             # Built on the runtime's loop: the engine's events belong to that loop.
-            loop_thread.append(threading.get_ident())
             if config_id is None and service_id is None:
                 return AsyncTracker(**options)
             return AsyncTracker(config_id, service_id, **options)  # type: ignore[arg-type]
 
-        tracker: AsyncTracker = runtime.call(build)
-        self._async = tracker
-        self._loop_thread = loop_thread[0]
-        self._generation = runtime.generation
-        try:
-            runtime.call(tracker.start, runtime.task_group)
-        except BaseException:
-            runtime.call(tracker.aclose, 0.0)
-            raise
-        runtime.close_timeout = tracker.settings.close_timeout
-        runtime.register(self)
-        self._engine = tracker.engine
-        self._queued = tracker.delivery_type is not DeliveryType.IMMEDIATE
+        super().__init__(build)
 
-    def _live(self) -> AsyncTracker:
-        if self._closed:
-            raise ClosedError("this tracker is closed; create a new one to track more")
-        if self._generation != self._runtime.generation:
-            self._start()  # we are a forked child: start afresh, the parent's queue is its own
-        return self._async
+    def _start(self) -> None:
+        super()._start()
+        self._engine = self._async.engine
+        self._queued = self._async.delivery_type is not DeliveryType.IMMEDIATE
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncTracker", "Tracker", 1)
@@ -215,11 +185,6 @@ class Tracker:
         )
 
     @property
-    def delivery_type(self) -> DeliveryType:
-        """How this tracker delivers."""
-        return self._async.delivery_type
-
-    @property
     def config_id(self) -> str | None:
         """The config this tracker validates against (config form)."""
         return self._async.config_id
@@ -228,11 +193,6 @@ class Tracker:
     def service_id(self) -> str | None:
         """The service this tracker's records belong to (config form)."""
         return self._async.service_id
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` has been called."""
-        return self._closed
 
     # -- tracking --------------------------------------------------------------------------
 
@@ -333,60 +293,10 @@ class Tracker:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def flush(self, timeout: float | None = None) -> int:
-        """Deliver everything queued within ``timeout`` s; return how many records are left."""
-        if self._closed or self._generation != self._runtime.generation:
-            return 0
-        left: int = self._runtime.call(self._async.flush, timeout)
-        return left
-
-    def close(self, timeout: float | None = None) -> int:
-        """Deliver what is queued within ``timeout`` s, then stop; return how many were left.
-
-        Calling it again does nothing and returns 0. From async code, ``await aclose()``.
-        """
-        if self._closed:
-            return 0
-        self._closed = True
-        self._runtime.unregister(self)
-        if self._generation != self._runtime.generation:
-            return 0
-        left: int = self._runtime.call(self._async.aclose, timeout)
-        return left
-
-    async def aclose(self, timeout: float | None = None) -> int:
-        """:meth:`close` for async code (asyncio or trio): waits in a thread, not on the loop."""
-        if threading.get_ident() == self._loop_thread:
-            # The runtime itself closing us at interpreter exit, on its own loop.
-            self._closed = True
-            return await self._async.aclose(timeout)
-        left: int = await anyio.to_thread.run_sync(self.close, timeout)
-        return left
-
-    def after_fork_in_child(self) -> None:
-        """Drop the parent's engine state in a forked child (called by the runtime)."""
-        self._engine.after_fork_in_child()
-
     def __enter__(self) -> Tracker:
         if self._closed:
             raise ClosedError("this tracker is closed; create a new one to track more")
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def health(self) -> DeliveryHealth:
-        """A snapshot of this tracker's delivery."""
-        return self._async.health()
-
-    def dead_letters(self) -> list[DeadLetterRecord]:
-        """Records the service refused for good (memory queues)."""
-        return self._async.dead_letters()
 
 
 async def _track(
