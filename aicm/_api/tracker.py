@@ -36,6 +36,7 @@ from .._core.models import (
     TrackRecord,
     UsageRecord,
     WireRecord,
+    enqueued_result,
     normalize_timestamp,
 )
 from .._core.policy import RetryPolicy
@@ -52,7 +53,6 @@ __all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
 logger = logging.getLogger("aicm.tracker")
 _delivery_logger = logging.getLogger("aicm.delivery")
 
-_ENQUEUED: Final = "enqueued"
 
 #: What ``timestamp=`` accepts: a datetime (naive means UTC), an ISO-8601 string, epoch seconds.
 Timestamp = dt.datetime | str | int | float
@@ -521,7 +521,7 @@ class AsyncTracker(AsyncWithLifecycle):
             # The memory queue took it at once: no await on the hot path.
             if _delivery_logger.isEnabledFor(logging.DEBUG):
                 _delivery_logger.debug("enqueued %s", record.response_id)
-            return RecordResult(response_id=record.response_id, status=_ENQUEUED)
+            return enqueued_result(record.response_id)
         return await self.submit(record)
 
     async def submit(self, record: WireRecord) -> RecordResult:
@@ -531,7 +531,7 @@ class AsyncTracker(AsyncWithLifecycle):
             return (await self._send_now([record]))[0]
         self._check_started()
         await self.engine.aput(record)
-        return RecordResult(response_id=record.response_id, status=_ENQUEUED)
+        return enqueued_result(record.response_id)
 
     def _check_started(self) -> None:
         if not self._started:
@@ -623,4 +623,4 @@ class AsyncTracker(AsyncWithLifecycle):
         self._check_started()
         for record in built:
             await self.engine.aput(record)
-        return [RecordResult(response_id=r.response_id, status=_ENQUEUED) for r in built]
+        return [enqueued_result(r.response_id) for r in built]

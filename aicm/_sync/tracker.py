@@ -18,13 +18,11 @@ import httpx
 
 from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
-from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord
+from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord, enqueued_result
 from .._core.settings import DeliveryType, OnFull
 from .facade import SyncFacade
 
 __all__ = ["Tracker"]
-
-_ENQUEUED = "enqueued"
 
 
 def _check_options(owner: str, options: Mapping[str, Any]) -> None:
@@ -235,7 +233,7 @@ class Tracker(SyncFacade[AsyncTracker]):
             return result
         record = tracker.build_record(args, kwargs)
         self._engine.put(record)
-        return RecordResult(response_id=record.response_id, status=_ENQUEUED)
+        return enqueued_result(record.response_id)
 
     @overload
     async def track_async(
@@ -269,12 +267,12 @@ class Tracker(SyncFacade[AsyncTracker]):
             # Building and queueing cost microseconds and cannot block: stay on the loop.
             record = tracker.build_record(args, kwargs)
             self._engine.put(record)
-            return RecordResult(response_id=record.response_id, status=_ENQUEUED)
+            return enqueued_result(record.response_id)
         if buffer is not None:
             record = tracker.build_record(args, kwargs)
             if not buffer.try_put(record):
                 await anyio.to_thread.run_sync(self._engine.put, record)
-            return RecordResult(response_id=record.response_id, status=_ENQUEUED)
+            return enqueued_result(record.response_id)
         # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
         return await anyio.to_thread.run_sync(lambda: self.track(*args, **kwargs))
 

@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import json
 import math
+import os
 import time
 import uuid
 from decimal import Decimal
@@ -35,6 +36,7 @@ from aicm._core.models import (
     TrackResult,
     UsageRecord,
     converter,
+    new_response_id,
     normalize_timestamp,
 )
 
@@ -133,13 +135,29 @@ def test_usage_record_timestamp_is_normalised() -> None:
 
 
 def test_default_response_id_is_a_fresh_uuid4() -> None:
-    """Without a response_id each record gets its own random UUID4."""
+    """Without a response_id each record gets its own UUID (version 4 format)."""
     ids = [build().response_id for _ in range(50)]
     assert len(set(ids)) == 50
     for rid in ids:
         parsed = uuid.UUID(rid)
         assert parsed.version == 4
         assert str(parsed) == rid
+
+
+def test_default_response_ids_differ_across_forked_processes() -> None:
+    """A forked child draws a new random prefix: its ids never repeat the parent's."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send one id and leave at once
+        os.write(write, new_response_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    mine = new_response_id()
+    assert uuid.UUID(child).version == 4
+    assert child[:24] != mine[:24]  # the random prefix (the counter is the last 12 digits)
 
 
 def test_given_response_id_is_kept() -> None:
