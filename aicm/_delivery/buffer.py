@@ -90,7 +90,10 @@ class RecordBuffer(Generic[T]):
         self.batch_size = batch_size
         self.on_full = on_full
         self.block_timeout = block_timeout
-        self._items: deque[tuple[float, T]] = deque()
+        # Records and their arrival times side by side: a (time, record) tuple per record
+        # would be one more object for the garbage collector to scan, on every track().
+        self._items: deque[T] = deque()
+        self._times: deque[float] = deque()
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._sync_waiters = 0
@@ -109,7 +112,7 @@ class RecordBuffer(Generic[T]):
     def oldest_at(self) -> float:
         """``time.monotonic()`` when the oldest queued record arrived (0 when empty)."""
         try:
-            return self._items[0][0]
+            return self._times[0]
         except IndexError:
             return 0.0
 
@@ -117,7 +120,8 @@ class RecordBuffer(Generic[T]):
 
     def _append_locked(self, item: T) -> None:
         items = self._items
-        items.append((_monotonic(), item))
+        items.append(item)
+        self._times.append(_monotonic())
         waker = self._waker
         if waker is not None and len(items) >= self._waiting_for:
             self._waker = None
@@ -133,9 +137,11 @@ class RecordBuffer(Generic[T]):
             if len(items) >= self.maxsize:
                 if self.on_full is not OnFull.BACKPRESSURE:
                     return False
-                dropped = items.popleft()[1]
+                dropped = items.popleft()
+                self._times.popleft()
             # _append_locked, inlined: this is every track()'s path.
-            items.append((_monotonic(), item))
+            items.append(item)
+            self._times.append(_monotonic())
             waker = self._waker
             if waker is not None and len(items) >= self._waiting_for:
                 self._waker = None
@@ -199,8 +205,18 @@ class RecordBuffer(Generic[T]):
         """Remove and return up to ``limit`` records, oldest first."""
         with self._lock:
             items = self._items
+            times = self._times
             n = min(limit, len(items))
-            batch = [items.popleft()[1] for _ in range(n)]
+            if n == len(items):
+                batch = list(items)
+                items.clear()
+                times.clear()
+            else:
+                pop = items.popleft
+                batch = [pop() for _ in range(n)]
+                pop_time = times.popleft
+                for _ in range(n):
+                    pop_time()
             if n and self._sync_waiters:
                 self._not_full.notify_all()
         room = self._room
@@ -217,7 +233,8 @@ class RecordBuffer(Generic[T]):
         """
         at = time.monotonic() if queued_at is None else queued_at
         with self._lock:
-            self._items.extendleft((at, item) for item in reversed(items))
+            self._items.extendleft(reversed(items))
+            self._times.extendleft(at for _ in items)
 
     def wait_for(self, waker: Waker, count: int) -> bool:
         """Ask producers to wake ``waker`` once ``count`` records are queued.
@@ -248,8 +265,9 @@ class RecordBuffer(Generic[T]):
     def clear(self) -> list[T]:
         """Remove and return everything."""
         with self._lock:
-            items = [item for _, item in self._items]
+            items = list(self._items)
             self._items.clear()
+            self._times.clear()
             return items
 
     def forget_after_fork(self) -> None:
@@ -262,6 +280,7 @@ class RecordBuffer(Generic[T]):
         self._not_full = threading.Condition(self._lock)
         self._sync_waiters = 0
         self._items = deque()
+        self._times = deque()
         self._waker = None
         self._room = None
         self.closed = True
