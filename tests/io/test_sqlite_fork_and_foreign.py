@@ -226,9 +226,8 @@ def in_thread(fn: Callable[[], None]) -> tuple[threading.Thread, threading.Event
     return thread, done
 
 
-def test_a_fork_waits_for_the_operation_under_way() -> None:
-    """before_fork returns only once the operation in another thread has ended."""
-    gate = _ForkGate()
+def hold_the_gate(gate: _ForkGate) -> tuple[threading.Thread, threading.Event]:
+    """Start an operation in another thread that stays inside ``gate`` until released."""
     release = threading.Event()
     entered = threading.Event()
 
@@ -239,6 +238,13 @@ def test_a_fork_waits_for_the_operation_under_way() -> None:
 
     worker, _ = in_thread(operation)
     assert entered.wait(5)
+    return worker, release
+
+
+def test_a_fork_waits_for_the_operation_under_way() -> None:
+    """before_fork returns only once the operation in another thread has ended."""
+    gate = _ForkGate()
+    worker, release = hold_the_gate(gate)
     forker, forked = in_thread(gate.before_fork)
     assert not forked.wait(0.2)
     release.set()
@@ -266,16 +272,7 @@ def test_operations_wait_while_a_fork_is_due() -> None:
 def test_the_child_starts_with_a_fresh_gate() -> None:
     """After a fork, the child's gate counts no operation of the threads it did not inherit."""
     gate = _ForkGate()
-    release = threading.Event()
-    entered = threading.Event()
-
-    def operation() -> None:
-        with gate:
-            entered.set()
-            release.wait(5)
-
-    worker, _ = in_thread(operation)
-    assert entered.wait(5)
+    worker, release = hold_the_gate(gate)
     child = _ForkGate()
     child.__dict__.update(gate.__dict__)  # what fork() copies
     child.after_fork_in_child()
