@@ -84,6 +84,7 @@ TRACKER_OPTIONS: Final = frozenset(
 
 _TRACK_OPTIONS: Final = ("client_customer_key", "context", "response_id", "timestamp")
 _TRACK_OPTION_SET: Final = frozenset(_TRACK_OPTIONS)
+_build_track = TrackRecord.build
 _FREE_FORM: Final = ("api_id", "service_key", "usage")
 _CONFIG_FORM: Final = ("usage",)
 _RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
@@ -512,10 +513,20 @@ class AsyncTracker(AsyncWithLifecycle):
         the record is queued (on disk, for ``PERSISTENT_QUEUE``). Bad input raises before
         anything is queued or sent.
         """
-        self._check_open()
-        if self.config_id is not None and not self._schema_loaded:
-            await self.load_schema()
-        record = self.build_record(args, kwargs)
+        if self._closed:
+            self._check_open()
+        if self.config_id is None:
+            if len(args) == 3 and not kwargs:
+                # The common call, inlined (this is every track()'s path).
+                record: WireRecord = _build_track(
+                    args[0], args[1], args[2], max_bytes=self._max_bytes
+                )
+            else:
+                record = self.build_record(args, kwargs)
+        else:
+            if not self._schema_loaded:
+                await self.load_schema()
+            record = self.build_record(args, kwargs)
         buffer = self.engine.buffer
         if buffer is not None and self._started and buffer.try_put(record):
             # The memory queue took it at once: no await on the hot path.
