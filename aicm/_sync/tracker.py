@@ -24,6 +24,8 @@ from .facade import SyncFacade
 
 __all__ = ["Tracker"]
 
+_build_track = TrackRecord.build
+
 
 def _check_options(owner: str, options: Mapping[str, Any]) -> None:
     unknown = sorted(set(options) - TRACKER_OPTIONS)
@@ -111,6 +113,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         super()._start()
         self._engine = self._async.engine
         self._queued = self._async.delivery_type is not DeliveryType.IMMEDIATE
+        self._free = self._async.config_id is None
+        self._max_bytes = self._async.settings.max_record_bytes
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncTracker", "Tracker", 1)
@@ -231,7 +235,11 @@ class Tracker(SyncFacade[AsyncTracker]):
         if not self._queued:
             result: RecordResult = self._runtime.call(_track, tracker, args, kwargs)
             return result
-        record = tracker.build_record(args, kwargs)
+        if self._free and len(args) == 3 and not kwargs:
+            # The common call, inlined (this is every track()'s path).
+            record: WireRecord = _build_track(args[0], args[1], args[2], max_bytes=self._max_bytes)
+        else:
+            record = tracker.build_record(args, kwargs)
         self._engine.put(record)
         return enqueued_result(record.response_id)
 
