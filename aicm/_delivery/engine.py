@@ -47,7 +47,7 @@ from .._core.models import Endpoint, RecordResult, TrackResult, WireRecord
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, Settings
 from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
-from .._io.sqlite_queue import QueueRow, SqliteQueue, SyncWriter, count_pending
+from .._io.sqlite_queue import SqliteQueue, SyncWriter, count_pending
 from .buffer import Doorbell, RecordBuffer, Waker
 from .health import DeliveryHealth, DeliveryStats, age_since, register_engine, unregister_engine
 
@@ -59,6 +59,9 @@ _RETRYABLE = (TransportError, ServerError, RateLimitedError)
 _IMMEDIATE_MAX_DELAY = 5.0
 # Requests a memory queue's actor keeps in flight at once (see DeliveryEngine._run_memory).
 _MAX_IN_FLIGHT = 2
+
+# Endpoint by value, for the rows a persistent actor claims (a dict look-up, not the Enum's).
+_ENDPOINTS = {e.value: e for e in Endpoint}
 
 # SQLite handles a forked child inherited: never used nor closed there (they are the
 # parent's), and kept referenced so that garbage collection does not close them either.
@@ -203,6 +206,7 @@ class DeliveryEngine:
                 self.db_path, api_root=self.settings.api_root, key_fp=self._key_fp()
             )
             try:
+                await queue.find_strays()
                 backlog = await queue.pending_upto(await queue.max_id())
                 oldest = await queue.oldest_pending_at()
             except BaseException:
@@ -280,7 +284,7 @@ class DeliveryEngine:
             # Counted before the commit: the actor may deliver the row before we get back.
             self._count(1)
             try:
-                self._writer.write([QueueRow(**self._row_fields(record))])
+                self._writer.add(record.endpoint.value, record.response_id, dumps(record.wire()))
             except BaseException:
                 self._count(-1)
                 raise
@@ -298,7 +302,8 @@ class DeliveryEngine:
         elif self.queue is not None and self._doorbell is not None:
             self._count(1)
             try:
-                await self.queue.enqueue([QueueRow(**self._row_fields(record))])
+                body = dumps(record.wire())
+                await self.queue.add(record.endpoint.value, record.response_id, body)
             except BaseException:
                 self._count(-1)
                 raise
@@ -309,14 +314,6 @@ class DeliveryEngine:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
         if logger.isEnabledFor(logging.DEBUG):
             self._log_enqueue(record)
-
-    @staticmethod
-    def _row_fields(record: WireRecord) -> dict[str, str]:
-        return {
-            "endpoint": record.endpoint.value,
-            "response_id": record.response_id,
-            "body": dumps(record.wire()),
-        }
 
     def _log_enqueue(self, record: WireRecord) -> None:
         if self.settings.log_bodies:
@@ -493,20 +490,32 @@ class DeliveryEngine:
     async def _run_persistent(self, queue: SqliteQueue, doorbell: Doorbell) -> None:
         limit = self._batch_limit
         rechecked = False
+        # A backlog found at start is claimed at once. Without one, the first rows wait for
+        # a batch window like any later ones: an opening claim would race the first track()
+        # commits (they go through a connection of their own) and take them one by one.
+        waiting = self._backlog == 0
         while True:
             try:
+                if waiting:
+                    waiting = False
+                    await self._wait_persistent(queue, doorbell)
+                    continue
                 if not await self._respect_backoff():
                     return
                 doorbell.reset()
-                rows = await queue.claim(limit, lease_seconds=self.settings.lease_seconds)
+                rows = await queue.claim_tuples(limit, lease_seconds=self.settings.lease_seconds)
                 if rows:
+                    endpoints = _ENDPOINTS
                     items = [
-                        _Item(Endpoint(r.endpoint), r.response_id, r.body, r.created_at, r.id)
-                        for r in rows
+                        _Item(endpoints.get(e) or Endpoint(e), rid, body, created, row_id)
+                        for row_id, e, rid, body, created, _ in rows
                     ]
                     self._hold(items)
                     await self._deliver_held(items)
                     rechecked = False
+                    # The actor copies the WAL into the file, between its batches: not the
+                    # producers, whose track() calls would wait for it.
+                    await queue.checkpoint()
                     if len(rows) == limit or self._closing:
                         continue  # more may be due now
                 elif self._closing:

@@ -4,26 +4,33 @@ One table holds every record. A row is *pending* (state 0) until the service ans
 when it is deleted, or until it is dead-lettered (state 1). Claiming a row leases it: the
 claimant's id goes in ``lease_owner`` and ``next_attempt_at`` moves to the lease's expiry,
 so a crashed owner's rows become claimable again by themselves and a live owner's rows are
-never taken from it. Rows name their API root and a fingerprint of the key, never the key.
+never taken from it. An ack, a release or a dead-lettering touches a row only while the
+caller still holds its lease. Rows name their API root and a fingerprint of the key, never
+the key.
 
-The SQL lives here once. Writers on plain threads (the sync facade) use
-:class:`SyncWriter`; everything else goes through an :class:`AsyncDB`, which is aiosqlite
-on asyncio and one ``sqlite3`` connection behind ``anyio.to_thread`` on trio.
+The SQL lives here once, as plain functions that each run one transaction on a connection.
+Writers on plain threads (the sync facade) call them through :class:`SyncWriter`;
+everything else through an :class:`AsyncDB`, which hands each call to the connection's own
+thread in one hop: aiosqlite's on asyncio, one ``sqlite3`` connection behind
+``anyio.to_thread`` on trio.
 
 Every use of a connection here passes through ``_FORK_GATE``, so that a ``fork()`` never
-lands inside a transaction (see :class:`_ForkGate`).
+lands inside a transaction (see :class:`_ForkGate`). Every write transaction also holds
+its file's lock in this process (:func:`_file_lock`), so that this process's connections
+queue for each other on a lock instead of in SQLite's busy handler, which sleeps.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -31,6 +38,7 @@ import anyio.to_thread
 import attrs
 
 from .._core.exceptions import QueueStoreError
+from .._core.jsonplain import loads
 
 __all__ = [
     "count_pending",
@@ -57,15 +65,23 @@ __all__ = [
     "summarize_queue",
 ]
 
-SCHEMA_VERSION = 1
+_T = TypeVar("_T")
+
+# Version 2 (version 1 files are rebuilt on open, see _upgrade). A fresh row (one never
+# tried: attempts = 0) is in no index, and nothing counts ids: a track() commit writes one
+# page, the table's, where version 1 wrote four (the table, two indexes, AUTOINCREMENT's
+# sequence). The claim finds fresh rows by id instead: every fresh row of an API root and
+# key lies above that pair's ``claim_marks.upto``, since claims take fresh rows in id
+# order and ids only grow. Rows once tried (waiting out a backoff, or leased, maybe by a
+# crashed owner) are in ``records_tried``, by due time.
+SCHEMA_VERSION = 2
 FORMAT_VERSION = 1  # of the JSON in ``body``
 
 PENDING = 0
 DEAD = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+_RECORDS_TABLE = """(
+    id INTEGER PRIMARY KEY,
     endpoint TEXT NOT NULL,
     response_id TEXT NOT NULL,
     body TEXT NOT NULL,
@@ -79,41 +95,122 @@ CREATE TABLE IF NOT EXISTS records (
     lease_owner TEXT,
     last_error TEXT,
     dead_at REAL
-);
-CREATE INDEX IF NOT EXISTS records_claim
-    ON records (api_root, key_fp, state, next_attempt_at, id);
-CREATE INDEX IF NOT EXISTS records_state ON records (state, id);
-"""
-
-_INSERT = (
-    "INSERT INTO records (endpoint, response_id, body, format, api_root, key_fp,"
-    " created_at, next_attempt_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?)"
+)"""
+# A row id is never used twice: the claim marks above rely on it, a flush counts pending
+# rows up to the highest id it saw, and the administrator retries dead rows by id. Without
+# AUTOINCREMENT, SQLite would give a new row the id of a deleted newest one: instead every
+# delete first raises ``id_floor.upto`` to the highest id it deletes, and inserts take an
+# id above both it and the newest row.
+_SCHEMA_STATEMENTS = (
+    f"CREATE TABLE IF NOT EXISTS records {_RECORDS_TABLE}",
+    "CREATE INDEX IF NOT EXISTS records_tried ON records (api_root, key_fp, next_attempt_at)"
+    " WHERE state = 0 AND attempts > 0",
+    "CREATE INDEX IF NOT EXISTS records_dead ON records (id) WHERE state = 1",
+    "CREATE TABLE IF NOT EXISTS id_floor (upto INTEGER NOT NULL)",
+    "INSERT INTO id_floor (upto) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM id_floor)",
+    "CREATE TABLE IF NOT EXISTS claim_marks (api_root TEXT NOT NULL, key_fp TEXT NOT NULL,"
+    " upto INTEGER NOT NULL, PRIMARY KEY (api_root, key_fp))",
 )
-_CLAIM = """
-UPDATE records SET lease_owner = ?, next_attempt_at = ?, attempts = attempts + 1
-WHERE id IN (
-    SELECT id FROM records
-    WHERE api_root = ? AND key_fp = ? AND state = 0 AND next_attempt_at <= ?
-    ORDER BY next_attempt_at, id LIMIT ?)
-RETURNING id, endpoint, response_id, body, created_at, attempts
-"""
-_ACK = "DELETE FROM records WHERE id = ?"
+_SCHEMA = "".join(f"{statement};\n" for statement in _SCHEMA_STATEMENTS)
+_TABLES = frozenset({"records", "id_floor", "claim_marks"})
+
+# (NULL, and so SQLite's own choice of id, if ``id_floor`` lost its row.)
+_INSERT = (
+    "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp,"
+    " created_at, next_attempt_at) VALUES ("
+    "(SELECT max(coalesce((SELECT max(id) FROM records), 0), upto) + 1 FROM id_floor),"
+    " ?, ?, ?, 1, ?, ?, ?, ?)"
+)
+# The id below a new row's (see _INSERT), and an INSERT of n rows with their ids: the
+# parameters are the root, the key and the time, then (id, endpoint, response_id, body)
+# of each row; at most _ROWS_PER_INSERT rows (4 parameters each, within the 999 that old
+# SQLite builds allow).
+_LAST_ID = (
+    "SELECT max(coalesce((SELECT max(id) FROM records), 0),"
+    " coalesce((SELECT upto FROM id_floor), 0))"
+)
+_ROWS_PER_INSERT = 240
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_rows_sql(n: int) -> str:
+    values = ", ".join(
+        f"(?{k}, ?{k + 1}, ?{k + 2}, ?{k + 3}, 1, ?1, ?2, ?3, ?3)" for k in range(4, 4 * n + 4, 4)
+    )
+    return (
+        "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp,"
+        f" created_at, next_attempt_at) VALUES {values}"
+    )
+
+
+# A claim leases due tried rows first (oldest due first), then fresh rows (oldest first),
+# in one transaction of a few statements, whatever the number of rows: each row a
+# statement returns is one more round trip through the GIL, and the producers wait for
+# the write lock meanwhile. The claimed rows are read after the commit; ``next_attempt_at``
+# (the lease's expiry, unique to each claim of an owner) tells them apart.
+_LEASE_TRIED = (
+    "UPDATE records SET lease_owner = ?, next_attempt_at = ?, attempts = attempts + 1"
+    " WHERE id IN (SELECT id FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " AND attempts > 0 AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+)
+_MARK = "SELECT upto FROM claim_marks WHERE api_root = ? AND key_fp = ?"
+_FRESH_TOP = (
+    "SELECT count(*), max(id) FROM (SELECT id FROM records WHERE id > ? AND api_root = ?"
+    " AND key_fp = ? AND state = 0 AND attempts = 0 ORDER BY id LIMIT ?)"
+)
+_LEASE_FRESH = (
+    "UPDATE records SET lease_owner = ?, next_attempt_at = ?, attempts = 1"
+    " WHERE id > ? AND id <= ? AND api_root = ? AND key_fp = ? AND state = 0 AND attempts = 0"
+)
+_RAISE_MARK = (
+    "INSERT INTO claim_marks (api_root, key_fp, upto) VALUES (?, ?, ?)"
+    " ON CONFLICT (api_root, key_fp) DO UPDATE SET upto = max(upto, excluded.upto)"
+)
+_LEASED_WHERE = (
+    " FROM records WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
+    " AND next_attempt_at = ? AND lease_owner = ?"
+)
+_LEASED = "SELECT id, endpoint, response_id, body, created_at, attempts" + _LEASED_WHERE
+# The same rows as one JSON text: one step of the statement, not one per row (each step
+# is a round trip through the GIL). The time as text: JSON numbers keep 15 digits only.
+_LEASED_JSON = (
+    "SELECT json_group_array(json_array(id, endpoint, response_id, body,"
+    " printf('%!.17g', created_at), attempts))" + _LEASED_WHERE
+)
+# A fresh row below its mark would never be claimed. None of this aicm's writes makes one,
+# but a version 1 process still running on an upgraded file (ids of its own choosing)
+# might: a queue looks for such rows when it opens, and lowers the mark under them.
+_STRAY = (
+    "SELECT min(id) FROM records WHERE id <= ? AND api_root = ? AND key_fp = ? AND state = 0"
+    " AND attempts = 0"
+)
+_LOWER_MARK = "UPDATE claim_marks SET upto = ? WHERE api_root = ? AND key_fp = ? AND upto > ?"
+# Acks, releases and dead-letterings name their rows in one statement per chunk of ids,
+# and only touch rows the caller still holds: a lease that expired and was taken over
+# belongs to its new owner.
+_RAISE_FLOOR = "UPDATE id_floor SET upto = ? WHERE upto < ?"
+_ACK = "DELETE FROM records WHERE lease_owner = ? AND id IN ({})"
 _RELEASE = (
     "UPDATE records SET lease_owner = NULL, next_attempt_at = ?, last_error = ?"
-    " WHERE id = ? AND lease_owner = ?"
+    " WHERE lease_owner = ? AND id IN ({})"
 )
 _KILL = (
     "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
-    " WHERE id = ? AND state = 0"
+    " WHERE id = ? AND lease_owner = ? AND state = 0"
 )
-# Rows that have been tried (a backoff) or are leased (maybe by a crashed owner). Fresh rows
-# are left out: their writer rings the actor's doorbell, and they wait for a batch window.
+# Tried rows: in a backoff, or leased (maybe by a crashed owner). Fresh rows are left out:
+# their writer rings the actor's doorbell, and they wait for a batch window.
 _NEXT_RETRY = (
     "SELECT min(next_attempt_at) FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
-    " AND (attempts > 0 OR lease_owner IS NOT NULL)"
+    " AND attempts > 0"
 )
+# Pending rows of a root and key with id <= ?3: the tried ones (from their index), and the
+# fresh ones (by id, above the mark).
 _PENDING_UPTO = (
-    "SELECT count(*) FROM records WHERE api_root = ? AND key_fp = ? AND state = 0 AND id <= ?"
+    "SELECT (SELECT count(*) FROM records WHERE api_root = ?1 AND key_fp = ?2 AND state = 0"
+    " AND attempts > 0 AND id <= ?3) + (SELECT count(*) FROM records WHERE id > coalesce("
+    "(SELECT upto FROM claim_marks WHERE api_root = ?1 AND key_fp = ?2), 0) AND id <= ?3"
+    " AND api_root = ?1 AND key_fp = ?2 AND state = 0 AND attempts = 0)"
 )
 _OLDEST = (
     "SELECT created_at FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
@@ -122,9 +219,20 @@ _OLDEST = (
 _MAX_ID = "SELECT coalesce(max(id), 0) FROM records"
 _HURRY = (
     "UPDATE records SET next_attempt_at = 0 WHERE api_root = ? AND key_fp = ? AND state = 0"
-    " AND lease_owner IS NULL AND next_attempt_at > ? AND id <= ?"
+    " AND attempts > 0 AND lease_owner IS NULL AND next_attempt_at > ? AND id <= ?"
 )
 
+# Ids per statement: at most 512, padded to a power of two (repeating the last id), so a
+# handful of statement shapes serve every batch size from SQLite's statement cache, and
+# no statement comes near the 999 parameters old SQLite builds allow.
+_IDS_PER_STATEMENT = 512
+
+# The WAL is copied into the file (checkpointed) by the delivery actor, after its batches
+# (SqliteQueue.checkpoint), not by whichever commit happens to cross SQLite's default
+# 1000 pages: that commit would be some track() call, and pay for a copy and two fsyncs.
+# A connection still checkpoints by itself once the WAL reaches this many pages (16 MiB
+# at 4 KiB pages), so the WAL stays bounded while no actor runs.
+_AUTOCHECKPOINT_PAGES = 4000
 
 # How long a fork() waits for the SQLite operations under way in other threads to end.
 _FORK_WAIT_SECONDS = 5.0
@@ -229,11 +337,56 @@ class _ForkGate:
 
 
 _FORK_GATE = _ForkGate()
+
+
+class _FileLocks:
+    """One lock per queue file, held by every write transaction of this process on it.
+
+    Two connections of one process on one file (the sync facade's writer and its actor's
+    connection, say) would otherwise meet in SQLite's busy handler, which sleeps 1, 2, 5,
+    10 ms ... between tries: an eternity next to a 30 us commit. On the lock, the second
+    writer starts the moment the first commits. Other processes still wait in SQLite.
+
+    Taken inside the fork gate, never the other way round: a thread waiting for the lock
+    then counts as under way, and whoever holds the lock finishes before a fork.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def get(self, path: Path) -> threading.Lock:
+        key = os.path.realpath(path)
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = self._locks[key] = threading.Lock()
+            return lock
+
+    def after_fork_in_child(self) -> None:
+        # A lock held by a thread the child did not inherit would stay held forever.
+        self._guard = threading.Lock()
+        self._locks = {}
+
+
+_FILE_LOCKS = _FileLocks()
+
+
+def _file_lock(path: Path) -> threading.Lock:
+    """This process's write lock on the queue file at ``path``."""
+    return _FILE_LOCKS.get(path)
+
+
+def _after_fork_in_child() -> None:
+    _FORK_GATE.after_fork_in_child()
+    _FILE_LOCKS.after_fork_in_child()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_FORK_GATE.before_fork,
         after_in_parent=_FORK_GATE.after_fork_in_parent,
-        after_in_child=_FORK_GATE.after_fork_in_child,
+        after_in_child=_after_fork_in_child,
     )
 
 
@@ -284,6 +437,14 @@ class QueueStats:
     size_bytes: int
 
 
+# A row to write, as the hot paths pass it: (endpoint, response_id, body).
+RowTuple = tuple[str, str, str]
+
+
+def _as_tuples(rows: Sequence[QueueRow]) -> list[RowTuple]:
+    return [(r.endpoint, r.response_id, r.body) for r in rows]
+
+
 def prepare_file(path: Path) -> None:
     """Create the queue file's folder (0700) and the file itself (0600) if missing."""
     try:
@@ -294,7 +455,7 @@ def prepare_file(path: Path) -> None:
         raise QueueStoreError(f"cannot create the queue file {path}: {exc}") from exc
 
 
-# The columns of ``records`` (schema version 1), and the tables a queue file may hold.
+# The columns of ``records`` (the same in schema versions 1 and 2).
 _QUEUE_COLUMNS = frozenset(
     {
         "id",
@@ -315,28 +476,44 @@ _QUEUE_COLUMNS = frozenset(
 )
 
 
-def _holds_a_queue(conn: sqlite3.Connection, version: int) -> bool:
-    """Whether a file whose ``user_version`` is ``version`` is ours: a queue, or to become one.
-
-    At the current version, ``records`` must have a queue's columns. Below it, the file must
-    hold no table (a new database), or only a queue's ``records`` (a creation cut short).
-    Read-only, so a file found to be another program's is left exactly as it was. SQLite's
-    own tables (``sqlite_sequence``, ``sqlite_stat1``, ...) do not count.
-    """
-    tables = {
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    """The file's tables, but SQLite's own (``sqlite_sequence``, ``sqlite_stat1``, ...)."""
+    return {
         str(r[0])
         for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         if not str(r[0]).startswith("sqlite_")
     }
+
+
+def _holds_a_queue(conn: sqlite3.Connection, version: int) -> bool:
+    """Whether a file whose ``user_version`` is ``version`` is ours: a queue, or to become one.
+
+    At the current version, ``records`` must have a queue's columns and ``id_floor`` must be
+    there. Below it, the file must hold no table (a new database), or only a queue's tables
+    (a version 1 queue, or a creation cut short). Read-only, so a file found to be another
+    program's is left exactly as it was.
+    """
+    tables = _tables(conn)
     if version < SCHEMA_VERSION:
         if not tables:
             return True
-        if tables != {"records"}:
+        if "records" not in tables or not tables <= _TABLES:
             return False
-    elif "records" not in tables:
+    elif not tables >= _TABLES:
         return False
     columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(records)").fetchall()}
     return columns >= _QUEUE_COLUMNS
+
+
+def _newer(path: Path, version: int) -> QueueStoreError:
+    return QueueStoreError(
+        f"{path}: queue schema version {version} is newer than this aicm "
+        f"understands ({SCHEMA_VERSION}); upgrade aicm"
+    )
+
+
+def _foreign(path: Path) -> QueueStoreError:
+    return QueueStoreError(f"{path} is an SQLite file but not an aicm queue file")
 
 
 def _setup(conn: sqlite3.Connection, path: Path) -> None:
@@ -346,28 +523,85 @@ def _setup(conn: sqlite3.Connection, path: Path) -> None:
         # another program's database must be refused exactly as it was.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise QueueStoreError(
-                f"{path}: queue schema version {version} is newer than this aicm "
-                f"understands ({SCHEMA_VERSION}); upgrade aicm"
-            )
+            raise _newer(path, version)
         if not _holds_a_queue(conn, version):
-            raise QueueStoreError(f"{path} is an SQLite file but not an aicm queue file")
+            raise _foreign(path)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise QueueStoreError(f"{path}: cannot switch the queue file to WAL mode")
-        # WAL + NORMAL: a committed record survives a process crash (kill -9); an OS crash
-        # may lose the last commits. That is the trade every embedded queue here makes.
-        conn.execute("PRAGMA synchronous = NORMAL")
+        _tune(conn)
         if version < SCHEMA_VERSION:
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.commit()
+            _upgrade(conn, path)
     except sqlite3.DatabaseError as exc:
         raise QueueStoreError(f"{path} is not a usable queue file: {exc}") from exc
 
 
+def _tune(conn: sqlite3.Connection) -> None:
+    """Per-connection settings of every queue connection."""
+    conn.execute("PRAGMA busy_timeout = 30000")
+    # WAL + NORMAL: a committed record survives a process crash (kill -9); an OS crash
+    # may lose the last commits. That is the trade every embedded queue here makes.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the schema, or bring a version 1 file to version 2, in one transaction.
+
+    Looks again once it holds the write lock: another process may have done it meanwhile.
+    Version 1 declared ``id`` AUTOINCREMENT, which only a rebuild of the table removes; the
+    rows keep their ids, and ``id_floor`` starts above every id the file ever used.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise _newer(path, version)
+        if version < SCHEMA_VERSION:
+            if not _holds_a_queue(conn, version):
+                raise _foreign(path)
+            used = _rebuild_without_autoincrement(conn)
+            for statement in _SCHEMA_STATEMENTS:
+                conn.execute(statement)
+            for index in ("records_claim", "records_state"):  # version 1's
+                conn.execute(f"DROP INDEX IF EXISTS {index}")
+            if used:
+                conn.execute(_RAISE_FLOOR, (used, used))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _rebuild_without_autoincrement(conn: sqlite3.Connection) -> int:
+    """Rebuild a version 1 ``records`` table without AUTOINCREMENT; the highest id it used.
+
+    Nothing to do (0) for a new file or a table already without it.
+    """
+    row = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+    ).fetchone()
+    if row is None or "AUTOINCREMENT" not in str(row[0]).upper():
+        return 0
+    (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM records").fetchone()
+    sequence = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    if sequence is not None and sequence[0] is not None:
+        top = max(int(top), int(sequence[0]))
+    columns = ", ".join(sorted(_QUEUE_COLUMNS))
+    conn.execute(f"CREATE TABLE records_v2 {_RECORDS_TABLE}")
+    conn.execute(f"INSERT INTO records_v2 ({columns}) SELECT {columns} FROM records")
+    conn.execute("DROP TABLE records")  # and its indexes
+    conn.execute("ALTER TABLE records_v2 RENAME TO records")
+    return int(top)
+
+
 def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    """Open (and if new, create) a queue file with the schema in place."""
+    """Open (and if new, create) a queue file with the schema in place.
+
+    The connection is in autocommit mode: each write here says BEGIN and COMMIT itself.
+    """
     with _FORK_GATE:
         return _open(path, check_same_thread=check_same_thread)
 
@@ -376,7 +610,9 @@ def _open(path: Path, *, check_same_thread: bool) -> sqlite3.Connection:
     """:func:`connect`, for a caller already inside the fork gate."""
     prepare_file(path)
     try:
-        conn = sqlite3.connect(path, timeout=30.0, check_same_thread=check_same_thread)
+        conn = sqlite3.connect(
+            path, timeout=30.0, check_same_thread=check_same_thread, isolation_level=None
+        )
     except sqlite3.Error as exc:
         raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
     try:
@@ -387,10 +623,228 @@ def _open(path: Path, *, check_same_thread: bool) -> sqlite3.Connection:
     return conn
 
 
-def _insert_params(
-    rows: Iterable[QueueRow], api_root: str, key_fp: str, now: float
+# -- the transactions ----------------------------------------------------------------------
+#
+# Each function below is one whole operation on a connection (opened by ``_open``, so in
+# autocommit mode), run by the connection's own thread: inside the fork gate, and when it
+# writes, holding the file's lock in this process. Each call is one hop for an AsyncDB.
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.rollback()  # (nothing to do if SQLite rolled the transaction back itself)
+    except sqlite3.Error:
+        pass
+
+
+def _in_transaction(conn: sqlite3.Connection, lock: threading.Lock, work: Callable[[], _T]) -> _T:
+    """Run ``work()`` in one IMMEDIATE transaction (the write lock from the start)."""
+    with _FORK_GATE, lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+            conn.commit()
+        except BaseException:
+            _rollback(conn)
+            raise
+        return result
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    rows: Sequence[RowTuple],
+    api_root: str,
+    key_fp: str,
+    now: float,
+) -> None:
+    """Commit ``rows``, in a few statements however many there are.
+
+    One statement alone is its own transaction (no BEGIN, no COMMIT). Several rows go in
+    multi-row INSERTs, not one per row: each statement hands the GIL to the event loop
+    and takes it back, and that round trip, not SQLite, is what a row would cost.
+    """
+    if len(rows) == 1:
+        endpoint, response_id, body = rows[0]
+        with _FORK_GATE, lock:
+            conn.execute(_INSERT, (endpoint, response_id, body, api_root, key_fp, now, now))
+        return
+
+    def work() -> None:
+        (last,) = conn.execute(_LAST_ID).fetchone()
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            params: list[Any] = [api_root, key_fp, now]
+            for offset, row in enumerate(chunk, start=last + start + 1):
+                params.append(offset)
+                params.extend(row)
+            conn.execute(_insert_rows_sql(len(chunk)), params)
+
+    _in_transaction(conn, lock, work)
+
+
+# Whether SQLite's JSON functions are there to use (see _LEASED_JSON): SQLite has them
+# built in since 3.38, and most earlier builds compile them in.
+_json_functions = True
+
+
+def _claim(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    owner: str,
+    api_root: str,
+    key_fp: str,
+    limit: int,
+    now: float,
+    lease_until: float,
 ) -> list[tuple[Any, ...]]:
-    return [(r.endpoint, r.response_id, r.body, api_root, key_fp, now, now) for r in rows]
+    """Lease up to ``limit`` rows: (id, endpoint, response_id, body, created_at, attempts).
+
+    ``lease_until`` must differ from every other lease of ``owner`` still held.
+    """
+
+    def lease() -> int:
+        taken = conn.execute(
+            _LEASE_TRIED, (owner, lease_until, api_root, key_fp, now, limit)
+        ).rowcount
+        wanted = limit - taken
+        if wanted > 0:
+            found = conn.execute(_MARK, (api_root, key_fp)).fetchone()
+            mark = 0 if found is None else int(found[0])
+            count, top = conn.execute(_FRESH_TOP, (mark, api_root, key_fp, wanted)).fetchone()
+            if count:
+                conn.execute(_LEASE_FRESH, (owner, lease_until, mark, top, api_root, key_fp))
+            # Every fresh row of this root and key up to the new mark is leased now: up to
+            # the last one taken, or, when there were fewer than wanted, up to the newest
+            # row of all (the write lock is ours: no row can come in between).
+            if count < wanted:
+                top = conn.execute(_MAX_ID).fetchone()[0]
+            if top > mark:
+                conn.execute(_RAISE_MARK, (api_root, key_fp, top))
+            taken += count
+        return int(taken)
+
+    if not _in_transaction(conn, lock, lease):
+        return []
+    # The rows are ours for the lease: nobody else changes them meanwhile.
+    global _json_functions
+    params = (api_root, key_fp, lease_until, owner)
+    with _FORK_GATE:
+        if _json_functions:
+            try:
+                (text,) = conn.execute(_LEASED_JSON, params).fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such function" not in str(exc):
+                    raise
+                _json_functions = False  # an SQLite built without them: rows one by one
+            else:
+                rows = [
+                    (i, endpoint, rid, body, float(created), attempts)
+                    for i, endpoint, rid, body, created, attempts in loads(text)
+                ]
+                rows.sort()
+                return rows
+        return sorted(conn.execute(_LEASED, params).fetchall())
+
+
+def _lower_mark_under_strays(
+    conn: sqlite3.Connection, lock: threading.Lock, api_root: str, key_fp: str
+) -> None:
+    """Lower the claim mark of a root and key under any fresh row below it (see _STRAY).
+
+    Looks without the write lock (a whole-table read), then lowers the mark in a short
+    transaction; lowering a mark is always safe: a claim then only looks at more rows.
+    """
+    with _FORK_GATE:
+        found = conn.execute(_MARK, (api_root, key_fp)).fetchone()
+        if found is None:
+            return
+        (stray,) = conn.execute(_STRAY, (int(found[0]), api_root, key_fp)).fetchone()
+    if stray is not None:
+        lowered = int(stray) - 1
+        _in_transaction(
+            conn,
+            lock,
+            lambda: conn.execute(_LOWER_MARK, (lowered, api_root, key_fp, lowered)),
+        )
+
+
+def _id_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    """``ids`` in chunks of at most _IDS_PER_STATEMENT, each padded to a power of two."""
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = list(ids[start : start + _IDS_PER_STATEMENT])
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk.extend([chunk[-1]] * (size - len(chunk)))
+        yield chunk
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _ack(conn: sqlite3.Connection, lock: threading.Lock, owner: str, ids: Sequence[int]) -> None:
+    top = max(ids)
+
+    def work() -> None:
+        conn.execute(_RAISE_FLOOR, (top, top))
+        for chunk in _id_chunks(ids):
+            conn.execute(_ACK.format(_marks(len(chunk))), (owner, *chunk))
+
+    _in_transaction(conn, lock, work)
+
+
+def _release(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    owner: str,
+    ids: Sequence[int],
+    due: float,
+    error: str,
+) -> None:
+    def work() -> None:
+        for chunk in _id_chunks(ids):
+            conn.execute(_RELEASE.format(_marks(len(chunk))), (due, error, owner, *chunk))
+
+    _in_transaction(conn, lock, work)
+
+
+def _write_many(
+    conn: sqlite3.Connection, lock: threading.Lock, sql: str, params: Sequence[Sequence[Any]]
+) -> None:
+    _in_transaction(conn, lock, lambda: conn.executemany(sql, params))
+
+
+def _read(
+    conn: sqlite3.Connection, lock: threading.Lock, sql: str, params: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    del lock  # a read waits for no writer (WAL)
+    with _FORK_GATE:
+        return conn.execute(sql, params).fetchall()
+
+
+def _checkpoint(conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    """Copy the WAL into the file, so that the next write may start the WAL afresh.
+
+    First without the file's lock, so this process's writers go on meanwhile; then, if
+    they added pages during that, those few pages holding it: a WAL restarts only once all
+    of it is copied, and without restarts it would grow while writers never pause.
+    """
+    with _FORK_GATE:
+        _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if pages > copied >= 0:
+            with lock:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+_COUNT_TRIED = (
+    "SELECT count(*), min(created_at) FROM records WHERE api_root = ? AND key_fp = ?"
+    " AND state = 0 AND attempts > 0"
+)
+_COUNT_FRESH = (
+    "SELECT count(*), min(created_at) FROM records WHERE id > coalesce((SELECT upto FROM"
+    " claim_marks WHERE api_root = ?1 AND key_fp = ?2), 0) AND api_root = ?1 AND key_fp = ?2"
+    " AND state = 0 AND attempts = 0"
+)
 
 
 def count_pending(path: Path, *, api_root: str, key_fp: str) -> tuple[int, float | None]:
@@ -404,16 +858,14 @@ def count_pending(path: Path, *, api_root: str, key_fp: str) -> tuple[int, float
         except sqlite3.Error as exc:
             raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
         try:
-            count, oldest = conn.execute(
-                "SELECT count(*), min(created_at) FROM records"
-                " WHERE api_root = ? AND key_fp = ? AND state = 0",
-                (api_root, key_fp),
-            ).fetchone()
+            count, oldest = conn.execute(_COUNT_TRIED, (api_root, key_fp)).fetchone()
+            fresh, fresh_oldest = conn.execute(_COUNT_FRESH, (api_root, key_fp)).fetchone()
         except sqlite3.Error as exc:
             raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
         finally:
             conn.close()
-    return int(count), (None if oldest is None else float(oldest))
+    times = [float(t) for t in (oldest, fresh_oldest) if t is not None]
+    return int(count) + int(fresh), (min(times) if times else None)
 
 
 class SyncWriter:
@@ -428,29 +880,42 @@ class SyncWriter:
         self._api_root = api_root
         self._key_fp = key_fp
         self._conn: sqlite3.Connection | None = None
-        self._cond = threading.Condition()
-        self._pending: list[QueueRow] = []
+        self._lock = _file_lock(path)
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: list[RowTuple] = []
         self._open_batch = 0  # the number of the batch now accumulating
         self._done_batch = -1  # the last batch committed (or failed)
         self._failed: dict[int, BaseException] = {}
         self._leader = False
+        self._waiting = 0  # callers waiting for a leader's commit
         self._io = threading.Lock()  # the connection: one leader's commit, or close()
         self.commits = 0  # transactions committed: fewer than writes when calls overlap
 
     def _connection(self) -> sqlite3.Connection:
-        # Called inside the fork gate.
         if self._conn is None:
-            self._conn = _open(self.path, check_same_thread=False)
+            self._conn = connect(self.path, check_same_thread=False)
         return self._conn
 
     def write(self, rows: Sequence[QueueRow]) -> None:
         """Commit ``rows``; raises :class:`QueueStoreError` if they could not be written."""
+        self._write(_as_tuples(rows))
+
+    def add(self, endpoint: str, response_id: str, body: str) -> None:
+        """Commit one row (:meth:`write` without building a :class:`QueueRow`)."""
+        self._write(((endpoint, response_id, body),))
+
+    def _write(self, rows: Sequence[RowTuple]) -> None:
         cond = self._cond
         with cond:
             self._pending.extend(rows)
             mine = self._open_batch
-            while self._done_batch < mine and self._leader:
-                cond.wait()
+            if self._leader:
+                self._waiting += 1
+                try:
+                    while self._done_batch < mine and self._leader:
+                        cond.wait()
+                finally:
+                    self._waiting -= 1
             if self._done_batch >= mine:
                 failure = self._failed.get(mine)
                 if failure is not None:
@@ -463,21 +928,16 @@ class SyncWriter:
             self._open_batch += 1
         error: BaseException | None = None
         try:
-            with self._io, _FORK_GATE:
-                try:
-                    conn = self._connection()
-                    conn.executemany(
-                        _INSERT, _insert_params(batch, self._api_root, self._key_fp, time.time())
-                    )
-                    conn.commit()
-                    self.commits += 1
-                except BaseException:
-                    if self._conn is not None:
-                        try:
-                            self._conn.rollback()
-                        except sqlite3.Error:
-                            pass
-                    raise
+            with self._io:
+                _insert(
+                    self._connection(),
+                    self._lock,
+                    batch,
+                    self._api_root,
+                    self._key_fp,
+                    time.time(),
+                )
+                self.commits += 1
         except BaseException as exc:
             error = exc
             if not isinstance(exc, (sqlite3.Error, QueueStoreError)):
@@ -490,7 +950,8 @@ class SyncWriter:
                         del self._failed[old]
                 self._done_batch = number
                 self._leader = False
-                cond.notify_all()
+                if self._waiting:
+                    cond.notify_all()
         if error is not None:
             if isinstance(error, QueueStoreError):
                 raise error
@@ -505,10 +966,14 @@ class SyncWriter:
 
 
 class AsyncDB(Protocol):
-    """The few operations the queue needs, as one async surface over either driver."""
+    """A queue connection for async callers: each operation one call on its own thread."""
+
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(connection, file_lock, *args)`` on the connection's thread (one of the
+        transaction functions of this module)."""
+        ...
 
     async def write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None: ...
-    async def write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
     async def close(self) -> None: ...
 
@@ -516,92 +981,77 @@ class AsyncDB(Protocol):
 class _ThreadDB:
     """One sqlite3 connection, every call in a worker thread, one call at a time."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         self._conn = conn
+        self.lock = lock
         self._limiter = anyio.CapacityLimiter(1)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await anyio.to_thread.run_sync(
+            fn, self._conn, self.lock, *args, limiter=self._limiter
+        )
 
-    def _write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
-        with _FORK_GATE:
-            try:
-                self._conn.executemany(sql, params)
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
+    async def write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        await self.run(_write_many, sql, params)
 
-    def _write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with _FORK_GATE:
-            try:
-                rows = self._conn.execute(sql, params).fetchall()
-                self._conn.commit()
-            except BaseException:
-                self._conn.rollback()
-                raise
-        return rows
-
-    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with _FORK_GATE:
-            return self._conn.execute(sql, params).fetchall()
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self.run(_read, sql, params)
 
     def _close(self) -> None:
         with _FORK_GATE:
             self._conn.close()
 
-    async def write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
-        await self._run(self._write_many, sql, params)
-
-    async def write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = await self._run(self._write_returning, sql, params)
-        return rows
-
-    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = await self._run(self._read, sql, params)
-        return rows
-
     async def close(self) -> None:
-        await self._run(self._close)
+        await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
 
 
 class _AioDB:
     """aiosqlite, on asyncio."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, raw: sqlite3.Connection, lock: threading.Lock) -> None:
         self._conn = conn
-        # aiosqlite orders single calls, not transactions: one operation at a time.
-        self._lock = anyio.Lock()
+        self._raw = raw  # the sqlite3 connection inside, used only on aiosqlite's thread
+        self.lock = lock
+        # One operation at a time: write_many's transaction spans several aiosqlite calls.
+        self._busy = anyio.Lock(fast_acquire=True)
 
-    # A transaction spans awaits (statement, then commit): the fork gate covers all of it.
+    async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        # aiosqlite's thread runs the whole transaction in one call. ``_execute`` is how
+        # aiosqlite runs each of its own calls there (it has no public door for a function).
+        async with self._busy:
+            result: _T = await self._conn._execute(fn, self._raw, self.lock, *args)
+            return result
 
     async def write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
-        async with self._lock, _FORK_GATE:
+        # A transaction over several aiosqlite calls: the fork gate and the file's lock
+        # cover all of it, statement to commit.
+        async with self._busy, _FORK_GATE:
+            await _acquire_without_blocking(self.lock)
             try:
-                await self._conn.executemany(sql, params)
-                await self._conn.commit()
-            except BaseException:
-                await self._conn.rollback()
-                raise
-
-    async def write_returning(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self._lock, _FORK_GATE:
-            try:
-                async with self._conn.execute(sql, params) as cursor:
-                    rows = list(await cursor.fetchall())
-                await self._conn.commit()
-            except BaseException:
-                await self._conn.rollback()
-                raise
-            return rows
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    await self._conn.executemany(sql, params)
+                    await self._conn.commit()
+                except BaseException:
+                    await self._conn.rollback()
+                    raise
+            finally:
+                self.lock.release()
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        async with self._lock, _FORK_GATE, self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return await self.run(_read, sql, params)
 
     async def close(self) -> None:
-        async with self._lock, _FORK_GATE:
+        async with self._busy, _FORK_GATE:
             await self._conn.close()
+
+
+async def _acquire_without_blocking(lock: threading.Lock) -> None:
+    """Take ``lock`` from an event loop: at once if free, else waiting in a worker thread."""
+    if lock.acquire(blocking=False):
+        return
+    with anyio.CancelScope(shield=True):  # once taken, it must reach the caller's release
+        await anyio.to_thread.run_sync(lock.acquire)
 
 
 async def open_async_db(path: Path) -> AsyncDB:
@@ -609,19 +1059,42 @@ async def open_async_db(path: Path) -> AsyncDB:
     # Schema setup runs once, synchronously, in one worker thread call (a sqlite3
     # connection may only be closed by the thread that opened it); then the driver takes over.
     await anyio.to_thread.run_sync(_prepare_schema, path)
-    if _on_asyncio():
+    return await _connect_async(path)
+
+
+async def _connect_async(path: Path) -> AsyncDB:
+    """:func:`open_async_db`, for a file whose schema is in place."""
+    lock = _file_lock(path)
+    if _on_asyncio() and _aiosqlite_runs_functions():
         import aiosqlite
 
         try:
             async with _FORK_GATE:
-                conn = await aiosqlite.connect(path, timeout=30.0)
-                await conn.execute("PRAGMA busy_timeout = 30000")
-                await conn.execute("PRAGMA synchronous = NORMAL")
+                conn = await aiosqlite.connect(path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
             raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
-        return _AioDB(conn)
+        db = _AioDB(conn, conn._conn, lock)
+        try:
+            await db.run(_tune_in_gate)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
+        return db
+    # Trio (or an aiosqlite without the door _AioDB.run uses): a thread-bound connection.
     conn2 = await anyio.to_thread.run_sync(lambda: connect(path, check_same_thread=False))
-    return _ThreadDB(conn2)
+    return _ThreadDB(conn2, lock)
+
+
+def _aiosqlite_runs_functions() -> bool:
+    import aiosqlite
+
+    return callable(getattr(aiosqlite.Connection, "_execute", None))
+
+
+def _tune_in_gate(conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    del lock
+    with _FORK_GATE:
+        _tune(conn)
 
 
 def _prepare_schema(path: Path) -> None:
@@ -640,11 +1113,19 @@ def _on_asyncio() -> bool:
     return True
 
 
+# Group commits under way at once in a SqliteQueue. Two (one running, the next queued
+# behind it) measured no faster than one: the callers' Python, not the commit, is the
+# bound, and one at a time makes fewer, larger commits.
+_COMMITS_IN_FLIGHT = 1
+
+
 class _Commit:
     """One group commit: the rows of every caller in it, and its outcome."""
 
+    __slots__ = ("done", "error", "rows")
+
     def __init__(self) -> None:
-        self.rows: list[QueueRow] = []
+        self.rows: list[RowTuple] = []
         self.done = anyio.Event()
         self.error: BaseException | None = None
 
@@ -657,13 +1138,19 @@ class SqliteQueue:
     """
 
     def __init__(self, db: AsyncDB, path: Path, *, api_root: str, key_fp: str) -> None:
-        self.db = db
+        self.db = db  # the actor's: claims, acks, reads, checkpoints
         self.path = path
         self.api_root = api_root
         self.key_fp = key_fp
         self.owner = uuid.uuid4().hex
+        self._last_lease_until = 0.0
+        # Enqueues commit on a connection (and so a thread) of their own, opened on the
+        # first one: on the actor's, they would wait behind its claims, reads and
+        # checkpoints, which need not hold the write lock for long, or at all.
+        self._writes: AsyncDB | None = None
+        self._opening_writes = anyio.Lock()
         self._open = _Commit()  # the rows waiting for the next transaction
-        self._committing = False
+        self._committers = 0  # callers committing for everyone (see _join)
         self.commits = 0  # enqueue transactions: fewer than calls when calls overlap
 
     @classmethod
@@ -675,126 +1162,162 @@ class SqliteQueue:
             raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
         return cls(db, path, api_root=api_root, key_fp=key_fp)
 
-    async def _guard(self, op: str, coro: Any) -> Any:
-        try:
-            with anyio.CancelScope(shield=True):
-                return await coro
-        except sqlite3.Error as exc:
-            raise QueueStoreError(f"{op} on {self.path} failed: {exc}") from exc
+    async def _guard(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
+        with anyio.CancelScope(shield=True):
+            try:
+                result = await self.db.run(fn, *args)
+            except sqlite3.Error as exc:
+                raise QueueStoreError(f"{op} on {self.path} failed: {exc}") from exc
+        return result
 
     async def enqueue(self, rows: Sequence[QueueRow]) -> None:
-        """Commit ``rows``; concurrent callers share one transaction (group commit).
-
-        The first caller commits; callers arriving meanwhile join the next commit, which
-        the same caller makes as soon as its own is done.
-        """
+        """Commit ``rows``; concurrent callers share one transaction (group commit)."""
+        if not rows:
+            return
         batch = self._open
-        batch.rows.extend(rows)
-        if not self._committing:
-            self._committing = True
+        batch.rows.extend(_as_tuples(rows))
+        await self._join(batch)
+
+    async def add(self, endpoint: str, response_id: str, body: str) -> None:
+        """Commit one row (:meth:`enqueue` without building a :class:`QueueRow`)."""
+        batch = self._open
+        batch.rows.append((endpoint, response_id, body))
+        await self._join(batch)
+
+    async def _join(self, batch: _Commit) -> None:
+        """Wait until ``batch`` (holding the caller's rows) is committed.
+
+        A caller who finds fewer than ``_COMMITS_IN_FLIGHT`` commits under way becomes a
+        committer: it commits the rows gathered so far, and goes on committing whatever
+        gathers meanwhile (callers arriving during a commit join the next one).
+        """
+        if self._committers < _COMMITS_IN_FLIGHT:
+            self._committers += 1
             try:
-                # Let the tasks that are ready to run add their rows first: one commit then
-                # carries many callers (shielded: a cancelled leader must still commit).
+                # Shielded: a cancelled committer must still commit the rows it took (and
+                # other callers' rows with them); the write takes milliseconds.
                 with anyio.CancelScope(shield=True):
-                    await anyio.lowlevel.checkpoint()
-                while self._open.rows:
-                    commit, self._open = self._open, _Commit()
-                    try:
-                        # Shielded: a cancelled caller must not leave other callers' rows
-                        # half-written; the write takes milliseconds.
-                        with anyio.CancelScope(shield=True):
-                            await self.db.write_many(
-                                _INSERT,
-                                _insert_params(
-                                    commit.rows, self.api_root, self.key_fp, time.time()
-                                ),
+                    while True:
+                        # Let the tasks that are ready to run add their rows first: one
+                        # commit then carries many callers.
+                        await anyio.lowlevel.checkpoint()
+                        if not self._open.rows:
+                            break
+                        commit, self._open = self._open, _Commit()
+                        try:
+                            writes = self._writes or await self._open_writes()
+                            await writes.run(
+                                _insert, commit.rows, self.api_root, self.key_fp, time.time()
                             )
-                        self.commits += 1
-                    except Exception as exc:
-                        commit.error = exc
-                    commit.done.set()
+                            self.commits += 1
+                        except Exception as exc:
+                            commit.error = exc
+                        commit.done.set()
             finally:
-                self._committing = False
-        await batch.done.wait()
+                self._committers -= 1
+        if not batch.done.is_set():
+            await batch.done.wait()
         error = batch.error
         if error is not None:
             if isinstance(error, QueueStoreError):
                 raise error
             raise QueueStoreError(f"could not write to {self.path}: {error}") from error
 
+    async def _open_writes(self) -> AsyncDB:
+        async with self._opening_writes:
+            if self._writes is None:
+                self._writes = await _connect_async(self.path)
+            return self._writes
+
     async def claim(self, limit: int, *, lease_seconds: float) -> list[ClaimedRow]:
-        """Lease up to ``limit`` due rows of this root and key, oldest due first."""
-        now = time.time()
-        rows = await self._guard(
-            "claim",
-            self.db.write_returning(
-                _CLAIM, (self.owner, now + lease_seconds, self.api_root, self.key_fp, now, limit)
-            ),
-        )
-        claimed = [
+        """Lease up to ``limit`` due rows of this root and key; returned in id order.
+
+        Rows tried before and due again are taken first (oldest due first), then fresh
+        rows (oldest first).
+        """
+        return [
             ClaimedRow(
                 id=r[0], endpoint=r[1], response_id=r[2], body=r[3], created_at=r[4], attempts=r[5]
             )
-            for r in rows
+            for r in await self.claim_tuples(limit, lease_seconds=lease_seconds)
         ]
-        claimed.sort(key=lambda r: r.id)
-        return claimed
+
+    async def claim_tuples(
+        self, limit: int, *, lease_seconds: float
+    ) -> list[tuple[int, str, str, str, float, int]]:
+        """:meth:`claim`, as tuples (id, endpoint, response_id, body, created_at, attempts)."""
+        now = time.time()
+        # Each claim's expiry differs from the last one's: it names the claim's rows.
+        until = max(now + lease_seconds, self._last_lease_until + 0.001)
+        self._last_lease_until = until
+        rows: list[Any] = await self._guard(
+            "claim", _claim, self.owner, self.api_root, self.key_fp, limit, now, until
+        )
+        return rows
+
+    async def find_strays(self) -> None:
+        """Make sure no fresh row is left below its claim mark (see _STRAY): on opening."""
+        await self._guard("read", _lower_mark_under_strays, self.api_root, self.key_fp)
 
     async def ack(self, ids: Sequence[int]) -> None:
-        """Delete delivered rows."""
+        """Delete delivered rows (those this owner still holds)."""
         if ids:
-            await self._guard("ack", self.db.write_many(_ACK, [(i,) for i in ids]))
+            await self._guard("ack", _ack, self.owner, ids)
 
     async def release(self, ids: Sequence[int], *, delay: float, error: str) -> None:
         """Give leased rows back, due again in ``delay`` seconds."""
         if ids:
             due = time.time() + delay
-            await self._guard(
-                "release",
-                self.db.write_many(_RELEASE, [(due, error, i, self.owner) for i in ids]),
-            )
+            await self._guard("release", _release, self.owner, ids, due, error)
 
     async def kill(self, reasons: Sequence[tuple[int, str]]) -> None:
-        """Dead-letter rows, each with its reason."""
+        """Dead-letter rows (those this owner still holds), each with its reason."""
         if reasons:
             now = time.time()
-            await self._guard(
-                "dead-letter", self.db.write_many(_KILL, [(why, now, i) for i, why in reasons])
-            )
+            params = [(why, now, i, self.owner) for i, why in reasons]
+            await self._guard("dead-letter", _write_many, _KILL, params)
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the file (see :func:`_checkpoint`); the actor calls this."""
+        await self._guard("checkpoint", _checkpoint)
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await self._guard("read", _read, sql, params)
 
     async def next_retry_due(self) -> float | None:
         """When the earliest retried or leased row of this root and key is due (epoch s)."""
-        rows = await self._guard("read", self.db.read(_NEXT_RETRY, (self.api_root, self.key_fp)))
+        rows = await self._read(_NEXT_RETRY, (self.api_root, self.key_fp))
         value = rows[0][0] if rows else None
         return None if value is None else float(value)
 
     async def oldest_pending_at(self) -> float:
         """When the oldest pending row of this root and key was written (0.0: none)."""
-        rows = await self._guard("read", self.db.read(_OLDEST, (self.api_root, self.key_fp)))
+        rows = await self._read(_OLDEST, (self.api_root, self.key_fp))
         return float(rows[0][0]) if rows else 0.0
 
     async def max_id(self) -> int:
         """The highest row id in the file."""
-        rows = await self._guard("read", self.db.read(_MAX_ID))
+        rows = await self._read(_MAX_ID, ())
         return int(rows[0][0])
 
     async def pending_upto(self, max_id: int) -> int:
         """How many pending rows of this root and key have ``id <= max_id``."""
-        rows = await self._guard(
-            "read", self.db.read(_PENDING_UPTO, (self.api_root, self.key_fp, max_id))
-        )
+        rows = await self._read(_PENDING_UPTO, (self.api_root, self.key_fp, max_id))
         return int(rows[0][0])
 
     async def hurry(self, max_id: int) -> None:
         """Make rows waiting out a backoff due now (a flush wants them delivered)."""
-        await self._guard(
-            "hurry",
-            self.db.write_many(_HURRY, [(self.api_root, self.key_fp, time.time(), max_id)]),
-        )
+        params = [(self.api_root, self.key_fp, time.time(), max_id)]
+        await self._guard("hurry", _write_many, _HURRY, params)
 
     async def close(self) -> None:
-        """Close the connection."""
-        await self.db.close()
+        """Close the connections."""
+        writes, self._writes = self._writes, None
+        try:
+            if writes is not None:
+                await writes.close()
+        finally:
+            await self.db.close()
 
 
 # -- administration (the ``aicm queue`` command) -----------------------------------------
@@ -887,19 +1410,18 @@ def _admin_connect(path: Path, *, write: bool) -> sqlite3.Connection:
     try:
         conn.execute(f"PRAGMA busy_timeout = {_ADMIN_BUSY_MS}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        is_queue = version == SCHEMA_VERSION and _holds_a_queue(conn, version)
+        # A version 1 file (no tracker of this aicm has opened it yet) has the same
+        # columns: it is read and written as it is, and upgraded by the next tracker.
+        is_queue = 1 <= version <= SCHEMA_VERSION and _holds_a_queue(conn, version)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise QueueStoreError(f"{path} is not a usable queue file: {exc}") from exc
     if version > SCHEMA_VERSION:
         conn.close()
-        raise QueueStoreError(
-            f"{path}: queue schema version {version} is newer than this aicm "
-            f"understands ({SCHEMA_VERSION}); upgrade aicm"
-        )
-    if version != SCHEMA_VERSION or not is_queue:
+        raise _newer(path, version)
+    if not is_queue:
         conn.close()
-        raise QueueStoreError(f"{path} is an SQLite file but not an aicm queue file")
+        raise _foreign(path)
     return conn
 
 
@@ -907,6 +1429,9 @@ def _admin(path: Path, op: str, *, write: bool, work: Any) -> Any:
     with _FORK_GATE:
         conn = _admin_connect(path, write=write)
         try:
+            if write:
+                with _file_lock(path):
+                    return work(conn)
             return work(conn)
         except sqlite3.Error as exc:
             raise QueueStoreError(f"{op} on {path} failed: {exc}") from exc
@@ -1031,6 +1556,13 @@ def retry_dead(path: Path, ids: Sequence[int] | None = None) -> RetryOutcome:
     return result
 
 
+def _raise_floor_to_newest(conn: sqlite3.Connection) -> None:
+    """Before deleting rows: no id in use now may be given to a later row."""
+    if "id_floor" in _tables(conn):  # a version 1 file still has AUTOINCREMENT instead
+        (top,) = conn.execute(_MAX_ID).fetchone()
+        conn.execute(_RAISE_FLOOR, (top, top))
+
+
 def purge_rows(path: Path, *, state: str) -> PurgeOutcome:
     """Delete rows: ``"dead"``, ``"pending"`` or ``"all"``. Rows under a live lease stay."""
     if state not in ("dead", "pending", "all"):
@@ -1042,6 +1574,7 @@ def purge_rows(path: Path, *, state: str) -> PurgeOutcome:
         try:
             deleted = 0
             kept = 0
+            _raise_floor_to_newest(conn)
             if state in ("dead", "all"):
                 deleted += conn.execute("DELETE FROM records WHERE state = 1").rowcount
             if state in ("pending", "all"):
