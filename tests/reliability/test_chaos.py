@@ -55,8 +55,14 @@ def test_the_oracle_allows_only_the_tail_of_a_killed_memory_queue() -> None:
     tail = ProducerRun(prefix="mem0", printed=[f"mem0-{i}" for i in range(5)], killed=True)
     lane = check_lane("mem_queue", [tail], ["mem0-0", "mem0-1"], queue_size=10)
     assert (lane.lost, lane.lost_in_memory_at_kill, lane.problems) == (0, 3, [])
-    middle = ProducerRun(prefix="mem1", printed=[f"mem1-{i}" for i in range(5)], killed=True)
-    lane = check_lane("mem_queue", [middle], ["mem1-0", "mem1-3"], queue_size=10)
+    # Two requests in flight: the newer batch (mem2-3) stored, the older (mem2-1, 2) lost.
+    in_flight = ProducerRun(prefix="mem2", printed=[f"mem2-{i}" for i in range(5)], killed=True)
+    lane = check_lane("mem_queue", [in_flight], ["mem2-0", "mem2-3"], queue_size=10, batch_size=2)
+    assert (lane.lost_in_memory_at_kill, lane.problems) == (3, [])
+    middle = ProducerRun(prefix="mem1", printed=[f"mem1-{i}" for i in range(6)], killed=True)
+    lane = check_lane(
+        "mem_queue", [middle], ["mem1-0", "mem1-3", "mem1-4", "mem1-5"], queue_size=10, batch_size=2
+    )
     assert lane.problems == ["mem1: lost ids are not the tail still in memory at the kill"]
 
 
