@@ -215,6 +215,8 @@ class DeliveryEngine:
                 raise
             self.queue = queue
             self._count(backlog, oldest=oldest)
+            queue.before_commit = self._count
+            queue.after_commit = self._committed
         await task_group.start(self._run)
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -266,6 +268,13 @@ class DeliveryEngine:
             elif not before:
                 self._oldest_pending = time.time()
 
+    def _committed(self, n: int, ok: bool) -> None:
+        """A group commit of ``n`` rows (counted before it began) has ended."""
+        if not ok:
+            self._count(-n)
+        elif self._doorbell is not None:
+            self._doorbell.ring(n)
+
     # -- producers ---------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -299,15 +308,9 @@ class DeliveryEngine:
         self._check_open()
         if self.buffer is not None:
             await self.buffer.aput(record)
-        elif self.queue is not None and self._doorbell is not None:
-            self._count(1)
-            try:
-                body = dumps(record.wire())
-                await self.queue.add(record.endpoint.value, record.response_id, body)
-            except BaseException:
-                self._count(-1)
-                raise
-            self._doorbell.ring()
+        elif self.queue is not None:
+            # Counted and rung once per group commit (see _open_queue's hooks).
+            await self.queue.add(record.endpoint.value, record.response_id, dumps(record.wire()))
         elif self._writer is not None:
             raise AicmError("this tracker has not been started; use `async with`")
         else:
@@ -697,15 +700,18 @@ class DeliveryEngine:
         return pending[mid:]
 
     async def _accepted(self, items: list[_Item], result: TrackResult) -> None:
-        verdicts = {r.response_id: r for r in result.results}
         dead: list[tuple[_Item, str]] = []
-        done: list[_Item] = []
-        for item in items:
-            verdict = verdicts.get(item.response_id)
-            if verdict is not None and not verdict.ok:
-                dead.append((item, _reason(verdict)))
-            else:
-                done.append(item)
+        refused = {r.response_id: r for r in result.results if not r.ok}
+        if refused:
+            done: list[_Item] = []
+            for item in items:
+                verdict = refused.get(item.response_id)
+                if verdict is not None:
+                    dead.append((item, _reason(verdict)))
+                else:
+                    done.append(item)
+        else:  # every record accepted (the answer names failures only): the common case
+            done = items
         if self.queue is not None:
             await self.queue.ack([i.row_id for i in done if i.row_id is not None])
             self._count(-len(done))

@@ -1119,6 +1119,10 @@ def _on_asyncio() -> bool:
 _COMMITS_IN_FLIGHT = 1
 
 
+def _ignore_commit(n: int, committed: bool = True) -> None:
+    del n, committed
+
+
 class _Commit:
     """One group commit: the rows of every caller in it, and its outcome."""
 
@@ -1152,6 +1156,11 @@ class SqliteQueue:
         self._open = _Commit()  # the rows waiting for the next transaction
         self._committers = 0  # callers committing for everyone (see _join)
         self.commits = 0  # enqueue transactions: fewer than calls when calls overlap
+        # Told of each group commit (its number of rows): before it starts, and after it
+        # ends (True when committed). Once per commit, not per caller: a caller cancelled
+        # while it waits still has its row committed with the others, and counted.
+        self.before_commit: Callable[[int], None] = _ignore_commit
+        self.after_commit: Callable[[int, bool], None] = _ignore_commit
 
     @classmethod
     async def open(cls, path: Path, *, api_root: str, key_fp: str) -> SqliteQueue:
@@ -1204,6 +1213,8 @@ class SqliteQueue:
                         if not self._open.rows:
                             break
                         commit, self._open = self._open, _Commit()
+                        n = len(commit.rows)
+                        self.before_commit(n)
                         try:
                             writes = self._writes or await self._open_writes()
                             await writes.run(
@@ -1212,6 +1223,9 @@ class SqliteQueue:
                             self.commits += 1
                         except Exception as exc:
                             commit.error = exc
+                            self.after_commit(n, False)
+                        else:
+                            self.after_commit(n, True)
                         commit.done.set()
             finally:
                 self._committers -= 1

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from delivery_helpers import API, SERVICE, USAGE, new_ids, stored_ids, wait_until
 
@@ -209,6 +210,28 @@ async def test_concurrent_tracks_share_commits(
         assert 1 <= commits < 20, f"{commits} transactions for 100 records"
         assert await tracker.flush(5) == 0
     assert sorted(stored_ids(collector)) == sorted(ids)
+
+
+async def test_callers_cancelled_while_their_commit_runs_are_still_counted(
+    collector: LocalCollector, connection: dict[str, str], db_path: str
+) -> None:
+    """Cancelled while waiting for a group commit, a caller's row is committed anyway: the
+    tracker's health counts it, and it is delivered."""
+    async with AsyncTracker(
+        **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=60
+    ) as tracker:
+        async with anyio.create_task_group() as tg:
+            for rid in new_ids(50):
+                tg.start_soon(lambda rid=rid: tracker.track(API, SERVICE, USAGE, response_id=rid))
+            # Every caller has added its row and waits for the commit:
+            await anyio.lowlevel.checkpoint()
+            tg.cancel_scope.cancel()
+        written = len(rows(db_path))
+        assert written == 50
+        assert tracker.health().queued == written
+        assert await tracker.flush(5) == 0
+        assert tracker.health().queued == 0
+    assert len(stored_ids(collector)) == written
 
 
 def test_sync_threads_share_commits(
