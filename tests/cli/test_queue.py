@@ -227,7 +227,10 @@ def test_admin_is_safe_while_a_tracker_sends_from_the_file(
         db_path=str(path),
         aicm_api_key=API_KEY,
         aicm_api_base=collector.api_base,
-        batch_interval=0.01,
+        # The three rows go as one batch once all are in (a short window could send the
+        # first alone, and the others would wait behind its slow answer).
+        max_batch_size=3,
+        batch_interval=60,
     ) as tracker:
         for i in range(3):
             tracker.track("openai", "gpt-5-mini", {"input_tokens": i}, response_id=f"live-{i}")
