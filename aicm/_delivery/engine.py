@@ -309,7 +309,7 @@ class DeliveryEngine:
         if self.buffer is not None:
             await self.buffer.aput(record)
         elif self.queue is not None:
-            # Counted and rung once per group commit (see _open_queue's hooks).
+            # Counted and rung once per group commit: see the queue's hooks set in start().
             await self.queue.add(record.endpoint.value, record.response_id, dumps(record.wire()))
         elif self._writer is not None:
             raise AicmError("this tracker has not been started; use `async with`")
