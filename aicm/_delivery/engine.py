@@ -242,6 +242,11 @@ class DeliveryEngine:
         """True while the actor is alive (always True for IMMEDIATE once started)."""
         return self._alive
 
+    @property
+    def accepting(self) -> bool:
+        """True while the actor is alive and no close has begun (what ``aput`` checks)."""
+        return self._alive and not (self._closed or self._closing)
+
     def _wake(self) -> None:
         if self._waker is not None:
             self._waker.wake()
@@ -301,7 +306,7 @@ class DeliveryEngine:
         else:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
         if logger.isEnabledFor(logging.DEBUG):
-            self._log_enqueue(record)
+            self.log_enqueue(record)
 
     async def aput(self, record: WireRecord) -> None:
         """Queue ``record`` from a task on the engine's own event loop."""
@@ -316,9 +321,9 @@ class DeliveryEngine:
         else:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
         if logger.isEnabledFor(logging.DEBUG):
-            self._log_enqueue(record)
+            self.log_enqueue(record)
 
-    def _log_enqueue(self, record: WireRecord) -> None:
+    def log_enqueue(self, record: WireRecord) -> None:
         if self.settings.log_bodies:
             logger.debug("enqueued %s %s", record.response_id, dumps(record.wire()))
         else:

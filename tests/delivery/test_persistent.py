@@ -237,6 +237,46 @@ async def test_callers_cancelled_while_their_commit_runs_are_still_counted(
     assert len(stored_ids(collector)) == written
 
 
+async def test_a_failed_group_commit_raises_in_every_caller(
+    collector: LocalCollector, connection: dict[str, str], db_path: str
+) -> None:
+    """A group commit SQLite refuses raises QueueStoreError in each of its 30 callers (the one
+    committing and those waiting), writes none of their rows, and the next commits work."""
+    async with AsyncTracker(
+        **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=60
+    ) as tracker:
+        with sqlite3.connect(db_path) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON records"
+                " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            )
+        raised: list[BaseException] = []
+
+        async def call(rid: str) -> None:
+            try:
+                await tracker.track(API, SERVICE, USAGE, response_id=rid)
+            except QueueStoreError as exc:
+                raised.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for rid in new_ids(30):
+                tg.start_soon(call, rid)
+        assert len(raised) == 30
+        assert all("refused by the test" in str(exc) for exc in raised)
+        assert rows(db_path) == []
+        assert tracker.health().queued == 0
+
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("DROP TRIGGER refuse")
+        ids = new_ids(30)
+        async with anyio.create_task_group() as tg:
+            for rid in ids:
+                tg.start_soon(lambda rid=rid: tracker.track(API, SERVICE, USAGE, response_id=rid))
+        assert sorted(r[0] for r in rows(db_path)) == sorted(ids)
+        assert await tracker.flush(5) == 0
+    assert sorted(stored_ids(collector)) == sorted(ids)
+
+
 def test_sync_threads_share_commits(
     collector: LocalCollector, connection: dict[str, str], db_path: str
 ) -> None:
