@@ -101,15 +101,13 @@ def _warn_if_plaintext(api_base: str) -> None:
     )
 
 
-_OK_STATUSES = frozenset({"queued", "completed"})
-
-
 def _is_plain_success(result: object) -> bool:
-    return (
-        isinstance(result, dict)
-        and result.get("status") in _OK_STATUSES
-        and not result.get("errors")
-    )
+    if not isinstance(result, dict):
+        return False
+    # Compared, not looked up in a set: a status of any JSON type (a list, say) is no
+    # success, and must not raise.
+    status = result.get("status")
+    return (status == "queued" or status == "completed") and not result.get("errors")
 
 
 def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | None:
@@ -126,9 +124,9 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
     if not isinstance(data, Mapping) or not isinstance(data.get("results", []), list):
         return None
     results = data.get("results", [])
-    if only_failures:
-        results = [r for r in results if not _is_plain_success(r)]
     try:
+        if only_failures:
+            results = [r for r in results if not _is_plain_success(r)]
         return TrackResult(
             results=tuple(converter.structure(r, RecordResult) for r in results),
             triggered_limits=dict(data.get("triggered_limits") or {}),

@@ -17,6 +17,7 @@ import pytest
 from aicm import (
     APIStatusError,
     AsyncCostManagerClient,
+    AsyncTracker,
     ConfigError,
     CostManagerClient,
     ServiceRedirectError,
@@ -42,6 +43,7 @@ class ScriptedServer:
         self.answer: Answer = lambda method, path: (202, {}, ACCEPTED)
         self.trickle = 0.0
         self.seen: list[tuple[str, str]] = []
+        self.bodies: list[bytes] = []  # of every request, in order
         self.hung_up = threading.Event()  # the client closed a trickled connection
         self.stop = threading.Event()
         scripted = self
@@ -54,7 +56,7 @@ class ScriptedServer:
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                scripted.bodies.append(self.rfile.read(length))
                 scripted.seen.append((self.command, self.path))
                 if scripted.trickle:
                     self._trickle()
@@ -292,3 +294,45 @@ async def test_a_malformed_configs_answer_names_the_fields(
         with pytest.raises(ConfigError) as info:
             await client.get_configs()
     assert str(info.value) == f"the service's /configs answer is malformed: {named}"
+
+
+# -- a 2xx answer whose results make no sense --------------------------------------------------
+
+# Seen from fuzzing: results of the wrong JSON types, "status" a list among them.
+ODD_RESULTS = [
+    {"response_id": None, "errors": None, "status": []},
+    {"response_id": ["x"], "status": {"a": 1}, "errors": {"b": 2}},
+    {"response_id": "r", "status": 3, "errors": "e"},
+    "not an object",
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("delivery_type", ["mem_queue", "persistent_queue"])
+async def test_a_2xx_answer_with_odd_results_is_delivered_once(
+    server: ScriptedServer, delivery_type: str, tmp_path: Any
+) -> None:
+    """A 2xx answer is delivered whatever its results say: the records are sent once, the
+    actor stays alive with no error, and nothing is dead-lettered or sent again."""
+    server.answer = lambda method, path: (
+        200,
+        {"Content-Type": "application/json"},
+        json.dumps({"results": ODD_RESULTS}).encode(),
+    )
+    ids = [f"odd-{n}" for n in range(5)]
+    async with AsyncTracker(
+        aicm_api_key=KEY,
+        aicm_api_base=server.base,
+        delivery_type=delivery_type,
+        db_path=str(tmp_path / "q.db"),
+        batch_interval=0.01,
+    ) as tracker:
+        for rid in ids:
+            await tracker.track("openai", "svc", {"n": 1}, response_id=rid)
+        assert await tracker.flush(5) == 0
+        health = tracker.health()
+        assert health.worker_alive
+        assert (health.sent, health.dead_lettered, health.retried) == (5, 0, 0), health
+        assert health.last_error is None, health.last_error
+    sent = [r["response_id"] for body in server.bodies for r in json.loads(body)["tracked"]]
+    assert sorted(sent) == ids
