@@ -654,7 +654,9 @@ def fuzz_answers_immediate(examples: int, backend: str = "asyncio") -> Tally:
                 aicm_api_base="http://127.0.0.1:9",
                 transport=_mock(status, headers, body),
             ) as tracker:
-                with anyio.fail_after(10):
+                # Three attempts, at most two waits of 5 s between them (a longer Retry-After
+                # raises at once), and each mocked request answers at once.
+                with anyio.fail_after(12):
                     try:
                         outcome.append(await tracker.track("openai", "svc", {"n": 1}))
                     except AicmError as exc:

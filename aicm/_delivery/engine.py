@@ -374,8 +374,18 @@ class DeliveryEngine:
                 last = exc
                 self._note_error(exc)
                 if attempt < attempts:
-                    self.stats.retried += len(encoded)
                     retry_after = exc.retry_after if isinstance(exc, APIStatusError) else None
+                    if retry_after is not None and retry_after > _IMMEDIATE_MAX_DELAY:
+                        # The service asks for a longer pause than a caller should sit
+                        # through, and trying again sooner would ignore its Retry-After.
+                        self.stats.failed += len(encoded)
+                        raise DeliveryError(
+                            f"could not deliver {len(encoded)} record(s): the service asks to"
+                            f" wait {retry_after:g} s before trying again (Retry-After), longer"
+                            f" than IMMEDIATE delivery waits ({_IMMEDIATE_MAX_DELAY:g} s): {exc}",
+                            pending=len(encoded),
+                        ) from exc
+                    self.stats.retried += len(encoded)
                     delay = self._policy.delay(attempt, retry_after=retry_after, rng=self._rng)
                     logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
                     await anyio.sleep(min(delay, _IMMEDIATE_MAX_DELAY))

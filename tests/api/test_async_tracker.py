@@ -21,6 +21,7 @@ from aicm import (
     NotSerializableError,
     QueueFullError,
     QueueStoreError,
+    RateLimitedError,
     RecordError,
     TrackRecord,
     TransportError,
@@ -319,6 +320,22 @@ async def test_immediate_gives_up_after_three_attempts(
             await tracker.track("a", "b", {"n": 1})
     assert info.value.pending == 1
     assert configured.count("track") == 0
+
+
+async def test_immediate_stops_when_retry_after_is_longer_than_it_waits(
+    configured: LocalCollector, connection: dict[str, str]
+) -> None:
+    """A 429 asking for an hour's pause raises DeliveryError at once, after one request: no
+    sleeping in the caller, and no early retry that would ignore the Retry-After."""
+    configured.set_faults(Faults(failure_rate=1.0, failure_status=429, retry_after=3600))
+    async with AsyncTracker(**connection) as tracker:
+        with anyio.fail_after(2), pytest.raises(DeliveryError, match="wait 3600 s") as info:
+            await tracker.track("a", "b", {"n": 1})
+        assert tracker.health().failed == 1
+    assert isinstance(info.value.__cause__, RateLimitedError)
+    assert info.value.__cause__.retry_after == 3600
+    assert info.value.pending == 1
+    assert configured.stats()["requests"]["track"] == {"429": 1}
 
 
 async def test_timeout_option_bounds_each_request(
