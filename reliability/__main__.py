@@ -150,6 +150,18 @@ def run_fuzz(
         targets.append(
             (f"queued {backend}", partial(fuzz_answers_queued, counts["queued"], backend))
         )
+        targets.append(
+            (
+                f"persistent {backend}",
+                partial(
+                    fuzz_answers_queued,
+                    counts["queued"],
+                    backend,
+                    "persistent_queue",
+                    work / "answers",
+                ),
+            )
+        )
     tallies: list[Tally] = []
     with fast_retries():
         for name, target in targets:

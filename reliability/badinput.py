@@ -674,11 +674,21 @@ def fuzz_answers_immediate(examples: int, backend: str = "asyncio") -> Tally:
     return tally
 
 
-def fuzz_answers_queued(examples: int, backend: str = "asyncio") -> Tally:
-    """Garbage answers to a memory queue, then good ones: the worker lives, and every
-    record is accounted for (sent, dead-lettered, or still queued), never silently lost;
-    a 2xx answer is never sent again."""
-    tally = Tally(f"service answers (mem_queue, {backend})")
+def fuzz_answers_queued(
+    examples: int,
+    backend: str = "asyncio",
+    delivery_type: str = "mem_queue",
+    workdir: Path | None = None,
+) -> Tally:
+    """Garbage answers to a queue (``mem_queue``, or ``persistent_queue`` with its files in
+    ``workdir``), then good ones: the worker lives, and every record is accounted for
+    (sent, dead-lettered, or still queued), never silently lost; a 2xx answer is never
+    sent again."""
+    if delivery_type == "persistent_queue" and workdir is None:
+        raise ValueError("a persistent queue needs a workdir for its files")
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    tally = Tally(f"service answers ({delivery_type}, {backend})")
     good = _dumps({"results": [], "triggered_limits": {}})
 
     @_settings(examples)
@@ -701,7 +711,8 @@ def fuzz_answers_queued(examples: int, backend: str = "asyncio") -> Tally:
                 aicm_api_key=KEY,
                 aicm_api_base="http://127.0.0.1:9",
                 transport=httpx.MockTransport(respond),
-                delivery_type="mem_queue",
+                delivery_type=delivery_type,
+                db_path=None if workdir is None else str(workdir / f"{uuid.uuid4().hex}.db"),
                 batch_interval=0.005,
             ) as tracker:
                 for n in range(3):

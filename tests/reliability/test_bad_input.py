@@ -86,6 +86,14 @@ def test_service_answers_to_a_memory_queue(backend: str) -> None:
     assert tally.tried == 15
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_service_answers_to_a_persistent_queue(backend: str, tmp_path: Path) -> None:
+    """The same for a persistent queue: its rows are sent, dead-lettered or still queued,
+    and a row answered 2xx is never sent again."""
+    tally = badinput.fuzz_answers_queued(15, backend, "persistent_queue", tmp_path)
+    assert tally.tried == 15
+
+
 def test_queue_files_that_are_not_queues(collector: LocalCollector, tmp_path: Path) -> None:
     """30 junk queue files: QueueStoreError naming the file, which is left byte for byte."""
     tally = badinput.fuzz_queue_file_bytes(30, collector.api_base, tmp_path)
