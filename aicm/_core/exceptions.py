@@ -63,6 +63,14 @@ __all__ = [
 ]
 
 
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, but an integer too long to print whole (Python
+    refuses past 4300 digits) is named by its size."""
+    if type(value) is int and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)
+
+
 class AicmError(Exception):
     """The root of every error aicm raises."""
 

@@ -18,7 +18,13 @@ from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception, transform_error
 
-from .exceptions import ConfigError, InvalidTimestampError, NotSerializableError, RecordError
+from .exceptions import (
+    ConfigError,
+    InvalidTimestampError,
+    NotSerializableError,
+    RecordError,
+    shown,
+)
 from .jsonplain import JSONValue, check_size, plain_mapping, to_plain
 
 __all__ = [
@@ -127,12 +133,14 @@ def normalize_timestamp(value: object, *, field: str = "timestamp") -> str:
             "expected a datetime, ISO-8601 string or epoch number, got bool", field=field
         )
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise InvalidTimestampError(f"{value!r} is not a finite epoch number", field=field)
         try:
             return _iso(dt.datetime.fromtimestamp(value, dt.timezone.utc))
         except (OverflowError, OSError, ValueError) as exc:
-            raise InvalidTimestampError(f"epoch {value!r} is out of range", field=field) from exc
+            raise InvalidTimestampError(
+                f"epoch {shown(value)} is out of range", field=field
+            ) from exc
     if isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .exceptions import ConfigError, MissingApiKeyError
+from .exceptions import ConfigError, MissingApiKeyError, shown
 
 __all__ = [
     "DEFAULTS",
@@ -77,7 +77,9 @@ def _positive_float(name: str, value: Any) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        raise ConfigError(f"{name} must be a number, got {shown(value)}") from None
+    except OverflowError:  # an int beyond any float
+        raise ConfigError(f"{name} must be a positive finite number, got {shown(value)}") from None
     if not number > 0 or number != number or number == float("inf"):
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
     return number
@@ -94,10 +96,10 @@ def _positive_int(name: str, value: Any) -> int:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     try:
         number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a float infinity
+        raise ConfigError(f"{name} must be a positive integer, got {shown(value)}") from None
     if number <= 0 or (isinstance(value, float) and value != number):
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {shown(value)}")
     return number
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._core.exceptions import shown
 from ._console import CommandError
 
 __all__ = [
@@ -34,8 +35,16 @@ SCALAR_METRIC = "units"
 """The metric name of a bare-number usage whose service has no single priced metric."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (not a number, NaN, infinite, or an integer
+    beyond any float)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_prices(data: Any, *, source: str = "price table") -> dict[str, dict[str, float]]:
@@ -51,12 +60,13 @@ def parse_prices(data: Any, *, source: str = "price table") -> dict[str, dict[st
             continue
         checked: dict[str, float] = {}
         for metric, rate in rates.items():
-            if not _is_number(rate) or not math.isfinite(rate) or rate < 0:
+            number = _finite(rate)
+            if number is None or number < 0:
                 problems.append(
-                    f"{service!r}.{metric!r}: a rate must be a number >= 0, got {rate!r}"
+                    f"{service!r}.{metric!r}: a rate must be a number >= 0, got {shown(rate)}"
                 )
             else:
-                checked[str(metric)] = float(rate)
+                checked[str(metric)] = number
         table[str(service)] = checked
     if problems:
         raise CommandError(f"{source}: " + "; ".join(problems))
@@ -103,9 +113,10 @@ def usage_amounts(usage: Any, rates: Mapping[str, float] | None = None) -> dict[
     only priced metric when it has exactly one (``duration`` for a per-second service),
     else ``units``. Strings, booleans and lists are not amounts and are left out.
     """
-    if _is_number(usage):
+    number = _finite(usage)
+    if number is not None:
         name = next(iter(rates)) if rates is not None and len(rates) == 1 else SCALAR_METRIC
-        return {name: float(usage)}
+        return {name: number}
     amounts: dict[str, float] = {}
     if isinstance(usage, Mapping):
         _flatten(usage, "", amounts)
@@ -115,8 +126,9 @@ def usage_amounts(usage: Any, rates: Mapping[str, float] | None = None) -> dict[
 def _flatten(usage: Mapping[str, Any], prefix: str, into: dict[str, float]) -> None:
     for key, value in usage.items():
         name = f"{prefix}{key}"
-        if _is_number(value) and math.isfinite(value):
-            into[name] = into.get(name, 0.0) + float(value)
+        number = _finite(value)
+        if number is not None:
+            into[name] = into.get(name, 0.0) + number
         elif isinstance(value, Mapping):
             _flatten(value, name + ".", into)
 

@@ -204,6 +204,9 @@ def test_usage_amounts_flatten_and_name_a_bare_number() -> None:
     assert usage_amounts(12, {"duration": 0.5}) == {"duration": 12.0}
     assert usage_amounts(12, {"a": 1.0, "b": 2.0}) == {"units": 12.0}
     assert usage_amounts("text") == {}
+    # Not amounts either: numbers no float holds (a row another program wrote, say).
+    assert usage_amounts({"huge": 10**400, "nan": math.nan, "ok": 1}) == {"ok": 1.0}
+    assert usage_amounts(10**400) == {}
 
 
 def test_cost_is_the_sum_of_amount_times_rate() -> None:
@@ -217,11 +220,12 @@ def test_cost_is_the_sum_of_amount_times_rate() -> None:
 def test_parse_prices_names_every_problem() -> None:
     """A bad table is refused with all its problems in one message."""
     with pytest.raises(CommandError) as caught:
-        parse_prices({"a": {"x": "1", "y": math.inf}, "b": [1]}, source="t.json")
+        parse_prices({"a": {"x": "1", "y": math.inf, "z": 10**5000}, "b": [1]}, source="t.json")
     message = str(caught.value)
     assert message.startswith("t.json: ")
     assert "'a'.'x'" in message
     assert "'a'.'y'" in message
+    assert "'a'.'z': a rate must be a number >= 0, got an integer of 16610 bits" in message
     assert "'b': expected an object" in message
     with pytest.raises(CommandError, match="expected a JSON object"):
         parse_prices([1])

@@ -106,6 +106,8 @@ def test_timestamp_none_means_now() -> None:
         pytest.param(math.nan, id="nan"),
         pytest.param(math.inf, id="inf"),
         pytest.param(1e20, id="epoch-out-of-range"),
+        pytest.param(10**400, id="epoch-int-past-any-float"),
+        pytest.param(10**5000, id="epoch-int-too-long-to-print"),
         pytest.param("yesterday", id="garbage-string"),
         pytest.param("", id="empty-string"),
         pytest.param(b"2024-01-01", id="bytes"),

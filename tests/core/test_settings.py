@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -470,3 +471,20 @@ def test_defaults_are_the_documented_ones() -> None:
     )
     for name, default in DEFAULTS.items():
         assert getattr(settings, name) == default
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "shown"),
+    [
+        pytest.param("max_batch_size", math.inf, "got inf", id="int-option-infinity"),
+        pytest.param("queue_size", -math.inf, "got -inf", id="int-option-minus-infinity"),
+        pytest.param("timeout", 10**400, "an integer of 1329 bits", id="float-option-huge-int"),
+        pytest.param("max_batch_size", -(10**5000), "an integer of 16610 bits", id="huge-negative"),
+    ],
+)
+def test_numbers_beyond_range_are_config_errors(option: str, value: object, shown: str) -> None:
+    """An infinity where an integer goes, or an integer past any float (too long even to
+    print): ConfigError naming the option, never OverflowError."""
+    with pytest.raises(ConfigError, match=f"^{option} must be a positive") as info:
+        resolve_settings(**{option: value})
+    assert shown in str(info.value)
