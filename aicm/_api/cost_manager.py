@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
-from .._core.exceptions import AicmError, MissingApiKeyError
+from .._core.exceptions import AicmError, MissingApiKeyError, shown
 from .._core.extractor import UniversalExtractor
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
@@ -64,7 +64,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         **options: Unpack[DeliveryOptions],
     ) -> None:
         if api_id is not None and (not isinstance(api_id, str) or not api_id):
-            raise TypeError(f"api_id must be a non-empty string, got {api_id!r}")
+            raise TypeError(f"api_id must be a non-empty string, got {shown(api_id)}")
         super().__init__(client_customer_key=client_customer_key, context=context, **options)
         self.api_id = api_id or type(client).__name__.lower()
         self.config_source = CostManagerConfig(self.aicm_client, configs=configs)

@@ -23,7 +23,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
-from .._core.exceptions import AicmError, ClosedError, RecordError
+from .._core.exceptions import AicmError, ClosedError, RecordError, shown
 from .._core.jsonplain import to_plain
 from .._core.models import UsageRecord, WireRecord
 from .._core.settings import DeliveryType, OnFull, Settings, resolve_settings
@@ -90,7 +90,7 @@ def resolve_options(options: Mapping[str, Any]) -> Settings:
 
 def _customer_key(value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
-        raise TypeError(f"client_customer_key must be a non-empty string, got {value!r}")
+        raise TypeError(f"client_customer_key must be a non-empty string, got {shown(value)}")
     return value
 
 

@@ -28,6 +28,7 @@ from .._core.exceptions import (
     ServerError,
     TransportError,
     UnknownConfigError,
+    shown,
 )
 from .._core.jsonplain import dumps
 from .._core.models import (
@@ -222,7 +223,7 @@ class AsyncTracker(AsyncWithLifecycle):
             )
         for name, value in (("config_id", config_id), ("service_id", service_id)):
             if value is not None and (not isinstance(value, str) or not value):
-                raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+                raise TypeError(f"{name} must be a non-empty string, got {shown(value)}")
         if on_discard is not None and not callable(on_discard):
             raise TypeError(f"on_discard must be callable, got {on_discard!r}")
         self.config_id = config_id

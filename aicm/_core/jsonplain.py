@@ -23,6 +23,7 @@ from .exceptions import (
     NonFiniteNumberError,
     NotSerializableError,
     RecordTooLargeError,
+    shown,
 )
 
 __all__ = ["JSONValue", "check_size", "dumps", "loads", "plain_mapping", "to_plain"]
@@ -192,7 +193,9 @@ def _key(k: Any, path: str) -> str:
         return _check_str(k.value, path)  # as json.dumps writes a str-enum key
     if isinstance(k, str):
         return _check_str(str(k), path)
-    raise InvalidKeyError(f"mapping keys must be strings, got {type(k).__name__} {k!r}", field=path)
+    raise InvalidKeyError(
+        f"mapping keys must be strings, got {type(k).__name__} {shown(k)}", field=path
+    )
 
 
 def _plain(value: Any, path: str, depth: int) -> JSONValue:

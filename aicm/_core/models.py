@@ -162,7 +162,7 @@ def _check_id(value: object, field: str, *, required: bool = True) -> str | None
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value:
-        raise RecordError(f"must be a non-empty string, got {value!r}", field=field)
+        raise RecordError(f"must be a non-empty string, got {shown(value)}", field=field)
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -287,7 +287,9 @@ class UsageRecord:
             if isinstance(rid, int) and not isinstance(rid, bool):
                 rid = plain["response_id"] = str(rid)
             else:
-                raise RecordError(f"must be a non-empty string, got {rid!r}", field="response_id")
+                raise RecordError(
+                    f"must be a non-empty string, got {shown(rid)}", field="response_id"
+                )
         ts = plain.get("timestamp")
         if "timestamp" in plain and not (type(ts) is str and _CANONICAL_TS.match(ts)):
             plain["timestamp"] = normalize_timestamp(ts)

@@ -595,3 +595,24 @@ def test_epoch_matches_time_module() -> None:
     text = normalize_timestamp(now)
     parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00")
     assert abs(parsed.timestamp() - now) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "field"),
+    [
+        pytest.param({"usage": {10**5000: 1}}, InvalidKeyError, "usage", id="usage-key"),
+        pytest.param({"response_id": 10**5000}, RecordError, "response_id", id="response-id"),
+        pytest.param(
+            {"client_customer_key": 10**5000}, RecordError, "client_customer_key", id="customer"
+        ),
+    ],
+)
+def test_an_integer_too_long_to_print_is_named_by_its_size(
+    kwargs: dict[str, Any], error: type[Exception], field: str
+) -> None:
+    """Python refuses to print an integer past 4300 digits: the error names its size instead
+    of failing to build its own message (ValueError)."""
+    with pytest.raises(error) as info:
+        build(**kwargs)
+    assert info.value.field == field  # type: ignore[attr-defined]
+    assert "an integer of 16610 bits" in str(info.value)
