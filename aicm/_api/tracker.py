@@ -461,13 +461,13 @@ class AsyncTracker(AsyncWithLifecycle):
         if response_id is not None:
             if not isinstance(response_id, str) or not response_id:
                 raise RecordError(
-                    f"must be a non-empty string, got {response_id!r}", field="response_id"
+                    f"must be a non-empty string, got {shown(response_id)}", field="response_id"
                 )
             payload["response_id"] = response_id
         if client_customer_key is not None:
             if not isinstance(client_customer_key, str) or not client_customer_key:
                 raise RecordError(
-                    f"must be a non-empty string, got {client_customer_key!r}",
+                    f"must be a non-empty string, got {shown(client_customer_key)}",
                     field="client_customer_key",
                 )
             payload["client_customer_key"] = client_customer_key

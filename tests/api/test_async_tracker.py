@@ -18,6 +18,7 @@ from aicm import (
     ClosedError,
     DeliveryError,
     DeliveryType,
+    InvalidTimestampError,
     NotSerializableError,
     QueueFullError,
     QueueStoreError,
@@ -183,6 +184,21 @@ async def test_config_form_sends_every_field(
         }
     ]
     assert configured.count("track") == 0
+
+
+async def test_config_form_refuses_unprintable_and_oversized_values(
+    configured: LocalCollector, connection: dict[str, str]
+) -> None:
+    """A config tracker names a bad field whatever the value: an integer too long to print
+    (past 4300 digits), or an epoch beyond any float, and sends nothing."""
+    async with AsyncTracker("cfg", "svc", **connection) as tracker:
+        for field in ("response_id", "client_customer_key"):
+            with pytest.raises(RecordError, match="an integer of 16610 bits") as info:
+                await tracker.track({"tokens": 1}, **{field: 10**5000})
+            assert info.value.field == field
+        with pytest.raises(InvalidTimestampError, match="out of range"):
+            await tracker.track({"tokens": 1}, timestamp=2**1024)
+    assert configured.count("track_usage") == 0
 
 
 async def test_config_form_defaults(configured: LocalCollector, connection: dict[str, str]) -> None:
