@@ -95,11 +95,19 @@ class _Opaque:
         return "<opaque>"
 
 
+def _too_long_to_print() -> int:
+    """An integer Python refuses to print (past 4300 digits); built when drawn, since
+    hypothesis prints the values a strategy is made of."""
+    return 10**5000
+
+
 _SCALARS = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
     st.integers(min_value=-(10**400), max_value=10**400),  # past 64 bits: refused at the call
+    st.sampled_from([2**1024, -(2**1024)]),  # past any float
+    st.builds(_too_long_to_print),
     st.floats(),  # NaN and infinities included
     st.text(),
     st.text(alphabet=st.characters(codec="utf-8")),
@@ -120,7 +128,9 @@ _JSON_SCALARS = st.one_of(
 
 def junk() -> st.SearchStrategy[Any]:
     """Any Python value, nested: what a careless caller may pass."""
-    keys = st.one_of(st.text(max_size=10), st.integers(), st.none(), st.booleans())
+    keys = st.one_of(
+        st.text(max_size=10), st.integers(), st.builds(_too_long_to_print), st.none(), st.booleans()
+    )
     return st.recursive(
         _SCALARS,
         lambda inner: st.one_of(

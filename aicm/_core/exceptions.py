@@ -64,11 +64,16 @@ __all__ = [
 
 
 def shown(value: object) -> str:
-    """``repr(value)`` for an error message, but an integer too long to print whole (Python
-    refuses past 4300 digits) is named by its size."""
+    """``repr(value)`` for an error message, which must not fail while it is being built:
+    an integer too long to print whole (Python refuses past 4300 digits) is named by its
+    size, and a value whose ``repr`` raises (holding such an integer, or a caller's
+    object with a broken ``__repr__``) by its type."""
     if type(value) is int and value.bit_length() > 256:
         return f"an integer of {value.bit_length()} bits"
-    return repr(value)
+    try:
+        return repr(value)
+    except Exception:
+        return f"a {type(value).__name__} that cannot be printed"
 
 
 class AicmError(Exception):

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from .exceptions import SchemaError, UsageValidationError
+from .exceptions import SchemaError, UsageValidationError, shown
 
 __all__ = [
     "SchemaField",
@@ -158,8 +158,8 @@ def _tokenize(text: str) -> list[_Token]:
 
 def _syntax_error(text: str, problem: str, pos: int) -> SchemaError:
     where = "at end of string" if pos >= len(text) else f"at position {pos}"
-    shown = text if len(text) <= 80 else text[:77] + "..."
-    return SchemaError(f"invalid type {shown!r}: {problem} {where}")
+    excerpt = text if len(text) <= 80 else text[:77] + "..."
+    return SchemaError(f"invalid type {excerpt!r}: {problem} {where}")
 
 
 # name -> (kind, parameter counts allowed; None means "one or more")
@@ -277,10 +277,10 @@ def _describe(value: object) -> str:
         return "None"
     name = type(value).__name__
     if isinstance(value, (str, int, float)):
-        shown = repr(value)
-        if len(shown) > 40:
-            shown = shown[:37] + "..."
-        return f"{name} {shown}"
+        text = shown(value)
+        if len(text) > 40:
+            text = text[:37] + "..."
+        return f"{name} {text}"
     return name
 
 
@@ -354,10 +354,10 @@ def _compile(spec: TypeSpec) -> tuple[_Check, _Shape]:
             for key, item in value.items():
                 message = check_key(key)
                 if message is not None:
-                    return f"key {key!r}: {message}"
+                    return f"key {shown(key)}: {message}"
                 message = check_value(item)
                 if message is not None:
-                    return f"value for key {key!r}: {message}"
+                    return f"value for key {shown(key)}: {message}"
             return None
 
         return check_dict, shape
@@ -520,7 +520,9 @@ class UsageSchema:
         extra: list[str] = []
         # Counting avoids a pass over the usage keys in the common all-known case.
         if not self.allow_extra and present != len(usage):
-            extra = [str(key) for key in usage if key not in self._names]
+            extra = [
+                key if type(key) is str else shown(key) for key in usage if key not in self._names
+            ]
         if errors or missing or extra:
             raise UsageValidationError(errors, missing_fields=missing, extra_fields=extra)
 

@@ -169,6 +169,19 @@ def test_dict_keys_are_checked() -> None:
     assert TypeValidator.check({1: 2}, "Dict[str, int]") == "key 1: expected str, got int 1"
 
 
+def test_an_integer_too_long_to_print_is_named_by_its_size() -> None:
+    """A key or value past 4300 digits (which Python refuses to print) is described by its
+    size: checking it never fails while writing its own message."""
+    huge = 10**5000
+    assert TypeValidator.check({huge: 2}, "Dict[str, int]") == (
+        "key an integer of 16610 bits: expected str, got int an integer of 16610 bits"
+    )
+    assert TypeValidator.check(huge, "str") == "expected str, got int an integer of 16610 bits"
+    with pytest.raises(UsageValidationError) as info:
+        compile_schema({"tokens": "int"}).validate({"tokens": 1, huge: 1})
+    assert info.value.extra_fields == ["an integer of 16610 bits"]
+
+
 def test_dict_values_are_checked() -> None:
     """``Dict[str, int]`` rejects a bad value and names its key."""
     message = TypeValidator.check({"a": 1, "b": "x"}, "Dict[str, int]")
