@@ -46,7 +46,7 @@ from .._core.jsonplain import dumps
 from .._core.models import Endpoint, RecordResult, TrackResult, WireRecord
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, Settings
-from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
+from .._io.http import MAX_RECORDS_PER_REQUEST, REQUEST_DEADLINE_FACTOR, AsyncCostManagerClient
 from .._io.sqlite_queue import SqliteQueue, SyncWriter, count_pending
 from .buffer import Doorbell, RecordBuffer, Waker
 from .health import DeliveryHealth, DeliveryStats, age_since, register_engine, unregister_engine
@@ -110,6 +110,25 @@ def _reason(result: RecordResult) -> str:
     if result.errors:
         return f"{result.status}: " + "; ".join(result.errors)
     return result.status or "rejected"
+
+
+def _warn_if_lease_is_short(settings: Settings) -> None:
+    """Warn when a request may outlast the lease on the rows it carries.
+
+    A row whose lease ends while its request is still under way may be claimed and sent
+    again by another process sharing the file (the service absorbs the copy by its
+    ``response_id``, but it is one more request, and one more record to dedup).
+    """
+    longest = REQUEST_DEADLINE_FACTOR * settings.timeout
+    if settings.lease_seconds <= longest:
+        logger.warning(
+            "lease_seconds (%g s) is not longer than one request may take (%g x timeout ="
+            " %g s): rows still being sent may be claimed and sent again by another process"
+            " sharing the queue file; raise lease_seconds or lower timeout",
+            settings.lease_seconds,
+            REQUEST_DEADLINE_FACTOR,
+            longest,
+        )
 
 
 class DeliveryEngine:
@@ -202,6 +221,7 @@ class DeliveryEngine:
             return
         if self.delivery_type is DeliveryType.PERSISTENT_QUEUE:
             self.settings.require_api_key()
+            _warn_if_lease_is_short(self.settings)
             queue = await SqliteQueue.open(
                 self.db_path, api_root=self.settings.api_root, key_fp=self._key_fp()
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
@@ -275,6 +276,27 @@ async def test_a_failed_group_commit_raises_in_every_caller(
         assert sorted(r[0] for r in rows(db_path)) == sorted(ids)
         assert await tracker.flush(5) == 0
     assert sorted(stored_ids(collector)) == sorted(ids)
+
+
+async def test_a_lease_shorter_than_a_request_is_warned_about(
+    connection: dict[str, str],
+    db_path: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lease that a request may outlast (here 15 s against 2 x 10 s) is logged at start,
+    naming both settings; the defaults (60 s against 2 x 10 s) are not."""
+    caplog.set_level(logging.WARNING, logger="aicm")
+    async with AsyncTracker(**connection, delivery_type="persistent_queue", db_path=db_path):
+        pass
+    assert "lease_seconds" not in caplog.text
+    monkeypatch.setenv("AICM_LEASE_SECONDS", "15")
+    async with AsyncTracker(
+        **connection, delivery_type="persistent_queue", db_path=db_path, timeout=10
+    ):
+        pass
+    assert "lease_seconds (15 s) is not longer than one request may take" in caplog.text
+    assert "2 x timeout = 20 s" in caplog.text
 
 
 def test_sync_threads_share_commits(
