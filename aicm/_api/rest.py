@@ -168,11 +168,20 @@ class RestUsageRecorder(AsyncRecorder):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
-    def url_for(self, url: str) -> str:
-        """``url`` appended to ``base_url``, as httpx's ``base_url`` does; absolute ones kept."""
-        if urlsplit(url).scheme:
-            return url
-        return f"{self.base_url}/{url.lstrip('/')}"
+    def url_for(self, url: object) -> str | None:
+        """``url`` appended to ``base_url``, as httpx's ``base_url`` does; absolute ones kept.
+
+        ``url`` may be text, bytes or a URL object such as ``httpx.URL`` (its ``str()``).
+        None when it is no URL this can read: the client then gets it as given, and the
+        call goes untracked rather than failing here.
+        """
+        try:
+            text = url.decode() if isinstance(url, (bytes, bytearray)) else str(url)
+            if urlsplit(text).scheme:
+                return text
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return f"{self.base_url}/{text.lstrip('/')}"
 
     # -- configs per host -------------------------------------------------------------------
 
@@ -287,9 +296,12 @@ class AsyncRestUsageWrapper(RestUsageRecorder):
         )
         self.http = client
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def request(self, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
         """Send a request through the wrapped client and record its usage."""
         full = self.url_for(url)
+        if full is None:  # a URL only the client can read (or refuse): sent as given
+            self.engine.stats.discard("tracking_error")
+            return await self.http.request(method, url, **kwargs)
         response = await self.http.request(method, full, **kwargs)
         if not self._closed:
             try:

@@ -82,10 +82,13 @@ class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
         recorder = self._async if self._closed else self._live()
         return recorder.scope(client_customer_key=client_customer_key, context=context)
 
-    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+    def request(self, method: str, url: Any, **kwargs: Any) -> Any:
         """Send a request with the wrapped session and record its usage."""
         recorder = self._async if self._closed else self._live()
         full = recorder.url_for(url)
+        if full is None:  # a URL only the session can read (or refuse): sent as given
+            recorder.engine.stats.discard("tracking_error")
+            return self.session.request(method, url, **kwargs)
         response = self.session.request(method, full, **kwargs)
         if not self._closed and not kwargs.get("stream"):
             try:

@@ -78,6 +78,13 @@ def test_relative_urls_join_the_base_url() -> None:
         "https://api.example.com/v1/go?to=https://other.example"
     )
     assert wrapper.url_for("https://other.example/x") == "https://other.example/x"
+    # What httpx and requests take besides text: URL objects and bytes.
+    assert wrapper.url_for(httpx.URL("/sessions")) == "https://api.example.com/v1/sessions"
+    assert wrapper.url_for(httpx.URL("https://o.example/x")) == "https://o.example/x"
+    assert wrapper.url_for(b"sessions") == "https://api.example.com/v1/sessions"
+    # No URL this can read: None, and the client gets it as given.
+    assert wrapper.url_for(b"\xff") is None
+    assert wrapper.url_for("http://[::1/x") is None
 
 
 def test_constructor_checks_its_arguments() -> None:
@@ -185,6 +192,28 @@ async def test_the_response_is_the_librarys_own_untouched(
     assert response.text == direct.text
     assert response.headers["content-type"] == "application/json"
     assert str(response.request.url) == f"{heygen.url}/v2/streaming.list"
+
+
+@pytest.mark.anyio
+async def test_url_objects_and_bytes_are_sent_and_tracked(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    heygen: FakeHeyGen,
+    host: str,
+    aclient: httpx.AsyncClient,
+) -> None:
+    """An httpx.URL (relative or absolute) or bytes goes where httpx would send it, tracked;
+    a URL the wrapper cannot read reaches the client as given, which raises its own error."""
+    async with AsyncRestUsageWrapper(aclient, base_url=heygen.url, **connection) as tracker:
+        relative = await tracker.get(httpx.URL("/v2/streaming.list"))
+        absolute = await tracker.get(httpx.URL(f"{heygen.url}/v2/streaming.list"))
+        raw = await tracker.request("GET", b"v2/streaming.list")
+        with pytest.raises(httpx.InvalidURL):
+            await tracker.get("http://[::1/x")
+    for response in (relative, absolute, raw):
+        assert str(response.request.url) == f"{heygen.url}/v2/streaming.list"
+    assert sorted(session_ids(collector)) == ["session-1", "session-2"]
+    assert tracker.health().discarded == {"tracking_error": 1}
 
 
 @pytest.mark.anyio

@@ -83,6 +83,25 @@ def test_sessions_dedup_and_templates(
     assert collector.stats()["records"]["track_usage"]["duplicates"] == 2
 
 
+def test_url_objects_and_bytes_are_sent_and_tracked(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    heygen: FakeHeyGen,
+    host: str,
+    session: Any,
+) -> None:
+    """requests and httpx take URL objects and bytes besides text: so does the wrapper."""
+    with RestUsageWrapper(session, base_url=heygen.url, **connection) as tracker:
+        relative = tracker.get(httpx.URL("/v2/streaming.list"))
+        raw = tracker.request("GET", b"v2/streaming.list")
+    for response in (relative, raw):
+        assert str(response.url) == f"{heygen.url}/v2/streaming.list"
+    assert sorted(r["response_id"] for r in usage_records(collector)) == [
+        "session-1",
+        "session-2",
+    ]
+
+
 def test_the_response_is_the_librarys_own(
     collector: LocalCollector,
     connection: dict[str, str],
