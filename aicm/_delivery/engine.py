@@ -41,6 +41,7 @@ from .._core.exceptions import (
     ServerError,
     ServiceRedirectError,
     TransportError,
+    shown,
 )
 from .._core.jsonplain import dumps
 from .._core.models import Endpoint, RecordResult, TrackResult, WireRecord
@@ -110,6 +111,33 @@ def _reason(result: RecordResult) -> str:
     if result.errors:
         return f"{result.status}: " + "; ".join(result.errors)
     return result.status or "rejected"
+
+
+def _claimed_items(rows: list[tuple[int, str, str, str, float, int]]) -> list[_Item] | None:
+    """Claimed rows as items; None when one of them is no row aicm could have written."""
+    endpoints = _ENDPOINTS
+    items: list[_Item] = []
+    append = items.append
+    for row_id, e, rid, body, created, _ in rows:
+        endpoint = endpoints.get(e)
+        if endpoint is None or type(body) is not str or type(rid) is not str:
+            return None
+        if type(created) is not float:
+            return None
+        append(_Item(endpoint, rid, body, created, row_id))
+    return items
+
+
+def _unreadable_row(endpoint: object, rid: object, body: object, created: object) -> str | None:
+    """Why a claimed row is none aicm could have written, or None when it is one."""
+    if endpoint not in _ENDPOINTS:
+        return f"unknown endpoint {shown(endpoint)}: not a row aicm wrote"
+    for name, value in (("response_id", rid), ("body", body)):
+        if type(value) is not str:
+            return f"its {name} is {type(value).__name__}, not text: not a row aicm wrote"
+    if type(created) not in (int, float):
+        return f"its created_at is {type(created).__name__}, not a time: not a row aicm wrote"
+    return None
 
 
 def _warn_if_lease_is_short(settings: Settings) -> None:
@@ -543,11 +571,9 @@ class DeliveryEngine:
                 doorbell.reset()
                 rows = await queue.claim_tuples(limit, lease_seconds=self.settings.lease_seconds)
                 if rows:
-                    endpoints = _ENDPOINTS
-                    items = [
-                        _Item(endpoints.get(e) or Endpoint(e), rid, body, created, row_id)
-                        for row_id, e, rid, body, created, _ in rows
-                    ]
+                    items = _claimed_items(rows)
+                    if items is None:
+                        items = await self._set_aside_unreadable(queue, rows)
                     self._hold(items)
                     await self._deliver_held(items)
                     rechecked = False
@@ -568,6 +594,29 @@ class DeliveryEngine:
                 await self._wait_persistent(queue, doorbell)
             except Exception as exc:
                 await self._survive(exc)
+
+    async def _set_aside_unreadable(
+        self, queue: SqliteQueue, rows: list[tuple[int, str, str, str, float, int]]
+    ) -> list[_Item]:
+        """The claimed rows as items, less those aicm cannot have written (an unknown
+        endpoint, a body that is not text: another program's or a damaged row), which
+        are dead-lettered at once: sent as they are, the service would refuse them, and
+        retried, they would hold up the rows claimed with them."""
+        items: list[_Item] = []
+        unreadable: list[tuple[int, str]] = []
+        for row_id, endpoint, rid, body, created, _ in rows:
+            problem = _unreadable_row(endpoint, rid, body, created)
+            if problem is None:
+                items.append(_Item(_ENDPOINTS[endpoint], rid, body, float(created), row_id))
+            else:
+                unreadable.append((row_id, problem))
+        await queue.kill(unreadable)
+        self._count(-len(unreadable))
+        self.stats.dead_lettered += len(unreadable)
+        self.stats.failed += len(unreadable)
+        for row_id, problem in unreadable:
+            logger.error("queue row %d dead-lettered: %s", row_id, problem)
+        return items
 
     async def _wait_persistent(self, queue: SqliteQueue, doorbell: Doorbell) -> None:
         """Sleep until there is something to claim: fresh rows (after a batch window), a

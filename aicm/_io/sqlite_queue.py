@@ -735,9 +735,10 @@ def _claim(
             try:
                 (text,) = conn.execute(_LEASED_JSON, params).fetchone()
             except sqlite3.OperationalError as exc:
-                if "no such function" not in str(exc):
-                    raise
-                _json_functions = False  # an SQLite built without them: rows one by one
+                if "no such function" in str(exc):
+                    _json_functions = False  # an SQLite built without them: rows one by one
+                # Else a row JSON cannot carry (a BLOB another program wrote, say): read
+                # this claim row by row, and the actor dead-letters that row alone.
             else:
                 rows = [
                     (i, endpoint, rid, body, float(created), attempts)
@@ -1358,7 +1359,9 @@ class SqliteQueue:
     async def oldest_pending_at(self) -> float:
         """When the oldest pending row of this root and key was written (0.0: none)."""
         rows = await self._read(_OLDEST, (self.api_root, self.key_fp))
-        return float(rows[0][0]) if rows else 0.0
+        # Not a number: a row another program wrote (the actor dead-letters it when it
+        # claims it); its age is unknown until then.
+        return float(rows[0][0]) if rows and type(rows[0][0]) in (int, float) else 0.0
 
     async def max_id(self) -> int:
         """The highest row id in the file."""

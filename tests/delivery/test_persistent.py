@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -15,7 +16,7 @@ import anyio.lowlevel
 import pytest
 from delivery_helpers import API, SERVICE, USAGE, new_ids, stored_ids, wait_until
 
-from aicm import AsyncTracker, QueueStoreError, Tracker
+from aicm import AsyncTracker, QueueStoreError, Tracker, TrackRecord
 from aicm._core.settings import key_fingerprint
 from aicm._io.sqlite_queue import QueueRow, SqliteQueue
 from aicm.collector import Faults, LocalCollector
@@ -164,6 +165,48 @@ async def test_rows_of_another_root_or_key_are_not_sent(
         assert await tracker.flush(5) == 0
     assert sorted(stored_ids(collector)) == sorted(ours)
     assert len(rows(db_path, "state = 0")) == 6  # theirs, still waiting for their owners
+
+
+async def test_rows_aicm_cannot_have_written_are_dead_lettered_alone(
+    collector: LocalCollector, connection: dict[str, str], db_path: str, api_key: str
+) -> None:
+    """Rows another program damaged (a body stored as bytes, an unknown endpoint, a
+    created_at that is no time) are dead-lettered with the reason; the good rows claimed
+    with them are delivered, and opening the file does not fail on them either."""
+    ids = new_ids(6)
+    # Queued for this collector and key (as a tracker would), then damaged in place.
+    queue = await SqliteQueue.open(
+        Path(db_path), api_root=collector.url, key_fp=key_fingerprint(api_key)
+    )
+    await queue.enqueue(
+        [
+            QueueRow(
+                endpoint="/track",
+                response_id=rid,
+                body=json.dumps(TrackRecord.build(API, SERVICE, USAGE, response_id=rid).wire()),
+            )
+            for rid in ids
+        ]
+    )
+    await queue.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE records SET body = ? WHERE response_id = ?", (b"\xff\xfe", ids[0]))
+        conn.execute("UPDATE records SET endpoint = '/nowhere' WHERE response_id = ?", (ids[1],))
+        conn.execute("UPDATE records SET created_at = 'abc' WHERE response_id = ?", (ids[2],))
+    async with AsyncTracker(
+        **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=0.01
+    ) as tracker:
+        assert await tracker.flush(5) == 0
+        health = tracker.health()
+        assert (health.sent, health.dead_lettered, health.queued) == (3, 3, 0), health
+    assert sorted(stored_ids(collector)) == sorted(ids[3:])
+    dead = rows(db_path, "state = 1")
+    assert sorted(r[0] for r in dead) == sorted(ids[:3])
+    with sqlite3.connect(db_path) as conn:
+        reasons = dict(conn.execute("SELECT response_id, last_error FROM records"))
+    assert "its body is bytes, not text" in reasons[ids[0]]
+    assert "unknown endpoint '/nowhere'" in reasons[ids[1]]
+    assert "its created_at is str, not a time" in reasons[ids[2]]
 
 
 @pytest.mark.parametrize("delivery_type", ["persistent_queue"])
