@@ -171,12 +171,17 @@ class RestUsageRecorder(AsyncRecorder):
     def url_for(self, url: object) -> str | None:
         """``url`` appended to ``base_url``, as httpx's ``base_url`` does; absolute ones kept.
 
-        ``url`` may be text, bytes or a URL object such as ``httpx.URL`` (its ``str()``).
+        ``url`` may be text, bytes or an ``httpx.URL``.
         None when it is no URL this can read: the client then gets it as given, and the
         call goes untracked rather than failing here.
         """
         try:
-            text = url.decode() if isinstance(url, (bytes, bytearray)) else str(url)
+            if isinstance(url, (bytes, bytearray)):
+                text = url.decode()
+            elif isinstance(url, (str, httpx.URL)):
+                text = str(url)
+            else:
+                return None  # the library takes it or raises, as without aicm
             if urlsplit(text).scheme:
                 return text
         except (UnicodeDecodeError, ValueError):

@@ -528,20 +528,11 @@ class AsyncTracker(AsyncWithLifecycle):
             if not self._schema_loaded:
                 await self.load_schema()
             record = self.build_record(args, kwargs)
-        engine = self.engine
-        buffer = engine.buffer
+        buffer = self.engine.buffer
         if buffer is not None and self._started and buffer.try_put(record):
             # The memory queue took it at once: no await on the hot path.
             if _delivery_logger.isEnabledFor(logging.DEBUG):
                 _delivery_logger.debug("enqueued %s", record.response_id)
-            return enqueued_result(record.response_id)
-        queue = engine.queue
-        if queue is not None and self._started and engine.accepting:
-            # The durable queue, without submit() and aput() in between (they check the
-            # same): each layer is one more coroutine to build and resume per record.
-            await queue.add(record.endpoint.value, record.response_id, dumps(record.wire()))
-            if _delivery_logger.isEnabledFor(logging.DEBUG):
-                engine.log_enqueue(record)
             return enqueued_result(record.response_id)
         return await self.submit(record)
 

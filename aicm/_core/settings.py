@@ -81,7 +81,7 @@ def _positive_float(name: str, value: Any) -> float:
     except OverflowError:  # an int beyond any float
         raise ConfigError(f"{name} must be a positive finite number, got {shown(value)}") from None
     if not number > 0 or number != number or number == float("inf"):
-        raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+        raise ConfigError(f"{name} must be a positive finite number, got {shown(value)}")
     return number
 
 

@@ -113,19 +113,30 @@ def _reason(result: RecordResult) -> str:
     return result.status or "rejected"
 
 
-def _claimed_items(rows: list[tuple[int, str, str, str, float, int]]) -> list[_Item] | None:
-    """Claimed rows as items; None when one of them is no row aicm could have written."""
+def _claimed_items(
+    rows: list[tuple[int, str, str, str, float, int]],
+) -> tuple[list[_Item], list[tuple[int, str]]]:
+    """Claimed rows as items, and (row id, why) of those aicm cannot have written."""
     endpoints = _ENDPOINTS
     items: list[_Item] = []
+    unreadable: list[tuple[int, str]] = []
     append = items.append
     for row_id, e, rid, body, created, _ in rows:
         endpoint = endpoints.get(e)
-        if endpoint is None or type(body) is not str or type(rid) is not str:
-            return None
-        if type(created) is not float:
-            return None
-        append(_Item(endpoint, rid, body, created, row_id))
-    return items
+        if (
+            endpoint is not None
+            and type(body) is str
+            and type(rid) is str
+            and type(created) is float
+        ):
+            append(_Item(endpoint, rid, body, created, row_id))
+            continue
+        problem = _unreadable_row(e, rid, body, created)  # the rare case: say what is wrong
+        if problem is None:  # a created_at stored as an integer
+            append(_Item(endpoints[e], rid, body, float(created), row_id))
+        else:
+            unreadable.append((row_id, problem))
+    return items, unreadable
 
 
 def _unreadable_row(endpoint: object, rid: object, body: object, created: object) -> str | None:
@@ -290,11 +301,6 @@ class DeliveryEngine:
         """True while the actor is alive (always True for IMMEDIATE once started)."""
         return self._alive
 
-    @property
-    def accepting(self) -> bool:
-        """True while the actor is alive and no close has begun (what ``aput`` checks)."""
-        return self._alive and not (self._closed or self._closing)
-
     def _wake(self) -> None:
         if self._waker is not None:
             self._waker.wake()
@@ -354,7 +360,7 @@ class DeliveryEngine:
         else:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
         if logger.isEnabledFor(logging.DEBUG):
-            self.log_enqueue(record)
+            self._log_enqueue(record)
 
     async def aput(self, record: WireRecord) -> None:
         """Queue ``record`` from a task on the engine's own event loop."""
@@ -369,9 +375,9 @@ class DeliveryEngine:
         else:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
         if logger.isEnabledFor(logging.DEBUG):
-            self.log_enqueue(record)
+            self._log_enqueue(record)
 
-    def log_enqueue(self, record: WireRecord) -> None:
+    def _log_enqueue(self, record: WireRecord) -> None:
         if self.settings.log_bodies:
             logger.debug("enqueued %s %s", record.response_id, dumps(record.wire()))
         else:
@@ -571,9 +577,13 @@ class DeliveryEngine:
                 doorbell.reset()
                 rows = await queue.claim_tuples(limit, lease_seconds=self.settings.lease_seconds)
                 if rows:
-                    items = _claimed_items(rows)
-                    if items is None:
-                        items = await self._set_aside_unreadable(queue, rows)
+                    items, unreadable = _claimed_items(rows)
+                    if unreadable:
+                        # Sent, the service would refuse them; given back, they would hold
+                        # up the rows claimed with them: dead-lettered at once.
+                        await queue.kill(unreadable)
+                        self._count(-len(unreadable))
+                        self._dead_lettered([(f"in row {i}", why) for i, why in unreadable])
                     self._hold(items)
                     await self._deliver_held(items)
                     rechecked = False
@@ -594,29 +604,6 @@ class DeliveryEngine:
                 await self._wait_persistent(queue, doorbell)
             except Exception as exc:
                 await self._survive(exc)
-
-    async def _set_aside_unreadable(
-        self, queue: SqliteQueue, rows: list[tuple[int, str, str, str, float, int]]
-    ) -> list[_Item]:
-        """The claimed rows as items, less those aicm cannot have written (an unknown
-        endpoint, a body that is not text: another program's or a damaged row), which
-        are dead-lettered at once: sent as they are, the service would refuse them, and
-        retried, they would hold up the rows claimed with them."""
-        items: list[_Item] = []
-        unreadable: list[tuple[int, str]] = []
-        for row_id, endpoint, rid, body, created, _ in rows:
-            problem = _unreadable_row(endpoint, rid, body, created)
-            if problem is None:
-                items.append(_Item(_ENDPOINTS[endpoint], rid, body, float(created), row_id))
-            else:
-                unreadable.append((row_id, problem))
-        await queue.kill(unreadable)
-        self._count(-len(unreadable))
-        self.stats.dead_lettered += len(unreadable)
-        self.stats.failed += len(unreadable)
-        for row_id, problem in unreadable:
-            logger.error("queue row %d dead-lettered: %s", row_id, problem)
-        return items
 
     async def _wait_persistent(self, queue: SqliteQueue, doorbell: Doorbell) -> None:
         """Sleep until there is something to claim: fresh rows (after a batch window), a
@@ -823,10 +810,14 @@ class DeliveryEngine:
                     )
                 )
         self._settle([i for i, _ in pairs])
-        self.stats.dead_lettered += len(pairs)
-        self.stats.failed += len(pairs)
-        for item, why in pairs:
-            logger.error("record %s dead-lettered: %s", item.response_id, why)
+        self._dead_lettered([(i.response_id, why) for i, why in pairs])
+
+    def _dead_lettered(self, records: list[tuple[str, str]]) -> None:
+        """Count and log records just dead-lettered: (which record, why) each."""
+        self.stats.dead_lettered += len(records)
+        self.stats.failed += len(records)
+        for which, why in records:
+            logger.error("record %s dead-lettered: %s", which, why)
 
     async def _retry_later(self, items: list[_Item], delay: float, error: str) -> None:
         self._not_before = time.monotonic() + delay
