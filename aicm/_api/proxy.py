@@ -15,6 +15,7 @@ No delivery happens here.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import types
 import weakref
@@ -123,6 +124,27 @@ _OWN = frozenset(
         "_aicm_next",
         "_aicm_finalizer",
         "_aicm_stream",
+        "_aicm_mode",
+        "_aicm_taken",
+    }
+)
+# Client methods that return a new client of the same SDK (``client.with_options(timeout=5)``,
+# ``client.copy()``): what they return is wrapped by the same hook.
+_CLIENT_FACTORIES = frozenset({"with_options", "copy"})
+# SDK namespaces that make the same calls but hand back the HTTP response: ``raw`` reads the
+# body at once (``with_raw_response``), ``streaming`` when asked (``with_streaming_response``).
+# They add nothing to the call's path: ``chat.completions.with_raw_response.create`` is
+# tracked as ``chat.completions.create``, from the body the response parses to.
+_RAW_NAMESPACES = {"with_raw_response": "raw", "with_streaming_response": "streaming"}
+# Helper-stream methods that read the stream to its end themselves: run through the wrapper
+# first, so the record is made from every event, then answered by the SDK's own method.
+_DRAINING = frozenset(
+    {
+        "until_done",
+        "get_final_completion",
+        "get_final_response",
+        "get_final_message",
+        "get_final_text",
     }
 )
 
@@ -139,25 +161,50 @@ def _unwrap(value: Any) -> Any:
 class TrackedProxy:
     """Wrap ``target`` so that tracked calls reach ``extractor_hook``; all else is ``target``'s.
 
-    ``path`` is the dotted path of ``target`` itself (``""`` for a client).
+    ``path`` is the dotted path of ``target`` itself (``""`` for a client). ``mode`` is set
+    below ``with_raw_response`` (``"raw"``) and ``with_streaming_response`` (``"streaming"``):
+    calls there return HTTP responses, tracked from the body they parse to.
     """
 
-    __slots__ = ("__weakref__", "_aicm_children", "_aicm_hook", "_aicm_path", "_aicm_target")
+    __slots__ = (
+        "__weakref__",
+        "_aicm_children",
+        "_aicm_hook",
+        "_aicm_mode",
+        "_aicm_path",
+        "_aicm_target",
+    )
 
     _aicm_target: Any
     _aicm_hook: ExtractorHook
     _aicm_path: str
+    _aicm_mode: str | None
     _aicm_children: dict[str, TrackedProxy]
 
-    def __new__(cls, target: Any, *, extractor_hook: ExtractorHook, path: str = "") -> TrackedProxy:
+    def __new__(
+        cls,
+        target: Any,
+        *,
+        extractor_hook: ExtractorHook,
+        path: str = "",
+        mode: str | None = None,
+    ) -> TrackedProxy:
         if cls is TrackedProxy and callable(target):
             cls = _TrackedCallable
         return object.__new__(cls)
 
-    def __init__(self, target: Any, *, extractor_hook: ExtractorHook, path: str = "") -> None:
+    def __init__(
+        self,
+        target: Any,
+        *,
+        extractor_hook: ExtractorHook,
+        path: str = "",
+        mode: str | None = None,
+    ) -> None:
         object.__setattr__(self, "_aicm_target", target)
         object.__setattr__(self, "_aicm_hook", extractor_hook)
         object.__setattr__(self, "_aicm_path", path)
+        object.__setattr__(self, "_aicm_mode", mode)
         object.__setattr__(self, "_aicm_children", {})
 
     # -- attribute access: the hot path for untracked use ---------------------------------
@@ -181,17 +228,22 @@ class TrackedProxy:
             if cached is value or (vtype is types.MethodType and cached == value):
                 return child
         hook: ExtractorHook = _get(self, "_aicm_hook")
-        path: str = _get(self, "_aicm_path")
-        path = f"{path}.{name}" if path else name
+        own_path: str = _get(self, "_aicm_path")
+        path = f"{own_path}.{name}" if own_path else name
+        mode: str | None = _get(self, "_aicm_mode")
         if vtype in _FUNCTION_TYPES:
             # A function has nothing tracked below it: when it is not tracked itself the
             # caller gets it bare, with no proxy in the call. Asked on every access, so a
             # refreshed config that starts tracking it takes effect at once.
             if not _should_track(hook, path):
+                if name in _CLIENT_FACTORIES:
+                    return _ClientFactory(value, hook, own_path, mode)
                 return value
         elif name.startswith("__") or isinstance(value, _PASSTHROUGH_BASES):
             return value
-        child = TrackedProxy(value, extractor_hook=hook, path=path)
+        elif name in _RAW_NAMESPACES:
+            path, mode = own_path, _RAW_NAMESPACES[name]
+        child = TrackedProxy(value, extractor_hook=hook, path=path, mode=mode)
         children[name] = child
         return child
 
@@ -297,18 +349,65 @@ class _TrackedCallable(TrackedProxy):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         func = _get(self, "_aicm_target")
-        result = func(*args, **kwargs)
         hook: ExtractorHook = _get(self, "_aicm_hook")
         path: str = _get(self, "_aicm_path")
         if not _should_track(hook, path):
-            return result
+            return func(*args, **kwargs)
+        # A tracked call begins here: anything that must happen before the provider is
+        # called (path, arguments and the hook are all known) belongs right here.
+        result = func(*args, **kwargs)
         rtype = type(result)
         if rtype in _PASSTHROUGH_TYPES:
             _report_call(hook, path, args, kwargs, result, func)
             return result
+        mode: str | None = _get(self, "_aicm_mode")
         if rtype is types.CoroutineType:
-            return _await_then_report(result, hook, path, args, kwargs, func)
+            return _await_then_report(result, hook, path, args, kwargs, func, mode)
+        if mode is not None:
+            return _after_raw_call(hook, path, args, kwargs, result, func, mode)
         return _after_call(hook, path, args, kwargs, result, func)
+
+
+class _ClientFactory:
+    """``client.with_options``/``client.copy``: the client they return is tracked alike."""
+
+    __slots__ = ("_aicm_hook", "_aicm_mode", "_aicm_path", "_aicm_target")
+
+    def __init__(self, target: Any, hook: ExtractorHook, path: str, mode: str | None) -> None:
+        self._aicm_target = target
+        self._aicm_hook = hook
+        self._aicm_path = path
+        self._aicm_mode = mode
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._aicm_target(*args, **kwargs)
+        if not _same_package(result, self._aicm_target):
+            return result
+        return TrackedProxy(
+            result, extractor_hook=self._aicm_hook, path=self._aicm_path, mode=self._aicm_mode
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._aicm_target, name)
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self._aicm_target
+
+    def __repr__(self) -> str:
+        return repr(self._aicm_target)
+
+
+def _same_package(result: Any, method: Any) -> bool:
+    """True when ``result`` is an object (not data) of the package that defined ``method``."""
+    rtype = type(result)
+    if rtype in _PASSTHROUGH_TYPES or isinstance(result, _PASSTHROUGH_BASES):
+        return False
+    owner = getattr(method, "__self__", None)
+    home = type(owner).__module__ if owner is not None else getattr(method, "__module__", None)
+    if not isinstance(home, str):
+        return False
+    return rtype.__module__.partition(".")[0] == home.partition(".")[0]
 
 
 def _should_track(hook: ExtractorHook, path: str) -> bool:
@@ -326,8 +425,11 @@ async def _await_then_report(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     func: Callable[..., Any],
+    mode: str | None,
 ) -> Any:
     result = await coro
+    if mode is not None:
+        return await _after_raw_acall(hook, path, args, kwargs, result, func, mode)
     return _after_call(hook, path, args, kwargs, result, func)
 
 
@@ -358,6 +460,218 @@ def _report_call(
         hook.on_call(path, args, kwargs, result, func)
     except Exception:
         logger.exception("tracking %s failed; the call's result is returned untouched", path)
+
+
+def _is_stream_request(path: str, kwargs: dict[str, Any]) -> bool:
+    flag = kwargs.get("stream")
+    return flag is True or (flag is None and path.rpartition(".")[2] == "stream")
+
+
+_Call = tuple[ExtractorHook, str, tuple[Any, ...], dict[str, Any], Callable[..., Any]]
+
+
+def _after_raw_call(
+    hook: ExtractorHook,
+    path: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+    func: Callable[..., Any],
+    mode: str,
+) -> Any:
+    """A call under ``with_raw_response``/``with_streaming_response`` returned ``result``."""
+    call: _Call = (hook, path, args, kwargs, func)
+    rtype = type(result)
+    if mode == "streaming":
+        if hasattr(rtype, "__enter__"):
+            return _SyncResponseCM(result, call)
+        if hasattr(rtype, "__aenter__"):
+            return _AsyncResponseCM(result, call)
+    elif hasattr(rtype, "parse"):
+        tracked = _ParsedResponse(result, call)
+        if _is_stream_request(path, kwargs):
+            return tracked  # the stream is wrapped when the caller parses it
+        # The body is already read: track it now, so a caller who only reads headers is
+        # still billed. The SDK caches what parse() returns, so the caller's own parse()
+        # later gives the very same object.
+        try:
+            parsed = result.parse()
+        except Exception:
+            logger.warning("%s: the raw response did not parse; call not tracked", path)
+            return result
+        if type(parsed) is types.CoroutineType:
+            parsed.close()  # an async parse from a sync call: track when the caller parses
+            return tracked
+        tracked._aicm_take(parsed)
+        return result
+    return _after_call(hook, path, args, kwargs, result, func)
+
+
+async def _after_raw_acall(
+    hook: ExtractorHook,
+    path: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+    func: Callable[..., Any],
+    mode: str,
+) -> Any:
+    """An awaited call under ``with_raw_response`` returned ``result`` (see _after_raw_call)."""
+    if mode == "raw" and not _is_stream_request(path, kwargs):
+        parse = getattr(result, "parse", None)
+        if parse is not None and inspect.iscoroutinefunction(parse):
+            tracked = _ParsedResponse(result, (hook, path, args, kwargs, func))
+            try:
+                tracked._aicm_take(await parse())
+            except Exception:
+                logger.warning("%s: the raw response did not parse; call not tracked", path)
+            return result
+    return _after_raw_call(hook, path, args, kwargs, result, func, mode)
+
+
+_UNPARSED: Any = object()
+
+
+class _Delegate:
+    """Base of the wrappers below: everything but what they intercept is the target's."""
+
+    __slots__ = ("_aicm_target",)
+
+    _aicm_target: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_aicm_"):
+            raise AttributeError(name)
+        return getattr(self._aicm_target, name)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[Any]:  # isinstance() sees the target's class
+        return type(self._aicm_target)
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self._aicm_target
+
+    def __dir__(self) -> list[str]:
+        return dir(self._aicm_target)
+
+    def __repr__(self) -> str:
+        return repr(self._aicm_target)
+
+
+class _ParsedResponse(_Delegate):
+    """An SDK HTTP response of a tracked call: tracked from the body it parses to, once."""
+
+    __slots__ = ("_aicm_call", "_aicm_parsed")
+
+    def __init__(self, target: Any, call: _Call) -> None:
+        object.__setattr__(self, "_aicm_target", target)
+        object.__setattr__(self, "_aicm_call", call)
+        object.__setattr__(self, "_aicm_parsed", _UNPARSED)
+
+    def __getattr__(self, name: str) -> Any:
+        value = _Delegate.__getattr__(self, name)
+        if name != "parse" or not callable(value):
+            return value
+
+        def parse(*args: Any, **kwargs: Any) -> Any:
+            parsed = value(*args, **kwargs)
+            if type(parsed) is types.CoroutineType:
+                return self._aicm_await(parsed)
+            return self._aicm_take(parsed)
+
+        return parse
+
+    async def _aicm_await(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return self._aicm_take(await coro)
+
+    @property
+    def _aicm_was_parsed(self) -> bool:
+        return self._aicm_parsed is not _UNPARSED
+
+    def _aicm_take(self, parsed: Any) -> Any:
+        """Track the first body parsed; hand back what the caller gets for ``parsed``."""
+        first = self._aicm_parsed
+        if first is not _UNPARSED:
+            seen, given = first
+            return given if seen is parsed else parsed
+        hook, path, args, kwargs, func = self._aicm_call
+        given = _after_call(hook, path, args, kwargs, parsed, func)
+        object.__setattr__(self, "_aicm_parsed", (parsed, given))
+        return given
+
+
+class _ResponseCM(_Delegate):
+    """``with_streaming_response``: the response entered is tracked when parsed, or on exit."""
+
+    __slots__ = ("_aicm_call", "_aicm_response")
+
+    def __init__(self, target: Any, call: _Call) -> None:
+        object.__setattr__(self, "_aicm_target", target)
+        object.__setattr__(self, "_aicm_call", call)
+        object.__setattr__(self, "_aicm_response", None)
+
+    def _aicm_entered(self, entered: Any) -> Any:
+        if not hasattr(type(entered), "parse"):
+            return entered
+        response = _ParsedResponse(entered, self._aicm_call)
+        object.__setattr__(self, "_aicm_response", response)
+        return response
+
+    def _aicm_unparsed(self) -> _ParsedResponse | None:
+        """The entered response when it still has to be parsed for its record."""
+        response: _ParsedResponse | None = self._aicm_response
+        if response is None or response._aicm_was_parsed:
+            return None
+        _, path, _, kwargs, _ = self._aicm_call
+        if _is_stream_request(path, kwargs):
+            # A stream read as raw lines or bytes: its events never reached the SDK's parser.
+            logger.warning("%s: a streamed response read without parse(); not tracked", path)
+            return None
+        # The caller read the body some other way (json(), text()) or not at all: the call
+        # was billed all the same, so it is parsed for the record.
+        return response
+
+    def _aicm_parse_failed(self) -> None:
+        logger.warning("%s: the response body did not parse; not tracked", self._aicm_call[1])
+
+
+class _SyncResponseCM(_ResponseCM):
+    __slots__ = ()
+
+    def __enter__(self) -> Any:
+        return self._aicm_entered(self._aicm_target.__enter__())
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        try:
+            response = self._aicm_unparsed()
+            if response is not None:
+                try:
+                    response.parse()
+                except Exception:
+                    self._aicm_parse_failed()
+        finally:
+            exited = self._aicm_target.__exit__(*exc_info)
+        return exited
+
+
+class _AsyncResponseCM(_ResponseCM):
+    __slots__ = ()
+
+    async def __aenter__(self) -> Any:
+        return self._aicm_entered(await self._aicm_target.__aenter__())
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        try:
+            response = self._aicm_unparsed()
+            if response is not None:
+                try:
+                    await response.parse()
+                except Exception:
+                    self._aicm_parse_failed()
+        finally:
+            exited = await self._aicm_target.__aexit__(*exc_info)
+        return exited
 
 
 def _wrap_stream(
@@ -506,6 +820,8 @@ class _TrackedStream:
         if name.startswith("_aicm_"):
             raise AttributeError(name)
         value = getattr(self._aicm_target, name)
+        if name in _DRAINING and callable(value):
+            return self._aicm_drain_then(value)
         if name in ("close", "aclose") and callable(value):
             state = self._aicm_state
 
@@ -519,6 +835,28 @@ class _TrackedStream:
 
             return close
         return value
+
+    def _aicm_drain_then(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``method`` (``get_final_response``...) run once the wrapper has read every event."""
+        target = self._aicm_target
+
+        if isinstance(self, _AsyncStream):
+
+            async def drained_async(*args: Any, **kwargs: Any) -> Any:
+                async for _ in self:
+                    pass
+                result = await method(*args, **kwargs)
+                return self if result is target else result
+
+            return drained_async
+
+        def drained(*args: Any, **kwargs: Any) -> Any:
+            for _ in self:  # type: ignore[attr-defined]
+                pass
+            result = method(*args, **kwargs)
+            return self if result is target else result
+
+        return drained
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _OWN:
