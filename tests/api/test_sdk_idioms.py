@@ -1,0 +1,341 @@
+"""Every client idiom of the real openai/anthropic SDKs is tracked once: derived clients,
+raw and streamed HTTP responses, sub-resources and beta, sync and async (asyncio and trio)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from aicm import AsyncCostManager, CostManager
+from aicm.collector import LocalCollector
+from tests.fakes import FakeAnthropic, FakeOpenAI
+from tests.sdk_support import (
+    anthropic_configs,
+    chat_tokens,
+    claude_tokens,
+    one_record,
+    openai_configs,
+    responses_tokens,
+)
+from tests.tracking_support import MESSAGES
+
+CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES}
+USAGE_STREAM: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+RESPONSE = {"model": "gpt-4o-mini", "input": "Say hello"}
+CLAUDE = {"model": "claude-test-model", "max_tokens": 64, "messages": MESSAGES}
+TAGS: dict[str, Any] = {"client_customer_key": "acme", "context": {"env": "test"}}
+
+Tokens = Callable[[dict[str, Any]], tuple[Any, Any, str]]
+
+
+@pytest.fixture(scope="module")
+def openai_fake() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI API for the module."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def anthropic_fake() -> Iterator[FakeAnthropic]:
+    """A fake Anthropic API for the module."""
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+def configs(collector: LocalCollector) -> None:
+    """The collector serves the documented configs under every default api_id."""
+    collector.set_configs(
+        openai_configs("openai")
+        + openai_configs("asyncopenai")
+        + anthropic_configs("anthropic")
+        + anthropic_configs("asyncanthropic")
+    )
+
+
+def check(collector: LocalCollector, tokens: Tokens, expected: tuple[int, int], rid: str) -> None:
+    """One record, with the provider's tokens and response id and the manager's tags."""
+    record = one_record(collector)
+    assert tokens(record) == (*expected, rid)
+    assert (record["client_customer_key"], record["context"]) == ("acme", {"env": "test"})
+
+
+# -- openai, sync ----------------------------------------------------------------------------
+
+
+def _openai_with_options(c: Any) -> str:
+    derived = c.with_options(timeout=5)
+    assert isinstance(derived, openai.OpenAI)
+    assert isinstance(derived.chat.completions, openai.resources.chat.Completions)
+    answer = derived.chat.completions.create(**CHAT)
+    assert type(answer) is openai.types.chat.ChatCompletion
+    return str(answer.id)
+
+
+def _openai_copy(c: Any) -> str:
+    derived = c.copy(max_retries=1)
+    assert isinstance(derived, openai.OpenAI)
+    return str(derived.with_options(timeout=9).chat.completions.create(**CHAT).id)
+
+
+def _openai_raw(c: Any) -> str:
+    raw = c.chat.completions.with_raw_response.create(**CHAT)
+    assert type(raw) is openai._legacy_response.LegacyAPIResponse
+    assert raw.headers["content-type"] == "application/json"
+    parsed = raw.parse()
+    assert raw.parse() is parsed
+    assert type(parsed) is openai.types.chat.ChatCompletion
+    return str(parsed.id)
+
+
+def _openai_raw_headers_only(c: Any) -> str:
+    raw = c.with_options(timeout=5).with_raw_response.chat.completions.create(**CHAT)
+    return str(raw.http_response.json()["id"])
+
+
+def _openai_raw_stream(c: Any) -> str:
+    raw = c.chat.completions.with_raw_response.create(**CHAT, **USAGE_STREAM)
+    stream = raw.parse()
+    assert isinstance(stream, openai.Stream)
+    chunks = list(stream)
+    assert len(chunks) == 8
+    return str(chunks[0].id)
+
+
+def _openai_streaming_parse(c: Any) -> str:
+    with c.chat.completions.with_streaming_response.create(**CHAT) as response:
+        assert isinstance(response, openai.APIResponse)
+        return str(response.parse().id)
+
+
+def _openai_streaming_json(c: Any) -> str:
+    with c.chat.completions.with_streaming_response.create(**CHAT) as response:
+        return str(response.json()["id"])
+
+
+def _openai_responses(c: Any) -> str:
+    answer = c.responses.create(**RESPONSE)
+    assert type(answer) is openai.types.responses.Response
+    assert answer.output_text == "Hello from the fake OpenAI"
+    return str(answer.id)
+
+
+def _openai_responses_raw(c: Any) -> str:
+    return str(c.responses.with_raw_response.create(**RESPONSE).parse().id)
+
+
+OPENAI_SYNC: dict[str, tuple[Callable[[Any], str], Tokens]] = {
+    "with_options": (_openai_with_options, chat_tokens),
+    "copy": (_openai_copy, chat_tokens),
+    "with_raw_response": (_openai_raw, chat_tokens),
+    "with_raw_response, body never parsed": (_openai_raw_headers_only, chat_tokens),
+    "with_raw_response, stream": (_openai_raw_stream, chat_tokens),
+    "with_streaming_response, parse": (_openai_streaming_parse, chat_tokens),
+    "with_streaming_response, json": (_openai_streaming_json, chat_tokens),
+    "responses.create": (_openai_responses, responses_tokens),
+    "responses, with_raw_response": (_openai_responses_raw, responses_tokens),
+}
+
+
+@pytest.mark.usefixtures("configs")
+@pytest.mark.parametrize("idiom", list(OPENAI_SYNC))
+def test_openai_sync_idiom_gives_one_record(
+    idiom: str, collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
+) -> None:
+    """openai.OpenAI: each idiom, one record with the tokens, response id and tags."""
+    run, tokens = OPENAI_SYNC[idiom]
+    with (
+        openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        CostManager(client, **TAGS, **connection) as manager,
+    ):
+        rid = run(manager.client)
+    check(collector, tokens, (12, 5), rid)
+
+
+# -- openai, async ---------------------------------------------------------------------------
+
+
+async def _aopenai_with_options(c: Any) -> str:
+    derived = c.with_options(timeout=5)
+    assert isinstance(derived, openai.AsyncOpenAI)
+    answer = await derived.chat.completions.create(**CHAT)
+    assert type(answer) is openai.types.chat.ChatCompletion
+    return str(answer.id)
+
+
+async def _aopenai_copy(c: Any) -> str:
+    return str((await c.copy(max_retries=1).chat.completions.create(**CHAT)).id)
+
+
+async def _aopenai_raw(c: Any) -> str:
+    raw = await c.chat.completions.with_raw_response.create(**CHAT)
+    assert type(raw) is openai._legacy_response.LegacyAPIResponse
+    return str(raw.parse().id)
+
+
+async def _aopenai_raw_stream(c: Any) -> str:
+    raw = await c.with_raw_response.chat.completions.create(**CHAT, **USAGE_STREAM)
+    stream = raw.parse()
+    assert isinstance(stream, openai.AsyncStream)
+    chunks = [chunk async for chunk in stream]
+    return str(chunks[0].id)
+
+
+async def _aopenai_streaming_parse(c: Any) -> str:
+    async with c.chat.completions.with_streaming_response.create(**CHAT) as response:
+        assert isinstance(response, openai.AsyncAPIResponse)
+        return str((await response.parse()).id)
+
+
+async def _aopenai_streaming_json(c: Any) -> str:
+    async with c.chat.completions.with_streaming_response.create(**CHAT) as response:
+        return str((await response.json())["id"])
+
+
+async def _aopenai_responses(c: Any) -> str:
+    return str((await c.with_options(timeout=5).responses.create(**RESPONSE)).id)
+
+
+OPENAI_ASYNC: dict[str, tuple[Callable[[Any], Awaitable[str]], Tokens]] = {
+    "with_options": (_aopenai_with_options, chat_tokens),
+    "copy": (_aopenai_copy, chat_tokens),
+    "with_raw_response": (_aopenai_raw, chat_tokens),
+    "with_raw_response, stream": (_aopenai_raw_stream, chat_tokens),
+    "with_streaming_response, parse": (_aopenai_streaming_parse, chat_tokens),
+    "with_streaming_response, json": (_aopenai_streaming_json, chat_tokens),
+    "responses.create": (_aopenai_responses, responses_tokens),
+}
+
+
+@pytest.fixture
+async def async_openai(openai_fake: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
+    """A real openai.AsyncOpenAI pointed at the fake."""
+    async with openai.AsyncOpenAI(
+        base_url=openai_fake.base_url, api_key="t", max_retries=0
+    ) as client:
+        yield client
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("configs")
+@pytest.mark.parametrize("idiom", list(OPENAI_ASYNC))
+async def test_openai_async_idiom_gives_one_record(
+    idiom: str,
+    collector: LocalCollector,
+    connection: dict[str, str],
+    async_openai: openai.AsyncOpenAI,
+) -> None:
+    """openai.AsyncOpenAI: each idiom, one record with the tokens, response id and tags."""
+    run, tokens = OPENAI_ASYNC[idiom]
+    async with AsyncCostManager(async_openai, **TAGS, **connection) as manager:
+        rid = await run(manager.client)
+    check(collector, tokens, (12, 5), rid)
+
+
+# -- anthropic -------------------------------------------------------------------------------
+
+
+def _claude_with_options(c: Any) -> str:
+    derived = c.with_options(timeout=5)
+    assert isinstance(derived, anthropic.Anthropic)
+    message = derived.messages.create(**CLAUDE)
+    assert type(message) is anthropic.types.Message
+    return str(message.id)
+
+
+def _claude_copy(c: Any) -> str:
+    return str(c.copy(max_retries=1).messages.create(**CLAUDE).id)
+
+
+def _claude_beta(c: Any) -> str:
+    message = c.beta.messages.create(**CLAUDE)
+    assert type(message) is anthropic.types.beta.BetaMessage
+    return str(message.id)
+
+
+def _claude_raw(c: Any) -> str:
+    raw = c.messages.with_raw_response.create(**CLAUDE)
+    return str(raw.parse().id)
+
+
+def _claude_streaming(c: Any) -> str:
+    with c.with_options(timeout=5).messages.with_streaming_response.create(**CLAUDE) as response:
+        return str(response.parse().id)
+
+
+CLAUDE_SYNC = {
+    "with_options": _claude_with_options,
+    "copy": _claude_copy,
+    "beta": _claude_beta,
+    "with_raw_response": _claude_raw,
+    "with_streaming_response": _claude_streaming,
+}
+
+
+@pytest.mark.usefixtures("configs")
+@pytest.mark.parametrize("idiom", list(CLAUDE_SYNC))
+def test_anthropic_sync_idiom_gives_one_record(
+    idiom: str,
+    collector: LocalCollector,
+    connection: dict[str, str],
+    anthropic_fake: FakeAnthropic,
+) -> None:
+    """anthropic.Anthropic: each idiom, one record with the tokens, response id and tags."""
+    with (
+        anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
+        CostManager(client, **TAGS, **connection) as manager,
+    ):
+        rid = CLAUDE_SYNC[idiom](manager.client)
+    check(collector, claude_tokens, (25, 15), rid)
+
+
+async def _aclaude_with_options(c: Any) -> str:
+    derived = c.with_options(timeout=5)
+    assert isinstance(derived, anthropic.AsyncAnthropic)
+    return str((await derived.messages.create(**CLAUDE)).id)
+
+
+async def _aclaude_beta(c: Any) -> str:
+    return str((await c.with_options(timeout=5).beta.messages.create(**CLAUDE)).id)
+
+
+async def _aclaude_raw(c: Any) -> str:
+    raw = await c.messages.with_raw_response.create(**CLAUDE)
+    parsed = await raw.parse()
+    assert await raw.parse() is parsed
+    return str(parsed.id)
+
+
+async def _aclaude_streaming(c: Any) -> str:
+    async with c.messages.with_streaming_response.create(**CLAUDE) as response:
+        return str((await response.parse()).id)
+
+
+CLAUDE_ASYNC = {
+    "with_options": _aclaude_with_options,
+    "beta": _aclaude_beta,
+    "with_raw_response": _aclaude_raw,
+    "with_streaming_response": _aclaude_streaming,
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("configs")
+@pytest.mark.parametrize("idiom", list(CLAUDE_ASYNC))
+async def test_anthropic_async_idiom_gives_one_record(
+    idiom: str,
+    collector: LocalCollector,
+    connection: dict[str, str],
+    anthropic_fake: FakeAnthropic,
+) -> None:
+    """anthropic.AsyncAnthropic: each idiom, one record with the tokens, response id and tags."""
+    async with (
+        anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
+        AsyncCostManager(client, **TAGS, **connection) as manager,
+    ):
+        rid = await CLAUDE_ASYNC[idiom](manager.client)
+    check(collector, claude_tokens, (25, 15), rid)
