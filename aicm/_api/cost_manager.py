@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 
 from .._core.exceptions import AicmError, MissingApiKeyError, shown
-from .._core.extractor import UniversalExtractor
+from .._core.extractor import UniversalExtractor, accumulate_stream, resolve_path
+from .._core.handling import HandlingConfig
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
@@ -31,6 +32,9 @@ __all__ = ["AsyncCostManager"]
 logger = logging.getLogger("aicm.cost_manager")
 
 ClientT = TypeVar("ClientT")
+
+# Methods whose empty extraction was already reported at WARNING (later ones go to DEBUG).
+_MAX_WARNED_METHODS = 1024
 
 # Retrying configs the service could not give at startup: 1 s, doubling, at most 5 min.
 _CONFIG_RETRY_FIRST = 1.0
@@ -71,6 +75,8 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         self.extractor = UniversalExtractor(())
         self._wrapped = client
         self._proxy: Any = TrackedProxy(client, extractor_hook=self)
+        self._warned_no_config = False
+        self._warned_methods: set[str] = set()
 
     def __repr__(self) -> str:
         return f"AsyncCostManager({type(self._wrapped).__name__}, api_id={self.api_id!r})"
@@ -121,6 +127,16 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         configs = await self.config_source.get_config(self.api_id)
         self.extractor = UniversalExtractor(configs)
         logger.info("%d config(s) loaded for %r", len(configs), self.api_id)
+        if not self.extractor.configs and not self._warned_no_config:
+            self._warned_no_config = True
+            logger.warning(
+                "no handling config for api_id %r: calls of this %s are not tracked. Serve a "
+                "config with a handling_config for %r from the service, pass configs=[...], "
+                "or pass api_id= naming one that has a config",
+                self.api_id,
+                type(self._wrapped).__name__,
+                self.api_id,
+            )
         return configs
 
     # -- the proxy's hook (see proxy.ExtractorHook) ---------------------------------------
@@ -149,7 +165,10 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             client_customer_key=key,
             context=ctx,
         )
-        return self.usage_records(payloads, tags)
+        records = self.usage_records(payloads, tags)
+        if not records:
+            self._report_no_record((path, args, kwargs, func), response, None)
+        return records
 
     def records_for_stream(
         self,
@@ -171,7 +190,41 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             client_customer_key=key,
             context=ctx,
         )
-        return self.usage_records(payloads, tags)
+        records = self.usage_records(payloads, tags)
+        if not records:
+            self._report_no_record((path, args, kwargs, func), None, chunks)
+        return records
+
+    def _report_no_record(
+        self,
+        call: tuple[str, tuple[Any, ...], dict[str, Any], Callable[..., Any]],
+        response: Any,
+        chunks: list[Any] | None,
+    ) -> None:
+        """Say why a tracked call gave no record: WARNING once per method, then DEBUG."""
+        path = call[0]
+        warned = path in self._warned_methods
+        level = logging.DEBUG if warned else logging.WARNING
+        if not logger.isEnabledFor(level):
+            return
+        reasons = [
+            f"config {config.config_id!r}: {reason}"
+            for config in self.extractor.configs_for(path)
+            if (reason := _why_no_record(config, call, response, chunks)) is not None
+        ]
+        if not reasons:
+            return  # e.g. a list_path that resolved to an empty list: nothing to bill
+        if not warned:
+            if len(self._warned_methods) >= _MAX_WARNED_METHODS:
+                self._warned_methods.clear()
+            self._warned_methods.add(path)
+        logger.log(
+            level,
+            "a tracked call of %s (api_id %r) gave no usage record; %s",
+            path,
+            self.api_id,
+            "; ".join(reasons),
+        )
 
     def on_call(
         self,
@@ -194,3 +247,38 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
     ) -> None:
         """A tracked stream ended: queue its records without blocking the loop."""
         self.emit_nowait(self.records_for_stream(path, args, kwargs, chunks, func))
+
+
+def _why_no_record(
+    config: HandlingConfig,
+    call: tuple[str, tuple[Any, ...], dict[str, Any], Callable[..., Any]],
+    response: Any,
+    chunks: list[Any] | None,
+) -> str | None:
+    """Why ``config`` made no record of a call, naming the paths that did not resolve."""
+    path, args, kwargs, func = call
+    single = UniversalExtractor([config])
+    if chunks is not None:
+        if not chunks:
+            return "the stream ended before its first chunk"
+        payloads = single.extract_stream_end(path, chunks, args=args, kwargs=kwargs, func=func)
+        fields = config.streaming.final_fields if config.streaming else ()
+        response = accumulate_stream(chunks, fields)
+    else:
+        payloads = single.extract(path, args=args, kwargs=kwargs, response=response, func=func)
+    if not payloads and config.list_path is not None:
+        items = resolve_path(response, config.list_path)
+        if isinstance(items, (list, tuple)):
+            return None  # an empty list: nothing happened that could be billed
+        where = ".".join(step for step, _ in config.list_path)
+        return f"list_path {where!r} did not resolve to a list"
+    unresolved = [
+        f"{source.key} <- {source.source}"
+        for source in config.payload_mapping
+        if all(source.key not in payload for payload in payloads)
+    ]
+    if payloads:
+        what = "its payload was not recordable (see the warning before this one)"
+    else:
+        what = "extraction failed (see the error before this one)"
+    return f"{what}; unresolved: {', '.join(unresolved)}" if unresolved else what

@@ -541,3 +541,87 @@ async def test_a_failed_start_raises_the_error_itself(
     with pytest.raises(QueueStoreError):
         async with manager:
             pass
+
+
+# -- never silent ------------------------------------------------------------------------------
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name.startswith("aicm")
+    ]
+
+
+async def test_a_client_with_no_config_warns_once(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_client: openai.AsyncOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No config for the api_id: one WARNING naming it and the fixes, not one per reload."""
+    collector.set_configs([service_config("someone-else", OPENAI_HANDLING)])
+    with caplog.at_level(logging.INFO, logger="aicm"):
+        async with AsyncCostManager(openai_client, **connection) as tracker:
+            await tracker.client.chat.completions.create(**CHAT)
+            await tracker.load_configs()
+    [warning] = _warnings(caplog)
+    assert "'asyncopenai'" in warning
+    assert "configs=" in warning
+    assert "api_id=" in warning
+    assert usage_records(collector) == []
+
+
+async def test_a_tracked_call_without_a_record_warns_once_per_method(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_client: openai.AsyncOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A config that yields nothing: one WARNING per method naming config and paths, then DEBUG."""
+    handling = json.loads(json.dumps(OPENAI_HANDLING))
+    handling["list_path"] = "data.items"
+    handling["tracked_methods"] = ["chat.completions.create", "responses.create"]
+    collector.set_configs([service_config("asyncopenai", handling, "listy")])
+    with caplog.at_level(logging.DEBUG, logger="aicm"):
+        async with AsyncCostManager(openai_client, **connection) as tracker:
+            for _ in range(3):
+                await tracker.client.chat.completions.create(**CHAT)
+            stream = await tracker.client.chat.completions.create(**CHAT, **USAGE_STREAM)
+            assert len([c async for c in stream]) == 8
+            await tracker.client.responses.create(model="gpt-4o-mini", input="Say hello")
+    [chat, responses] = [w for w in _warnings(caplog) if "gave no usage record" in w]
+    assert "chat.completions.create" in chat
+    assert "responses.create" in responses
+    for warning in (chat, responses):
+        assert "config 'listy'" in warning
+        assert "list_path 'data.items' did not resolve to a list" in warning
+    quiet = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.DEBUG and "gave no usage record" in r.getMessage()
+    ]
+    assert len(quiet) == 3  # the later calls and the stream of the same method
+    assert usage_records(collector) == []
+
+
+async def test_a_payload_that_cannot_be_recorded_names_what_did_not_resolve(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_client: openai.AsyncOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A payload the record refuses: the WARNING names the config and its unresolved paths."""
+    handling = json.loads(json.dumps(OPENAI_HANDLING))
+    handling["payload_mapping"]["response_id"] = "usage_data"  # an object, not an id
+    handling["payload_mapping"]["cost"] = "usage_data.no_such_field"
+    collector.set_configs([service_config("asyncopenai", handling, "odd")])
+    with caplog.at_level(logging.WARNING, logger="aicm"):
+        async with AsyncCostManager(openai_client, **connection) as tracker:
+            await tracker.client.chat.completions.create(**CHAT)
+    [warning] = [w for w in _warnings(caplog) if "gave no usage record" in w]
+    assert "config 'odd'" in warning
+    assert "not recordable" in warning
+    assert "cost <- usage_data.no_such_field" in warning
+    assert usage_records(collector) == []

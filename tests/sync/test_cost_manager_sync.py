@@ -260,3 +260,23 @@ def test_service_down_at_startup_then_back(
     finally:
         tracker.close()
         service.stop()
+
+
+def test_a_client_with_no_config_warns_once(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CostManager with no config for its api_id: one WARNING naming it, however many calls."""
+    with (
+        caplog.at_level(logging.INFO, logger="aicm"),
+        CostManager(openai_client, **connection) as tracker,
+    ):
+        for _ in range(2):
+            tracker.client.chat.completions.create(**CHAT)
+        tracker.load_configs()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "no handling config for api_id 'openai'" in warnings[0]
+    assert usage_records(collector) == []
