@@ -230,18 +230,18 @@ class TrackedProxy:
         hook: ExtractorHook = _get(self, "_aicm_hook")
         own_path: str = _get(self, "_aicm_path")
         path = f"{own_path}.{name}" if own_path else name
-        mode: str | None = _get(self, "_aicm_mode")
         if vtype in _FUNCTION_TYPES:
             # A function has nothing tracked below it: when it is not tracked itself the
             # caller gets it bare, with no proxy in the call. Asked on every access, so a
             # refreshed config that starts tracking it takes effect at once.
             if not _should_track(hook, path):
                 if name in _CLIENT_FACTORIES:
-                    return _ClientFactory(value, hook, own_path, mode)
+                    return _ClientFactory(value, hook, own_path, _get(self, "_aicm_mode"))
                 return value
         elif name.startswith("__") or isinstance(value, _PASSTHROUGH_BASES):
             return value
-        elif name in _RAW_NAMESPACES:
+        mode: str | None = _get(self, "_aicm_mode")
+        if name in _RAW_NAMESPACES:
             path, mode = own_path, _RAW_NAMESPACES[name]
         child = TrackedProxy(value, extractor_hook=hook, path=path, mode=mode)
         children[name] = child
@@ -401,7 +401,11 @@ class _ClientFactory:
 def _same_package(result: Any, method: Any) -> bool:
     """True when ``result`` is an object (not data) of the package that defined ``method``."""
     rtype = type(result)
-    if rtype in _PASSTHROUGH_TYPES or isinstance(result, _PASSTHROUGH_BASES):
+    if (
+        rtype in _PASSTHROUGH_TYPES
+        or isinstance(result, _PASSTHROUGH_BASES)
+        or hasattr(rtype, "model_dump")  # a pydantic model is data, not a client
+    ):
         return False
     owner = getattr(method, "__self__", None)
     home = type(owner).__module__ if owner is not None else getattr(method, "__module__", None)

@@ -837,3 +837,77 @@ async def test_async_anthropic_create_and_streams(anthropic_fake: FakeAnthropic)
         await raw.close()
     tokens = [(p["input_tokens"], p["output_tokens"]) for p in hook.payloads]
     assert tokens == [(25, 15), (25, 15), (25, 15), (25, 1)]
+
+
+# -- derived clients and helper streams --------------------------------------------------------
+
+
+class Service:
+    """A client of its own: with_options/copy return new clients, copy of data returns data."""
+
+    def __init__(self, timeout: float = 1.0) -> None:
+        self.timeout = timeout
+
+    def with_options(self, *, timeout: float) -> Service:
+        return Service(timeout)
+
+    def copy(self) -> dict[str, float]:
+        return {"timeout": self.timeout}
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+def test_with_options_returns_a_client_tracked_by_the_same_hook() -> None:
+    """with_options' client is wrapped with the same hook; a method returning data is not."""
+    hook = RecordingHook("add")
+    proxy: Any = TrackedProxy(Service(), extractor_hook=hook)
+    derived = proxy.with_options(timeout=5.0)
+    assert isinstance(derived, Service)
+    assert type(derived) is not Service  # the proxy, seen as a Service
+    assert derived.timeout == 5.0
+    assert derived.add(2, 3) == 5
+    assert proxy.copy() == {"timeout": 1.0}
+    assert type(proxy.copy()) is dict
+    assert [(s.path, s.result) for s in hook.calls] == [("add", 5)]
+
+
+class HelperStream:
+    """A helper stream that reads itself in get_final (as the SDK helpers do)."""
+
+    def __init__(self) -> None:
+        self._events = iter(["a", "b", "c"])
+        self.seen: list[str] = []
+        self.closed = False
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        event = next(self._events)
+        self.seen.append(event)
+        return event
+
+    def get_final_text(self) -> str:
+        for _ in self:  # the target's own iteration, invisible to a wrapper
+            pass
+        return "".join(self.seen)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Streamer:
+    def stream(self) -> HelperStream:
+        return HelperStream()
+
+
+def test_get_final_reads_through_the_wrapper_once() -> None:
+    """get_final_* drains through the wrapper: one end report with every event."""
+    hook = RecordingHook("stream")
+    proxy: Any = TrackedProxy(Streamer(), extractor_hook=hook)
+    stream = proxy.stream()
+    assert next(stream) == "a"
+    assert stream.get_final_text() == "abc"
+    stream.close()
+    assert [(s.path, s.result) for s in hook.ends] == [("stream", ["a", "b", "c"])]

@@ -117,6 +117,14 @@ def _openai_streaming_json(c: Any) -> str:
         return str(response.json()["id"])
 
 
+def _openai_streaming_stream(c: Any) -> str:
+    with c.chat.completions.with_streaming_response.create(**CHAT, **USAGE_STREAM) as response:
+        stream = response.parse()
+        assert isinstance(stream, openai.Stream)
+        ids = [chunk.id for chunk in stream]  # read to the end: the usage comes last
+        return str(ids[-1])
+
+
 def _openai_responses(c: Any) -> str:
     answer = c.responses.create(**RESPONSE)
     assert type(answer) is openai.types.responses.Response
@@ -136,6 +144,7 @@ OPENAI_SYNC: dict[str, tuple[Callable[[Any], str], Tokens]] = {
     "with_raw_response, stream": (_openai_raw_stream, chat_tokens),
     "with_streaming_response, parse": (_openai_streaming_parse, chat_tokens),
     "with_streaming_response, json": (_openai_streaming_json, chat_tokens),
+    "with_streaming_response, stream": (_openai_streaming_stream, chat_tokens),
     "responses.create": (_openai_responses, responses_tokens),
     "responses, with_raw_response": (_openai_responses_raw, responses_tokens),
 }
@@ -196,6 +205,16 @@ async def _aopenai_streaming_json(c: Any) -> str:
         return str((await response.json())["id"])
 
 
+async def _aopenai_streaming_stream(c: Any) -> str:
+    async with c.chat.completions.with_streaming_response.create(
+        **CHAT, **USAGE_STREAM
+    ) as response:
+        stream = await response.parse()
+        assert isinstance(stream, openai.AsyncStream)
+        ids = [chunk.id async for chunk in stream]  # read to the end: the usage comes last
+        return str(ids[-1])
+
+
 async def _aopenai_responses(c: Any) -> str:
     return str((await c.with_options(timeout=5).responses.create(**RESPONSE)).id)
 
@@ -207,6 +226,7 @@ OPENAI_ASYNC: dict[str, tuple[Callable[[Any], Awaitable[str]], Tokens]] = {
     "with_raw_response, stream": (_aopenai_raw_stream, chat_tokens),
     "with_streaming_response, parse": (_aopenai_streaming_parse, chat_tokens),
     "with_streaming_response, json": (_aopenai_streaming_json, chat_tokens),
+    "with_streaming_response, stream": (_aopenai_streaming_stream, chat_tokens),
     "responses.create": (_aopenai_responses, responses_tokens),
 }
 
