@@ -6,7 +6,13 @@ dotted path of each attribute access; when a called path is tracked (``hook.shou
 it hands the call and its response to ``hook.on_call`` once the call has returned (or its
 coroutine has been awaited). A streaming result is handed back wrapped: every chunk passes
 through untouched and ``hook.on_stream_end`` runs exactly once when the stream is
-exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected.
+exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected. A
+helper stream's ``get_final_*``/``until_done`` read the rest through the wrapper first.
+
+What the client hands out stays tracked by the same hook: the clients ``with_options`` and
+``copy`` return, and the ``with_raw_response``/``with_streaming_response`` namespaces, whose
+calls keep the plain path (``chat.completions.create``) and are reported once, from the
+body the HTTP response parses to.
 
 The hooks run in the caller's thread or task and must be quick; any exception they raise
 is logged on ``aicm.cost_manager`` and swallowed, so tracking never breaks the user's call.

@@ -17,6 +17,8 @@ from tests.sdk_support import (
     anthropic_configs,
     chat_tokens,
     claude_tokens,
+    doc_configs,
+    doc_json_blocks,
     one_record,
     openai_configs,
     responses_tokens,
@@ -359,3 +361,18 @@ async def test_anthropic_async_idiom_gives_one_record(
     ):
         rid = await CLAUDE_ASYNC[idiom](manager.client)
     check(collector, claude_tokens, (25, 15), rid)
+
+
+def test_the_docs_show_one_openai_chat_config() -> None:
+    """docs/cost_manager.md and docs/handling_configs.md show the same OpenAI chat config."""
+    on_cost_manager = doc_configs()["openai-chat"]["handling_config"]
+    on_handling = [
+        block
+        for block in doc_json_blocks("handling_configs.md")
+        if isinstance(block, dict)
+        and "chat.completions.create" in block.get("tracked_methods", ())
+        and "chat.completions.stream" in block.get("tracked_methods", ())
+    ]
+    assert on_handling == [on_cost_manager]
+    responses = doc_configs()["openai-responses"]["handling_config"]
+    assert responses["payload_mapping"] == on_cost_manager["payload_mapping"]
