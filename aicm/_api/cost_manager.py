@@ -130,9 +130,9 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         if not self.extractor.configs and not self._warned_no_config:
             self._warned_no_config = True
             logger.warning(
-                "no handling config for api_id %r: calls of this %s are not tracked. Serve a "
-                "config with a handling_config for %r from the service, pass configs=[...], "
-                "or pass api_id= naming one that has a config",
+                "no handling config for api_id %r: calls of the wrapped %s are not tracked. "
+                "Serve a config with a handling_config for %r from the service, pass "
+                "configs=[...], or pass api_id= naming one that has a config",
                 self.api_id,
                 type(self._wrapped).__name__,
                 self.api_id,

@@ -500,6 +500,7 @@ def _after_raw_call(
     elif hasattr(rtype, "parse"):
         tracked = _ParsedResponse(result, call)
         if _is_stream_request(path, kwargs):
+            tracked._aicm_warn_if_never_parsed()
             return tracked  # the stream is wrapped when the caller parses it
         # The body is already read: track it now, so a caller who only reads headers is
         # still billed. The SDK caches what parse() returns, so the caller's own parse()
@@ -572,12 +573,20 @@ class _Delegate:
 class _ParsedResponse(_Delegate):
     """An SDK HTTP response of a tracked call: tracked from the body it parses to, once."""
 
-    __slots__ = ("_aicm_call", "_aicm_parsed")
+    __slots__ = ("__weakref__", "_aicm_call", "_aicm_parsed", "_aicm_unread")
 
     def __init__(self, target: Any, call: _Call) -> None:
         object.__setattr__(self, "_aicm_target", target)
         object.__setattr__(self, "_aicm_call", call)
         object.__setattr__(self, "_aicm_parsed", _UNPARSED)
+        object.__setattr__(self, "_aicm_unread", [])
+
+    def _aicm_warn_if_never_parsed(self) -> None:
+        """Log a warning if this response is dropped before its body was parsed."""
+        unread: list[str] = self._aicm_unread
+        unread.append(self._aicm_call[1])
+        finalizer = weakref.finalize(self, _never_parsed, unread)
+        finalizer.atexit = False
 
     def __getattr__(self, name: str) -> Any:
         value = _Delegate.__getattr__(self, name)
@@ -606,9 +615,15 @@ class _ParsedResponse(_Delegate):
             seen, given = first
             return given if seen is parsed else parsed
         hook, path, args, kwargs, func = self._aicm_call
+        self._aicm_unread.clear()
         given = _after_call(hook, path, args, kwargs, parsed, func)
         object.__setattr__(self, "_aicm_parsed", (parsed, given))
         return given
+
+
+def _never_parsed(unread: list[str]) -> None:
+    for path in unread:
+        logger.warning("%s: a streamed raw response was never parse()d; not tracked", path)
 
 
 class _ResponseCM(_Delegate):

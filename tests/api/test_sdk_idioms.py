@@ -3,6 +3,8 @@ raw and streamed HTTP responses, sub-resources and beta, sync and async (asyncio
 
 from __future__ import annotations
 
+import gc
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -23,7 +25,7 @@ from tests.sdk_support import (
     openai_configs,
     responses_tokens,
 )
-from tests.tracking_support import MESSAGES
+from tests.tracking_support import MESSAGES, usage_records
 
 CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES}
 USAGE_STREAM: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
@@ -376,3 +378,26 @@ def test_the_docs_show_one_openai_chat_config() -> None:
     assert on_handling == [on_cost_manager]
     responses = doc_configs()["openai-responses"]["handling_config"]
     assert responses["payload_mapping"] == on_cost_manager["payload_mapping"]
+
+
+@pytest.mark.usefixtures("configs")
+def test_a_raw_stream_never_parsed_is_not_silent(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_fake: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A with_raw_response stream read as raw lines cannot be tracked: a WARNING says so."""
+    with (
+        caplog.at_level(logging.WARNING, logger="aicm"),
+        openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        CostManager(client, **connection) as manager,
+    ):
+        raw = manager.client.chat.completions.with_raw_response.create(**CHAT, **USAGE_STREAM)
+        lines = list(raw.http_response.iter_lines())
+        del raw
+        gc.collect()
+    assert "data: [DONE]" in lines
+    [warning] = [r.getMessage() for r in caplog.records if "never parse()d" in r.getMessage()]
+    assert "chat.completions.create" in warning
+    assert usage_records(collector) == []
