@@ -340,6 +340,16 @@ def claude_left(c: Any) -> tuple[str, Any]:
     return start.message.id, CLAUDE_EARLY
 
 
+def claude_left_by_break(c: Any) -> tuple[str, Any]:
+    stream = c.messages.create(**CLAUDE, stream=True)
+    for event in stream:
+        first = event
+        break
+    del stream
+    gc.collect()
+    return first.message.id, CLAUDE_EARLY
+
+
 def claude_helper_iterated(c: Any) -> tuple[str, Any]:
     with c.messages.stream(**CLAUDE) as stream:
         assert isinstance(stream, anthropic.MessageStream)
@@ -398,6 +408,7 @@ def claude_beta_helper(c: Any) -> tuple[str, Any]:
 CLAUDE_SYNC: dict[str, Style] = {
     "stream=True, iterated": claude_iterated,
     "stream=True, closed": claude_left,
+    "stream=True, break": claude_left_by_break,
     "messages.stream, iterated": claude_helper_iterated,
     "messages.stream, text_stream": claude_helper_text_stream,
     "messages.stream, get_final_message": claude_helper_final_message,
@@ -474,6 +485,23 @@ async def aclaude_helper_left(c: Any) -> tuple[str, Any]:
     return first.message.id, CLAUDE_EARLY
 
 
+async def aclaude_helper_text_left(c: Any) -> tuple[str, Any]:
+    async with c.messages.stream(**CLAUDE) as stream:
+        async for text in stream.text_stream:
+            assert text == "Hello"
+            break
+    return stream.current_message_snapshot.id, CLAUDE_EARLY
+
+
+async def aclaude_left(c: Any) -> tuple[str, Any]:
+    stream = await c.messages.create(**CLAUDE, stream=True)
+    async for event in stream:
+        first = event
+        break
+    await stream.close()
+    return first.message.id, CLAUDE_EARLY
+
+
 async def aclaude_beta_helper(c: Any) -> tuple[str, Any]:
     async with c.beta.messages.stream(**CLAUDE) as stream:
         final = await stream.get_final_message()
@@ -488,6 +516,8 @@ CLAUDE_ASYNC: dict[str, AStyle] = {
     "messages.stream, get_final_text": aclaude_helper_final_text,
     "messages.stream, until_done": aclaude_helper_until_done,
     "messages.stream, break": aclaude_helper_left,
+    "messages.stream, text_stream break": aclaude_helper_text_left,
+    "stream=True, break then close": aclaude_left,
     "beta.messages.stream, get_final_message": aclaude_beta_helper,
 }
 
