@@ -26,6 +26,7 @@ __all__ = [
     "BatchPlan",
     "Kind",
     "api_key_matches",
+    "bearer_token",
     "check_track_record",
     "check_usage_record",
     "configs_document",
@@ -323,9 +324,12 @@ class BatchPlan:
     errors: int
     rejected: int
 
-    def answer(self) -> Answer:
-        """The HTTP answer for this batch."""
-        return Answer(self.status_code, dumps({"results": self.results, "triggered_limits": {}}))
+    def answer(self, triggered_limits: Mapping[str, Any] | None = None) -> Answer:
+        """The HTTP answer for this batch, carrying ``triggered_limits`` (``{}``: none)."""
+        return Answer(
+            self.status_code,
+            dumps({"results": self.results, "triggered_limits": triggered_limits or {}}),
+        )
 
 
 def plan_batch(
@@ -368,6 +372,14 @@ def plan_batch(
         if not 200 <= reject_status <= 299:
             to_store = []
     return BatchPlan(status_code, results, to_store, errors, rejected)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header ('' when there is none)."""
+    if not authorization:
+        return ""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def api_key_matches(authorization: str | None, expected: str) -> bool:

@@ -337,6 +337,26 @@ class RecordStore:
                 ).fetchall()
         return [_track_dict(row) if kind == "track" else _usage_dict(row) for row in rows]
 
+    def records_since(self, kind: Kind, received_after: float) -> list[dict[str, Any]]:
+        """The stored records of ``kind`` that arrived after ``received_after`` (Unix time)."""
+        with self._lock:
+            conn = self._connection()
+            if kind == "track":
+                rows = conn.execute(
+                    "SELECT api_id, service_key, response_id, timestamp, payload,"
+                    " client_customer_key, context, received_at, user_agent"
+                    " FROM track WHERE received_at > ? ORDER BY seq",
+                    (received_after,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT response_id, config_id, service_id, timestamp, usage,"
+                    " client_customer_key, context, base_url, extra, received_at, user_agent"
+                    " FROM track_usage WHERE received_at > ? ORDER BY seq",
+                    (received_after,),
+                ).fetchall()
+        return [_track_dict(row) if kind == "track" else _usage_dict(row) for row in rows]
+
     def count(self, kind: Kind) -> int:
         """How many records of ``kind`` are stored."""
         table = "track" if kind == "track" else "track_usage"

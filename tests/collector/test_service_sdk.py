@@ -7,6 +7,7 @@ must be stored as it sent it, and what the collector answers must be what that S
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +112,40 @@ def test_aicm_and_the_service_sdk_send_the_same_record(
     for record in (ours_record, theirs_record):
         del record["response_id"], record["timestamp"]
     assert ours_record == theirs_record
+
+
+@pytest.fixture
+def sdk_limits_on(sdk_env: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The service SDK with its limit checks on (an INI option), its process-wide cache clean."""
+    from aicostmanager.triggered_limits_cache import triggered_limits_cache
+
+    Path(sdk_env["ini_path"]).write_text("[tracker]\nAICM_LIMITS_ENABLED = true\n")
+    triggered_limits_cache.clear()
+    try:
+        yield sdk_env
+    finally:
+        triggered_limits_cache.clear()
+
+
+def test_the_service_sdk_raises_its_own_usage_limit_exceeded(
+    collector: LocalCollector, sdk_limits_on: dict[str, Any]
+) -> None:
+    """Once a limit triggers, the collector's signed answer makes the service SDK's Tracker
+    raise UsageLimitExceeded, naming the limit; before it, tracking goes through."""
+    from aicostmanager.client.exceptions import UsageLimitExceeded
+
+    limit = collector.add_limit(
+        threshold_type="limit", amount=1, period="day", service_key="openai::gpt-5-mini"
+    )
+    with aicostmanager.Tracker(**sdk_limits_on) as tracker:
+        # gpt-5-mini costs 2.5e-07 $ per input token: 2,000,000 tokens are half the limit.
+        first = tracker.track("openai::gpt-5-mini", {"input_tokens": 2_000_000})
+        assert first["result"]["status"] == "queued"
+        with pytest.raises(UsageLimitExceeded) as info:
+            tracker.track("openai::gpt-5-mini", {"input_tokens": 2_000_000})
+        (triggered,) = info.value.triggered_limits
+        assert (triggered.limit_id, triggered.api_key_id) == (limit["uuid"], "key-0001")
+        # Another service is not limited.
+        other = tracker.track("anthropic::claude-sonnet", {"input_tokens": 1})
+        assert other["result"]["status"] == "queued"
+    assert collector.count("track") == 3  # the SDK raises after the record is delivered
