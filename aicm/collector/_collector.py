@@ -96,6 +96,7 @@ class Collector:
         except LimitError as exc:
             raise ConfigError(str(exc)) from exc
         self.signing_key = SigningKey(self.data_dir)
+        self._forger = SigningKey(None)  # the forge_limits fault's stand-in key
         initial = load_configs(configs_path) if configs_path is not None else configs
         self._configs_lock = threading.Lock()
         self._configs: list[dict[str, Any]] = []
@@ -166,7 +167,7 @@ class Collector:
         )
         if plan.rejected:
             self.stats.fault("reject", plan.rejected)
-        return plan.answer(self.triggered_limits(authorization))
+        return plan.answer(self.triggered_limits(authorization, forged=faults.forge_limits))
 
     # -- usage limits ------------------------------------------------------------------
 
@@ -182,19 +183,25 @@ class Collector:
         )
 
     def triggered_limits(
-        self, authorization: str | None, *, now: dt.datetime | None = None
+        self,
+        authorization: str | None,
+        *,
+        now: dt.datetime | None = None,
+        forged: bool = False,
     ) -> dict[str, Any]:
         """The ``triggered_limits`` of an answer to the key in ``authorization``.
 
         ``{}`` while the collector has never held a limit; from then on a signed envelope
-        (its list possibly empty), so an SDK also learns when a limit is gone.
+        (its list possibly empty), so an SDK also learns when a limit is gone. ``forged``
+        signs it with a throwaway key instead (the ``forge_limits`` fault).
         """
         if not self.limits.ever_had_limits:
             return {}
         now = now or dt.datetime.now(dt.timezone.utc)
         key_id = api_key_id(bearer_token(authorization))
         events = self.limits.triggered(key_id, self.usage_rows(now), now)
-        return self.signing_key.triggered_limits(key_id, events)
+        signer = self._forger if forged else self.signing_key
+        return signer.triggered_limits(key_id, events)
 
     def limits_progress(self, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
         """Every limit with its current period's spend and what remains."""
