@@ -105,6 +105,9 @@ class Collector:
         self.faults = FaultInjector(faults, seed=seed)
         self.stats = CollectorStats()
         self.store = RecordStore(db_path)
+        self._rows_lock = threading.Lock()
+        self._stored_version = 0  # bumped whenever records are stored or forgotten
+        self._rows_cache: tuple[tuple[int, float], list[UsageRow]] | None = None
         self._writer = GroupWriter(self.store)
 
     def set_configs(self, configs: ConfigsSource) -> None:
@@ -158,6 +161,9 @@ class Collector:
         stored = await self._writer.add(
             kind, plan.to_store, received_at=time.time(), user_agent=user_agent
         )
+        if stored:
+            with self._rows_lock:
+                self._stored_version += 1
         self.stats.records_seen(
             kind,
             received=len(records),
@@ -178,9 +184,17 @@ class Collector:
             return []
         # A day of slack: a record arrives after the event it reports.
         after = start.timestamp() - 86400
-        return rows_from_records(
-            self.store.records_since("track", after), self.store.records_since("track_usage", after)
-        )
+        with self._rows_lock:
+            # Read and decoded again only when records were stored since the last time.
+            key = (self._stored_version, after)
+            if self._rows_cache is not None and self._rows_cache[0] == key:
+                return self._rows_cache[1]
+            rows = rows_from_records(
+                self.store.records_since("track", after),
+                self.store.records_since("track_usage", after),
+            )
+            self._rows_cache = (key, rows)
+            return rows
 
     def triggered_limits(
         self,
@@ -212,6 +226,8 @@ class Collector:
         """Forget the stored records, the statistics and the usage limits (a clean slate
         for the next test); the faults and the signing key stay as they are."""
         self.store.clear()
+        with self._rows_lock:
+            self._stored_version += 1
         self.stats.clear()
         self.limits.clear()
 
