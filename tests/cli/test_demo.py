@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Run, run_many
+from .conftest import Run, aicm_env, run_many
 
 
 def _prices() -> dict[str, dict[str, float]]:
@@ -22,7 +22,8 @@ def _prices() -> dict[str, dict[str, float]]:
 
 
 def _expected_cost(row: dict[str, Any], prices: dict[str, dict[str, float]]) -> float:
-    rates = prices.get(row["service"], {})
+    # A "vendor::model" service is priced by its model's rates.
+    rates = prices.get(row["service"]) or prices.get(row["service"].partition("::")[2], {})
     return math.fsum(amount * rates.get(metric, 0.0) for metric, amount in row["usage"].items())
 
 
@@ -106,9 +107,36 @@ def test_demo_prints_the_cost_tables_and_refuses_an_existing_db(
         assert words in text.stdout
     assert custom.returncode == 0, custom.stderr
     report = json.loads(custom.stdout)["report"]
-    assert report["unpriced"] == ["api.heygen.com/v2/streaming.list", "claude-sonnet", "gpt-5"]
-    (mini,) = [r for r in report["by_service"] if r["service"] == "gpt-5-mini"]
-    assert mini["cost_usd"] == mini["usage"]["input_tokens"]
+    assert report["unpriced"] == [
+        "anthropic::claude-sonnet",
+        "api.heygen.com/v2/streaming.list",
+        "openai::gpt-5",
+    ]
+    # The cost manager's records name the model; the tracker's "openai::gpt-5-mini" is
+    # priced by the model's rates too.
+    minis = [r for r in report["by_service"] if r["service"].endswith("gpt-5-mini")]
+    assert sorted(r["service"] for r in minis) == ["gpt-5-mini", "openai::gpt-5-mini"]
+    for mini in minis:
+        assert mini["cost_usd"] == mini["usage"]["input_tokens"]
     assert existing.returncode == 1
     assert "exists" in existing.stderr
     assert bad.returncode == 2
+
+
+def test_demo_prices_the_older_track_record_the_same(tmp_path: Path) -> None:
+    """With AICM_TRACK_FORMAT=legacy the demo stores the older /track record, and the report
+    shows and prices it exactly as the current one."""
+    demo = ["demo", "--records", "30", "--json"]
+    db = tmp_path / "legacy.sqlite3"
+    (legacy,) = run_many([[*demo, "--db", str(db)]], env=aicm_env(AICM_TRACK_FORMAT="legacy"))
+    (current,) = run_many([demo])
+    assert legacy.returncode == 0, legacy.stderr
+    assert current.returncode == 0, current.stderr
+    with sqlite3.connect(db) as conn:
+        (without_api_id,) = conn.execute(
+            "SELECT COUNT(*) FROM track WHERE api_id IS NULL"
+        ).fetchone()
+    assert without_api_id == 0  # every /track record is the older one
+    legacy_result = json.loads(legacy.stdout)
+    assert legacy_result["ok"]
+    assert legacy_result["report"]["rows"] == json.loads(current.stdout)["report"]["rows"]
