@@ -1,7 +1,8 @@
 """The REST wrappers' async core, and ``AsyncRestUsageWrapper`` for ``httpx.AsyncClient`` (layer 4).
 
-A call's identity comes from its URL (see :func:`rest_call`): the host is the ``api_id``
-the configs are asked for, host + path is the ``service_id``, and ``"METHOD /path"`` is
+A call's identity comes from its URL (see :func:`rest_call`): the hostname is the
+``api_id`` the configs are asked for, host (with a non-default port) + path is the
+``service_id``, and ``"METHOD /path"`` is
 the method key the handling configs' ``tracked_methods`` match (templates like
 ``GET /v2/sessions/{id}`` included). Only JSON answers are read, and only 2xx ones unless a
 config says ``"only_success": false``. The response is returned to the caller untouched,
@@ -65,22 +66,24 @@ class RestCall:
 def rest_call(method: str, url: str, base_url: str) -> RestCall:
     """The identity of a call to the absolute ``url`` (pure).
 
-    ``api_id`` is the lower-cased host, with ``:port`` when the URL names a port other
-    than its scheme's default (``api.heygen.com``, ``127.0.0.1:8080``, ``[::1]:8080``);
-    ``service_id`` is ``api_id`` + path; ``method_key`` is ``"GET /path"``. The query
-    string and fragment are not part of any of them.
+    ``api_id`` is the lower-cased hostname, never with a port (``api.heygen.com``,
+    ``127.0.0.1``, ``[::1]``): the service keys an API's configs by it, as both their
+    ``api_id`` and ``config_id``. ``service_id`` is the URL without scheme, query and
+    fragment, the port kept when it is not the scheme's default
+    (``127.0.0.1:8080/v2/x``); ``method_key`` is ``"GET /path"``.
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
+    netloc = host
     port = parts.port
     if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
-        host = f"{host}:{port}"
+        netloc = f"{host}:{port}"
     path = parts.path or "/"
     return RestCall(
         api_id=host,
-        service_id=f"{host}{path}",
+        service_id=f"{netloc}{path}",
         method_key=f"{method.upper()} {path}",
         base_url=base_url,
     )

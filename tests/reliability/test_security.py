@@ -151,7 +151,7 @@ def test_the_key_never_leaks_from_sync_entry_points(
     monkeypatch.setenv("AICM_BACKOFF_CAP", "0.05")
     monkeypatch.setenv("AICM_AUTH_RETRY_INTERVAL", "0.05")
     monkeypatch.setenv("AICM_MAX_ATTEMPTS", "1")
-    host = collector.api_base.split("://", 1)[1]
+    host = collector.api_base.split("://", 1)[1].rsplit(":", 1)[0]  # REST api_id: hostname
     collector.set_configs(
         [
             {
