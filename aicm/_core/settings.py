@@ -275,13 +275,12 @@ def _read_ini(path: Path) -> dict[str, tuple[str, int]]:
         raise ConfigError("is a directory, not an INI file", path=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot be read: {exc}", path=str(path)) from exc
+    undecodable: tuple[str, int] | None = None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         # The decode error holds the file's bytes (in its args and repr): not chained.
         undecodable = (exc.reason, data.count(b"\n", 0, exc.start) + 1)
-    else:
-        undecodable = None
     if undecodable is not None:
         raise ConfigError(
             f"is not UTF-8 text ({undecodable[0]})", path=str(path), line=undecodable[1]
