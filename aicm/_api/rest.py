@@ -24,6 +24,7 @@ import httpx
 
 from .._core.exceptions import AicmError
 from .._core.extractor import UniversalExtractor
+from .._core.handling import TRANSPORT_ARGUMENTS
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
@@ -48,9 +49,6 @@ _CONFIG_RETRY_SECONDS = 60.0
 # Hosts whose configs are kept; absolute URLs may name any host, so the cache is bounded.
 _MAX_HOSTS = 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Request options that carry credentials: never handed to extraction (configs come from
-# the service and may name any request field).
-_PRIVATE_OPTIONS = frozenset({"headers", "auth", "cookies", "cert"})
 
 
 @attrs.frozen(kw_only=True)
@@ -256,7 +254,9 @@ class RestUsageRecorder(AsyncRecorder):
         if body is None:
             return []
         key, ctx = tags = self.tags()
-        kwargs = {k: v for k, v in request_kwargs.items() if k not in _PRIVATE_OPTIONS}
+        # Transport options carry credentials: never handed to extraction (configs come
+        # from the service and may name any request field; the extractor refuses them too).
+        kwargs = {k: v for k, v in request_kwargs.items() if k not in TRANSPORT_ARGUMENTS}
         payloads = extractor.extract(
             call.method_key,
             kwargs=kwargs,

@@ -9,6 +9,7 @@ Paths are compiled into tuples of steps so the extractor walks them without pars
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from .exceptions import HandlingConfigError, RecordError
 from .jsonplain import JSONValue, to_plain
 
 __all__ = [
+    "TRANSPORT_ARGUMENTS",
     "FieldPath",
     "HandlingConfig",
     "MethodMatcher",
@@ -28,7 +30,9 @@ __all__ = [
     "SourceKind",
     "Step",
     "StreamingConfig",
+    "is_private_name",
     "parse_path",
+    "refused_segment",
 ]
 
 Step: TypeAlias = tuple[str, int | None]
@@ -47,6 +51,112 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED_METHOD = re.compile(rf"{_IDENT}(?:\.{_IDENT})*")
 _REST_METHOD = re.compile(r"([A-Za-z]+) (/\S*)")
 _TEMPLATE = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
+# -- what a config may never read --------------------------------------------------------
+#
+# Configs come from the service, which is trusted with our key and with usage, never with
+# the user's other credentials. So a path never enters, and a delivered value never carries,
+# a credential-named attribute or key, nor a transport option (headers, auth, cookies...).
+
+TRANSPORT_ARGUMENTS: frozenset[str] = frozenset(
+    {
+        "auth",
+        "cert",
+        "cookies",
+        "default_headers",
+        "default_query",
+        "extra_headers",
+        "extra_query",
+        "headers",
+        "http_client",
+        "proxies",
+        "proxy",
+        "verify",
+    }
+)
+"""Call arguments that configure the transport, not the request's data: never read."""
+
+# Words that make a name a credential wherever they stand (``client_secret``, ``X-Auth``).
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "apikey",
+        "accesskey",
+        "auth",
+        "authentication",
+        "authorization",
+        "bearer",
+        "cookie",
+        "cookies",
+        "credential",
+        "credentials",
+        "jwt",
+        "passphrase",
+        "passwd",
+        "password",
+        "privatekey",
+        "pwd",
+        "secret",
+        "secretkey",
+        "secrets",
+    }
+)
+# Two words that together name a key (``api_key``, ``x-api-key``, ``APIKey``); ``key``
+# alone does not (``service_key``, ``client_customer_key`` are data).
+_CREDENTIAL_PAIRS = frozenset(
+    {
+        ("access", "key"),
+        ("api", "key"),
+        ("encryption", "key"),
+        ("private", "key"),
+        ("session", "key"),
+        ("signing", "key"),
+        ("subscription", "key"),
+    }
+)
+# ``token`` as the last word (``token``, ``access_token``, ``X-Amz-Security-Token``), never
+# ``input_tokens``, ``max_tokens`` nor gemini's ``promptTokenCount``.
+_CREDENTIAL_LAST = frozenset({"token"})
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_VERDICTS: dict[str, bool] = {}
+_MAX_VERDICTS = 4096
+
+
+def is_private_name(name: str) -> bool:
+    """True when ``name`` is credential-named or a transport option (cached; pure).
+
+    Names are split into words at ``_``, ``-``, ``.`` and case changes, so ``api_key``,
+    ``X-Api-Key``, ``apiKey``, ``client_secret``, ``access_token``, ``Authorization``,
+    ``Set-Cookie`` and ``headers`` are private; ``input_tokens``, ``max_tokens``,
+    ``service_key`` and ``promptTokenCount`` are not.
+    """
+    verdict = _VERDICTS.get(name)
+    if verdict is None:
+        verdict = _judge(name)
+        if len(_VERDICTS) >= _MAX_VERDICTS:
+            _VERDICTS.clear()
+        _VERDICTS[name] = verdict
+    return verdict
+
+
+def _judge(name: str) -> bool:
+    if name.lower() in TRANSPORT_ARGUMENTS:
+        return True
+    words = [w.lower() for w in _WORD.findall(name)]
+    if not words:
+        return False
+    if words[-1] in _CREDENTIAL_LAST or any(w in _CREDENTIAL_WORDS for w in words):
+        return True
+    return any(pair in _CREDENTIAL_PAIRS for pair in itertools.pairwise(words))
+
+
+def refused_segment(steps: Iterable[Step | str]) -> str | None:
+    """The first segment of a path that a config may not enter, or None (pure)."""
+    for step in steps:
+        segment = step if isinstance(step, str) else step[0]
+        if is_private_name(segment):
+            return segment
+    return None
 
 
 class SourceKind(str, enum.Enum):
