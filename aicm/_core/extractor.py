@@ -120,7 +120,7 @@ def _plain(value: Any, field: str, config_id: str, source: str = "") -> Any:
     dropped: list[str] = []
     try:
         plain = _fast_plain(value, 0, dropped)
-    except _NotFast:
+    except Exception:  # _NotFast, or a model_dump() that raised: to_plain names the problem
         dropped.clear()
         plain = _slow_plain(value, field, config_id, dropped)
     if plain is _HTTP_OBJECT:
@@ -149,13 +149,16 @@ def _slow_plain(value: Any, field: str, config_id: str, dropped: list[str]) -> A
         return value.geturl()
     try:
         plain: Any = to_plain(value, field=field)
-    except NotSerializableError:
+    except NotSerializableError as first:
         if type(value).__name__ in _SENTINEL_TYPE_NAMES:
             return MISSING
         try:
             plain = to_plain(_urls_to_text(value, 0), field=field)
         except RecordError as exc:
             logger.warning("config %r: %s; left out of the payload", config_id, exc)
+            return MISSING
+        except Exception:  # the caller's object raised again while URLs were looked for
+            logger.warning("config %r: %s; left out of the payload", config_id, first)
             return MISSING
     except RecordError as exc:
         logger.warning("config %r: %s; left out of the payload", config_id, exc)

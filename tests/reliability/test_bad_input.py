@@ -3,12 +3,16 @@ services that answer garbage, hang or cut the line; queue files that are not que
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -23,6 +27,7 @@ from aicm import (
     RecordError,
     RecordTooLargeError,
     Tracker,
+    UsageValidationError,
 )
 from aicm._core import jsonplain
 from aicm.collector import LocalCollector
@@ -454,3 +459,163 @@ def test_a_handling_config_that_is_not_an_object_is_named() -> None:
     config = {"config_id": "cfg", "api_id": "calc", "handling_config": "not an object"}
     with pytest.raises(ConfigError, match="handling_config"):
         CostManager(_Calculator(), configs=[config], aicm_api_key=KEY).close()
+
+
+# -- numbers no double holds, oversized names, objects that raise (issue 16, item 11) ----------
+
+
+class _RaisingMapping(Mapping[str, Any]):
+    """A mapping whose item access raises."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("getitem failed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["n"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+class _RaisingIteration(Mapping[str, Any]):
+    """A mapping whose iteration raises."""
+
+    def __getitem__(self, key: str) -> Any:
+        return 1
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("iter failed")
+
+    def __len__(self) -> int:
+        return 2
+
+
+class _RaisingDump:
+    """A model whose model_dump raises."""
+
+    def model_dump(self, **kwargs: Any) -> Any:
+        raise RuntimeError("dump failed")
+
+
+class _RaisingZone(dt.tzinfo):
+    """A time zone that cannot say its offset."""
+
+    def utcoffset(self, moment: dt.datetime | None) -> dt.timedelta:
+        raise RuntimeError("tz failed")
+
+
+def _raising(kind: str) -> Any:
+    return {
+        "getitem": _RaisingMapping(),
+        "iter": _RaisingIteration(),
+        "model_dump": _RaisingDump(),
+        "tzinfo": dt.datetime(2024, 1, 1, tzinfo=_RaisingZone()),
+        "decimal": Decimal("1e5000"),
+    }[kind]
+
+
+RAISING_KINDS = ["decimal", "getitem", "iter", "model_dump", "tzinfo"]
+
+
+@pytest.mark.parametrize("delivery", ["immediate", "mem_queue"])
+def test_values_that_raise_are_aicm_errors_at_track_naming_the_field(
+    collector: LocalCollector, delivery: str
+) -> None:
+    """Each raising value (and a Decimal no double holds) in usage, context or as the whole
+    usage: a RecordError naming the field at track(); the records around them arrive."""
+    with Tracker(
+        aicm_api_key=KEY,
+        aicm_api_base=collector.api_base,
+        delivery_type=delivery,
+        batch_interval=0.01,
+    ) as tracker:
+        tracker.track("openai", "svc", {"n": 0}, response_id="raise-before")
+        for kind in RAISING_KINDS:
+            with pytest.raises(RecordError) as usage_error:
+                tracker.track("openai", "svc", {"n": 1, "bad": _raising(kind)})
+            assert usage_error.value.field == "usage.bad", kind
+            with pytest.raises(RecordError) as context_error:
+                tracker.track("openai", "svc", {"n": 1}, context={"bad": _raising(kind)})
+            assert context_error.value.field == "context.bad", kind
+        for kind in ("getitem", "iter", "model_dump"):
+            with pytest.raises(RecordError) as whole:
+                tracker.track("openai", "svc", _raising(kind))
+            assert whole.value.field == "usage", kind
+        with pytest.raises(RecordError) as stamp:
+            tracker.track("openai", "svc", {"n": 1}, timestamp=_raising("tzinfo"))
+        assert stamp.value.field == "timestamp"
+        tracker.track("openai", "svc", {"n": 2}, response_id="raise-after")
+        assert tracker.flush(5) == 0
+        assert tracker.health().worker_alive or delivery == "immediate"
+    stored = sorted(r["response_id"] for r in collector.records("track"))
+    assert stored == ["raise-after", "raise-before"]
+
+
+@pytest.mark.parametrize("kind", ["getitem", "iter"])
+def test_a_schema_checked_usage_that_raises_is_a_validation_error(kind: str) -> None:
+    """Config form: a usage mapping whose reads raise gives UsageValidationError, not its own."""
+    config = {"config_id": "cfg", "api_id": "api", "manual_usage_schema": {"n": "int"}}
+    with (
+        capture(configs=[config]),
+        Tracker("cfg", "svc", aicm_api_key=KEY) as tracker,
+        pytest.raises(UsageValidationError) as caught,
+    ):
+        tracker.track(_raising(kind))
+    assert set(caught.value.errors) <= {"n", "usage"}
+    assert caught.value.errors
+
+
+class _Answer:
+    """A wrapped client's answer whose usage holds values that raise when read."""
+
+    def __init__(self, kind: str) -> None:
+        self.id = f"answer-{kind}"
+        self.usage = {"calls": 1, "odd": _raising(kind)}
+        self.model = "m-1"
+
+
+class _Vendor:
+    """A client to wrap whose answers carry raising values."""
+
+    def create(self, kind: str) -> _Answer:
+        """Answer."""
+        return _Answer(kind)
+
+
+def test_values_that_raise_never_break_a_cost_manager_call(
+    collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inside CostManager the same values never reach the call: it returns its answer, and
+    the record is made from the fields that could be read."""
+    collector.set_configs(
+        [
+            {
+                "config_id": "raising-values",
+                "api_id": "_vendor",
+                "handling_config": {
+                    "tracked_methods": ["create"],
+                    "response_fields": ["model", "usage"],
+                    "payload_mapping": {
+                        "config_id": "config_identifier",
+                        "response_id": "response_id",
+                        "model": "response_data.model",
+                        "usage": "usage_data",
+                        "odd": "usage_data.odd",
+                    },
+                },
+            }
+        ]
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="aicm"),
+        CostManager(
+            _Vendor(), aicm_api_key=KEY, aicm_api_base=collector.api_base, batch_interval=0.01
+        ) as manager,
+    ):
+        for kind in RAISING_KINDS:
+            assert manager.client.create(kind).id == f"answer-{kind}"
+        assert manager.flush(5) == 0
+    records = {r["response_id"]: r for r in collector.records("track_usage")}
+    assert sorted(records) == sorted(f"answer-{kind}" for kind in RAISING_KINDS)
+    assert all(r["model"] == "m-1" and "odd" not in r for r in records.values())
+    assert "raising-values" in caplog.text
