@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -20,12 +21,14 @@ import pytest
 
 from aicm import (
     AicmError,
+    AsyncCostManagerClient,
     AsyncTracker,
     ConfigError,
     CostManager,
     QueueStoreError,
     RecordError,
     RecordTooLargeError,
+    ServerError,
     Tracker,
     UsageValidationError,
 )
@@ -619,3 +622,149 @@ def test_values_that_raise_never_break_a_cost_manager_call(
     assert sorted(records) == sorted(f"answer-{kind}" for kind in RAISING_KINDS)
     assert all(r["model"] == "m-1" and "odd" not in r for r in records.values())
     assert "raising-values" in caplog.text
+
+
+# -- answers too large to read (issue 16, item 3) -------------------------------------------
+
+HUGE = 300 << 20  # what a broken or hostile service might answer: 300 MiB
+# Loopback socket buffers hold a few MiB the client never asked for; past the limit plus
+# this, the client must have stopped reading.
+SOCKET_SLACK = 16 << 20
+
+
+class HugeAnswerServer:
+    """A loopback HTTP server answering every request with ``status`` and a ``size``-byte
+    body (chunked, or with Content-Length), generated as it is sent; it counts the body
+    bytes the client took before it hung up."""
+
+    def __init__(self, status: int, size: int, *, chunked: bool) -> None:
+        self.status, self.size, self.chunked = status, size, chunked
+        self.sent: list[int] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        sent = 0
+        with conn:
+            conn.settimeout(10)
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                while len(body) < length:
+                    body += conn.recv(65536)
+                framing = (
+                    b"Transfer-Encoding: chunked"
+                    if self.chunked
+                    else b"Content-Length: %d" % self.size
+                )
+                conn.sendall(
+                    b"HTTP/1.1 %d Answer\r\nContent-Type: application/json\r\n%s\r\n\r\n"
+                    % (self.status, framing)
+                )
+                block = b'{"results": [' + b" " * (65536 - 13)
+                while sent < self.size:
+                    piece = block[: min(len(block), self.size - sent)]
+                    if self.chunked:
+                        conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    else:
+                        conn.sendall(piece)
+                    sent += len(piece)
+                if self.chunked:
+                    conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client hung up: what we are here to see
+            finally:
+                self.sent.append(sent)
+
+    def taken(self, answers: int = 1) -> list[int]:
+        """The body bytes each answer sent, once ``answers`` answers have ended."""
+        deadline = time.monotonic() + 10
+        while len(self.sent) < answers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.sent
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture(params=["chunked", "content-length"])
+def huge_ok(request: pytest.FixtureRequest) -> Iterator[HugeAnswerServer]:
+    """A service answering 202 with a 300 MiB body."""
+    server = HugeAnswerServer(202, HUGE, chunked=request.param == "chunked")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_a_huge_ingest_answer_is_read_no_further_than_1_mib(
+    huge_ok: HugeAnswerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 2xx answer of 300 MiB: track() returns at once, the record counts as delivered
+    (sent once, never again), and the SDK read about 1 MiB of it, not 300 (which grew the
+    process by ~900 MiB)."""
+    async with AsyncTracker(aicm_api_key=KEY, aicm_api_base=huge_ok.base, timeout=5) as tracker:
+        with caplog.at_level(logging.WARNING, logger="aicm"), anyio.fail_after(20):
+            result = await tracker.track("openai", "svc", {"n": 1}, response_id="huge-1")
+    assert result.response_id == "huge-1"
+    [sent] = huge_ok.taken()
+    assert sent < (1 << 20) + SOCKET_SLACK
+    assert "not read further" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_huge_error_answer_is_read_no_further_than_1_mib() -> None:
+    """A 500 with a 300 MiB body: ServerError with an excerpt, after about 1 MiB was read."""
+    server = HugeAnswerServer(500, HUGE, chunked=True)
+    try:
+        async with AsyncCostManagerClient(aicm_api_key=KEY, aicm_api_base=server.base) as client:
+            with anyio.fail_after(20), pytest.raises(ServerError) as caught:
+                await client.track([{"api_id": "a", "service_key": "s", "payload": {"n": 1}}])
+        assert caught.value.body.startswith('{"results": [')
+        [sent] = server.taken()
+        assert sent < (1 << 20) + SOCKET_SLACK
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+@pytest.mark.anyio
+async def test_a_huge_configs_answer_is_refused_past_16_mib(chunked: bool) -> None:
+    """/configs answering 300 MiB: ConfigError naming the limit; about 16 MiB were read, and
+    memory grew by about that much, not by the 900 MiB a whole read took."""
+    server = HugeAnswerServer(200, HUGE, chunked=chunked)
+    tracemalloc.start()
+    try:
+        async with AsyncCostManagerClient(aicm_api_key=KEY, aicm_api_base=server.base) as client:
+            with anyio.fail_after(30), pytest.raises(ConfigError, match="larger than 16777216"):
+                await client.get_configs("openai")
+        peak = tracemalloc.get_traced_memory()[1]
+        [sent] = server.taken()
+        assert sent < (16 << 20) + SOCKET_SLACK
+        assert peak < 64 << 20, f"{peak >> 20} MiB"
+    finally:
+        tracemalloc.stop()
+        server.close()
