@@ -341,6 +341,11 @@ class AsyncCostManagerClient:
                 )
                 streamed = await self._http.send(request, stream=True)
                 try:
+                    if _declared_size(streamed) <= limit:
+                        # The usual answer: its length said up front (and no encoding to
+                        # expand it), so httpx reads exactly that much.
+                        await streamed.aread()
+                        return streamed
                     body, truncated = await _read_bounded(streamed, limit)
                 finally:
                     await streamed.aclose()
@@ -469,11 +474,19 @@ def body_truncated(response: httpx.Response) -> bool:
     return bool(response.extensions.get(_TRUNCATED))
 
 
+def _declared_size(response: httpx.Response) -> float:
+    """The body's size as its headers state it, or infinity when they do not say it exactly
+    (chunked, or compressed: the decoded size is unknown until it is decoded)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and "Content-Encoding" not in response.headers:
+        return int(declared)
+    return float("inf")
+
+
 async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     """The first ``limit`` bytes of ``response``'s decoded body, and whether there was more."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit and "Content-Encoding" not in response.headers:
-        return b"", True  # said up front: nothing of it need be read
+    if _declared_size(response) != float("inf"):
+        return b"", True  # over the limit, said up front: nothing of it need be read
     parts: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
