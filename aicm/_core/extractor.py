@@ -27,6 +27,7 @@ from .handling import (
     PayloadSource,
     ResponseField,
     SourceKind,
+    is_credential_name,
     is_private_name,
     refused_segment,
 )
@@ -107,21 +108,23 @@ def _step_other(cur: Any, key: str, index: int | None) -> Any:
         return MISSING
 
 
-def _plain(value: Any, field: str, config_id: str, source: str = "") -> Any:
+def _plain(value: Any, field: str, config_id: str, source: str = "", *, read: bool = True) -> Any:
     """``value`` as plain JSON data, or MISSING (logged) when JSON cannot carry it.
 
-    An HTTP message, header or cookie object is never delivered (MISSING), and
-    credential-named or transport keys (``authorization``, ``api_key``, ``headers``...) are
-    left out of the mappings inside the value: both are logged once per config and field.
+    For a value the config ``read`` (from the call's arguments or its answer), an HTTP
+    message, header or cookie object is never delivered (MISSING), and credential keys
+    (``authorization``, ``api_key``, ``headers``...) are left out of the mappings inside
+    it: both are logged once per config and field. The caller's own tags (``context``)
+    are sent as given.
     """
     t = type(value)
     if t is str or t is int or t is bool:
         return value
-    dropped: list[str] = []
+    dropped: list[str] | None = [] if read else None
     try:
         plain = _fast_plain(value, 0, dropped)
     except Exception:  # _NotFast, or a model_dump() that raised: to_plain names the problem
-        dropped.clear()
+        dropped = [] if read else None
         plain = _slow_plain(value, field, config_id, dropped)
     if plain is _HTTP_OBJECT:
         _warn_once(
@@ -141,8 +144,8 @@ def _plain(value: Any, field: str, config_id: str, source: str = "") -> Any:
     return plain
 
 
-def _slow_plain(value: Any, field: str, config_id: str, dropped: list[str]) -> Any:
-    if _holds_http_object(value, 0):
+def _slow_plain(value: Any, field: str, config_id: str, dropped: list[str] | None) -> Any:
+    if dropped is not None and _holds_http_object(value, 0):
         return _HTTP_OBJECT
     t = type(value)
     if t is not tuple and isinstance(value, (ParseResult, SplitResult)):
@@ -163,7 +166,8 @@ def _slow_plain(value: Any, field: str, config_id: str, dropped: list[str]) -> A
     except RecordError as exc:
         logger.warning("config %r: %s; left out of the payload", config_id, exc)
         return MISSING
-    _strip_private(plain, dropped)
+    if dropped is not None:
+        _strip_credentials(plain, dropped)
     return plain
 
 
@@ -238,19 +242,19 @@ def _holds_http_object(value: Any, depth: int) -> bool:
     return False
 
 
-def _strip_private(plain: Any, dropped: list[str]) -> None:
-    """Delete credential-named and transport keys from the mappings of ``plain``, in place."""
+def _strip_credentials(plain: Any, dropped: list[str]) -> None:
+    """Delete credential keys from the mappings of ``plain``, in place."""
     if type(plain) is dict:
-        for k in [k for k in plain if is_private_name(k)]:
+        for k in [k for k in plain if is_credential_name(k)]:
             dropped.append(k)
             del plain[k]
         for v in plain.values():
             if type(v) is dict or type(v) is list:
-                _strip_private(v, dropped)
+                _strip_credentials(v, dropped)
     elif type(plain) is list:
         for v in plain:
             if type(v) is dict or type(v) is list:
-                _strip_private(v, dropped)
+                _strip_credentials(v, dropped)
 
 
 def _warn_once(config_id: str, path: str, message: str) -> None:
@@ -272,14 +276,14 @@ class _NotFast(Exception):
     """The value needs :func:`to_plain`'s full treatment (or its error message)."""
 
 
-def _fast_plain(value: Any, depth: int, dropped: list[str]) -> Any:
+def _fast_plain(value: Any, depth: int, dropped: list[str] | None) -> Any:
     """A fresh plain copy of JSON-shaped data and pydantic models, else :class:`_NotFast`.
 
     ``to_plain`` builds a path string for every value it visits, which costs ~15 us for an
     openai usage block; this handles the common shapes without it and leaves everything
     else, and every error, to ``to_plain``. Scalars are checked inline: a call per leaf
-    would double the cost. Credential-named and transport keys are left out (and listed in
-    ``dropped``).
+    would double the cost. With a ``dropped`` list, credential keys are left out (and
+    listed there).
     """
     t = type(value)
     if t is str or t is int or t is bool or value is None:
@@ -295,7 +299,7 @@ def _fast_plain(value: Any, depth: int, dropped: list[str]) -> Any:
         for k, v in value.items():
             if type(k) is not str:
                 raise _NotFast
-            if is_private_name(k):
+            if dropped is not None and is_credential_name(k):
                 dropped.append(k)
                 continue
             tv = type(v)
@@ -532,6 +536,18 @@ def _usage_object(source: PayloadSource, config: HandlingConfig, getter: Getter)
     return named
 
 
+# Sources a config reads from the call or its answer; the rest are the wrapper's own ids
+# and the caller's tags, sent as given.
+_READ_SOURCES: Final = frozenset(
+    {
+        SourceKind.REQUEST_DATA,
+        SourceKind.RESPONSE_DATA,
+        SourceKind.USAGE_DATA,
+        SourceKind.RESPONSE_ID,
+    }
+)
+
+
 def _trusted_part(config: HandlingConfig) -> HandlingConfig:
     """``config`` without the paths that enter a credential-named or transport name.
 
@@ -614,12 +630,13 @@ class _CompiledConfig:
         config = _trusted_part(original)
         # A list_path through a credential or transport name: the config yields nothing.
         self.refused = config.list_path is not None and config.list_path != original.list_path
-        self.entries: tuple[tuple[str, Getter, str, str], ...] = tuple(
+        self.entries: tuple[tuple[str, Getter, str, str, bool], ...] = tuple(
             (
                 s.key,
                 _usage_object(s, config, _compile_getter(s, config)),
                 f"payload.{s.key}",
                 s.source,
+                s.kind in _READ_SOURCES,
             )
             for s in config.payload_mapping
         )
@@ -650,7 +667,7 @@ class _CompiledConfig:
     def _payload(self, call: _Call, item: Any, response: Any) -> dict[str, Any]:
         config_id = self.config.config_id
         payload: dict[str, Any] = {}
-        for key, getter, field, source in self.entries:
+        for key, getter, field, source, read in self.entries:
             value = getter(call, item, response)
             if value is MISSING or value is None:
                 logger.debug(
@@ -661,7 +678,7 @@ class _CompiledConfig:
                     call.method,
                 )
                 continue
-            plain = _plain(value, field, config_id, source)
+            plain = _plain(value, field, config_id, source, read=read)
             if plain is not MISSING:
                 payload[key] = plain
         if self.static:

@@ -30,6 +30,7 @@ __all__ = [
     "SourceKind",
     "Step",
     "StreamingConfig",
+    "is_credential_name",
     "is_private_name",
     "parse_path",
     "refused_segment",
@@ -82,8 +83,6 @@ _CREDENTIAL_WORDS = frozenset(
     {
         "apikey",
         "accesskey",
-        "auth",
-        "authentication",
         "authorization",
         "bearer",
         "cookie",
@@ -107,6 +106,8 @@ _CREDENTIAL_PAIRS = frozenset(
     {
         ("access", "key"),
         ("api", "key"),
+        ("auth", "header"),
+        ("auth", "key"),
         ("encryption", "key"),
         ("private", "key"),
         ("session", "key"),
@@ -118,36 +119,62 @@ _CREDENTIAL_PAIRS = frozenset(
 # ``input_tokens``, ``max_tokens`` nor gemini's ``promptTokenCount``.
 _CREDENTIAL_LAST = frozenset({"token"})
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-_VERDICTS: dict[str, bool] = {}
+# Transport options whose values hold credentials: also never sent as a key of a delivered
+# mapping (a response echoing ``{"headers": {...}}``).
+_CREDENTIAL_HOLDERS = frozenset(
+    {"auth", "cookies", "default_headers", "extra_headers", "headers", "proxies", "proxy"}
+)
+_CREDENTIAL = 1
+_TRANSPORT = 2
+_VERDICTS: dict[str, int] = {}
 _MAX_VERDICTS = 4096
 
 
 def is_private_name(name: str) -> bool:
-    """True when ``name`` is credential-named or a transport option (cached; pure).
+    """True when a config may not read ``name``: credential-named or a transport option.
 
     Names are split into words at ``_``, ``-``, ``.`` and case changes, so ``api_key``,
     ``X-Api-Key``, ``apiKey``, ``client_secret``, ``access_token``, ``Authorization``,
-    ``Set-Cookie`` and ``headers`` are private; ``input_tokens``, ``max_tokens``,
-    ``service_key`` and ``promptTokenCount`` are not.
+    ``Set-Cookie``, ``headers`` and ``verify`` are private; ``input_tokens``,
+    ``max_tokens``, ``service_key`` and ``promptTokenCount`` are not (cached; pure).
     """
     verdict = _VERDICTS.get(name)
     if verdict is None:
-        verdict = _judge(name)
-        if len(_VERDICTS) >= _MAX_VERDICTS:
-            _VERDICTS.clear()
-        _VERDICTS[name] = verdict
+        verdict = _verdict(name)
+    return verdict != 0
+
+
+def is_credential_name(name: str) -> bool:
+    """True when a key named ``name`` holds a credential (``api_key``, ``Authorization``,
+    ``headers``...): such keys are left out of every mapping a config delivers. Transport
+    options that hold none (``verify``, ``cert``) are not (cached; pure)."""
+    verdict = _VERDICTS.get(name)
+    if verdict is None:
+        verdict = _verdict(name)
+    return verdict & _CREDENTIAL != 0
+
+
+def _verdict(name: str) -> int:
+    verdict = _judge(name)
+    if len(_VERDICTS) >= _MAX_VERDICTS:
+        _VERDICTS.clear()
+    _VERDICTS[name] = verdict
     return verdict
 
 
-def _judge(name: str) -> bool:
-    if name.lower() in TRANSPORT_ARGUMENTS:
-        return True
+def _judge(name: str) -> int:
+    lower = name.lower()
+    if lower in _CREDENTIAL_HOLDERS:
+        return _CREDENTIAL | _TRANSPORT
+    transport = _TRANSPORT if lower in TRANSPORT_ARGUMENTS else 0
     words = [w.lower() for w in _WORD.findall(name)]
-    if not words:
-        return False
-    if words[-1] in _CREDENTIAL_LAST or any(w in _CREDENTIAL_WORDS for w in words):
-        return True
-    return any(pair in _CREDENTIAL_PAIRS for pair in itertools.pairwise(words))
+    if words and (
+        words[-1] in _CREDENTIAL_LAST
+        or any(w in _CREDENTIAL_WORDS for w in words)
+        or any(pair in _CREDENTIAL_PAIRS for pair in itertools.pairwise(words))
+    ):
+        return _CREDENTIAL | transport
+    return transport
 
 
 def refused_segment(steps: Iterable[Step | str]) -> str | None:

@@ -28,7 +28,12 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aicm._core.exceptions import HandlingConfigError
 from aicm._core.extractor import MISSING, UniversalExtractor, accumulate_stream, resolve_path
-from aicm._core.handling import HandlingConfig, is_private_name, parse_path
+from aicm._core.handling import (
+    HandlingConfig,
+    is_credential_name,
+    is_private_name,
+    parse_path,
+)
 from aicm._core.models import ServiceConfig
 from tests.tracking_support import SEED_000_HANDLING, SEED_004_HANDLING
 
@@ -794,11 +799,33 @@ def test_credential_and_transport_names_are_private(name: str) -> None:
         "keywords",
         "_key",
         "params",
+        "auth_calls",
+        "authenticated_users",
+        "authors",
     ],
 )
 def test_usage_and_data_names_are_not_private(name: str) -> None:
     """Usage counters (``*_tokens``, gemini's ``*TokenCount``) and data names stay readable."""
     assert not is_private_name(name)
+    assert not is_credential_name(name)
+
+
+def test_transport_options_without_credentials_are_kept_inside_values() -> None:
+    """``verify`` or ``cert`` cannot be read as arguments or path steps, but a delivered
+    mapping keeps such keys; ``headers``, ``auth`` and ``cookies`` hold credentials: dropped."""
+    for name in ("verify", "cert", "http_client", "extra_query"):
+        assert is_private_name(name)
+        assert not is_credential_name(name)
+    for name in ("headers", "auth", "cookies", "api_key", "Authorization"):
+        assert is_credential_name(name)
+
+
+def test_the_callers_own_context_is_sent_as_given() -> None:
+    """The ``context`` source is the caller's own tags, not something the config read: its
+    keys are never filtered."""
+    extractor = one_config(config_with(ctx="context"))
+    context = {"team": "a", "auth_method": "sso", "api_key_id": "key-17"}
+    assert extractor.extract("call", response={}, context=context) == [{"ctx": context}]
 
 
 class Holder:
