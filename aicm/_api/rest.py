@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import attrs
@@ -39,6 +39,7 @@ __all__ = [
     "RestCall",
     "RestUsageRecorder",
     "json_body",
+    "public_url",
     "rest_call",
 ]
 
@@ -68,7 +69,8 @@ def rest_call(method: str, url: str, base_url: str) -> RestCall:
     ``127.0.0.1``, ``[::1]``): the service keys an API's configs by it, as both their
     ``api_id`` and ``config_id``. ``service_id`` is the URL without scheme, query and
     fragment, the port kept when it is not the scheme's default
-    (``127.0.0.1:8080/v2/x``); ``method_key`` is ``"GET /path"``.
+    (``127.0.0.1:8080/v2/x``); ``method_key`` is ``"GET /path"``; ``base_url`` is
+    ``base_url`` without credentials (``user:password@``), query or fragment.
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -83,8 +85,24 @@ def rest_call(method: str, url: str, base_url: str) -> RestCall:
         api_id=host,
         service_id=f"{netloc}{path}",
         method_key=f"{method.upper()} {path}",
-        base_url=base_url,
+        base_url=public_url(base_url),
     )
+
+
+def public_url(url: str) -> str:
+    """``url`` without ``user:password@``, query and fragment: what may be shown or sent."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port is None else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def json_body(headers: Mapping[str, str], read_json: Callable[[], Any]) -> Any:
@@ -167,7 +185,7 @@ class RestUsageRecorder(AsyncRecorder):
         self._loading: dict[str, anyio.Event] = {}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r})"
+        return f"{type(self).__name__}(base_url={public_url(self.base_url)!r})"
 
     def url_for(self, url: object) -> str | None:
         """``url`` appended to ``base_url``, as httpx's ``base_url`` does; absolute ones kept.

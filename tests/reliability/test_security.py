@@ -578,3 +578,41 @@ def test_a_served_config_cannot_send_per_call_headers_or_a_returned_api_key(
         assert len([w for w in warned if f"path {path}" in w]) == 1, (path, warned)
     assert PROVIDER_SECRET not in caplog.text
     assert CALL_SECRET not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_credentials_in_the_rest_base_url_never_leave(
+    collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A base URL carrying ``user:password@`` and a ``?key=`` query: the call goes out with
+    them, but the ``base_url`` source, the repr and the logs carry neither."""
+    host = collector.api_base.split("://", 1)[1]
+    collector.set_configs(
+        [
+            {
+                "config_id": "base-url-creds",
+                "api_id": host.rsplit(":", 1)[0],
+                "handling_config": {
+                    "tracked_methods": ["GET /_collector/health"],
+                    "payload_mapping": {"config_id": "config_identifier", "base": "base_url"},
+                    "static_payload_fields": {"usage": {"calls": 1}},
+                },
+            }
+        ]
+    )
+    base = f"http://svc-user:{CALL_SECRET}@{host}/?key={PROVIDER_SECRET}"
+    with caplog.at_level(logging.DEBUG, logger="aicm"):
+        async with (
+            httpx.AsyncClient() as http,
+            AsyncRestUsageWrapper(
+                http, base_url=base, aicm_api_key=SECRET, aicm_api_base=collector.api_base
+            ) as wrapper,
+        ):
+            answer = await wrapper.get(f"http://svc-user:{CALL_SECRET}@{host}/_collector/health")
+            assert answer.json() == {"status": "ok"}
+            shown = repr(wrapper)
+    [record] = collector.records("track_usage")
+    assert record["base"] == f"http://{host}/"
+    for text in (shown, caplog.text, repr(collector.records("track_usage"))):
+        assert CALL_SECRET not in text
+        assert PROVIDER_SECRET not in text
