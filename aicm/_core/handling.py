@@ -116,8 +116,9 @@ _CREDENTIAL_PAIRS = frozenset(
     }
 )
 # ``token`` as the last word (``token``, ``access_token``, ``X-Amz-Security-Token``), never
-# ``input_tokens``, ``max_tokens`` nor gemini's ``promptTokenCount``.
-_CREDENTIAL_LAST = frozenset({"token"})
+# ``input_tokens``, ``max_tokens`` nor gemini's ``promptTokenCount``; any ``*_headers``
+# mapping (``auth_headers``, ``custom_headers``) holds what ``headers`` holds.
+_CREDENTIAL_LAST = frozenset({"token", "headers"})
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # Transport options whose values hold credentials: also never sent as a key of a delivered
 # mapping (a response echoing ``{"headers": {...}}``).

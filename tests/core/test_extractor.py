@@ -773,6 +773,8 @@ def test_empty_stream_gives_no_payloads() -> None:
         "extra_query",
         "cookies",
         "cert",
+        "auth_headers",
+        "customHeaders",
     ],
 )
 def test_credential_and_transport_names_are_private(name: str) -> None:
@@ -802,6 +804,7 @@ def test_credential_and_transport_names_are_private(name: str) -> None:
         "auth_calls",
         "authenticated_users",
         "authors",
+        "header_count",
     ],
 )
 def test_usage_and_data_names_are_not_private(name: str) -> None:
