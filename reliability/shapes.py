@@ -401,7 +401,7 @@ def exit_script(
             [{"config_id": config_id, "api_id": "calculator", "handling_config": CALC_HANDLING}]
         )
     elif kind == "rest":
-        host = collector.api_base.split("://", 1)[1]
+        host = collector.api_base.split("://", 1)[1].rsplit(":", 1)[0]  # REST api_id: hostname
         collector.set_configs(
             [{"config_id": config_id, "api_id": host, "handling_config": HEALTH_HANDLING}]
         )

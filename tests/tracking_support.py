@@ -112,7 +112,12 @@ def tokens(record: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def host_of(url: str) -> str:
-    """``127.0.0.1:PORT`` of a fake's URL: the api_id and config_id the REST wrappers use."""
+    """``127.0.0.1`` of a fake's URL: the api_id and config_id the REST wrappers use."""
+    return urlsplit(url).hostname or ""
+
+
+def netloc_of(url: str) -> str:
+    """``127.0.0.1:PORT`` of a fake's URL: where the REST wrappers' service_id starts."""
     return urlsplit(url).netloc
 
 

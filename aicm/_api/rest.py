@@ -1,7 +1,8 @@
 """The REST wrappers' async core, and ``AsyncRestUsageWrapper`` for ``httpx.AsyncClient`` (layer 4).
 
-A call's identity comes from its URL (see :func:`rest_call`): the host is the ``api_id``
-the configs are asked for, host + path is the ``service_id``, and ``"METHOD /path"`` is
+A call's identity comes from its URL (see :func:`rest_call`): the hostname is the
+``api_id`` the configs are asked for, host (with a non-default port) + path is the
+``service_id``, and ``"METHOD /path"`` is
 the method key the handling configs' ``tracked_methods`` match (templates like
 ``GET /v2/sessions/{id}`` included). Only JSON answers are read, and only 2xx ones unless a
 config says ``"only_success": false``. The response is returned to the caller untouched,
@@ -15,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import attrs
@@ -23,6 +24,7 @@ import httpx
 
 from .._core.exceptions import AicmError
 from .._core.extractor import UniversalExtractor
+from .._core.handling import TRANSPORT_ARGUMENTS
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
@@ -37,6 +39,7 @@ __all__ = [
     "RestCall",
     "RestUsageRecorder",
     "json_body",
+    "public_url",
     "rest_call",
 ]
 
@@ -47,9 +50,6 @@ _CONFIG_RETRY_SECONDS = 60.0
 # Hosts whose configs are kept; absolute URLs may name any host, so the cache is bounded.
 _MAX_HOSTS = 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Request options that carry credentials: never handed to extraction (configs come from
-# the service and may name any request field).
-_PRIVATE_OPTIONS = frozenset({"headers", "auth", "cookies", "cert"})
 
 
 @attrs.frozen(kw_only=True)
@@ -65,25 +65,44 @@ class RestCall:
 def rest_call(method: str, url: str, base_url: str) -> RestCall:
     """The identity of a call to the absolute ``url`` (pure).
 
-    ``api_id`` is the lower-cased host, with ``:port`` when the URL names a port other
-    than its scheme's default (``api.heygen.com``, ``127.0.0.1:8080``, ``[::1]:8080``);
-    ``service_id`` is ``api_id`` + path; ``method_key`` is ``"GET /path"``. The query
-    string and fragment are not part of any of them.
+    ``api_id`` is the lower-cased hostname, never with a port (``api.heygen.com``,
+    ``127.0.0.1``, ``[::1]``): the service keys an API's configs by it, as both their
+    ``api_id`` and ``config_id``. ``service_id`` is the URL without scheme, query and
+    fragment, the port kept when it is not the scheme's default
+    (``127.0.0.1:8080/v2/x``); ``method_key`` is ``"GET /path"``; ``base_url`` is
+    ``base_url`` without credentials (``user:password@``), query or fragment.
     """
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
+    netloc = host
     port = parts.port
     if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
-        host = f"{host}:{port}"
+        netloc = f"{host}:{port}"
     path = parts.path or "/"
     return RestCall(
         api_id=host,
-        service_id=f"{host}{path}",
+        service_id=f"{netloc}{path}",
         method_key=f"{method.upper()} {path}",
-        base_url=base_url,
+        base_url=public_url(base_url),
     )
+
+
+def public_url(url: str) -> str:
+    """``url`` without ``user:password@``, query and fragment: what may be shown or sent."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port is None else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def json_body(headers: Mapping[str, str], read_json: Callable[[], Any]) -> Any:
@@ -166,7 +185,7 @@ class RestUsageRecorder(AsyncRecorder):
         self._loading: dict[str, anyio.Event] = {}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r})"
+        return f"{type(self).__name__}(base_url={public_url(self.base_url)!r})"
 
     def url_for(self, url: object) -> str | None:
         """``url`` appended to ``base_url``, as httpx's ``base_url`` does; absolute ones kept.
@@ -253,7 +272,9 @@ class RestUsageRecorder(AsyncRecorder):
         if body is None:
             return []
         key, ctx = tags = self.tags()
-        kwargs = {k: v for k, v in request_kwargs.items() if k not in _PRIVATE_OPTIONS}
+        # Transport options carry credentials: never handed to extraction (configs come
+        # from the service and may name any request field; the extractor refuses them too).
+        kwargs = {k: v for k, v in request_kwargs.items() if k not in TRANSPORT_ARGUMENTS}
         payloads = extractor.extract(
             call.method_key,
             kwargs=kwargs,

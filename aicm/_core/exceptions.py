@@ -7,7 +7,7 @@
     ├── UnknownConfigError (LookupError)  a config_id / api_id the service does not know
     ├── RecordError (ValueError)          a usage record rejected before it is queued
     │   ├── NotSerializableError (TypeError)  a value JSON cannot carry
-    │   ├── NonFiniteNumberError          NaN or Infinity
+    │   ├── NonFiniteNumberError          NaN, Infinity, or beyond a double's range
     │   ├── InvalidKeyError (TypeError)   a mapping key that is not a string
     │   ├── InvalidTimestampError         a timestamp that cannot be read
     │   └── RecordTooLargeError           a record over the size limit
@@ -131,7 +131,7 @@ class NotSerializableError(RecordError, TypeError):
 
 
 class NonFiniteNumberError(RecordError):
-    """A float is NaN or infinite, which JSON cannot carry."""
+    """A number is NaN, infinite, or (a Decimal) beyond what a JSON double holds."""
 
 
 class InvalidKeyError(RecordError, TypeError):

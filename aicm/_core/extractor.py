@@ -13,9 +13,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import ParseResult, SplitResult
+
+import attrs
 
 from .exceptions import NotSerializableError, RecordError
 from .handling import (
@@ -24,6 +27,9 @@ from .handling import (
     PayloadSource,
     ResponseField,
     SourceKind,
+    is_credential_name,
+    is_private_name,
+    refused_segment,
 )
 from .jsonplain import JSONValue, to_plain
 from .models import ServiceConfig, utc_now_iso
@@ -102,43 +108,182 @@ def _step_other(cur: Any, key: str, index: int | None) -> Any:
         return MISSING
 
 
-def _plain(value: Any, field: str, config_id: str) -> Any:
-    """``value`` as plain JSON data, or MISSING (logged) when JSON cannot carry it."""
+def _plain(value: Any, field: str, config_id: str, source: str = "", *, read: bool = True) -> Any:
+    """``value`` as plain JSON data, or MISSING (logged) when JSON cannot carry it.
+
+    For a value the config ``read`` (from the call's arguments or its answer), an HTTP
+    message, header or cookie object is never delivered (MISSING), and credential keys
+    (``authorization``, ``api_key``, ``headers``...) are left out of the mappings inside
+    it: both are logged once per config and field. The caller's own tags (``context``)
+    are sent as given.
+    """
     t = type(value)
     if t is str or t is int or t is bool:
         return value
+    dropped: list[str] | None = [] if read else None
     try:
-        return _fast_plain(value, 0)
-    except _NotFast:
-        pass
+        plain = _fast_plain(value, 0, dropped)
+    except Exception:  # _NotFast, or a model_dump() that raised: to_plain names the problem
+        dropped = [] if read else None
+        plain = _slow_plain(value, field, config_id, dropped)
+    if plain is _HTTP_OBJECT:
+        _warn_once(
+            config_id,
+            source or field,
+            f"the value is an HTTP {type(value).__name__} object, which is never sent; "
+            "left out of the payload",
+        )
+        return MISSING
+    if dropped:
+        names = ", ".join(sorted({repr(k) for k in dropped}))
+        _warn_once(
+            config_id,
+            source or field,
+            f"left out the credential or transport key(s) {names} found inside the value",
+        )
+    return plain
+
+
+def _slow_plain(value: Any, field: str, config_id: str, dropped: list[str] | None) -> Any:
+    if dropped is not None and _holds_http_object(value, 0):
+        return _HTTP_OBJECT
+    t = type(value)
     if t is not tuple and isinstance(value, (ParseResult, SplitResult)):
         return value.geturl()
     try:
-        return to_plain(value, field=field)
-    except NotSerializableError:
+        plain: Any = to_plain(value, field=field)
+    except NotSerializableError as first:
         if type(value).__name__ in _SENTINEL_TYPE_NAMES:
             return MISSING
         try:
-            return to_plain(_urls_to_text(value, 0), field=field)
+            plain = to_plain(_urls_to_text(value, 0), field=field)
         except RecordError as exc:
             logger.warning("config %r: %s; left out of the payload", config_id, exc)
+            return MISSING
+        except Exception:  # the caller's object raised again while URLs were looked for
+            logger.warning("config %r: %s; left out of the payload", config_id, first)
             return MISSING
     except RecordError as exc:
         logger.warning("config %r: %s; left out of the payload", config_id, exc)
         return MISSING
+    if dropped is not None:
+        _strip_credentials(plain, dropped)
+    return plain
+
+
+# HTTP messages, headers and cookie jars: a config never delivers one, whatever its path
+# is called (``(module root, class name)`` anywhere in the value type's MRO).
+_HTTP_TYPES: Final = frozenset(
+    {
+        ("aiohttp", "ClientRequest"),
+        ("aiohttp", "ClientResponse"),
+        ("anthropic", "APIResponse"),
+        ("anthropic", "AsyncAPIResponse"),
+        ("anthropic", "LegacyAPIResponse"),
+        ("http", "CookieJar"),
+        ("http", "HTTPMessage"),
+        ("http", "HTTPResponse"),
+        ("httpx", "Cookies"),
+        ("httpx", "Headers"),
+        ("httpx", "Request"),
+        ("httpx", "Response"),
+        ("multidict", "CIMultiDict"),
+        ("multidict", "CIMultiDictProxy"),
+        ("openai", "APIResponse"),
+        ("openai", "AsyncAPIResponse"),
+        ("openai", "LegacyAPIResponse"),
+        ("requests", "CaseInsensitiveDict"),
+        ("requests", "PreparedRequest"),
+        ("requests", "Request"),
+        ("requests", "RequestsCookieJar"),
+        ("requests", "Response"),
+        ("urllib3", "HTTPHeaderDict"),
+        ("urllib3", "HTTPResponse"),
+    }
+)
+_HTTP_OBJECT: Final[Any] = object()
+_HTTP_VERDICTS: dict[type, bool] = {}
+_verdict_lock = threading.Lock()
+
+
+def _is_http_type(t: type) -> bool:
+    verdict = _HTTP_VERDICTS.get(t)
+    if verdict is None:
+        verdict = any(
+            (str(getattr(c, "__module__", "")).partition(".")[0], c.__name__) in _HTTP_TYPES
+            for c in getattr(t, "__mro__", (t,))
+        )
+        with _verdict_lock:
+            if len(_HTTP_VERDICTS) >= _MAX_CACHE:
+                _HTTP_VERDICTS.clear()
+            _HTTP_VERDICTS[t] = verdict
+    return verdict
+
+
+def _holds_http_object(value: Any, depth: int) -> bool:
+    """True when ``value`` is, or holds in its mappings, lists and dataclasses, an HTTP object."""
+    t = type(value)
+    if t is str or t is int or t is float or t is bool or value is None or depth > 64:
+        return False
+    if _is_http_type(t):
+        return True
+    try:
+        if isinstance(value, Mapping):
+            return any(_holds_http_object(v, depth + 1) for v in value.values())
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return any(_holds_http_object(v, depth + 1) for v in value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return any(
+                _holds_http_object(getattr(value, f.name, None), depth + 1)
+                for f in dataclasses.fields(value)
+            )
+    except Exception:  # an odd container: to_plain will judge it
+        return False
+    return False
+
+
+def _strip_credentials(plain: Any, dropped: list[str]) -> None:
+    """Delete credential keys from the mappings of ``plain``, in place."""
+    if type(plain) is dict:
+        for k in [k for k in plain if is_credential_name(k)]:
+            dropped.append(k)
+            del plain[k]
+        for v in plain.values():
+            if type(v) is dict or type(v) is list:
+                _strip_credentials(v, dropped)
+    elif type(plain) is list:
+        for v in plain:
+            if type(v) is dict or type(v) is list:
+                _strip_credentials(v, dropped)
+
+
+def _warn_once(config_id: str, path: str, message: str) -> None:
+    """Log ``message`` at WARNING the first time ``config_id`` and ``path`` meet it."""
+    key = (config_id, path, message)
+    with _verdict_lock:
+        if key in _WARNED:
+            return
+        if len(_WARNED) >= _MAX_CACHE:
+            _WARNED.clear()
+        _WARNED.add(key)
+    logger.warning("config %r: path %r: %s", config_id, path, message)
+
+
+_WARNED: set[tuple[str, str, str]] = set()
 
 
 class _NotFast(Exception):
     """The value needs :func:`to_plain`'s full treatment (or its error message)."""
 
 
-def _fast_plain(value: Any, depth: int) -> Any:
+def _fast_plain(value: Any, depth: int, dropped: list[str] | None) -> Any:
     """A fresh plain copy of JSON-shaped data and pydantic models, else :class:`_NotFast`.
 
     ``to_plain`` builds a path string for every value it visits, which costs ~15 us for an
     openai usage block; this handles the common shapes without it and leaves everything
     else, and every error, to ``to_plain``. Scalars are checked inline: a call per leaf
-    would double the cost.
+    would double the cost. With a ``dropped`` list, credential keys are left out (and
+    listed there).
     """
     t = type(value)
     if t is str or t is int or t is bool or value is None:
@@ -154,16 +299,19 @@ def _fast_plain(value: Any, depth: int) -> Any:
         for k, v in value.items():
             if type(k) is not str:
                 raise _NotFast
+            if dropped is not None and is_credential_name(k):
+                dropped.append(k)
+                continue
             tv = type(v)
             if tv is str or tv is int or tv is bool or v is None or (tv is float and v - v == 0.0):
                 out[k] = v
             else:
-                out[k] = _fast_plain(v, depth + 1)
+                out[k] = _fast_plain(v, depth + 1, dropped)
         return out
     if t is list or t is tuple:
-        return [_fast_plain(v, depth + 1) for v in value]
+        return [_fast_plain(v, depth + 1, dropped) for v in value]
     if hasattr(t, "__pydantic_serializer__"):
-        return _fast_plain(value.model_dump(mode="json"), depth + 1)
+        return _fast_plain(value.model_dump(mode="json"), depth + 1, dropped)
     raise _NotFast
 
 
@@ -276,6 +424,8 @@ class _Call:
         return ts
 
     def argument(self, name: str) -> Any:
+        if is_private_name(name):  # transport options and credentials are never data
+            return MISSING
         kwargs = self.kwargs
         if kwargs is not None and name in kwargs:
             return kwargs[name]
@@ -386,19 +536,107 @@ def _usage_object(source: PayloadSource, config: HandlingConfig, getter: Getter)
     return named
 
 
+# Sources a config reads from the call or its answer; the rest are the wrapper's own ids
+# and the caller's tags, sent as given.
+_READ_SOURCES: Final = frozenset(
+    {
+        SourceKind.REQUEST_DATA,
+        SourceKind.RESPONSE_DATA,
+        SourceKind.USAGE_DATA,
+        SourceKind.RESPONSE_ID,
+    }
+)
+
+
+def _trusted_part(config: HandlingConfig) -> HandlingConfig:
+    """``config`` without the paths that enter a credential-named or transport name.
+
+    Each refused path is logged once at WARNING, naming the config and the path; its
+    ``payload_mapping`` entries are left out, the rest of the config works as written. A
+    refused ``list_path`` is kept (the caller turns the config off): it cannot be dropped
+    without changing what every payload is.
+    """
+    cid = config.config_id
+
+    def refused(path: str, steps: Iterable[Any]) -> bool:
+        segment = refused_segment(steps)
+        if segment is None:
+            return False
+        _warn_once(
+            cid,
+            path,
+            f"enters {segment!r}, a credential or transport name a config may not read; skipped",
+        )
+        return True
+
+    request_fields = tuple(n for n in config.request_fields if not refused(n, (n,)))
+    response_fields = tuple(f for f in config.response_fields if not refused(f.path, f.steps))
+    kept_requests, kept_responses = set(request_fields), {f.key for f in response_fields}
+    mapping = []
+    for source in config.payload_mapping:
+        if source.kind is SourceKind.REQUEST_DATA and source.name is not None:
+            if source.name not in kept_requests or refused(source.source, source.steps):
+                continue
+        elif source.kind is SourceKind.RESPONSE_DATA and source.name is not None:
+            if source.name not in kept_responses or refused(source.source, source.steps):
+                continue
+        elif source.kind is SourceKind.USAGE_DATA and refused(source.source, source.steps):
+            continue
+        mapping.append(source)
+    list_path = config.list_path
+    if list_path is not None and refused(".".join(k for k, _ in list_path), list_path):
+        list_path = ((_REFUSED_SEGMENT, None),)
+    streaming = config.streaming
+    if streaming is not None:
+        final = tuple(f for f in streaming.final_fields if not refused(f.path, f.steps))
+        streaming = attrs.evolve(streaming, final_fields=final)
+    if (
+        request_fields == config.request_fields
+        and response_fields == config.response_fields
+        and len(mapping) == len(config.payload_mapping)
+        and list_path == config.list_path
+        and streaming == config.streaming
+    ):
+        return config
+    return attrs.evolve(
+        config,
+        request_fields=request_fields,
+        response_fields=response_fields,
+        payload_mapping=tuple(mapping),
+        list_path=list_path,
+        streaming=streaming,
+    )
+
+
+# Stands in for a refused list_path: no payload is built from it.
+_REFUSED_SEGMENT: Final = "\x00refused"
+
+
 class _CompiledConfig:
     """One handling config ready to run: getters, static fields, list and stream rules."""
 
-    __slots__ = ("config", "entries", "final_fields", "list_steps", "static", "static_is_flat")
+    __slots__ = (
+        "config",
+        "entries",
+        "final_fields",
+        "list_steps",
+        "refused",
+        "static",
+        "static_is_flat",
+    )
 
-    def __init__(self, config: HandlingConfig) -> None:
-        self.config = config
-        self.entries: tuple[tuple[str, Getter, str, str], ...] = tuple(
+    def __init__(self, original: HandlingConfig) -> None:
+        self.config = original
+        config = _trusted_part(original)
+        # A list_path through a credential or transport name: the config yields nothing.
+        self.refused = config.list_path is not None and config.list_path != original.list_path
+        self.entries: tuple[tuple[str, Getter, str, str, bool], ...] = tuple(
             (
                 s.key,
                 _usage_object(s, config, _compile_getter(s, config)),
                 f"payload.{s.key}",
                 s.source,
+                s.kind in _READ_SOURCES,
             )
             for s in config.payload_mapping
         )
@@ -411,6 +649,8 @@ class _CompiledConfig:
         )
 
     def payloads(self, call: _Call, response: Any) -> list[dict[str, Any]]:
+        if self.refused:
+            return []
         if self.list_steps is None:
             return [self._payload(call, response, response)]
         items = resolve_path(response, self.list_steps)
@@ -427,7 +667,7 @@ class _CompiledConfig:
     def _payload(self, call: _Call, item: Any, response: Any) -> dict[str, Any]:
         config_id = self.config.config_id
         payload: dict[str, Any] = {}
-        for key, getter, field, source in self.entries:
+        for key, getter, field, source, read in self.entries:
             value = getter(call, item, response)
             if value is MISSING or value is None:
                 logger.debug(
@@ -438,7 +678,7 @@ class _CompiledConfig:
                     call.method,
                 )
                 continue
-            plain = _plain(value, field, config_id)
+            plain = _plain(value, field, config_id, source, read=read)
             if plain is not MISSING:
                 payload[key] = plain
         if self.static:

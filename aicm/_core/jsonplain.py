@@ -22,6 +22,7 @@ from .exceptions import (
     InvalidKeyError,
     NonFiniteNumberError,
     NotSerializableError,
+    RecordError,
     RecordTooLargeError,
     shown,
 )
@@ -212,6 +213,21 @@ def _plain(value: Any, path: str, depth: int) -> JSONValue:
         raise NonFiniteNumberError(f"{value!r} is not a finite number", field=path)
     if depth >= _MAX_DEPTH:
         raise NotSerializableError(f"nested deeper than {_MAX_DEPTH} levels", field=path)
+    try:
+        return _plain_container(value, path, depth)
+    except RecordError:
+        raise
+    except Exception as exc:
+        # A caller's object whose __getitem__, __iter__, items(), model_dump() or tzinfo
+        # raises: a RecordError naming the field, never the object's own exception.
+        raise NotSerializableError(
+            f"reading a {type(value).__module__}.{type(value).__qualname__} raised "
+            f"{type(exc).__name__}",
+            field=path,
+        ) from exc
+
+
+def _plain_container(value: Any, path: str, depth: int) -> JSONValue:
     if isinstance(value, Mapping):
         out: dict[str, JSONValue] = {}
         for k, v in value.items():
@@ -235,21 +251,50 @@ def _plain(value: Any, path: str, depth: int) -> JSONValue:
     return _plain_other(value, path, depth)
 
 
+# A double's range: about 4.9e-324 (subnormal) to 1.8e308. Decimal's adjusted() exponent
+# is checked first, so 1e1000000 is refused at once instead of being built as an int.
+_MAX_ADJUSTED = 308
+_MIN_ADJUSTED = -324
+# Integral Decimals below 10**19 go out as integers (the 64-bit range); larger ones as
+# doubles, like every JSON reader would read them.
+_INT_ADJUSTED = 18
+
+
+def _decimal(value: Decimal, path: str) -> int | float:
+    if not value.is_finite():
+        raise NonFiniteNumberError(f"{shown(value)} is not a finite number", field=path)
+    if value.is_zero():
+        return 0
+    adjusted = value.adjusted()
+    number: int | float
+    if _MIN_ADJUSTED <= adjusted <= _INT_ADJUSTED and value == value.to_integral_value():
+        number = _check_int(int(value), path)
+        return number
+    if _MIN_ADJUSTED <= adjusted <= _MAX_ADJUSTED:
+        number = float(value)
+        if number != 0.0 and math.isfinite(number):
+            return number
+    digits = len(value.as_tuple().digits)
+    named = shown(value) if digits <= 40 else f"a Decimal of {digits} digits (10**{adjusted})"
+    raise NonFiniteNumberError(
+        f"{named} is beyond what a JSON number (a double, about 4.9e-324 to 1.8e308 in size) holds",
+        field=path,
+    )
+
+
 def _plain_other(value: Any, path: str, depth: int) -> JSONValue:
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, enum.Enum):
         return _plain(value.value, path, depth + 1)
     if isinstance(value, int):
-        return int(value)
+        return _check_int(int(value), path)
     if isinstance(value, float):
         return _plain(float(value), path, depth)
     if isinstance(value, str):
         return str(value)
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise NonFiniteNumberError(f"{value!r} is not a finite number", field=path)
-        return int(value) if value == value.to_integral_value() else float(value)
+        return _decimal(value, path)
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=dt.timezone.utc)

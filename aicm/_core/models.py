@@ -127,9 +127,14 @@ def normalize_timestamp(value: object, *, field: str = "timestamp") -> str:
     if value is None:
         return utc_now_iso()
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return _iso(value.astimezone(dt.timezone.utc))
+        try:
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.timezone.utc)
+            return _iso(value.astimezone(dt.timezone.utc))
+        except Exception as exc:  # a caller's tzinfo (or datetime subclass) that raises
+            raise InvalidTimestampError(
+                f"reading the datetime's time zone raised {type(exc).__name__}", field=field
+            ) from exc
     if isinstance(value, bool):
         raise InvalidTimestampError(
             "expected a datetime, ISO-8601 string or epoch number, got bool", field=field
@@ -276,7 +281,14 @@ class TrackRecord:
         # for an exact measurement.
         if size + 6 * (len(api_id) + len(service_key)) + 200 > max_bytes:
             # Name the part that weighs most, so the caller knows what to trim.
-            parts = {"usage": usage_size, "context": ctx_size, "response_id": 6 * len(response_id)}
+            parts = {
+                "usage": usage_size,
+                "context": ctx_size,
+                "response_id": 6 * len(response_id),
+                "api_id": 6 * len(api_id),
+                "service_key": 6 * len(service_key),
+                "client_customer_key": 6 * len(client_customer_key or ""),
+            }
             check_size(record.wire(), field=max(parts, key=parts.__getitem__), limit=max_bytes)
         return record
 

@@ -284,27 +284,42 @@ class Settings:
 def _read_ini(path: Path) -> dict[str, tuple[str, int]]:
     """Read the ``[aicm]`` section: name -> (raw value, line). A missing file is empty."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return {}
     except IsADirectoryError:
         raise ConfigError("is a directory, not an INI file", path=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot be read: {exc}", path=str(path)) from exc
+    undecodable: tuple[str, int] | None = None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The decode error holds the file's bytes (in its args and repr): not chained.
+        undecodable = (exc.reason, data.count(b"\n", 0, exc.start) + 1)
+    if undecodable is not None:
+        raise ConfigError(
+            f"is not UTF-8 text ({undecodable[0]})", path=str(path), line=undecodable[1]
+        )
     parser = configparser.ConfigParser(interpolation=None)
+    # configparser's errors quote the offending line, which may hold a credential pasted
+    # into the file: only the line number and a fixed message leave here, and the error is
+    # raised outside the handler so that neither __cause__ nor __context__ carries it.
+    failure: tuple[str, int | None] | None = None
     try:
         parser.read_string(text, source=str(path))
     except configparser.MissingSectionHeaderError as exc:
-        raise ConfigError(
-            "expected a [section] header first", path=str(path), line=exc.lineno
-        ) from exc
+        failure = ("expected a [section] header first", exc.lineno)
     except configparser.ParsingError as exc:
-        line = exc.errors[0][0] if exc.errors else None
-        raise ConfigError("not a valid INI line", path=str(path), line=line) from exc
-    except (configparser.DuplicateOptionError, configparser.DuplicateSectionError) as exc:
-        raise ConfigError(str(exc.message), path=str(path), line=exc.lineno) from exc
+        failure = ("not a valid INI line", exc.errors[0][0] if exc.errors else None)
+    except configparser.DuplicateOptionError as exc:
+        failure = (f"setting {exc.option!r} appears twice in [{exc.section}]", exc.lineno)
+    except configparser.DuplicateSectionError as exc:
+        failure = (f"section [{exc.section}] appears twice", exc.lineno)
     except configparser.Error as exc:
-        raise ConfigError(str(exc), path=str(path)) from exc
+        failure = (f"not a valid INI file ({type(exc).__name__})", None)
+    if failure is not None:
+        raise ConfigError(failure[0], path=str(path), line=failure[1])
     section = next((s for s in parser.sections() if s.lower() in ("aicm", "aicostmanager")), None)
     if section is None:
         return {}

@@ -508,21 +508,29 @@ class UsageSchema:
         missing: list[str] = []
         present = 0
         for name, check, required in self._rules:
-            value = usage.get(name, _ABSENT)
-            if value is _ABSENT:
-                if required:
-                    missing.append(name)
-                continue
-            present += 1
-            message = check(value)
+            try:
+                value = usage.get(name, _ABSENT)
+                if value is _ABSENT:
+                    if required:
+                        missing.append(name)
+                    continue
+                present += 1
+                message = check(value)
+            except Exception as exc:  # a caller's mapping or value whose methods raise
+                message = f"reading it raised {type(exc).__name__}"
             if message is not None:
                 errors[name] = message
         extra: list[str] = []
-        # Counting avoids a pass over the usage keys in the common all-known case.
-        if not self.allow_extra and present != len(usage):
-            extra = [
-                key if type(key) is str else shown(key) for key in usage if key not in self._names
-            ]
+        try:
+            # Counting avoids a pass over the usage keys in the common all-known case.
+            if not self.allow_extra and present != len(usage):
+                extra = [
+                    key if type(key) is str else shown(key)
+                    for key in usage
+                    if key not in self._names
+                ]
+        except Exception as exc:
+            errors["usage"] = f"reading its keys raised {type(exc).__name__}"
         if errors or missing or extra:
             raise UsageValidationError(errors, missing_fields=missing, extra_fields=extra)
 

@@ -43,10 +43,13 @@ from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_CONFIGS_BYTES",
     "MAX_RECORDS_PER_REQUEST",
     "REQUEST_DEADLINE_FACTOR",
     "USER_AGENT",
     "AsyncCostManagerClient",
+    "body_truncated",
     "raise_for_answer",
     "set_default_transport",
 ]
@@ -60,6 +63,15 @@ MAX_RECORDS_PER_REQUEST = 1000
 # precise httpx error, yet stops a service that keeps each phase short but never finishes.
 REQUEST_DEADLINE_FACTOR = 2.0
 _BODY_EXCERPT = 2000
+# The most of one answer aicm reads. An ingest answer is ~100 bytes per record (1000 at
+# most); a configs document is the service's whole set of handling configs. Past these a
+# service (or whatever answers in its place) could grow the process without bound.
+MAX_ANSWER_BYTES = 1 << 20
+MAX_CONFIGS_BYTES = 16 << 20
+# Set on a response whose body was cut at the limit (the rest was never read).
+_TRUNCATED = "aicm_body_truncated"
+# Headers that describe the body as it came over the wire, not as it was read.
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 # The hook behind aicm.testing's capture: while set, every client built without a
 # ``transport=`` of its own uses this one (an in-process fake of the service) instead of
@@ -310,7 +322,13 @@ class AsyncCostManagerClient:
         content: bytes | None = None,
         headers: dict[str, str],
         params: dict[str, str] | None = None,
+        limit: int = MAX_ANSWER_BYTES,
     ) -> httpx.Response:
+        """Send a request; the answer's body is read up to ``limit`` bytes (decoded).
+
+        A longer body is cut there, the rest never read (the connection is closed), and
+        the response is marked (see :func:`body_truncated`).
+        """
         deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         try:
             # httpx's timeout bounds each phase (connect, each write, each read), so a service
@@ -318,8 +336,29 @@ class AsyncCostManagerClient:
             # the whole request, body read included. Our own scope: an outer cancellation
             # still propagates as a cancellation.
             with anyio.move_on_after(deadline):
-                return await self._http.request(
+                request = self._http.build_request(
                     method, path, content=content, headers=headers, params=params
+                )
+                streamed = await self._http.send(request, stream=True)
+                try:
+                    if _declared_size(streamed) <= limit:
+                        # The usual answer: its length said up front (and no encoding to
+                        # expand it), so httpx reads exactly that much.
+                        await streamed.aread()
+                        return streamed
+                    body, truncated = await _read_bounded(streamed, limit)
+                finally:
+                    await streamed.aclose()
+                return httpx.Response(
+                    streamed.status_code,
+                    headers=[
+                        (k, v)
+                        for k, v in streamed.headers.multi_items()
+                        if k.lower() not in _WIRE_HEADERS
+                    ],
+                    content=body,
+                    request=request,
+                    extensions={_TRUNCATED: truncated},
                 )
         except httpx.TransportError as exc:
             raise TransportError(
@@ -355,6 +394,16 @@ class AsyncCostManagerClient:
         response = await self._request("POST", endpoint.value, content=body, headers=headers)
         text: str = response.text
         self._raise_for_response(response, text)
+        if body_truncated(response):
+            # 2xx: delivered, whatever the body would have said; its results stay unread.
+            logger.warning(
+                "%s answered %s with a body over %d bytes; it was not read further, and the "
+                "records count as delivered",
+                endpoint.value,
+                response.status_code,
+                MAX_ANSWER_BYTES,
+            )
+            return TrackResult()
         parsed = _parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
@@ -405,10 +454,17 @@ class AsyncCostManagerClient:
         if cached is not None:
             headers["If-None-Match"] = cached.etag
         params = None if api_id is None else {"api_id": api_id}
-        response = await self._request("GET", "/configs", headers=headers, params=params)
+        response = await self._request(
+            "GET", "/configs", headers=headers, params=params, limit=MAX_CONFIGS_BYTES
+        )
         if response.status_code == 304 and cached is not None:
             return cached.value
         self._raise_for_response(response, response.text)
+        if body_truncated(response):
+            raise ConfigError(
+                f"the service's /configs answer is larger than {MAX_CONFIGS_BYTES} bytes;"
+                " it was not read further"
+            )
         try:
             data = response.json()
         except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
@@ -420,6 +476,35 @@ class AsyncCostManagerClient:
         if etag:
             self._configs[api_id] = _CachedConfigs(etag=etag, value=value)
         return value
+
+
+def body_truncated(response: httpx.Response) -> bool:
+    """True when ``response``'s body was cut at the read limit (see ``_request``)."""
+    return bool(response.extensions.get(_TRUNCATED))
+
+
+def _declared_size(response: httpx.Response) -> float:
+    """The body's size as its headers state it, or infinity when they do not say it exactly
+    (chunked, or compressed: the decoded size is unknown until it is decoded)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and "Content-Encoding" not in response.headers:
+        return int(declared)
+    return float("inf")
+
+
+async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of ``response``'s decoded body, and whether there was more."""
+    if _declared_size(response) != float("inf"):
+        return b"", True  # over the limit, said up front: nothing of it need be read
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        if size + len(chunk) > limit:
+            parts.append(chunk[: limit - size])
+            return b"".join(parts), True
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), False
 
 
 def _track_record(data: Mapping[str, Any], *, legacy: bool) -> TrackRecord:

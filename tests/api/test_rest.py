@@ -23,6 +23,7 @@ from tests.fakes import BackgroundServer, FakeHeyGen
 from tests.tracking_support import (
     SEED_004_HANDLING,
     host_of,
+    netloc_of,
     service_config,
     usage_records,
     without_timestamps,
@@ -53,17 +54,17 @@ SESSION_HANDLING: dict[str, Any] = {
         ),
         ("https://API.HeyGen.com:443/v2/x#frag", "api.heygen.com", "api.heygen.com/v2/x"),
         ("http://api.heygen.com:80/", "api.heygen.com", "api.heygen.com/"),
-        ("http://127.0.0.1:8080/v2/x", "127.0.0.1:8080", "127.0.0.1:8080/v2/x"),
-        ("http://api.example.com:443/v2/x", "api.example.com:443", "api.example.com:443/v2/x"),
-        ("http://[::1]:8080/v2/x", "[::1]:8080", "[::1]:8080/v2/x"),
+        ("http://127.0.0.1:8080/v2/x", "127.0.0.1", "127.0.0.1:8080/v2/x"),
+        ("http://api.example.com:443/v2/x", "api.example.com", "api.example.com:443/v2/x"),
+        ("http://[::1]:8080/v2/x", "[::1]", "[::1]:8080/v2/x"),
         ("https://user:secret@api.example.com", "api.example.com", "api.example.com/"),
     ],
 )
 def test_rest_call_identity(url: str, api_id: str, service_id: str) -> None:
-    """api_id is the host (with a non-default port); service_id adds the path, no query."""
+    """api_id is the hostname (never a port); service_id is host[:port] + path, no query."""
     call = rest_call("get", url, "https://base")
     assert (call.api_id, call.service_id) == (api_id, service_id)
-    assert call.method_key == "GET " + service_id[len(api_id) :]
+    assert call.method_key == "GET " + service_id[service_id.index("/") :]
 
 
 def test_relative_urls_join_the_base_url() -> None:
@@ -167,12 +168,31 @@ async def test_async_with_delivers_the_sessions(
     assert without_timestamps(usage_records(collector)) == [
         {
             "config_id": host,
-            "service_id": f"{host}/v2/streaming.list",
+            "service_id": f"{netloc_of(heygen.url)}/v2/streaming.list",
             "response_id": sid,
             "usage": d,
         }
         for sid, d in (("session-1", {"duration": 12}), ("session-2", {"duration": 20}))
     ]
+
+
+@pytest.mark.anyio
+async def test_configs_held_under_the_hostname_track_a_base_with_a_port(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    heygen: FakeHeyGen,
+    aclient: httpx.AsyncClient,
+) -> None:
+    """Configs under ``127.0.0.1`` track ``http://127.0.0.1:PORT``; service_id keeps the port."""
+    assert heygen.url.startswith("http://127.0.0.1:")
+    collector.set_configs([service_config("127.0.0.1", SEED_004_HANDLING, config_id="127.0.0.1")])
+    async with AsyncRestUsageWrapper(aclient, base_url=heygen.url, **connection) as tracker:
+        await tracker.get("/v2/streaming.list")
+    assert collector.stats()["requests"]["configs"] != {}
+    port = heygen.url.rsplit(":", 1)[1]
+    assert [(r["config_id"], r["service_id"]) for r in usage_records(collector)] == [
+        ("127.0.0.1", f"127.0.0.1:{port}/v2/streaming.list")
+    ] * 2
 
 
 @pytest.mark.anyio
@@ -259,8 +279,8 @@ async def test_path_templates_non_2xx_and_non_json(
             text = await tracker.get(f"{text_api}/v2/streaming.list")
     assert text.text.startswith("session-1")
     assert [(r["service_id"], r["response_id"], r["usage"]) for r in usage_records(collector)] == [
-        (f"{host}/v2/sessions/abc", "abc", {"duration": 7}),
-        (f"{host}/v2/sessions/xyz", "xyz", {"duration": 9}),
+        (f"{netloc_of(heygen.url)}/v2/sessions/abc", "abc", {"duration": 7}),
+        (f"{netloc_of(heygen.url)}/v2/sessions/xyz", "xyz", {"duration": 9}),
     ]
     assert caplog.records == []
 
@@ -303,11 +323,12 @@ async def test_each_host_asks_for_its_configs_once(
     aclient: httpx.AsyncClient,
 ) -> None:
     """Base host configs load at start; another host's once, even for ten concurrent calls."""
+    other_host = text_api.replace("127.0.0.1", "localhost")  # same server, another hostname
     async with AsyncRestUsageWrapper(aclient, base_url=heygen.url, **connection) as tracker:
         assert collector.stats()["requests"]["configs"] == {"200": 1}
         async with anyio.create_task_group() as tg:
             for _ in range(10):
-                tg.start_soon(tracker.get, f"{text_api}/v2/streaming.list")
+                tg.start_soon(tracker.get, f"{other_host}/v2/streaming.list")
         await tracker.get("/v2/streaming.list")
     assert collector.stats()["requests"]["configs"] == {"200": 2}
     assert len(usage_records(collector)) == 2

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pydantic
 import pytest
+import requests
 from anthropic.lib.streaming import ParsedMessageStopEvent, TextEvent
 from anthropic.types import (
     Message,
@@ -27,7 +28,12 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aicm._core.exceptions import HandlingConfigError
 from aicm._core.extractor import MISSING, UniversalExtractor, accumulate_stream, resolve_path
-from aicm._core.handling import HandlingConfig, parse_path
+from aicm._core.handling import (
+    HandlingConfig,
+    is_credential_name,
+    is_private_name,
+    parse_path,
+)
 from aicm._core.models import ServiceConfig
 from tests.tracking_support import SEED_000_HANDLING, SEED_004_HANDLING
 
@@ -299,7 +305,7 @@ class Reply:
         self.id = "reply-1"
         self.usage = Usage(total=7, parts=[3, 4])
         self.choices = [{"message": {"content": "first"}}, {"message": {"content": "last"}}]
-        self._secret = "sk-do-not-send"
+        self._hidden = "sk-do-not-send"
 
     @property
     def broken(self) -> int:
@@ -366,14 +372,14 @@ def test_private_attributes_are_never_read() -> None:
     """Paths read public attributes only; a leading underscore is a dict key, not an attribute."""
     extractor = one_config(
         config_with(
-            response_fields=["_secret", {"key": "k", "path": "inner._key"}],
-            secret="response_data._secret",
+            response_fields=["_hidden", {"key": "k", "path": "inner._key"}],
+            hidden="response_data._hidden",
             key="response_data.k",
         )
     )
     assert extractor.extract("call", response=Reply()) == [{}]
-    assert extractor.extract("call", response={"_secret": 1, "inner": {"_key": 2}}) == [
-        {"secret": 1, "key": 2}
+    assert extractor.extract("call", response={"_hidden": 1, "inner": {"_key": 2}}) == [
+        {"hidden": 1, "key": 2}
     ]
 
 
@@ -733,3 +739,152 @@ def test_empty_stream_gives_no_payloads() -> None:
     """A stream closed before its first chunk extracts nothing."""
     assert stream_end(OPENAI_CHAT, "chat.completions.create", []) == []
     assert stream_end(OPENAI_CHAT, "embeddings.create", openai_chunks()) == []
+
+
+# -- what a config may never read -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "api_key",
+        "apiKey",
+        "APIKey",
+        "X-Api-Key",
+        "x-goog-api-key",
+        "apikey",
+        "client_secret",
+        "aws_secret_access_key",
+        "password",
+        "db_passwd",
+        "Authorization",
+        "Proxy-Authorization",
+        "auth",
+        "Cookie",
+        "Set-Cookie",
+        "token",
+        "access_token",
+        "refreshToken",
+        "X-Amz-Security-Token",
+        "private_key",
+        "credentials",
+        "headers",
+        "extra_headers",
+        "extra_query",
+        "cookies",
+        "cert",
+        "auth_headers",
+        "customHeaders",
+    ],
+)
+def test_credential_and_transport_names_are_private(name: str) -> None:
+    """Credential words anywhere, key pairs, ``token`` as the last word, transport options."""
+    assert is_private_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "input_tokens",
+        "output_tokens",
+        "max_tokens",
+        "total_tokens",
+        "cache_read_input_tokens",
+        "promptTokenCount",
+        "candidatesTokenCount",
+        "service_key",
+        "client_customer_key",
+        "session_id",
+        "author",
+        "model",
+        "tokenizer",
+        "keywords",
+        "_key",
+        "params",
+        "auth_calls",
+        "authenticated_users",
+        "authors",
+        "header_count",
+    ],
+)
+def test_usage_and_data_names_are_not_private(name: str) -> None:
+    """Usage counters (``*_tokens``, gemini's ``*TokenCount``) and data names stay readable."""
+    assert not is_private_name(name)
+    assert not is_credential_name(name)
+
+
+def test_transport_options_without_credentials_are_kept_inside_values() -> None:
+    """``verify`` or ``cert`` cannot be read as arguments or path steps, but a delivered
+    mapping keeps such keys; ``headers``, ``auth`` and ``cookies`` hold credentials: dropped."""
+    for name in ("verify", "cert", "http_client", "extra_query"):
+        assert is_private_name(name)
+        assert not is_credential_name(name)
+    for name in ("headers", "auth", "cookies", "api_key", "Authorization"):
+        assert is_credential_name(name)
+
+
+def test_the_callers_own_context_is_sent_as_given() -> None:
+    """The ``context`` source is the caller's own tags, not something the config read: its
+    keys are never filtered."""
+    extractor = one_config(config_with(ctx="context"))
+    context = {"team": "a", "auth_method": "sso", "api_key_id": "key-17"}
+    assert extractor.extract("call", response={}, context=context) == [{"ctx": context}]
+
+
+class Holder:
+    """An answer carrying HTTP objects under innocent names."""
+
+    def __init__(self) -> None:
+        self.meta = httpx.Headers({"Authorization": "Bearer sk-held", "x-trace": "t1"})
+        self.legacy = requests.structures.CaseInsensitiveDict({"Cookie": "sid=sk-held"})
+        self.nested = {"outer": [httpx.Headers({"x-api-key": "sk-held"})], "n": 1}
+        self.tokens = {"input_tokens": 2, "token": "sk-held"}
+
+
+def test_http_objects_are_never_delivered_and_warned_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Header mappings (httpx, requests), even nested, are left out whatever the path is
+    called; credential keys are dropped from delivered dicts; one WARNING per config and path."""
+    extractor = one_config(
+        config_with(
+            response_fields=["meta", "legacy", "nested", "tokens"],
+            meta="response_data.meta",
+            legacy="response_data.legacy",
+            nested="response_data.nested",
+            tokens="response_data.tokens",
+        ),
+        config_id="http-objects",
+    )
+    with caplog.at_level(logging.WARNING, logger="aicm.extractor"):
+        for _ in range(3):
+            assert extractor.extract("call", response=Holder()) == [{"tokens": {"input_tokens": 2}}]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 4, warned
+    assert all("'http-objects'" in w for w in warned)
+    assert "sk-held" not in caplog.text
+
+
+def test_a_refused_path_is_skipped_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A path entering ``api_key`` is skipped when the config is compiled, once; the rest of
+    the config still works; a refused list_path turns the config off."""
+    handling = config_with(
+        response_fields=["usage", {"key": "k", "path": "client.api_key"}],
+        usage="response_data.usage",
+        key="response_data.k",
+        raw="usage_data.auth.bearer",
+    )
+    with caplog.at_level(logging.WARNING, logger="aicm.extractor"):
+        first = one_config(handling, config_id="refused-path")
+        one_config(handling, config_id="refused-path")
+        listed = one_config(
+            {**config_with(n="response_data.n", response_fields=["n"]), "list_path": "secrets"},
+            config_id="refused-list",
+        )
+    response = {"usage": {"calls": 1, "auth": {"bearer": "sk-x"}}, "client": {"api_key": "sk-x"}}
+    assert first.extract("call", response=response) == [{"usage": {"calls": 1}}]
+    assert listed.extract("call", response={"secrets": [{"n": 1}]}) == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "'client.api_key'" in m]) == 1
+    assert len([m for m in messages if "'usage_data.auth.bearer'" in m]) == 1
+    assert len([m for m in messages if "'refused-list'" in m and "'secrets'" in m]) == 1

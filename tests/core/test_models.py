@@ -10,6 +10,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -624,3 +625,122 @@ def test_an_integer_too_long_to_print_is_named_by_its_size(
         build(**kwargs)
     assert info.value.field == field  # type: ignore[attr-defined]
     assert "an integer of 16610 bits" in str(info.value)
+
+
+# -- numbers no double holds, oversized names, objects that raise --------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["1e5000", "-1e5000", "1e400", "2e308", "1e1000000", "1e-400", "-5e-1000000"]
+)
+def test_a_decimal_no_double_holds_is_refused_at_once_naming_the_key(text: str) -> None:
+    """Decimals beyond a double's range (either way): NonFiniteNumberError naming the key,
+    within a millisecond (1e1000000 used to take ~30 s, 1e5000 a raw ValueError)."""
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        with pytest.raises(NonFiniteNumberError) as info:
+            build({"tokens": 1, "cost": {"usd": Decimal(text)}})
+        timings.append(time.perf_counter() - started)
+        assert info.value.field == "usage.cost.usd"
+        assert "double" in str(info.value)
+    assert min(timings) < 0.001
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("123", 123),
+        ("-9223372036854775808", -(2**63)),
+        ("1.5", 1.5),
+        ("1e300", 1e300),
+        ("12345678901234567890123", 1.2345678901234568e22),
+        ("1e-300", 1e-300),
+        ("0E-1000000", 0),
+        ("0E+1000000", 0),
+    ],
+)
+def test_decimals_in_range_become_json_numbers(text: str, expected: float) -> None:
+    """Integral Decimals within 64 bits are ints; the rest a double; none a 300-digit int."""
+    value = to_plain({"x": Decimal(text)})
+    assert value == {"x": expected}
+    assert type(value["x"]) is type(expected)  # type: ignore[index]
+    assert len(json.dumps(value)) < 40
+
+
+@pytest.mark.parametrize("field", ["api_id", "service_key", "client_customer_key"])
+def test_an_oversized_name_is_named_by_the_too_large_error(field: str) -> None:
+    """An api_id, service_key or client_customer_key that makes the record too large is the
+    field RecordTooLargeError names (it used to name response_id)."""
+    names = {"api_id": "openai", "service_key": "gpt", "client_customer_key": "acme"}
+    names[field] = "x" * 100_000
+    with pytest.raises(RecordTooLargeError) as info:
+        TrackRecord.build(
+            names["api_id"],
+            names["service_key"],
+            {"n": 1},
+            client_customer_key=names["client_customer_key"],
+        )
+    assert info.value.field == field
+
+
+class RaisingMapping(Mapping[str, Any]):
+    """A mapping whose item access raises."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("getitem failed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["n"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+class RaisingIteration(list):  # type: ignore[type-arg]
+    """A list whose iteration raises."""
+
+    def __iter__(self) -> Iterator[Any]:
+        raise RuntimeError("iter failed")
+
+
+class RaisingDump:
+    """A model whose model_dump raises."""
+
+    def model_dump(self, **kwargs: Any) -> Any:
+        raise RuntimeError("dump failed")
+
+
+class RaisingZone(dt.tzinfo):
+    """A time zone that cannot say its offset."""
+
+    def utcoffset(self, moment: dt.datetime | None) -> dt.timedelta:
+        raise RuntimeError("tz failed")
+
+
+RAISING: dict[str, Any] = {
+    "getitem": RaisingMapping(),
+    "iter": RaisingIteration([1]),
+    "model_dump": RaisingDump(),
+    "tzinfo": dt.datetime(2024, 1, 1, tzinfo=RaisingZone()),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RAISING))
+def test_an_object_that_raises_is_a_record_error_naming_the_field(kind: str) -> None:
+    """A caller's object whose __getitem__, __iter__, model_dump or tzinfo raises: an
+    AicmError naming the field, never the object's RuntimeError."""
+    with pytest.raises(RecordError) as info:
+        build({"n": 1, "inner": {"bad": RAISING[kind]}})
+    assert info.value.field == "usage.inner.bad"
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(RecordError) as top:
+        build({"n": 1}, context={"bad": RAISING[kind]})
+    assert top.value.field == "context.bad"
+
+
+def test_a_timestamp_whose_zone_raises_is_an_invalid_timestamp() -> None:
+    """A datetime whose tzinfo raises, given as the timestamp: InvalidTimestampError."""
+    with pytest.raises(InvalidTimestampError) as info:
+        build({"n": 1}, timestamp=RAISING["tzinfo"])
+    assert info.value.field == "timestamp"

@@ -274,6 +274,53 @@ def test_malformed_ini_names_file_and_line(
     assert words in str(error)
 
 
+PASTED_KEY = "sk-live-PASTED-1n-the-ini-9f8e7d"
+
+
+def error_texts(error: BaseException) -> list[str]:
+    """str, repr and args of an error and of every error chained behind it."""
+    texts: list[str] = []
+    seen: BaseException | None = error
+    while seen is not None:
+        texts += [str(seen), repr(seen), repr(seen.args)]
+        seen = seen.__cause__ or seen.__context__
+    return texts
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param(f"{PASTED_KEY}\n[aicm]\n", 1, id="no-header"),
+        pytest.param(f"aicm_api_key = {PASTED_KEY}\n", 1, id="no-header-setting"),
+        pytest.param(f"[aicm]\ntimeout = 3\nBearer {PASTED_KEY}\n", 3, id="bad-line"),
+        pytest.param(f"[aicm]\n{PASTED_KEY}\n", 2, id="bad-line-bare"),
+        pytest.param(
+            f"[aicm]\napi_key = {PASTED_KEY}\napi_key = {PASTED_KEY}\n", 3, id="duplicate-key"
+        ),
+    ],
+)
+def test_malformed_ini_errors_never_echo_the_line(tmp_path: Path, text: str, line: int) -> None:
+    """A malformed INI holding a pasted key: the error names file and line, and neither it
+    nor anything chained behind it (configparser quotes whole lines) holds the key."""
+    ini = write_ini(tmp_path / "bad.ini", text)
+    with pytest.raises(ConfigError) as info:
+        resolve_settings(ini_path=ini)
+    assert (info.value.path, info.value.line) == (str(ini), line)
+    leaks = [t for t in error_texts(info.value) if PASTED_KEY in t]
+    assert leaks == []
+
+
+def test_an_ini_file_that_is_not_utf8_keeps_its_bytes_out_of_the_error(tmp_path: Path) -> None:
+    """Undecodable bytes: ConfigError naming the line; the decode error (which holds the
+    whole file) is not chained."""
+    ini = tmp_path / "latin.ini"
+    ini.write_bytes(f"[aicm]\n# {PASTED_KEY}\ntimeout = 3 \xb5s\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="UTF-8") as info:
+        resolve_settings(ini_path=ini)
+    assert info.value.line == 3
+    assert [t for t in error_texts(info.value) if PASTED_KEY in t] == []
+
+
 def test_bad_value_line_is_its_line_in_the_aicm_section(tmp_path: Path) -> None:
     """A key that also appears in another section is reported at its line in [aicm]."""
     ini = write_ini(tmp_path / "bad.ini", "[other]\ntimeout = 5\n[aicm]\ntimeout = soon\n")

@@ -3,12 +3,17 @@ services that answer garbage, hang or cut the line; queue files that are not que
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -16,13 +21,16 @@ import pytest
 
 from aicm import (
     AicmError,
+    AsyncCostManagerClient,
     AsyncTracker,
     ConfigError,
     CostManager,
     QueueStoreError,
     RecordError,
     RecordTooLargeError,
+    ServerError,
     Tracker,
+    UsageValidationError,
 )
 from aicm._core import jsonplain
 from aicm.collector import LocalCollector
@@ -454,3 +462,309 @@ def test_a_handling_config_that_is_not_an_object_is_named() -> None:
     config = {"config_id": "cfg", "api_id": "calc", "handling_config": "not an object"}
     with pytest.raises(ConfigError, match="handling_config"):
         CostManager(_Calculator(), configs=[config], aicm_api_key=KEY).close()
+
+
+# -- numbers no double holds, oversized names, objects that raise (issue 16, item 11) ----------
+
+
+class _RaisingMapping(Mapping[str, Any]):
+    """A mapping whose item access raises."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("getitem failed")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["n"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+class _RaisingIteration(Mapping[str, Any]):
+    """A mapping whose iteration raises."""
+
+    def __getitem__(self, key: str) -> Any:
+        return 1
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("iter failed")
+
+    def __len__(self) -> int:
+        return 2
+
+
+class _RaisingDump:
+    """A model whose model_dump raises."""
+
+    def model_dump(self, **kwargs: Any) -> Any:
+        raise RuntimeError("dump failed")
+
+
+class _RaisingZone(dt.tzinfo):
+    """A time zone that cannot say its offset."""
+
+    def utcoffset(self, moment: dt.datetime | None) -> dt.timedelta:
+        raise RuntimeError("tz failed")
+
+
+def _raising(kind: str) -> Any:
+    return {
+        "getitem": _RaisingMapping(),
+        "iter": _RaisingIteration(),
+        "model_dump": _RaisingDump(),
+        "tzinfo": dt.datetime(2024, 1, 1, tzinfo=_RaisingZone()),
+        "decimal": Decimal("1e5000"),
+    }[kind]
+
+
+RAISING_KINDS = ["decimal", "getitem", "iter", "model_dump", "tzinfo"]
+
+
+@pytest.mark.parametrize("delivery", ["immediate", "mem_queue"])
+def test_values_that_raise_are_aicm_errors_at_track_naming_the_field(
+    collector: LocalCollector, delivery: str
+) -> None:
+    """Each raising value (and a Decimal no double holds) in usage, context or as the whole
+    usage: a RecordError naming the field at track(); the records around them arrive."""
+    with Tracker(
+        aicm_api_key=KEY,
+        aicm_api_base=collector.api_base,
+        delivery_type=delivery,
+        batch_interval=0.01,
+    ) as tracker:
+        tracker.track("openai", "svc", {"n": 0}, response_id="raise-before")
+        for kind in RAISING_KINDS:
+            with pytest.raises(RecordError) as usage_error:
+                tracker.track("openai", "svc", {"n": 1, "bad": _raising(kind)})
+            assert usage_error.value.field == "usage.bad", kind
+            with pytest.raises(RecordError) as context_error:
+                tracker.track("openai", "svc", {"n": 1}, context={"bad": _raising(kind)})
+            assert context_error.value.field == "context.bad", kind
+        for kind in ("getitem", "iter", "model_dump"):
+            with pytest.raises(RecordError) as whole:
+                tracker.track("openai", "svc", _raising(kind))
+            assert whole.value.field == "usage", kind
+        with pytest.raises(RecordError) as stamp:
+            tracker.track("openai", "svc", {"n": 1}, timestamp=_raising("tzinfo"))
+        assert stamp.value.field == "timestamp"
+        tracker.track("openai", "svc", {"n": 2}, response_id="raise-after")
+        assert tracker.flush(5) == 0
+        assert tracker.health().worker_alive or delivery == "immediate"
+    stored = sorted(r["response_id"] for r in collector.records("track"))
+    assert stored == ["raise-after", "raise-before"]
+
+
+@pytest.mark.parametrize("kind", ["getitem", "iter"])
+def test_a_schema_checked_usage_that_raises_is_a_validation_error(kind: str) -> None:
+    """Config form: a usage mapping whose reads raise gives UsageValidationError, not its own."""
+    config = {"config_id": "cfg", "api_id": "api", "manual_usage_schema": {"n": "int"}}
+    with (
+        capture(configs=[config]),
+        Tracker("cfg", "svc", aicm_api_key=KEY) as tracker,
+        pytest.raises(UsageValidationError) as caught,
+    ):
+        tracker.track(_raising(kind))
+    assert set(caught.value.errors) <= {"n", "usage"}
+    assert caught.value.errors
+
+
+class _Answer:
+    """A wrapped client's answer whose usage holds values that raise when read."""
+
+    def __init__(self, kind: str) -> None:
+        self.id = f"answer-{kind}"
+        self.usage = {"calls": 1, "odd": _raising(kind)}
+        self.model = "m-1"
+
+
+class _Vendor:
+    """A client to wrap whose answers carry raising values."""
+
+    def create(self, kind: str) -> _Answer:
+        """Answer."""
+        return _Answer(kind)
+
+
+def test_values_that_raise_never_break_a_cost_manager_call(
+    collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Inside CostManager the same values never reach the call: it returns its answer, and
+    the record is made from the fields that could be read."""
+    collector.set_configs(
+        [
+            {
+                "config_id": "raising-values",
+                "api_id": "_vendor",
+                "handling_config": {
+                    "tracked_methods": ["create"],
+                    "response_fields": ["model", "usage"],
+                    "payload_mapping": {
+                        "config_id": "config_identifier",
+                        "response_id": "response_id",
+                        "model": "response_data.model",
+                        "usage": "usage_data",
+                        "odd": "usage_data.odd",
+                    },
+                },
+            }
+        ]
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="aicm"),
+        CostManager(
+            _Vendor(), aicm_api_key=KEY, aicm_api_base=collector.api_base, batch_interval=0.01
+        ) as manager,
+    ):
+        for kind in RAISING_KINDS:
+            assert manager.client.create(kind).id == f"answer-{kind}"
+        assert manager.flush(5) == 0
+    records = {r["response_id"]: r for r in collector.records("track_usage")}
+    assert sorted(records) == sorted(f"answer-{kind}" for kind in RAISING_KINDS)
+    assert all(r["model"] == "m-1" and "odd" not in r for r in records.values())
+    assert "raising-values" in caplog.text
+
+
+# -- answers too large to read (issue 16, item 3) -------------------------------------------
+
+HUGE = 300 << 20  # what a broken or hostile service might answer: 300 MiB
+# Loopback socket buffers hold a few MiB the client never asked for; past the limit plus
+# this, the client must have stopped reading.
+SOCKET_SLACK = 16 << 20
+
+
+class HugeAnswerServer:
+    """A loopback HTTP server answering every request with ``status`` and a ``size``-byte
+    body (chunked, or with Content-Length), generated as it is sent; it counts the body
+    bytes the client took before it hung up."""
+
+    def __init__(self, status: int, size: int, *, chunked: bool) -> None:
+        self.status, self.size, self.chunked = status, size, chunked
+        self.sent: list[int] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        sent = 0
+        with conn:
+            conn.settimeout(10)
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                while len(body) < length:
+                    body += conn.recv(65536)
+                framing = (
+                    b"Transfer-Encoding: chunked"
+                    if self.chunked
+                    else b"Content-Length: %d" % self.size
+                )
+                conn.sendall(
+                    b"HTTP/1.1 %d Answer\r\nContent-Type: application/json\r\n%s\r\n\r\n"
+                    % (self.status, framing)
+                )
+                block = b'{"results": [' + b" " * (65536 - 13)
+                while sent < self.size:
+                    piece = block[: min(len(block), self.size - sent)]
+                    if self.chunked:
+                        conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    else:
+                        conn.sendall(piece)
+                    sent += len(piece)
+                if self.chunked:
+                    conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass  # the client hung up: what we are here to see
+            finally:
+                self.sent.append(sent)
+
+    def taken(self, answers: int = 1) -> list[int]:
+        """The body bytes each answer sent, once ``answers`` answers have ended."""
+        deadline = time.monotonic() + 10
+        while len(self.sent) < answers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.sent
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture(params=["chunked", "content-length"])
+def huge_ok(request: pytest.FixtureRequest) -> Iterator[HugeAnswerServer]:
+    """A service answering 202 with a 300 MiB body."""
+    server = HugeAnswerServer(202, HUGE, chunked=request.param == "chunked")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_a_huge_ingest_answer_is_read_no_further_than_1_mib(
+    huge_ok: HugeAnswerServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 2xx answer of 300 MiB: track() returns at once, the record counts as delivered
+    (sent once, never again), and the SDK read about 1 MiB of it, not 300 (which grew the
+    process by ~900 MiB)."""
+    async with AsyncTracker(aicm_api_key=KEY, aicm_api_base=huge_ok.base, timeout=5) as tracker:
+        with caplog.at_level(logging.WARNING, logger="aicm"), anyio.fail_after(20):
+            result = await tracker.track("openai", "svc", {"n": 1}, response_id="huge-1")
+    assert result.response_id == "huge-1"
+    [sent] = huge_ok.taken()
+    assert sent < (1 << 20) + SOCKET_SLACK
+    assert "not read further" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_huge_error_answer_is_read_no_further_than_1_mib() -> None:
+    """A 500 with a 300 MiB body: ServerError with an excerpt, after about 1 MiB was read."""
+    server = HugeAnswerServer(500, HUGE, chunked=True)
+    try:
+        async with AsyncCostManagerClient(aicm_api_key=KEY, aicm_api_base=server.base) as client:
+            with anyio.fail_after(20), pytest.raises(ServerError) as caught:
+                await client.track([{"api_id": "a", "service_key": "s", "payload": {"n": 1}}])
+        assert caught.value.body.startswith('{"results": [')
+        [sent] = server.taken()
+        assert sent < (1 << 20) + SOCKET_SLACK
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+@pytest.mark.anyio
+async def test_a_huge_configs_answer_is_refused_past_16_mib(chunked: bool) -> None:
+    """/configs answering 300 MiB: ConfigError naming the limit; about 16 MiB were read, and
+    memory grew by about that much, not by the 900 MiB a whole read took."""
+    server = HugeAnswerServer(200, HUGE, chunked=chunked)
+    tracemalloc.start()
+    try:
+        async with AsyncCostManagerClient(aicm_api_key=KEY, aicm_api_base=server.base) as client:
+            with anyio.fail_after(30), pytest.raises(ConfigError, match="larger than 16777216"):
+                await client.get_configs("openai")
+        peak = tracemalloc.get_traced_memory()[1]
+        [sent] = server.taken()
+        assert sent < (16 << 20) + SOCKET_SLACK
+        assert peak < 64 << 20, f"{peak >> 20} MiB"
+    finally:
+        tracemalloc.stop()
+        server.close()

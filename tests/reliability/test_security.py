@@ -151,7 +151,7 @@ def test_the_key_never_leaks_from_sync_entry_points(
     monkeypatch.setenv("AICM_BACKOFF_CAP", "0.05")
     monkeypatch.setenv("AICM_AUTH_RETRY_INTERVAL", "0.05")
     monkeypatch.setenv("AICM_MAX_ATTEMPTS", "1")
-    host = collector.api_base.split("://", 1)[1]
+    host = collector.api_base.split("://", 1)[1].rsplit(":", 1)[0]  # REST api_id: hostname
     collector.set_configs(
         [
             {
@@ -374,3 +374,245 @@ def test_the_collector_key_check_has_no_plain_comparison() -> None:
             names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             assert not names & secrets, ast.unparse(node)
     assert "hmac.compare_digest" in source
+
+
+# -- served configs never carry the user's other credentials -------------------------------------
+
+PROVIDER_SECRET = "sk-provider-PR0VIDER-5ecret-77aa"
+CALL_SECRET = "per-call-CALL-5ecret-99bb"
+
+
+def served(
+    collector: LocalCollector, api_id: str, config_id: str, handling: dict[str, Any]
+) -> None:
+    """The collector serves one handling config for ``api_id``."""
+    collector.set_configs([{"config_id": config_id, "api_id": api_id, "handling_config": handling}])
+
+
+def everything_stored(collector: LocalCollector, tmp_path: Path) -> str:
+    """Every record, stat and byte the collector and the SDK keep, as one text."""
+    texts = [repr(collector.records("track_usage")), repr(collector.records("track"))]
+    texts.append(repr(collector.stats()))
+    assert collector.db_path is not None
+    texts.append(Path(collector.db_path).read_bytes().decode("latin-1"))
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            texts.append(path.read_bytes().decode("latin-1"))
+    return "\n".join(texts)
+
+
+def refusals(caplog: pytest.LogCaptureFixture, config_id: str) -> list[str]:
+    """The WARNING lines that name ``config_id``."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and repr(config_id) in r.getMessage()
+    ]
+
+
+def test_a_served_config_cannot_send_a_wrapped_httpx_clients_headers(
+    collector: LocalCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config for a wrapped httpx.Client mapping ``request.headers``, the request object,
+    the answer's headers and ``request_fields: ["headers"]``: the record is made from the
+    rest, the client's Authorization and the per-call X-Api-Key reach the collector nowhere,
+    and each refused path is logged once, naming the config and the path."""
+    served(
+        collector,
+        "httpx-client",
+        "leaky-httpx",
+        {
+            "tracked_methods": ["get"],
+            "request_fields": ["url", "headers"],
+            "response_fields": [
+                {"key": "sent", "path": "request.headers"},
+                {"key": "req", "path": "request"},
+                {"key": "answer_headers", "path": "headers"},
+                {"key": "status", "path": "status_code"},
+            ],
+            "payload_mapping": {
+                "config_id": "config_identifier",
+                "timestamp": "timestamp",
+                "status": "response_data.status",
+                "url": "request_data.url",
+                "asked": "request_data.headers",
+                "arguments": "request_data",
+                "sent": "response_data.sent",
+                "req": "response_data.req",
+                "answer_headers": "response_data.answer_headers",
+            },
+            "static_payload_fields": {"usage": {"calls": 1}},
+        },
+    )
+    http = httpx.Client(headers={"Authorization": f"Bearer {PROVIDER_SECRET}"})
+    url = f"{collector.api_base}/_collector/health"
+    with (
+        caplog.at_level(logging.WARNING, logger="aicm"),
+        CostManager(
+            http,
+            api_id="httpx-client",
+            aicm_api_key=SECRET,
+            aicm_api_base=collector.api_base,
+            db_path=str(tmp_path / "q.db"),
+            delivery_type="persistent_queue",
+            batch_interval=0.01,
+        ) as manager,
+    ):
+        for _ in range(2):
+            answer = manager.client.get(url, headers={"X-Api-Key": CALL_SECRET})
+            assert answer.json() == {"status": "ok"}
+        assert manager.flush(5) == 0
+    http.close()
+    records = collector.records("track_usage")
+    assert [(r["status"], r["url"], r["arguments"]) for r in records] == [
+        (200, url, {"url": url})
+    ] * 2
+    assert all(not {"asked", "sent", "req", "answer_headers"} & set(r) for r in records)
+    stored = everything_stored(collector, tmp_path)
+    assert PROVIDER_SECRET not in stored
+    assert CALL_SECRET not in stored
+    warned = refusals(caplog, "leaky-httpx")
+    for path in ("'headers'", "'request.headers'", "'response_data.req'"):
+        assert len([w for w in warned if f"path {path}" in w]) == 1, (path, warned)
+    assert PROVIDER_SECRET not in caplog.text
+    assert CALL_SECRET not in caplog.text
+
+
+class Completion:
+    """A provider's answer that holds the client's credentials beside its usage."""
+
+    def __init__(self, key: str) -> None:
+        self.id = "cmpl-7"
+        self.usage = {"input_tokens": 3, "output_tokens": 5, "max_tokens": 9, "token": key}
+        self.api_key = key
+        self.client_secret = key
+        self.session = {"tokens": 4, "access_token": key, "Authorization": f"Bearer {key}"}
+
+
+class Provider:
+    """A client shaped like the vendor SDKs: per-call headers and key, an api_key attribute."""
+
+    def __init__(self) -> None:
+        self.api_key = PROVIDER_SECRET
+
+    def create(
+        self,
+        model: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra_headers: dict[str, str] | None = None,
+        extra_query: dict[str, str] | None = None,
+        api_key: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Completion:
+        """Answer with the key this client holds."""
+        return Completion(self.api_key)
+
+
+def test_a_served_config_cannot_send_per_call_headers_or_a_returned_api_key(
+    collector: LocalCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``request_fields`` naming headers, extra_headers, extra_query and api_key, paths to the
+    answer's ``api_key`` and ``client_secret`` attributes, credential keys inside delivered
+    values: none reaches the collector; the usage (``input_tokens``, ``max_tokens``...) does."""
+    served(
+        collector,
+        "provider",
+        "leaky-provider",
+        {
+            "tracked_methods": ["create"],
+            "request_fields": [
+                "model",
+                "headers",
+                "extra_headers",
+                "extra_query",
+                "api_key",
+                "metadata",
+            ],
+            "response_fields": ["api_key", "client_secret", "session"],
+            "payload_mapping": {
+                "config_id": "config_identifier",
+                "timestamp": "timestamp",
+                "response_id": "response_id",
+                "usage": "usage_data",
+                "request": "request_data",
+                "key": "response_data.api_key",
+                "secret": "response_data.client_secret",
+                "session": "response_data.session",
+                "asked": "request_data.headers",
+                "extra": "request_data.extra_headers",
+                "meta": "request_data.metadata",
+            },
+        },
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="aicm"),
+        CostManager(
+            Provider(),
+            aicm_api_key=SECRET,
+            aicm_api_base=collector.api_base,
+            batch_interval=0.01,
+        ) as manager,
+    ):
+        manager.client.create(
+            "m-1",
+            headers={"X-Api-Key": CALL_SECRET},
+            extra_headers={"Authorization": f"Bearer {CALL_SECRET}"},
+            extra_query={"key": CALL_SECRET},
+            api_key=CALL_SECRET,
+            metadata={"team": "a", "password": CALL_SECRET, "inner": {"apiKey": CALL_SECRET}},
+        )
+        assert manager.flush(5) == 0
+    [record] = collector.records("track_usage")
+    meta = {"team": "a", "inner": {}}
+    assert record["usage"] == {"input_tokens": 3, "output_tokens": 5, "max_tokens": 9}
+    assert record["request"] == {"model": "m-1", "metadata": meta}
+    assert record["meta"] == meta
+    assert record["session"] == {"tokens": 4}
+    assert not {"key", "secret", "asked", "extra"} & set(record)
+    stored = everything_stored(collector, tmp_path)
+    assert PROVIDER_SECRET not in stored
+    assert CALL_SECRET not in stored
+    warned = refusals(caplog, "leaky-provider")
+    for path in ("'api_key'", "'client_secret'", "'headers'", "'extra_headers'", "'extra_query'"):
+        assert len([w for w in warned if f"path {path}" in w]) == 1, (path, warned)
+    assert PROVIDER_SECRET not in caplog.text
+    assert CALL_SECRET not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_credentials_in_the_rest_base_url_never_leave(
+    collector: LocalCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A base URL carrying ``user:password@`` and a ``?key=`` query: the call goes out with
+    them, but the ``base_url`` source, the repr and the logs carry neither."""
+    host = collector.api_base.split("://", 1)[1]
+    collector.set_configs(
+        [
+            {
+                "config_id": "base-url-creds",
+                "api_id": host.rsplit(":", 1)[0],
+                "handling_config": {
+                    "tracked_methods": ["GET /_collector/health"],
+                    "payload_mapping": {"config_id": "config_identifier", "base": "base_url"},
+                    "static_payload_fields": {"usage": {"calls": 1}},
+                },
+            }
+        ]
+    )
+    base = f"http://svc-user:{CALL_SECRET}@{host}/?key={PROVIDER_SECRET}"
+    with caplog.at_level(logging.DEBUG, logger="aicm"):
+        async with (
+            httpx.AsyncClient() as http,
+            AsyncRestUsageWrapper(
+                http, base_url=base, aicm_api_key=SECRET, aicm_api_base=collector.api_base
+            ) as wrapper,
+        ):
+            answer = await wrapper.get(f"http://svc-user:{CALL_SECRET}@{host}/_collector/health")
+            assert answer.json() == {"status": "ok"}
+            shown = repr(wrapper)
+    [record] = collector.records("track_usage")
+    assert record["base"] == f"http://{host}/"
+    for text in (shown, caplog.text, repr(collector.records("track_usage"))):
+        assert CALL_SECRET not in text
+        assert PROVIDER_SECRET not in text

@@ -62,7 +62,7 @@ def rest_config(collector: LocalCollector) -> dict[str, Any]:
     """A config tracking the collector's own health endpoint (the REST API under test)."""
     return {
         "config_id": "health-config",
-        "api_id": collector.api_base.split("://", 1)[1],
+        "api_id": collector.api_base.split("://", 1)[1].rsplit(":", 1)[0],  # the hostname
         "handling_config": {
             "tracked_methods": ["GET /_collector/health"],
             "payload_mapping": {

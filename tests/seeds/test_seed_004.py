@@ -15,6 +15,7 @@ from tests.fakes import FakeHeyGen
 from tests.tracking_support import (
     SEED_004_HANDLING,
     host_of,
+    netloc_of,
     service_config,
     usage_records,
     without_timestamps,
@@ -46,13 +47,13 @@ def check_seed_records(collector: LocalCollector, heygen: FakeHeyGen, host: str)
     expected: list[dict[str, Any]] = [
         {
             "config_id": host,
-            "service_id": f"{host}/v2/streaming.list",
+            "service_id": f"{netloc_of(heygen.url)}/v2/streaming.list",
             "response_id": "session-1",
             "usage": {"duration": 12},
         },
         {
             "config_id": host,
-            "service_id": f"{host}/v2/streaming.list",
+            "service_id": f"{netloc_of(heygen.url)}/v2/streaming.list",
             "response_id": "session-2",
             "usage": {"duration": 20},
         },

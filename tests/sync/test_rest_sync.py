@@ -14,7 +14,13 @@ import requests
 from aicm import DeliveryType, RestUsageWrapper
 from aicm.collector import Faults, LocalCollector
 from tests.fakes import FakeHeyGen
-from tests.tracking_support import SEED_004_HANDLING, host_of, service_config, usage_records
+from tests.tracking_support import (
+    SEED_004_HANDLING,
+    host_of,
+    netloc_of,
+    service_config,
+    usage_records,
+)
 
 SESSION_HANDLING: dict[str, Any] = {
     "tracked_methods": ["GET /v2/sessions/{id}"],
@@ -76,9 +82,9 @@ def test_sessions_dedup_and_templates(
         assert tracker.get("/v2/sessions/gone").status_code == 410
     records = usage_records(collector)
     assert [(r["service_id"], r["response_id"], r["usage"]) for r in records] == [
-        (f"{host}/v2/streaming.list", "session-1", {"duration": 12}),
-        (f"{host}/v2/streaming.list", "session-2", {"duration": 20}),
-        (f"{host}/v2/sessions/abc", "abc", {"duration": 7}),
+        (f"{netloc_of(heygen.url)}/v2/streaming.list", "session-1", {"duration": 12}),
+        (f"{netloc_of(heygen.url)}/v2/streaming.list", "session-2", {"duration": 20}),
+        (f"{netloc_of(heygen.url)}/v2/sessions/abc", "abc", {"duration": 7}),
     ]
     assert collector.stats()["records"]["track_usage"]["duplicates"] == 2
 
