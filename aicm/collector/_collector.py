@@ -24,6 +24,7 @@ from aicm.collector._logic import (
     parse_batch,
     plan_batch,
 )
+from aicm.collector._service_api import ApiObjects
 from aicm.collector._stats import CollectorStats
 from aicm.collector._store import GroupWriter, RecordStore
 
@@ -75,6 +76,8 @@ class Collector:
         self.stats = CollectorStats()
         self.store = RecordStore(db_path)
         self._writer = GroupWriter(self.store)
+        #: customers, webhooks and custom services of the management API, and its prices
+        self.api_objects = ApiObjects()
 
     def set_configs(self, configs: ConfigsSource) -> None:
         """Serve ``configs`` from now on (their ETag changes with them)."""
@@ -133,9 +136,10 @@ class Collector:
         return plan.answer()
 
     def clear(self) -> None:
-        """Forget the stored records and the statistics; the faults stay as they are."""
+        """Forget the stored records, the statistics and the API objects; the faults stay."""
         self.store.clear()
         self.stats.clear()
+        self.api_objects.clear()
 
     def close(self) -> None:
         """Close the store (removing it if it is a temporary file)."""
