@@ -191,7 +191,7 @@ class ServiceApiMethods:
         root = self.settings.api_root.rstrip("/")
         parts, base = urlsplit(link), urlsplit(root)
         same_origin = (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
-        if not same_origin or not parts.path.startswith(base.path):
+        if not same_origin or not (parts.path + "/").startswith(base.path.rstrip("/") + "/"):
             raise UnexpectedAnswerError(
                 f"the service's next page link {link[:200]!r} is not under {root!r}; aicm "
                 "does not send the API key elsewhere"
