@@ -139,3 +139,26 @@ def test_custom_services(sdk: Any) -> None:
 def test_openapi(sdk: Any) -> None:
     """Its schema call gets the collector's OpenAPI document."""
     assert "/usage/rollups/" in sdk.get_openapi_schema()["paths"]
+
+
+def test_usage_limits(collector: LocalCollector, sdk: Any) -> None:
+    """Its usage-limit models parse the collector's limits, progress included."""
+    customer = unique("sdk-lim")
+    limit = sdk.create_usage_limit(
+        models.UsageLimitIn(
+            threshold_type=models.ThresholdType.ALERT,
+            amount="2.50",
+            period=models.Period.MONTH,
+            client=customer,
+        )
+    )
+    track(collector, customer=customer, input_tokens=2000, output_tokens=100)
+    assert limit.uuid in {x.uuid for x in sdk.list_usage_limits()}
+    assert sdk.get_usage_limit(limit.uuid).client == customer
+    raised = sdk.update_usage_limit(limit.uuid, {"amount": "9"})
+    assert Decimal(str(raised.amount)) == Decimal(9)
+    assert raised.threshold_type == models.ThresholdType.ALERT
+    (progress,) = [p for p in sdk.list_usage_limit_progress() if p.uuid == limit.uuid]
+    assert Decimal(str(progress.current_spend)) == price(2000, 100)
+    sdk.delete_usage_limit(limit.uuid)
+    assert limit.uuid not in {x.uuid for x in sdk.list_usage_limits()}
