@@ -9,7 +9,8 @@ the caller consumes it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._core.service_models import (
@@ -28,6 +29,7 @@ from .._core.service_models import (
     Webhook,
     WebhookList,
 )
+from .._io.service_api import DateLike, locals_of
 
 if TYPE_CHECKING:
     from .._delivery.worker import SharedRuntime
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["ServiceApiSyncMethods"]
 
 _T = TypeVar("_T")
+_kwargs = locals_of
 
 
 class ServiceApiSyncMethods:
@@ -62,39 +65,98 @@ class ServiceApiSyncMethods:
 
     # -- usage and costs -------------------------------------------------------------------
 
-    def list_usage_events(self, **filters: Any) -> Page[UsageEvent]:
+    def list_usage_events(
+        self,
+        *,
+        customer_key: str | None = None,
+        config_id: str | None = None,
+        service_id: str | None = None,
+        start_date: DateLike | None = None,
+        end_date: DateLike | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Page[UsageEvent]:
         """One page of ``GET /usage/events/`` (filters: ``customer_key``, ``config_id``,
         ``service_id``, ``start_date``, ``end_date``, ``limit``, ``offset``)."""
-        page: Page[UsageEvent] = self._run(self._live().list_usage_events, **filters)
+        page: Page[UsageEvent] = self._run(self._live().list_usage_events, **_kwargs(locals()))
         return page
 
-    def iter_usage_events(self, **filters: Any) -> Iterator[UsageEvent]:
+    def iter_usage_events(
+        self,
+        *,
+        customer_key: str | None = None,
+        config_id: str | None = None,
+        service_id: str | None = None,
+        start_date: DateLike | None = None,
+        end_date: DateLike | None = None,
+        limit: int | None = None,
+    ) -> Iterator[UsageEvent]:
         """Every usage event matching the filters, page after page."""
-        return self._pages(self.list_usage_events(**filters))
+        return self._pages(self.list_usage_events(**_kwargs(locals())))
 
     def get_usage_event(self, event_id: str) -> UsageEvent:
         """``GET /usage/event/{event_id}/``."""
         event: UsageEvent = self._run(self._live().get_usage_event, event_id)
         return event
 
-    def list_usage_rollups(self, **filters: Any) -> Page[UsageRollup]:
+    def list_usage_rollups(
+        self,
+        *,
+        customer_key: str | None = None,
+        service_id: str | None = None,
+        granularity: str = "daily",
+        start_date: DateLike | None = None,
+        end_date: DateLike | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Page[UsageRollup]:
         """One page of ``GET /usage/rollups/`` (``granularity="daily"`` or ``"hourly"``)."""
-        page: Page[UsageRollup] = self._run(self._live().list_usage_rollups, **filters)
+        page: Page[UsageRollup] = self._run(self._live().list_usage_rollups, **_kwargs(locals()))
         return page
 
-    def iter_usage_rollups(self, **filters: Any) -> Iterator[UsageRollup]:
+    def iter_usage_rollups(
+        self,
+        *,
+        customer_key: str | None = None,
+        service_id: str | None = None,
+        granularity: str = "daily",
+        start_date: DateLike | None = None,
+        end_date: DateLike | None = None,
+        limit: int | None = None,
+    ) -> Iterator[UsageRollup]:
         """Every rollup matching the filters, page after page."""
-        return self._pages(self.list_usage_rollups(**filters))
+        return self._pages(self.list_usage_rollups(**_kwargs(locals())))
 
-    def list_cost_events(self, **filters: Any) -> Page[CostEvent]:
+    def list_cost_events(
+        self,
+        *,
+        response_id: str | None = None,
+        api_key_id: Iterable[str] | None = None,
+        customer_key: Iterable[str] | None = None,
+        service_key: Iterable[str] | None = None,
+        start_date: DateLike | None = None,
+        end_date: DateLike | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Page[CostEvent]:
         """One page of ``GET /costs/`` (filters: ``response_id``, ``api_key_id``,
         ``customer_key``, ``service_key``, ``start_date``, ``end_date``)."""
-        page: Page[CostEvent] = self._run(self._live().list_cost_events, **filters)
+        page: Page[CostEvent] = self._run(self._live().list_cost_events, **_kwargs(locals()))
         return page
 
-    def iter_cost_events(self, **filters: Any) -> Iterator[CostEvent]:
+    def iter_cost_events(
+        self,
+        *,
+        response_id: str | None = None,
+        api_key_id: Iterable[str] | None = None,
+        customer_key: Iterable[str] | None = None,
+        service_key: Iterable[str] | None = None,
+        start_date: DateLike | None = None,
+        end_date: DateLike | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CostEvent]:
         """Every cost event matching the filters, page after page."""
-        return self._pages(self.list_cost_events(**filters))
+        return self._pages(self.list_cost_events(**_kwargs(locals())))
 
     def list_cost_events_by_response_id(self, response_id: str) -> list[CostEventRecord]:
         """``GET /cost-events/{response_id}``."""
@@ -105,14 +167,31 @@ class ServiceApiSyncMethods:
 
     # -- customers -------------------------------------------------------------------------
 
-    def list_customers(self, **filters: Any) -> Page[Customer]:
+    def list_customers(
+        self,
+        *,
+        customer_key: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+        email: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Page[Customer]:
         """One page of ``GET /customers/``."""
-        page: Page[Customer] = self._run(self._live().list_customers, **filters)
+        page: Page[Customer] = self._run(self._live().list_customers, **_kwargs(locals()))
         return page
 
-    def iter_customers(self, **filters: Any) -> Iterator[Customer]:
+    def iter_customers(
+        self,
+        *,
+        customer_key: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+        email: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Customer]:
         """Every customer matching the filters, page after page."""
-        return self._pages(self.list_customers(**filters))
+        return self._pages(self.list_customers(**_kwargs(locals())))
 
     def create_customer(
         self,
@@ -137,9 +216,19 @@ class ServiceApiSyncMethods:
         customer: Customer = self._run(self._live().get_customer, customer_id)
         return customer
 
-    def update_customer(self, customer_id: str, **changes: Any) -> Customer:
+    def update_customer(
+        self,
+        customer_id: str,
+        *,
+        customer_key: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+        email: str | None = None,
+    ) -> Customer:
         """``PUT /customers/{uuid}/``: the fields given change, the others stay."""
-        customer: Customer = self._run(self._live().update_customer, customer_id, **changes)
+        customer: Customer = self._run(
+            self._live().update_customer, customer_id, **_kwargs(locals(), "customer_id")
+        )
         return customer
 
     def delete_customer(self, customer_id: str) -> None:
@@ -185,9 +274,19 @@ class ServiceApiSyncMethods:
         webhook: Webhook = self._run(self._live().get_webhook_endpoint, webhook_uuid)
         return webhook
 
-    def update_webhook_endpoint(self, webhook_uuid: str, **changes: Any) -> Webhook:
+    def update_webhook_endpoint(
+        self,
+        webhook_uuid: str,
+        *,
+        url: str | None = None,
+        secret: str | None = None,
+        active: bool | None = None,
+        tolerance: int | None = None,
+    ) -> Webhook:
         """``PUT /webhooks/{uuid}/``: the fields given change, the others stay."""
-        webhook: Webhook = self._run(self._live().update_webhook_endpoint, webhook_uuid, **changes)
+        webhook: Webhook = self._run(
+            self._live().update_webhook_endpoint, webhook_uuid, **_kwargs(locals(), "webhook_uuid")
+        )
         return webhook
 
     def delete_webhook_endpoint(self, webhook_uuid: str) -> None:
@@ -196,11 +295,17 @@ class ServiceApiSyncMethods:
 
     # -- custom services -------------------------------------------------------------------
 
-    def list_custom_services(self, **filters: Any) -> list[CustomServiceSummary]:
+    def list_custom_services(
+        self,
+        *,
+        is_active: bool | None = None,
+        is_deleted: bool | None = None,
+        has_cost_units: bool | None = None,
+    ) -> list[CustomServiceSummary]:
         """``GET /custom-services/`` (filters: ``is_active``, ``is_deleted``,
         ``has_cost_units``)."""
         services: list[CustomServiceSummary] = self._run(
-            self._live().list_custom_services, **filters
+            self._live().list_custom_services, **_kwargs(locals())
         )
         return services
 
@@ -225,9 +330,18 @@ class ServiceApiSyncMethods:
         service: CustomService = self._run(self._live().get_custom_service, uuid)
         return service
 
-    def update_custom_service(self, uuid: str, **changes: Any) -> CustomService:
+    def update_custom_service(
+        self,
+        uuid: str,
+        *,
+        custom_service_key: str | None = None,
+        configuration: Mapping[str, Any] | None = None,
+        is_active: bool | None = None,
+    ) -> CustomService:
         """``PUT /custom-services/{uuid}/``: the fields given change, the others stay."""
-        service: CustomService = self._run(self._live().update_custom_service, uuid, **changes)
+        service: CustomService = self._run(
+            self._live().update_custom_service, uuid, **_kwargs(locals(), "uuid")
+        )
         return service
 
     def delete_custom_service(self, uuid: str) -> None:
@@ -241,9 +355,21 @@ class ServiceApiSyncMethods:
         limits: list[UsageLimit] = self._run(self._live().list_usage_limits)
         return limits
 
-    def create_usage_limit(self, **fields: Any) -> UsageLimit:
+    def create_usage_limit(
+        self,
+        *,
+        threshold_type: str,
+        amount: Decimal | int | float | str,
+        period: str,
+        service_key: str | None = None,
+        client: str | None = None,
+        team_uuid: str | None = None,
+        api_key_uuid: str | None = None,
+        notification_list: Iterable[str] | None = None,
+        active: bool = True,
+    ) -> UsageLimit:
         """``POST /usage-limits/`` (``threshold_type``, ``amount``, ``period``, ...)."""
-        limit: UsageLimit = self._run(self._live().create_usage_limit, **fields)
+        limit: UsageLimit = self._run(self._live().create_usage_limit, **_kwargs(locals()))
         return limit
 
     def get_usage_limit(self, limit_id: str) -> UsageLimit:
@@ -251,9 +377,22 @@ class ServiceApiSyncMethods:
         limit: UsageLimit = self._run(self._live().get_usage_limit, limit_id)
         return limit
 
-    def update_usage_limit(self, limit_id: str, **changes: Any) -> UsageLimit:
+    def update_usage_limit(
+        self,
+        limit_id: str,
+        *,
+        threshold_type: str | None = None,
+        amount: Decimal | int | float | str | None = None,
+        period: str | None = None,
+        service_key: str | None = None,
+        client: str | None = None,
+        notification_list: Iterable[str] | None = None,
+        active: bool | None = None,
+    ) -> UsageLimit:
         """``PUT /usage-limits/{uuid}/``: the fields given change, the others stay."""
-        limit: UsageLimit = self._run(self._live().update_usage_limit, limit_id, **changes)
+        limit: UsageLimit = self._run(
+            self._live().update_usage_limit, limit_id, **_kwargs(locals(), "limit_id")
+        )
         return limit
 
     def delete_usage_limit(self, limit_id: str) -> None:
