@@ -365,10 +365,15 @@ def _date_param(request: Request, name: str) -> dt.date | None:
         raise ApiError(422, f"{name}: expected a date (YYYY-MM-DD), got {value!r}") from None
 
 
-def _in_dates(request: Request, moment: dt.datetime) -> bool:
+def _date_window(request: Request) -> Callable[[dt.datetime], bool]:
+    """Whether a moment falls on the days ``start_date``..``end_date`` (read, and checked, once)."""
     start, end = _date_param(request, "start_date"), _date_param(request, "end_date")
-    day = moment.date()
-    return (start is None or day >= start) and (end is None or day <= end)
+
+    def within(moment: dt.datetime) -> bool:
+        day = moment.date()
+        return (start is None or day >= start) and (end is None or day <= end)
+
+    return within
 
 
 def _paginate(request: Request, items: Sequence[Any]) -> dict[str, Any]:
@@ -483,13 +488,14 @@ class ServiceApi:
 
     async def usage_events(self, request: Request) -> Any:
         params = request.query_params
+        within = _date_window(request)
         events = [
             e.wire()
             for e in self.events()
             if _matches(params.get("customer_key"), e.customer_key)
             and _matches(params.get("config_id"), e.config_id)
             and _matches(params.get("service_id"), e.service_key)
-            and _in_dates(request, e.moment)
+            and within(e.moment)
         ]
         return _paginate(request, events)
 
@@ -502,6 +508,7 @@ class ServiceApi:
 
     async def usage_rollups(self, request: Request) -> Any:
         params = request.query_params
+        within = _date_window(request)
         granularity = params.get("granularity") or "daily"
         if granularity not in ("daily", "hourly"):
             raise ApiError(422, f"granularity: expected daily or hourly, got {granularity!r}")
@@ -510,7 +517,7 @@ class ServiceApi:
             for e in self.events()
             if _matches(params.get("customer_key"), e.customer_key)
             and _matches(params.get("service_id"), e.service_key)
-            and _in_dates(request, e.moment)
+            and within(e.moment)
         ]
         return _paginate(request, rollups(events, hourly=granularity == "hourly"))
 
@@ -518,6 +525,7 @@ class ServiceApi:
 
     async def costs(self, request: Request) -> Any:
         params = request.query_params
+        within = _date_window(request)
         customers = params.getlist("customer_key")
         services = params.getlist("service_key")
         keys = params.getlist("api_key_id")
@@ -535,7 +543,7 @@ class ServiceApi:
             and (not customers or e.customer_key in customers)
             and (not services or e.service_key in services)
             and (not keys or API_KEY_ID in keys)
-            and _in_dates(request, e.moment)
+            and within(e.moment)
             for line in e.costs
         ]
         return _paginate(request, items)
