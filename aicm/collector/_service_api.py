@@ -2,13 +2,13 @@
 
 What the collector answers is computed from what it stored: a ``/track`` or
 ``/track-usage`` record is a usage event; its cost is its usage priced by the price table
-(``aicm/cli/prices.json`` unless :attr:`ApiObjects.prices` is set), one cost event per
-priced metric; rollups sum both per service, customer and day or hour. Customers,
-webhooks and custom services are kept as given, for as long as the collector runs (they
-are cleared with the records). Vendors and services come from the price table and the
-records received. Answers have the shapes of the service's own API, so its SDK parses them:
-pagination by ``limit``/``offset`` with absolute ``next`` links, ``PUT`` as a partial
-update, boolean filters as ``True``/``False``.
+(``aicm/cli/prices.json`` unless :attr:`ApiObjects.prices` is set) and the custom
+services created, one cost event per priced metric; rollups sum both per service,
+customer and day or hour. Customers, webhooks and custom services are kept as given, for
+as long as the collector runs (they are cleared with the records). Vendors and services
+come from the price table and the records received. Answers have the shapes of the
+service's own API, so its SDK parses them: pagination by ``limit``/``offset`` with
+absolute ``next`` links, ``PUT`` as a partial update, boolean filters as ``True``/``False``.
 """
 
 from __future__ import annotations
@@ -196,6 +196,46 @@ def cost_lines(usage: Any, rates: Mapping[str, float] | None) -> tuple[CostLine,
                 )
             )
     return tuple(lines)
+
+
+def custom_prices(services: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The active custom services as a price table: each usage field a mapping names costs
+    its cost unit's ``cost / per_quantity`` (times ``multiply_by``, over ``divide_by``);
+    without mappings, a usage field named like a cost unit costs that unit's rate.
+
+    Rounding, min/max values, conditions and exclusions are not applied: the local
+    collector prices the plain case.
+    """
+    table: dict[str, dict[str, float]] = {}
+    for service in services:
+        if not service.get("is_active", True) or service.get("is_deleted"):
+            continue
+        try:
+            table[str(service["custom_service_key"])] = _custom_rates(service)
+        except (TypeError, ValueError, ZeroDivisionError, AttributeError):
+            continue  # a configuration the plain case cannot price: its usage costs nothing
+    return table
+
+
+def _custom_rates(service: Mapping[str, Any]) -> dict[str, float]:
+    """One custom service's rates (raises on a value it cannot read)."""
+    units = {
+        str(u["name"]): float(u["cost"]) / float(u.get("per_quantity") or 1)
+        for u in service.get("cost_units", ())
+        if u.get("is_active", True)
+    }
+    mappings = (service.get("configuration") or {}).get("mappings") or []
+    rates: dict[str, float] = {}
+    for mapping in mappings:
+        unit, field = mapping.get("cost_unit"), mapping.get("field")
+        if not isinstance(field, str) or unit not in units:
+            continue
+        multiply, divide = mapping.get("multiply_by"), mapping.get("divide_by")
+        factor = (1.0 if multiply is None else float(multiply)) / (
+            1.0 if divide is None else float(divide)
+        )
+        rates[field] = units[unit] * factor
+    return rates if mappings else units
 
 
 def usage_events(
@@ -480,9 +520,8 @@ class ServiceApi:
             for c in self.collector.configs()
             if "config_id" in c and "api_id" in c
         }
-        return usage_events(
-            store.records("track"), store.records("track_usage"), self.objects.prices, vendors
-        )
+        prices = {**self.objects.prices, **custom_prices(self.objects.all("custom_services"))}
+        return usage_events(store.records("track"), store.records("track_usage"), prices, vendors)
 
     # usage
 
@@ -767,6 +806,14 @@ def _matches(wanted: str | None, value: str | None) -> bool:
     return wanted is None or wanted == "" or wanted == value
 
 
+def _is_price(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and number >= 0
+
+
 def _cost_units(configuration: Any) -> list[dict[str, Any]]:
     units = configuration.get("cost_units") if isinstance(configuration, Mapping) else None
     if not isinstance(units, list):
@@ -779,6 +826,8 @@ def _cost_units(configuration: Any) -> list[dict[str, Any]]:
             _check_fields(unit, _COST_UNIT_FIELDS, required=("name", "cost", "unit"))
         except ApiError as exc:
             raise ApiError(422, f"configuration.cost_units[{index}]: {exc.detail}") from None
+        if not _is_price(unit["cost"]):
+            raise ApiError(422, f"configuration.cost_units[{index}].cost: expected a number >= 0")
         out.append({**_COST_UNIT_DEFAULTS, **unit})
     return out
 

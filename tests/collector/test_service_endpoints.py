@@ -89,3 +89,54 @@ def test_clear_forgets_the_api_objects(collector: LocalCollector, http: httpx.Cl
     http.post("/customers/", json={"customer_key": "raw-clear"})
     collector.clear()
     assert http.get("/customers/", params={"customer_key": "raw-clear"}).json()["count"] == 0
+
+
+def test_a_custom_service_prices_its_usage(collector: LocalCollector, http: httpx.Client) -> None:
+    """Usage of a custom service is priced through its mappings; one it cannot price
+    (a mapping dividing by zero) costs nothing and breaks no endpoint."""
+    dubber = {
+        "cost_units": [{"name": "minute", "cost": "0.006", "unit": "minute"}],
+        "mappings": [{"cost_unit": "minute", "field": "seconds", "divide_by": 60}],
+    }
+    broken = {
+        "cost_units": [{"name": "x", "cost": 1, "unit": "x"}],
+        "mappings": [{"cost_unit": "x", "field": "n", "divide_by": 0}],
+    }
+    for key, configuration in (("dubber", dubber), ("broken", broken)):
+        created = http.post(
+            "/custom-services/", json={"custom_service_key": key, "configuration": configuration}
+        )
+        assert created.status_code == 201
+    at = "2025-07-01T12:00:00Z"
+    tracked = [
+        {
+            "service_key": "studio::dubber",
+            "response_id": "dub-1",
+            "timestamp": at,
+            "payload": {"seconds": 90},
+        },
+        {
+            "service_key": "lab::broken",
+            "response_id": "broken-1",
+            "timestamp": at,
+            "payload": {"n": 3},
+        },
+    ]
+    answer = http.post("/track", json={"tracked": tracked}).json()
+    assert [r["status"] for r in answer["results"]] == ["queued", "queued"]
+    costs = http.get("/costs/", params={"response_id": "dub-1"}).json()["results"]
+    assert [(c["cost_unit_id"], c["quantity"], c["cost"]) for c in costs] == [
+        ("seconds", 90, 0.009)
+    ]
+    assert http.get("/costs/", params={"response_id": "broken-1"}).json()["count"] == 0
+    assert http.get("/usage/events/").json()["count"] == 2
+
+
+def test_a_cost_that_is_not_a_price_is_refused(http: httpx.Client) -> None:
+    """A custom cost unit whose cost is not a number >= 0 is a 422 naming it."""
+    bad = {"cost_units": [{"name": "m", "cost": "cheap", "unit": "m"}]}
+    answer = http.post(
+        "/custom-services/", json={"custom_service_key": "bad", "configuration": bad}
+    )
+    assert answer.status_code == 422
+    assert "cost_units[0].cost" in answer.json()["detail"]
