@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ._api.configs import CostManagerConfig
+from ._api.conveniences import SaltedHash
 from ._api.cost_manager import AsyncCostManager
 from ._api.rest import AsyncRestUsageWrapper
 from ._api.tracker import AsyncTracker
@@ -22,6 +23,7 @@ from ._core.exceptions import (
     InvalidTimestampError,
     MissingApiKeyError,
     NonFiniteNumberError,
+    NotFoundError,
     NotSerializableError,
     QueueFullError,
     QueueStoreError,
@@ -32,11 +34,29 @@ from ._core.exceptions import (
     ServerError,
     ServiceRedirectError,
     TransportError,
+    UnexpectedAnswerError,
     UnknownConfigError,
     UsageValidationError,
 )
 from ._core.extractor import UniversalExtractor
 from ._core.models import RecordResult, ServiceConfig, TrackRecord, TrackResult, UsageRecord
+from ._core.service_models import (
+    CostEvent,
+    CostEventRecord,
+    CustomCostUnit,
+    Customer,
+    CustomService,
+    CustomServiceSummary,
+    Page,
+    Service,
+    UsageEvent,
+    UsageLimit,
+    UsageLimitProgress,
+    UsageRollup,
+    Vendor,
+    Webhook,
+    WebhookList,
+)
 from ._core.settings import DeliveryType, OnFull, Settings, TrackFormat, resolve_settings
 from ._core.validator import TypeValidator
 from ._delivery.engine import DeadLetterRecord
@@ -59,9 +79,15 @@ __all__ = [
     "ClientRequestError",
     "ClosedError",
     "ConfigError",
+    "CostEvent",
+    "CostEventRecord",
     "CostManager",
     "CostManagerClient",
     "CostManagerConfig",
+    "CustomCostUnit",
+    "CustomService",
+    "CustomServiceSummary",
+    "Customer",
     "DeadLetterRecord",
     "DeliveryError",
     "DeliveryHealth",
@@ -72,8 +98,10 @@ __all__ = [
     "InvalidTimestampError",
     "MissingApiKeyError",
     "NonFiniteNumberError",
+    "NotFoundError",
     "NotSerializableError",
     "OnFull",
+    "Page",
     "QueueFullError",
     "QueueStoreError",
     "RateLimitedError",
@@ -81,8 +109,10 @@ __all__ = [
     "RecordResult",
     "RecordTooLargeError",
     "RestUsageWrapper",
+    "SaltedHash",
     "SchemaError",
     "ServerError",
+    "Service",
     "ServiceConfig",
     "ServiceRedirectError",
     "Settings",
@@ -92,10 +122,18 @@ __all__ = [
     "Tracker",
     "TransportError",
     "TypeValidator",
+    "UnexpectedAnswerError",
     "UniversalExtractor",
     "UnknownConfigError",
+    "UsageEvent",
+    "UsageLimit",
+    "UsageLimitProgress",
     "UsageRecord",
+    "UsageRollup",
     "UsageValidationError",
+    "Vendor",
+    "Webhook",
+    "WebhookList",
     "__version__",
     "get_global_delivery_health",
     "resolve_settings",

@@ -47,6 +47,7 @@ from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
+from .conveniences import Anonymizer, TrackConveniences, TrackDefaults
 from .lifecycle import AsyncWithLifecycle
 
 __all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
@@ -81,6 +82,8 @@ TRACKER_OPTIONS: Final = frozenset(
         "log_bodies",
         "track_format",
         "transport",
+        "anonymize_fields",
+        "anonymizer",
     }
 )
 
@@ -135,7 +138,7 @@ def _unknown_config_message(config_id: str, answer: ConfigsResponse) -> str:
     return f"the service has no config {config_id!r}{hint} (it has {shown})"
 
 
-class AsyncTracker(AsyncWithLifecycle):
+class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
     """Record usage events and deliver them (see the module docstring).
 
     Queued delivery (``MEM_QUEUE``, ``PERSISTENT_QUEUE``) runs an actor in a task group,
@@ -170,6 +173,8 @@ class AsyncTracker(AsyncWithLifecycle):
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
+        anonymize_fields: Iterable[str] | None = ...,
+        anonymizer: Anonymizer | None = ...,
     ) -> None: ...
 
     @overload
@@ -198,6 +203,8 @@ class AsyncTracker(AsyncWithLifecycle):
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
+        anonymize_fields: Iterable[str] | None = ...,
+        anonymizer: Anonymizer | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -225,6 +232,8 @@ class AsyncTracker(AsyncWithLifecycle):
         log_bodies: bool | None = None,
         track_format: TrackFormat | str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Anonymizer | None = None,
     ) -> None:
         if (config_id is None) != (service_id is None):
             raise TypeError(
@@ -266,6 +275,10 @@ class AsyncTracker(AsyncWithLifecycle):
         )
         self._max_bytes = self.settings.max_record_bytes
         self._legacy = self.settings.track_format is TrackFormat.LEGACY
+        #: the customer key, context and anonymisation every call gets (set_customer_key, ...)
+        self.track_defaults = TrackDefaults(
+            anonymize_fields=anonymize_fields, anonymizer=anonymizer
+        )
         self._schema: UsageSchema | None = None
         self._schema_loaded = False
         self._api_id: str | None = None
@@ -389,6 +402,10 @@ class AsyncTracker(AsyncWithLifecycle):
         Raises :class:`TypeError` for a call that fits neither form, and a
         :class:`RecordError` or :class:`UsageValidationError` for bad values.
         """
+        # The tracker's defaults and anonymisation, before anything is built or queued.
+        args, kwargs = self.track_defaults.prepare(
+            args, kwargs, usage_at=2 if self.config_id is None else 0
+        )
         if (
             len(args) == 3
             and self.config_id is None
@@ -516,6 +533,8 @@ class AsyncTracker(AsyncWithLifecycle):
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Anonymizer | None = None,
     ) -> RecordResult: ...
 
     @overload
@@ -528,6 +547,8 @@ class AsyncTracker(AsyncWithLifecycle):
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Anonymizer | None = None,
     ) -> RecordResult: ...
 
     async def track(self, *args: Any, **kwargs: Any) -> RecordResult:
@@ -542,7 +563,7 @@ class AsyncTracker(AsyncWithLifecycle):
         if self._closed:
             self._check_open()
         if self.config_id is None:
-            if len(args) == 3 and not kwargs:
+            if len(args) == 3 and not kwargs and not self.track_defaults.active:
                 # The common call, inlined (this is every track()'s path).
                 record: WireRecord = _build_track(
                     args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy

@@ -19,12 +19,14 @@
     │   ├── FlushTimeoutError (TimeoutError)  flush/close deadline passed with records left
     │   └── ClosedError (RuntimeError)    the tracker was closed; nothing more is accepted
     ├── TransportError (ConnectionError)  no HTTP answer: connect, read, timeout
+    ├── UnexpectedAnswerError (ValueError) a 2xx answer that is not what the API promises
     └── APIStatusError                    the service answered with an error status
         ├── ServiceRedirectError          3xx: ``api_base`` is wrong; delivery pauses
         ├── AuthenticationError           401 / 403: delivery pauses, records are kept
         ├── RateLimitedError              429, with ``retry_after``
         ├── ServerError                   5xx, 408, 425
         └── ClientRequestError            other 4xx: permanent for the batch
+            └── NotFoundError (LookupError)   404: no such customer, webhook, event, ...
 
 Foreign exceptions (httpx, sqlite3, ExceptionGroup) never leave a public method
 unwrapped: they are chained as ``__cause__``.
@@ -48,6 +50,7 @@ __all__ = [
     "InvalidTimestampError",
     "MissingApiKeyError",
     "NonFiniteNumberError",
+    "NotFoundError",
     "NotSerializableError",
     "QueueFullError",
     "QueueStoreError",
@@ -58,6 +61,7 @@ __all__ = [
     "ServerError",
     "ServiceRedirectError",
     "TransportError",
+    "UnexpectedAnswerError",
     "UnknownConfigError",
     "UsageValidationError",
 ]
@@ -208,12 +212,19 @@ class TransportError(AicmError, ConnectionError):
     """The service could not be reached or did not answer (connect, read, timeout)."""
 
 
+class UnexpectedAnswerError(AicmError, ValueError):
+    """The service answered 2xx with a body that is not what its API promises."""
+
+
 class APIStatusError(AicmError):
     """The service answered with an error status.
 
     ``status_code`` and ``body`` (text, truncated) say what it answered; ``retry_after``
     is the delay it asked for in seconds, if any.
     """
+
+    #: the service's own explanation (its JSON error's ``detail``), when it gave one
+    detail: str | None = None
 
     def __init__(
         self,
@@ -261,3 +272,7 @@ class ServerError(APIStatusError):
 
 class ClientRequestError(APIStatusError):
     """Another 4xx: the request is wrong and retrying it as is will not help."""
+
+
+class NotFoundError(ClientRequestError, LookupError):
+    """404: the customer, webhook, usage event, ... asked for does not exist."""

@@ -41,6 +41,7 @@ from .._core.models import (
 from .._core.policy import Outcome, classify_status, parse_retry_after
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
+from .service_api import ServiceApiMethods
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -237,8 +238,9 @@ class _CachedConfigs:
     value: ConfigsResponse
 
 
-class AsyncCostManagerClient:
-    """The AICostManager HTTP API: ``track``, ``track_usage`` and ``get_configs``.
+class AsyncCostManagerClient(ServiceApiMethods):
+    """The AICostManager HTTP API: ``track``, ``track_usage``, ``get_configs``, and the
+    service's management API (usage, costs, customers, limits, ...; see ``ServiceApiMethods``).
 
     Connection options fall back to the environment and the INI file (see the settings
     docs). A ``transport`` (any ``httpx.AsyncBaseTransport``) may be injected, e.g. for

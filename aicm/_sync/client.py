@@ -16,11 +16,12 @@ from .._core.models import ConfigsResponse, TrackRecord, TrackResult, UsageRecor
 from .._core.settings import Settings
 from .._delivery.worker import SharedRuntime, shared_runtime
 from .._io.http import AsyncCostManagerClient
+from .service_api import ServiceApiSyncMethods
 
 __all__ = ["CostManagerClient"]
 
 
-class CostManagerClient:
+class CostManagerClient(ServiceApiSyncMethods):
     """The AICostManager HTTP API from sync code: ``track``, ``track_usage``, ``get_configs``.
 
     Takes :class:`AsyncCostManagerClient`'s options and raises its errors. Use ``with`` or

@@ -16,10 +16,12 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from .._api.conveniences import Anonymizer
 from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord, enqueued_result
 from .._core.settings import DeliveryType, OnFull, TrackFormat
+from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
 
 __all__ = ["Tracker"]
@@ -35,7 +37,7 @@ def _check_options(owner: str, options: Mapping[str, Any]) -> None:
         )
 
 
-class Tracker(SyncFacade[AsyncTracker]):
+class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     """Record usage from sync code: :class:`AsyncTracker`'s options and call forms.
 
     ``Tracker()`` tracks free-form (``track(api_id, service_key, usage)``);
@@ -68,6 +70,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
+        anonymize_fields: Iterable[str] | None = ...,
+        anonymizer: Anonymizer | None = ...,
     ) -> None: ...
 
     @overload
@@ -96,6 +100,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
+        anonymize_fields: Iterable[str] | None = ...,
+        anonymizer: Anonymizer | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -147,6 +153,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
+        anonymize_fields: Iterable[str] | None = ...,
+        anonymizer: Anonymizer | None = ...,
     ) -> Tracker: ...
 
     @overload
@@ -176,6 +184,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
+        anonymize_fields: Iterable[str] | None = ...,
+        anonymizer: Anonymizer | None = ...,
     ) -> Tracker: ...
 
     @classmethod
@@ -215,6 +225,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Anonymizer | None = None,
     ) -> RecordResult: ...
 
     @overload
@@ -227,6 +239,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Anonymizer | None = None,
     ) -> RecordResult: ...
 
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
@@ -242,7 +256,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         if not self._queued:
             result: RecordResult = self._runtime.call(_track, tracker, args, kwargs)
             return result
-        if self._free and len(args) == 3 and not kwargs:
+        if self._free and len(args) == 3 and not kwargs and not tracker.track_defaults.active:
             # The common call, inlined (this is every track()'s path).
             record: WireRecord = _build_track(
                 args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
@@ -264,6 +278,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Anonymizer | None = None,
     ) -> RecordResult: ...
 
     @overload
@@ -276,6 +292,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Anonymizer | None = None,
     ) -> RecordResult: ...
 
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:

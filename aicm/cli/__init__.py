@@ -1,4 +1,4 @@
-"""The ``aicm`` command (layer 6): serve, demo, report, queue, limits; ``python -m aicm`` too.
+"""The ``aicm`` command (layer 6): serve, demo, report, queue, limits, costs, usage; python -m aicm.
 
 Conventions every subcommand keeps: ``--help``; exit status 0 when all went well, 1 when
 something failed, 2 when the command was called wrongly; an error is one line on stderr
@@ -28,7 +28,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aicm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import _demo, _limits, _queue, _report, _serve
+    from . import _costs, _demo, _limits, _queue, _report, _serve
 
     words = sys.argv[1:] if argv is None else argv
     _serve.register(commands, full="serve" in words)
@@ -36,6 +36,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _report.register(commands)
     _queue.register(commands)
     _limits.register(commands)
+    _costs.register(commands)
     return parser
 
 

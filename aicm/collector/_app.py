@@ -26,6 +26,7 @@ from aicm.collector._faults import Faults, RequestFaults, faults_from_mapping, f
 from aicm.collector._json import dumps, loads
 from aicm.collector._limits import LimitError
 from aicm.collector._logic import Answer, Kind, api_key_matches, error_answer
+from aicm.collector._service_api import service_api_routes
 from aicm.collector._store import kind_from_name
 
 __all__ = ["API_URL", "build_app", "create_app"]
@@ -351,6 +352,8 @@ def build_app(collector: Collector, *, owns_collector: bool = False) -> Starlett
         Route("/_collector/clear", e.admin_clear, methods=["POST"]),
         Route("/_collector/health", e.admin_health, methods=["GET"]),
     ]
+    # The service's management API (usage, costs, customers, ...): its own module.
+    routes += service_api_routes(API_URL, collector)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

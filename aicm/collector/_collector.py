@@ -28,6 +28,7 @@ from aicm.collector._logic import (
     parse_batch,
     plan_batch,
 )
+from aicm.collector._service_api import ApiObjects
 from aicm.collector._signing import SigningKey
 from aicm.collector._stats import CollectorStats
 from aicm.collector._store import GroupWriter, RecordStore
@@ -109,6 +110,8 @@ class Collector:
         self._stored_version = 0  # bumped whenever records are stored or forgotten
         self._rows_cache: tuple[tuple[int, float], list[UsageRow]] | None = None
         self._writer = GroupWriter(self.store)
+        #: customers, webhooks and custom services of the management API, and its prices
+        self.api_objects = ApiObjects()
 
     def set_configs(self, configs: ConfigsSource) -> None:
         """Serve ``configs`` from now on (their ETag changes with them)."""
@@ -223,13 +226,14 @@ class Collector:
         return self.limits.progress(self.usage_rows(now), now)
 
     def clear(self) -> None:
-        """Forget the stored records, the statistics and the usage limits (a clean slate
-        for the next test); the faults and the signing key stay as they are."""
+        """Forget the stored records, the statistics, the usage limits and the API objects
+        (a clean slate for the next test); the faults and the signing key stay as they are."""
         self.store.clear()
         with self._rows_lock:
             self._stored_version += 1
         self.stats.clear()
         self.limits.clear()
+        self.api_objects.clear()
 
     def close(self) -> None:
         """Close the store (removing it if it is a temporary file, and a temporary data

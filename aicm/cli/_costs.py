@@ -1,0 +1,225 @@
+"""``aicm costs`` and ``aicm usage``: what the service (or a local collector) computed (layer 6).
+
+Both read the service's management API through :class:`~aicm.CostManagerClient`: ``costs``
+sums the daily usage rollups by day, service and/or customer; ``usage`` lists the usage
+events. The API key comes from ``AICM_API_KEY`` (or the INI file), never the command line;
+``--api-base`` points at the service, or at ``aicm serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from .._core.exceptions import ConfigError
+from .._core.service_models import UsageEvent, UsageRollup
+from .._core.settings import resolve_settings
+from ._console import (
+    EXIT_OK,
+    CommandError,
+    UsageError,
+    common_parent,
+    format_number,
+    render_table,
+    stdout_style,
+)
+from ._report import parse_by
+
+__all__ = ["register", "summarise_rollups"]
+
+NO_CUSTOMER = "-"
+
+
+def summarise_rollups(rollups: Iterable[UsageRollup], by: Sequence[str]) -> dict[str, Any]:
+    """Daily rollups grouped ``by`` day, service and/or customer (JSON-ready, sorted rows).
+
+    Returns ``{"by", "cost_usd", "rows"}``; each row holds its dimensions, ``quantity``
+    and ``cost_usd`` (exact decimal sums, given as numbers).
+    """
+    costs: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    quantities: dict[tuple[str, ...], float] = defaultdict(float)
+    total = Decimal(0)
+    for rollup in rollups:
+        values = {
+            "day": rollup.date[:10],
+            "service": rollup.service_id,
+            "customer": rollup.customer_key or NO_CUSTOMER,
+        }
+        key = tuple(values[d] for d in by)
+        costs[key] += rollup.cost
+        quantities[key] += rollup.quantity
+        total += rollup.cost
+    rows = [
+        {
+            **dict(zip(by, key, strict=True)),
+            "quantity": _plain(quantities[key]),
+            "cost_usd": float(costs[key]),
+        }
+        for key in sorted(costs)
+    ]
+    return {"by": list(by), "cost_usd": float(total), "rows": rows}
+
+
+def _plain(amount: float) -> float | int:
+    return int(amount) if amount.is_integer() and abs(amount) < 2**53 else amount
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return number
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from .._sync.client import CostManagerClient
+
+    try:
+        settings = resolve_settings(api_base=args.api_base)
+    except ConfigError as exc:
+        if args.api_base is not None and str(exc).startswith("api_base"):
+            raise UsageError(f"--api-base: {exc}") from exc
+        raise
+    if not settings.api_key:
+        raise CommandError(f"{args.command} needs the API key: set AICM_API_KEY")
+    return CostManagerClient(settings=settings)
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "customer_key": args.customer,
+        "service_id": args.service,
+        "start_date": args.start_date,
+        "end_date": args.end_date,
+    }
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-base",
+        metavar="URL",
+        default=None,
+        help="the service, or aicm serve's address (default: AICM_API_BASE / the INI file)",
+    )
+    parser.add_argument("--customer", metavar="KEY", help="only this customer_key")
+    parser.add_argument("--service", metavar="KEY", help="only this service (vendor::model)")
+    parser.add_argument("--start-date", type=_date, metavar="YYYY-MM-DD", help="from this day")
+    parser.add_argument("--end-date", type=_date, metavar="YYYY-MM-DD", help="to this day")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def register(commands: Any) -> None:
+    """Add ``costs`` and ``usage`` to the command's subparsers."""
+    costs: argparse.ArgumentParser = commands.add_parser(
+        "costs",
+        parents=[common_parent()],
+        help="cost by day, service and customer, from the service or a local collector",
+        description=(
+            "Sum the service's daily usage rollups (GET /usage/rollups/) by day, service "
+            "and/or customer. The API key comes from AICM_API_KEY."
+        ),
+    )
+    costs.add_argument(
+        "--by",
+        default="day",
+        metavar="DIMS",
+        help="group by these, comma-separated: day, service, customer (default: %(default)s)",
+    )
+    _add_common(costs)
+    costs.set_defaults(run=run_costs)
+
+    usage: argparse.ArgumentParser = commands.add_parser(
+        "usage",
+        parents=[common_parent()],
+        help="the usage events the service (or a local collector) received",
+        description=(
+            "List the service's usage events (GET /usage/events/), newest pages followed "
+            "up to --limit. The API key comes from AICM_API_KEY."
+        ),
+    )
+    usage.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="print at most N events (default: %(default)s)",
+    )
+    _add_common(usage)
+    usage.set_defaults(run=run_usage)
+
+
+def run_costs(args: argparse.Namespace) -> int:
+    """Print the cost table (or JSON)."""
+    by = parse_by(args.by)
+    with _client(args) as client:
+        summary = summarise_rollups(client.iter_usage_rollups(**_filters(args)), by)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return EXIT_OK
+    style = stdout_style()
+    rows = [
+        [*(r[d] for d in by), format_number(r["quantity"]), f"{r['cost_usd']:.6f}"]
+        for r in summary["rows"]
+    ]
+    footer = ["total", *([""] * (len(by) - 1)), "", f"{summary['cost_usd']:.6f}"]
+    right = [False] * len(by) + [True, True]
+    print(
+        render_table([*by, "quantity", "cost (USD)"], rows, right=right, footer=footer, style=style)
+    )
+    return EXIT_OK
+
+
+def _event_json(event: UsageEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "timestamp": event.timestamp.isoformat().replace("+00:00", "Z"),
+        "service": event.service_id,
+        "customer": event.customer_key,
+        "response_id": event.response_id,
+        "usage": event.usage,
+    }
+
+
+def _usage_text(usage: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in usage.items()) or "-"
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    """Print the usage events (or JSON)."""
+    events: list[UsageEvent] = []
+    with _client(args) as client:
+        for event in client.iter_usage_events(**_filters(args), limit=min(args.limit, 1000)):
+            events.append(event)
+            if len(events) >= args.limit:
+                break
+    if args.json:
+        print(json.dumps([_event_json(e) for e in events], indent=2))
+        return EXIT_OK
+    rows = [
+        [
+            e.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
+            e.service_id or "-",
+            e.customer_key or NO_CUSTOMER,
+            e.response_id,
+            _usage_text(e.usage),
+        ]
+        for e in events
+    ]
+    headers = ["time (UTC)", "service", "customer", "response_id", "usage"]
+    print(render_table(headers, rows, style=stdout_style()))
+    return EXIT_OK

@@ -1,0 +1,66 @@
+"""Usage-limit management on both clients against the local collector's limits endpoints."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from aicm._core.exceptions import ClientRequestError, NotFoundError
+from aicm._io.http import AsyncCostManagerClient
+from aicm._sync.client import CostManagerClient
+from aicm.collector import LocalCollector
+from tests.service_api_support import API_KEY, price, track, unique
+
+
+@pytest.mark.anyio
+async def test_usage_limit_lifecycle_async(collector: LocalCollector) -> None:
+    """Create, list, get, partial update, progress with the tracked spend, delete."""
+    customer = unique("lim-cust")
+    async with AsyncCostManagerClient(
+        aicm_api_key=API_KEY, aicm_api_base=collector.api_base
+    ) as client:
+        limit = await client.create_usage_limit(
+            threshold_type="alert",
+            amount=Decimal("1.50"),
+            period="month",
+            service_key="openai::gpt-5-mini",
+            client=customer,
+            notification_list=["ops@example.test"],
+        )
+        track(collector, customer=customer, input_tokens=4000, output_tokens=1000)
+        listed = await client.list_usage_limits()
+        fetched = await client.get_usage_limit(limit.uuid)
+        raised = await client.update_usage_limit(limit.uuid, amount=3)
+        progress = await client.list_usage_limit_progress()
+        await client.delete_usage_limit(limit.uuid)
+        with pytest.raises(NotFoundError):
+            await client.get_usage_limit(limit.uuid)
+    assert (limit.amount, limit.period, limit.client) == (Decimal("1.50"), "month", customer)
+    assert limit.notification_list == ("ops@example.test",)
+    assert [x.uuid for x in listed] == [limit.uuid]
+    assert fetched == limit
+    assert (raised.amount, raised.threshold_type, raised.client) == (Decimal(3), "alert", customer)
+    (mine,) = [p for p in progress if p.uuid == limit.uuid]
+    assert mine.current_spend == price(4000, 1000)
+    assert mine.remaining_amount == Decimal(3) - price(4000, 1000)
+
+
+def test_usage_limits_sync(collector: LocalCollector) -> None:
+    """The sync twin: a limit, its progress, the signed triggered-limits document, a refusal."""
+    customer = unique("lim-sync")
+    with CostManagerClient(aicm_api_key=API_KEY, aicm_api_base=collector.api_base) as client:
+        limit = client.create_usage_limit(
+            threshold_type="limit", amount=0.001, period="day", client=customer
+        )
+        track(collector, customer=customer, input_tokens=10_000, output_tokens=0)
+        (progress,) = client.list_usage_limit_progress()
+        document = client.get_triggered_limits()
+        assert client.update_usage_limit(limit.uuid, active=False).active is False
+        assert client.get_usage_limit(limit.uuid).amount == Decimal("0.001")
+        client.delete_usage_limit(limit.uuid)
+        assert client.list_usage_limits() == []
+        with pytest.raises(ClientRequestError):
+            client.create_usage_limit(threshold_type="limit", amount=1, period="week")
+    assert progress.current_spend == price(10_000, 0)
+    assert set(document["triggered_limits"]) >= {"encrypted_payload", "public_key", "key_id"}

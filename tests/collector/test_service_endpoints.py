@@ -1,0 +1,142 @@
+"""The collector's management endpoints over raw HTTP: pagination, refusals, partial PUT."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from aicm.collector import LocalCollector
+from tests.service_api_support import track
+
+AUTH = {"Authorization": "Bearer sk-test"}
+
+
+@pytest.fixture
+def http(collector: LocalCollector) -> Iterator[httpx.Client]:
+    """A plain httpx client on the collector's API root."""
+    with httpx.Client(base_url=f"{collector.api_base}/api/v1", headers=AUTH) as client:
+        yield client
+
+
+def test_pages_link_both_ways_with_absolute_urls(
+    collector: LocalCollector, http: httpx.Client
+) -> None:
+    """limit/offset pages carry absolute next and previous links that lead on and back."""
+    for n in range(5):
+        track(collector, customer="raw-pages", input_tokens=n + 1, output_tokens=0)
+    first = http.get("/usage/events/", params={"customer_key": "raw-pages", "limit": 2}).json()
+    assert first["count"] == 5
+    assert first["previous"] is None
+    second = httpx.get(first["next"], headers=AUTH).json()
+    assert second["previous"].startswith(collector.api_base)
+    last = httpx.get(httpx.get(first["next"], headers=AUTH).json()["next"], headers=AUTH).json()
+    assert last["next"] is None
+    tokens = [e["usage"]["input_tokens"] for p in (first, second, last) for e in p["results"]]
+    assert sorted(tokens) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "needle"),
+    [
+        ("/usage/events/", {"limit": "0"}, "limit"),
+        ("/usage/events/", {"offset": "x"}, "offset"),
+        ("/usage/events/", {"start_date": "June"}, "start_date"),
+        ("/usage/rollups/", {"granularity": "weekly"}, "granularity"),
+        ("/webhooks/", {"active_only": "maybe"}, "active_only"),
+        ("/services/", {}, "vendor"),
+    ],
+)
+def test_bad_query_parameters_are_422_naming_them(
+    http: httpx.Client, path: str, params: dict[str, str], needle: str
+) -> None:
+    """A filter the collector cannot read is refused with a detail naming it."""
+    answer = http.get(path, params=params)
+    assert answer.status_code == 422
+    assert needle in answer.json()["detail"]
+
+
+def test_bodies_are_checked_and_put_is_partial(http: httpx.Client) -> None:
+    """Not JSON: 400; unknown or wrong fields: 422 naming each; PUT keeps what it omits."""
+    assert http.post("/customers/", content=b"{nope").status_code == 400
+    refused = http.post("/customers/", json={"customer_key": 7, "colour": "red"})
+    assert refused.status_code == 422
+    assert "colour: unknown field" in refused.json()["detail"]
+    assert "customer_key: wrong type" in refused.json()["detail"]
+    created = http.post("/customers/", json={"customer_key": "raw-put", "name": "Raw"})
+    assert created.status_code == 201
+    uuid = created.json()["uuid"]
+    changed = http.put(f"/customers/{uuid}/", json={"email": "raw@put.test"}).json()
+    assert (changed["name"], changed["email"]) == ("Raw", "raw@put.test")
+    deleted = http.delete(f"/customers/{uuid}/")
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert http.get(f"/customers/{uuid}/").status_code == 404
+
+
+def test_boolean_filters_arrive_as_true_or_false(http: httpx.Client) -> None:
+    """``active_only=False`` lists every webhook; ``True`` only the active ones."""
+    http.post("/webhooks/", json={"url": "https://h.test/on", "secret": "s1"})
+    http.post("/webhooks/", json={"url": "https://h.test/off", "secret": "s2", "active": False})
+    every = http.get("/webhooks/", params={"active_only": "False"}).json()
+    active = http.get("/webhooks/", params={"active_only": "True"}).json()
+    assert len(every["endpoints"]) == 2
+    assert [w["url"] for w in active["endpoints"]] == ["https://h.test/on"]
+
+
+def test_clear_forgets_the_api_objects(collector: LocalCollector, http: httpx.Client) -> None:
+    """Clearing the collector forgets customers with the records."""
+    http.post("/customers/", json={"customer_key": "raw-clear"})
+    collector.clear()
+    assert http.get("/customers/", params={"customer_key": "raw-clear"}).json()["count"] == 0
+
+
+def test_a_custom_service_prices_its_usage(collector: LocalCollector, http: httpx.Client) -> None:
+    """Usage of a custom service is priced through its mappings; one it cannot price
+    (a mapping dividing by zero) costs nothing and breaks no endpoint."""
+    dubber = {
+        "cost_units": [{"name": "minute", "cost": "0.006", "unit": "minute"}],
+        "mappings": [{"cost_unit": "minute", "field": "seconds", "divide_by": 60}],
+    }
+    broken = {
+        "cost_units": [{"name": "x", "cost": 1, "unit": "x"}],
+        "mappings": [{"cost_unit": "x", "field": "n", "divide_by": 0}],
+    }
+    for key, configuration in (("dubber", dubber), ("broken", broken)):
+        created = http.post(
+            "/custom-services/", json={"custom_service_key": key, "configuration": configuration}
+        )
+        assert created.status_code == 201
+    at = "2025-07-01T12:00:00Z"
+    tracked = [
+        {
+            "service_key": "studio::dubber",
+            "response_id": "dub-1",
+            "timestamp": at,
+            "payload": {"seconds": 90},
+        },
+        {
+            "service_key": "lab::broken",
+            "response_id": "broken-1",
+            "timestamp": at,
+            "payload": {"n": 3},
+        },
+    ]
+    answer = http.post("/track", json={"tracked": tracked}).json()
+    assert [r["status"] for r in answer["results"]] == ["queued", "queued"]
+    costs = http.get("/costs/", params={"response_id": "dub-1"}).json()["results"]
+    assert [(c["cost_unit_id"], c["quantity"], c["cost"]) for c in costs] == [
+        ("seconds", 90, 0.009)
+    ]
+    assert http.get("/costs/", params={"response_id": "broken-1"}).json()["count"] == 0
+    assert http.get("/usage/events/").json()["count"] == 2
+
+
+def test_a_cost_that_is_not_a_price_is_refused(http: httpx.Client) -> None:
+    """A custom cost unit whose cost is not a number >= 0 is a 422 naming it."""
+    bad = {"cost_units": [{"name": "m", "cost": "cheap", "unit": "m"}]}
+    answer = http.post(
+        "/custom-services/", json={"custom_service_key": "bad", "configuration": bad}
+    )
+    assert answer.status_code == 422
+    assert "cost_units[0].cost" in answer.json()["detail"]
