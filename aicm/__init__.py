@@ -33,6 +33,7 @@ from ._core.exceptions import (
     ServiceRedirectError,
     TransportError,
     UnknownConfigError,
+    UsageLimitExceeded,
     UsageValidationError,
 )
 from ._core.extractor import UniversalExtractor
@@ -93,6 +94,7 @@ __all__ = [
     "TypeValidator",
     "UniversalExtractor",
     "UnknownConfigError",
+    "UsageLimitExceeded",
     "UsageRecord",
     "UsageValidationError",
     "__version__",

@@ -20,6 +20,7 @@ from .._core.extractor import UniversalExtractor
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
+from .limits import LimitGuard
 from .proxy import TrackedProxy
 from .recorder import AsyncRecorder, DeliveryOptions
 
@@ -71,6 +72,9 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         self.extractor = UniversalExtractor(())
         self._wrapped = client
         self._proxy: Any = TrackedProxy(client, extractor_hook=self)
+        self.limit_guard = LimitGuard(
+            self.aicm_client.limits, self.settings, lambda: self.engine.stats, api_id=self.api_id
+        )
 
     def __repr__(self) -> str:
         return f"AsyncCostManager({type(self._wrapped).__name__}, api_id={self.api_id!r})"
@@ -173,6 +177,11 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         )
         return self.usage_records(payloads, tags)
 
+    def before_call(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
+        if self.should_track(path):
+            self.limit_guard.before_call(kwargs, self.tags()[0])
+
     def on_call(
         self,
         path: str,
@@ -182,6 +191,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked call returned: queue its records without blocking the loop."""
+        self.limit_guard.after_call(kwargs, response)
         self.emit_nowait(self.records_for_call(path, args, kwargs, response, func))
 
     def on_stream_end(
@@ -193,4 +203,6 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked stream ended: queue its records without blocking the loop."""
+        if chunks:
+            self.limit_guard.after_call(kwargs, chunks[-1])
         self.emit_nowait(self.records_for_stream(path, args, kwargs, chunks, func))

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from .._core.exceptions import UsageLimitExceeded
+
 __all__ = ["ExtractorHook", "ProxyHooks", "TrackedProxy"]
 
 logger = logging.getLogger("aicm.cost_manager")
@@ -297,9 +299,10 @@ class _TrackedCallable(TrackedProxy):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         func = _get(self, "_aicm_target")
-        result = func(*args, **kwargs)
         hook: ExtractorHook = _get(self, "_aicm_hook")
         path: str = _get(self, "_aicm_path")
+        _before_call(hook, path, args, kwargs)  # a usage limit refuses the call before it costs
+        result = func(*args, **kwargs)
         if not _should_track(hook, path):
             return result
         rtype = type(result)
@@ -309,6 +312,20 @@ class _TrackedCallable(TrackedProxy):
         if rtype is types.CoroutineType:
             return _await_then_report(result, hook, path, args, kwargs, func)
         return _after_call(hook, path, args, kwargs, result, func)
+
+
+def _before_call(
+    hook: ExtractorHook, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    before = getattr(hook, "before_call", None)
+    if before is None:
+        return
+    try:
+        before(path, args, kwargs)
+    except UsageLimitExceeded:
+        raise
+    except Exception:
+        logger.exception("checking usage limits for %s failed; the call is made", path)
 
 
 def _should_track(hook: ExtractorHook, path: str) -> bool:

@@ -48,6 +48,7 @@ from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
 from .lifecycle import AsyncWithLifecycle
+from .limits import LimitGuard
 
 __all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
 
@@ -253,6 +254,7 @@ class AsyncTracker(AsyncWithLifecycle):
         self.engine = DeliveryEngine(
             self.client, self.settings, delivery_type=self.delivery_type, on_discard=on_discard
         )
+        self.limit_guard = LimitGuard(self.client.limits, self.settings, lambda: self.engine.stats)
         self._max_bytes = self.settings.max_record_bytes
         self._schema: UsageSchema | None = None
         self._schema_loaded = False
@@ -533,8 +535,11 @@ class AsyncTracker(AsyncWithLifecycle):
             # The memory queue took it at once: no await on the hot path.
             if _delivery_logger.isEnabledFor(logging.DEBUG):
                 _delivery_logger.debug("enqueued %s", record.response_id)
+            self.limit_guard.after_record(record)  # raises once the record is on its way
             return enqueued_result(record.response_id)
-        return await self.submit(record)
+        result = await self.submit(record)
+        self.limit_guard.after_record(record)
+        return result
 
     async def submit(self, record: WireRecord) -> RecordResult:
         """Deliver an already-built record per this tracker's delivery type."""

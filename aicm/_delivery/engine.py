@@ -232,6 +232,7 @@ class DeliveryEngine:
             self._writer = SyncWriter(
                 self.db_path, api_root=settings.api_root, key_fp=self._key_fp()
             )
+            client.limits.share_through(self.db_path)  # other processes learn our limits
         register_engine(self)
 
     # -- identity ----------------------------------------------------------------------
@@ -255,6 +256,8 @@ class DeliveryEngine:
             return
         self._check_open()
         self._started = True
+        if self.settings.enforce_limits:
+            await self.client.refresh_limits()  # before the first call, not after it
         if self.delivery_type is DeliveryType.IMMEDIATE:
             self._alive = True
             return
@@ -1058,4 +1061,5 @@ class DeliveryEngine:
             last_error=s.last_error,
             queue_utilisation=(queued / capacity) if capacity else 0.0,
             auth_paused=s.auth_paused,
+            limits_refused=s.limits_refused,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import logging
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ import cattrs
 import httpx
 
 from .._core.exceptions import (
+    AicmError,
     AuthenticationError,
     ClientRequestError,
     ClosedError,
@@ -41,6 +43,7 @@ from .._core.models import (
 from .._core.policy import Outcome, classify_status, parse_retry_after
 from .._core.settings import Settings, resolve_settings
 from .._version import __version__
+from .limits_book import limit_book
 
 __all__ = [
     "MAX_RECORDS_PER_REQUEST",
@@ -116,7 +119,7 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
     if only_failures and '"error' not in text and "service_key_unknown" not in text:
         # Every status is a success (no "error", "errors" or unknown key anywhere): a
         # 1000-record answer need not be parsed record by record.
-        return TrackResult()
+        return TrackResult(triggered_limits=_limits_in(text))
     try:
         data = loads(text)
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
@@ -133,6 +136,36 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
         )
     except (TypeError, ValueError, AttributeError, cattrs.BaseValidationError):
         return None
+
+
+def _limits_in(text: str) -> dict[str, Any]:
+    """The answer's top-level ``triggered_limits`` object, read alone ({} when absent).
+
+    A quoted ``"triggered_limits"`` followed by a colon is a key: inside a JSON string its
+    quotes would be escaped.
+    """
+    start = 0
+    while True:
+        at = text.find('"triggered_limits"', start)
+        if at < 0:
+            return {}
+        start = at + len('"triggered_limits"')
+        colon = start
+        while colon < len(text) and text[colon] in " \t\r\n":
+            colon += 1
+        if colon < len(text) and text[colon] == ":":
+            break
+    value_at = colon + 1
+    while value_at < len(text) and text[value_at] in " \t\r\n":
+        value_at += 1
+    try:
+        value, _ = _DECODER.raw_decode(text, value_at)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+_DECODER = json.JSONDecoder()
 
 
 def _redirect_message(
@@ -263,6 +296,8 @@ class AsyncCostManagerClient:
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
         self._configs: dict[str | None, _CachedConfigs] = {}
+        #: The usage limits in force for this service and key (shared in the process).
+        self.limits = limit_book(settings)
 
     def __repr__(self) -> str:
         return f"AsyncCostManagerClient(api_root={self.settings.api_root!r})"
@@ -362,6 +397,8 @@ class AsyncCostManagerClient:
                 "%s answered %s with an unreadable body", endpoint.value, response.status_code
             )
             return TrackResult()
+        if parsed.triggered_limits:
+            await self.limits.aabsorb(parsed.triggered_limits)
         return parsed
 
     async def send(
@@ -388,6 +425,28 @@ class AsyncCostManagerClient:
         """POST ``/track-usage``: each record a :class:`UsageRecord` or a mapping."""
         built = [r if isinstance(r, UsageRecord) else UsageRecord.build(r) for r in records]
         return await self.send(Endpoint.TRACK_USAGE, built)
+
+    async def get_triggered_limits(self) -> dict[str, Any]:
+        """GET ``/triggered-limits``: the signed limits in force, also adopted (if verified)
+        by every tracker of this service and key in the process."""
+        response = await self._request("GET", "/triggered-limits", headers=self._auth())
+        self._raise_for_response(response, response.text)
+        try:
+            data = response.json()
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"the service's /triggered-limits answer is not JSON: {exc}") from exc
+        answer = data.get("triggered_limits", data) if isinstance(data, dict) else None
+        if not isinstance(answer, dict):
+            raise ConfigError("the service's /triggered-limits answer holds no object")
+        await self.limits.aabsorb(answer)
+        return answer
+
+    async def refresh_limits(self) -> None:
+        """:meth:`get_triggered_limits` for a tracker starting: failures are logged, not raised."""
+        try:
+            await self.get_triggered_limits()
+        except AicmError as exc:
+            logger.info("could not fetch the triggered usage limits at start: %s", exc)
 
     async def get_configs(self, api_id: str | None = None) -> ConfigsResponse:
         """GET ``/configs`` (optionally for one ``api_id``), revalidated with ETag."""

@@ -241,6 +241,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         else:
             record = tracker.build_record(args, kwargs)
         self._engine.put(record)
+        tracker.limit_guard.after_record(record)  # raises once the record is on its way
         return enqueued_result(record.response_id)
 
     @overload
@@ -275,11 +276,13 @@ class Tracker(SyncFacade[AsyncTracker]):
             # Building and queueing cost microseconds and cannot block: stay on the loop.
             record = tracker.build_record(args, kwargs)
             self._engine.put(record)
+            tracker.limit_guard.after_record(record)
             return enqueued_result(record.response_id)
         if buffer is not None:
             record = tracker.build_record(args, kwargs)
             if not buffer.try_put(record):
                 await anyio.to_thread.run_sync(self._engine.put, record)
+            tracker.limit_guard.after_record(record)
             return enqueued_result(record.response_id)
         # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
         return await anyio.to_thread.run_sync(lambda: self.track(*args, **kwargs))
