@@ -204,9 +204,12 @@ def _limit_from_claim(item: object) -> TriggeredLimit:
     amount = item.get("amount")
     try:
         amount_value = None if amount is None else float(amount)
+    except (TypeError, ValueError) as exc:
+        raise LimitsPayloadError(f"limit {limit_id!r}: amount: {exc}") from None
+    try:
         expires_at = parse_instant(item.get("expires_at"))
     except (TypeError, ValueError, OverflowError) as exc:
-        raise LimitsPayloadError(f"limit {limit_id!r}: {exc}") from None
+        raise LimitsPayloadError(f"limit {limit_id!r}: expires_at: {exc}") from None
     return TriggeredLimit(
         event_id=str(event_id),
         limit_id=str(limit_id),
