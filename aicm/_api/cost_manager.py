@@ -93,6 +93,8 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
     # -- configs ---------------------------------------------------------------------------
 
     async def _prepare(self) -> None:
+        if self.settings.enforce_limits:
+            await self.aicm_client.refresh_limits()  # known before the first call is checked
         try:
             await self.load_configs()
         except MissingApiKeyError:

@@ -256,8 +256,6 @@ class DeliveryEngine:
             return
         self._check_open()
         self._started = True
-        if self.settings.enforce_limits:
-            await self.client.refresh_limits()  # before the first call, not after it
         if self.delivery_type is DeliveryType.IMMEDIATE:
             self._alive = True
             return

@@ -435,18 +435,27 @@ class AsyncCostManagerClient:
             data = response.json()
         except (ValueError, RecursionError) as exc:
             raise ConfigError(f"the service's /triggered-limits answer is not JSON: {exc}") from exc
-        answer = data.get("triggered_limits", data) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise ConfigError("the service's /triggered-limits answer is not an object")
+        # {"triggered_limits": {...}}, or the limits object itself.
+        answer = data.get("triggered_limits", data if "encrypted_payload" in data else {})
         if not isinstance(answer, dict):
             raise ConfigError("the service's /triggered-limits answer holds no object")
         await self.limits.aabsorb(answer)
         return answer
 
     async def refresh_limits(self) -> None:
-        """:meth:`get_triggered_limits` for a tracker starting: failures are logged, not raised."""
-        try:
-            await self.get_triggered_limits()
-        except AicmError as exc:
-            logger.info("could not fetch the triggered usage limits at start: %s", exc)
+        """:meth:`get_triggered_limits` for a manager starting: failures are logged, not raised.
+
+        Bounded by ``timeout``: a service that does not answer delays a start that little.
+        """
+        with anyio.move_on_after(self.settings.timeout):
+            try:
+                await self.get_triggered_limits()
+            except AicmError as exc:
+                logger.info("could not fetch the triggered usage limits at start: %s", exc)
+            return
+        logger.info("could not fetch the triggered usage limits at start: no answer in time")
 
     async def get_configs(self, api_id: str | None = None) -> ConfigsResponse:
         """GET ``/configs`` (optionally for one ``api_id``), revalidated with ETag."""
@@ -466,6 +475,8 @@ class AsyncCostManagerClient:
         value = structure_config(
             data, ConfigsResponse, where="the service's /configs answer is malformed"
         )
+        if isinstance(data, dict) and data.get("triggered_limits"):
+            await self.limits.aabsorb(data["triggered_limits"])
         etag = response.headers.get("ETag")
         if etag:
             self._configs[api_id] = _CachedConfigs(etag=etag, value=value)
