@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "CLOCK_LEEWAY",
     "ISSUER",
     "LimitsPayloadError",
     "LimitsUnavailableError",
@@ -35,6 +36,9 @@ __all__ = [
 
 #: The ``iss`` claim every payload must carry.
 ISSUER = "aicm-api"
+
+#: Seconds of clock difference with the service tolerated on a payload's exp/nbf.
+CLOCK_LEEWAY = 60.0
 
 _THRESHOLD_TYPES = frozenset({"alert", "limit"})
 
@@ -255,7 +259,10 @@ def verify_answer(answer: object, *, pinned_key: str | None = None) -> VerifiedL
             key,
             algorithms=["RS256"],
             issuer=ISSUER,
-            options={"require": ["iss"]},
+            # iat only orders payloads here: a service clock a little ahead of ours must
+            # not make every payload "not yet valid"; exp/nbf get a minute of leeway.
+            options={"require": ["iss"], "verify_iat": False},
+            leeway=CLOCK_LEEWAY,
         )
     except jwt.PyJWTError as exc:
         raise LimitsPayloadError(f"{type(exc).__name__}: {exc}") from None

@@ -155,6 +155,7 @@ class LimitBook:
         self._raw: str | None = None
         self._issued_at: float | None = None
         self._updated_at = 0.0
+        self._known_key: str | None = None
         self._shared: SharedLimits | None = None
         self._polled = 0.0
         self._bad: dict[str, None] = {}
@@ -181,14 +182,18 @@ class LimitBook:
     def absorb(self, answer: object) -> str | None:
         """Adopt a ``triggered_limits`` answer if its signature checks out.
 
-        Returns the answer's JSON when it was adopted and differs from what was known
-        (so a caller may share it), else None. An empty answer (``{}`` or null) says
-        nothing and changes nothing; a bad one is ignored with one WARNING.
+        Returns the answer's JSON when it was adopted and changed the limits in force (so
+        a caller may share it), else None. An empty answer (``{}`` or null) says nothing
+        and changes nothing; a bad one is ignored with one WARNING. An answer without a
+        ``public_key`` is checked with the last key that verified one (the service may
+        send its key only with ``GET /triggered-limits``).
         """
         if not answer or not isinstance(answer, Mapping):
             if answer:
                 self._reject(repr(answer)[:200], f"it is {type(answer).__name__}, not an object")
             return None
+        if not answer.get("public_key") and self._known_key is not None:
+            answer = {**answer, "public_key": self._known_key}
         raw = _canonical(answer)
         if raw == self._raw:
             return None
@@ -202,6 +207,7 @@ class LimitBook:
             await anyio.to_thread.run_sync(shared.write, raw, self._updated_at)
 
     def _adopt(self, raw: str, answer: Mapping[str, object], updated_at: float) -> bool:
+        """Verify and adopt; True when the limits in force changed."""
         try:
             verified = verify_answer(answer, pinned_key=self.pinned_key)
         except LimitsUnavailableError as exc:
@@ -218,6 +224,10 @@ class LimitBook:
                 and verified.issued_at < self._issued_at
             ):
                 return False  # an older payload answered late: keep the newer one
+            changed = verified.limits != self._limits
+            key = answer.get("public_key")
+            if self.pinned_key is None and isinstance(key, str):
+                self._known_key = key
             self._limits = verified.limits
             self._raw = raw
             self._issued_at = verified.issued_at
@@ -235,7 +245,7 @@ class LimitBook:
         for limit in alerts:
             logger.warning("usage alert from the service: %s", limit.describe())
         logger.debug("%d triggered limit(s) in force for %s", len(verified.limits), self.api_root)
-        return True
+        return changed
 
     def _reject(self, raw: str, reason: str) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ import anyio
 import openai
 import pytest
 
-from aicm import AsyncCostManager, AsyncTracker, UsageLimitExceeded
+from aicm import AsyncCostManager, AsyncTracker, CostManager, UsageLimitExceeded
 from tests.api.limits_support import LimitsService, fresh_key, keypair, limit, signed
 from tests.fakes import FakeOpenAI
 from tests.tracking_support import MESSAGES, OPENAI_HANDLING, service_config
@@ -45,7 +45,10 @@ def service(module_service: LimitsService) -> LimitsService:
     module_service.answer = None
     module_service.records.clear()
     module_service.limit_requests = 0
-    module_service.configs = [service_config("asyncopenai", OPENAI_HANDLING, "openai-chat")]
+    module_service.configs = [
+        service_config("asyncopenai", OPENAI_HANDLING, "openai-chat"),
+        service_config("openai", OPENAI_HANDLING, "openai-chat-sync"),
+    ]
     return module_service
 
 
@@ -280,6 +283,31 @@ async def test_a_persistent_queue_shares_limits_with_other_processes(
     assert json.loads(out.stdout) == ["lim-daily"]
     assert service.limit_requests == requests_before
     assert "answer" not in out.stderr
+
+
+def test_a_sync_cost_manager_refuses_in_the_callers_thread(
+    service: LimitsService, openai_fake: FakeOpenAI
+) -> None:
+    """The sync facade over a sync openai client refuses before the call, then resumes
+    once the limit expires."""
+    key = fresh_key()
+    client = openai.OpenAI(base_url=openai_fake.base_url, api_key="test", max_retries=0)
+    with CostManager(client, aicm_api_key=key, aicm_api_base=service.api_base) as tracker:
+        tracker.client.chat.completions.create(**CHAT)
+        expires = time.time() + 1.0
+        service.answer = signed([limit(key, expires_at=expires)])
+        tracker.client.chat.completions.create(**CHAT)
+        tracker.flush()
+        seen = len(openai_fake.requests)
+        with pytest.raises(UsageLimitExceeded) as info:
+            tracker.client.chat.completions.create(**CHAT)
+        assert info.value.response_id is None
+        assert len(openai_fake.requests) == seen
+        assert tracker.health().limits_refused == 1
+        time.sleep(max(0.0, expires - time.time()) + 0.05)
+        tracker.client.chat.completions.create(**CHAT)
+        assert len(openai_fake.requests) == seen + 1
+    client.close()
 
 
 def test_import_aicm_does_not_load_jwt() -> None:

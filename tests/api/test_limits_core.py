@@ -15,6 +15,8 @@ from aicm._core.limits import (
     vendor_of,
     verify_answer,
 )
+from aicm._io.http import _limits_in
+from aicm._io.limits_book import LimitBook
 from tests.api.limits_support import keypair, limit, signed
 
 KEY = "sk-test.abc123"
@@ -140,3 +142,50 @@ def test_small_readers() -> None:
         parse_instant(True)
     with pytest.raises(ValueError, match="not a time"):
         parse_instant(float("nan"))
+
+
+def test_a_book_checks_an_answer_without_a_key_with_the_last_key_that_verified() -> None:
+    """The service may send its public key only with GET /triggered-limits: a later answer
+    without one is checked with that key; a forged one still fails."""
+    book = LimitBook(
+        api_root="http://svc/api/v1", key_fp="fp", api_key_id="abc123", pinned_key=None
+    )
+    first = signed([])
+    assert book.absorb(first) is None  # verified, but nothing in force changed
+    later = signed([limit(KEY)])
+    del later["public_key"]
+    assert book.absorb(later) is not None
+    assert [x.limit_id for x in book.limits] == ["lim-daily"]
+    forged = signed([], signer=keypair("attacker"))
+    del forged["public_key"]
+    assert book.absorb(forged) is None
+    assert [x.limit_id for x in book.limits] == ["lim-daily"]
+
+
+def test_an_older_payload_answered_late_does_not_replace_a_newer_one() -> None:
+    """Two requests in flight: the answer issued first, arriving last, is not adopted."""
+    book = LimitBook(api_root="http://svc/api/v1", key_fp="fp", api_key_id=None, pinned_key=None)
+    now = time.time()
+    assert book.absorb(signed([limit(KEY)], iat=now)) is not None
+    assert book.absorb(signed([], iat=now - 60)) is None
+    assert len(book.limits) == 1
+    assert book.absorb(signed([], iat=now + 30)) is not None  # a service clock ahead of ours
+    assert book.limits == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"results": [], "triggered_limits": {"a": 1}}', {"a": 1}),
+        ('{"triggered_limits" :\n {"a": [1, {"b": "}"}]}, "results": []}', {"a": [1, {"b": "}"}]}),
+        ('{"results": [{"errors": ["\\"triggered_limits\\": x"]}]}', {}),
+        ('{"note": "triggered_limits", "results": []}', {}),
+        ('{"results": [], "triggered_limits": null}', {}),
+        ('{"results": [], "triggered_limits": {broken', {}),
+        ('{"results": []}', {}),
+    ],
+)
+def test_the_fast_answer_path_reads_the_limits_alone(text: str, expected: object) -> None:
+    """An answer whose records all succeeded is not parsed record by record, yet its
+    top-level triggered_limits object is read exactly."""
+    assert _limits_in(text) == expected
