@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -299,3 +300,17 @@ def limit_book(settings: Settings) -> LimitBook:
                 pinned_key=settings.limits_public_key,
             )
         return book
+
+
+def _after_fork_in_child() -> None:
+    # A lock another thread held at the fork would stay held in the child forever; the
+    # limits themselves stay valid there.
+    global _books_lock, _unavailable_lock
+    _books_lock = threading.Lock()
+    _unavailable_lock = threading.Lock()
+    for book in _books.values():
+        book._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

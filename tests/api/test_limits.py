@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from aicm import AsyncCostManager, AsyncTracker, CostManager, UsageLimitExceeded
+from aicm._io import limits_book
 from tests.api.limits_support import LimitsService, fresh_key, keypair, limit, signed
 from tests.fakes import FakeOpenAI
 from tests.tracking_support import MESSAGES, OPENAI_HANDLING, service_config
@@ -308,6 +309,33 @@ def test_a_sync_cost_manager_refuses_in_the_callers_thread(
         tracker.client.chat.completions.create(**CHAT)
         assert len(openai_fake.requests) == seen + 1
     client.close()
+
+
+async def test_without_pyjwt_limits_are_not_enforced_and_one_warning_says_so(
+    service: LimitsService,
+    openai_fake: FakeOpenAI,
+    openai_client: openai.AsyncOpenAI,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the limits extra missing, calls go through and one WARNING names the extra."""
+    monkeypatch.setitem(sys.modules, "jwt", None)  # `import jwt` raises ImportError
+    monkeypatch.setattr(limits_book, "_unavailable_warned", False)
+    key = fresh_key()
+    service.answer = signed([limit(key)])
+    caplog.set_level(logging.WARNING, logger="aicm")
+    async with AsyncCostManager(
+        openai_client, aicm_api_key=key, aicm_api_base=service.api_base
+    ) as tracker:
+        seen = len(openai_fake.requests)
+        for _ in range(2):
+            await tracker.client.chat.completions.create(**CHAT)
+            await tracker.flush()
+        assert len(openai_fake.requests) == seen + 2
+    warnings = limit_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "NOT enforced" in warnings[0]
+    assert "aicm-sdk[limits]" in warnings[0]
 
 
 def test_import_aicm_does_not_load_jwt() -> None:
