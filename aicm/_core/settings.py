@@ -25,6 +25,7 @@ __all__ = [
     "DeliveryType",
     "OnFull",
     "Settings",
+    "TrackFormat",
     "default_db_path",
     "default_ini_path",
     "key_fingerprint",
@@ -54,6 +55,17 @@ class OnFull(str, enum.Enum):
     """Raise :class:`QueueFullError` at once."""
     BACKPRESSURE = "backpressure"
     """Drop the oldest queued record, count it, and call ``on_discard(record)``."""
+
+
+class TrackFormat(str, enum.Enum):
+    """Which ``/track`` record ``Tracker.track(api_id, service_key, usage)`` sends."""
+
+    CURRENT = "current"
+    """``{service_key: "vendor::model", response_id, timestamp, payload, customer_key?,
+    context?}``: what the service takes since September 2025."""
+    LEGACY = "legacy"
+    """``{api_id, service_key, response_id, timestamp, payload, client_customer_key?,
+    context?}``: the older record, for services that still take it."""
 
 
 def default_ini_path() -> Path:
@@ -222,6 +234,9 @@ _OPTIONS: dict[str, _Option] = {
     # Usage limits the service triggers (docs/limits.md).
     "enforce_limits": _Option(default=True, convert=_bool, env="AICM_ENFORCE_LIMITS"),
     "limits_public_key": _Option(default=None, convert=_public_key, env="AICM_LIMITS_PUBLIC_KEY"),
+    "track_format": _Option(
+        default=TrackFormat.CURRENT, convert=_enum(TrackFormat), env="AICM_TRACK_FORMAT"
+    ),
 }
 
 DEFAULTS: Mapping[str, Any] = {name: opt.default for name, opt in _OPTIONS.items()}
@@ -256,6 +271,7 @@ class Settings:
     close_timeout: float
     enforce_limits: bool = True
     limits_public_key: str | None = attrs.field(default=None, repr=False)
+    track_format: TrackFormat = TrackFormat.CURRENT
     ini_path: str | None = None
 
     @property

@@ -21,6 +21,7 @@ from aicm._core.settings import (
     DeliveryType,
     OnFull,
     Settings,
+    TrackFormat,
     default_ini_path,
     resolve_settings,
 )
@@ -88,6 +89,10 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
             "-----BEGIN PUBLIC KEY-----\\nLOSE\\n-----END PUBLIC KEY-----",
             "-----BEGIN PUBLIC KEY-----\nLOSE\n-----END PUBLIC KEY-----",
         ),
+    ),
+    "track_format": (
+        Sample(TrackFormat.LEGACY, "Legacy", TrackFormat.LEGACY),
+        Sample("current", "CURRENT", TrackFormat.CURRENT),
     ),
 }
 
@@ -417,6 +422,7 @@ BAD_TEXT: dict[str, str] = {
     "close_timeout": "0",
     "enforce_limits": "sometimes",
     "limits_public_key": "not-a-pem-key",
+    "track_format": "v2",
 }
 FREE_FORM = {"api_key", "api_url", "db_path", "log_file"}
 
