@@ -9,8 +9,8 @@ from aicm import AsyncTracker, UsageLimitExceeded
 os.environ.setdefault("AICM_API_BASE", "http://127.0.0.1:8765")
 os.environ.setdefault("AICM_API_KEY", "sk-demo.local-key")
 
-# One call's worth of a large model's tokens: about 0.90 dollars at gpt-4o's prices.
-USAGE = {"input_tokens": 160_000, "output_tokens": 50_000}
+# A long call's tokens: 0.90 dollars at gpt-5's prices (1.25 $/M input, 10 $/M output).
+USAGE = {"input_tokens": 320_000, "output_tokens": 50_000}
 DOLLARS_PER_CALL = 0.90
 
 
@@ -18,7 +18,7 @@ async def main() -> None:
     async with AsyncTracker() as tracker:
         for call in range(1, 11):
             try:
-                await tracker.track("openai", "gpt-4o", USAGE, client_customer_key="acme")
+                await tracker.track("openai", "gpt-5", USAGE, client_customer_key="acme")
             except UsageLimitExceeded as exc:
                 print(f"refused: {exc}")
                 return

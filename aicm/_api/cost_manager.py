@@ -20,7 +20,7 @@ from .._core.extractor import UniversalExtractor
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
-from .limits import LimitGuard
+from .limits import LimitGuard, refresh_soon
 from .proxy import TrackedProxy
 from .recorder import AsyncRecorder, DeliveryOptions
 
@@ -73,7 +73,11 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         self._wrapped = client
         self._proxy: Any = TrackedProxy(client, extractor_hook=self)
         self.limit_guard = LimitGuard(
-            self.aicm_client.limits, self.settings, lambda: self.engine.stats, api_id=self.api_id
+            self.aicm_client.limits,
+            self.settings,
+            lambda: self.engine.stats,
+            api_id=self.api_id,
+            refresh=lambda: refresh_soon(self),
         )
 
     def __repr__(self) -> str:

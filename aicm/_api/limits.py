@@ -15,17 +15,24 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import anyio.from_thread
+
 from .._core.exceptions import UsageLimitExceeded
 from .._core.limits import TriggeredLimit, matching, vendor_of
 from .._core.settings import Settings
 from .._delivery.health import DeliveryStats
 from .._io.limits_book import LimitBook
 
-__all__ = ["LimitGuard", "served_model"]
+__all__ = ["REFRESH_AFTER", "LimitGuard", "refresh_soon", "served_model"]
 
 logger = logging.getLogger("aicm.limits")
 
 _SERVED_PER_MODEL = 8  # served model names remembered per requested model
+
+#: Seconds without news from the service after which a refused call asks it again
+#: (``GET /triggered-limits``, in the background): refused calls send no records, so no
+#: ingest answer would ever say that a limit was lifted or raised.
+REFRESH_AFTER = 30.0
 
 
 def served_model(response: Any) -> str | None:
@@ -47,10 +54,12 @@ class LimitGuard:
         stats: Callable[[], DeliveryStats],
         *,
         api_id: str | None = None,
+        refresh: Callable[[], object] | None = None,
     ) -> None:
         self.book = book
         self.settings = settings
         self._stats = stats  # the owner's current engine's: a forked child builds a new one
+        self._refresh = refresh
         self.vendor = vendor_of(api_id) if api_id else None
         self._served: dict[str, tuple[str, ...]] = {}
         self._not_enforced: set[str] = set()
@@ -136,6 +145,12 @@ class LimitGuard:
         stats = self._stats()
         with stats.lock:
             stats.limits_refused += 1
+        if self._refresh is not None and time.monotonic() - self.book.heard_at >= REFRESH_AFTER:
+            self.book.heard_at = time.monotonic()
+            try:
+                self._refresh()
+            except Exception:
+                logger.exception("could not ask the service for its usage limits again")
         raise _exceeded(found, service_keys, customer_key, response_id)
 
     def _report_unenforced(self, found: list[TriggeredLimit]) -> None:
@@ -167,7 +182,7 @@ def _exceeded(
     text = f"usage limit {first.limit_id} reached"
     if first.limit_message:
         text += f": {first.limit_message}"
-    text += f" ({first.describe()}; matched {what or 'every call'})"
+    text += f" ({first.describe(with_message=False)}; matched {what or 'every call'})"
     if len(found) > 1:
         text += f"; and {len(found) - 1} more limit(s)"
     if response_id is not None:
@@ -182,3 +197,16 @@ def _exceeded(
         limits=found,
         response_id=response_id,
     )
+
+
+def refresh_soon(recorder: Any) -> None:
+    """Have ``recorder`` (a started cost manager) ask the service for its limits again, in a
+    background task of its own; from its loop's thread or any other."""
+    group, token = recorder._task_group, recorder._token
+    if group is None or token is None:
+        return
+    task = (recorder.aicm_client.refresh_limits, "aicm-limits-refresh")
+    if recorder._on_engine_thread():
+        recorder._start_background(*task)
+    else:
+        anyio.from_thread.run_sync(recorder._start_background, *task, token=token)

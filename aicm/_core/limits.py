@@ -123,7 +123,7 @@ class TriggeredLimit:
             return False
         return self.customer_key is None or self.customer_key == customer_key
 
-    def describe(self) -> str:
+    def describe(self, *, with_message: bool = True) -> str:
         """One line naming the limit for logs and errors."""
         scope = []
         if self.service_key is not None:
@@ -131,10 +131,10 @@ class TriggeredLimit:
         if self.customer_key is not None:
             scope.append(f"customer {self.customer_key!r}")
         where = f" for {' and '.join(scope)}" if scope else ""
-        amount = f" of {self.amount:g}" if self.amount is not None else ""
+        amount = f" of ${self.amount:g}" if self.amount is not None else ""
         period = f" per {self.period}" if self.period else ""
         text = f"{self.threshold_type} {self.limit_id}{amount}{period}{where}"
-        if self.limit_message:
+        if with_message and self.limit_message:
             text += f": {self.limit_message}"
         return text
 

@@ -157,6 +157,8 @@ class LimitBook:
         self._issued_at: float | None = None
         self._updated_at = 0.0
         self._known_key: str | None = None
+        #: time.monotonic() when the service last said anything about limits (or was asked).
+        self.heard_at = time.monotonic()
         self._shared: SharedLimits | None = None
         self._polled = 0.0
         self._bad: dict[str, None] = {}
@@ -189,6 +191,7 @@ class LimitBook:
         ``public_key`` is checked with the last key that verified one (the service may
         send its key only with ``GET /triggered-limits``).
         """
+        self.heard_at = time.monotonic()
         if not answer or not isinstance(answer, Mapping):
             if answer:
                 self._reject(repr(answer)[:200], f"it is {type(answer).__name__}, not an object")
