@@ -81,6 +81,8 @@ TRACKER_OPTIONS: Final = frozenset(
         "log_level",
         "log_bodies",
         "track_format",
+        "enforce_limits",
+        "limits_public_key",
         "transport",
     }
 )
@@ -170,6 +172,8 @@ class AsyncTracker(AsyncWithLifecycle):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> None: ...
 
@@ -198,6 +202,8 @@ class AsyncTracker(AsyncWithLifecycle):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> None: ...
 
@@ -225,6 +231,8 @@ class AsyncTracker(AsyncWithLifecycle):
         log_level: str | None = None,
         log_bodies: bool | None = None,
         track_format: TrackFormat | str | None = None,
+        enforce_limits: bool | None = None,
+        limits_public_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if (config_id is None) != (service_id is None):
@@ -259,6 +267,8 @@ class AsyncTracker(AsyncWithLifecycle):
             log_level=log_level,
             log_bodies=log_bodies,
             track_format=track_format,
+            enforce_limits=enforce_limits,
+            limits_public_key=limits_public_key,
         )
         configure_logging(log_file=self.settings.log_file, log_level=self.settings.log_level)
         self.client = AsyncCostManagerClient(settings=self.settings, transport=transport)

@@ -67,6 +67,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> None: ...
 
@@ -95,6 +97,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> None: ...
 
@@ -146,6 +150,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> Tracker: ...
 
@@ -175,6 +181,8 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> Tracker: ...
 

@@ -15,7 +15,7 @@ import anyio
 import openai
 import pytest
 
-from aicm import AsyncCostManager, AsyncTracker, CostManager, UsageLimitExceeded
+from aicm import AsyncCostManager, AsyncTracker, CostManager, Tracker, UsageLimitExceeded
 from aicm._io import limits_book
 from tests.api.limits_support import LimitsService, fresh_key, keypair, limit, signed
 from tests.fakes import FakeOpenAI
@@ -195,6 +195,38 @@ async def test_tracker_track_delivers_then_raises_with_the_response_id(
         assert info.value.matched["customer_key"] == "acme"
         assert tracker.health().limits_refused == 1
     assert [r["response_id"] for r in service.records][-1] == "resp-acme-1"
+
+
+async def test_a_tracker_with_enforcement_off_never_raises(service: LimitsService) -> None:
+    """Tracker(enforce_limits=False) delivers and returns as if no limit were in force."""
+    key = fresh_key()
+    service.answer = signed([limit(key)])
+    async with AsyncTracker(
+        aicm_api_key=key, aicm_api_base=service.api_base, enforce_limits=False
+    ) as tracker:
+        for n in range(2):
+            result = await tracker.track("openai", "gpt-4o-mini", {"n": n})
+            assert result.ok
+        assert tracker.health().limits_refused == 0
+    assert len(service.records) == 2
+
+
+def test_a_sync_queued_tracker_raises_after_queueing(service: LimitsService) -> None:
+    """The sync Tracker's memory queue path checks too: the record is queued, then raises."""
+    key = fresh_key()
+    with Tracker(
+        aicm_api_key=key, aicm_api_base=service.api_base, delivery_type="mem_queue"
+    ) as tracker:
+        tracker.track("openai", "gpt-4o-mini", {"n": 1})
+        service.answer = signed([limit(key, service_key="openai::gpt-4o-mini")])
+        tracker.flush()
+        with pytest.raises(UsageLimitExceeded) as info:
+            tracker.track("openai", "gpt-4o-mini", {"n": 2}, response_id="queued-2")
+        assert info.value.response_id == "queued-2"
+        tracker.track("anthropic", "claude-sonnet", {"n": 3})  # another service
+        tracker.flush()
+    assert [r["response_id"] for r in service.records][1] == "queued-2"
+    assert len(service.records) == 3
 
 
 async def test_alerts_never_raise_and_warn_once_per_event(
