@@ -120,7 +120,7 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
     if only_failures and '"error' not in text and "service_key_unknown" not in text:
         # Every status is a success (no "error", "errors" or unknown key anywhere): a
         # 1000-record answer need not be parsed record by record.
-        return TrackResult(triggered_limits=_limits_in(text))
+        return TrackResult(triggered_limits=_limits_in(text) or {})
     try:
         data = loads(text)
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
@@ -139,8 +139,8 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
         return None
 
 
-def _limits_in(text: str) -> dict[str, Any]:
-    """The answer's top-level ``triggered_limits`` object, read alone ({} when absent).
+def _limits_in(text: str) -> dict[str, Any] | None:
+    """The answer's top-level ``triggered_limits`` object, read alone (None when absent).
 
     A quoted ``"triggered_limits"`` followed by a colon is a key: inside a JSON string its
     quotes would be escaped.
@@ -149,7 +149,7 @@ def _limits_in(text: str) -> dict[str, Any]:
     while True:
         at = text.find('"triggered_limits"', start)
         if at < 0:
-            return {}
+            return None
         start = at + len('"triggered_limits"')
         colon = start
         while colon < len(text) and text[colon] in " \t\r\n":
@@ -162,8 +162,8 @@ def _limits_in(text: str) -> dict[str, Any]:
     try:
         value, _ = _DECODER.raw_decode(text, value_at)
     except (ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        return None
+    return value if isinstance(value, dict) else None
 
 
 _DECODER = json.JSONDecoder()
@@ -398,8 +398,9 @@ class AsyncCostManagerClient:
                 "%s answered %s with an unreadable body", endpoint.value, response.status_code
             )
             return TrackResult()
-        if parsed.triggered_limits:
-            await self.limits.aabsorb(parsed.triggered_limits)
+        if '"triggered_limits"' in text:
+            # Read apart from the results: an explicit {} says "none in force" too.
+            await self.limits.aabsorb(_limits_in(text))
         return parsed
 
     async def send(

@@ -42,6 +42,7 @@ logger = logging.getLogger("aicm.limits")
 # How often a book sharing a queue file looks at what other processes stored.
 POLL_INTERVAL = 1.0
 _TABLE = "aicm_triggered_limits"
+_NONE = "{}"  # an answer saying no limit is in force
 _REMEMBERED = 256  # bad payloads and alert events a book remembers having warned about
 
 _unavailable_warned = False
@@ -186,16 +187,20 @@ class LimitBook:
         """Adopt a ``triggered_limits`` answer if its signature checks out.
 
         Returns the answer's JSON when it was adopted and changed the limits in force (so
-        a caller may share it), else None. An empty answer (``{}`` or null) says nothing
-        and changes nothing; a bad one is ignored with one WARNING. An answer without a
+        a caller may share it), else None. None says nothing; ``{}`` says no limit is in
+        force, which only a book without a pinned key believes (unsigned, it could come
+        from anyone); a bad answer is ignored with one WARNING. An answer without a
         ``public_key`` is checked with the last key that verified one (the service may
         send its key only with ``GET /triggered-limits``).
         """
         self.heard_at = time.monotonic()
-        if not answer or not isinstance(answer, Mapping):
-            if answer:
-                self._reject(repr(answer)[:200], f"it is {type(answer).__name__}, not an object")
+        if answer is None:
             return None
+        if not isinstance(answer, Mapping):
+            self._reject(repr(answer)[:200], f"it is {type(answer).__name__}, not an object")
+            return None
+        if not answer:
+            return _NONE if self._clear(time.time()) else None
         if not answer.get("public_key") and self._known_key is not None:
             answer = {**answer, "public_key": self._known_key}
         raw = _canonical(answer)
@@ -251,6 +256,18 @@ class LimitBook:
         logger.debug("%d triggered limit(s) in force for %s", len(verified.limits), self.api_root)
         return changed
 
+    def _clear(self, updated_at: float) -> bool:
+        """Believe an unsigned "no limits" (never with a pinned key); True if any were."""
+        if self.pinned_key is not None:
+            return False
+        with self._lock:
+            had = bool(self._limits)
+            self._limits = ()
+            self._raw = _NONE
+            self._issued_at = None
+            self._updated_at = updated_at
+        return had
+
     def _reject(self, raw: str, reason: str) -> None:
         with self._lock:
             if raw in self._bad:
@@ -276,6 +293,9 @@ class LimitBook:
             return
         raw, updated_at = found
         if raw == self._raw or updated_at <= self._updated_at:
+            return
+        if raw == _NONE:
+            self._clear(updated_at)
             return
         try:
             answer = json.loads(raw)

@@ -173,16 +173,39 @@ def test_an_older_payload_answered_late_does_not_replace_a_newer_one() -> None:
     assert book.limits == ()
 
 
+def test_an_unsigned_empty_answer_clears_only_an_unpinned_book() -> None:
+    """``{}`` says no limit is in force: believed without a pinned key, never with one (a man
+    in the middle could send it to lift every limit)."""
+    open_book = LimitBook(
+        api_root="http://svc/api/v1", key_fp="a", api_key_id=None, pinned_key=None
+    )
+    pinned = LimitBook(
+        api_root="http://svc/api/v1", key_fp="b", api_key_id=None, pinned_key=keypair().public_pem
+    )
+    for book in (open_book, pinned):
+        book.absorb(signed([limit(KEY)]))
+        assert len(book.limits) == 1
+        assert book.absorb(None) is None
+        assert len(book.limits) == 1
+    assert open_book.absorb({}) == "{}"
+    assert open_book.limits == ()
+    assert pinned.absorb({}) is None
+    assert len(pinned.limits) == 1
+    assert pinned.absorb(signed([])) is not None  # a signed empty list lifts them
+    assert pinned.limits == ()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ('{"results": [], "triggered_limits": {"a": 1}}', {"a": 1}),
         ('{"triggered_limits" :\n {"a": [1, {"b": "}"}]}, "results": []}', {"a": [1, {"b": "}"}]}),
-        ('{"results": [{"errors": ["\\"triggered_limits\\": x"]}]}', {}),
-        ('{"note": "triggered_limits", "results": []}', {}),
-        ('{"results": [], "triggered_limits": null}', {}),
-        ('{"results": [], "triggered_limits": {broken', {}),
-        ('{"results": []}', {}),
+        ('{"results": [{"errors": ["\\"triggered_limits\\": x"]}]}', None),
+        ('{"note": "triggered_limits", "results": []}', None),
+        ('{"results": [], "triggered_limits": null}', None),
+        ('{"results": [], "triggered_limits": {broken', None),
+        ('{"results": []}', None),
+        ('{"results": [], "triggered_limits": {}}', {}),
     ],
 )
 def test_the_fast_answer_path_reads_the_limits_alone(text: str, expected: object) -> None:
