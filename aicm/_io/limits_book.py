@@ -155,7 +155,6 @@ class LimitBook:
         self._lock = threading.Lock()
         self._limits: tuple[TriggeredLimit, ...] = ()
         self._raw: str | None = None
-        self._issued_at: float | None = None
         self._updated_at = 0.0
         self._known_key: str | None = None
         #: time.monotonic() when the service last said anything about limits (or was asked).
@@ -226,20 +225,16 @@ class LimitBook:
             self._reject(raw, exc.reason)
             return False
         alerts: list[TriggeredLimit] = []
+        # The last answer wins, whatever its iat: a service may answer with a token it
+        # signed earlier for the same list (the collector keeps them), and that list is
+        # as current as any.
         with self._lock:
-            if (
-                verified.issued_at is not None
-                and self._issued_at is not None
-                and verified.issued_at < self._issued_at
-            ):
-                return False  # an older payload answered late: keep the newer one
             changed = verified.limits != self._limits
             key = answer.get("public_key")
             if self.pinned_key is None and isinstance(key, str):
                 self._known_key = key
             self._limits = verified.limits
             self._raw = raw
-            self._issued_at = verified.issued_at
             self._updated_at = updated_at
             for limit in verified.limits:
                 if limit.hard or limit.event_id in self._alerted:
@@ -264,7 +259,6 @@ class LimitBook:
             had = bool(self._limits)
             self._limits = ()
             self._raw = _NONE
-            self._issued_at = None
             self._updated_at = updated_at
         return had
 
