@@ -537,15 +537,19 @@ def local_collector(
     configs: Sequence[Mapping[str, Any]] | None = None,
     db_path: str | os.PathLike[str] | None = None,
     seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> Iterator[LocalCollector]:
     """Run the local collector on a free loopback port for the block (``collector`` extra).
 
     Give the SDK ``aicm_api_base=collector.api_base`` and any API key (unless ``faults``
-    requires one). The records are readable until the block ends.
+    requires one). The records are readable until the block ends. ``data_dir`` keeps its
+    usage limits and signing key (None: a temporary directory).
     """
     from .collector import LocalCollector
 
-    with LocalCollector(faults=faults, configs=configs, db_path=db_path, seed=seed) as collector:
+    with LocalCollector(
+        faults=faults, configs=configs, db_path=db_path, seed=seed, data_dir=data_dir
+    ) as collector:
         yield collector
 
 

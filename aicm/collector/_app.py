@@ -262,7 +262,10 @@ class _Endpoints:
         refused = await self._limits_begin(request, "triggered_limits")
         if refused is not None:
             return refused
-        envelope = self.collector.triggered_limits(request.headers.get("authorization"))
+        plan = self.collector.faults.faults
+        envelope = self.collector.triggered_limits(
+            request.headers.get("authorization"), forged=plan.forge_limits
+        )
         return self._done("triggered_limits", _json({"triggered_limits": envelope}))
 
     # -- admin -------------------------------------------------------------------------

@@ -109,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="status of a batch holding rejected ids (default: %(default)s)",
     )
     faults.add_argument(
+        "--forge-limits",
+        action="store_true",
+        help="sign answers' triggered_limits with a throwaway key (a man in the middle)",
+    )
+    faults.add_argument(
         "--require-api-key-env",
         metavar="VAR",
         default=None,
@@ -133,6 +138,7 @@ def _faults_from_args(args: argparse.Namespace) -> Faults:
             latency=args.latency,
             drop_rate=args.drop_rate,
             drop_after_store=args.drop_after_store,
+            forge_limits=args.forge_limits,
             reject_response_ids=frozenset(args.reject_response_ids),
             reject_status=args.reject_status,
             require_api_key=api_key,

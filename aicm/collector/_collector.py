@@ -96,6 +96,7 @@ class Collector:
         except LimitError as exc:
             raise ConfigError(str(exc)) from exc
         self.signing_key = SigningKey(self.data_dir)
+        self._forger = SigningKey(None)  # the forge_limits fault's stand-in key
         initial = load_configs(configs_path) if configs_path is not None else configs
         self._configs_lock = threading.Lock()
         self._configs: list[dict[str, Any]] = []
@@ -104,6 +105,9 @@ class Collector:
         self.faults = FaultInjector(faults, seed=seed)
         self.stats = CollectorStats()
         self.store = RecordStore(db_path)
+        self._rows_lock = threading.Lock()
+        self._stored_version = 0  # bumped whenever records are stored or forgotten
+        self._rows_cache: tuple[tuple[int, float], list[UsageRow]] | None = None
         self._writer = GroupWriter(self.store)
 
     def set_configs(self, configs: ConfigsSource) -> None:
@@ -157,6 +161,9 @@ class Collector:
         stored = await self._writer.add(
             kind, plan.to_store, received_at=time.time(), user_agent=user_agent
         )
+        if stored:
+            with self._rows_lock:
+                self._stored_version += 1
         self.stats.records_seen(
             kind,
             received=len(records),
@@ -166,7 +173,7 @@ class Collector:
         )
         if plan.rejected:
             self.stats.fault("reject", plan.rejected)
-        return plan.answer(self.triggered_limits(authorization))
+        return plan.answer(self.triggered_limits(authorization, forged=faults.forge_limits))
 
     # -- usage limits ------------------------------------------------------------------
 
@@ -177,24 +184,38 @@ class Collector:
             return []
         # A day of slack: a record arrives after the event it reports.
         after = start.timestamp() - 86400
-        return rows_from_records(
-            self.store.records_since("track", after), self.store.records_since("track_usage", after)
-        )
+        with self._rows_lock:
+            # Read and decoded again only when records were stored since the last time.
+            key = (self._stored_version, after)
+            if self._rows_cache is not None and self._rows_cache[0] == key:
+                return self._rows_cache[1]
+            rows = rows_from_records(
+                self.store.records_since("track", after),
+                self.store.records_since("track_usage", after),
+            )
+            self._rows_cache = (key, rows)
+            return rows
 
     def triggered_limits(
-        self, authorization: str | None, *, now: dt.datetime | None = None
+        self,
+        authorization: str | None,
+        *,
+        now: dt.datetime | None = None,
+        forged: bool = False,
     ) -> dict[str, Any]:
         """The ``triggered_limits`` of an answer to the key in ``authorization``.
 
         ``{}`` while the collector has never held a limit; from then on a signed envelope
-        (its list possibly empty), so an SDK also learns when a limit is gone.
+        (its list possibly empty), so an SDK also learns when a limit is gone. ``forged``
+        signs it with a throwaway key instead (the ``forge_limits`` fault).
         """
         if not self.limits.ever_had_limits:
             return {}
         now = now or dt.datetime.now(dt.timezone.utc)
         key_id = api_key_id(bearer_token(authorization))
         events = self.limits.triggered(key_id, self.usage_rows(now), now)
-        return self.signing_key.triggered_limits(key_id, events)
+        signer = self._forger if forged else self.signing_key
+        return signer.triggered_limits(key_id, events)
 
     def limits_progress(self, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
         """Every limit with its current period's spend and what remains."""
@@ -205,6 +226,8 @@ class Collector:
         """Forget the stored records, the statistics and the usage limits (a clean slate
         for the next test); the faults and the signing key stay as they are."""
         self.store.clear()
+        with self._rows_lock:
+            self._stored_version += 1
         self.stats.clear()
         self.limits.clear()
 

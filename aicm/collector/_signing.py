@@ -32,10 +32,14 @@ _PUBLIC_NAME = "public_key.pem"
 
 
 class SigningKey:
-    """An RSA key kept in ``directory``: made on first use, read back afterwards."""
+    """An RSA key kept in ``directory``: made on first use, read back afterwards.
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
+    With ``directory`` None the key lives in memory only (the forged answers of the
+    ``forge_limits`` fault).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None) -> None:
+        self.directory = None if directory is None else Path(directory)
         self._lock = threading.Lock()
         self._private: rsa.RSAPrivateKey | None = None
         self._public_pem = ""
@@ -47,17 +51,24 @@ class SigningKey:
     @property
     def private_path(self) -> Path:
         """Where the private key is kept (owner-only permissions)."""
+        if self.directory is None:
+            raise ValueError("this signing key is kept in memory only")
         return self.directory / _PRIVATE_NAME
 
     @property
     def public_path(self) -> Path:
         """Where the public key is written, for SDKs that pin it."""
+        if self.directory is None:
+            raise ValueError("this signing key is kept in memory only")
         return self.directory / _PUBLIC_NAME
 
     def _load(self) -> rsa.RSAPrivateKey:
         with self._lock:
             if self._private is not None:
                 return self._private
+            if self.directory is None:
+                key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                return self._remember(key)
             path = self.private_path
             if path.exists():
                 loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -73,15 +84,20 @@ class SigningKey:
                     serialization.NoEncryption(),
                 )
                 _write_private(path, pem)
-            public = key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            key = self._remember(key)
+            public = self._public_pem.encode("ascii")
             if not self.public_path.exists() or self.public_path.read_bytes() != public:
                 self.public_path.write_bytes(public)
-            self._public_pem = public.decode("ascii")
-            self._key_id = hashlib.sha256(public).hexdigest()[:16]
-            self._private = key
             return key
+
+    def _remember(self, key: rsa.RSAPrivateKey) -> rsa.RSAPrivateKey:
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self._public_pem = public.decode("ascii")
+        self._key_id = hashlib.sha256(public).hexdigest()[:16]
+        self._private = key
+        return key
 
     @property
     def public_pem(self) -> str:

@@ -258,3 +258,30 @@ def test_summarise_groups_and_totals_exactly() -> None:
     assert parse_by(" day , service") == ("day", "service")
     with pytest.raises(UsageError):
         parse_by("")
+
+
+def test_report_days_and_prices_the_service_sdks_epoch_timestamps(
+    aicm: Run, collector: LocalCollector
+) -> None:
+    """A current record stamped in epoch seconds (as the service's own SDK sends it) lands
+    on its UTC day and is priced by its model's rates."""
+    import httpx
+
+    record = {
+        "service_key": "openai::gpt-5-mini",
+        "response_id": "epoch-1",
+        "timestamp": "1740873600.5",  # 2025-03-02T00:00:00.5Z
+        "payload": {"input_tokens": 1_000_000},
+        "customer_key": "acme",
+    }
+    answer = httpx.post(collector.url + "/track", json={"tracked": [record]})
+    assert answer.status_code == 202
+    done = aicm("report", "--db", collector.db_path, "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["rows"]
+    assert (row["service"], row["customer"], row["day"]) == (
+        "openai::gpt-5-mini",
+        "acme",
+        "2025-03-02",
+    )
+    assert row["cost_usd"] == pytest.approx(default_prices()["gpt-5-mini"]["input_tokens"] * 1e6)

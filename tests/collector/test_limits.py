@@ -236,3 +236,30 @@ def test_the_signing_key_and_limits_survive_a_restart(tmp_path: Path) -> None:
     with LocalCollector(data_dir=data) as second:
         assert second.public_key == pem
         assert [x["uuid"] for x in second.limits()] == [limit["uuid"]]
+
+
+@pytest.mark.anyio
+async def test_forged_limits_verify_only_against_the_key_sent_with_them(
+    api: httpx.AsyncClient, no_limits: LocalCollector
+) -> None:
+    """The forge_limits fault signs with a throwaway key sent along: the token verifies
+    with that key (an SDK trusting it is fooled) and never with the collector's own."""
+    from aicm.collector import Faults
+
+    collector = no_limits
+    collector.add_limit(threshold_type="limit", amount=1, period="day")
+    collector.set_faults(Faults(forge_limits=True))
+    answer = await api.post("/track", json={"tracked": [current(DOLLAR_OF_TOKENS)]})
+    envelope = answer.json()["triggered_limits"]
+    assert envelope["public_key"] != collector.public_key
+    (event,) = claims(envelope, envelope["public_key"])["triggered_limits"]
+    assert event["api_key_id"] == "key-0001"
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(
+            envelope["encrypted_payload"], collector.public_key, algorithms=["RS256"], issuer=ISSUER
+        )
+    fetched = (await api.get("/triggered-limits")).json()["triggered_limits"]
+    assert fetched["public_key"] == envelope["public_key"]
+    collector.set_faults(Faults())
+    honest = (await api.get("/triggered-limits")).json()["triggered_limits"]
+    assert claims(honest, collector.public_key)["triggered_limits"] == [event]

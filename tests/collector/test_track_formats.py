@@ -191,3 +191,33 @@ def test_capture_accepts_the_service_sdks_record_and_refuses_mixed_ones() -> Non
     assert "unexpected field 'client_customer_key'" in results[1]["errors"]
     assert any("vendor::model" in e for e in results[2]["errors"])
     assert len(captured) == 1
+
+
+@pytest.mark.anyio
+async def test_the_client_takes_current_form_mappings(collector: LocalCollector) -> None:
+    """AsyncCostManagerClient.track takes a "vendor::model" mapping with no api_id, and
+    customer_key; it is sent in the form the track_format setting names."""
+    from aicm import AsyncCostManagerClient, resolve_settings
+
+    record = {
+        "service_key": "openai::gpt-4o",
+        "payload": {"input_tokens": 1},
+        "customer_key": "acme",
+        "response_id": "client-current",
+    }
+    async with AsyncCostManagerClient(aicm_api_key="k", aicm_api_base=collector.api_base) as c:
+        await c.track([record])
+    legacy_settings = resolve_settings(
+        api_key="k", api_base=collector.api_base, track_format="legacy"
+    )
+    async with AsyncCostManagerClient(settings=legacy_settings) as c:
+        await c.track([{**record, "response_id": "client-legacy"}])
+    stored = {r["response_id"]: r for r in collector.records("track")}
+    assert stored["client-current"]["customer_key"] == "acme"
+    assert "api_id" not in stored["client-current"]
+    legacy = stored["client-legacy"]
+    assert (legacy["api_id"], legacy["service_key"], legacy["client_customer_key"]) == (
+        "openai",
+        "openai::gpt-4o",
+        "acme",
+    )
