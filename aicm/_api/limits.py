@@ -68,11 +68,12 @@ class LimitGuard:
     # -- a wrapped client -------------------------------------------------------------------
 
     def service_keys(self, model: object) -> tuple[str, ...]:
-        """``vendor::model`` for a requested model, and for each model seen serving it."""
+        """``vendor::model`` for a requested model and for each model seen serving it; then
+        the bare names, which a ``/track-usage`` record's ``service_id`` carries."""
         if self.vendor is None or not isinstance(model, str) or not model:
             return ()
-        served = self._served.get(model, ())
-        return (f"{self.vendor}::{model}", *(f"{self.vendor}::{s}" for s in served))
+        models = (model, *self._served.get(model, ()))
+        return (*(f"{self.vendor}::{m}" for m in models), *models)
 
     def before_call(self, kwargs: Mapping[str, Any], customer_key: str | None) -> None:
         """Raise :class:`UsageLimitExceeded` if a hard limit covers this call (before it runs)."""
@@ -95,16 +96,23 @@ class LimitGuard:
     # -- a tracked record ---------------------------------------------------------------------
 
     def after_record(self, record: object) -> None:
-        """:meth:`after_track` for a built record (a ``/track`` or ``/track-usage`` one)."""
+        """:meth:`after_track` for a built record: a ``/track`` one (its service key, the
+        older record's ``api_id`` + bare key made ``vendor::model``) or a ``/track-usage``
+        one (its payload's ``service_id`` and ``client_customer_key``)."""
         if not self.book.limits:
             return
+        payload = getattr(record, "payload", None)
         service_key = getattr(record, "service_key", None)
-        api_id = getattr(record, "api_id", None)
-        if isinstance(service_key, str) and "::" not in service_key and isinstance(api_id, str):
-            service_key = f"{vendor_of(api_id)}::{service_key}"  # the older record's parts
-        customer_key = getattr(record, "customer_key", None) or getattr(
-            record, "client_customer_key", None
-        )
+        if service_key is None and isinstance(payload, dict):
+            service_key = payload.get("service_id")
+            customer_key = payload.get("client_customer_key")
+        else:
+            api_id = getattr(record, "api_id", None)
+            if isinstance(service_key, str) and "::" not in service_key and isinstance(api_id, str):
+                service_key = f"{vendor_of(api_id)}::{service_key}"
+            customer_key = getattr(record, "customer_key", None) or getattr(
+                record, "client_customer_key", None
+            )
         response_id = getattr(record, "response_id", None)
         self.after_track(
             service_key=service_key if isinstance(service_key, str) else None,

@@ -197,6 +197,24 @@ async def test_tracker_track_delivers_then_raises_with_the_response_id(
     assert [r["response_id"] for r in service.records][-1] == "resp-acme-1"
 
 
+async def test_a_config_tracker_matches_its_service_id(service: LimitsService) -> None:
+    """A /track-usage record is matched by its service_id and client_customer_key."""
+    key = fresh_key()
+    service.configs = [
+        {"config_id": "avatar", "api_id": "heygen", "manual_usage_schema": {"minutes": "float"}}
+    ]
+    service.answer = signed([limit(key, service_key="streaming", customer_key="acme")])
+    async with AsyncTracker(
+        "avatar", "streaming", aicm_api_key=key, aicm_api_base=service.api_base
+    ) as tracker:
+        await tracker.track({"minutes": 1.5})  # no customer: not covered
+        with pytest.raises(UsageLimitExceeded) as info:
+            await tracker.track({"minutes": 2.0}, client_customer_key="acme", response_id="u-2")
+        assert info.value.response_id == "u-2"
+        assert info.value.matched == {"service_key": "streaming", "customer_key": "acme"}
+    assert [r["response_id"] for r in service.records][-1] == "u-2"
+
+
 async def test_a_tracker_with_enforcement_off_never_raises(service: LimitsService) -> None:
     """Tracker(enforce_limits=False) delivers and returns as if no limit were in force."""
     key = fresh_key()
