@@ -16,10 +16,11 @@ import openai
 import pytest
 
 from aicm import AsyncCostManager, AsyncTracker, CostManager, Tracker, UsageLimitExceeded
+from aicm._api import limits as guard_module
 from aicm._io import limits_book
 from tests.api.limits_support import LimitsService, fresh_key, keypair, limit, signed
 from tests.fakes import FakeOpenAI
-from tests.tracking_support import MESSAGES, OPENAI_HANDLING, service_config
+from tests.tracking_support import MESSAGES, OPENAI_HANDLING, service_config, wait_until_sync
 
 pytestmark = pytest.mark.anyio
 
@@ -337,10 +338,11 @@ async def test_a_persistent_queue_shares_limits_with_other_processes(
 
 
 def test_a_sync_cost_manager_refuses_in_the_callers_thread(
-    service: LimitsService, openai_fake: FakeOpenAI
+    service: LimitsService, openai_fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The sync facade over a sync openai client refuses before the call, then resumes
-    once the limit expires."""
+    """The sync facade over a sync openai client refuses before the call (and asks the
+    service again from the worker), then resumes once the limit expires."""
+    monkeypatch.setattr(guard_module, "REFRESH_AFTER", 0.0)
     key = fresh_key()
     client = openai.OpenAI(base_url=openai_fake.base_url, api_key="test", max_retries=0)
     with CostManager(client, aicm_api_key=key, aicm_api_base=service.api_base) as tracker:
@@ -355,6 +357,7 @@ def test_a_sync_cost_manager_refuses_in_the_callers_thread(
         assert info.value.response_id is None
         assert len(openai_fake.requests) == seen
         assert tracker.health().limits_refused == 1
+        assert wait_until_sync(lambda: service.limit_requests == 2)  # at start, after refusal
         time.sleep(max(0.0, expires - time.time()) + 0.05)
         tracker.client.chat.completions.create(**CHAT)
         assert len(openai_fake.requests) == seen + 1
