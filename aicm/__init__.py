@@ -37,6 +37,7 @@ from ._core.exceptions import (
     UsageValidationError,
 )
 from ._core.extractor import UniversalExtractor
+from ._core.limits import TriggeredLimit
 from ._core.models import RecordResult, ServiceConfig, TrackRecord, TrackResult, UsageRecord
 from ._core.settings import DeliveryType, OnFull, Settings, TrackFormat, resolve_settings
 from ._core.validator import TypeValidator
@@ -92,6 +93,7 @@ __all__ = [
     "TrackResult",
     "Tracker",
     "TransportError",
+    "TriggeredLimit",
     "TypeValidator",
     "UniversalExtractor",
     "UnknownConfigError",
