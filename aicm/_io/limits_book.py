@@ -87,6 +87,8 @@ class SharedLimits:
 
     def write(self, raw: str, updated_at: float) -> None:
         """Store ``raw`` (an answer's JSON) unless a newer one is there already."""
+        if not self.path.exists():
+            return  # the queue makes its file; this table never does
         try:
             conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         except sqlite3.Error as exc:

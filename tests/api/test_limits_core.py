@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,7 @@ from aicm._core.limits import (
     verify_answer,
 )
 from aicm._io.http import _limits_in
-from aicm._io.limits_book import LimitBook
+from aicm._io.limits_book import LimitBook, SharedLimits
 from tests.api.limits_support import keypair, limit, signed
 
 KEY = "sk-test.abc123"
@@ -212,3 +214,20 @@ def test_the_fast_answer_path_reads_the_limits_alone(text: str, expected: object
     """An answer whose records all succeeded is not parsed record by record, yet its
     top-level triggered_limits object is read exactly."""
     assert _limits_in(text) == expected
+
+
+def test_limits_are_never_added_to_a_file_that_is_not_a_queue(tmp_path: Path) -> None:
+    """SharedLimits writes only into a file of this aicm's queue schema: another program's
+    SQLite file (or a new one) is left exactly as it was."""
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    before = foreign.read_bytes()
+    shared = SharedLimits(foreign, api_root="http://svc/api/v1", key_fp="fp")
+    shared.write('{"a": 1}', time.time())
+    assert foreign.read_bytes() == before
+    assert shared.read() is None
+    missing = SharedLimits(tmp_path / "missing.db", api_root="x", key_fp="y")
+    missing.write('{"a": 1}', time.time())
+    assert missing.read() is None
+    assert not (tmp_path / "missing.db").exists()
