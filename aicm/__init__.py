@@ -36,9 +36,11 @@ from ._core.exceptions import (
     TransportError,
     UnexpectedAnswerError,
     UnknownConfigError,
+    UsageLimitExceeded,
     UsageValidationError,
 )
 from ._core.extractor import UniversalExtractor
+from ._core.limits import TriggeredLimit
 from ._core.models import RecordResult, ServiceConfig, TrackRecord, TrackResult, UsageRecord
 from ._core.service_models import (
     CostEvent,
@@ -121,12 +123,14 @@ __all__ = [
     "TrackResult",
     "Tracker",
     "TransportError",
+    "TriggeredLimit",
     "TypeValidator",
     "UnexpectedAnswerError",
     "UniversalExtractor",
     "UnknownConfigError",
     "UsageEvent",
     "UsageLimit",
+    "UsageLimitExceeded",
     "UsageLimitProgress",
     "UsageRecord",
     "UsageRollup",

@@ -21,6 +21,7 @@ from .._core.handling import HandlingConfig
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
+from .limits import LimitGuard, refresh_soon
 from .proxy import TrackedProxy
 from .recorder import AsyncRecorder, DeliveryOptions
 
@@ -77,6 +78,13 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         self._proxy: Any = TrackedProxy(client, extractor_hook=self)
         self._warned_no_config = False
         self._warned_methods: set[str] = set()
+        self.limit_guard = LimitGuard(
+            self.aicm_client.limits,
+            self.settings,
+            lambda: self.engine.stats,
+            api_id=self.api_id,
+            refresh=lambda: refresh_soon(self),
+        )
 
     def __repr__(self) -> str:
         return f"AsyncCostManager({type(self._wrapped).__name__}, api_id={self.api_id!r})"
@@ -95,6 +103,8 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
     # -- configs ---------------------------------------------------------------------------
 
     async def _prepare(self) -> None:
+        if self.settings.enforce_limits:
+            await self.aicm_client.refresh_limits()  # known before the first call is checked
         try:
             await self.load_configs()
         except MissingApiKeyError:
@@ -226,6 +236,10 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             "; ".join(reasons),
         )
 
+    def before_call(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
+        self.limit_guard.before_call(kwargs, self.tags()[0])
+
     def on_call(
         self,
         path: str,
@@ -235,6 +249,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked call returned: queue its records without blocking the loop."""
+        self.limit_guard.after_call(kwargs, response)
         self.emit_nowait(self.records_for_call(path, args, kwargs, response, func))
 
     def on_stream_end(
@@ -246,6 +261,8 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked stream ended: queue its records without blocking the loop."""
+        if chunks:
+            self.limit_guard.after_call(kwargs, chunks[-1])
         self.emit_nowait(self.records_for_stream(path, args, kwargs, chunks, func))
 
 

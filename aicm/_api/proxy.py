@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from .._core.exceptions import UsageLimitExceeded
+
 __all__ = ["ExtractorHook", "ProxyHooks", "TrackedProxy"]
 
 logger = logging.getLogger("aicm.cost_manager")
@@ -361,6 +363,7 @@ class _TrackedCallable(TrackedProxy):
             return func(*args, **kwargs)
         # A tracked call begins here: anything that must happen before the provider is
         # called (path, arguments and the hook are all known) belongs right here.
+        _before_call(hook, path, args, kwargs)  # a usage limit refuses the call before it costs
         result = func(*args, **kwargs)
         rtype = type(result)
         if rtype in _PASSTHROUGH_TYPES:
@@ -418,6 +421,20 @@ def _same_package(result: Any, method: Any) -> bool:
     if not isinstance(home, str):
         return False
     return rtype.__module__.partition(".")[0] == home.partition(".")[0]
+
+
+def _before_call(
+    hook: ExtractorHook, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    before = getattr(hook, "before_call", None)
+    if before is None:
+        return
+    try:
+        before(path, args, kwargs)
+    except UsageLimitExceeded:
+        raise
+    except Exception:
+        logger.exception("checking usage limits for %s failed; the call is made", path)
 
 
 def _should_track(hook: ExtractorHook, path: str) -> bool:

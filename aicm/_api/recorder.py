@@ -65,6 +65,8 @@ class DeliveryOptions(TypedDict, total=False):
     log_file: str | None
     log_level: str | None
     log_bodies: bool | None
+    enforce_limits: bool | None
+    limits_public_key: str | None
     transport: httpx.AsyncBaseTransport | None
 
 

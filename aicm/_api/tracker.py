@@ -49,6 +49,7 @@ from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
 from .conveniences import Anonymizer, TrackConveniences, TrackDefaults
 from .lifecycle import AsyncWithLifecycle
+from .limits import LimitGuard
 
 __all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
 
@@ -81,6 +82,8 @@ TRACKER_OPTIONS: Final = frozenset(
         "log_level",
         "log_bodies",
         "track_format",
+        "enforce_limits",
+        "limits_public_key",
         "transport",
         "anonymize_fields",
         "anonymizer",
@@ -172,6 +175,8 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
         anonymize_fields: Iterable[str] | None = ...,
         anonymizer: Anonymizer | None = ...,
@@ -202,6 +207,8 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
         anonymize_fields: Iterable[str] | None = ...,
         anonymizer: Anonymizer | None = ...,
@@ -231,6 +238,8 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         log_level: str | None = None,
         log_bodies: bool | None = None,
         track_format: TrackFormat | str | None = None,
+        enforce_limits: bool | None = None,
+        limits_public_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         anonymize_fields: Iterable[str] | None = None,
         anonymizer: Anonymizer | None = None,
@@ -267,12 +276,15 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
             log_level=log_level,
             log_bodies=log_bodies,
             track_format=track_format,
+            enforce_limits=enforce_limits,
+            limits_public_key=limits_public_key,
         )
         configure_logging(log_file=self.settings.log_file, log_level=self.settings.log_level)
         self.client = AsyncCostManagerClient(settings=self.settings, transport=transport)
         self.engine = DeliveryEngine(
             self.client, self.settings, delivery_type=self.delivery_type, on_discard=on_discard
         )
+        self.limit_guard = LimitGuard(self.client.limits, self.settings, lambda: self.engine.stats)
         self._max_bytes = self.settings.max_record_bytes
         self._legacy = self.settings.track_format is TrackFormat.LEGACY
         #: the customer key, context and anonymisation every call gets (set_customer_key, ...)
@@ -579,8 +591,11 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
             # The memory queue took it at once: no await on the hot path.
             if _delivery_logger.isEnabledFor(logging.DEBUG):
                 _delivery_logger.debug("enqueued %s", record.response_id)
+            self.limit_guard.after_record(record)  # raises once the record is on its way
             return enqueued_result(record.response_id)
-        return await self.submit(record)
+        result = await self.submit(record)
+        self.limit_guard.after_record(record)
+        return result
 
     async def submit(self, record: WireRecord) -> RecordResult:
         """Deliver an already-built record per this tracker's delivery type."""

@@ -13,6 +13,7 @@
     │   └── RecordTooLargeError           a record over the size limit
     ├── SchemaError (ValueError)          a manual_usage_schema that cannot be parsed
     ├── UsageValidationError (ValueError) usage that breaks a manual_usage_schema
+    ├── UsageLimitExceeded                a usage limit the service triggered applies
     ├── QueueFullError                    the delivery queue is full (policy ``raise``)
     ├── QueueStoreError                   the SQLite queue file cannot be used
     ├── DeliveryError                     records that could not be delivered
@@ -63,6 +64,7 @@ __all__ = [
     "TransportError",
     "UnexpectedAnswerError",
     "UnknownConfigError",
+    "UsageLimitExceeded",
     "UsageValidationError",
 ]
 
@@ -182,6 +184,34 @@ class UsageValidationError(AicmError, ValueError):
         if self.extra_fields:
             parts.append("unexpected fields: " + ", ".join(self.extra_fields))
         super().__init__("usage does not match the schema: " + "; ".join(parts))
+
+
+class UsageLimitExceeded(AicmError):
+    """A usage limit the service triggered covers this call or record.
+
+    ``limit_id`` and ``limit_message`` name the first limit that applies (``limits``
+    holds every one, as :class:`aicm.TriggeredLimit`); ``matched`` says what
+    matched it (``service_key``, ``customer_key``). Raised before the provider call by a
+    wrapped client, so nothing was spent; raised by ``Tracker.track`` after its record
+    was handed to delivery, with that record's ``response_id``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit_id: str,
+        limit_message: str | None = None,
+        matched: Mapping[str, str | None] | None = None,
+        limits: Sequence[object] = (),
+        response_id: str | None = None,
+    ) -> None:
+        self.limit_id = limit_id
+        self.limit_message = limit_message
+        self.matched = dict(matched or {})
+        self.limits = tuple(limits)
+        self.response_id = response_id
+        super().__init__(message)
 
 
 class QueueFullError(AicmError):

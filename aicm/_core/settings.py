@@ -176,6 +176,19 @@ def _log_level(name: str, value: Any) -> str:
     return text
 
 
+def _public_key(name: str, value: Any) -> str | None:
+    text = _optional_str(name, value)
+    if text is None:
+        return None
+    # An environment variable or INI value often carries the PEM's newlines as "\n".
+    text = text.strip().replace("\\n", "\n")
+    if not text.startswith("-----BEGIN PUBLIC KEY-----"):
+        raise ConfigError(
+            f"{name} must be a PEM public key (-----BEGIN PUBLIC KEY-----...), got {text[:60]!r}"
+        )
+    return text
+
+
 @attrs.frozen(kw_only=True)
 class _Option:
     default: Any
@@ -218,6 +231,9 @@ _OPTIONS: dict[str, _Option] = {
     "lease_seconds": _Option(default=60.0, convert=_positive_float, env="AICM_LEASE_SECONDS"),
     "max_age": _Option(default=None, convert=_optional_positive_float, env="AICM_MAX_AGE"),
     "close_timeout": _Option(default=2.0, convert=_positive_float, env="AICM_CLOSE_TIMEOUT"),
+    # Usage limits the service triggers (docs/limits.md).
+    "enforce_limits": _Option(default=True, convert=_bool, env="AICM_ENFORCE_LIMITS"),
+    "limits_public_key": _Option(default=None, convert=_public_key, env="AICM_LIMITS_PUBLIC_KEY"),
     "track_format": _Option(
         default=TrackFormat.CURRENT, convert=_enum(TrackFormat), env="AICM_TRACK_FORMAT"
     ),
@@ -253,6 +269,8 @@ class Settings:
     lease_seconds: float
     max_age: float | None
     close_timeout: float
+    enforce_limits: bool = True
+    limits_public_key: str | None = attrs.field(default=None, repr=False)
     track_format: TrackFormat = TrackFormat.CURRENT
     ini_path: str | None = None
 

@@ -232,6 +232,7 @@ class DeliveryEngine:
             self._writer = SyncWriter(
                 self.db_path, api_root=settings.api_root, key_fp=self._key_fp()
             )
+            client.limits.share_through(self.db_path)  # other processes learn our limits
         register_engine(self)
 
     # -- identity ----------------------------------------------------------------------
@@ -1058,4 +1059,5 @@ class DeliveryEngine:
             last_error=s.last_error,
             queue_utilisation=(queued / capacity) if capacity else 0.0,
             auth_paused=s.auth_paused,
+            limits_refused=s.limits_refused,
         )

@@ -38,6 +38,8 @@ class DeliveryHealth:
     queue_utilisation: float
     auth_paused: bool = False
     engines: int = 1
+    #: Calls and tracks refused because a usage limit the service triggered covers them.
+    limits_refused: int = 0
 
     @property
     def discarded_total(self) -> int:
@@ -59,6 +61,7 @@ class DeliveryStats:
         self.last_error: str | None = None
         self.auth_paused = False
         self.unexpected_errors = 0
+        self.limits_refused = 0
 
     def discard(self, reason: str, n: int = 1) -> None:
         """Count ``n`` records dropped for ``reason``."""
@@ -138,6 +141,7 @@ def get_global_delivery_health() -> DeliveryHealth:
         queue_utilisation=max(s.queue_utilisation for s in snaps),
         auth_paused=any(s.auth_paused for s in snaps),
         engines=len(snaps),
+        limits_refused=sum(s.limits_refused for s in snaps),
     )
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import logging
 import ssl
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -17,6 +19,7 @@ import cattrs
 import httpx
 
 from .._core.exceptions import (
+    AicmError,
     AuthenticationError,
     ClientRequestError,
     ClosedError,
@@ -41,6 +44,7 @@ from .._core.models import (
 from .._core.policy import Outcome, classify_status, parse_retry_after
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
+from .limits_book import limit_book
 from .service_api import ServiceApiMethods
 
 __all__ = [
@@ -129,7 +133,7 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
     if only_failures and '"error' not in text and "service_key_unknown" not in text:
         # Every status is a success (no "error", "errors" or unknown key anywhere): a
         # 1000-record answer need not be parsed record by record.
-        return TrackResult()
+        return TrackResult(triggered_limits=_limits_in(text) or {})
     try:
         data = loads(text)
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
@@ -146,6 +150,36 @@ def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | N
         )
     except (TypeError, ValueError, AttributeError, cattrs.BaseValidationError):
         return None
+
+
+def _limits_in(text: str) -> dict[str, Any] | None:
+    """The answer's top-level ``triggered_limits`` object, read alone (None when absent).
+
+    A quoted ``"triggered_limits"`` followed by a colon is a key: inside a JSON string its
+    quotes would be escaped.
+    """
+    start = 0
+    while True:
+        at = text.find('"triggered_limits"', start)
+        if at < 0:
+            return None
+        start = at + len('"triggered_limits"')
+        colon = start
+        while colon < len(text) and text[colon] in " \t\r\n":
+            colon += 1
+        if colon < len(text) and text[colon] == ":":
+            break
+    value_at = colon + 1
+    while value_at < len(text) and text[value_at] in " \t\r\n":
+        value_at += 1
+    try:
+        value, _ = _DECODER.raw_decode(text, value_at)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_DECODER = json.JSONDecoder()
 
 
 def _redirect_message(
@@ -277,6 +311,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
         self._configs: dict[str | None, _CachedConfigs] = {}
+        #: The usage limits in force for this service and key (shared in the process).
+        self.limits = limit_book(settings)
 
     def __repr__(self) -> str:
         return f"AsyncCostManagerClient(api_root={self.settings.api_root!r})"
@@ -413,6 +449,9 @@ class AsyncCostManagerClient(ServiceApiMethods):
                 "%s answered %s with an unreadable body", endpoint.value, response.status_code
             )
             return TrackResult()
+        if '"triggered_limits"' in text:
+            # Read apart from the results: an explicit {} says "none in force" too.
+            await self.limits.aabsorb(_limits_in(text))
         return parsed
 
     async def send(
@@ -449,6 +488,38 @@ class AsyncCostManagerClient(ServiceApiMethods):
         built = [r if isinstance(r, UsageRecord) else UsageRecord.build(r) for r in records]
         return await self.send(Endpoint.TRACK_USAGE, built)
 
+    async def get_triggered_limits(self) -> dict[str, Any]:
+        """GET ``/triggered-limits``: the signed limits in force, also adopted (if verified)
+        by every tracker of this service and key in the process."""
+        response = await self._request("GET", "/triggered-limits", headers=self._auth())
+        self._raise_for_response(response, response.text)
+        try:
+            data = response.json()
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"the service's /triggered-limits answer is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("the service's /triggered-limits answer is not an object")
+        # {"triggered_limits": {...}}, or the limits object itself.
+        answer = data.get("triggered_limits", data if "encrypted_payload" in data else {})
+        if not isinstance(answer, dict):
+            raise ConfigError("the service's /triggered-limits answer holds no object")
+        await self.limits.aabsorb(answer)
+        return answer
+
+    async def refresh_limits(self) -> None:
+        """:meth:`get_triggered_limits` for a manager starting: failures are logged, not raised.
+
+        Bounded by ``timeout``: a service that does not answer delays a start that little.
+        """
+        self.limits.heard_at = time.monotonic()  # asked: one refresh at a time is enough
+        with anyio.move_on_after(self.settings.timeout):
+            try:
+                await self.get_triggered_limits()
+            except AicmError as exc:
+                logger.info("could not fetch the triggered usage limits at start: %s", exc)
+            return
+        logger.info("could not fetch the triggered usage limits at start: no answer in time")
+
     async def get_configs(self, api_id: str | None = None) -> ConfigsResponse:
         """GET ``/configs`` (optionally for one ``api_id``), revalidated with ETag."""
         headers = self._auth()
@@ -474,6 +545,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         value = structure_config(
             data, ConfigsResponse, where="the service's /configs answer is malformed"
         )
+        if isinstance(data, dict) and data.get("triggered_limits"):
+            await self.limits.aabsorb(data["triggered_limits"])
         etag = response.headers.get("ETag")
         if etag:
             self._configs[api_id] = _CachedConfigs(etag=etag, value=value)

@@ -34,6 +34,11 @@ class _ThreadHook:
         # A closed manager passes calls through untracked.
         return not self._facade.closed and self._facade._live().should_track(path)
 
+    def before_call(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # A usage limit refuses the call in the caller's thread, before it is made.
+        if not self._facade.closed:
+            self._facade._live().before_call(path, args, kwargs)
+
     def on_call(
         self,
         path: str,
@@ -45,6 +50,7 @@ class _ThreadHook:
         if self._facade.closed:
             return
         manager = self._facade._live()
+        manager.limit_guard.after_call(kwargs, response)
         self._facade._emit(manager.records_for_call(path, args, kwargs, response, func))
 
     def on_stream_end(
@@ -58,6 +64,8 @@ class _ThreadHook:
         if self._facade.closed:
             return  # a stream that outlived its manager
         manager = self._facade._live()
+        if chunks:
+            manager.limit_guard.after_call(kwargs, chunks[-1])
         self._facade._emit(manager.records_for_stream(path, args, kwargs, chunks, func))
 
 

@@ -69,6 +69,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
         anonymize_fields: Iterable[str] | None = ...,
         anonymizer: Anonymizer | None = ...,
@@ -99,6 +101,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
         anonymize_fields: Iterable[str] | None = ...,
         anonymizer: Anonymizer | None = ...,
@@ -152,6 +156,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
         anonymize_fields: Iterable[str] | None = ...,
         anonymizer: Anonymizer | None = ...,
@@ -183,6 +189,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
         track_format: TrackFormat | str | None = ...,
+        enforce_limits: bool | None = ...,
+        limits_public_key: str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
         anonymize_fields: Iterable[str] | None = ...,
         anonymizer: Anonymizer | None = ...,
@@ -264,6 +272,7 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         else:
             record = tracker.build_record(args, kwargs)
         self._engine.put(record)
+        tracker.limit_guard.after_record(record)  # raises once the record is on its way
         return enqueued_result(record.response_id)
 
     @overload
@@ -304,11 +313,13 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
             # Building and queueing cost microseconds and cannot block: stay on the loop.
             record = tracker.build_record(args, kwargs)
             self._engine.put(record)
+            tracker.limit_guard.after_record(record)
             return enqueued_result(record.response_id)
         if buffer is not None:
             record = tracker.build_record(args, kwargs)
             if not buffer.try_put(record):
                 await anyio.to_thread.run_sync(self._engine.put, record)
+            tracker.limit_guard.after_record(record)
             return enqueued_result(record.response_id)
         # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
         return await anyio.to_thread.run_sync(lambda: self.track(*args, **kwargs))

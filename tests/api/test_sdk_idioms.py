@@ -159,13 +159,16 @@ OPENAI_SYNC: dict[str, tuple[Callable[[Any], str], Tokens]] = {
 def test_openai_sync_idiom_gives_one_record(
     idiom: str, collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
 ) -> None:
-    """openai.OpenAI: each idiom, one record with the tokens, response id and tags."""
+    """openai.OpenAI: each idiom, one provider request and one record with the tokens,
+    response id and tags."""
     run, tokens = OPENAI_SYNC[idiom]
     with (
         openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         CostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid = run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check(collector, tokens, (12, 5), rid)
 
 
@@ -252,11 +255,15 @@ async def test_openai_async_idiom_gives_one_record(
     collector: LocalCollector,
     connection: dict[str, str],
     async_openai: openai.AsyncOpenAI,
+    openai_fake: FakeOpenAI,
 ) -> None:
-    """openai.AsyncOpenAI: each idiom, one record with the tokens, response id and tags."""
+    """openai.AsyncOpenAI: each idiom, one provider request and one record with the tokens,
+    response id and tags."""
     run, tokens = OPENAI_ASYNC[idiom]
     async with AsyncCostManager(async_openai, **TAGS, **connection) as manager:
+        sent = len(openai_fake.requests)
         rid = await run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check(collector, tokens, (12, 5), rid)
 
 

@@ -77,6 +77,19 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
     "lease_seconds": (Sample(30.0, "30", 30.0), Sample(45.0, "45", 45.0)),
     "max_age": (Sample(100.0, "100", 100.0), Sample(200.0, "200", 200.0)),
     "close_timeout": (Sample(9.0, "9", 9.0), Sample(8.0, "8", 8.0)),
+    "enforce_limits": (Sample(False, "off", False), Sample(True, "yes", True)),
+    "limits_public_key": (
+        Sample(
+            "-----BEGIN PUBLIC KEY-----\nWIN\n-----END PUBLIC KEY-----",
+            "-----BEGIN PUBLIC KEY-----\\nWIN\\n-----END PUBLIC KEY-----",
+            "-----BEGIN PUBLIC KEY-----\nWIN\n-----END PUBLIC KEY-----",
+        ),
+        Sample(
+            "-----BEGIN PUBLIC KEY-----\nLOSE\n-----END PUBLIC KEY-----",
+            "-----BEGIN PUBLIC KEY-----\\nLOSE\\n-----END PUBLIC KEY-----",
+            "-----BEGIN PUBLIC KEY-----\nLOSE\n-----END PUBLIC KEY-----",
+        ),
+    ),
     "track_format": (
         Sample(TrackFormat.LEGACY, "Legacy", TrackFormat.LEGACY),
         Sample("current", "CURRENT", TrackFormat.CURRENT),
@@ -454,6 +467,8 @@ BAD_TEXT: dict[str, str] = {
     "lease_seconds": "-0.1",
     "max_age": "never",
     "close_timeout": "0",
+    "enforce_limits": "sometimes",
+    "limits_public_key": "not-a-pem-key",
     "track_format": "v2",
 }
 FREE_FORM = {"api_key", "api_url", "db_path", "log_file"}
