@@ -29,6 +29,7 @@ from .._core.exceptions import (
     ServerError,
     ServiceRedirectError,
     TransportError,
+    UnexpectedAnswerError,
 )
 from .._core.jsonplain import dumps, loads
 from .._core.models import (
@@ -489,22 +490,16 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return await self.send(Endpoint.TRACK_USAGE, built)
 
     async def get_triggered_limits(self) -> dict[str, Any]:
-        """GET ``/triggered-limits``: the signed limits in force, also adopted (if verified)
-        by every tracker of this service and key in the process."""
-        response = await self._request("GET", "/triggered-limits", headers=self._auth())
-        self._raise_for_response(response, response.text)
-        try:
-            data = response.json()
-        except (ValueError, RecursionError) as exc:
-            raise ConfigError(f"the service's /triggered-limits answer is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError("the service's /triggered-limits answer is not an object")
+        """GET ``/triggered-limits``: the service's signed document, as sent; the limits in
+        it are also adopted (if verified) by every tracker of this service and key in the
+        process."""
+        data = await super().get_triggered_limits()
         # {"triggered_limits": {...}}, or the limits object itself.
         answer = data.get("triggered_limits", data if "encrypted_payload" in data else {})
         if not isinstance(answer, dict):
-            raise ConfigError("the service's /triggered-limits answer holds no object")
+            raise UnexpectedAnswerError("GET /triggered-limits: holds no triggered_limits object")
         await self.limits.aabsorb(answer)
-        return answer
+        return data
 
     async def refresh_limits(self) -> None:
         """:meth:`get_triggered_limits` for a manager starting: failures are logged, not raised.
