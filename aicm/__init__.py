@@ -37,7 +37,7 @@ from ._core.exceptions import (
 )
 from ._core.extractor import UniversalExtractor
 from ._core.models import RecordResult, ServiceConfig, TrackRecord, TrackResult, UsageRecord
-from ._core.settings import DeliveryType, OnFull, Settings, resolve_settings
+from ._core.settings import DeliveryType, OnFull, Settings, TrackFormat, resolve_settings
 from ._core.validator import TypeValidator
 from ._delivery.engine import DeadLetterRecord
 from ._delivery.health import DeliveryHealth, get_global_delivery_health
@@ -86,6 +86,7 @@ __all__ = [
     "ServiceConfig",
     "ServiceRedirectError",
     "Settings",
+    "TrackFormat",
     "TrackRecord",
     "TrackResult",
     "Tracker",

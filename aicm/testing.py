@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ import anyio
 import httpx
 
 from ._core.exceptions import ConfigError
+from ._core.models import API_VENDORS
 from ._io import http as _http
 
 if TYPE_CHECKING:
@@ -56,9 +58,11 @@ __all__ = [
 TEST_API_KEY = "aicm-test-key"
 
 _MAX_RECORDS = 1000
-_TRACK_REQUIRED = ("api_id", "service_key", "response_id", "timestamp")
-_TRACK_FIELDS = frozenset(
-    {*_TRACK_REQUIRED, "payload", "client_customer_key", "context"},
+_TRACK_REQUIRED = ("service_key", "response_id", "timestamp")
+# The current /track record (no api_id) and the older one (api_id, client_customer_key).
+_CURRENT_FIELDS = frozenset({*_TRACK_REQUIRED, "payload", "customer_key", "context"})
+_LEGACY_FIELDS = frozenset(
+    {*_TRACK_REQUIRED, "api_id", "payload", "client_customer_key", "context"}
 )
 _USAGE_STRING_FIELDS = ("config_id", "service_id", "timestamp", "client_customer_key", "base_url")
 _UNSET: Any = object()
@@ -69,7 +73,14 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "number" if isinstance(value, (int, float)) else "value")
 
 
-def _timestamp_problem(value: str) -> str | None:
+def _timestamp_problem(value: str, *, epoch: bool) -> str | None:
+    if epoch:
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:  # the service's own SDK sends epoch seconds as a string
+            return None if math.isfinite(number) else f"field 'timestamp' is not finite: {value!r}"
     text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
     try:
         moment = dt.datetime.fromisoformat(text)
@@ -81,24 +92,33 @@ def _timestamp_problem(value: str) -> str | None:
 
 
 def _track_problems(record: object) -> list[str]:
-    """What the service would refuse in one ``/track`` record (the wire contract)."""
+    """What the service would refuse in one ``/track`` record (the wire contract).
+
+    A record with an ``api_id`` is the older record; any other is the current one, whose
+    ``service_key`` is ``"vendor::model"``.
+    """
     if not isinstance(record, dict):
         return [f"record must be a JSON object, got {_json_type(record)}"]
+    legacy = "api_id" in record
     problems: list[str] = []
-    for name in _TRACK_REQUIRED:
+    for name in ("api_id", *_TRACK_REQUIRED) if legacy else _TRACK_REQUIRED:
         value = record.get(name)
         if not isinstance(value, str) or not value:
             problems.append(f"field '{name}' must be a non-empty string")
-        elif name == "timestamp" and (problem := _timestamp_problem(value)):
+        elif name == "timestamp" and (problem := _timestamp_problem(value, epoch=not legacy)):
             problems.append(problem)
+        elif name == "service_key" and not legacy and "::" not in value:
+            problems.append(f"field 'service_key' must be 'vendor::model', got {value!r}")
     if not isinstance(record.get("payload"), dict):
         problems.append("field 'payload' must be an object")
-    customer, context = record.get("client_customer_key"), record.get("context")
+    customer_field = "client_customer_key" if legacy else "customer_key"
+    customer, context = record.get(customer_field), record.get("context")
     if customer is not None and not isinstance(customer, str):
-        problems.append("field 'client_customer_key' must be a string or null")
+        problems.append(f"field '{customer_field}' must be a string or null")
     if context is not None and not isinstance(context, dict):
         problems.append("field 'context' must be an object or null")
-    problems.extend(f"unexpected field '{name}'" for name in record if name not in _TRACK_FIELDS)
+    fields = _LEGACY_FIELDS if legacy else _CURRENT_FIELDS
+    problems.extend(f"unexpected field '{name}'" for name in record if name not in fields)
     return problems
 
 
@@ -125,6 +145,29 @@ def _service_of(endpoint: str, record: Mapping[str, Any]) -> str:
     if service is None:
         service = record.get("config_id")
     return service if isinstance(service, str) else ""
+
+
+def _vendor_model(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(vendor, model)`` of a current ``/track`` record, else None."""
+    key = record.get("service_key")
+    if "api_id" in record or not isinstance(key, str) or "::" not in key:
+        return None
+    vendor, _, model = key.partition("::")
+    return vendor, model
+
+
+def _api_matches(record: Mapping[str, Any], record_api: object, api_id: str) -> bool:
+    if record_api == api_id:
+        return True
+    split = _vendor_model(record)
+    return split is not None and split[0] == API_VENDORS.get(api_id, api_id)
+
+
+def _service_matches(record: Mapping[str, Any], service_key: str) -> bool:
+    if record.get("service_key") == service_key:
+        return True
+    split = _vendor_model(record)
+    return split is not None and "::" not in service_key and split[1] == service_key
 
 
 def _answer(status: int, data: object, headers: Mapping[str, str] | None = None) -> httpx.Response:
@@ -346,6 +389,7 @@ class CapturedRecords:
         usage: Any = None,
         response_id: str | None = None,
         client_customer_key: str | None = _UNSET,
+        customer_key: str | None = _UNSET,
         context: Mapping[str, Any] | None = _UNSET,
         config_id: str | None = None,
         service_id: str | None = None,
@@ -360,15 +404,14 @@ class CapturedRecords:
             record_api = record.get("api_id")
             if record_api is None and isinstance(record.get("config_id"), str):
                 record_api = configs.get(record["config_id"])
+            record_customer = record.get("client_customer_key", record.get("customer_key"))
             if (
-                (api_id is None or record_api == api_id)
-                and (service_key is None or record.get("service_key") == service_key)
+                (api_id is None or _api_matches(record, record_api, api_id))
+                and (service_key is None or _service_matches(record, service_key))
                 and (usage is None or record_usage == usage)
                 and (response_id is None or record.get("response_id") == response_id)
-                and (
-                    client_customer_key is _UNSET
-                    or record.get("client_customer_key") == client_customer_key
-                )
+                and (client_customer_key is _UNSET or record_customer == client_customer_key)
+                and (customer_key is _UNSET or record_customer == customer_key)
                 and (context is _UNSET or record.get("context") == context)
                 and (config_id is None or record.get("config_id") == config_id)
                 and (service_id is None or record.get("service_id") == service_id)
@@ -384,6 +427,7 @@ class CapturedRecords:
         usage: Any = None,
         response_id: str | None = None,
         client_customer_key: str | None = _UNSET,
+        customer_key: str | None = _UNSET,
         context: Mapping[str, Any] | None = _UNSET,
         config_id: str | None = None,
         service_id: str | None = None,
@@ -393,9 +437,12 @@ class CapturedRecords:
 
         ``usage`` is compared whole with a record's ``payload`` (``/track``) or ``usage``
         (``/track-usage``); ``api_id`` also matches a ``/track-usage`` record whose
-        ``config_id`` is one of the served configs of that ``api_id``. With ``count`` the
-        number of matches must be exactly that, else at least one. It checks what arrived
-        so far: ``flush()`` the tracker (or :meth:`wait_for`) first.
+        ``config_id`` is one of the served configs of that ``api_id``. Records in the
+        current ``/track`` form match as the call made them: ``api_id="openai",
+        service_key="gpt-5-mini"`` matches ``service_key`` ``"openai::gpt-5-mini"``, and
+        ``client_customer_key`` and ``customer_key`` match either record's customer. With
+        ``count`` the number of matches must be exactly that, else at least one. It checks
+        what arrived so far: ``flush()`` the tracker (or :meth:`wait_for`) first.
         """
         wanted = {
             k: v
@@ -405,6 +452,7 @@ class CapturedRecords:
                 "usage": usage,
                 "response_id": response_id,
                 "client_customer_key": client_customer_key,
+                "customer_key": customer_key,
                 "context": context,
                 "config_id": config_id,
                 "service_id": service_id,
@@ -417,6 +465,7 @@ class CapturedRecords:
             usage=usage,
             response_id=response_id,
             client_customer_key=client_customer_key,
+            customer_key=customer_key,
             context=context,
             config_id=config_id,
             service_id=service_id,
@@ -488,15 +537,19 @@ def local_collector(
     configs: Sequence[Mapping[str, Any]] | None = None,
     db_path: str | os.PathLike[str] | None = None,
     seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> Iterator[LocalCollector]:
     """Run the local collector on a free loopback port for the block (``collector`` extra).
 
     Give the SDK ``aicm_api_base=collector.api_base`` and any API key (unless ``faults``
-    requires one). The records are readable until the block ends.
+    requires one). The records are readable until the block ends. ``data_dir`` keeps its
+    usage limits and signing key (None: a temporary directory).
     """
     from .collector import LocalCollector
 
-    with LocalCollector(faults=faults, configs=configs, db_path=db_path, seed=seed) as collector:
+    with LocalCollector(
+        faults=faults, configs=configs, db_path=db_path, seed=seed, data_dir=data_dir
+    ) as collector:
         yield collector
 
 

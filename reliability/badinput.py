@@ -38,6 +38,7 @@ from aicm import (
     Tracker,
     resolve_settings,
 )
+from aicm._core.models import vendor_service_key
 from aicm.testing import capture
 
 __all__ = [
@@ -437,7 +438,8 @@ def fuzz_track(
                 tally.refuse(exc)
                 return
             tally.accepted += 1
-            taken.add((positional[1], result.response_id))
+            # The collector keys a record by the service_key it was sent with.
+            taken.add((vendor_service_key(positional[0], positional[1]), result.response_id))
             assert tracker.health().worker_alive
 
         one()

@@ -41,7 +41,7 @@ from .._core.models import (
     normalize_timestamp,
 )
 from .._core.policy import RetryPolicy
-from .._core.settings import DeliveryType, OnFull, Settings, resolve_settings
+from .._core.settings import DeliveryType, OnFull, Settings, TrackFormat, resolve_settings
 from .._core.validator import UsageSchema, compile_schema
 from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
@@ -79,11 +79,18 @@ TRACKER_OPTIONS: Final = frozenset(
         "log_file",
         "log_level",
         "log_bodies",
+        "track_format",
         "transport",
     }
 )
 
-_TRACK_OPTIONS: Final = ("client_customer_key", "context", "response_id", "timestamp")
+_TRACK_OPTIONS: Final = (
+    "client_customer_key",
+    "customer_key",
+    "context",
+    "response_id",
+    "timestamp",
+)
 _TRACK_OPTION_SET: Final = frozenset(_TRACK_OPTIONS)
 _build_track = TrackRecord.build
 _FREE_FORM: Final = ("api_id", "service_key", "usage")
@@ -161,6 +168,7 @@ class AsyncTracker(AsyncWithLifecycle):
         log_file: str | None = ...,
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
+        track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> None: ...
 
@@ -188,6 +196,7 @@ class AsyncTracker(AsyncWithLifecycle):
         log_file: str | None = ...,
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
+        track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> None: ...
 
@@ -214,6 +223,7 @@ class AsyncTracker(AsyncWithLifecycle):
         log_file: str | None = None,
         log_level: str | None = None,
         log_bodies: bool | None = None,
+        track_format: TrackFormat | str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if (config_id is None) != (service_id is None):
@@ -247,6 +257,7 @@ class AsyncTracker(AsyncWithLifecycle):
             log_file=log_file,
             log_level=log_level,
             log_bodies=log_bodies,
+            track_format=track_format,
         )
         configure_logging(log_file=self.settings.log_file, log_level=self.settings.log_level)
         self.client = AsyncCostManagerClient(settings=self.settings, transport=transport)
@@ -254,6 +265,7 @@ class AsyncTracker(AsyncWithLifecycle):
             self.client, self.settings, delivery_type=self.delivery_type, on_discard=on_discard
         )
         self._max_bytes = self.settings.max_record_bytes
+        self._legacy = self.settings.track_format is TrackFormat.LEGACY
         self._schema: UsageSchema | None = None
         self._schema_loaded = False
         self._api_id: str | None = None
@@ -383,7 +395,9 @@ class AsyncTracker(AsyncWithLifecycle):
             and (not kwargs or kwargs.keys() <= _TRACK_OPTION_SET)
         ):
             # The common call, track(api_id, service_key, usage, ...): no binding needed.
-            return TrackRecord.build(args[0], args[1], args[2], max_bytes=self._max_bytes, **kwargs)
+            return TrackRecord.build(
+                args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy, **kwargs
+            )
         names = _FREE_FORM if self.config_id is None else _CONFIG_FORM
         if len(args) > len(names):
             raise TypeError(self._form_message(f"got {len(args)} positional arguments"))
@@ -416,6 +430,7 @@ class AsyncTracker(AsyncWithLifecycle):
                 values["service_key"],
                 values["usage"],
                 max_bytes=self._max_bytes,
+                legacy=self._legacy,
                 **options,
             )
         return self._build_config_record(values["usage"], **options)
@@ -437,6 +452,7 @@ class AsyncTracker(AsyncWithLifecycle):
         usage: Any,
         *,
         client_customer_key: str | None = None,
+        customer_key: str | None = None,
         context: Any = None,
         response_id: str | None = None,
         timestamp: object = None,
@@ -464,6 +480,13 @@ class AsyncTracker(AsyncWithLifecycle):
                     f"must be a non-empty string, got {shown(response_id)}", field="response_id"
                 )
             payload["response_id"] = response_id
+        if customer_key is not None:
+            if client_customer_key is not None and client_customer_key != customer_key:
+                raise RecordError(
+                    "give client_customer_key or customer_key, not two different keys",
+                    field="customer_key",
+                )
+            client_customer_key = customer_key
         if client_customer_key is not None:
             if not isinstance(client_customer_key, str) or not client_customer_key:
                 raise RecordError(
@@ -489,6 +512,7 @@ class AsyncTracker(AsyncWithLifecycle):
         usage: Mapping[str, Any],
         *,
         client_customer_key: str | None = None,
+        customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
@@ -500,6 +524,7 @@ class AsyncTracker(AsyncWithLifecycle):
         usage: Mapping[str, Any],
         *,
         client_customer_key: str | None = None,
+        customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
@@ -520,7 +545,7 @@ class AsyncTracker(AsyncWithLifecycle):
             if len(args) == 3 and not kwargs:
                 # The common call, inlined (this is every track()'s path).
                 record: WireRecord = _build_track(
-                    args[0], args[1], args[2], max_bytes=self._max_bytes
+                    args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
                 )
             else:
                 record = self.build_record(args, kwargs)

@@ -28,6 +28,7 @@ from .exceptions import (
 from .jsonplain import JSONValue, check_size, plain_mapping, to_plain
 
 __all__ = [
+    "API_VENDORS",
     "ConfigsResponse",
     "Endpoint",
     "RecordResult",
@@ -42,6 +43,7 @@ __all__ = [
     "normalize_timestamp",
     "structure_config",
     "utc_now_iso",
+    "vendor_service_key",
 ]
 
 _T = TypeVar("_T")
@@ -173,9 +175,33 @@ def _check_id(value: object, field: str, *, required: bool = True) -> str | None
     return value
 
 
+#: The vendor of an ``api_id``, as the service's ``"vendor::model"`` service keys name it;
+#: any other ``api_id`` is its own vendor (``"openai"`` -> ``"openai::gpt-5-mini"``).
+API_VENDORS: Mapping[str, str] = {
+    "openai_chat": "openai",
+    "openai_responses": "openai",
+    "gemini": "google",
+}
+
+
+def vendor_service_key(api_id: str, service_key: str) -> str:
+    """``"vendor::model"`` for a record's ``api_id`` and ``service_key``.
+
+    A ``service_key`` that already holds ``::`` is returned as it is.
+    """
+    if "::" in service_key:
+        return service_key
+    return f"{API_VENDORS.get(api_id, api_id)}::{service_key}"
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class TrackRecord:
-    """One usage event for ``POST /track``. Build it with :meth:`build` to validate."""
+    """One usage event for ``POST /track``. Build it with :meth:`build` to validate.
+
+    :meth:`wire` sends the service's current record (``service_key`` ``"vendor::model"``,
+    ``customer_key``), or with ``legacy`` the older one (``api_id``, the bare
+    ``service_key``, ``client_customer_key``).
+    """
 
     endpoint: ClassVar[Endpoint] = Endpoint.TRACK
 
@@ -186,6 +212,7 @@ class TrackRecord:
     payload: dict[str, JSONValue]
     client_customer_key: str | None = None
     context: dict[str, JSONValue] | None = None
+    legacy: bool = False
 
     @classmethod
     def build(
@@ -199,8 +226,21 @@ class TrackRecord:
         client_customer_key: str | None = None,
         context: Any = None,
         max_bytes: int = 65536,
+        customer_key: str | None = None,
+        legacy: bool = False,
     ) -> TrackRecord:
-        """Validate every field and return the record, or raise a :class:`RecordError`."""
+        """Validate every field and return the record, or raise a :class:`RecordError`.
+
+        ``customer_key`` is another name for ``client_customer_key`` (give one, or both
+        equal); ``legacy`` picks the older wire record.
+        """
+        if customer_key is not None:
+            if client_customer_key is not None and client_customer_key != customer_key:
+                raise RecordError(
+                    "give client_customer_key or customer_key, not two different keys",
+                    field="customer_key",
+                )
+            client_customer_key = customer_key
         if type(api_id) is not str or not api_id or not api_id.isascii():
             _check_id(api_id, "api_id")
         if type(service_key) is not str or not service_key or not service_key.isascii():
@@ -231,6 +271,7 @@ class TrackRecord:
         _set_payload(record, payload)
         _set_client_customer_key(record, client_customer_key)
         _set_context(record, ctx)
+        _set_legacy(record, legacy is True)
         # ``size`` bounds the JSON bytes from above; only a record near the limit pays
         # for an exact measurement.
         if size + 6 * (len(api_id) + len(service_key)) + 200 > max_bytes:
@@ -239,17 +280,32 @@ class TrackRecord:
             check_size(record.wire(), field=max(parts, key=parts.__getitem__), limit=max_bytes)
         return record
 
+    @property
+    def vendor_service_key(self) -> str:
+        """The ``"vendor::model"`` service key the current record sends."""
+        return vendor_service_key(self.api_id, self.service_key)
+
     def wire(self) -> dict[str, JSONValue]:
         """The record as the wire contract sends it (optional fields left out when unset)."""
-        out: dict[str, JSONValue] = {
-            "api_id": self.api_id,
-            "service_key": self.service_key,
-            "response_id": self.response_id,
-            "timestamp": self.timestamp,
-            "payload": self.payload,
-        }
-        if self.client_customer_key is not None:
-            out["client_customer_key"] = self.client_customer_key
+        if self.legacy:
+            out: dict[str, JSONValue] = {
+                "api_id": self.api_id,
+                "service_key": self.service_key,
+                "response_id": self.response_id,
+                "timestamp": self.timestamp,
+                "payload": self.payload,
+            }
+            if self.client_customer_key is not None:
+                out["client_customer_key"] = self.client_customer_key
+        else:
+            out = {
+                "service_key": vendor_service_key(self.api_id, self.service_key),
+                "response_id": self.response_id,
+                "timestamp": self.timestamp,
+                "payload": self.payload,
+            }
+            if self.client_customer_key is not None:
+                out["customer_key"] = self.client_customer_key
         if self.context is not None:
             out["context"] = self.context
         return out
@@ -263,6 +319,7 @@ _set_timestamp = TrackRecord.__dict__["timestamp"].__set__
 _set_payload = TrackRecord.__dict__["payload"].__set__
 _set_client_customer_key = TrackRecord.__dict__["client_customer_key"].__set__
 _set_context = TrackRecord.__dict__["context"].__set__
+_set_legacy = TrackRecord.__dict__["legacy"].__set__
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -25,6 +25,7 @@ __all__ = [
     "DeliveryType",
     "OnFull",
     "Settings",
+    "TrackFormat",
     "default_db_path",
     "default_ini_path",
     "key_fingerprint",
@@ -54,6 +55,17 @@ class OnFull(str, enum.Enum):
     """Raise :class:`QueueFullError` at once."""
     BACKPRESSURE = "backpressure"
     """Drop the oldest queued record, count it, and call ``on_discard(record)``."""
+
+
+class TrackFormat(str, enum.Enum):
+    """Which ``/track`` record ``Tracker.track(api_id, service_key, usage)`` sends."""
+
+    CURRENT = "current"
+    """``{service_key: "vendor::model", response_id, timestamp, payload, customer_key?,
+    context?}``: what the service takes since September 2025."""
+    LEGACY = "legacy"
+    """``{api_id, service_key, response_id, timestamp, payload, client_customer_key?,
+    context?}``: the older record, for services that still take it."""
 
 
 def default_ini_path() -> Path:
@@ -206,6 +218,9 @@ _OPTIONS: dict[str, _Option] = {
     "lease_seconds": _Option(default=60.0, convert=_positive_float, env="AICM_LEASE_SECONDS"),
     "max_age": _Option(default=None, convert=_optional_positive_float, env="AICM_MAX_AGE"),
     "close_timeout": _Option(default=2.0, convert=_positive_float, env="AICM_CLOSE_TIMEOUT"),
+    "track_format": _Option(
+        default=TrackFormat.CURRENT, convert=_enum(TrackFormat), env="AICM_TRACK_FORMAT"
+    ),
 }
 
 DEFAULTS: Mapping[str, Any] = {name: opt.default for name, opt in _OPTIONS.items()}
@@ -238,6 +253,7 @@ class Settings:
     lease_seconds: float
     max_age: float | None
     close_timeout: float
+    track_format: TrackFormat = TrackFormat.CURRENT
     ini_path: str | None = None
 
     @property

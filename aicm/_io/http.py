@@ -39,7 +39,7 @@ from .._core.models import (
     structure_config,
 )
 from .._core.policy import Outcome, classify_status, parse_retry_after
-from .._core.settings import Settings, resolve_settings
+from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
 
 __all__ = [
@@ -380,8 +380,17 @@ class AsyncCostManagerClient:
         return TrackResult(results=tuple(results), triggered_limits=limits)
 
     async def track(self, records: Iterable[TrackRecord | Mapping[str, Any]]) -> TrackResult:
-        """POST ``/track``: each record a :class:`TrackRecord` or a mapping of its fields."""
-        built = [r if isinstance(r, TrackRecord) else _track_record(r) for r in records]
+        """POST ``/track``: each record a :class:`TrackRecord` or a mapping of its fields.
+
+        A mapping holds ``api_id``, ``service_key`` and ``payload`` (or, in the current
+        record's form, a ``"vendor::model"`` ``service_key`` and no ``api_id``) and any of
+        ``response_id``, ``timestamp``, ``client_customer_key`` (or ``customer_key``),
+        ``context``; it is sent in the record form the ``track_format`` setting names.
+        """
+        legacy = self.settings.track_format is TrackFormat.LEGACY
+        built = [
+            r if isinstance(r, TrackRecord) else _track_record(r, legacy=legacy) for r in records
+        ]
         return await self.send(Endpoint.TRACK, built)
 
     async def track_usage(self, records: Iterable[UsageRecord | Mapping[str, Any]]) -> TrackResult:
@@ -413,7 +422,7 @@ class AsyncCostManagerClient:
         return value
 
 
-def _track_record(data: Mapping[str, Any]) -> TrackRecord:
+def _track_record(data: Mapping[str, Any], *, legacy: bool) -> TrackRecord:
     if not isinstance(data, Mapping):
         raise TypeError(f"a record must be a TrackRecord or a mapping, got {type(data).__name__}")
     known = {
@@ -423,17 +432,24 @@ def _track_record(data: Mapping[str, Any]) -> TrackRecord:
         "response_id",
         "timestamp",
         "client_customer_key",
+        "customer_key",
         "context",
     }
     extra = set(data) - known
     if extra:
         raise RecordError(f"unknown record field(s): {', '.join(sorted(extra))}", field="record")
+    api_id = data.get("api_id")
+    service_key = data.get("service_key")
+    if api_id is None and isinstance(service_key, str) and "::" in service_key:
+        api_id = service_key.partition("::")[0]  # a current record: its vendor names it
     return TrackRecord.build(
-        data.get("api_id"),  # type: ignore[arg-type]  # checked by build()
-        data.get("service_key"),  # type: ignore[arg-type]
+        api_id,  # type: ignore[arg-type]  # checked by build()
+        service_key,  # type: ignore[arg-type]
         data.get("payload"),
         response_id=data.get("response_id"),
         timestamp=data.get("timestamp"),
         client_customer_key=data.get("client_customer_key"),
+        customer_key=data.get("customer_key"),
         context=data.get("context"),
+        legacy=legacy,
     )

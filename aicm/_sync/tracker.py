@@ -19,7 +19,7 @@ import httpx
 from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord, enqueued_result
-from .._core.settings import DeliveryType, OnFull
+from .._core.settings import DeliveryType, OnFull, TrackFormat
 from .facade import SyncFacade
 
 __all__ = ["Tracker"]
@@ -66,6 +66,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_file: str | None = ...,
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
+        track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> None: ...
 
@@ -93,6 +94,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_file: str | None = ...,
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
+        track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> None: ...
 
@@ -115,6 +117,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         self._queued = self._async.delivery_type is not DeliveryType.IMMEDIATE
         self._free = self._async.config_id is None
         self._max_bytes = self._async.settings.max_record_bytes
+        self._legacy = self._async.settings.track_format is TrackFormat.LEGACY
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncTracker", "Tracker", 1)
@@ -142,6 +145,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_file: str | None = ...,
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
+        track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> Tracker: ...
 
@@ -170,6 +174,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         log_file: str | None = ...,
         log_level: str | None = ...,
         log_bodies: bool | None = ...,
+        track_format: TrackFormat | str | None = ...,
         transport: httpx.AsyncBaseTransport | None = ...,
     ) -> Tracker: ...
 
@@ -206,6 +211,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         usage: Mapping[str, Any],
         *,
         client_customer_key: str | None = None,
+        customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
@@ -217,6 +223,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         usage: Mapping[str, Any],
         *,
         client_customer_key: str | None = None,
+        customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
@@ -237,7 +244,9 @@ class Tracker(SyncFacade[AsyncTracker]):
             return result
         if self._free and len(args) == 3 and not kwargs:
             # The common call, inlined (this is every track()'s path).
-            record: WireRecord = _build_track(args[0], args[1], args[2], max_bytes=self._max_bytes)
+            record: WireRecord = _build_track(
+                args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
+            )
         else:
             record = tracker.build_record(args, kwargs)
         self._engine.put(record)
@@ -251,6 +260,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         usage: Mapping[str, Any],
         *,
         client_customer_key: str | None = None,
+        customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,
@@ -262,6 +272,7 @@ class Tracker(SyncFacade[AsyncTracker]):
         usage: Mapping[str, Any],
         *,
         client_customer_key: str | None = None,
+        customer_key: str | None = None,
         context: Mapping[str, Any] | None = None,
         response_id: str | None = None,
         timestamp: Timestamp | None = None,

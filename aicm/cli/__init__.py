@@ -1,4 +1,4 @@
-"""The ``aicm`` command (layer 6): serve, demo, report, queue; ``python -m aicm`` runs it too.
+"""The ``aicm`` command (layer 6): serve, demo, report, queue, limits; ``python -m aicm`` too.
 
 Conventions every subcommand keeps: ``--help``; exit status 0 when all went well, 1 when
 something failed, 2 when the command was called wrongly; an error is one line on stderr
@@ -28,13 +28,14 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aicm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import _demo, _queue, _report, _serve
+    from . import _demo, _limits, _queue, _report, _serve
 
     words = sys.argv[1:] if argv is None else argv
     _serve.register(commands, full="serve" in words)
     _demo.register(commands)
     _report.register(commands)
     _queue.register(commands)
+    _limits.register(commands)
     return parser
 
 

@@ -154,14 +154,14 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> Non
         for customer in CUSTOMERS:
             u = usage()
             tracker.track("openai", "gpt-5", u, client_customer_key=customer)
-            note("gpt-5", customer, u)
+            note("openai::gpt-5", customer, u)
     with Tracker(
         delivery_type=DeliveryType.MEM_QUEUE, aicm_api_key=DEMO_KEY, aicm_api_base=base
     ) as tracker:
         for i in range(records):
             u = usage()
             tracker.track("openai", "gpt-5-mini", u, client_customer_key=CUSTOMERS[i % 3])
-            note("gpt-5-mini", CUSTOMERS[i % 3], u)
+            note("openai::gpt-5-mini", CUSTOMERS[i % 3], u)
     with (
         tempfile.TemporaryDirectory() as tmp,
         Tracker(
@@ -174,7 +174,7 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> Non
         for i in range(max(1, records // 4)):
             u = usage()
             tracker.track("anthropic", "claude-sonnet", u, client_customer_key=CUSTOMERS[i % 3])
-            note("claude-sonnet", CUSTOMERS[i % 3], u)
+            note("anthropic::claude-sonnet", CUSTOMERS[i % 3], u)
 
     # 2. AsyncCostManager around an async client.
     async def chat() -> None:

@@ -1,6 +1,7 @@
 """Price tables and the cost of usage: pure functions, no I/O but reading the table (layer 6).
 
 A price table maps a service (a ``service_key``, or a ``service_id`` of a handling config)
+(a ``"vendor::model"`` key is priced by its model when the table has no entry of its own)
 to its unit rates in USD: ``{"gpt-5-mini": {"input_tokens": 2.5e-07, "output_tokens":
 2e-06}, "api.heygen.com/v2/streaming.list": {"duration": 0.0125}}``. The cost of one
 record is the sum over its usage metrics of ``amount * rate``; metrics without a rate cost
@@ -25,6 +26,7 @@ __all__ = [
     "default_prices",
     "load_prices",
     "parse_prices",
+    "rates_for",
     "usage_amounts",
 ]
 
@@ -131,6 +133,14 @@ def _flatten(usage: Mapping[str, Any], prefix: str, into: dict[str, float]) -> N
             into[name] = into.get(name, 0.0) + number
         elif isinstance(value, Mapping):
             _flatten(value, name + ".", into)
+
+
+def rates_for(prices: PriceTable, service: str) -> Mapping[str, float] | None:
+    """The rates of ``service``; a ``"vendor::model"`` key falls back to the model's rates."""
+    rates = prices.get(service)
+    if rates is None and "::" in service:
+        rates = prices.get(service.partition("::")[2])
+    return rates
 
 
 def cost_of(amounts: Mapping[str, float], rates: Mapping[str, float] | None) -> float:

@@ -23,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from .._core.models import vendor_service_key
 from ._console import (
     EXIT_OK,
     CommandError,
@@ -33,7 +34,7 @@ from ._console import (
     render_table,
     stdout_style,
 )
-from ._pricing import PriceTable, cost_of, load_prices, usage_amounts
+from ._pricing import PriceTable, cost_of, load_prices, rates_for, usage_amounts
 
 __all__ = [
     "DIMENSIONS",
@@ -110,8 +111,11 @@ def _day(timestamp: Any, received_at: Any) -> str:
         try:
             moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
         except ValueError:
-            pass
-        else:
+            try:  # the current /track record may carry epoch seconds
+                moment = datetime.fromtimestamp(float(timestamp), tz=timezone.utc)
+            except (ValueError, OverflowError, OSError):
+                moment = None
+        if moment is not None:
             if moment.tzinfo is not None:
                 moment = moment.astimezone(timezone.utc)
             return moment.date().isoformat()
@@ -120,18 +124,26 @@ def _day(timestamp: Any, received_at: Any) -> str:
     return "?"
 
 
+def _track_service(record: Mapping[str, Any]) -> str:
+    service = str(record["service_key"])
+    api_id = record.get("api_id")
+    return vendor_service_key(api_id, service) if isinstance(api_id, str) else service
+
+
 def usage_events(
     track: Iterable[Mapping[str, Any]], track_usage: Iterable[Mapping[str, Any]]
 ) -> list[UsageEvent]:
     """The stored records of both endpoints as usage events.
 
-    A ``/track`` record's service is its ``service_key`` and its usage the ``payload``; a
+    A ``/track`` record's service is its ``"vendor::model"`` service key (the older record's
+    ``api_id`` and bare ``service_key`` are named so too, so both forms of one service
+    group together) and its usage the ``payload``; a
     ``/track-usage`` record's service is its ``service_id``, else its ``config_id``.
     """
     events = [
         UsageEvent(
-            service=str(r["service_key"]),
-            customer=str(r.get("client_customer_key") or NO_CUSTOMER),
+            service=_track_service(r),
+            customer=str(r.get("client_customer_key") or r.get("customer_key") or NO_CUSTOMER),
             day=_day(r.get("timestamp"), r.get("received_at")),
             usage=r.get("payload"),
         )
@@ -205,7 +217,7 @@ def summarise(
     unpriced: set[str] = set()
     count = 0
     for event in events:
-        rates = prices.get(event.service)
+        rates = rates_for(prices, event.service)
         if not rates:
             unpriced.add(event.service)
         amounts = usage_amounts(event.usage, rates)

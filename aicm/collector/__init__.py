@@ -1,7 +1,7 @@
 """The local collector: a real HTTP server of the aicm wire contract (layer 6, public).
 
 For tests, the demo, benchmarks and ``aicm serve``; it needs the ``collector`` extra
-(starlette and uvicorn)::
+(starlette, uvicorn, and pyjwt with cryptography to sign usage limits)::
 
     from aicm.collector import Faults, LocalCollector
 
@@ -13,11 +13,14 @@ For tests, the demo, benchmarks and ``aicm serve``; it needs the ``collector`` e
 from __future__ import annotations
 
 try:
+    import cryptography  # noqa: F401
+    import jwt  # noqa: F401
     import starlette  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        "aicm.collector needs starlette and uvicorn: pip install 'aicm-sdk[collector]'"
+        "aicm.collector needs starlette, uvicorn, pyjwt and cryptography:"
+        " pip install 'aicm-sdk[collector]'"
     ) from exc
 
 from aicm.collector._app import create_app

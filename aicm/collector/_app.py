@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from aicm.collector._collector import Collector, ConfigsSource
 from aicm.collector._faults import Faults, RequestFaults, faults_from_mapping, faults_to_json
 from aicm.collector._json import dumps, loads
+from aicm.collector._limits import LimitError
 from aicm.collector._logic import Answer, Kind, api_key_matches, error_answer
 from aicm.collector._store import kind_from_name
 
@@ -168,7 +169,11 @@ class _Endpoints:
         if plan.drop and not faults.drop_after_store:
             return self._drop(kind, 202)
         answer = await self.collector.ingest(
-            kind, body, user_agent=request.headers.get("user-agent"), faults=faults
+            kind,
+            body,
+            user_agent=request.headers.get("user-agent"),
+            faults=faults,
+            authorization=request.headers.get("authorization"),
         )
         if plan.drop:
             return self._drop(kind, answer.status_code)
@@ -194,7 +199,81 @@ class _Endpoints:
         )
         return self._done("configs", _response(answer))
 
+    # -- usage limits (the service's API) -----------------------------------------------
+
+    async def _limits_begin(self, request: Request, endpoint: str) -> Response | None:
+        plan, refused = await self._begin(request, endpoint)
+        if refused is not None:
+            return refused
+        if plan.drop:
+            return self._drop(endpoint, 200)
+        return None
+
+    async def _limit_body(self, request: Request) -> Any:
+        try:
+            return loads(await _read_body(request) or b"{}")
+        except ValueError as exc:
+            raise LimitError(f"request body is not valid JSON: {exc}") from None
+
+    async def usage_limits(self, request: Request) -> Response:
+        """``GET`` the usage limits; ``POST`` a new one (201)."""
+        refused = await self._limits_begin(request, "usage_limits")
+        if refused is not None:
+            return refused
+        book = self.collector.limits
+        if request.method == "GET":
+            return self._done("usage_limits", _json([x.out() for x in book.all()]))
+        try:
+            limit = book.create(await self._limit_body(request))
+        except LimitError as exc:
+            return self._done("usage_limits", _json({"detail": str(exc)}, 400))
+        return self._done("usage_limits", _json(limit.out(), 201))
+
+    async def usage_limit(self, request: Request) -> Response:
+        """``GET``, ``PUT`` (the fields given) or ``DELETE`` one usage limit."""
+        refused = await self._limits_begin(request, "usage_limits")
+        if refused is not None:
+            return refused
+        book = self.collector.limits
+        uid = str(request.path_params["limit_id"])
+        missing = _json({"detail": f"no usage limit {uid!r}"}, 404)
+        if request.method == "GET":
+            limit = book.get(uid)
+            answer = missing if limit is None else _json(limit.out())
+        elif request.method == "DELETE":
+            answer = Response(status_code=204) if book.delete(uid) else missing
+        else:
+            try:
+                changed = book.update(uid, await self._limit_body(request))
+            except LimitError as exc:
+                return self._done("usage_limits", _json({"detail": str(exc)}, 400))
+            answer = missing if changed is None else _json(changed.out())
+        return self._done("usage_limits", answer)
+
+    async def usage_limits_progress(self, request: Request) -> Response:
+        """``GET /usage-limits/progress/``: each limit with its period's spend."""
+        refused = await self._limits_begin(request, "usage_limits")
+        if refused is not None:
+            return refused
+        return self._done("usage_limits", _json(self.collector.limits_progress()))
+
+    async def triggered_limits(self, request: Request) -> Response:
+        """``GET /triggered-limits``: ``{"triggered_limits": {...}}`` for the caller's key."""
+        refused = await self._limits_begin(request, "triggered_limits")
+        if refused is not None:
+            return refused
+        plan = self.collector.faults.faults
+        envelope = self.collector.triggered_limits(
+            request.headers.get("authorization"), forged=plan.forge_limits
+        )
+        return self._done("triggered_limits", _json({"triggered_limits": envelope}))
+
     # -- admin -------------------------------------------------------------------------
+
+    async def admin_public_key(self, request: Request) -> Response:
+        """``GET /_collector/public-key``: the key the collector signs usage limits with."""
+        key = self.collector.signing_key
+        return _json({"key_id": key.key_id, "public_key": key.public_pem})
 
     async def admin_records(self, request: Request) -> Response:
         """``GET /_collector/records?kind=track|track_usage``."""
@@ -232,7 +311,7 @@ class _Endpoints:
         return _json({"service_configs": self.collector.configs()})
 
     async def admin_clear(self, request: Request) -> Response:
-        """``POST /_collector/clear``: forget records and statistics."""
+        """``POST /_collector/clear``: forget records, statistics and usage limits."""
         self.collector.clear()
         return _json({"cleared": True})
 
@@ -257,6 +336,14 @@ def build_app(collector: Collector, *, owns_collector: bool = False) -> Starlett
         Route(f"{API_URL}/track", e.track, methods=["POST"]),
         Route(f"{API_URL}/track-usage", e.track_usage, methods=["POST"]),
         Route(f"{API_URL}/configs", e.configs, methods=["GET"]),
+        Route(f"{API_URL}/usage-limits/", e.usage_limits, methods=["GET", "POST"]),
+        Route(f"{API_URL}/usage-limits/progress/", e.usage_limits_progress, methods=["GET"]),
+        Route(
+            f"{API_URL}/usage-limits/{{limit_id}}/", e.usage_limit, methods=["GET", "PUT", "DELETE"]
+        ),
+        Route(f"{API_URL}/triggered-limits", e.triggered_limits, methods=["GET"]),
+        Route(f"{API_URL}/triggered-limits/", e.triggered_limits, methods=["GET"]),
+        Route("/_collector/public-key", e.admin_public_key, methods=["GET"]),
         Route("/_collector/records", e.admin_records, methods=["GET"]),
         Route("/_collector/stats", e.admin_stats, methods=["GET"]),
         Route("/_collector/faults", e.admin_faults, methods=["GET", "POST"]),
@@ -287,15 +374,23 @@ def create_app(
     db_path: str | os.PathLike[str] | None = None,
     faults: Faults | Mapping[str, Any] | None = None,
     seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> Starlette:
     """An ASGI app of a new collector, for any ASGI server.
 
     The collector (its store, faults and configs) lives as long as the app and is closed
-    by the app's lifespan shutdown. ``uvicorn --factory aicm.collector:create_app`` works.
+    by the app's lifespan shutdown. ``data_dir`` holds its signing key and usage limits
+    (None: a temporary directory, removed at shutdown).
+    ``uvicorn --factory aicm.collector:create_app`` works.
     """
     if faults is not None and not isinstance(faults, Faults):
         faults = faults_from_mapping(faults)
     collector = Collector(
-        configs=configs, configs_path=configs_path, db_path=db_path, faults=faults, seed=seed
+        configs=configs,
+        configs_path=configs_path,
+        db_path=db_path,
+        faults=faults,
+        seed=seed,
+        data_dir=data_dir,
     )
     return build_app(collector, owns_collector=True)

@@ -10,7 +10,7 @@ from types import FrameType
 
 from aicm._core.exceptions import ConfigError
 from aicm.collector._app import API_URL, build_app
-from aicm.collector._collector import Collector
+from aicm.collector._collector import Collector, default_data_dir
 from aicm.collector._faults import Faults
 from aicm.collector._server import CollectorServer, uvicorn_config
 
@@ -33,6 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         default=None,
         help="SQLite file for the records (default: a temporary file, removed on exit)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="PATH",
+        default=None,
+        help=(
+            "directory of the usage limits and the key that signs them, made on first start"
+            " (default: $XDG_DATA_HOME/aicm/collector, ~/.local/share/aicm/collector)"
+        ),
     )
     parser.add_argument(
         "--configs",
@@ -100,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="status of a batch holding rejected ids (default: %(default)s)",
     )
     faults.add_argument(
+        "--forge-limits",
+        action="store_true",
+        help="sign answers' triggered_limits with a throwaway key (a man in the middle)",
+    )
+    faults.add_argument(
         "--require-api-key-env",
         metavar="VAR",
         default=None,
@@ -124,6 +138,7 @@ def _faults_from_args(args: argparse.Namespace) -> Faults:
             latency=args.latency,
             drop_rate=args.drop_rate,
             drop_after_store=args.drop_after_store,
+            forge_limits=args.forge_limits,
             reject_response_ids=frozenset(args.reject_response_ids),
             reject_status=args.reject_status,
             require_api_key=api_key,
@@ -145,8 +160,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             db_path=args.db,
             faults=_faults_from_args(args),
             seed=args.seed,
+            data_dir=args.data_dir if args.data_dir is not None else default_data_dir(),
         )
-    except (ConfigError, OSError) as exc:
+        signing = collector.signing_key
+        key_id = signing.key_id  # made now, on first start, so it can be printed
+    except (ConfigError, OSError, ValueError) as exc:
         print(f"aicm collector: {exc}", file=sys.stderr)
         return 2
     try:
@@ -156,7 +174,10 @@ def run_from_args(args: argparse.Namespace) -> int:
             base = f"http://{host}:{server.bound_port}"
             db = collector.store.path
             print(
-                f"aicm collector listening on {base} (API root {base}{API_URL}, db {db})",
+                f"aicm collector listening on {base} (API root {base}{API_URL}, db {db})\n"
+                f"usage limits in {collector.limits.path}, signed with key {key_id}; its"
+                f" public key, to pin in the SDK, is {signing.public_path}:\n"
+                f"{signing.public_pem.rstrip()}",
                 flush=True,
             )
 

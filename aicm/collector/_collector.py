@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -12,10 +14,12 @@ from typing import Any, TypeAlias
 from aicm._core.exceptions import ConfigError
 from aicm.collector._faults import FaultInjector, Faults
 from aicm.collector._json import loads
+from aicm.collector._limits import LimitBook, LimitError, UsageRow, api_key_id, rows_from_records
 from aicm.collector._logic import (
     Answer,
     BadRequest,
     Kind,
+    bearer_token,
     configs_document,
     error_answer,
     etag_for,
@@ -24,10 +28,19 @@ from aicm.collector._logic import (
     parse_batch,
     plan_batch,
 )
+from aicm.collector._signing import SigningKey
 from aicm.collector._stats import CollectorStats
 from aicm.collector._store import GroupWriter, RecordStore
 
-__all__ = ["Collector", "ConfigsSource", "load_configs"]
+__all__ = ["Collector", "ConfigsSource", "default_data_dir", "load_configs"]
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/aicm/collector`` (``~/.local/share/aicm/collector``): the signing key
+    and the usage limits of ``aicm serve``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aicm" / "collector"
+
 
 #: Configs as given in Python: ``{"service_configs": [...]}`` or the bare list.
 ConfigsSource: TypeAlias = Sequence[Mapping[str, Any]] | Mapping[str, Any]
@@ -63,9 +76,27 @@ class Collector:
         db_path: str | os.PathLike[str] | None = None,
         faults: Faults | None = None,
         seed: int = 0,
+        data_dir: str | os.PathLike[str] | None = None,
+        prices: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         if configs is not None and configs_path is not None:
             raise ValueError("give configs or configs_path, not both")
+        # No data directory: a temporary one, removed on close (tests, the demo).
+        self._own_data_dir: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._own_data_dir = tempfile.TemporaryDirectory(prefix="aicm-collector-")
+            data_dir = self._own_data_dir.name
+        self.data_dir = Path(data_dir)
+        if prices is None:
+            from aicm.cli._pricing import default_prices
+
+            prices = default_prices()
+        try:
+            self.limits = LimitBook(self.data_dir, prices)
+        except LimitError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.signing_key = SigningKey(self.data_dir)
+        self._forger = SigningKey(None)  # the forge_limits fault's stand-in key
         initial = load_configs(configs_path) if configs_path is not None else configs
         self._configs_lock = threading.Lock()
         self._configs: list[dict[str, Any]] = []
@@ -74,6 +105,9 @@ class Collector:
         self.faults = FaultInjector(faults, seed=seed)
         self.stats = CollectorStats()
         self.store = RecordStore(db_path)
+        self._rows_lock = threading.Lock()
+        self._stored_version = 0  # bumped whenever records are stored or forgotten
+        self._rows_cache: tuple[tuple[int, float], list[UsageRow]] | None = None
         self._writer = GroupWriter(self.store)
 
     def set_configs(self, configs: ConfigsSource) -> None:
@@ -105,7 +139,13 @@ class Collector:
         return Answer(200, body, headers)
 
     async def ingest(
-        self, kind: Kind, body: bytes, *, user_agent: str | None, faults: Faults
+        self,
+        kind: Kind,
+        body: bytes,
+        *,
+        user_agent: str | None,
+        faults: Faults,
+        authorization: str | None = None,
     ) -> Answer:
         """Handle one ``/track`` or ``/track-usage`` body: check, store, answer."""
         try:
@@ -121,6 +161,9 @@ class Collector:
         stored = await self._writer.add(
             kind, plan.to_store, received_at=time.time(), user_agent=user_agent
         )
+        if stored:
+            with self._rows_lock:
+                self._stored_version += 1
         self.stats.records_seen(
             kind,
             received=len(records),
@@ -130,13 +173,67 @@ class Collector:
         )
         if plan.rejected:
             self.stats.fault("reject", plan.rejected)
-        return plan.answer()
+        return plan.answer(self.triggered_limits(authorization, forged=faults.forge_limits))
+
+    # -- usage limits ------------------------------------------------------------------
+
+    def usage_rows(self, now: dt.datetime) -> list[UsageRow]:
+        """The stored usage the limits' current periods may count (none without limits)."""
+        start = self.limits.earliest_start(now)
+        if start is None:
+            return []
+        # A day of slack: a record arrives after the event it reports.
+        after = start.timestamp() - 86400
+        with self._rows_lock:
+            # Read and decoded again only when records were stored since the last time.
+            key = (self._stored_version, after)
+            if self._rows_cache is not None and self._rows_cache[0] == key:
+                return self._rows_cache[1]
+            rows = rows_from_records(
+                self.store.records_since("track", after),
+                self.store.records_since("track_usage", after),
+            )
+            self._rows_cache = (key, rows)
+            return rows
+
+    def triggered_limits(
+        self,
+        authorization: str | None,
+        *,
+        now: dt.datetime | None = None,
+        forged: bool = False,
+    ) -> dict[str, Any]:
+        """The ``triggered_limits`` of an answer to the key in ``authorization``.
+
+        ``{}`` while the collector has never held a limit; from then on a signed envelope
+        (its list possibly empty), so an SDK also learns when a limit is gone. ``forged``
+        signs it with a throwaway key instead (the ``forge_limits`` fault).
+        """
+        if not self.limits.ever_had_limits:
+            return {}
+        now = now or dt.datetime.now(dt.timezone.utc)
+        key_id = api_key_id(bearer_token(authorization))
+        events = self.limits.triggered(key_id, self.usage_rows(now), now)
+        signer = self._forger if forged else self.signing_key
+        return signer.triggered_limits(key_id, events)
+
+    def limits_progress(self, *, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Every limit with its current period's spend and what remains."""
+        now = now or dt.datetime.now(dt.timezone.utc)
+        return self.limits.progress(self.usage_rows(now), now)
 
     def clear(self) -> None:
-        """Forget the stored records and the statistics; the faults stay as they are."""
+        """Forget the stored records, the statistics and the usage limits (a clean slate
+        for the next test); the faults and the signing key stay as they are."""
         self.store.clear()
+        with self._rows_lock:
+            self._stored_version += 1
         self.stats.clear()
+        self.limits.clear()
 
     def close(self) -> None:
-        """Close the store (removing it if it is a temporary file)."""
+        """Close the store (removing it if it is a temporary file, and a temporary data
+        directory with it)."""
         self.store.close()
+        if self._own_data_dir is not None:
+            self._own_data_dir.cleanup()

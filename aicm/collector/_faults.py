@@ -62,7 +62,9 @@ class Faults:
     ``response_id`` is in ``reject_response_ids`` get status ``error``: with a 2xx
     ``reject_status`` the rest of the batch is stored, with any other the whole batch is
     refused with that status. ``require_api_key`` answers 401 to requests without
-    ``Authorization: Bearer <that key>``.
+    ``Authorization: Bearer <that key>``. ``forge_limits`` signs the ``triggered_limits``
+    of answers with a throwaway key sent along instead of the collector's own, as a man in
+    the middle would: an SDK that pins the collector's key must ignore them.
     """
 
     failure_rate: float = attrs.field(default=0.0, converter=float, validator=_check_rate)
@@ -75,6 +77,7 @@ class Faults:
     reject_status: int = attrs.field(default=202, validator=_check_reject_status)
     require_api_key: str | None = attrs.field(default=None, validator=_check_api_key, repr=_mask)
     fail_first: int = attrs.field(default=0, validator=_check_non_negative)
+    forge_limits: bool = False
 
 
 _FIELD_NAMES = frozenset(a.name for a in attrs.fields(Faults))
@@ -89,8 +92,9 @@ def faults_from_mapping(data: Mapping[str, Any]) -> Faults:
     for name in ints:
         if name in data and (type(data[name]) is not int):
             raise ValueError(f"{name} must be an integer")
-    if "drop_after_store" in data and type(data["drop_after_store"]) is not bool:
-        raise ValueError("drop_after_store must be true or false")
+    for name in ("drop_after_store", "forge_limits"):
+        if name in data and type(data[name]) is not bool:
+            raise ValueError(f"{name} must be true or false")
     try:
         return Faults(**data)
     except (TypeError, ValueError) as exc:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import attrs
@@ -25,6 +26,7 @@ __all__ = [
     "BatchPlan",
     "Kind",
     "api_key_matches",
+    "bearer_token",
     "check_track_record",
     "check_usage_record",
     "configs_document",
@@ -32,9 +34,11 @@ __all__ = [
     "error_answer",
     "etag_for",
     "etag_matches",
+    "is_legacy_track_record",
     "normalise_configs",
     "parse_batch",
     "plan_batch",
+    "record_moment",
     "usage_service",
 ]
 
@@ -111,7 +115,9 @@ def parse_batch(body: bytes, kind: Kind) -> list[Any]:
     return records
 
 
-def _check_timestamp(value: str) -> str | None:
+def _check_timestamp(value: str, *, epoch: bool = False) -> str | None:
+    if epoch and _is_epoch_seconds(value):
+        return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -122,24 +128,66 @@ def _check_timestamp(value: str) -> str | None:
         except ValueError:
             pass
     if moment is None:
+        if epoch:
+            return f"field 'timestamp' is neither ISO-8601 nor epoch seconds: {value!r}"
         return f"field 'timestamp' is not an ISO-8601 date-time: {value!r}"
     if moment.tzinfo is None:
         return f"field 'timestamp' has no UTC offset: {value!r}"
     return None
 
 
-_TRACK_REQUIRED: tuple[tuple[str, type, str], ...] = (
+def _is_epoch_seconds(value: str) -> bool:
+    # The service's own SDK sends str(datetime.timestamp()): "1733590000.123456".
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return math.isfinite(number) and 0 <= number < 253402300800  # before year 10000
+
+
+def record_moment(timestamp: Any) -> datetime | None:
+    """When a stored record says its event happened (UTC): ISO-8601 or epoch seconds."""
+    if not isinstance(timestamp, str):
+        return None
+    if _is_epoch_seconds(timestamp):
+        return datetime.fromtimestamp(float(timestamp), tz=timezone.utc)
+    text = timestamp[:-1] + "+00:00" if timestamp[-1:] in ("Z", "z") else timestamp
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(timezone.utc)
+
+
+# The older /track record: api_id, a bare service_key, client_customer_key.
+_LEGACY_REQUIRED: tuple[tuple[str, type, str], ...] = (
     ("api_id", str, "a string"),
     ("service_key", str, "a string"),
     ("response_id", str, "a string"),
     ("timestamp", str, "a string"),
     ("payload", dict, "an object"),
 )
-_TRACK_OPTIONAL: tuple[tuple[str, type, str], ...] = (
+_LEGACY_OPTIONAL: tuple[tuple[str, type, str], ...] = (
     ("client_customer_key", str, "a string"),
     ("context", dict, "an object"),
 )
-_TRACK_FIELDS = frozenset(name for name, _, _ in _TRACK_REQUIRED + _TRACK_OPTIONAL)
+_LEGACY_FIELDS = frozenset(name for name, _, _ in _LEGACY_REQUIRED + _LEGACY_OPTIONAL)
+# The current /track record (the service's own SDK sends it): no api_id, a
+# "vendor::model" service_key, customer_key, a timestamp in ISO-8601 or epoch seconds.
+_CURRENT_REQUIRED: tuple[tuple[str, type, str], ...] = (
+    ("service_key", str, "a string"),
+    ("response_id", str, "a string"),
+    ("timestamp", str, "a string"),
+    ("payload", dict, "an object"),
+)
+_CURRENT_OPTIONAL: tuple[tuple[str, type, str], ...] = (
+    ("customer_key", str, "a string"),
+    ("context", dict, "an object"),
+)
+_CURRENT_FIELDS = frozenset(name for name, _, _ in _CURRENT_REQUIRED + _CURRENT_OPTIONAL)
+_TRACK_FIELDS = _LEGACY_FIELDS | _CURRENT_FIELDS
 
 # /track-usage records are free-form, but these fields, when present, are strings (or null).
 _USAGE_STRING_FIELDS = (
@@ -151,26 +199,37 @@ _USAGE_STRING_FIELDS = (
 )
 
 
+def is_legacy_track_record(record: Mapping[str, Any]) -> bool:
+    """Whether a ``/track`` record is the older form: it names an ``api_id``."""
+    return "api_id" in record
+
+
 def check_track_record(record: Any) -> list[str]:
-    """Every problem of one ``/track`` record against the contract; empty when it is fine."""
+    """Every problem of one ``/track`` record against the contract; empty when it is fine.
+
+    A record with an ``api_id`` is checked as the older record, any other as the current
+    one (``service_key`` ``"vendor::model"``, ``customer_key``).
+    """
     # The fast path: a well-formed record (nearly all of them) costs a few type checks.
-    if type(record) is dict and len(record) <= len(_TRACK_FIELDS):
+    if type(record) is dict and len(record) <= len(_LEGACY_FIELDS):
         get = record.get
         api_id, service_key, response_id = get("api_id"), get("service_key"), get("response_id")
-        timestamp, customer, context = get("timestamp"), get("client_customer_key"), get("context")
+        timestamp, context = get("timestamp"), get("context")
+        legacy = api_id is not None
+        customer = get("client_customer_key") if legacy else get("customer_key")
         if (
-            type(api_id) is str
-            and api_id
+            (not legacy or (type(api_id) is str and api_id))
             and type(service_key) is str
             and service_key
+            and (legacy or "::" in service_key)
             and type(response_id) is str
             and response_id
             and type(timestamp) is str
             and type(get("payload")) is dict
             and (customer is None or type(customer) is str)
             and (context is None or type(context) is dict)
-            and _TRACK_FIELDS.issuperset(record)
-            and _check_timestamp(timestamp) is None
+            and (_LEGACY_FIELDS if legacy else _CURRENT_FIELDS).issuperset(record)
+            and _check_timestamp(timestamp, epoch=not legacy) is None
         ):
             return []
     return _track_record_problems(record)
@@ -179,8 +238,14 @@ def check_track_record(record: Any) -> list[str]:
 def _track_record_problems(record: Any) -> list[str]:
     if not isinstance(record, dict):
         return [f"record must be a JSON object, got {_json_type(record)}"]
+    legacy = is_legacy_track_record(record)
+    required, optional, fields = (
+        (_LEGACY_REQUIRED, _LEGACY_OPTIONAL, _LEGACY_FIELDS)
+        if legacy
+        else (_CURRENT_REQUIRED, _CURRENT_OPTIONAL, _CURRENT_FIELDS)
+    )
     errors: list[str] = []
-    for name, type_, type_name in _TRACK_REQUIRED:
+    for name, type_, type_name in required:
         value = record.get(name)
         if value is None:
             errors.append(
@@ -191,15 +256,20 @@ def _track_record_problems(record: Any) -> list[str]:
         elif type_ is str and not value:
             errors.append(f"field '{name}' must not be empty")
         elif name == "timestamp":
-            problem = _check_timestamp(str(value))
+            problem = _check_timestamp(str(value), epoch=not legacy)
             if problem:
                 errors.append(problem)
-    for name, type_, type_name in _TRACK_OPTIONAL:
+        elif name == "service_key" and not legacy and "::" not in str(value):
+            errors.append(
+                f"field 'service_key' must be 'vendor::model', got {value!r} (a record"
+                " without api_id is the current record)"
+            )
+    for name, type_, type_name in optional:
         value = record.get(name)
         if value is not None and not isinstance(value, type_):
             errors.append(f"field '{name}' must be {type_name} or null, got {_json_type(value)}")
-    if len(record) > len(_TRACK_FIELDS) or not _TRACK_FIELDS.issuperset(record):
-        errors.extend(f"unexpected field '{name}'" for name in record if name not in _TRACK_FIELDS)
+    if len(record) > len(fields) or not fields.issuperset(record):
+        errors.extend(f"unexpected field '{name}'" for name in record if name not in fields)
     return errors
 
 
@@ -254,9 +324,12 @@ class BatchPlan:
     errors: int
     rejected: int
 
-    def answer(self) -> Answer:
-        """The HTTP answer for this batch."""
-        return Answer(self.status_code, dumps({"results": self.results, "triggered_limits": {}}))
+    def answer(self, triggered_limits: Mapping[str, Any] | None = None) -> Answer:
+        """The HTTP answer for this batch, carrying ``triggered_limits`` (``{}``: none)."""
+        return Answer(
+            self.status_code,
+            dumps({"results": self.results, "triggered_limits": triggered_limits or {}}),
+        )
 
 
 def plan_batch(
@@ -299,6 +372,14 @@ def plan_batch(
         if not 200 <= reject_status <= 299:
             to_store = []
     return BatchPlan(status_code, results, to_store, errors, rejected)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header ('' when there is none)."""
+    if not authorization:
+        return ""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def api_key_matches(authorization: str | None, expected: str) -> bool:

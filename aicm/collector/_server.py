@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -127,14 +128,23 @@ class LocalCollector:
         host: str = "127.0.0.1",
         port: int = 0,
         seed: int = 0,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if configs is not None and configs_path is not None:
             raise ValueError("give configs or configs_path, not both")
+        # No data directory: a temporary one for this object's life, so a restart keeps
+        # the signing key and the usage limits, as `aicm serve` keeps them on disk.
+        self._own_data_dir: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._own_data_dir = tempfile.TemporaryDirectory(prefix="aicm-collector-")
+            data_dir = self._own_data_dir.name
+        self.data_dir = os.fspath(data_dir)
         self._options: dict[str, Any] = {
             "configs": configs,
             "configs_path": configs_path,
             "db_path": db_path,
             "seed": seed,
+            "data_dir": self.data_dir,
         }
         self._faults = faults or Faults()
         self.host = host
@@ -282,8 +292,41 @@ class LocalCollector:
         return self._running().stats.snapshot()
 
     def clear(self) -> None:
-        """Forget the stored records and the statistics (the faults stay)."""
+        """Forget the stored records, the statistics and the usage limits (the faults and
+        the signing key stay)."""
         self._running().clear()
+
+    # -- usage limits ------------------------------------------------------------------
+
+    @property
+    def public_key(self) -> str:
+        """The PEM public key the collector signs ``triggered_limits`` with (pin it in the SDK)."""
+        return self._running().signing_key.public_pem
+
+    def add_limit(self, **fields: Any) -> dict[str, Any]:
+        """Store a usage limit (the fields ``POST /usage-limits/`` takes); return it as
+        the service answers it, its id under ``"uuid"``."""
+        return self._running().limits.create(fields).out()
+
+    def update_limit(self, limit_id: str, **fields: Any) -> dict[str, Any]:
+        """Change the given fields of a usage limit; ``KeyError`` if there is none."""
+        changed = self._running().limits.update(limit_id, fields)
+        if changed is None:
+            raise KeyError(limit_id)
+        return changed.out()
+
+    def remove_limit(self, limit_id: str) -> None:
+        """Remove a usage limit; ``KeyError`` if there is none."""
+        if not self._running().limits.delete(limit_id):
+            raise KeyError(limit_id)
+
+    def limits(self) -> list[dict[str, Any]]:
+        """The usage limits, each with its current period's spend and what remains."""
+        return self._running().limits_progress()
+
+    def triggered_limits(self, api_key: str) -> dict[str, Any]:
+        """The ``triggered_limits`` the collector would answer the key ``api_key`` now."""
+        return self._running().triggered_limits(f"Bearer {api_key}")
 
     def wait_for_count(self, kind: str, n: int, *, timeout: float = 5.0) -> bool:
         """Wait until at least ``n`` records of ``kind`` are stored; False on timeout."""

@@ -11,7 +11,7 @@ from aicm.collector._logic import KINDS, Kind
 __all__ = ["ENDPOINTS", "FAULT_KINDS", "CollectorStats"]
 
 #: The SDK endpoints the statistics count, by name.
-ENDPOINTS = ("track", "track_usage", "configs")
+ENDPOINTS = ("track", "track_usage", "configs", "usage_limits", "triggered_limits")
 #: The kinds of injected faults the statistics count.
 FAULT_KINDS = ("fail_first", "failure", "latency", "drop", "reject", "unauthorized")
 

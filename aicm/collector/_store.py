@@ -29,17 +29,18 @@ from aicm.collector._logic import KINDS, Kind, dedup_key
 __all__ = ["GroupWriter", "PendingWrite", "RecordStore", "kind_from_name"]
 
 #: 1: unique indexes on (service, response_id). 2: none, the store dedups in memory.
-SCHEMA_VERSION = 2
+#: 3: ``track.api_id`` may be NULL: the current /track record has none.
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS track (
     seq INTEGER PRIMARY KEY,
-    api_id TEXT NOT NULL,
+    api_id TEXT,                        -- NULL: the current record (customer_key, no api_id)
     service_key TEXT NOT NULL,
     response_id TEXT NOT NULL,
-    timestamp TEXT NOT NULL,
+    timestamp TEXT NOT NULL,            -- as sent: ISO-8601, or epoch seconds
     payload TEXT NOT NULL,              -- JSON
-    client_customer_key TEXT,
+    client_customer_key TEXT,           -- client_customer_key, or customer_key (current)
     context TEXT,                       -- JSON; NULL when absent
     received_at REAL NOT NULL,          -- Unix time
     user_agent TEXT
@@ -65,6 +66,25 @@ CREATE TABLE IF NOT EXISTS track_usage (
 _MIGRATE_FROM_V1 = """
 DROP INDEX IF EXISTS track_event;
 DROP INDEX IF EXISTS track_usage_event;
+"""
+
+# From version 2: track.api_id loses NOT NULL (SQLite rebuilds the table to drop it).
+_MIGRATE_TRACK_NULLABLE_API_ID = """
+ALTER TABLE track RENAME TO track_v2;
+CREATE TABLE track (
+    seq INTEGER PRIMARY KEY,
+    api_id TEXT,
+    service_key TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    client_customer_key TEXT,
+    context TEXT,
+    received_at REAL NOT NULL,
+    user_agent TEXT
+);
+INSERT INTO track SELECT * FROM track_v2;
+DROP TABLE track_v2;
 """
 
 _INSERT_TRACK = (
@@ -114,12 +134,12 @@ def _track_rows(
     encode = dumps_text
     return [
         (
-            r["api_id"],
+            r.get("api_id"),
             r["service_key"],
             r["response_id"],
             r["timestamp"],
             encode(r["payload"]),
-            r.get("client_customer_key"),
+            r.get("client_customer_key") if "api_id" in r else r.get("customer_key"),
             None if (context := r.get("context")) is None else encode(context),
             received_at,
             user_agent,
@@ -208,8 +228,11 @@ class RecordStore:
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA wal_autocheckpoint=10000")
             # Idempotent, so run on every open: creates a new file, migrates a version 1.
+            migrate = _MIGRATE_FROM_V1
+            if _track_api_id_required(conn):
+                migrate += _MIGRATE_TRACK_NULLABLE_API_ID
             conn.executescript(
-                f"BEGIN; {_SCHEMA} {_MIGRATE_FROM_V1} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                f"BEGIN; {_SCHEMA} {migrate} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
             )
             for kind in KINDS:
                 seen = self._seen[kind]
@@ -314,6 +337,26 @@ class RecordStore:
                 ).fetchall()
         return [_track_dict(row) if kind == "track" else _usage_dict(row) for row in rows]
 
+    def records_since(self, kind: Kind, received_after: float) -> list[dict[str, Any]]:
+        """The stored records of ``kind`` that arrived after ``received_after`` (Unix time)."""
+        with self._lock:
+            conn = self._connection()
+            if kind == "track":
+                rows = conn.execute(
+                    "SELECT api_id, service_key, response_id, timestamp, payload,"
+                    " client_customer_key, context, received_at, user_agent"
+                    " FROM track WHERE received_at > ? ORDER BY seq",
+                    (received_after,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT response_id, config_id, service_id, timestamp, usage,"
+                    " client_customer_key, context, base_url, extra, received_at, user_agent"
+                    " FROM track_usage WHERE received_at > ? ORDER BY seq",
+                    (received_after,),
+                ).fetchall()
+        return [_track_dict(row) if kind == "track" else _usage_dict(row) for row in rows]
+
     def count(self, kind: Kind) -> int:
         """How many records of ``kind`` are stored."""
         table = "track" if kind == "track" else "track_usage"
@@ -352,17 +395,24 @@ class RecordStore:
                         os.remove(self.path + suffix)
 
 
+def _track_api_id_required(conn: sqlite3.Connection) -> bool:
+    """Whether the file's ``track`` table is older than version 3 (``api_id NOT NULL``)."""
+    for row in conn.execute("PRAGMA table_info(track)"):
+        if row[1] == "api_id":
+            return bool(row[3])
+    return False
+
+
 def _track_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """A stored ``/track`` record in the form it was sent: current (no api_id) or older."""
     (api_id, service_key, response_id, timestamp, payload, customer, context, at, agent) = row
-    record: dict[str, Any] = {
-        "api_id": api_id,
-        "service_key": service_key,
-        "response_id": response_id,
-        "timestamp": timestamp,
-        "payload": loads(payload),
-    }
+    record: dict[str, Any] = {} if api_id is None else {"api_id": api_id}
+    record["service_key"] = service_key
+    record["response_id"] = response_id
+    record["timestamp"] = timestamp
+    record["payload"] = loads(payload)
     if customer is not None:
-        record["client_customer_key"] = customer
+        record["client_customer_key" if api_id is not None else "customer_key"] = customer
     if context is not None:
         record["context"] = loads(context)
     record["received_at"] = at

@@ -16,6 +16,7 @@ from aicm import (
     AsyncTracker,
     AuthenticationError,
     ClosedError,
+    ConfigError,
     DeliveryError,
     DeliveryType,
     InvalidTimestampError,
@@ -45,7 +46,7 @@ CONFIGS = [
     {"config_id": "empty", "api_id": "custom-api", "manual_usage_schema": {}},
 ]
 USAGE_KEYS = {"config_id", "service_id", "timestamp", "response_id", "usage"}
-TRACK_KEYS = {"api_id", "service_key", "response_id", "timestamp", "payload"}
+TRACK_KEYS = {"service_key", "response_id", "timestamp", "payload"}
 
 
 @pytest.fixture
@@ -102,16 +103,103 @@ async def test_free_form_track_sends_every_field(
     assert (result.response_id, result.status, result.ok) == ("external-session-id", "queued", True)
     assert sent(configured, "track") == [
         {
-            "api_id": "openai",
-            "service_key": "gpt-5-mini",
+            "service_key": "openai::gpt-5-mini",
             "response_id": "external-session-id",
             "timestamp": "2024-01-01T00:00:00Z",
             "payload": {"input_tokens": 10, "output_tokens": 20},
-            "client_customer_key": "acme_corp",
+            "customer_key": "acme_corp",
             "context": {"env": "prod"},
         }
     ]
     assert configured.records("track")[0]["user_agent"].startswith("aicm-sdk/")
+
+
+async def test_legacy_format_sends_the_older_record(
+    configured: LocalCollector, connection: dict[str, str]
+) -> None:
+    """track_format="legacy" sends api_id, the bare service_key and client_customer_key."""
+    async with AsyncTracker(**connection, track_format="legacy") as tracker:
+        await tracker.track(
+            "openai",
+            "gpt-5-mini",
+            {"input_tokens": 10},
+            customer_key="acme_corp",
+            response_id="r1",
+            timestamp="2024-01-01T00:00:00Z",
+        )
+    assert sent(configured, "track") == [
+        {
+            "api_id": "openai",
+            "service_key": "gpt-5-mini",
+            "response_id": "r1",
+            "timestamp": "2024-01-01T00:00:00Z",
+            "payload": {"input_tokens": 10},
+            "client_customer_key": "acme_corp",
+        }
+    ]
+
+
+async def test_track_format_comes_from_the_environment(
+    configured: LocalCollector, connection: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AICM_TRACK_FORMAT=legacy picks the older record; an explicit argument wins over it."""
+    monkeypatch.setenv("AICM_TRACK_FORMAT", "legacy")
+    async with AsyncTracker(**connection) as tracker:
+        await tracker.track("openai", "gpt", {"n": 1})
+    async with AsyncTracker(**connection, track_format="current") as tracker:
+        await tracker.track("openai", "gpt", {"n": 2})
+    assert [(r.get("api_id"), r["service_key"]) for r in sent(configured, "track")] == [
+        ("openai", "gpt"),
+        (None, "openai::gpt"),
+    ]
+
+
+async def test_bad_track_format_is_refused(connection: dict[str, str]) -> None:
+    """An unknown track_format is a ConfigError naming the choices."""
+    with pytest.raises(ConfigError, match="track_format must be one of current, legacy"):
+        AsyncTracker(**connection, track_format="v2")
+
+
+@pytest.mark.parametrize(
+    ("api_id", "service_key", "expected"),
+    [
+        ("openai", "gpt-5-mini", "openai::gpt-5-mini"),
+        ("openai_chat", "gpt-4o", "openai::gpt-4o"),
+        ("openai_responses", "gpt-5", "openai::gpt-5"),
+        ("gemini", "gemini-2.5-flash", "google::gemini-2.5-flash"),
+        ("anthropic", "claude-sonnet", "anthropic::claude-sonnet"),
+        ("amazon-bedrock", "us.amazon.nova-pro-v1:0", "amazon-bedrock::us.amazon.nova-pro-v1:0"),
+        ("custom", "xai::grok-4", "xai::grok-4"),
+    ],
+)
+async def test_service_key_names_the_vendor(
+    configured: LocalCollector,
+    connection: dict[str, str],
+    api_id: str,
+    service_key: str,
+    expected: str,
+) -> None:
+    """The current record's service_key is "vendor::model", the vendor mapped from the api_id;
+    a service_key already holding "::" is sent as it is."""
+    async with AsyncTracker(**connection) as tracker:
+        await tracker.track(api_id, service_key, {"n": 1})
+    assert [r["service_key"] for r in sent(configured, "track")] == [expected]
+
+
+async def test_customer_key_is_accepted_as_a_synonym(
+    configured: LocalCollector, connection: dict[str, str]
+) -> None:
+    """customer_key= tags the record like client_customer_key=; two different keys are refused."""
+    async with AsyncTracker(**connection) as tracker:
+        await tracker.track("openai", "gpt", {"n": 1}, customer_key="acme")
+        await tracker.track(
+            "openai", "gpt", {"n": 2}, customer_key="acme", client_customer_key="acme"
+        )
+        with pytest.raises(RecordError, match="customer_key"):
+            await tracker.track(
+                "openai", "gpt", {"n": 3}, customer_key="a", client_customer_key="b"
+            )
+    assert [r["customer_key"] for r in sent(configured, "track")] == ["acme", "acme"]
 
 
 async def test_free_form_defaults_fill_response_id_and_timestamp(
@@ -134,9 +222,9 @@ async def test_free_form_accepts_keyword_arguments(
     async with AsyncTracker(**connection) as tracker:
         await tracker.track(api_id="openai", service_key="gpt", usage={"n": 1})
         await tracker.track("openai", "gpt", usage={"n": 2})
-    assert [(r["api_id"], r["service_key"], r["payload"]) for r in sent(configured, "track")] == [
-        ("openai", "gpt", {"n": 1}),
-        ("openai", "gpt", {"n": 2}),
+    assert [(r["service_key"], r["payload"]) for r in sent(configured, "track")] == [
+        ("openai::gpt", {"n": 1}),
+        ("openai::gpt", {"n": 2}),
     ]
 
 

@@ -22,7 +22,8 @@ def _prices() -> dict[str, dict[str, float]]:
 
 
 def _expected_cost(row: dict[str, Any], prices: dict[str, dict[str, float]]) -> float:
-    rates = prices.get(row["service"], {})
+    # A "vendor::model" service is priced by its model's rates.
+    rates = prices.get(row["service"]) or prices.get(row["service"].partition("::")[2], {})
     return math.fsum(amount * rates.get(metric, 0.0) for metric, amount in row["usage"].items())
 
 
@@ -106,9 +107,17 @@ def test_demo_prints_the_cost_tables_and_refuses_an_existing_db(
         assert words in text.stdout
     assert custom.returncode == 0, custom.stderr
     report = json.loads(custom.stdout)["report"]
-    assert report["unpriced"] == ["api.heygen.com/v2/streaming.list", "claude-sonnet", "gpt-5"]
-    (mini,) = [r for r in report["by_service"] if r["service"] == "gpt-5-mini"]
-    assert mini["cost_usd"] == mini["usage"]["input_tokens"]
+    assert report["unpriced"] == [
+        "anthropic::claude-sonnet",
+        "api.heygen.com/v2/streaming.list",
+        "openai::gpt-5",
+    ]
+    # The cost manager's records name the model; the tracker's "openai::gpt-5-mini" is
+    # priced by the model's rates too.
+    minis = [r for r in report["by_service"] if r["service"].endswith("gpt-5-mini")]
+    assert sorted(r["service"] for r in minis) == ["gpt-5-mini", "openai::gpt-5-mini"]
+    for mini in minis:
+        assert mini["cost_usd"] == mini["usage"]["input_tokens"]
     assert existing.returncode == 1
     assert "exists" in existing.stderr
     assert bad.returncode == 2

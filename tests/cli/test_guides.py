@@ -75,7 +75,7 @@ def test_plain_script_guide_delivers_now_and_at_exit(ran: dict[str, Outcome]) ->
     """The script's IMMEDIATE record and its 100 queued ones (delivered at exit) all arrive."""
     records = _ok(ran["script.py"])
     assert ran["script.py"][0].stdout.splitlines() == ["queued True"]
-    customers = [r.get("client_customer_key") for r in records]
+    customers = [r.get("customer_key") for r in records]
     assert (customers.count("acme"), customers.count("globex")) == (1, 100)
     assert sorted(r["payload"]["input_tokens"] for r in records[1:]) == list(range(100))
 
@@ -95,7 +95,7 @@ def test_trio_guide_delivers_every_task(ran: dict[str, Outcome]) -> None:
     """The nursery's 10 tasks are all delivered by the end of the `async with`."""
     records = _ok(ran["trio_app.py"])
     assert sorted(r["payload"]["input_tokens"] for r in records) == [50 * j for j in range(10)]
-    assert {r["service_key"] for r in records} == {"claude-sonnet"}
+    assert {r["service_key"] for r in records} == {"anthropic::claude-sonnet"}
 
 
 @pytest.mark.skipif(not HAVE_DJANGO, reason="django is not installed (pip install django)")
@@ -103,7 +103,7 @@ def test_django_guide_tracks_each_request(ran: dict[str, Outcome]) -> None:
     """Three requests to the Django view: three records with the customer from the query."""
     records = _ok(ran["django_view.py"])
     assert ran["django_view.py"][0].stdout.strip() == "3 requests served, 0 records left"
-    assert [r["client_customer_key"] for r in records] == ["acme", "globex", "acme"]
+    assert [r["customer_key"] for r in records] == ["acme", "globex", "acme"]
 
 
 def _load(name: str) -> ModuleType:
@@ -128,7 +128,7 @@ def test_fastapi_guide_tracks_in_the_lifespan(
         for customer in ("acme", "globex"):
             assert client.post("/summarise", params={"customer": customer}).status_code == 200
     records = collector.records("track")
-    assert [r["client_customer_key"] for r in records] == ["acme", "globex"]
+    assert [r["customer_key"] for r in records] == ["acme", "globex"]
     assert records[0]["payload"] == {"input_tokens": 812, "output_tokens": 96}
 
 

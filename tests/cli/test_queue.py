@@ -87,7 +87,7 @@ def test_list_shows_rows_oldest_first_filtered_and_limited(queue_file: Path) -> 
     assert [r["state"] for r in rows] == ["dead"] * 2 + ["pending"] * PENDING
     assert "rejected" in rows[0]["last_error"]
     assert rows[2]["record"]["payload"] == {"input_tokens": 100, "output_tokens": 10}
-    assert rows[2]["record"]["client_customer_key"] == "acme"
+    assert rows[2]["record"]["customer_key"] == "acme"
     assert one.returncode == 0
     lines = one.stdout.splitlines()
     assert "response_id" in lines[0]

@@ -31,8 +31,13 @@ def collector_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     configs = [{"config_id": "cfg", "api_id": "cfg"}]
     with LocalCollector(db_path=path, configs=configs) as collector:
         options = {"aicm_api_key": API_KEY, "aicm_api_base": collector.api_base}
-        with Tracker(**options) as tracker:
-            for customer, tokens in [("acme", 10), ("acme", 20), ("globex", 5)]:
+        # One service in both /track record forms: the report groups them as one.
+        with Tracker(**options) as current, Tracker(**options, track_format="legacy") as legacy:
+            for tracker, customer, tokens in [
+                (current, "acme", 10),
+                (legacy, "acme", 20),
+                (current, "globex", 5),
+            ]:
                 tracker.track(
                     "openai",
                     "gpt-5-mini",
@@ -40,7 +45,7 @@ def collector_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     client_customer_key=customer,
                     timestamp="2025-03-01T23:30:00-02:00",  # 2025-03-02 in UTC
                 )
-            tracker.track("other", "unpriced-svc", {"calls": 4}, timestamp="2025-03-01T10:00:00Z")
+            legacy.track("other", "unpriced-svc", {"calls": 4}, timestamp="2025-03-01T10:00:00Z")
         with Tracker("cfg", "cfg-svc", **options) as tracker:
             tracker.track({"seconds": 1.5}, client_customer_key="globex")
     return path
@@ -72,7 +77,7 @@ def test_report_groups_usage_and_cost_by_service_customer_and_day(
             "cost_usd": 4.5,
         },
         {
-            "service": "gpt-5-mini",
+            "service": "openai::gpt-5-mini",
             "customer": "acme",
             "day": "2025-03-02",
             "records": 2,
@@ -80,7 +85,7 @@ def test_report_groups_usage_and_cost_by_service_customer_and_day(
             "cost_usd": 19.0,
         },
         {
-            "service": "gpt-5-mini",
+            "service": "openai::gpt-5-mini",
             "customer": "globex",
             "day": "2025-03-02",
             "records": 1,
@@ -88,7 +93,7 @@ def test_report_groups_usage_and_cost_by_service_customer_and_day(
             "cost_usd": 4.5,
         },
         {
-            "service": "unpriced-svc",
+            "service": "other::unpriced-svc",
             "customer": "-",
             "day": "2025-03-01",
             "records": 1,
@@ -98,7 +103,7 @@ def test_report_groups_usage_and_cost_by_service_customer_and_day(
     ]
     assert summary["records"] == 5
     assert summary["cost_usd"] == 28.0
-    assert summary["unpriced"] == ["unpriced-svc"]
+    assert summary["unpriced"] == ["other::unpriced-svc"]
     assert [(r["customer"], r["cost_usd"]) for r in summary["by_customer"]] == [
         ("-", 0.0),
         ("acme", 19.0),
@@ -127,7 +132,7 @@ def test_report_text_csv_and_by(aicm: Run, collector_db: Path, prices_file: Path
     assert "Totals by customer" in text.stdout
     assert "Totals by service" not in text.stdout  # the rows already are
     assert "5 records, total $28.000000" in text.stdout
-    assert "no price for: unpriced-svc" in text.stdout
+    assert "no price for: other::unpriced-svc" in text.stdout
     assert "\033[" not in text.stdout
     rows = list(csv.DictReader(io.StringIO(table.stdout)))
     assert list(rows[0]) == [
@@ -253,3 +258,30 @@ def test_summarise_groups_and_totals_exactly() -> None:
     assert parse_by(" day , service") == ("day", "service")
     with pytest.raises(UsageError):
         parse_by("")
+
+
+def test_report_days_and_prices_the_service_sdks_epoch_timestamps(
+    aicm: Run, collector: LocalCollector
+) -> None:
+    """A current record stamped in epoch seconds (as the service's own SDK sends it) lands
+    on its UTC day and is priced by its model's rates."""
+    import httpx
+
+    record = {
+        "service_key": "openai::gpt-5-mini",
+        "response_id": "epoch-1",
+        "timestamp": "1740873600.5",  # 2025-03-02T00:00:00.5Z
+        "payload": {"input_tokens": 1_000_000},
+        "customer_key": "acme",
+    }
+    answer = httpx.post(collector.url + "/track", json={"tracked": [record]})
+    assert answer.status_code == 202
+    done = aicm("report", "--db", collector.db_path, "--json")
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["rows"]
+    assert (row["service"], row["customer"], row["day"]) == (
+        "openai::gpt-5-mini",
+        "acme",
+        "2025-03-02",
+    )
+    assert row["cost_usd"] == pytest.approx(default_prices()["gpt-5-mini"]["input_tokens"] * 1e6)

@@ -129,7 +129,7 @@ def test_add_arguments_maps_every_fault_flag_onto_faults() -> None:
             "--failure-rate", "0.25", "--failure-status", "500", "--retry-after", "1.5",
             "--latency", "0.1", "--drop-rate", "0.5", "--drop-after-store",
             "--reject-response-id", "a", "--reject-response-id", "b", "--reject-status", "422",
-            "--fail-first", "3",
+            "--fail-first", "3", "--forge-limits",
         ]
     )  # fmt: skip
     assert _faults_from_args(args) == Faults(
@@ -142,6 +142,7 @@ def test_add_arguments_maps_every_fault_flag_onto_faults() -> None:
         reject_response_ids=frozenset({"a", "b"}),
         reject_status=422,
         fail_first=3,
+        forge_limits=True,
     )
     defaults = parser.parse_args([])
     assert (defaults.host, defaults.port, defaults.db, defaults.configs) == (

@@ -443,15 +443,23 @@ def test_wire_form_leaves_out_unset_optionals() -> None:
     """wire() carries the contract's fields, optional ones only when set."""
     base = build({"n": 1}, response_id="r", timestamp=0)
     assert base.wire() == {
-        "api_id": "openai",
         "service_key": "openai::gpt-4o",
         "response_id": "r",
         "timestamp": "1970-01-01T00:00:00Z",
         "payload": {"n": 1},
     }
     full = build({"n": 1}, client_customer_key="cust", context={"a": 1})
-    assert full.wire()["client_customer_key"] == "cust"
+    assert full.wire()["customer_key"] == "cust"
     assert full.wire()["context"] == {"a": 1}
+    legacy = build({"n": 1}, response_id="r", timestamp=0, customer_key="cust", legacy=True)
+    assert legacy.wire() == {
+        "api_id": "openai",
+        "service_key": "openai::gpt-4o",
+        "response_id": "r",
+        "timestamp": "1970-01-01T00:00:00Z",
+        "payload": {"n": 1},
+        "client_customer_key": "cust",
+    }
     assert TrackRecord.endpoint is Endpoint.TRACK
     assert UsageRecord.endpoint is Endpoint.TRACK_USAGE
     assert (Endpoint.TRACK.body_key, Endpoint.TRACK_USAGE.body_key) == ("tracked", "usage_records")

@@ -21,6 +21,7 @@ from aicm._core.settings import (
     DeliveryType,
     OnFull,
     Settings,
+    TrackFormat,
     default_ini_path,
     resolve_settings,
 )
@@ -76,6 +77,10 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
     "lease_seconds": (Sample(30.0, "30", 30.0), Sample(45.0, "45", 45.0)),
     "max_age": (Sample(100.0, "100", 100.0), Sample(200.0, "200", 200.0)),
     "close_timeout": (Sample(9.0, "9", 9.0), Sample(8.0, "8", 8.0)),
+    "track_format": (
+        Sample(TrackFormat.LEGACY, "Legacy", TrackFormat.LEGACY),
+        Sample("current", "CURRENT", TrackFormat.CURRENT),
+    ),
 }
 
 LEVELS = ("explicit", "env", "ini")
@@ -402,6 +407,7 @@ BAD_TEXT: dict[str, str] = {
     "lease_seconds": "-0.1",
     "max_age": "never",
     "close_timeout": "0",
+    "track_format": "v2",
 }
 FREE_FORM = {"api_key", "api_url", "db_path", "log_file"}
 

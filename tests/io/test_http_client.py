@@ -113,7 +113,7 @@ async def test_track_delivers_and_returns_per_record_results(
     stored = collector.records("track")
     assert [s["payload"] for s in stored] == [{"input_tokens": i} for i in range(3)]
     assert stored[0]["timestamp"] == "2024-05-01T08:00:00Z"
-    assert stored[1]["client_customer_key"] == "cust-1"
+    assert stored[1]["customer_key"] == "cust-1"
     assert stored[2]["context"] == {"session": "s-9"}
     assert collector.stats()["requests"]["track"] == {"202": 1}
 

@@ -2,31 +2,42 @@
 
 The examples are the seed's, with ``aicostmanager`` replaced by ``aicm``; AICM_API_KEY and
 AICM_API_BASE point ``Tracker()`` at the collector. The log example writes to a temporary
-file instead of ``/tmp/aicm.log``.
+file instead of ``/tmp/aicm.log``. Every example runs twice: in the current /track record
+(the default) and in the older one (``AICM_TRACK_FORMAT=legacy``).
 """
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from aicm.collector import Faults, LocalCollector
-from tests.seeds.tracker_seed_support import (
-    check_track_record,
-    point_sdk_at,
-    restored_aicm_logging,
-)
+from tests.seeds.tracker_seed_support import check_track_record as check_record_as
+from tests.seeds.tracker_seed_support import point_sdk_at, restored_aicm_logging
 
 pytestmark = pytest.mark.filterwarnings("ignore:\\s*on_event is deprecated:DeprecationWarning")
 
 
-@pytest.fixture
+@pytest.fixture(params=["current", "legacy"])
 def seed_env(
-    collector: LocalCollector, monkeypatch: pytest.MonkeyPatch, api_key: str
+    collector: LocalCollector,
+    monkeypatch: pytest.MonkeyPatch,
+    api_key: str,
+    request: pytest.FixtureRequest,
 ) -> LocalCollector:
-    """The collector, with the environment pointing the SDK at it."""
+    """The collector, with the environment pointing the SDK at it, in each record format."""
+    if request.param == "legacy":
+        monkeypatch.setenv("AICM_TRACK_FORMAT", "legacy")
     return point_sdk_at(collector, monkeypatch, api_key)
+
+
+def check_track_record(record: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+    """The stored record, in the format the test's environment asks for."""
+    legacy = os.environ.get("AICM_TRACK_FORMAT") == "legacy"
+    check_record_as(record, *args, legacy=legacy, **kwargs)
 
 
 @pytest.fixture

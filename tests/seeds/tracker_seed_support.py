@@ -95,22 +95,31 @@ def check_track_record(
     timestamp: str | None = None,
     client_customer_key: str | None = None,
     context: dict[str, Any] | None = None,
+    legacy: bool = False,
 ) -> None:
-    """A /track record as stored: exactly the expected keys and values."""
-    keys = {"api_id", "service_key", "response_id", "timestamp", "payload"}
-    keys |= {"client_customer_key"} if client_customer_key is not None else set()
+    """A /track record as stored: exactly the expected keys and values.
+
+    The current record (the default) sends ``service_key`` ``"api_id::service_key"`` and
+    ``customer_key``; the older one (``legacy``) ``api_id``, the bare ``service_key`` and
+    ``client_customer_key``.
+    """
+    customer_field = "client_customer_key" if legacy else "customer_key"
+    keys = {"service_key", "response_id", "timestamp", "payload"}
+    keys |= {"api_id"} if legacy else set()
+    keys |= {customer_field} if client_customer_key is not None else set()
     keys |= {"context"} if context is not None else set()
     assert set(record) - _BOOKKEEPING == keys
-    assert (record["api_id"], record["service_key"], record["payload"]) == (
-        api_id,
-        service_key,
-        payload,
-    )
+    if legacy:
+        assert (record["api_id"], record["service_key"]) == (api_id, service_key)
+    else:
+        assert record["service_key"] == f"{api_id}::{service_key}"
+    assert record["payload"] == payload
+    assert record.get(customer_field) == client_customer_key
     _check_common(
         record,
         response_id=response_id,
         timestamp=timestamp,
-        client_customer_key=client_customer_key,
+        client_customer_key=record.get("client_customer_key"),
         context=context,
     )
 

@@ -108,15 +108,33 @@ def test_free_form_track_sends_every_field(
     assert (result.response_id, result.status) == ("sess-1", "queued")
     assert sent(configured, "track") == [
         {
-            "api_id": "openai",
-            "service_key": "gpt-5-mini",
+            "service_key": "openai::gpt-5-mini",
             "response_id": "sess-1",
             "timestamp": "2024-01-01T00:00:00Z",
             "payload": {"input_tokens": 10},
-            "client_customer_key": "acme_corp",
+            "customer_key": "acme_corp",
             "context": {"env": "prod"},
         }
     ]
+
+
+@pytest.mark.parametrize("delivery_type", ["immediate", "mem_queue", "persistent_queue"])
+def test_legacy_format_in_every_delivery_type(
+    configured: LocalCollector, connection: dict[str, str], tmp_path: Path, delivery_type: str
+) -> None:
+    """track_format="legacy" sends the older record whichever way records travel."""
+    with Tracker(
+        **connection,
+        track_format="legacy",
+        delivery_type=delivery_type,
+        db_path=str(tmp_path / "q.db"),
+    ) as tracker:
+        tracker.track("openai", "gpt-5-mini", {"input_tokens": 1}, customer_key="acme")
+        tracker.track("anthropic", "claude", {"input_tokens": 2})
+    assert [
+        (r["api_id"], r["service_key"], r.get("client_customer_key"))
+        for r in sent(configured, "track")
+    ] == [("openai", "gpt-5-mini", "acme"), ("anthropic", "claude", None)]
 
 
 def test_config_form_loads_schema_at_construction(
@@ -422,3 +440,27 @@ def test_persistent_close_right_after_track_delivers(
         left.append(tracker.close())
     assert left == [0] * 20
     assert configured.count("track") == 20
+
+
+def test_rows_queued_in_the_older_format_are_still_delivered(
+    configured: LocalCollector, connection: dict[str, str], tmp_path: Path
+) -> None:
+    """A persistent queue's rows keep the record form they were queued in, across a restart
+    with the other format: older rows already on disk are delivered as they are."""
+    db = str(tmp_path / "q.db")
+    configured.set_faults(Faults(failure_rate=1.0))  # nothing gets through: rows stay queued
+    tracker = Tracker(
+        **connection, track_format="legacy", delivery_type="persistent_queue", db_path=db
+    )
+    tracker.track("openai", "gpt-5-mini", {"input_tokens": 1}, response_id="old-row")
+    assert tracker.close(timeout=0.3) == 1
+    assert configured.count("track") == 0
+    configured.set_faults(Faults())
+    with Tracker(**connection, delivery_type="persistent_queue", db_path=db) as tracker:
+        tracker.track("openai", "gpt-5-mini", {"input_tokens": 2}, response_id="new-row")
+    assert {
+        r["response_id"]: (r.get("api_id"), r["service_key"]) for r in sent(configured, "track")
+    } == {
+        "old-row": ("openai", "gpt-5-mini"),
+        "new-row": (None, "openai::gpt-5-mini"),
+    }

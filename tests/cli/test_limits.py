@@ -1,0 +1,135 @@
+"""``aicm limits`` against a running collector, and ``aicm serve`` with limits end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aicm import Tracker
+from aicm.collector import LocalCollector
+
+from .conftest import Run, aicm_env
+
+KEY = "sk-secret-part.key-0001"
+
+
+@pytest.fixture
+def env(collector: LocalCollector) -> dict[str, str]:
+    """The subprocess environment pointing ``aicm limits`` at the collector."""
+    return aicm_env(AICM_API_BASE=collector.api_base, AICM_API_KEY=KEY)
+
+
+def test_set_list_progress_and_remove(
+    aicm: Run, collector: LocalCollector, env: dict[str, str]
+) -> None:
+    """set creates (then --id changes) a limit; list and progress show it; remove deletes it."""
+    made = aicm(
+        "limits", "set", "--amount", "1", "--period", "day", "--service", "openai::gpt-5-mini",
+        "--customer", "acme", "--message", "daily budget", "--json", env=env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    limit = json.loads(made.stdout)
+    assert (limit["threshold_type"], limit["amount"], limit["client"]) == ("limit", 1, "acme")
+    changed = aicm("limits", "set", "--id", limit["uuid"], "--type", "alert", "--json", env=env)
+    assert json.loads(changed.stdout)["threshold_type"] == "alert"
+    with Tracker(aicm_api_key=KEY, aicm_api_base=collector.api_base) as tracker:
+        tracker.track("openai", "gpt-5-mini", {"input_tokens": 1_000_000}, customer_key="acme")
+    listed = aicm("limits", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert limit["uuid"] in listed.stdout
+    assert "openai::gpt-5-mini" in listed.stdout
+    progress = aicm("limits", "progress", "--json", env=env)
+    (row,) = json.loads(progress.stdout)
+    assert (row["current_spend"], row["remaining_amount"]) == (0.25, 0.75)
+    table = aicm("limits", "progress", env=env)
+    assert "$0.250000" in table.stdout
+    removed = aicm("limits", "remove", limit["uuid"], env=env)
+    assert removed.returncode == 0, removed.stderr
+    assert collector.limits() == []
+    assert aicm("limits", "list", env=env).stdout.strip() == "no usage limits"
+
+
+def test_mistakes_exit_with_one_line(
+    aicm: Run, collector: LocalCollector, env: dict[str, str]
+) -> None:
+    """A new limit without amount is a usage error (2); a refused or unknown limit, and a
+    missing key, fail (1) with the reason on one line; the key is never printed."""
+    missing = aicm("limits", "set", "--period", "day", env=env)
+    assert missing.returncode == 2
+    assert "--amount" in missing.stderr
+    refused = aicm("limits", "set", "--amount", "-3", "--period", "day", env=env)
+    assert refused.returncode == 1
+    assert "amount" in refused.stderr
+    unknown = aicm("limits", "remove", "no-such-limit", env=env)
+    assert unknown.returncode == 1
+    assert "404" in unknown.stderr
+    no_key = aicm("limits", "list", env=aicm_env(AICM_API_BASE=collector.api_base))
+    assert no_key.returncode == 1
+    assert "AICM_API_KEY" in no_key.stderr
+    for done in (missing, refused, unknown):
+        assert KEY not in done.stderr + done.stdout
+        assert len(done.stderr.strip().splitlines()) <= 1 or "usage:" in done.stderr
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """``aicm serve`` in a subprocess with a data directory: its URL and the printed key."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aicm", "serve", "--port", "0", "--data-dir", str(tmp_path / "d")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=aicm_env(),
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    lines = [process.stdout.readline() for _ in range(10)]
+    try:
+        url = re.search(r"http://[\d.]+:\d+", first)
+        assert url is not None, first
+        pem = "".join(lines[1:]).strip()
+        assert pem.startswith("-----BEGIN PUBLIC KEY-----"), lines
+        assert (tmp_path / "d" / "public_key.pem").read_text().strip() == pem
+        yield url.group(0), pem
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_serve_prints_its_key_and_the_service_sdk_obeys_its_limits(
+    aicm: Run, served: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against `aicm serve`: the printed public key verifies the answers, and the service's
+    own SDK raises its UsageLimitExceeded once a limit set with `aicm limits` triggers."""
+    aicostmanager = pytest.importorskip("aicostmanager")
+    from aicostmanager.client.exceptions import UsageLimitExceeded
+    from aicostmanager.triggered_limits_cache import triggered_limits_cache
+
+    url, pem = served
+    env = aicm_env(AICM_API_BASE=url, AICM_API_KEY=KEY)
+    made = aicm("limits", "set", "--amount", "1", "--period", "day", "--service",
+                "openai::gpt-5-mini", "--json", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    public = httpx.get(url + "/_collector/public-key").json()
+    assert public["public_key"].strip() == pem
+    ini = tmp_path / "AICM.INI"
+    ini.write_text("[tracker]\nAICM_LIMITS_ENABLED = true\n")
+    monkeypatch.setenv("AICM_API_BASE", url)
+    monkeypatch.setenv("AICM_LOG_FILE", str(tmp_path / "sdk.log"))
+    triggered_limits_cache.clear()
+    try:
+        with aicostmanager.Tracker(aicm_api_key=KEY, ini_path=str(ini)) as tracker:
+            tracker.track("openai::gpt-5-mini", {"input_tokens": 3_000_000})
+            with pytest.raises(UsageLimitExceeded):
+                tracker.track("openai::gpt-5-mini", {"input_tokens": 1_000_000})
+    finally:
+        triggered_limits_cache.clear()
+    records = httpx.get(url + "/_collector/records", params={"kind": "track"}).json()
+    assert records["count"] == 2
