@@ -5,6 +5,7 @@ trio). A served config for the ``api_id`` takes over."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,10 @@ import pytest
 
 from aicm import AsyncCostManager, CostManager
 from aicm.collector import LocalCollector
+from tests.api.test_sdk_idioms import CLAUDE_ASYNC as IDIOMS_CLAUDE_ASYNC
+from tests.api.test_sdk_idioms import CLAUDE_SYNC as IDIOMS_CLAUDE_SYNC
+from tests.api.test_sdk_idioms import OPENAI_ASYNC as IDIOMS_OPENAI_ASYNC
+from tests.api.test_sdk_idioms import OPENAI_SYNC as IDIOMS_OPENAI_SYNC
 from tests.api.test_sdk_streams import (
     CHAT,
     CLAUDE,
@@ -337,3 +342,103 @@ def test_openai_compatible_vendor_by_base_url(host: str, vendor: str) -> None:
     builtin = builtin_for(client)
     assert builtin is not None
     assert builtin.vendor == vendor
+
+
+# -- every SDK idiom (options, copies, raw and streaming responses) ---------------------------
+
+TAGS: dict[str, Any] = {"client_customer_key": "acme", "context": {"env": "test"}}
+
+
+def check_tagged(record: dict[str, Any], vendor: str, model: str, rid: str, expected: Any) -> None:
+    check(record, vendor, model, rid, expected)
+    assert record["customer_key"] == "acme"
+    assert record["context"] == {"env": "test"}
+
+
+@pytest.mark.parametrize("idiom", list(IDIOMS_OPENAI_SYNC))
+def test_openai_sync_idioms_need_no_config(
+    idiom: str, collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
+) -> None:
+    run, _ = IDIOMS_OPENAI_SYNC[idiom]
+    with (
+        openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        CostManager(client, **TAGS, **connection) as manager,
+    ):
+        rid = run(manager.client)
+    check_tagged(one_track(collector), "openai", "gpt-4o-mini", rid, (12, 5))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("idiom", list(IDIOMS_OPENAI_ASYNC))
+async def test_openai_async_idioms_need_no_config(
+    idiom: str, collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
+) -> None:
+    run, _ = IDIOMS_OPENAI_ASYNC[idiom]
+    async with (
+        openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        AsyncCostManager(client, **TAGS, **connection) as manager,
+    ):
+        rid = await run(manager.client)
+    check_tagged(one_track(collector), "openai", "gpt-4o-mini", rid, (12, 5))
+
+
+@pytest.mark.parametrize("idiom", list(IDIOMS_CLAUDE_SYNC))
+def test_anthropic_sync_idioms_need_no_config(
+    idiom: str, collector: LocalCollector, connection: dict[str, str], anthropic_fake: FakeAnthropic
+) -> None:
+    with (
+        anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
+        CostManager(client, **TAGS, **connection) as manager,
+    ):
+        rid = IDIOMS_CLAUDE_SYNC[idiom](manager.client)
+    check_tagged(one_track(collector), "anthropic", "claude-test-model", rid, (25, 15))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("idiom", list(IDIOMS_CLAUDE_ASYNC))
+async def test_anthropic_async_idioms_need_no_config(
+    idiom: str, collector: LocalCollector, connection: dict[str, str], anthropic_fake: FakeAnthropic
+) -> None:
+    async with (
+        anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
+        AsyncCostManager(client, **TAGS, **connection) as manager,
+    ):
+        rid = await IDIOMS_CLAUDE_ASYNC[idiom](manager.client)
+    check_tagged(one_track(collector), "anthropic", "claude-test-model", rid, (25, 15))
+
+
+def test_a_known_client_without_config_logs_no_warning(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_fake: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The built-in is announced at INFO; the no-config WARNING is for unknown clients."""
+    with (
+        caplog.at_level(logging.INFO, logger="aicm"),
+        openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        CostManager(client, **connection) as manager,
+    ):
+        manager.client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("built-in openai tracking" in r.getMessage() for r in caplog.records)
+
+
+def test_legacy_track_format_sends_the_older_record(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_fake: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AICM_TRACK_FORMAT", "legacy")
+    with (
+        openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        CostManager(client, **connection) as manager,
+    ):
+        chat = manager.client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    record = one_track(collector)
+    assert (record["api_id"], record["service_key"], record["response_id"]) == (
+        "openai",
+        "gpt-4o-mini",
+        chat.id,
+    )
