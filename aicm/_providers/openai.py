@@ -43,7 +43,7 @@ def openai_vendor(base_url: object) -> str:
     """The vendor an OpenAI-SDK client talks to, by its ``base_url`` (``openai`` by default)."""
     host = str(base_url).lower().partition("://")[2].partition("/")[0]
     for part, vendor in COMPATIBLE_HOSTS:
-        if host == part or host.endswith("." + part) or host.endswith(part):
+        if host == part or host.endswith("." + part):
             return vendor
     return "openai"
 

@@ -333,6 +333,7 @@ def test_config_for_another_api_id_leaves_the_builtin(
         ("https://api.groq.com/openai/v1", "groq"),
         ("https://api.openai.com/v1", "openai"),
         ("https://myres.openai.azure.com/openai", "openai"),
+        ("https://notgroq.com/v1", "openai"),
     ],
 )
 def test_openai_compatible_vendor_by_base_url(host: str, vendor: str) -> None:
