@@ -398,7 +398,8 @@ class LimitBook:
             ends = record_moment(expires)
             if ends is not None and ends <= now:
                 continue
-            if self.spend(limit, rows, now) < float(limit.amount):
+            # A nano-dollar of slack: sums of float prices land a hair either side.
+            if self.spend(limit, rows, now) < float(limit.amount) - 1e-9:
                 continue
             event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{limit.uuid}/{start}/{key_id}"))
             with self._lock:

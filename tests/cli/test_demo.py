@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Run, run_many
+from .conftest import Run, aicm_env, run_many
 
 
 def _prices() -> dict[str, dict[str, float]]:
@@ -148,3 +148,22 @@ def test_demo_prints_the_cost_tables_and_refuses_an_existing_db(
     assert existing.returncode == 1
     assert "exists" in existing.stderr
     assert bad.returncode == 2
+
+
+def test_demo_prices_the_older_track_record_the_same(tmp_path: Path) -> None:
+    """With AICM_TRACK_FORMAT=legacy the demo stores the older /track record, and the report
+    shows and prices it exactly as the current one."""
+    demo = ["demo", "--records", "30", "--json"]
+    db = tmp_path / "legacy.sqlite3"
+    (legacy,) = run_many([[*demo, "--db", str(db)]], env=aicm_env(AICM_TRACK_FORMAT="legacy"))
+    (current,) = run_many([demo])
+    assert legacy.returncode == 0, legacy.stderr
+    assert current.returncode == 0, current.stderr
+    with sqlite3.connect(db) as conn:
+        (without_api_id,) = conn.execute(
+            "SELECT COUNT(*) FROM track WHERE api_id IS NULL"
+        ).fetchone()
+    assert without_api_id == 0  # every /track record is the older one
+    legacy_result = json.loads(legacy.stdout)
+    assert legacy_result["ok"]
+    assert legacy_result["report"]["rows"] == json.loads(current.stdout)["report"]["rows"]
