@@ -18,8 +18,9 @@ import anyio
 from .._core.exceptions import AicmError, MissingApiKeyError, shown
 from .._core.extractor import UniversalExtractor, accumulate_stream, resolve_path
 from .._core.handling import HandlingConfig
-from .._core.models import ServiceConfig, UsageRecord
+from .._core.models import ServiceConfig, WireRecord
 from .._core.settings import DeliveryType
+from .._providers.hook import BuiltinTracking
 from .configs import CostManagerConfig
 from .limits import LimitGuard, refresh_soon
 from .proxy import TrackedProxy
@@ -45,8 +46,11 @@ _CONFIG_RETRY_CAP = 300.0
 class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
     """Wrap ``client``; every tracked call yields usage records delivered in the background.
 
-    ``api_id`` defaults to the client's class name in lower case. Configs come from the
-    service (``GET /configs?api_id=...``) when delivery starts, or, offline, from
+    ``api_id`` defaults to the client's class name in lower case (``google-genai`` for a
+    ``google.genai.Client``, ``bedrock-runtime`` for boto3's Bedrock runtime). A client aicm
+    knows (OpenAI and compatible vendors, Anthropic, Gemini, Bedrock) is tracked by its
+    built-in while no config for its ``api_id`` is loaded; a config always wins. Configs
+    come from the service (``GET /configs?api_id=...``) when delivery starts, or, offline, from
     ``configs`` (a JSON file path or a list). Delivery defaults to ``MEM_QUEUE``; any
     :class:`DeliveryType` works. ``client_customer_key`` and ``context`` tag every record;
     :meth:`scope` tags the calls made inside a ``with`` block.
@@ -71,7 +75,8 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         if api_id is not None and (not isinstance(api_id, str) or not api_id):
             raise TypeError(f"api_id must be a non-empty string, got {shown(api_id)}")
         super().__init__(client_customer_key=client_customer_key, context=context, **options)
-        self.api_id = api_id or type(client).__name__.lower()
+        self.builtin = BuiltinTracking.for_client(client, self)
+        self.api_id = api_id or self.builtin.default_api_id or type(client).__name__.lower()
         self.config_source = CostManagerConfig(self.aicm_client, configs=configs)
         self.extractor = UniversalExtractor(())
         self._wrapped = client
@@ -137,7 +142,13 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         configs = await self.config_source.get_config(self.api_id)
         self.extractor = UniversalExtractor(configs)
         logger.info("%d config(s) loaded for %r", len(configs), self.api_id)
-        if not self.extractor.configs and not self._warned_no_config:
+        if self.builtin.active(self.extractor):
+            logger.info(
+                "no handling config for %r: the built-in %s tracking records its calls",
+                self.api_id,
+                self.builtin.name,
+            )
+        elif not self.extractor.configs and not self._warned_no_config:
             self._warned_no_config = True
             logger.warning(
                 "no handling config for api_id %r: calls of the wrapped %s are not tracked. "
@@ -153,7 +164,10 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
 
     def should_track(self, path: str) -> bool:
         """True when a config tracks calls of ``path`` and the manager is open."""
-        return not self._closed and self.extractor.tracks(path)
+        if self._closed:
+            return False
+        extractor = self.extractor
+        return extractor.tracks(path) or self.builtin.tracks(extractor, path)
 
     def records_for_call(
         self,
@@ -162,9 +176,11 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         kwargs: dict[str, Any],
         response: Any,
         func: Callable[..., Any],
-    ) -> list[UsageRecord]:
+    ) -> list[WireRecord]:
         """The records one tracked call yields (pure: no I/O, no queueing)."""
         key, ctx = tags = self.tags()
+        if not self.extractor.tracks(path):
+            return self.builtin.records_for_call(path, kwargs, response, tags)
         payloads = self.extractor.extract(
             path,
             args=args,
@@ -175,7 +191,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             client_customer_key=key,
             context=ctx,
         )
-        records = self.usage_records(payloads, tags)
+        records: list[WireRecord] = list(self.usage_records(payloads, tags))
         if not records:
             self._report_no_record((path, args, kwargs, func), response, None)
         return records
@@ -187,9 +203,11 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         kwargs: dict[str, Any],
         chunks: list[Any],
         func: Callable[..., Any],
-    ) -> list[UsageRecord]:
+    ) -> list[WireRecord]:
         """The records a tracked stream yields once it ended (pure)."""
         key, ctx = tags = self.tags()
+        if not self.extractor.tracks(path):
+            return self.builtin.records_for_stream(path, kwargs, chunks, tags)
         payloads = self.extractor.extract_stream_end(
             path,
             chunks,
@@ -200,7 +218,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             client_customer_key=key,
             context=ctx,
         )
-        records = self.usage_records(payloads, tags)
+        records: list[WireRecord] = list(self.usage_records(payloads, tags))
         if not records:
             self._report_no_record((path, args, kwargs, func), None, chunks)
         return records
@@ -250,6 +268,10 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
     ) -> None:
         """A tracked call returned: queue its records without blocking the loop."""
         self.limit_guard.after_call(kwargs, response)
+        if self.builtin.defers(self.extractor, path, response):
+            # The answer holds a stream (boto3's converse_stream): tracked when it ends.
+            self.builtin.wrap_inner_stream(self, path, args, kwargs, response, func)
+            return
         self.emit_nowait(self.records_for_call(path, args, kwargs, response, func))
 
     def on_stream_end(

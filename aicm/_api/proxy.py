@@ -32,7 +32,7 @@ import attrs
 
 from .._core.exceptions import UsageLimitExceeded
 
-__all__ = ["ExtractorHook", "ProxyHooks", "TrackedProxy"]
+__all__ = ["ExtractorHook", "ProxyHooks", "TrackedProxy", "track_stream"]
 
 logger = logging.getLogger("aicm.cost_manager")
 
@@ -734,6 +734,25 @@ def _wrap_stream(
     if kind == "amanager":
         return _AsyncStreamManager(result, state)
     return _stream_class(type(result), kind == "async")(result, state)
+
+
+def track_stream(
+    hook: ExtractorHook,
+    path: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    stream: Any,
+    func: Callable[..., Any],
+    *,
+    first: tuple[Any, ...] = (),
+) -> Any:
+    """Wrap a stream found inside a call's answer (boto3's ``converse_stream`` returns it in a
+    dict), tracked as any other: ``hook.on_stream_end`` sees ``first``, then every event."""
+    state = _StreamState(hook, path, args, kwargs, func, stream)
+    state.chunks.extend(first)
+    rtype = type(stream)
+    is_async = not hasattr(rtype, "__iter__") and hasattr(rtype, "__aiter__")
+    return _stream_class(rtype, is_async)(stream, state)
 
 
 def _stream_kind(result: Any, path: str, kwargs: dict[str, Any]) -> str | None:

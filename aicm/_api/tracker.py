@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, overload
 
 import anyio
@@ -47,6 +47,7 @@ from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
+from .._providers import llm_usage as _llm
 from .conveniences import Anonymizer, TrackConveniences, TrackDefaults
 from .lifecycle import AsyncWithLifecycle
 from .limits import LimitGuard
@@ -596,6 +597,64 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         result = await self.submit(record)
         self.limit_guard.after_record(record)
         return result
+
+    async def track_llm_usage(
+        self,
+        service_key: str,
+        response: Any,
+        *,
+        response_id: str | None = None,
+        timestamp: Timestamp | None = None,
+        customer_key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Record the usage a provider's answer reports; return ``response``.
+
+        ``service_key`` is ``"vendor::model"`` (recorded as given) or a vendor such as
+        ``"openai"``, ``"anthropic"``, ``"google"``, ``"amazon-bedrock"`` (the model is read
+        from the answer). The record carries the answer's id and its usage object; an answer
+        without usage records nothing. ``response.aicm_response_id`` is set where the object
+        allows. ``anonymize_fields`` name usage fields replaced by ``anonymizer(value)``.
+        """
+        return await _llm.atrack_response(
+            self.track,
+            service_key,
+            response,
+            response_id=response_id,
+            timestamp=timestamp,
+            customer_key=customer_key,
+            context=context,
+            anonymize_fields=anonymize_fields,
+            anonymizer=anonymizer,
+        )
+
+    def track_llm_stream_usage(
+        self,
+        service_key: str,
+        stream: Any,
+        *,
+        response_id: str | None = None,
+        timestamp: Timestamp | None = None,
+        customer_key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Callable[[Any], Any] | None = None,
+    ) -> AsyncIterator[Any]:
+        """Yield an async ``stream``'s events untouched; record its usage once it ends.
+
+        ``async for event in tracker.track_llm_stream_usage("openai", stream):``. A stream
+        left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
+        """
+        return _llm.atrack_stream(
+            _llm.stream_recorder(self.track, timestamp, customer_key, context),
+            service_key,
+            stream,
+            response_id=response_id,
+            anonymize_fields=anonymize_fields,
+            anonymizer=anonymizer,
+        )
 
     async def submit(self, record: WireRecord) -> RecordResult:
         """Deliver an already-built record per this tracker's delivery type."""

@@ -51,6 +51,10 @@ class _ThreadHook:
             return
         manager = self._facade._live()
         manager.limit_guard.after_call(kwargs, response)
+        if manager.builtin.defers(manager.extractor, path, response):
+            # The answer holds a stream (boto3's converse_stream): tracked when it ends.
+            manager.builtin.wrap_inner_stream(self, path, args, kwargs, response, func)
+            return
         self._facade._emit(manager.records_for_call(path, args, kwargs, response, func))
 
     def on_stream_end(

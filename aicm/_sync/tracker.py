@@ -9,7 +9,7 @@ from any event loop (asyncio or trio): they wait in a worker thread, never on th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, overload
 
 import anyio
@@ -21,6 +21,7 @@ from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord, enqueued_result
 from .._core.settings import DeliveryType, OnFull, TrackFormat
+from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
 
@@ -274,6 +275,54 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         self._engine.put(record)
         tracker.limit_guard.after_record(record)  # raises once the record is on its way
         return enqueued_result(record.response_id)
+
+    def track_llm_usage(
+        self,
+        service_key: str,
+        response: Any,
+        *,
+        response_id: str | None = None,
+        timestamp: Timestamp | None = None,
+        customer_key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Record the usage a provider's answer reports; return ``response``
+        (see :meth:`AsyncTracker.track_llm_usage`)."""
+        return _llm.track_response(
+            self.track,
+            service_key,
+            response,
+            response_id=response_id,
+            timestamp=timestamp,
+            customer_key=customer_key,
+            context=context,
+            anonymize_fields=anonymize_fields,
+            anonymizer=anonymizer,
+        )
+
+    def track_llm_stream_usage(
+        self,
+        service_key: str,
+        stream: Iterable[Any],
+        *,
+        response_id: str | None = None,
+        timestamp: Timestamp | None = None,
+        customer_key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        anonymize_fields: Iterable[str] | None = None,
+        anonymizer: Callable[[Any], Any] | None = None,
+    ) -> Iterator[Any]:
+        """Yield ``stream``'s events untouched; record its usage once it ends or is left."""
+        return _llm.track_stream(
+            _llm.stream_recorder(self.track, timestamp, customer_key, context),
+            service_key,
+            stream,
+            response_id=response_id,
+            anonymize_fields=anonymize_fields,
+            anonymizer=anonymizer,
+        )
 
     @overload
     async def track_async(

@@ -19,13 +19,13 @@ import anyio.lowlevel
 import httpx
 
 from ._console import EXIT_FAILURE, EXIT_OK, CommandError, common_parent, stdout_style
-from ._pricing import load_prices
 from ._report import (
     UsageEvent,
     add_format_arguments,
     read_collector_db,
     render_csv,
     render_text,
+    report_prices,
     summarise,
     usage_events,
 )
@@ -173,8 +173,8 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> Non
     ):
         for i in range(max(1, records // 4)):
             u = usage()
-            tracker.track("anthropic", "claude-sonnet", u, client_customer_key=CUSTOMERS[i % 3])
-            note("anthropic::claude-sonnet", CUSTOMERS[i % 3], u)
+            tracker.track("anthropic", "claude-sonnet-4-5", u, client_customer_key=CUSTOMERS[i % 3])
+            note("anthropic::claude-sonnet-4-5", CUSTOMERS[i % 3], u)
 
     # 2. AsyncCostManager around an async client.
     async def chat() -> None:
@@ -199,12 +199,113 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> Non
     for session in HEYGEN_SESSIONS:
         note(HEYGEN_SERVICE, "-", {"duration": session["duration"]})
 
+    # 4. The real openai and anthropic SDKs, wrapped with no config: the built-ins record
+    #    them. Their HTTP goes to in-process stand-ins (no key, no network).
+    _track_sdk_clients(base, note)
+
+
+# What the stand-ins answer: the usage objects of OpenAI and Anthropic, as they send them.
+OPENAI_USAGE = {
+    "prompt_tokens": 1200,
+    "completion_tokens": 300,
+    "total_tokens": 1500,
+    "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 64, "audio_tokens": 0},
+}
+ANTHROPIC_USAGE = {
+    "input_tokens": 800,
+    "output_tokens": 250,
+    "cache_creation_input_tokens": 2000,
+    "cache_read_input_tokens": 0,
+}
+SDK_CALLS = 6
+
+
+def _openai_answer(request: Any) -> dict[str, Any]:
+    body = json.loads(request.content)
+    return {
+        "id": f"chatcmpl-demo-{random.getrandbits(64):x}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": f"{body['model']}-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "ok"},
+            }
+        ],
+        "usage": OPENAI_USAGE,
+    }
+
+
+def _anthropic_answer(request: Any) -> dict[str, Any]:
+    body = json.loads(request.content)
+    return {
+        "id": f"msg_demo_{random.getrandbits(64):x}",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": ANTHROPIC_USAGE,
+    }
+
+
+def _stand_in(default_client: type[Any], answer: Any) -> Any:
+    """An HTTP client of the SDK's own httpx package that answers every request in-process."""
+    import importlib
+
+    base = next(c for c in default_client.__mro__ if c.__name__ == "Client")
+    http = importlib.import_module(base.__module__.partition(".")[0])
+    transport = http.MockTransport(lambda request: http.Response(200, json=answer(request)))
+    return http.Client(transport=transport)
+
+
+def _track_sdk_clients(base: str, note: Any) -> None:
+    """OpenAI and Anthropic clients wrapped by a CostManager with no config (when installed)."""
+    from aicm import CostManager
+
+    try:
+        import anthropic
+        import openai
+    except ImportError:  # the SDKs are not aicm's dependencies: this part needs them
+        return
+    prompt: Any = [{"role": "user", "content": "Say hello"}]
+    with (
+        openai.OpenAI(
+            api_key="demo",
+            base_url="https://api.openai.com/v1",
+            http_client=_stand_in(openai.DefaultHttpxClient, _openai_answer),
+        ) as oai,
+        CostManager(oai, aicm_api_key=DEMO_KEY, aicm_api_base=base) as manager,
+    ):
+        for i in range(SDK_CALLS):
+            with manager.scope(client_customer_key=CUSTOMERS[i % 3]):
+                manager.client.chat.completions.create(model="gpt-4o-mini", messages=prompt)
+            note("openai::gpt-4o-mini-2024-07-18", CUSTOMERS[i % 3], OPENAI_USAGE)
+    with (
+        anthropic.Anthropic(
+            api_key="demo",
+            base_url="https://api.anthropic.com",
+            http_client=_stand_in(anthropic.DefaultHttpxClient, _anthropic_answer),
+        ) as claude,
+        CostManager(claude, aicm_api_key=DEMO_KEY, aicm_api_base=base) as manager,
+    ):
+        for i in range(SDK_CALLS):
+            with manager.scope(client_customer_key=CUSTOMERS[i % 3]):
+                manager.client.messages.create(
+                    model="claude-sonnet-4-5", max_tokens=64, messages=prompt
+                )
+            note("anthropic::claude-sonnet-4-5", CUSTOMERS[i % 3], ANTHROPIC_USAGE)
+
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; print the cost report of what the collector stored."""
     from aicm.collector import LocalCollector
 
-    prices = load_prices(args.prices)
+    prices = report_prices(args.prices)
     if args.db is not None and Path(args.db).exists():
         raise CommandError(f"{args.db} exists: give --db a new file")
     started = time.perf_counter()

@@ -1,31 +1,42 @@
 """Price tables and the cost of usage: pure functions, no I/O but reading the table (layer 6).
 
+:func:`price_usage` prices one record: by the table when it lists the service, else by
+``genai-prices`` (pydantic's maintained price data) for a model it knows; anything else is
+unpriced, never $0.
+
 A price table maps a service (a ``service_key``, or a ``service_id`` of a handling config)
 (a ``"vendor::model"`` key is priced by its model when the table has no entry of its own)
-to its unit rates in USD: ``{"gpt-5-mini": {"input_tokens": 2.5e-07, "output_tokens":
+to its unit rates in USD: ``{"my-finetune": {"input_tokens": 2.5e-07, "output_tokens":
 2e-06}, "api.heygen.com/v2/streaming.list": {"duration": 0.0125}}``. The cost of one
 record is the sum over its usage metrics of ``amount * rate``; metrics without a rate cost
-nothing. The default table ships with aicm as ``aicm/cli/prices.json``.
+nothing. The default table ships with aicm as ``aicm/cli/prices.json`` and lists REST
+services only: models are priced by genai-prices.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from .._core.exceptions import shown
+from .._providers.normalize import PRICE_PROVIDERS, normalize_usage
 from ._console import CommandError
 
 __all__ = [
     "PriceTable",
+    "Priced",
     "cost_of",
     "default_prices",
     "load_prices",
     "parse_prices",
+    "price_usage",
     "rates_for",
     "usage_amounts",
 ]
@@ -103,7 +114,8 @@ def load_prices(path: str | Path | None = None) -> dict[str, dict[str, float]]:
 
 
 def default_prices() -> dict[str, dict[str, float]]:
-    """The small price table shipped with aicm (illustrative list prices)."""
+    """The small price table shipped with aicm: REST services (models are priced by
+    genai-prices)."""
     text = resources.files("aicm.cli").joinpath("prices.json").read_text(encoding="utf-8")
     return parse_prices(json.loads(text), source="aicm/cli/prices.json")
 
@@ -148,3 +160,57 @@ def cost_of(amounts: Mapping[str, float], rates: Mapping[str, float] | None) -> 
     if not rates:
         return 0.0
     return math.fsum(amount * rates.get(metric, 0.0) for metric, amount in amounts.items())
+
+
+@attrs.frozen(kw_only=True)
+class Priced:
+    """The price of one record: the amounts it was priced by, USD, and whether it was."""
+
+    amounts: dict[str, float]
+    cost: float
+    priced: bool
+    source: str  # "table", "genai-prices" or "" (unpriced)
+
+
+def price_usage(prices: PriceTable, service: str, usage: Any) -> Priced:
+    """The price of one record of ``service`` (``"vendor::model"``, a model, a REST service).
+
+    The table's rates win (a user's override file, the shipped REST services); else a model
+    is priced by ``genai-prices`` from its usage in that package's vocabulary (see
+    :func:`aicm._providers.normalize.normalize_usage`). A service neither knows, or a usage
+    in no known shape, is ``priced=False``: never counted as $0.
+    """
+    rates = rates_for(prices, service)
+    if rates:
+        amounts = usage_amounts(usage, rates)
+        return Priced(amounts=amounts, cost=cost_of(amounts, rates), priced=True, source="table")
+    vendor, sep, model = service.partition("::")
+    if not sep:
+        vendor, model = "", service
+    counts = normalize_usage(vendor or None, usage)
+    if counts:
+        cost = _genai_price(model, vendor, counts)
+        if cost is not None:
+            amounts = {k: float(v) for k, v in counts.items()}
+            return Priced(amounts=amounts, cost=cost, priced=True, source="genai-prices")
+    return Priced(amounts=usage_amounts(usage), cost=0.0, priced=False, source="")
+
+
+def _genai_price(model: str, vendor: str, counts: Mapping[str, int]) -> float | None:
+    """USD for ``counts`` of ``model`` at genai-prices' current rates; None when unknown."""
+    try:
+        import genai_prices
+    except ImportError:  # the cli/collector extras install it; without it only tables price
+        return None
+    provider = PRICE_PROVIDERS.get(vendor) if vendor else None
+    if vendor and provider is None:
+        return None  # a vendor genai-prices does not know: do not guess another's price
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = genai_prices.calc_price(
+                genai_prices.Usage(**counts), model, provider_id=provider
+            )
+    except (LookupError, ValueError, TypeError):
+        return None
+    return _finite(float(result.total_price))

@@ -34,7 +34,7 @@ from ._console import (
     render_table,
     stdout_style,
 )
-from ._pricing import PriceTable, cost_of, load_prices, rates_for, usage_amounts
+from ._pricing import PriceTable, default_prices, load_prices, price_usage
 
 __all__ = [
     "DIMENSIONS",
@@ -175,18 +175,22 @@ def parse_by(text: str) -> tuple[str, ...]:
 
 
 class _Group:
-    __slots__ = ("costs", "records", "usage")
+    __slots__ = ("costs", "records", "unpriced", "usage")
 
     def __init__(self) -> None:
         self.records = 0
+        self.unpriced = 0
         self.usage: dict[str, float] = defaultdict(float)
         self.costs: list[float] = []
 
-    def add(self, amounts: Mapping[str, float], cost: float) -> None:
+    def add(self, amounts: Mapping[str, float], cost: float, priced: bool = True) -> None:
         self.records += 1
         for metric, amount in amounts.items():
             self.usage[metric] += amount
-        self.costs.append(cost)
+        if priced:
+            self.costs.append(cost)
+        else:
+            self.unpriced += 1
 
     def row(self, keys: Mapping[str, str]) -> dict[str, Any]:
         return {
@@ -194,6 +198,7 @@ class _Group:
             "records": self.records,
             "usage": {m: _plain(a) for m, a in sorted(self.usage.items())},
             "cost_usd": round(math.fsum(self.costs), _COST_DIGITS),
+            "unpriced_records": self.unpriced,
         }
 
 
@@ -206,27 +211,33 @@ def summarise(
 ) -> dict[str, Any]:
     """Usage and cost of ``events`` grouped ``by`` the given dimensions (JSON-ready).
 
-    Returns ``{"by", "records", "cost_usd", "rows", "by_service", "by_customer",
-    "unpriced"}``: ``rows`` grouped as asked, sorted; totals per service and per customer;
-    the services that have records but no price (their cost counts as 0).
+    Each record is priced by :func:`~aicm.cli._pricing.price_usage`: the table's rates for
+    a service it lists, else genai-prices for a model it knows. Returns ``{"by",
+    "records", "cost_usd", "rows", "by_service", "by_customer", "unpriced",
+    "unpriced_records", "unpriced_by_service"}``: ``rows`` grouped as asked, sorted; totals
+    per service and per customer; the services with records that have no price, and how
+    many. An unpriced record adds nothing to ``cost_usd``: each row counts its
+    ``unpriced_records`` beside the cost of the rest.
     """
     groups: dict[tuple[str, ...], _Group] = defaultdict(_Group)
     services: dict[str, _Group] = defaultdict(_Group)
     customers: dict[str, _Group] = defaultdict(_Group)
     costs: list[float] = []
-    unpriced: set[str] = set()
+    unpriced: dict[str, int] = defaultdict(int)
     count = 0
     for event in events:
-        rates = rates_for(prices, event.service)
-        if not rates:
-            unpriced.add(event.service)
-        amounts = usage_amounts(event.usage, rates)
-        cost = cost_of(amounts, rates)
+        price = price_usage(prices, event.service, event.usage)
+        if not price.priced:
+            unpriced[event.service] += 1
         values = {"service": event.service, "customer": event.customer, "day": event.day}
-        groups[tuple(values[d] for d in by)].add(amounts, cost)
-        services[event.service].add(amounts, cost)
-        customers[event.customer].add(amounts, cost)
-        costs.append(cost)
+        for group in (
+            groups[tuple(values[d] for d in by)],
+            services[event.service],
+            customers[event.customer],
+        ):
+            group.add(price.amounts, price.cost, price.priced)
+        if price.priced:
+            costs.append(price.cost)
         count += 1
     return {
         "by": list(by),
@@ -236,11 +247,23 @@ def summarise(
         "by_service": [g.row({"service": s}) for s, g in sorted(services.items())],
         "by_customer": [g.row({"customer": c}) for c, g in sorted(customers.items())],
         "unpriced": sorted(unpriced),
+        "unpriced_records": sum(unpriced.values()),
+        "unpriced_by_service": dict(sorted(unpriced.items())),
     }
 
 
 def _usage_text(usage: Mapping[str, float]) -> str:
     return " ".join(f"{m}={format_number(a)}" for m, a in usage.items()) or "-"
+
+
+def _cost_text(row: Mapping[str, Any]) -> str:
+    """``1.234500``, ``unpriced (3)``, or ``1.234500 + 3 unpriced`` for a mixed row."""
+    unpriced = row.get("unpriced_records", 0)
+    if not unpriced:
+        return f"{row['cost_usd']:.6f}"
+    if unpriced == row["records"]:
+        return f"unpriced ({unpriced:,})"
+    return f"{row['cost_usd']:.6f} + {unpriced:,} unpriced"
 
 
 def _table(
@@ -252,7 +275,7 @@ def _table(
             *(r[n] for n in names),
             f"{r['records']:,}",
             _usage_text(r["usage"]),
-            f"{r['cost_usd']:.6f}",
+            _cost_text(r),
         ]
         for r in rows
     ]
@@ -272,8 +295,14 @@ def render_text(summary: Mapping[str, Any], style: Style | None = None) -> str:
         parts.append(_table("Totals by customer", ["customer"], summary["by_customer"], style))
     notes = [style.bold(f"{summary['records']:,} records, total ${summary['cost_usd']:.6f}")]
     if summary["unpriced"]:
-        unpriced = ", ".join(summary["unpriced"])
-        notes.append(style.yellow(f"no price for: {unpriced} (counted as $0)"))
+        counts = summary.get("unpriced_by_service") or {}
+        unpriced = ", ".join(f"{s} ({counts.get(s, '?')})" for s in summary["unpriced"])
+        total = summary.get("unpriced_records", len(summary["unpriced"]))
+        notes.append(
+            style.yellow(
+                f"{total:,} unpriced record(s), not in the total; no price for: {unpriced}"
+            )
+        )
     return "\n\n".join(parts) + "\n\n" + "\n".join(notes)
 
 
@@ -301,11 +330,23 @@ def add_format_arguments(parser: argparse.ArgumentParser) -> None:
         "--prices",
         metavar="PATH",
         default=None,
-        help="JSON price table: {service: {metric: USD per unit}} (default: the one shipped)",
+        help=(
+            "JSON price table {service: {metric: USD per unit}} for custom models and REST "
+            "services, over the shipped one; models it does not list are priced by "
+            "genai-prices"
+        ),
     )
     formats = parser.add_mutually_exclusive_group()
     formats.add_argument("--json", action="store_true", help="print JSON")
     formats.add_argument("--csv", action="store_true", help="print the grouped rows as CSV")
+
+
+def report_prices(path: str | None) -> dict[str, dict[str, float]]:
+    """The shipped table (REST services) with the user's override file ``path`` over it."""
+    prices = default_prices()
+    if path is not None:
+        prices.update(load_prices(path))
+    return prices
 
 
 def register(commands: Any) -> None:
@@ -338,7 +379,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the report."""
     by = parse_by(args.by)
-    prices = load_prices(args.prices)
+    prices = report_prices(args.prices)
     track, usage = read_collector_db(args.db)
     summary = summarise(usage_events(track, usage), prices, by=by)
     if args.json:

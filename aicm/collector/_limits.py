@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from aicm._core.settings import key_fingerprint
-from aicm.cli._pricing import PriceTable, cost_of, rates_for, usage_amounts
+from aicm.cli._pricing import PriceTable, price_usage
 from aicm.collector._logic import record_moment
 
 __all__ = [
@@ -366,8 +366,7 @@ class LimitBook:
         costs = []
         for row in rows:
             if start <= row.moment < end and limit.counts(row.service, row.customer):
-                rates = rates_for(self.prices, row.service)
-                costs.append(cost_of(usage_amounts(row.usage, rates), rates))
+                costs.append(price_usage(self.prices, row.service, row.usage).cost)
         return math.fsum(costs)
 
     def progress(self, rows: list[UsageRow], now: dt.datetime) -> list[dict[str, Any]]:

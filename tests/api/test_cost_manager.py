@@ -450,24 +450,26 @@ async def test_unresolved_extractor_path_leaves_the_call_intact(
 async def test_service_down_at_startup_then_back(
     connection: dict[str, str], openai_client: openai.AsyncOpenAI
 ) -> None:
-    """Configs failing at startup are retried in the background; tracking starts once back."""
+    """Configs failing at startup are retried in the background; the config takes over once
+    back, and the calls made before are recorded by the built-in OpenAI tracking."""
     service = LocalCollector().start()
     base = service.api_base
     service.stop()  # the port is remembered: start() comes back on it
     options = {**connection, "aicm_api_base": base}
     async with AsyncCostManager(openai_client, **options) as tracker:
-        untracked = await tracker.client.chat.completions.create(**CHAT)
+        early = await tracker.client.chat.completions.create(**CHAT)
         service.start()
         try:
             service.set_configs([service_config("asyncopenai", OPENAI_HANDLING)])
-            assert await wait_until(lambda: tracker.should_track("chat.completions.create"))
+            assert await wait_until(lambda: bool(tracker.extractor.configs))
             tracked = await tracker.client.chat.completions.create(**CHAT)
             await tracker.aclose()
             records = usage_records(service)
+            builtin = service.records("track")
         finally:
             service.stop()
-    assert untracked.usage is not None
     assert [r["response_id"] for r in records] == [tracked.id]
+    assert [r["response_id"] for r in builtin] == [early.id]
 
 
 async def test_closing_cancels_the_config_retry(
@@ -554,20 +556,26 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+class _Calculator:
+    """A client no built-in knows."""
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
 async def test_a_client_with_no_config_warns_once(
     collector: LocalCollector,
     connection: dict[str, str],
-    openai_client: openai.AsyncOpenAI,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No config for the api_id: one WARNING naming it and the fixes, not one per reload."""
     collector.set_configs([service_config("someone-else", OPENAI_HANDLING)])
     with caplog.at_level(logging.INFO, logger="aicm"):
-        async with AsyncCostManager(openai_client, **connection) as tracker:
-            await tracker.client.chat.completions.create(**CHAT)
+        async with AsyncCostManager(_Calculator(), **connection) as tracker:
+            assert tracker.client.add(1, 2) == 3
             await tracker.load_configs()
     [warning] = _warnings(caplog)
-    assert "'asyncopenai'" in warning
+    assert "'_calculator'" in warning
     assert "configs=" in warning
     assert "api_id=" in warning
     assert usage_records(collector) == []

@@ -21,10 +21,21 @@ def _prices() -> dict[str, dict[str, float]]:
     return data
 
 
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic"}
+
+
 def _expected_cost(row: dict[str, Any], prices: dict[str, dict[str, float]]) -> float:
-    # A "vendor::model" service is priced by its model's rates.
-    rates = prices.get(row["service"]) or prices.get(row["service"].partition("::")[2], {})
-    return math.fsum(amount * rates.get(metric, 0.0) for metric, amount in row["usage"].items())
+    """A REST service at the shipped table's rates; a model at genai-prices' own price of the
+    row's usage (the demo's calls are far below any tier, so a row's price is its records')."""
+    import genai_prices
+
+    rates = prices.get(row["service"])
+    if rates is not None:
+        return math.fsum(amount * rates.get(metric, 0.0) for metric, amount in row["usage"].items())
+    vendor, _, model = row["service"].rpartition("::")
+    usage = genai_prices.Usage(**{k: int(v) for k, v in row["usage"].items()})
+    price = genai_prices.calc_price(usage, model, provider_id=PROVIDERS.get(vendor))
+    return float(price.total_price)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +53,9 @@ def test_demo_stores_every_tracked_record_exactly_once(demo: tuple[dict[str, Any
     """Stored equals tracked, per service and customer, and no response_id is stored twice."""
     result, db = demo
     assert result["ok"] is True
-    assert result["stored"] == result["offered"] == 3 + 300 + 75 + 60 + 2
+    # Trackers, the cost manager over a stand-in client, REST sessions, and 6 calls each of
+    # the real openai and anthropic SDKs tracked by their built-ins with no config.
+    assert result["stored"] == result["offered"] == 3 + 300 + 75 + 60 + 2 + 6 + 6
     assert result["report"]["rows"] == result["tracked"]
     assert result["duplicates_suppressed"] >= 4  # the REST calls repeated the same 2 sessions
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
@@ -57,21 +70,38 @@ def test_demo_stores_every_tracked_record_exactly_once(demo: tuple[dict[str, Any
     assert result["seconds"] < 30
 
 
-def test_demo_costs_are_the_price_table_applied(demo: tuple[dict[str, Any], Path]) -> None:
-    """Every row's cost is the sum of usage x rate; totals per service/customer add up."""
+def test_demo_costs_are_genai_prices_and_the_table_applied(
+    demo: tuple[dict[str, Any], Path],
+) -> None:
+    """Every model row costs what genai-prices says, the REST service its table rate; the
+    OpenAI and Anthropic SDK calls, tracked with no config, are priced; totals add up."""
     result, _ = demo
     prices = _prices()
     report = result["report"]
     assert result["prices"] == prices
     assert report["unpriced"] == []
-    for row in report["rows"] + report["by_service"]:
+    checked = set()
+    for row in report["rows"]:
+        # Below every long-context tier genai-prices' price of a row's summed usage is the
+        # sum of its records' prices (a row above one is checked through the totals only).
+        if row["usage"].get("input_tokens", 0) >= 200_000:
+            continue
         assert row["cost_usd"] == pytest.approx(_expected_cost(row, prices), abs=1e-8)
+        checked.add(row["service"])
+    assert len(checked) >= 5
+    for service in report["by_service"]:
+        rows = [r for r in report["rows"] if r["service"] == service["service"]]
+        assert math.fsum(r["cost_usd"] for r in rows) == pytest.approx(service["cost_usd"])
     total = report["cost_usd"]
     assert total > 0
     for totals in ("rows", "by_service", "by_customer"):
         assert math.fsum(r["cost_usd"] for r in report[totals]) == pytest.approx(total, abs=1e-8)
         assert sum(r["records"] for r in report[totals]) == result["stored"]
     assert {r["customer"] for r in report["by_customer"]} == {"-", "acme_corp", "globex", "initech"}
+    services = {r["service"]: r for r in report["by_service"]}
+    for sdk in ("openai::gpt-4o-mini-2024-07-18", "anthropic::claude-sonnet-4-5"):
+        assert services[sdk]["cost_usd"] > 0
+        assert services[sdk]["unpriced_records"] == 0
     heygen = next(r for r in report["by_service"] if r["service"].startswith("api.heygen.com"))
     assert heygen["usage"] == {"duration": 32}
     assert heygen["cost_usd"] == pytest.approx(32 * 0.0125)
@@ -107,13 +137,10 @@ def test_demo_prints_the_cost_tables_and_refuses_an_existing_db(
         assert words in text.stdout
     assert custom.returncode == 0, custom.stderr
     report = json.loads(custom.stdout)["report"]
-    assert report["unpriced"] == [
-        "anthropic::claude-sonnet",
-        "api.heygen.com/v2/streaming.list",
-        "openai::gpt-5",
-    ]
+    # The user's table is laid over the shipped one; what it does not list is still priced.
+    assert report["unpriced"] == []
     # The cost manager's records name the model; the tracker's "openai::gpt-5-mini" is
-    # priced by the model's rates too.
+    # priced by the model's rates too: the user's rates win over genai-prices.
     minis = [r for r in report["by_service"] if r["service"].endswith("gpt-5-mini")]
     assert sorted(r["service"] for r in minis) == ["gpt-5-mini", "openai::gpt-5-mini"]
     for mini in minis:

@@ -24,6 +24,14 @@ from .conftest import API_KEY, Run, run_many, snapshot
 PRICES = {"gpt-5-mini": {"input_tokens": 0.5, "output_tokens": 2.0}, "cfg-svc": {"seconds": 3.0}}
 
 
+def _genai_cost(model: str, **tokens: int) -> float:
+    """What genai-prices itself says ``tokens`` of OpenAI's ``model`` cost."""
+    import genai_prices
+
+    usage = genai_prices.Usage(**tokens)
+    return float(genai_prices.calc_price(usage, model, provider_id="openai").total_price)
+
+
 @pytest.fixture(scope="module")
 def collector_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A collector database holding known /track and /track-usage records (collector stopped)."""
@@ -75,6 +83,7 @@ def test_report_groups_usage_and_cost_by_service_customer_and_day(
             "records": 1,
             "usage": {"seconds": 1.5},
             "cost_usd": 4.5,
+            "unpriced_records": 0,
         },
         {
             "service": "openai::gpt-5-mini",
@@ -83,6 +92,7 @@ def test_report_groups_usage_and_cost_by_service_customer_and_day(
             "records": 2,
             "usage": {"input_tokens": 30, "output_tokens": 2},
             "cost_usd": 19.0,
+            "unpriced_records": 0,
         },
         {
             "service": "openai::gpt-5-mini",
@@ -91,6 +101,7 @@ def test_report_groups_usage_and_cost_by_service_customer_and_day(
             "records": 1,
             "usage": {"input_tokens": 5, "output_tokens": 1},
             "cost_usd": 4.5,
+            "unpriced_records": 0,
         },
         {
             "service": "other::unpriced-svc",
@@ -99,11 +110,14 @@ def test_report_groups_usage_and_cost_by_service_customer_and_day(
             "records": 1,
             "usage": {"calls": 4},
             "cost_usd": 0.0,
+            "unpriced_records": 1,
         },
     ]
     assert summary["records"] == 5
     assert summary["cost_usd"] == 28.0
     assert summary["unpriced"] == ["other::unpriced-svc"]
+    assert summary["unpriced_records"] == 1
+    assert summary["unpriced_by_service"] == {"other::unpriced-svc": 1}
     assert [(r["customer"], r["cost_usd"]) for r in summary["by_customer"]] == [
         ("-", 0.0),
         ("acme", 19.0),
@@ -132,7 +146,9 @@ def test_report_text_csv_and_by(aicm: Run, collector_db: Path, prices_file: Path
     assert "Totals by customer" in text.stdout
     assert "Totals by service" not in text.stdout  # the rows already are
     assert "5 records, total $28.000000" in text.stdout
-    assert "no price for: other::unpriced-svc" in text.stdout
+    assert "1 unpriced record(s), not in the total" in text.stdout
+    assert "no price for: other::unpriced-svc (1)" in text.stdout
+    assert "unpriced (1)" in text.stdout  # the row's cost, not $0
     assert "\033[" not in text.stdout
     rows = list(csv.DictReader(io.StringIO(table.stdout)))
     assert list(rows[0]) == [
@@ -160,7 +176,7 @@ def test_report_reads_a_running_collectors_file_without_changing_it(
     done = aicm("report", "--db", str(db), "--by", "service", "--json")
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["rows"]
-    assert row["cost_usd"] == pytest.approx(default_prices()["gpt-5-mini"]["input_tokens"] * 1e6)
+    assert row["cost_usd"] == pytest.approx(_genai_cost("gpt-5-mini", input_tokens=1_000_000))
     assert snapshot(db) == before
 
 
@@ -284,4 +300,4 @@ def test_report_days_and_prices_the_service_sdks_epoch_timestamps(
         "acme",
         "2025-03-02",
     )
-    assert row["cost_usd"] == pytest.approx(default_prices()["gpt-5-mini"]["input_tokens"] * 1e6)
+    assert row["cost_usd"] == pytest.approx(_genai_cost("gpt-5-mini", input_tokens=1_000_000))

@@ -1,9 +1,12 @@
-"""Fake provider servers (OpenAI, Anthropic, a HeyGen-like REST API) on loopback, for tests."""
+"""Fake provider servers (OpenAI, Anthropic, Gemini, Bedrock, a HeyGen-like REST API) on
+loopback, for tests."""
 
 from __future__ import annotations
 
 from ._serve import FAIL_MODEL, BackgroundServer, FakeService
 from .anthropic_api import FakeAnthropic
+from .bedrock_api import FakeBedrock
+from .gemini_api import FakeGemini
 from .heygen_api import DEFAULT_SESSIONS, FakeHeyGen
 from .openai_api import FakeOpenAI
 
@@ -12,6 +15,8 @@ __all__ = [
     "FAIL_MODEL",
     "BackgroundServer",
     "FakeAnthropic",
+    "FakeBedrock",
+    "FakeGemini",
     "FakeHeyGen",
     "FakeOpenAI",
     "FakeService",

@@ -69,6 +69,11 @@ class FakeOpenAI(FakeService):
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/responses", self._responses, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+                # Azure OpenAI names the deployment in the path.
+                Route(
+                    "/v1/deployments/{deployment}/chat/completions", self._chat, methods=["POST"]
+                ),
             ]
         )
 
@@ -169,6 +174,22 @@ class FakeOpenAI(FakeService):
         final = self._response(response_id, model, created, done=True)
         yield event("response.output_item.done", output_index=0, item=final["output"][0])
         yield event("response.completed", response=final)
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        inputs = body.get("input")
+        count = len(inputs) if isinstance(inputs, list) else 1
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.25, -0.5, 0.125]}
+                    for i in range(count)
+                ],
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens},
+            }
+        )
 
     async def _chat(self, request: Request) -> Response:
         body = await request.json()

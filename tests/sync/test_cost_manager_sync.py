@@ -250,33 +250,40 @@ def test_service_down_at_startup_then_back(
     service.stop()
     tracker = CostManager(openai_client, **{**connection, "aicm_api_base": base})
     try:
-        assert tracker.client.chat.completions.create(**CHAT).usage is not None
+        early = tracker.client.chat.completions.create(**CHAT)  # the built-in records it
         service.start()
         service.set_configs([service_config("openai", OPENAI_HANDLING)])
-        assert wait_until_sync(lambda: tracker._async.should_track("chat.completions.create"))
+        assert wait_until_sync(lambda: bool(tracker._async.extractor.configs))
         tracked = tracker.client.chat.completions.create(**CHAT)
         tracker.close()
         assert [r["response_id"] for r in usage_records(service)] == [tracked.id]
+        assert [r["response_id"] for r in service.records("track")] == [early.id]
     finally:
         tracker.close()
         service.stop()
 
 
+class _Calculator:
+    """A client no built-in knows."""
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
 def test_a_client_with_no_config_warns_once(
     collector: LocalCollector,
     connection: dict[str, str],
-    openai_client: openai.OpenAI,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """CostManager with no config for its api_id: one WARNING naming it, however many calls."""
     with (
         caplog.at_level(logging.INFO, logger="aicm"),
-        CostManager(openai_client, **connection) as tracker,
+        CostManager(_Calculator(), **connection) as tracker,
     ):
         for _ in range(2):
-            tracker.client.chat.completions.create(**CHAT)
+            assert tracker.client.add(1, 2) == 3
         tracker.load_configs()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "no handling config for api_id 'openai'" in warnings[0]
+    assert "no handling config for api_id '_calculator'" in warnings[0]
     assert usage_records(collector) == []
