@@ -60,6 +60,9 @@ _RETRYABLE = (TransportError, ServerError, RateLimitedError)
 _IMMEDIATE_MAX_DELAY = 5.0
 # Requests a memory queue's actor keeps in flight at once (see DeliveryEngine._run_memory).
 _MAX_IN_FLIGHT = 2
+# While rows under someone's lease wait in a persistent queue, how often (s) the actor looks
+# whether their owner process has ended (then they are free at once, see owners.py).
+_DEAD_OWNER_POLL = 5.0
 
 # Endpoint by value, for the rows a persistent actor claims (a dict look-up, not the Enum's).
 _ENDPOINTS = {e.value: e for e in Endpoint}
@@ -219,6 +222,7 @@ class DeliveryEngine:
         self._count_lock = threading.Lock()
         self._backlog = 0
         self._oldest_pending = 0.0
+        self._owners_checked = 0.0  # time.monotonic() of the last look for ended owners
         if delivery_type is DeliveryType.MEM_QUEUE:
             self.buffer = RecordBuffer(
                 settings.queue_size,
@@ -266,6 +270,7 @@ class DeliveryEngine:
             )
             try:
                 await queue.find_strays()
+                await self._free_dead_leases(queue)
                 backlog = await queue.pending_upto(await queue.max_id())
                 oldest = await queue.oldest_pending_at()
             except BaseException:
@@ -616,6 +621,12 @@ class DeliveryEngine:
             due = await queue.next_retry_due()
             idle = self.settings.lease_seconds
             timeout = idle if due is None else min(max(due - time.time(), 0.0), idle)
+            if timeout > 0 and due is not None:
+                # Rows wait for a lease or a backoff to end: one a process that has ended
+                # held is free now, and those of a process that ends meanwhile soon.
+                if await self._free_dead_leases(queue):
+                    return
+                timeout = min(timeout, _DEAD_OWNER_POLL)
             if timeout <= 0:
                 return
             if doorbell.wait_for(waker, 1):
@@ -634,6 +645,18 @@ class DeliveryEngine:
                 await waker.wait(remaining)
             finally:
                 doorbell.cancel_wait()
+
+    async def _free_dead_leases(self, queue: SqliteQueue) -> int:
+        """Take back rows leased by processes of this host that have ended (at most once
+        per _DEAD_OWNER_POLL while running); how many were freed."""
+        now = time.monotonic()
+        if self._owners_checked and now - self._owners_checked < _DEAD_OWNER_POLL:
+            return 0
+        self._owners_checked = now
+        freed = await queue.free_dead_leases()
+        if freed:
+            logger.info("%d queued record(s) leased by an ended process are due again", freed)
+        return freed
 
     # -- sending and sorting the answer ----------------------------------------------------
 

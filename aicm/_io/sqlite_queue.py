@@ -28,7 +28,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -40,6 +39,7 @@ import attrs
 
 from .._core.exceptions import QueueStoreError
 from .._core.jsonplain import loads
+from .owners import new_owner, owner_is_gone
 
 __all__ = [
     "count_pending",
@@ -218,6 +218,17 @@ _OLDEST = (
     " ORDER BY id LIMIT 1"
 )
 _MAX_ID = "SELECT coalesce(max(id), 0) FROM records"
+# Owners of live leases on rows of a root and key (from the index of tried rows), and the
+# release of one owner's leases when that owner is gone (see owners.owner_is_gone).
+_LEASE_OWNERS = (
+    "SELECT DISTINCT lease_owner FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " AND attempts > 0 AND next_attempt_at > ? AND lease_owner IS NOT NULL"
+)
+_FREE_LEASES = (
+    "UPDATE records SET lease_owner = NULL, next_attempt_at = ?, last_error = ?"
+    " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0 AND next_attempt_at > ?"
+    " AND lease_owner = ?"
+)
 _HURRY = (
     "UPDATE records SET next_attempt_at = 0 WHERE api_root = ? AND key_fp = ? AND state = 0"
     " AND attempts > 0 AND lease_owner IS NULL AND next_attempt_at > ? AND id <= ?"
@@ -810,6 +821,25 @@ def _release(
     _in_transaction(conn, lock, work)
 
 
+def _free_leases(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    api_root: str,
+    key_fp: str,
+    owners: Sequence[str],
+    now: float,
+) -> int:
+    why = "its lease's owner process had ended"
+
+    def work() -> int:
+        return sum(
+            conn.execute(_FREE_LEASES, (now, why, api_root, key_fp, now, owner)).rowcount
+            for owner in owners
+        )
+
+    return _in_transaction(conn, lock, work)
+
+
 def _write_many(
     conn: sqlite3.Connection, lock: threading.Lock, sql: str, params: Sequence[Sequence[Any]]
 ) -> None:
@@ -1190,7 +1220,7 @@ class SqliteQueue:
         self.path = path
         self.api_root = api_root
         self.key_fp = key_fp
-        self.owner = uuid.uuid4().hex
+        self.owner = new_owner()
         self._last_lease_until = 0.0
         # Enqueues commit on a connection (and so a thread) of their own, opened on the
         # first one: on the actor's, they would wait behind its claims, reads and
@@ -1324,6 +1354,22 @@ class SqliteQueue:
     async def find_strays(self) -> None:
         """Make sure no fresh row is left below its claim mark (see _STRAY): on opening."""
         await self._guard("read", _lower_mark_under_strays, self.api_root, self.key_fp)
+
+    async def free_dead_leases(self) -> int:
+        """Make rows leased by processes of this host that no longer run due now.
+
+        Returns how many rows were freed. A lease whose owner cannot be judged (another
+        host, another platform) is left to expire by itself.
+        """
+        now = time.time()
+        owners = await self._read(_LEASE_OWNERS, (self.api_root, self.key_fp, now))
+        gone = [o for (o,) in owners if o != self.owner and owner_is_gone(str(o))]
+        if not gone:
+            return 0
+        rows: int = await self._guard(
+            "free leases", _free_leases, self.api_root, self.key_fp, gone, now
+        )
+        return rows
 
     async def ack(self, ids: Sequence[int]) -> None:
         """Delete delivered rows (those this owner still holds)."""
