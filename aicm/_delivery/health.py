@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -11,6 +10,8 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import attrs
+
+from .._core.forks import after_fork_in_child
 
 __all__ = [
     "DeliveryHealth",
@@ -80,8 +81,7 @@ def _after_fork_in_child() -> None:
     _engines_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)
 
 
 def register_engine(engine: _HasHealth) -> None:

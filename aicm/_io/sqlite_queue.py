@@ -38,6 +38,7 @@ import anyio.to_thread
 import attrs
 
 from .._core.exceptions import QueueStoreError
+from .._core.forks import after_fork_in_child
 from .._core.jsonplain import loads
 from .owners import new_owner, owner_is_gone
 
@@ -396,10 +397,9 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
-        before=_FORK_GATE.before_fork,
-        after_in_parent=_FORK_GATE.after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
+        before=_FORK_GATE.before_fork, after_in_parent=_FORK_GATE.after_fork_in_parent
     )
+after_fork_in_child(_after_fork_in_child)
 
 
 @attrs.frozen(kw_only=True)
