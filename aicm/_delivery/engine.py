@@ -51,6 +51,7 @@ from .._io.http import MAX_RECORDS_PER_REQUEST, REQUEST_DEADLINE_FACTOR, AsyncCo
 from .._io.sqlite_queue import SqliteQueue, SyncWriter, count_pending
 from .buffer import Doorbell, RecordBuffer, Waker
 from .health import DeliveryHealth, DeliveryStats, age_since, register_engine, unregister_engine
+from .loss import report_dropped, report_pending
 
 __all__ = ["DeadLetterRecord", "DeliveryEngine"]
 
@@ -152,6 +153,16 @@ def _unreadable_row(endpoint: object, rid: object, body: object, created: object
     if type(created) not in (int, float):
         return f"its created_at is {type(created).__name__}, not a time: not a row aicm wrote"
     return None
+
+
+def _unknown_outcome(ids: tuple[str, ...]) -> str:
+    """What an IMMEDIATE failure's message adds: the service may have the records."""
+    shown_ids = ", ".join(ids[:3]) + (f", ... ({len(ids)} in all)" if len(ids) > 3 else "")
+    return (
+        " The service may have stored them without its answer coming back: tracking them"
+        " again with the same response_id (error.response_ids: "
+        f"{shown_ids}) is safe, a repeated response_id is counted once"
+    )
 
 
 def _warn_if_lease_is_short(settings: Settings) -> None:
@@ -388,9 +399,15 @@ class DeliveryEngine:
         else:
             logger.debug("enqueued %s", record.response_id)
 
-    def _discarded(self, record: WireRecord, reason: str) -> None:
-        """Count a dropped record and tell the user's ``on_discard`` (whose errors we eat)."""
+    def _discarded(self, record: WireRecord, reason: str, *, said: bool = False) -> None:
+        """Count a dropped record and tell the user's ``on_discard`` (whose errors we eat).
+
+        The drop is said on the log or stderr (see loss.py) unless the caller says the
+        count itself (``said``).
+        """
         self.stats.discard(reason)
+        if not said:
+            report_dropped(1, reason)
         try:
             logger.warning("dropped record %s (%s)", record.response_id, reason)
         except Exception:
@@ -412,15 +429,20 @@ class DeliveryEngine:
         groups: dict[Endpoint, list[WireRecord]] = {}
         for record in records:
             groups.setdefault(record.endpoint, []).append(record)
+        # Whatever fails, every record of the call is named in the error: those sent may
+        # be stored, and a retry of all of them with their ids is safe.
+        ids = tuple(r.response_id for r in records)
         for group in groups.values():
             for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
                 chunk = group[start : start + MAX_RECORDS_PER_REQUEST]
-                answer = await self._send_with_attempts(chunk)
+                answer = await self._send_with_attempts(chunk, ids)
                 results.extend(answer.results)
                 limits.update(answer.triggered_limits)
         return TrackResult(results=tuple(results), triggered_limits=limits)
 
-    async def _send_with_attempts(self, records: Sequence[WireRecord]) -> TrackResult:
+    async def _send_with_attempts(
+        self, records: Sequence[WireRecord], call_ids: tuple[str, ...]
+    ) -> TrackResult:
         endpoint = records[0].endpoint
         encoded = [dumps(r.wire()) for r in records]
         attempts = self.settings.max_attempts
@@ -441,8 +463,10 @@ class DeliveryEngine:
                         raise DeliveryError(
                             f"could not deliver {len(encoded)} record(s): the service asks to"
                             f" wait {retry_after:g} s before trying again (Retry-After), longer"
-                            f" than IMMEDIATE delivery waits ({_IMMEDIATE_MAX_DELAY:g} s): {exc}",
+                            f" than IMMEDIATE delivery waits ({_IMMEDIATE_MAX_DELAY:g} s): {exc}."
+                            + _unknown_outcome(call_ids),
                             pending=len(encoded),
+                            response_ids=call_ids,
                         ) from exc
                     self.stats.retried += len(encoded)
                     delay = self._policy.delay(attempt, retry_after=retry_after, rng=self._rng)
@@ -461,8 +485,10 @@ class DeliveryEngine:
             return result
         self.stats.failed += len(encoded)
         raise DeliveryError(
-            f"could not deliver {len(encoded)} record(s) after {attempts} attempts: {last}",
+            f"could not deliver {len(encoded)} record(s) after {attempts} attempts: {last}."
+            + _unknown_outcome(call_ids),
             pending=len(encoded),
+            response_ids=call_ids,
         ) from last
 
     # -- the memory actor ------------------------------------------------------------------
@@ -841,6 +867,7 @@ class DeliveryEngine:
         self.stats.failed += len(records)
         for which, why in records:
             logger.error("record %s dead-lettered: %s", which, why)
+        report_dropped(len(records), "dead_letter" if self.queue is None else "dead_row")
 
     async def _retry_later(self, items: list[_Item], delay: float, error: str) -> None:
         self._not_before = time.monotonic() + delay
@@ -996,9 +1023,9 @@ class DeliveryEngine:
             lost = self.buffer.clear()
             left = len(lost)
             if left:
-                logger.error("closed with %d undelivered record(s) in memory: lost", left)
+                report_dropped(left, "closed")
                 for record in lost:
-                    self._discarded(record, "closed")
+                    self._discarded(record, "closed", said=True)
         with anyio.CancelScope(shield=True):
             if self.queue is not None:
                 try:
@@ -1013,6 +1040,7 @@ class DeliveryEngine:
                 await self.queue.close()
             if self._writer is not None:
                 await anyio.to_thread.run_sync(self._writer.close)
+        report_pending()  # drops still waiting for their line (a full queue's, say)
         return left
 
     def after_fork_in_child(self) -> None:
