@@ -606,6 +606,7 @@ class DeliveryEngine:
                 if not await self._respect_backoff():
                     return
                 doorbell.reset()
+                await self._follow_the_path(queue)
                 rows = await queue.claim_tuples(limit, lease_seconds=self.settings.lease_seconds)
                 if rows:
                     items, unreadable = _claimed_items(rows)
@@ -671,6 +672,17 @@ class DeliveryEngine:
                 await waker.wait(remaining)
             finally:
                 doorbell.cancel_wait()
+
+    async def _follow_the_path(self, queue: SqliteQueue) -> None:
+        """Before a claim: if the queue file was deleted or replaced, carry on in the file
+        at its path (see SqliteQueue.follow_the_path); if that cannot be, deliver on from
+        the old one meanwhile."""
+        try:
+            await queue.follow_the_path()
+        except QueueStoreError as exc:
+            if self.stats.last_error != f"{type(exc).__name__}: {exc}":  # once, not per claim
+                logger.error("%s", exc)
+            self._note_error(exc)
 
     async def _free_dead_leases(self, queue: SqliteQueue) -> int:
         """Take back rows leased by processes of this host that have ended (at most once

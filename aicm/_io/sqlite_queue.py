@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -68,6 +69,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("aicm.delivery")
 
 # Version 2 (version 1 files are rebuilt on open, see _upgrade). A fresh row (one never
 # tried: attempts = 0) is in no index, and nothing counts ids: a track() commit writes one
@@ -635,6 +638,178 @@ def _open(path: Path, *, check_same_thread: bool) -> sqlite3.Connection:
     return conn
 
 
+# -- a queue file deleted or replaced under a running process -----------------------------
+#
+# A connection keeps using the file it opened: once that file is unlinked (deleted, or
+# replaced by a rename), rows committed through it go to an inode no later process can
+# find. Each holder of a connection notes the file's identity when it opens it, and looks
+# again after each group commit (the writers) and before each claim (the actor). When the
+# path names another file, or none, the rows still readable through the old connection
+# are moved into the file at the path (created if missing), and the holder reopens there.
+
+
+FileIdentity = tuple[int, int]  # (st_dev, st_ino)
+
+
+def file_identity(path: Path | str) -> FileIdentity | None:
+    """The identity of the file at ``path`` now, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class OpenedFile:
+    """What a connection's holder knows of the file it opened: it, and its shared memory.
+
+    SQLite keeps a WAL file and a shared-memory file beside the database. When only the
+    database is deleted those stay, still in use by the old connections: a new database
+    at the same path must not start with them (their pages are the old file's).
+    """
+
+    __slots__ = ("file", "shm")
+
+    def __init__(self, path: Path) -> None:
+        self.file = file_identity(path)
+        # (Noted again once the connection has used it: SQLite makes it on first use.)
+        self.shm = file_identity(f"{path}-shm")
+
+    def moved(self, path: Path) -> bool:
+        """Whether ``path`` names another file than the one opened (or none)."""
+        if self.file is None or file_identity(path) == self.file:
+            if self.shm is None:
+                self.shm = file_identity(f"{path}-shm")
+            return False
+        return True
+
+
+# Connections to a queue file that was deleted or replaced, kept open for good. Closing
+# the last connection to a file in WAL mode deletes, by name, the WAL and shared-memory
+# files at its path: by now those are the new file's, in use. Each is also given one
+# reference nobody holds, so that it is never freed, and so never closed, at exit either.
+_RETIRED: list[object] = []
+
+
+def _retire(conn: sqlite3.Connection) -> None:
+    _RETIRED.append(conn)
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except (ImportError, AttributeError):
+        pass  # not CPython: the list's reference keeps it open while the process runs
+
+
+_ROWS_TO_MOVE = (
+    "SELECT endpoint, response_id, body, format, api_root, key_fp, state, created_at,"
+    " last_error, dead_at FROM records ORDER BY id"
+)
+_MOVED_ROW = (
+    "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp, state,"
+    " attempts, created_at, next_attempt_at, last_error, dead_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
+    """Move every row readable through ``old`` into the queue file at ``path`` now.
+
+    Inside the fork gate and holding the file's lock in this process. The old file's
+    write lock is taken first, so that processes sharing the old file move its rows one
+    at a time (the second finds none left). Pending rows arrive fresh and unleased (one
+    in flight is sent again: the service counts a repeated response_id once); dead rows
+    stay dead. Returns how many rows were moved. Raises QueueStoreError (rows left where
+    they were) when the file at ``path`` cannot be created or is not a queue.
+    """
+    try:
+        old.execute("BEGIN IMMEDIATE")
+        rows = old.execute(_ROWS_TO_MOVE).fetchall()
+    except sqlite3.Error as exc:
+        _rollback(old)
+        raise QueueStoreError(
+            f"cannot read the rows of the deleted queue file {path}: {exc}"
+        ) from exc
+    try:
+        shm = file_identity(f"{path}-shm")
+        if shm is not None and (file_identity(path) is None or shm == opened.shm):
+            # The old file's WAL and shared memory (no file at the path has any other):
+            # the old connections keep them open; a new file at the path must start
+            # without them.
+            for suffix in ("-wal", "-shm"):
+                try:
+                    os.unlink(f"{path}{suffix}")
+                except FileNotFoundError:
+                    pass
+        new = _open(path, check_same_thread=True)
+        try:
+            new.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = new.execute(_LAST_ID).fetchone()
+                now = time.time()
+                params = []
+                for offset, (e, rid, body, fmt, root, fp, state, created, error, dead) in enumerate(
+                    rows, start=int(last) + 1
+                ):
+                    dead_row = state == DEAD
+                    due = created if type(created) in (int, float) else now
+                    params.append(
+                        (
+                            offset,
+                            e,
+                            rid,
+                            body,
+                            fmt,
+                            root,
+                            fp,
+                            DEAD if dead_row else PENDING,
+                            1 if dead_row else 0,
+                            created,
+                            due,
+                            error,
+                            dead,
+                        )
+                    )
+                new.executemany(_MOVED_ROW, params)
+                new.commit()
+            except BaseException:
+                _rollback(new)
+                raise
+        finally:
+            new.close()
+        old.execute("DELETE FROM records")
+        old.commit()
+    except (sqlite3.Error, QueueStoreError) as exc:
+        _rollback(old)
+        raise QueueStoreError(
+            f"the queue file {path} was deleted or replaced while in use, and its rows could"
+            f" not be moved into a file there ({exc}); they stay in the deleted file, which"
+            " this process alone still reads and delivers from"
+        ) from exc
+    except BaseException:
+        _rollback(old)
+        raise
+    return len(rows)
+
+
+def rescue_rows(
+    conn: sqlite3.Connection, lock: threading.Lock, path: Path, opened: OpenedFile
+) -> int:
+    """:func:`_move_rows` as one operation on ``conn`` (an AsyncDB's ``run`` passes the
+    connection and the file's lock); 0 when the path still names the opened file."""
+    with _FORK_GATE, lock:
+        if not opened.moved(path):
+            return 0
+        moved = _move_rows(conn, path, opened)
+    logger.warning(
+        "the queue file %s was deleted or replaced while in use: %d row(s) moved into %s",
+        path,
+        moved,
+        path,
+    )
+    return moved
+
+
 # -- the transactions ----------------------------------------------------------------------
 #
 # Each function below is one whole operation on a connection (opened by ``_open``, so in
@@ -921,12 +1096,25 @@ class SyncWriter:
         self._leader = False
         self._waiting = 0  # callers waiting for a leader's commit
         self._io = threading.Lock()  # the connection: one leader's commit, or close()
+        self._opened: OpenedFile | None = None
         self.commits = 0  # transactions committed: fewer than writes when calls overlap
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = connect(self.path, check_same_thread=False)
+            self._opened = OpenedFile(self.path)
         return self._conn
+
+    def _follow_the_path(self) -> None:
+        """After a commit: if the file was deleted or replaced meanwhile, move the rows
+        (those just committed with them) into the file at the path, and write there next."""
+        opened, conn = self._opened, self._conn
+        if opened is None or conn is None or not opened.moved(self.path):
+            return
+        rescue_rows(conn, self._lock, self.path, opened)
+        _retire(conn)
+        self._conn = None
+        self._opened = None
 
     def write(self, rows: Sequence[QueueRow]) -> None:
         """Commit ``rows``; raises :class:`QueueStoreError` if they could not be written."""
@@ -970,6 +1158,7 @@ class SyncWriter:
                     time.time(),
                 )
                 self.commits += 1
+                self._follow_the_path()
         except BaseException as exc:
             error = exc
             if not isinstance(exc, (sqlite3.Error, QueueStoreError)):
@@ -1008,6 +1197,9 @@ class AsyncDB(Protocol):
     async def write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None: ...
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
     async def close(self) -> None: ...
+    async def retire(self) -> None:
+        """Stop using the connection without closing it (see :func:`_retire`)."""
+        ...
 
 
 class _ThreadDB:
@@ -1035,6 +1227,9 @@ class _ThreadDB:
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
+
+    async def retire(self) -> None:
+        _retire(self._conn)
 
 
 class _AioDB:
@@ -1076,6 +1271,13 @@ class _AioDB:
     async def close(self) -> None:
         async with self._busy, _FORK_GATE:
             await self._conn.close()
+
+    async def retire(self) -> None:
+        async with self._busy:
+            _retire(self._raw)
+            # aiosqlite's thread then stops without closing the connection.
+            self._conn._connection = None
+            self._conn.stop()
 
 
 async def _acquire_without_blocking(lock: threading.Lock) -> None:
@@ -1217,6 +1419,8 @@ class SqliteQueue:
 
     def __init__(self, db: AsyncDB, path: Path, *, api_root: str, key_fp: str) -> None:
         self.db = db  # the actor's: claims, acks, reads, checkpoints
+        self._db_opened = OpenedFile(path)
+        self._writes_opened: OpenedFile | None = None
         self.path = path
         self.api_root = api_root
         self.key_fp = key_fp
@@ -1301,6 +1505,9 @@ class SqliteQueue:
                                 _insert, commit.rows, self.api_root, self.key_fp, time.time()
                             )
                             self.commits += 1
+                            opened = self._writes_opened
+                            if opened is not None and opened.moved(self.path):
+                                await self._follow_the_path_for_writes(writes, opened)
                         except Exception as exc:
                             commit.error = exc
                             self.after_commit(n, False)
@@ -1323,7 +1530,32 @@ class SqliteQueue:
         async with self._opening_writes:
             if self._writes is None:
                 self._writes = await _connect_async(self.path)
+                self._writes_opened = OpenedFile(self.path)
             return self._writes
+
+    async def _follow_the_path_for_writes(self, writes: AsyncDB, opened: OpenedFile) -> None:
+        """The file was deleted or replaced: move the rows (these commits' with them) into
+        the file at the path, and write there next; raises QueueStoreError if impossible."""
+        try:
+            await writes.run(rescue_rows, self.path, opened)
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"moving rows into {self.path} failed: {exc}") from exc
+        self._writes = None
+        self._writes_opened = None
+        await writes.retire()
+
+    async def follow_the_path(self) -> None:
+        """The actor's connection: if the file was deleted or replaced, move what the old
+        one still holds into the file at the path, and go on there. When that cannot be
+        done the actor goes on delivering from the old file (raises QueueStoreError)."""
+        if not self._db_opened.moved(self.path):
+            return
+        await self._guard("move rows", rescue_rows, self.path, self._db_opened)
+        new_db = await open_async_db(self.path)
+        old, self.db = self.db, new_db
+        self._db_opened = OpenedFile(self.path)
+        self._last_lease_until = 0.0
+        await old.retire()
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[ClaimedRow]:
         """Lease up to ``limit`` due rows of this root and key; returned in id order.
