@@ -1102,6 +1102,8 @@ class DeliveryEngine:
                 )
             except QueueStoreError:
                 pass  # unreadable right now: the engine's own count is the next best
+            if self.queue is not None:  # delivered while the disk was full: not queued
+                backlog -= self.queue.settled_unwritten
             queued = max(0, backlog - held)
             oldest = max(0.0, time.time() - since) if backlog and since else None
             capacity = 0

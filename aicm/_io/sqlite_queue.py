@@ -182,6 +182,23 @@ _LEASED_JSON = (
     "SELECT json_group_array(json_array(id, endpoint, response_id, body,"
     " printf('%!.17g', created_at), attempts))" + _LEASED_WHERE
 )
+# With no room on the disk for a lease (see SqliteQueue: "disk full"), due rows are read,
+# not leased: the same rows a claim would take, in the same order.
+_PEEK_TRIED = (
+    "SELECT id, endpoint, response_id, body, created_at, attempts FROM records"
+    " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
+    " AND (next_attempt_at <= ? OR (lease_owner IS NULL AND id <= ?))"
+    " ORDER BY next_attempt_at, id LIMIT ?"
+)
+_PEEK_FRESH = (
+    "SELECT id, endpoint, response_id, body, created_at, attempts FROM records WHERE id > ?"
+    " AND api_root = ? AND key_fp = ? AND state = 0 AND attempts = 0 ORDER BY id LIMIT ?"
+)
+_DELETE_IDS = "DELETE FROM records WHERE id IN ({})"
+_KILL_ID = (
+    "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
+    " WHERE id = ? AND state = 0"
+)
 # A fresh row below its mark would never be claimed. None of this aicm's writes makes one,
 # but a version 1 process still running on an upgraded file (ids of its own choosing)
 # might: a queue looks for such rows when it opens, and lowers the mark under them.
@@ -817,6 +834,81 @@ def rescue_rows(
 # writes, holding the file's lock in this process. Each call is one hop for an AsyncDB.
 
 
+_SQLITE_FULL = 13  # SQLite's result code (sqlite3.SQLITE_FULL from Python 3.11)
+
+
+def write_error(path: Path, error: BaseException) -> QueueStoreError:
+    """The error a ``track()`` whose row could not be committed raises."""
+    if disk_full(error):
+        return QueueStoreError(
+            f"no room to write to the queue file {path} (the disk, or a size limit, is full):"
+            " the record was not queued. Records queued before are still delivered; free"
+            " some space to queue more"
+        )
+    return QueueStoreError(f"could not write to {path}: {error}")
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is SQLite finding no room to write."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            return code == _SQLITE_FULL if code is not None else "is full" in str(exc)
+        exc = exc.__cause__
+    return False
+
+
+def _peek(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    api_root: str,
+    key_fp: str,
+    limit: int,
+    now: float,
+    hurried: int,
+    skip: frozenset[int],
+) -> list[tuple[Any, ...]]:
+    """The rows a claim would lease, read without writing (ids in ``skip`` left out)."""
+    del lock  # a read
+    with _FORK_GATE:
+        found = conn.execute(_MARK, (api_root, key_fp)).fetchone()
+        mark = 0 if found is None else int(found[0])
+        rows = [
+            r
+            for r in conn.execute(
+                _PEEK_TRIED, (api_root, key_fp, now, hurried, limit + len(skip))
+            ).fetchall()
+            if r[0] not in skip
+        ][:limit]
+        if len(rows) < limit:
+            fresh = conn.execute(
+                _PEEK_FRESH, (mark, api_root, key_fp, limit - len(rows) + len(skip))
+            ).fetchall()
+            rows += [r for r in fresh if r[0] not in skip][: limit - len(rows)]
+    return sorted(rows)
+
+
+def _settle_unwritten(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    acked: Sequence[int],
+    killed: Sequence[tuple[int, str]],
+    now: float,
+) -> None:
+    """Delete delivered rows and dead-letter refused ones, by id, whoever leases them."""
+
+    def work() -> None:
+        if acked:
+            top = max(acked)
+            conn.execute(_RAISE_FLOOR, (top, top))
+            for chunk in _id_chunks(acked):
+                conn.execute(_DELETE_IDS.format(_marks(len(chunk))), chunk)
+        if killed:
+            conn.executemany(_KILL_ID, [(why, now, i) for i, why in killed])
+
+    _in_transaction(conn, lock, work)
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     try:
         conn.rollback()  # (nothing to do if SQLite rolled the transaction back itself)
@@ -1139,7 +1231,9 @@ class SyncWriter:
             if self._done_batch >= mine:
                 failure = self._failed.get(mine)
                 if failure is not None:
-                    raise QueueStoreError(f"could not write to {self.path}: {failure}") from failure
+                    if isinstance(failure, QueueStoreError):
+                        raise failure
+                    raise write_error(self.path, failure) from failure
                 return
             # Nobody is committing and our batch is still open: we commit it for everyone in it.
             self._leader = True
@@ -1176,7 +1270,7 @@ class SyncWriter:
         if error is not None:
             if isinstance(error, QueueStoreError):
                 raise error
-            raise QueueStoreError(f"could not write to {self.path}: {error}") from error
+            raise write_error(self.path, error) from error
 
     def close(self) -> None:
         """Close the connection (a later write reopens it)."""
@@ -1426,6 +1520,14 @@ class SqliteQueue:
         self.key_fp = key_fp
         self.owner = new_owner()
         self._last_lease_until = 0.0
+        # Disk full: rows read instead of leased (held by this process alone, in memory),
+        # and what the service settled that the file could not record yet (acked ids;
+        # dead-lettered ids and why). Those are left out of claims, and written when the
+        # disk has room again. See claim_tuples.
+        self._peeked: set[int] = set()
+        self._unwritten_acks: set[int] = set()
+        self._unwritten_kills: dict[int, str] = {}
+        self._hurried = 0  # ids up to here are due now, backoff or not (a flush's hurry)
         # Enqueues commit on a connection (and so a thread) of their own, opened on the
         # first one: on the actor's, they would wait behind its claims, reads and
         # checkpoints, which need not hold the write lock for long, or at all.
@@ -1524,7 +1626,7 @@ class SqliteQueue:
     def _raise(self, error: BaseException) -> NoReturn:
         if isinstance(error, QueueStoreError):
             raise error
-        raise QueueStoreError(f"could not write to {self.path}: {error}") from error
+        raise write_error(self.path, error) from error
 
     async def _open_writes(self) -> AsyncDB:
         async with self._opening_writes:
@@ -1575,13 +1677,65 @@ class SqliteQueue:
     ) -> list[tuple[int, str, str, str, float, int]]:
         """:meth:`claim`, as tuples (id, endpoint, response_id, body, created_at, attempts)."""
         now = time.time()
-        # Each claim's expiry differs from the last one's: it names the claim's rows.
-        until = max(now + lease_seconds, self._last_lease_until + 0.001)
-        self._last_lease_until = until
-        rows: list[Any] = await self._guard(
-            "claim", _claim, self.owner, self.api_root, self.key_fp, limit, now, until
+        if self._unwritten_acks or self._unwritten_kills:
+            await self._write_unwritten()
+        if not self._peeked:
+            # Each claim's expiry differs from the last one's: it names the claim's rows.
+            until = max(now + lease_seconds, self._last_lease_until + 0.001)
+            self._last_lease_until = until
+            try:
+                rows: list[Any] = await self._guard(
+                    "claim", _claim, self.owner, self.api_root, self.key_fp, limit, now, until
+                )
+            except QueueStoreError as exc:
+                if not disk_full(exc):
+                    raise
+            else:
+                self._hurried = 0
+                return rows
+        # No room on the disk for a lease: delivering what is queued must not need any.
+        # Due rows are read instead, and held in this process's memory while they are
+        # sent; another process sharing the file may send them too (the service counts a
+        # repeated response_id once).
+        skip = frozenset(self._peeked | self._unwritten_acks | self._unwritten_kills.keys())
+        rows = await self._guard(
+            "read",
+            _peek,
+            self.api_root,
+            self.key_fp,
+            limit,
+            now,
+            self._hurried,
+            skip,
         )
+        self._peeked.update(r[0] for r in rows)
         return rows
+
+    async def _write_unwritten(self) -> None:
+        """Record what the service settled while the disk was full, if there is room now."""
+        acks = sorted(self._unwritten_acks)
+        kills = sorted(self._unwritten_kills.items())
+        try:
+            await self._guard("ack", _settle_unwritten, acks, kills, time.time())
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return
+        self._unwritten_acks.difference_update(acks)
+        for i, _ in kills:
+            self._unwritten_kills.pop(i, None)
+
+    def _split(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """``ids`` read while the disk was full, and the leased ones."""
+        peeked = self._peeked
+        if not peeked:
+            return [], list(ids)
+        read = [i for i in ids if i in peeked]
+        if not read:
+            return [], list(ids)
+        peeked.difference_update(read)
+        taken = set(read)
+        return read, [i for i in ids if i not in taken]
 
     async def find_strays(self) -> None:
         """Make sure no fresh row is left below its claim mark (see _STRAY): on opening."""
@@ -1598,32 +1752,76 @@ class SqliteQueue:
         gone = [o for (o,) in owners if o != self.owner and owner_is_gone(str(o))]
         if not gone:
             return 0
-        rows: int = await self._guard(
-            "free leases", _free_leases, self.api_root, self.key_fp, gone, now
-        )
+        try:
+            rows: int = await self._guard(
+                "free leases", _free_leases, self.api_root, self.key_fp, gone, now
+            )
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return 0  # (the leases run out by themselves)
         return rows
 
     async def ack(self, ids: Sequence[int]) -> None:
-        """Delete delivered rows (those this owner still holds)."""
-        if ids:
-            await self._guard("ack", _ack, self.owner, ids)
+        """Delete delivered rows (those this owner still holds).
+
+        With the disk full the deletion waits in memory (the rows are left out of claims
+        meanwhile); a process starting before it is written sends them again.
+        """
+        if not ids:
+            return
+        read, leased = self._split(ids)
+        try:
+            if leased:
+                await self._guard("ack", _ack, self.owner, leased)
+            if read:
+                await self._guard("ack", _settle_unwritten, read, (), time.time())
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            self._unwritten_acks.update(ids)
 
     async def release(self, ids: Sequence[int], *, delay: float, error: str) -> None:
         """Give leased rows back, due again in ``delay`` seconds."""
-        if ids:
+        if not ids:
+            return
+        _, leased = self._split(ids)  # rows only read were never taken from the file
+        if leased:
             due = time.time() + delay
-            await self._guard("release", _release, self.owner, ids, due, error)
+            try:
+                await self._guard("release", _release, self.owner, leased, due, error)
+            except QueueStoreError as exc:
+                if not disk_full(exc):
+                    raise
+                # The lease runs out by itself: the rows are claimed again then.
 
     async def kill(self, reasons: Sequence[tuple[int, str]]) -> None:
         """Dead-letter rows (those this owner still holds), each with its reason."""
-        if reasons:
-            now = time.time()
-            params = [(why, now, i, self.owner) for i, why in reasons]
-            await self._guard("dead-letter", _write_many, _KILL, params)
+        if not reasons:
+            return
+        now = time.time()
+        read, leased = self._split([i for i, _ in reasons])
+        why = dict(reasons)
+        try:
+            if leased:
+                params = [(why[i], now, i, self.owner) for i in leased]
+                await self._guard("dead-letter", _write_many, _KILL, params)
+            if read:
+                await self._guard(
+                    "dead-letter", _settle_unwritten, (), [(i, why[i]) for i in read], now
+                )
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            self._unwritten_kills.update(why)
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the file (see :func:`_checkpoint`); the actor calls this."""
-        await self._guard("checkpoint", _checkpoint)
+        try:
+            await self._guard("checkpoint", _checkpoint)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise  # (full: the WAL stays as it is until there is room)
 
     async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return await self._guard("read", _read, sql, params)
@@ -1647,17 +1845,36 @@ class SqliteQueue:
         return int(rows[0][0])
 
     async def pending_upto(self, max_id: int) -> int:
-        """How many pending rows of this root and key have ``id <= max_id``."""
+        """How many pending rows of this root and key have ``id <= max_id``.
+
+        Rows delivered or dead-lettered while the disk was full count as settled.
+        """
         rows = await self._read(_PENDING_UPTO, (self.api_root, self.key_fp, max_id))
-        return int(rows[0][0])
+        settled = self._unwritten_acks | self._unwritten_kills.keys()
+        return max(0, int(rows[0][0]) - sum(1 for i in settled if i <= max_id))
 
     async def hurry(self, max_id: int) -> None:
         """Make rows waiting out a backoff due now (a flush wants them delivered)."""
         params = [(self.api_root, self.key_fp, time.time(), max_id)]
-        await self._guard("hurry", _write_many, _HURRY, params)
+        self._hurried = max(self._hurried, max_id)  # for claims made by reading
+        try:
+            await self._guard("hurry", _write_many, _HURRY, params)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+
+    @property
+    def settled_unwritten(self) -> int:
+        """Rows the service settled that a full disk kept from being recorded in the file."""
+        return len(self._unwritten_acks) + len(self._unwritten_kills)
 
     async def close(self) -> None:
-        """Close the connections."""
+        """Close the connections (recording first what a full disk kept unwritten, if it can)."""
+        if self._unwritten_acks or self._unwritten_kills:
+            try:
+                await self._write_unwritten()
+            except QueueStoreError:
+                pass  # the rows stay pending: a later process sends them again
         writes, self._writes = self._writes, None
         try:
             if writes is not None:
