@@ -749,10 +749,12 @@ def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
         ) from exc
     try:
         shm = file_identity(f"{path}-shm")
-        if shm is not None and (file_identity(path) is None or shm == opened.shm):
-            # The old file's WAL and shared memory (no file at the path has any other):
-            # the old connections keep them open; a new file at the path must start
-            # without them.
+        if shm is not None and (
+            file_identity(path) is None or opened.shm is None or shm == opened.shm
+        ):
+            # The old file's WAL and shared memory (no file at the path has any other, or
+            # they are the ones the old connection noted): the old connections keep them
+            # open; the file at the path must start without them.
             for suffix in ("-wal", "-shm"):
                 try:
                     os.unlink(f"{path}{suffix}")
@@ -1423,6 +1425,9 @@ def _tune_in_gate(conn: sqlite3.Connection, lock: threading.Lock) -> None:
     del lock
     with _FORK_GATE:
         _tune(conn)
+        # A first read: SQLite opens the WAL and its shared memory now, so that the holder
+        # notes which files are this file's (see OpenedFile).
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
 
 def _prepare_schema(path: Path) -> None:
@@ -1514,6 +1519,8 @@ class SqliteQueue:
     def __init__(self, db: AsyncDB, path: Path, *, api_root: str, key_fp: str) -> None:
         self.db = db  # the actor's: claims, acks, reads, checkpoints
         self._db_opened = OpenedFile(path)
+        self._following = False  # moving rows out of a deleted file (see follow_the_path)
+        self._following_lock = anyio.Lock()
         self._writes_opened: OpenedFile | None = None
         self.path = path
         self.api_root = api_root
@@ -1553,6 +1560,13 @@ class SqliteQueue:
         return cls(db, path, api_root=api_root, key_fp=key_fp)
 
     async def _guard(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
+        if not self._following and self._db_opened.moved(self.path):
+            # Every read and write goes to the file at the path: a flush counting rows
+            # in the deleted file would find none left.
+            try:
+                await self.follow_the_path()
+            except QueueStoreError:
+                pass  # the path cannot take them: carry on with the old file
         with anyio.CancelScope(shield=True):
             try:
                 result = await self.db.run(fn, *args)
@@ -1650,14 +1664,19 @@ class SqliteQueue:
         """The actor's connection: if the file was deleted or replaced, move what the old
         one still holds into the file at the path, and go on there. When that cannot be
         done the actor goes on delivering from the old file (raises QueueStoreError)."""
-        if not self._db_opened.moved(self.path):
-            return
-        await self._guard("move rows", rescue_rows, self.path, self._db_opened)
-        new_db = await open_async_db(self.path)
-        old, self.db = self.db, new_db
-        self._db_opened = OpenedFile(self.path)
-        self._last_lease_until = 0.0
-        await old.retire()
+        async with self._following_lock:
+            if not self._db_opened.moved(self.path):
+                return
+            self._following = True
+            try:
+                await self._guard("move rows", rescue_rows, self.path, self._db_opened)
+                new_db = await open_async_db(self.path)
+            finally:
+                self._following = False
+            old, self.db = self.db, new_db
+            self._db_opened = OpenedFile(self.path)
+            self._last_lease_until = 0.0
+            await old.retire()
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[ClaimedRow]:
         """Lease up to ``limit`` due rows of this root and key; returned in id order.

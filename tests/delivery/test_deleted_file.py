@@ -77,6 +77,7 @@ async def test_async_tracks_after_the_file_is_replaced_land_in_the_new_file(
     ) as tracker:
         for n in range(3):
             await tracker.track(API, SERVICE, USAGE, response_id=f"before-{n}")
+        assert ids_in(other) == ["other-0"]
         os.replace(other, db_path)
         for n in range(3):
             await tracker.track(API, SERVICE, USAGE, response_id=f"after-{n}")
