@@ -187,7 +187,7 @@ _LEASED_JSON = (
 _PEEK_TRIED = (
     "SELECT id, endpoint, response_id, body, created_at, attempts FROM records"
     " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
-    " AND (next_attempt_at <= ? OR (lease_owner IS NULL AND id <= ?))"
+    " AND (next_attempt_at <= ? OR (lease_owner IS NULL AND id <= ?) OR lease_owner = ?)"
     " ORDER BY next_attempt_at, id LIMIT ?"
 )
 _PEEK_FRESH = (
@@ -863,6 +863,7 @@ def disk_full(exc: BaseException | None) -> bool:
 def _peek(
     conn: sqlite3.Connection,
     lock: threading.Lock,
+    owner: str,
     api_root: str,
     key_fp: str,
     limit: int,
@@ -870,7 +871,11 @@ def _peek(
     hurried: int,
     skip: frozenset[int],
 ) -> list[tuple[Any, ...]]:
-    """The rows a claim would lease, read without writing (ids in ``skip`` left out)."""
+    """The rows a claim would lease, read without writing (ids in ``skip`` left out).
+
+    Rows still leased by ``owner`` count as due: the owner holds only those in ``skip``
+    (the rest it could not give back, for want of room to write).
+    """
     del lock  # a read
     with _FORK_GATE:
         found = conn.execute(_MARK, (api_root, key_fp)).fetchone()
@@ -878,7 +883,7 @@ def _peek(
         rows = [
             r
             for r in conn.execute(
-                _PEEK_TRIED, (api_root, key_fp, now, hurried, limit + len(skip))
+                _PEEK_TRIED, (api_root, key_fp, now, hurried, owner, limit + len(skip))
             ).fetchall()
             if r[0] not in skip
         ][:limit]
@@ -1532,6 +1537,7 @@ class SqliteQueue:
         # dead-lettered ids and why). Those are left out of claims, and written when the
         # disk has room again. See claim_tuples.
         self._peeked: set[int] = set()
+        self._leased_out: set[int] = set()  # leased by claims, not settled yet
         self._unwritten_acks: set[int] = set()
         self._unwritten_kills: dict[int, str] = {}
         self._hurried = 0  # ids up to here are due now, backoff or not (a flush's hurry)
@@ -1711,15 +1717,19 @@ class SqliteQueue:
                     raise
             else:
                 self._hurried = 0
+                self._leased_out.update(r[0] for r in rows)
                 return rows
         # No room on the disk for a lease: delivering what is queued must not need any.
         # Due rows are read instead, and held in this process's memory while they are
         # sent; another process sharing the file may send them too (the service counts a
         # repeated response_id once).
-        skip = frozenset(self._peeked | self._unwritten_acks | self._unwritten_kills.keys())
+        skip = frozenset(
+            self._peeked | self._leased_out | self._unwritten_acks | self._unwritten_kills.keys()
+        )
         rows = await self._guard(
             "read",
             _peek,
+            self.owner,
             self.api_root,
             self.key_fp,
             limit,
@@ -1745,7 +1755,8 @@ class SqliteQueue:
             self._unwritten_kills.pop(i, None)
 
     def _split(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
-        """``ids`` read while the disk was full, and the leased ones."""
+        """``ids`` read while the disk was full, and the leased ones (no longer held)."""
+        self._leased_out.difference_update(ids)
         peeked = self._peeked
         if not peeked:
             return [], list(ids)
@@ -1812,7 +1823,8 @@ class SqliteQueue:
             except QueueStoreError as exc:
                 if not disk_full(exc):
                     raise
-                # The lease runs out by itself: the rows are claimed again then.
+                # Still leased to this owner in the file: claims made by reading take
+                # them again (see _peek); other processes wait for the lease to end.
 
     async def kill(self, reasons: Sequence[tuple[int, str]]) -> None:
         """Dead-letter rows (those this owner still holds), each with its reason."""

@@ -74,3 +74,34 @@ def test_a_full_disk_still_delivers_what_is_queued(
     finally:
         tracker.close(2)
     assert sorted(set(stored_ids(collector))) == sorted(tracked)
+
+
+@pytest.mark.anyio
+async def test_a_full_disk_async(
+    collector: LocalCollector, connection: dict[str, str], small_disk: Path
+) -> None:
+    """The same through an AsyncTracker (asyncio and trio): a clear error, then delivery."""
+    from aicm import AsyncTracker
+
+    collector.set_faults(Faults(failure_rate=1.0))
+    tracked: list[str] = []
+    failure: QueueStoreError | None = None
+    async with AsyncTracker(
+        **connection,
+        delivery_type="persistent_queue",
+        db_path=str(small_disk / "queue.db"),
+        batch_interval=0.01,
+    ) as tracker:
+        for n in range(100_000):
+            rid = f"afull-{n}"
+            try:
+                await tracker.track(API, SERVICE, {"n": n, "pad": "x" * 200}, response_id=rid)
+            except QueueStoreError as exc:
+                failure = exc
+                break
+            tracked.append(rid)
+        assert failure is not None
+        assert "no room to write to the queue file" in str(failure)
+        collector.set_faults(Faults())
+        assert await tracker.flush(10) == 0
+    assert sorted(set(stored_ids(collector))) == sorted(tracked)
