@@ -405,9 +405,7 @@ class DeliveryEngine:
         The drop is said on the log or stderr (see loss.py) unless the caller says the
         count itself (``said``).
         """
-        self.stats.discard(reason)
-        if not said:
-            report_dropped(1, reason)
+        self.stats.discard(reason, said=said)
         try:
             logger.warning("dropped record %s (%s)", record.response_id, reason)
         except Exception:

@@ -12,6 +12,7 @@ from typing import Protocol
 import attrs
 
 from .._core.forks import after_fork_in_child
+from .loss import report_dropped
 
 __all__ = [
     "DeliveryHealth",
@@ -61,10 +62,13 @@ class DeliveryStats:
         self.auth_paused = False
         self.unexpected_errors = 0
 
-    def discard(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` records dropped for ``reason``."""
+    def discard(self, reason: str, n: int = 1, *, said: bool = False) -> None:
+        """Count ``n`` records dropped for ``reason``, and say so (see loss.py) unless the
+        caller has (``said``): no drop goes unseen, logging configured or not."""
         with self.lock:
             self.discarded[reason] += n
+        if not said:
+            report_dropped(n, reason)
 
 
 class _HasHealth(Protocol):

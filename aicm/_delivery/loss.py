@@ -2,10 +2,11 @@
 
 A library logs through a ``NullHandler``, so an application that configured no logging
 would never hear that records were lost. Every drop (a memory queue closed with records
-left, a full queue dropping its oldest, a record dead-lettered) comes here with its
-count: one line per reason, the first at once, then at most one every
-``_INTERVAL`` seconds while drops go on, and what is left at close and at exit. The line
-goes to the ``aicm.delivery`` logger when some handler would show it, else to stderr.
+left, a full queue dropping its oldest, a record dead-lettered, any other discard the
+health figures count) comes here with its count: one line per reason, the first at
+once, then at most one every ``_INTERVAL`` seconds while drops go on, and what is left
+at close and at exit. The line goes to the ``aicm.delivery`` logger when some handler
+would show it, else to stderr.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _INTERVAL = 10.0
 # What each reason means, as the line says it.
 _WHY = {
     "closed": "not delivered before the memory queue closed (close deadline)",
+    "queue_error": "could not be queued (the log says why)",
+    "invalid_payload": "a handling config made records that are not valid (the log says why)",
+    "tracking_error": "calls whose usage could not be read (the log says why)",
+    "not_started": "tracked before the tracker was started",
     "backpressure": "dropped oldest first: the memory queue was full (on_full=backpressure)",
     "dead_letter": "the service refused them (kept in memory: tracker.dead_letters())",
     "dead_row": "the service refused them (kept as dead rows in the queue file:"

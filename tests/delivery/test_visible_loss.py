@@ -144,3 +144,39 @@ def test_the_log_file_is_created_private(collector: LocalCollector, tmp_path: Pa
     )
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     assert "delivered 1 record(s)" in log.read_text()
+
+
+_CALC_HANDLING = {
+    "tracked_methods": ["add"],
+    "request_fields": ["a", "b"],
+    "response_fields": [{"key": "value", "path": ""}],
+    "payload_mapping": {
+        "config_id": "config_identifier",
+        "timestamp": "timestamp",
+        "usage": "response_data.value",
+    },
+}
+
+
+def test_records_a_wrapped_client_could_not_queue_are_counted_on_stderr(
+    collector: LocalCollector,
+) -> None:
+    """A CostManager whose full queue (on_full=raise) drops 2 records says so on stderr,
+    the count in all, while the wrapped calls themselves go on."""
+    collector.set_configs(
+        [{"config_id": "calc", "api_id": "calculator", "handling_config": _CALC_HANDLING}]
+    )
+    done = _run(
+        "from aicm import CostManager\n"
+        "class Calculator:\n"
+        "    def add(self, a, b):\n"
+        "        return a + b\n"
+        "m = CostManager(Calculator(), queue_size=1, delivery_on_full='raise',"
+        " batch_interval=60)\n"
+        "assert [m.client.add(n, 1) for n in range(3)] == [1, 2, 3]\n"
+        "m.close(5)\n",
+        collector.api_base,
+    )
+    counts = _counts(done.stderr)
+    assert sum(n for n, why in counts if why == "could not be queued (the log says why)") == 2
+    assert len(counts) <= 2
