@@ -12,6 +12,7 @@ always taken to be alive: its leases expire by themselves.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
@@ -37,8 +38,12 @@ def _namespace() -> str:
         return ""
 
 
+@functools.lru_cache(maxsize=1)
 def _host_key() -> str:
-    """This host's identity for pids: the same for every process of one pid namespace."""
+    """This host's identity for pids: the same for every process of one pid namespace.
+
+    Worked out on first use, not at import (a queue may never be opened).
+    """
     parts = (socket.gethostname(), _read("/proc/sys/kernel/random/boot_id"), _namespace())
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -69,13 +74,10 @@ def _start_time(pid: int) -> str:
     return "" if found is None else found[1]
 
 
-_HOST = _host_key()
-
-
 def new_owner() -> str:
     """A fresh lease-owner id for this process: unique, and naming the process and host."""
     pid = os.getpid()
-    return _SEP.join((uuid.uuid4().hex, _HOST, str(pid), _start_time(pid)))
+    return _SEP.join((uuid.uuid4().hex, _host_key(), str(pid), _start_time(pid)))
 
 
 def owner_is_gone(owner: str) -> bool:
@@ -86,7 +88,7 @@ def owner_is_gone(owner: str) -> bool:
     been reused, so the lease is left to expire).
     """
     parts = owner.split(_SEP)
-    if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
+    if len(parts) != 4 or parts[1] != _host_key() or not parts[2].isdigit():
         return False
     pid, started = int(parts[2]), parts[3]
     if pid == os.getpid():
