@@ -20,6 +20,7 @@ import collections
 import cProfile
 import functools
 import io
+import os
 import pstats
 import shutil
 import subprocess
@@ -83,6 +84,21 @@ def breakdown() -> list[tuple[str, float | None]]:
             ),
         )
         step("      new_response_id()", lambda: models.new_response_id)
+        # The check for a fork that skipped Python's hooks runs twice per queued track():
+        # reading runtime.generation (a property that checks) and in new_response_id().
+        from aicm._core import forks
+
+        runtime: Any = tracker._runtime
+        step("  fork check: forks.check() (new_response_id calls it)", lambda: forks.check)
+        step(
+            "  fork check: runtime.generation (a property that calls it)",
+            lambda: lambda: runtime.generation,
+        )
+        step(
+            "  fork check: runtime._generation (the plain read it replaces)",
+            lambda: lambda: runtime._generation,
+        )
+        step("  fork check: os.getpid() (the system call it avoids)", lambda: os.getpid)
         step("      utc_now_iso()", lambda: models.utc_now_iso)
         step(
             "      plain_mapping(usage)",

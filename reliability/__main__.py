@@ -38,9 +38,11 @@ from .chaos import ChaosResult, long_schedule, quick_schedule, run_chaos
 from .shapes import (
     ShapeResult,
     async_app,
+    deleted_file,
     exit_script,
     gunicorn,
     gunicorn_available,
+    hookless_fork,
     prefork,
     threads,
 )
@@ -64,6 +66,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "threads": 24,
         "tasks": (40, 25),
         "exit": 40,
+        "hookless": (2, 30),
+        "deleted": 40,
         "fuzz": {
             "track": 150,
             "handling": 80,
@@ -83,6 +87,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "threads": 32,
         "tasks": (100, 50),
         "exit": 300,
+        "hookless": (6, 200),
+        "deleted": 400,
         "fuzz": {
             "track": 2000,
             "handling": 1000,
@@ -124,6 +130,11 @@ def run_shapes(collector: CollectorProcess, size: dict[str, Any], work: Path) ->
         ("rest", "mem_queue"),
     ):
         results.append(exit_script(collector, kind, delivery, size["exit"], work))
+    children, per_process = size["hookless"]
+    for delivery in ("mem_queue", "persistent_queue"):
+        results.append(hookless_fork(collector, delivery, children, per_process, work))
+    for how in ("db", "all"):
+        results.append(deleted_file(collector, how, size["deleted"], work))
     return results
 
 

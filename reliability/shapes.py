@@ -9,7 +9,12 @@
 - ``async_app``: an asyncio or trio app, tasks tracking through an ``AsyncTracker`` and
   through a sync ``Tracker``'s ``track_async`` on the same loop;
 - ``exit_script``: a script that tracks and simply ends (the atexit hook delivers), with a
-  ``Tracker``, a ``CostManager`` or a ``RestUsageWrapper``.
+  ``Tracker``, a ``CostManager`` or a ``RestUsageWrapper``;
+- ``hookless_fork``: a process that forks children through libc's ``fork()`` (no Python
+  fork hooks run, as under uWSGI without ``py-call-osafterfork``), every process tracking
+  with ids aicm generates;
+- ``deleted_file``: a process whose queue file is deleted while it tracks, then killed -9;
+  a later process delivers what the file holds.
 
 Every shape takes a collector (``LocalCollector`` or ``CollectorProcess``) and returns a
 :class:`ShapeResult`; a shape is right when ``missing``, ``unexpected`` and
@@ -44,9 +49,11 @@ __all__ = [
     "CALC_HANDLING",
     "ShapeResult",
     "async_app",
+    "deleted_file",
     "exit_script",
     "gunicorn",
     "gunicorn_available",
+    "hookless_fork",
     "prefork",
     "threads",
 ]
@@ -430,3 +437,85 @@ def exit_script(
         note=note,
         seconds=time.monotonic() - started,
     )
+
+
+# -- a fork that skips Python's hooks -----------------------------------------------------
+
+
+def hookless_fork(
+    collector: Collector, delivery: str, children: int, n: int, workdir: Path
+) -> ShapeResult:
+    """Forks through libc's ``fork()``: every id any process got from ``track`` is stored
+    once, and no two processes' generated ids collide."""
+    started = time.monotonic()
+    run = _prefix(f"hookless-{delivery[:3]}")
+    before = _duplicates(collector)
+    try:
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "reliability._hookless_fork", delivery, run),
+                *(str(children), str(n)),
+            ],
+            env=_env(collector, delivery, workdir / f"{run}.db"),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as exc:  # a child stuck (its close never returned)
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        done = subprocess.CompletedProcess(exc.cmd, -1, out, "timed out after 120 s")
+    printed = done.stdout.split()
+    wanted = set(printed)
+    stored = [
+        str(r["response_id"])
+        for r in collector.records("track")
+        if isinstance(r.get("payload"), dict) and r["payload"].get("run") == run
+    ]
+    found = set(stored)
+    collided = len(printed) - len(wanted)  # the same id handed to two records
+    return ShapeResult(
+        name=f"hookless fork {delivery}",
+        expected=(children + 1) * n + children * n,
+        stored=len(stored),
+        duplicates=_duplicates(collector) - before + collided,
+        missing=sorted(wanted - found)[:10],
+        unexpected=sorted(found - wanted)[:10],
+        note=f"exit {done.returncode}; {len(printed)} ids printed, {collided} collided; "
+        f"{done.stderr[-300:]}".strip(),
+        seconds=time.monotonic() - started,
+    )
+
+
+# -- a queue file deleted under a running process ------------------------------------------
+
+
+def deleted_file(collector: Collector, how: str, n: int, workdir: Path) -> ShapeResult:
+    """The queue file deleted mid-run (``db`` alone or ``all`` three files), the process
+    killed -9 before sending anything: a later process finds and delivers every record."""
+    started = time.monotonic()
+    prefix = _prefix(f"deleted-{how}")
+    before = _duplicates(collector)
+    env = _env(collector, "persistent_queue", workdir / f"{prefix}.db")
+    produced = subprocess.run(
+        [sys.executable, "-m", "reliability._deleted_file", "produce", prefix, str(n), how],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    drained = subprocess.run(
+        [sys.executable, "-m", "reliability._deleted_file", "drain"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    note = (
+        f"produce exit {produced.returncode}: {produced.stdout.strip()}; drain exit"
+        f" {drained.returncode}: {drained.stdout.strip()} {drained.stderr[-300:]}"
+    ).strip()
+    expected = [f"{prefix}-{i}" for i in range(n)]
+    return _compare(f"deleted file ({how})", collector, expected, prefix, before, started, note)

@@ -223,10 +223,18 @@ class QueueStoreError(AicmError):
 
 
 class DeliveryError(AicmError):
-    """Records could not be delivered; ``pending`` counts those left."""
+    """Records could not be delivered; ``pending`` counts those left.
 
-    def __init__(self, message: str, *, pending: int = 0) -> None:
+    ``response_ids`` names the records whose fate is unknown when the service may have
+    stored them without its answer coming back (IMMEDIATE delivery): tracking them again
+    with these same ids is safe, the service counts a repeated ``response_id`` once.
+    """
+
+    def __init__(
+        self, message: str, *, pending: int = 0, response_ids: tuple[str, ...] = ()
+    ) -> None:
         self.pending = pending
+        self.response_ids = response_ids
         super().__init__(message)
 
 

@@ -25,6 +25,8 @@ from .exceptions import (
     RecordError,
     shown,
 )
+from .forks import after_fork_in_child
+from .forks import check as check_fork
 from .jsonplain import JSONValue, check_size, plain_mapping, to_plain
 
 __all__ = [
@@ -83,12 +85,12 @@ def _new_prefix() -> None:
 
 
 _new_prefix()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_prefix)
+after_fork_in_child(_new_prefix)
 
 
 def new_response_id() -> str:
     """A fresh UUID (version 4 format), unique to this call: the default idempotency key."""
+    check_fork()  # a child forked without Python's hooks must not reuse the parent's ids
     n = next(_ids)
     if n >= _ID_SPAN:  # 2.8e14 ids later: a new prefix (a lost race only skips numbers)
         _new_prefix()

@@ -51,6 +51,7 @@ from .._io.http import MAX_RECORDS_PER_REQUEST, REQUEST_DEADLINE_FACTOR, AsyncCo
 from .._io.sqlite_queue import SqliteQueue, SyncWriter, count_pending
 from .buffer import Doorbell, RecordBuffer, Waker
 from .health import DeliveryHealth, DeliveryStats, age_since, register_engine, unregister_engine
+from .loss import report_dropped, report_pending
 
 __all__ = ["DeadLetterRecord", "DeliveryEngine"]
 
@@ -60,6 +61,9 @@ _RETRYABLE = (TransportError, ServerError, RateLimitedError)
 _IMMEDIATE_MAX_DELAY = 5.0
 # Requests a memory queue's actor keeps in flight at once (see DeliveryEngine._run_memory).
 _MAX_IN_FLIGHT = 2
+# While rows under someone's lease wait in a persistent queue, how often (s) the actor looks
+# whether their owner process has ended (then they are free at once, see owners.py).
+_DEAD_OWNER_POLL = 5.0
 
 # Endpoint by value, for the rows a persistent actor claims (a dict look-up, not the Enum's).
 _ENDPOINTS = {e.value: e for e in Endpoint}
@@ -151,6 +155,16 @@ def _unreadable_row(endpoint: object, rid: object, body: object, created: object
     return None
 
 
+def _unknown_outcome(ids: tuple[str, ...]) -> str:
+    """What an IMMEDIATE failure's message adds: the service may have the records."""
+    shown_ids = ", ".join(ids[:3]) + (f", ... ({len(ids)} in all)" if len(ids) > 3 else "")
+    return (
+        " The service may have stored them without its answer coming back: tracking them"
+        " again with the same response_id (error.response_ids: "
+        f"{shown_ids}) is safe, a repeated response_id is counted once"
+    )
+
+
 def _warn_if_lease_is_short(settings: Settings) -> None:
     """Warn when a request may outlast the lease on the rows it carries.
 
@@ -219,6 +233,7 @@ class DeliveryEngine:
         self._count_lock = threading.Lock()
         self._backlog = 0
         self._oldest_pending = 0.0
+        self._owners_checked = 0.0  # time.monotonic() of the last look for ended owners
         if delivery_type is DeliveryType.MEM_QUEUE:
             self.buffer = RecordBuffer(
                 settings.queue_size,
@@ -267,6 +282,7 @@ class DeliveryEngine:
             )
             try:
                 await queue.find_strays()
+                await self._free_dead_leases(queue)
                 backlog = await queue.pending_upto(await queue.max_id())
                 oldest = await queue.oldest_pending_at()
             except BaseException:
@@ -384,9 +400,13 @@ class DeliveryEngine:
         else:
             logger.debug("enqueued %s", record.response_id)
 
-    def _discarded(self, record: WireRecord, reason: str) -> None:
-        """Count a dropped record and tell the user's ``on_discard`` (whose errors we eat)."""
-        self.stats.discard(reason)
+    def _discarded(self, record: WireRecord, reason: str, *, said: bool = False) -> None:
+        """Count a dropped record and tell the user's ``on_discard`` (whose errors we eat).
+
+        The drop is said on the log or stderr (see loss.py) unless the caller says the
+        count itself (``said``).
+        """
+        self.stats.discard(reason, said=said)
         try:
             logger.warning("dropped record %s (%s)", record.response_id, reason)
         except Exception:
@@ -408,15 +428,20 @@ class DeliveryEngine:
         groups: dict[Endpoint, list[WireRecord]] = {}
         for record in records:
             groups.setdefault(record.endpoint, []).append(record)
+        # Whatever fails, every record of the call is named in the error: those sent may
+        # be stored, and a retry of all of them with their ids is safe.
+        ids = tuple(r.response_id for r in records)
         for group in groups.values():
             for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
                 chunk = group[start : start + MAX_RECORDS_PER_REQUEST]
-                answer = await self._send_with_attempts(chunk)
+                answer = await self._send_with_attempts(chunk, ids)
                 results.extend(answer.results)
                 limits.update(answer.triggered_limits)
         return TrackResult(results=tuple(results), triggered_limits=limits)
 
-    async def _send_with_attempts(self, records: Sequence[WireRecord]) -> TrackResult:
+    async def _send_with_attempts(
+        self, records: Sequence[WireRecord], call_ids: tuple[str, ...]
+    ) -> TrackResult:
         endpoint = records[0].endpoint
         encoded = [dumps(r.wire()) for r in records]
         attempts = self.settings.max_attempts
@@ -437,8 +462,10 @@ class DeliveryEngine:
                         raise DeliveryError(
                             f"could not deliver {len(encoded)} record(s): the service asks to"
                             f" wait {retry_after:g} s before trying again (Retry-After), longer"
-                            f" than IMMEDIATE delivery waits ({_IMMEDIATE_MAX_DELAY:g} s): {exc}",
+                            f" than IMMEDIATE delivery waits ({_IMMEDIATE_MAX_DELAY:g} s): {exc}."
+                            + _unknown_outcome(call_ids),
                             pending=len(encoded),
+                            response_ids=call_ids,
                         ) from exc
                     self.stats.retried += len(encoded)
                     delay = self._policy.delay(attempt, retry_after=retry_after, rng=self._rng)
@@ -457,8 +484,10 @@ class DeliveryEngine:
             return result
         self.stats.failed += len(encoded)
         raise DeliveryError(
-            f"could not deliver {len(encoded)} record(s) after {attempts} attempts: {last}",
+            f"could not deliver {len(encoded)} record(s) after {attempts} attempts: {last}."
+            + _unknown_outcome(call_ids),
             pending=len(encoded),
+            response_ids=call_ids,
         ) from last
 
     # -- the memory actor ------------------------------------------------------------------
@@ -576,6 +605,7 @@ class DeliveryEngine:
                 if not await self._respect_backoff():
                     return
                 doorbell.reset()
+                await self._follow_the_path(queue)
                 rows = await queue.claim_tuples(limit, lease_seconds=self.settings.lease_seconds)
                 if rows:
                     items, unreadable = _claimed_items(rows)
@@ -617,6 +647,12 @@ class DeliveryEngine:
             due = await queue.next_retry_due()
             idle = self.settings.lease_seconds
             timeout = idle if due is None else min(max(due - time.time(), 0.0), idle)
+            if timeout > 0 and due is not None:
+                # Rows wait for a lease or a backoff to end: one a process that has ended
+                # held is free now, and those of a process that ends meanwhile soon.
+                if await self._free_dead_leases(queue):
+                    return
+                timeout = min(timeout, _DEAD_OWNER_POLL)
             if timeout <= 0:
                 return
             if doorbell.wait_for(waker, 1):
@@ -635,6 +671,29 @@ class DeliveryEngine:
                 await waker.wait(remaining)
             finally:
                 doorbell.cancel_wait()
+
+    async def _follow_the_path(self, queue: SqliteQueue) -> None:
+        """Before a claim: if the queue file was deleted or replaced, carry on in the file
+        at its path (see SqliteQueue.follow_the_path); if that cannot be, deliver on from
+        the old one meanwhile."""
+        try:
+            await queue.follow_the_path()
+        except QueueStoreError as exc:
+            if self.stats.last_error != f"{type(exc).__name__}: {exc}":  # once, not per claim
+                logger.error("%s", exc)
+            self._note_error(exc)
+
+    async def _free_dead_leases(self, queue: SqliteQueue) -> int:
+        """Take back rows leased by processes of this host that have ended (at most once
+        per _DEAD_OWNER_POLL while running); how many were freed."""
+        now = time.monotonic()
+        if self._owners_checked and now - self._owners_checked < _DEAD_OWNER_POLL:
+            return 0
+        self._owners_checked = now
+        freed = await queue.free_dead_leases()
+        if freed:
+            logger.info("%d queued record(s) leased by an ended process are due again", freed)
+        return freed
 
     # -- sending and sorting the answer ----------------------------------------------------
 
@@ -819,6 +878,7 @@ class DeliveryEngine:
         self.stats.failed += len(records)
         for which, why in records:
             logger.error("record %s dead-lettered: %s", which, why)
+        report_dropped(len(records), "dead_letter" if self.queue is None else "dead_row")
 
     async def _retry_later(self, items: list[_Item], delay: float, error: str) -> None:
         self._not_before = time.monotonic() + delay
@@ -974,9 +1034,9 @@ class DeliveryEngine:
             lost = self.buffer.clear()
             left = len(lost)
             if left:
-                logger.error("closed with %d undelivered record(s) in memory: lost", left)
+                report_dropped(left, "closed")
                 for record in lost:
-                    self._discarded(record, "closed")
+                    self._discarded(record, "closed", said=True)
         with anyio.CancelScope(shield=True):
             if self.queue is not None:
                 try:
@@ -991,6 +1051,7 @@ class DeliveryEngine:
                 await self.queue.close()
             if self._writer is not None:
                 await anyio.to_thread.run_sync(self._writer.close)
+        report_pending()  # drops still waiting for their line (a full queue's, say)
         return left
 
     def after_fork_in_child(self) -> None:
@@ -1040,6 +1101,8 @@ class DeliveryEngine:
                 )
             except QueueStoreError:
                 pass  # unreadable right now: the engine's own count is the next best
+            if self.queue is not None:  # delivered while the disk was full: not queued
+                backlog -= self.queue.settled_unwritten
             queued = max(0, backlog - held)
             oldest = max(0.0, time.time() - since) if backlog and since else None
             capacity = 0

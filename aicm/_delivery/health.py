@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -11,6 +10,9 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import attrs
+
+from .._core.forks import after_fork_in_child
+from .loss import report_dropped
 
 __all__ = [
     "DeliveryHealth",
@@ -63,10 +65,13 @@ class DeliveryStats:
         self.unexpected_errors = 0
         self.limits_refused = 0
 
-    def discard(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` records dropped for ``reason``."""
+    def discard(self, reason: str, n: int = 1, *, said: bool = False) -> None:
+        """Count ``n`` records dropped for ``reason``, and say so (see loss.py) unless the
+        caller has (``said``): no drop goes unseen, logging configured or not."""
         with self.lock:
             self.discarded[reason] += n
+        if not said:
+            report_dropped(n, reason)
 
 
 class _HasHealth(Protocol):
@@ -83,8 +88,7 @@ def _after_fork_in_child() -> None:
     _engines_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)
 
 
 def register_engine(engine: _HasHealth) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import anyio.abc
 from anyio.from_thread import BlockingPortal
 
 from .._core.exceptions import AicmError
+from .._core.forks import after_fork_in_child, check
 
 __all__ = ["SharedRuntime", "shared_runtime"]
 
@@ -40,8 +40,17 @@ class SharedRuntime:
         # Strong references: an owner dropped without close() still has queued records,
         # and its actor is still running; exit must deliver them.
         self._closables: set[Any] = set()
-        self.generation = 0
+        self._generation = 0
         self.close_timeout = 2.0
+
+    @property
+    def generation(self) -> int:
+        """Bumped in every forked child: objects built on an older one are the parent's.
+
+        Reading it notices a fork that skipped Python's hooks, and does their work then.
+        """
+        check()
+        return self._generation
 
     @property
     def running(self) -> bool:
@@ -153,7 +162,7 @@ class SharedRuntime:
         self._portal = None
         self._task_group = None
         self._stop = None
-        self.generation += 1
+        self._generation += 1
 
 
 _runtime = SharedRuntime()
@@ -179,5 +188,4 @@ def _close_at_process_exit() -> None:
 
 
 atexit.register(_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_runtime._after_fork_in_child)
+after_fork_in_child(_runtime._after_fork_in_child)

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -39,7 +39,9 @@ import anyio.to_thread
 import attrs
 
 from .._core.exceptions import QueueStoreError
+from .._core.forks import after_fork_in_child
 from .._core.jsonplain import loads
+from .owners import new_owner, owner_is_gone
 
 __all__ = [
     "count_pending",
@@ -67,6 +69,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+logger = logging.getLogger("aicm.delivery")
 
 # Version 2 (version 1 files are rebuilt on open, see _upgrade). A fresh row (one never
 # tried: attempts = 0) is in no index, and nothing counts ids: a track() commit writes one
@@ -178,6 +182,23 @@ _LEASED_JSON = (
     "SELECT json_group_array(json_array(id, endpoint, response_id, body,"
     " printf('%!.17g', created_at), attempts))" + _LEASED_WHERE
 )
+# With no room on the disk for a lease (see SqliteQueue: "disk full"), due rows are read,
+# not leased: the same rows a claim would take, in the same order.
+_PEEK_TRIED = (
+    "SELECT id, endpoint, response_id, body, created_at, attempts FROM records"
+    " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
+    " AND (next_attempt_at <= ? OR (lease_owner IS NULL AND id <= ?) OR lease_owner = ?)"
+    " ORDER BY next_attempt_at, id LIMIT ?"
+)
+_PEEK_FRESH = (
+    "SELECT id, endpoint, response_id, body, created_at, attempts FROM records WHERE id > ?"
+    " AND api_root = ? AND key_fp = ? AND state = 0 AND attempts = 0 ORDER BY id LIMIT ?"
+)
+_DELETE_IDS = "DELETE FROM records WHERE id IN ({})"
+_KILL_ID = (
+    "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
+    " WHERE id = ? AND state = 0"
+)
 # A fresh row below its mark would never be claimed. None of this aicm's writes makes one,
 # but a version 1 process still running on an upgraded file (ids of its own choosing)
 # might: a queue looks for such rows when it opens, and lowers the mark under them.
@@ -218,6 +239,17 @@ _OLDEST = (
     " ORDER BY id LIMIT 1"
 )
 _MAX_ID = "SELECT coalesce(max(id), 0) FROM records"
+# Owners of live leases on rows of a root and key (from the index of tried rows), and the
+# release of one owner's leases when that owner is gone (see owners.owner_is_gone).
+_LEASE_OWNERS = (
+    "SELECT DISTINCT lease_owner FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " AND attempts > 0 AND next_attempt_at > ? AND lease_owner IS NOT NULL"
+)
+_FREE_LEASES = (
+    "UPDATE records SET lease_owner = NULL, next_attempt_at = ?, last_error = ?"
+    " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0 AND next_attempt_at > ?"
+    " AND lease_owner = ?"
+)
 _HURRY = (
     "UPDATE records SET next_attempt_at = 0 WHERE api_root = ? AND key_fp = ? AND state = 0"
     " AND attempts > 0 AND lease_owner IS NULL AND next_attempt_at > ? AND id <= ?"
@@ -385,10 +417,9 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
-        before=_FORK_GATE.before_fork,
-        after_in_parent=_FORK_GATE.after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
+        before=_FORK_GATE.before_fork, after_in_parent=_FORK_GATE.after_fork_in_parent
     )
+after_fork_in_child(_after_fork_in_child)
 
 
 @attrs.frozen(kw_only=True)
@@ -624,11 +655,265 @@ def _open(path: Path, *, check_same_thread: bool) -> sqlite3.Connection:
     return conn
 
 
+# -- a queue file deleted or replaced under a running process -----------------------------
+#
+# A connection keeps using the file it opened: once that file is unlinked (deleted, or
+# replaced by a rename), rows committed through it go to an inode no later process can
+# find. Each holder of a connection notes the file's identity when it opens it, and looks
+# again after each group commit (the writers) and before each claim (the actor). When the
+# path names another file, or none, the rows still readable through the old connection
+# are moved into the file at the path (created if missing), and the holder reopens there.
+
+
+FileIdentity = tuple[int, int]  # (st_dev, st_ino)
+
+
+def file_identity(path: Path | str) -> FileIdentity | None:
+    """The identity of the file at ``path`` now, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class OpenedFile:
+    """What a connection's holder knows of the file it opened: it, and its shared memory.
+
+    SQLite keeps a WAL file and a shared-memory file beside the database. When only the
+    database is deleted those stay, still in use by the old connections: a new database
+    at the same path must not start with them (their pages are the old file's).
+    """
+
+    __slots__ = ("file", "shm")
+
+    def __init__(self, path: Path) -> None:
+        self.file = file_identity(path)
+        # (Noted again once the connection has used it: SQLite makes it on first use.)
+        self.shm = file_identity(f"{path}-shm")
+
+    def moved(self, path: Path) -> bool:
+        """Whether ``path`` names another file than the one opened (or none)."""
+        if self.file is None or file_identity(path) == self.file:
+            if self.shm is None:
+                self.shm = file_identity(f"{path}-shm")
+            return False
+        return True
+
+
+# Connections to a queue file that was deleted or replaced, kept open for good. Closing
+# the last connection to a file in WAL mode deletes, by name, the WAL and shared-memory
+# files at its path: by now those are the new file's, in use. Each is also given one
+# reference nobody holds, so that it is never freed, and so never closed, at exit either.
+_RETIRED: list[object] = []
+
+
+def _retire(conn: sqlite3.Connection) -> None:
+    _RETIRED.append(conn)
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except (ImportError, AttributeError):
+        pass  # not CPython: the list's reference keeps it open while the process runs
+
+
+_ROWS_TO_MOVE = (
+    "SELECT endpoint, response_id, body, format, api_root, key_fp, state, created_at,"
+    " last_error, dead_at FROM records ORDER BY id"
+)
+_MOVED_ROW = (
+    "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp, state,"
+    " attempts, created_at, next_attempt_at, last_error, dead_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
+    """Move every row readable through ``old`` into the queue file at ``path`` now.
+
+    Inside the fork gate and holding the file's lock in this process. The old file's
+    write lock is taken first, so that processes sharing the old file move its rows one
+    at a time (the second finds none left). Pending rows arrive fresh and unleased (one
+    in flight is sent again: the service counts a repeated response_id once); dead rows
+    stay dead. Returns how many rows were moved. Raises QueueStoreError (rows left where
+    they were) when the file at ``path`` cannot be created or is not a queue.
+    """
+    try:
+        old.execute("BEGIN IMMEDIATE")
+        rows = old.execute(_ROWS_TO_MOVE).fetchall()
+    except sqlite3.Error as exc:
+        _rollback(old)
+        raise QueueStoreError(
+            f"cannot read the rows of the deleted queue file {path}: {exc}"
+        ) from exc
+    try:
+        shm = file_identity(f"{path}-shm")
+        if shm is not None and (
+            file_identity(path) is None or opened.shm is None or shm == opened.shm
+        ):
+            # The old file's WAL and shared memory (no file at the path has any other, or
+            # they are the ones the old connection noted): the old connections keep them
+            # open; the file at the path must start without them.
+            for suffix in ("-wal", "-shm"):
+                try:
+                    os.unlink(f"{path}{suffix}")
+                except FileNotFoundError:
+                    pass
+        new = _open(path, check_same_thread=True)
+        try:
+            new.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = new.execute(_LAST_ID).fetchone()
+                now = time.time()
+                params = []
+                for offset, (e, rid, body, fmt, root, fp, state, created, error, dead) in enumerate(
+                    rows, start=int(last) + 1
+                ):
+                    dead_row = state == DEAD
+                    due = created if type(created) in (int, float) else now
+                    params.append(
+                        (
+                            offset,
+                            e,
+                            rid,
+                            body,
+                            fmt,
+                            root,
+                            fp,
+                            DEAD if dead_row else PENDING,
+                            1 if dead_row else 0,
+                            created,
+                            due,
+                            error,
+                            dead,
+                        )
+                    )
+                new.executemany(_MOVED_ROW, params)
+                new.commit()
+            except BaseException:
+                _rollback(new)
+                raise
+        finally:
+            new.close()
+        old.execute("DELETE FROM records")
+        old.commit()
+    except (sqlite3.Error, QueueStoreError) as exc:
+        _rollback(old)
+        raise QueueStoreError(
+            f"the queue file {path} was deleted or replaced while in use, and its rows could"
+            f" not be moved into a file there ({exc}); they stay in the deleted file, which"
+            " this process alone still reads and delivers from"
+        ) from exc
+    except BaseException:
+        _rollback(old)
+        raise
+    return len(rows)
+
+
+def rescue_rows(
+    conn: sqlite3.Connection, lock: threading.Lock, path: Path, opened: OpenedFile
+) -> int:
+    """:func:`_move_rows` as one operation on ``conn`` (an AsyncDB's ``run`` passes the
+    connection and the file's lock); 0 when the path still names the opened file."""
+    with _FORK_GATE, lock:
+        if not opened.moved(path):
+            return 0
+        moved = _move_rows(conn, path, opened)
+    logger.warning(
+        "the queue file %s was deleted or replaced while in use: %d row(s) moved into %s",
+        path,
+        moved,
+        path,
+    )
+    return moved
+
+
 # -- the transactions ----------------------------------------------------------------------
 #
 # Each function below is one whole operation on a connection (opened by ``_open``, so in
 # autocommit mode), run by the connection's own thread: inside the fork gate, and when it
 # writes, holding the file's lock in this process. Each call is one hop for an AsyncDB.
+
+
+_SQLITE_FULL = 13  # SQLite's result code (sqlite3.SQLITE_FULL from Python 3.11)
+
+
+def write_error(path: Path, error: BaseException) -> QueueStoreError:
+    """The error a ``track()`` whose row could not be committed raises."""
+    if disk_full(error):
+        return QueueStoreError(
+            f"no room to write to the queue file {path} (the disk, or a size limit, is full):"
+            " the record was not queued. Records queued before are still delivered; free"
+            " some space to queue more"
+        )
+    return QueueStoreError(f"could not write to {path}: {error}")
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is SQLite finding no room to write."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            return code == _SQLITE_FULL if code is not None else "is full" in str(exc)
+        exc = exc.__cause__
+    return False
+
+
+def _peek(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    owner: str,
+    api_root: str,
+    key_fp: str,
+    limit: int,
+    now: float,
+    hurried: int,
+    skip: frozenset[int],
+) -> list[tuple[Any, ...]]:
+    """The rows a claim would lease, read without writing (ids in ``skip`` left out).
+
+    Rows still leased by ``owner`` count as due: the owner holds only those in ``skip``
+    (the rest it could not give back, for want of room to write).
+    """
+    del lock  # a read
+    with _FORK_GATE:
+        found = conn.execute(_MARK, (api_root, key_fp)).fetchone()
+        mark = 0 if found is None else int(found[0])
+        rows = [
+            r
+            for r in conn.execute(
+                _PEEK_TRIED, (api_root, key_fp, now, hurried, owner, limit + len(skip))
+            ).fetchall()
+            if r[0] not in skip
+        ][:limit]
+        if len(rows) < limit:
+            fresh = conn.execute(
+                _PEEK_FRESH, (mark, api_root, key_fp, limit - len(rows) + len(skip))
+            ).fetchall()
+            rows += [r for r in fresh if r[0] not in skip][: limit - len(rows)]
+    return sorted(rows)
+
+
+def _settle_unwritten(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    acked: Sequence[int],
+    killed: Sequence[tuple[int, str]],
+    now: float,
+) -> None:
+    """Delete delivered rows and dead-letter refused ones, by id, whoever leases them."""
+
+    def work() -> None:
+        if acked:
+            top = max(acked)
+            conn.execute(_RAISE_FLOOR, (top, top))
+            for chunk in _id_chunks(acked):
+                conn.execute(_DELETE_IDS.format(_marks(len(chunk))), chunk)
+        if killed:
+            conn.executemany(_KILL_ID, [(why, now, i) for i, why in killed])
+
+    _in_transaction(conn, lock, work)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -810,6 +1095,25 @@ def _release(
     _in_transaction(conn, lock, work)
 
 
+def _free_leases(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    api_root: str,
+    key_fp: str,
+    owners: Sequence[str],
+    now: float,
+) -> int:
+    why = "its lease's owner process had ended"
+
+    def work() -> int:
+        return sum(
+            conn.execute(_FREE_LEASES, (now, why, api_root, key_fp, now, owner)).rowcount
+            for owner in owners
+        )
+
+    return _in_transaction(conn, lock, work)
+
+
 def _write_many(
     conn: sqlite3.Connection, lock: threading.Lock, sql: str, params: Sequence[Sequence[Any]]
 ) -> None:
@@ -891,12 +1195,25 @@ class SyncWriter:
         self._leader = False
         self._waiting = 0  # callers waiting for a leader's commit
         self._io = threading.Lock()  # the connection: one leader's commit, or close()
+        self._opened: OpenedFile | None = None
         self.commits = 0  # transactions committed: fewer than writes when calls overlap
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = connect(self.path, check_same_thread=False)
+            self._opened = OpenedFile(self.path)
         return self._conn
+
+    def _follow_the_path(self) -> None:
+        """After a commit: if the file was deleted or replaced meanwhile, move the rows
+        (those just committed with them) into the file at the path, and write there next."""
+        opened, conn = self._opened, self._conn
+        if opened is None or conn is None or not opened.moved(self.path):
+            return
+        rescue_rows(conn, self._lock, self.path, opened)
+        _retire(conn)
+        self._conn = None
+        self._opened = None
 
     def write(self, rows: Sequence[QueueRow]) -> None:
         """Commit ``rows``; raises :class:`QueueStoreError` if they could not be written."""
@@ -921,7 +1238,9 @@ class SyncWriter:
             if self._done_batch >= mine:
                 failure = self._failed.get(mine)
                 if failure is not None:
-                    raise QueueStoreError(f"could not write to {self.path}: {failure}") from failure
+                    if isinstance(failure, QueueStoreError):
+                        raise failure
+                    raise write_error(self.path, failure) from failure
                 return
             # Nobody is committing and our batch is still open: we commit it for everyone in it.
             self._leader = True
@@ -940,6 +1259,7 @@ class SyncWriter:
                     time.time(),
                 )
                 self.commits += 1
+                self._follow_the_path()
         except BaseException as exc:
             error = exc
             if not isinstance(exc, (sqlite3.Error, QueueStoreError)):
@@ -957,7 +1277,7 @@ class SyncWriter:
         if error is not None:
             if isinstance(error, QueueStoreError):
                 raise error
-            raise QueueStoreError(f"could not write to {self.path}: {error}") from error
+            raise write_error(self.path, error) from error
 
     def close(self) -> None:
         """Close the connection (a later write reopens it)."""
@@ -978,6 +1298,9 @@ class AsyncDB(Protocol):
     async def write_many(self, sql: str, params: Sequence[Sequence[Any]]) -> None: ...
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
     async def close(self) -> None: ...
+    async def retire(self) -> None:
+        """Stop using the connection without closing it (see :func:`_retire`)."""
+        ...
 
 
 class _ThreadDB:
@@ -1005,6 +1328,9 @@ class _ThreadDB:
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._close, limiter=self._limiter)
+
+    async def retire(self) -> None:
+        _retire(self._conn)
 
 
 class _AioDB:
@@ -1046,6 +1372,13 @@ class _AioDB:
     async def close(self) -> None:
         async with self._busy, _FORK_GATE:
             await self._conn.close()
+
+    async def retire(self) -> None:
+        async with self._busy:
+            _retire(self._raw)
+            # aiosqlite's thread then stops without closing the connection.
+            self._conn._connection = None
+            self._conn.stop()
 
 
 async def _acquire_without_blocking(lock: threading.Lock) -> None:
@@ -1097,6 +1430,9 @@ def _tune_in_gate(conn: sqlite3.Connection, lock: threading.Lock) -> None:
     del lock
     with _FORK_GATE:
         _tune(conn)
+        # A first read: SQLite opens the WAL and its shared memory now, so that the holder
+        # notes which files are this file's (see OpenedFile).
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
 
 def _prepare_schema(path: Path) -> None:
@@ -1187,11 +1523,24 @@ class SqliteQueue:
 
     def __init__(self, db: AsyncDB, path: Path, *, api_root: str, key_fp: str) -> None:
         self.db = db  # the actor's: claims, acks, reads, checkpoints
+        self._db_opened = OpenedFile(path)
+        self._following = False  # moving rows out of a deleted file (see follow_the_path)
+        self._following_lock = anyio.Lock()
+        self._writes_opened: OpenedFile | None = None
         self.path = path
         self.api_root = api_root
         self.key_fp = key_fp
-        self.owner = uuid.uuid4().hex
+        self.owner = new_owner()
         self._last_lease_until = 0.0
+        # Disk full: rows read instead of leased (held by this process alone, in memory),
+        # and what the service settled that the file could not record yet (acked ids;
+        # dead-lettered ids and why). Those are left out of claims, and written when the
+        # disk has room again. See claim_tuples.
+        self._peeked: set[int] = set()
+        self._leased_out: set[int] = set()  # leased by claims, not settled yet
+        self._unwritten_acks: set[int] = set()
+        self._unwritten_kills: dict[int, str] = {}
+        self._hurried = 0  # ids up to here are due now, backoff or not (a flush's hurry)
         # Enqueues commit on a connection (and so a thread) of their own, opened on the
         # first one: on the actor's, they would wait behind its claims, reads and
         # checkpoints, which need not hold the write lock for long, or at all.
@@ -1217,6 +1566,13 @@ class SqliteQueue:
         return cls(db, path, api_root=api_root, key_fp=key_fp)
 
     async def _guard(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
+        if not self._following and self._db_opened.moved(self.path):
+            # Every read and write goes to the file at the path: a flush counting rows
+            # in the deleted file would find none left.
+            try:
+                await self.follow_the_path()
+            except QueueStoreError:
+                pass  # the path cannot take them: carry on with the old file
         with anyio.CancelScope(shield=True):
             try:
                 result = await self.db.run(fn, *args)
@@ -1271,6 +1627,9 @@ class SqliteQueue:
                                 _insert, commit.rows, self.api_root, self.key_fp, time.time()
                             )
                             self.commits += 1
+                            opened = self._writes_opened
+                            if opened is not None and opened.moved(self.path):
+                                await self._follow_the_path_for_writes(writes, opened)
                         except Exception as exc:
                             commit.error = exc
                             self.after_commit(n, False)
@@ -1287,13 +1646,43 @@ class SqliteQueue:
     def _raise(self, error: BaseException) -> NoReturn:
         if isinstance(error, QueueStoreError):
             raise error
-        raise QueueStoreError(f"could not write to {self.path}: {error}") from error
+        raise write_error(self.path, error) from error
 
     async def _open_writes(self) -> AsyncDB:
         async with self._opening_writes:
             if self._writes is None:
                 self._writes = await _connect_async(self.path)
+                self._writes_opened = OpenedFile(self.path)
             return self._writes
+
+    async def _follow_the_path_for_writes(self, writes: AsyncDB, opened: OpenedFile) -> None:
+        """The file was deleted or replaced: move the rows (these commits' with them) into
+        the file at the path, and write there next; raises QueueStoreError if impossible."""
+        try:
+            await writes.run(rescue_rows, self.path, opened)
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"moving rows into {self.path} failed: {exc}") from exc
+        self._writes = None
+        self._writes_opened = None
+        await writes.retire()
+
+    async def follow_the_path(self) -> None:
+        """The actor's connection: if the file was deleted or replaced, move what the old
+        one still holds into the file at the path, and go on there. When that cannot be
+        done the actor goes on delivering from the old file (raises QueueStoreError)."""
+        async with self._following_lock:
+            if not self._db_opened.moved(self.path):
+                return
+            self._following = True
+            try:
+                await self._guard("move rows", rescue_rows, self.path, self._db_opened)
+                new_db = await open_async_db(self.path)
+            finally:
+                self._following = False
+            old, self.db = self.db, new_db
+            self._db_opened = OpenedFile(self.path)
+            self._last_lease_until = 0.0
+            await old.retire()
 
     async def claim(self, limit: int, *, lease_seconds: float) -> list[ClaimedRow]:
         """Lease up to ``limit`` due rows of this root and key; returned in id order.
@@ -1313,39 +1702,157 @@ class SqliteQueue:
     ) -> list[tuple[int, str, str, str, float, int]]:
         """:meth:`claim`, as tuples (id, endpoint, response_id, body, created_at, attempts)."""
         now = time.time()
-        # Each claim's expiry differs from the last one's: it names the claim's rows.
-        until = max(now + lease_seconds, self._last_lease_until + 0.001)
-        self._last_lease_until = until
-        rows: list[Any] = await self._guard(
-            "claim", _claim, self.owner, self.api_root, self.key_fp, limit, now, until
+        if self._unwritten_acks or self._unwritten_kills:
+            await self._write_unwritten()
+        if not self._peeked:
+            # Each claim's expiry differs from the last one's: it names the claim's rows.
+            until = max(now + lease_seconds, self._last_lease_until + 0.001)
+            self._last_lease_until = until
+            try:
+                rows: list[Any] = await self._guard(
+                    "claim", _claim, self.owner, self.api_root, self.key_fp, limit, now, until
+                )
+            except QueueStoreError as exc:
+                if not disk_full(exc):
+                    raise
+            else:
+                self._hurried = 0
+                self._leased_out.update(r[0] for r in rows)
+                return rows
+        # No room on the disk for a lease: delivering what is queued must not need any.
+        # Due rows are read instead, and held in this process's memory while they are
+        # sent; another process sharing the file may send them too (the service counts a
+        # repeated response_id once).
+        skip = frozenset(
+            self._peeked | self._leased_out | self._unwritten_acks | self._unwritten_kills.keys()
         )
+        rows = await self._guard(
+            "read",
+            _peek,
+            self.owner,
+            self.api_root,
+            self.key_fp,
+            limit,
+            now,
+            self._hurried,
+            skip,
+        )
+        self._peeked.update(r[0] for r in rows)
         return rows
+
+    async def _write_unwritten(self) -> None:
+        """Record what the service settled while the disk was full, if there is room now."""
+        acks = sorted(self._unwritten_acks)
+        kills = sorted(self._unwritten_kills.items())
+        try:
+            await self._guard("ack", _settle_unwritten, acks, kills, time.time())
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return
+        self._unwritten_acks.difference_update(acks)
+        for i, _ in kills:
+            self._unwritten_kills.pop(i, None)
+
+    def _split(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """``ids`` read while the disk was full, and the leased ones (no longer held)."""
+        self._leased_out.difference_update(ids)
+        peeked = self._peeked
+        if not peeked:
+            return [], list(ids)
+        read = [i for i in ids if i in peeked]
+        if not read:
+            return [], list(ids)
+        peeked.difference_update(read)
+        taken = set(read)
+        return read, [i for i in ids if i not in taken]
 
     async def find_strays(self) -> None:
         """Make sure no fresh row is left below its claim mark (see _STRAY): on opening."""
         await self._guard("read", _lower_mark_under_strays, self.api_root, self.key_fp)
 
+    async def free_dead_leases(self) -> int:
+        """Make rows leased by processes of this host that no longer run due now.
+
+        Returns how many rows were freed. A lease whose owner cannot be judged (another
+        host, another platform) is left to expire by itself.
+        """
+        now = time.time()
+        owners = await self._read(_LEASE_OWNERS, (self.api_root, self.key_fp, now))
+        gone = [o for (o,) in owners if o != self.owner and owner_is_gone(str(o))]
+        if not gone:
+            return 0
+        try:
+            rows: int = await self._guard(
+                "free leases", _free_leases, self.api_root, self.key_fp, gone, now
+            )
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return 0  # (the leases run out by themselves)
+        return rows
+
     async def ack(self, ids: Sequence[int]) -> None:
-        """Delete delivered rows (those this owner still holds)."""
-        if ids:
-            await self._guard("ack", _ack, self.owner, ids)
+        """Delete delivered rows (those this owner still holds).
+
+        With the disk full the deletion waits in memory (the rows are left out of claims
+        meanwhile); a process starting before it is written sends them again.
+        """
+        if not ids:
+            return
+        read, leased = self._split(ids)
+        try:
+            if leased:
+                await self._guard("ack", _ack, self.owner, leased)
+            if read:
+                await self._guard("ack", _settle_unwritten, read, (), time.time())
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            self._unwritten_acks.update(ids)
 
     async def release(self, ids: Sequence[int], *, delay: float, error: str) -> None:
         """Give leased rows back, due again in ``delay`` seconds."""
-        if ids:
+        if not ids:
+            return
+        _, leased = self._split(ids)  # rows only read were never taken from the file
+        if leased:
             due = time.time() + delay
-            await self._guard("release", _release, self.owner, ids, due, error)
+            try:
+                await self._guard("release", _release, self.owner, leased, due, error)
+            except QueueStoreError as exc:
+                if not disk_full(exc):
+                    raise
+                # Still leased to this owner in the file: claims made by reading take
+                # them again (see _peek); other processes wait for the lease to end.
 
     async def kill(self, reasons: Sequence[tuple[int, str]]) -> None:
         """Dead-letter rows (those this owner still holds), each with its reason."""
-        if reasons:
-            now = time.time()
-            params = [(why, now, i, self.owner) for i, why in reasons]
-            await self._guard("dead-letter", _write_many, _KILL, params)
+        if not reasons:
+            return
+        now = time.time()
+        read, leased = self._split([i for i, _ in reasons])
+        why = dict(reasons)
+        try:
+            if leased:
+                params = [(why[i], now, i, self.owner) for i in leased]
+                await self._guard("dead-letter", _write_many, _KILL, params)
+            if read:
+                await self._guard(
+                    "dead-letter", _settle_unwritten, (), [(i, why[i]) for i in read], now
+                )
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            self._unwritten_kills.update(why)
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the file (see :func:`_checkpoint`); the actor calls this."""
-        await self._guard("checkpoint", _checkpoint)
+        try:
+            await self._guard("checkpoint", _checkpoint)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise  # (full: the WAL stays as it is until there is room)
 
     async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return await self._guard("read", _read, sql, params)
@@ -1369,17 +1876,36 @@ class SqliteQueue:
         return int(rows[0][0])
 
     async def pending_upto(self, max_id: int) -> int:
-        """How many pending rows of this root and key have ``id <= max_id``."""
+        """How many pending rows of this root and key have ``id <= max_id``.
+
+        Rows delivered or dead-lettered while the disk was full count as settled.
+        """
         rows = await self._read(_PENDING_UPTO, (self.api_root, self.key_fp, max_id))
-        return int(rows[0][0])
+        settled = self._unwritten_acks | self._unwritten_kills.keys()
+        return max(0, int(rows[0][0]) - sum(1 for i in settled if i <= max_id))
 
     async def hurry(self, max_id: int) -> None:
         """Make rows waiting out a backoff due now (a flush wants them delivered)."""
         params = [(self.api_root, self.key_fp, time.time(), max_id)]
-        await self._guard("hurry", _write_many, _HURRY, params)
+        self._hurried = max(self._hurried, max_id)  # for claims made by reading
+        try:
+            await self._guard("hurry", _write_many, _HURRY, params)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+
+    @property
+    def settled_unwritten(self) -> int:
+        """Rows the service settled that a full disk kept from being recorded in the file."""
+        return len(self._unwritten_acks) + len(self._unwritten_kills)
 
     async def close(self) -> None:
-        """Close the connections."""
+        """Close the connections (recording first what a full disk kept unwritten, if it can)."""
+        if self._unwritten_acks or self._unwritten_kills:
+            try:
+                await self._write_unwritten()
+            except QueueStoreError:
+                pass  # the rows stay pending: a later process sends them again
         writes, self._writes = self._writes, None
         try:
             if writes is not None:

@@ -94,3 +94,75 @@ def test_kill_nine_loses_nothing(collector: LocalCollector, api_key: str, tmp_pa
     # Resends after a kill between the service's store and our ack are expected; the
     # service's dedup absorbs them. Report how many there were.
     print(f"\n{len(promised)} promised, {len(stored)} stored, {duplicates(collector)} resent")
+
+
+_LEASE_HOLDER = """
+import sys, time
+from aicm import Tracker
+db_path, base = sys.argv[1], sys.argv[2]
+tracker = Tracker(
+    delivery_type="persistent_queue", db_path=db_path, aicm_api_base=base, batch_interval=0.02
+)
+for n in range(50):
+    tracker.track("openai", "openai::gpt-4o", {"input_tokens": n}, response_id=f"held-{n}")
+print("tracked", flush=True)
+time.sleep(600)
+"""
+
+
+def _leased(db_path: str) -> int:
+    with sqlite3.connect(db_path) as conn:
+        found: int = conn.execute(
+            "SELECT count(*) FROM records WHERE lease_owner IS NOT NULL AND next_attempt_at > ?",
+            (time.time(),),
+        ).fetchone()[0]
+    return found
+
+
+def test_a_killed_owners_lease_is_free_at_once(
+    collector: LocalCollector, api_key: str, tmp_path: Path
+) -> None:
+    """Rows a kill -9'd process had leased (its request hung) are sent at once by the next
+    process, not after lease_seconds (60 s)."""
+    from aicm.collector import Faults
+
+    db_path = str(tmp_path / "held.db")
+    collector.set_faults(Faults(latency=2.0))  # the service hangs: the batch stays leased
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AICM_")}
+    env["AICM_API_KEY"] = api_key
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LEASE_HOLDER, db_path, collector.api_base],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "tracked"
+        deadline = time.monotonic() + 10
+        while _leased(db_path) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _leased(db_path) == 50, "the producer never leased its rows"
+        late = time.monotonic() + 2.5  # when the hung request has surely ended
+    finally:
+        proc.kill()
+        proc.wait(10)
+    collector.set_faults(Faults())
+    from aicm import Tracker
+
+    started = time.monotonic()
+    tracker = Tracker(
+        delivery_type="persistent_queue",
+        db_path=db_path,
+        aicm_api_key=api_key,
+        aicm_api_base=collector.api_base,
+    )
+    try:
+        left = tracker.flush(10)
+    finally:
+        tracker.close(5)
+    assert left == 0
+    assert time.monotonic() - started < 5
+    # (The hung request may still store its copy: the service's dedup absorbs it.)
+    assert set(stored_ids(collector)) == {f"held-{n}" for n in range(50)}
+    time.sleep(max(0.0, late - time.monotonic()))  # not into the next test's collector

@@ -197,3 +197,26 @@ def test_eight_threads_track_concurrently(
     assert duplicates(collector) == 0
     assert health.sent == 16_000
     assert health.discarded == {}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("delivery", ["mem_queue", "persistent_queue"])
+def test_a_fork_that_skips_pythons_hooks(
+    collector: LocalCollector, connection: dict[str, str], tmp_path: Path, delivery: str
+) -> None:
+    """After a libc fork() (no at-fork hooks ran) the child delivers its own records with
+    ids of its own, and neither process loses or merges a record."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AICM_")}
+    env.update(AICM_API_KEY=connection["aicm_api_key"], AICM_API_BASE=collector.api_base)
+    done = subprocess.run(
+        [sys.executable, str(HERE / "hookless_fork_producer.py"), delivery, str(tmp_path / "q")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["child", "0", "parent", "0"]
+    ids = stored_ids(collector)
+    assert len(set(ids)) == 50  # 10 before the fork, 20 in each process after it
+    assert duplicates(collector) == 0

@@ -320,3 +320,32 @@ def test_raising_on_discard_never_reaches_the_caller(
         assert tracker.health().worker_alive
         assert tracker.flush(5) == 0
     assert sorted(stored_ids(collector)) == sorted(ids[4:])
+
+
+async def test_immediate_unknown_outcome_names_the_records(
+    collector: LocalCollector, connection: dict[str, str]
+) -> None:
+    """IMMEDIATE with no answer in time: DeliveryError.response_ids names what was sent (one
+    for track, all for track_batch), and tracking them again is counted once."""
+    from aicm import DeliveryError
+
+    collector.set_faults(Faults(latency=0.6))  # stored, but the answer comes too late
+    async with AsyncTracker(**connection, delivery_type="immediate", timeout=0.15) as tracker:
+        with pytest.raises(DeliveryError) as raised:
+            await tracker.track(API, SERVICE, USAGE, response_id="unsure-1")
+        assert raised.value.response_ids == ("unsure-1",)
+        assert "same response_id" in str(raised.value)
+        assert "is safe" in str(raised.value)
+        batch = [
+            {"api_id": API, "service_key": SERVICE, "usage": USAGE, "response_id": f"unsure-b{n}"}
+            for n in range(3)
+        ]
+        with pytest.raises(DeliveryError) as raised_batch:
+            await tracker.track_batch(batch)
+        assert raised_batch.value.response_ids == ("unsure-b0", "unsure-b1", "unsure-b2")
+        await anyio.sleep(0.8)  # the late requests end on the service's side
+        collector.set_faults(Faults())
+        assert (await tracker.track(API, SERVICE, USAGE, response_id="unsure-1")).ok
+        for result in await tracker.track_batch(batch):
+            assert result.ok
+    assert sorted(set(stored_ids(collector))) == ["unsure-1", "unsure-b0", "unsure-b1", "unsure-b2"]

@@ -99,3 +99,23 @@ def test_script_that_just_ends(
     result = shapes.exit_script(collector, kind, delivery, 40, tmp_path)
     exact(result, 40)
     assert result.note == "exit 0: tracked"
+
+
+@pytest.mark.parametrize("delivery", ["mem_queue", "persistent_queue"])
+def test_forks_that_skip_pythons_hooks(
+    collector: LocalCollector, tmp_path: Path, delivery: str
+) -> None:
+    """libc fork() twice (no Python fork hooks, as under uWSGI): 3 x 30 + 2 x 30 records,
+    every generated id distinct, each stored once."""
+    result = shapes.hookless_fork(collector, delivery, 2, 30, tmp_path)
+    exact(result, 150)
+    assert result.note.startswith("exit 0; 150 ids printed, 0 collided"), result.note
+
+
+@pytest.mark.parametrize("how", ["db", "all"])
+def test_queue_file_deleted_then_killed(
+    collector: LocalCollector, tmp_path: Path, how: str
+) -> None:
+    """The queue file deleted mid-run, the process killed -9: a later process delivers all 40."""
+    result = shapes.deleted_file(collector, how, 40, tmp_path)
+    exact(result, 40)

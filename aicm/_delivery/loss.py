@@ -1,0 +1,104 @@
+"""Records dropped for good are said out loud: on the log, or on stderr when nobody logs (layer 3).
+
+A library logs through a ``NullHandler``, so an application that configured no logging
+would never hear that records were lost. Every drop (a memory queue closed with records
+left, a full queue dropping its oldest, a record dead-lettered, any other discard the
+health figures count) comes here with its count: one line per reason, the first at
+once, then at most one every ``_INTERVAL`` seconds while drops go on, and what is left
+at close and at exit. The line goes to the ``aicm.delivery`` logger when some handler
+would show it, else to stderr.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+
+from .._core.forks import after_fork_in_child
+from .._io.logfile import shown_somewhere
+
+__all__ = ["report_dropped", "report_pending"]
+
+logger = logging.getLogger("aicm.delivery")
+
+_INTERVAL = 10.0
+
+# What each reason means, as the line says it.
+_WHY = {
+    "closed": "not delivered before the memory queue closed (close deadline)",
+    "queue_error": "could not be queued (the log says why)",
+    "invalid_payload": "a handling config made records that are not valid (the log says why)",
+    "tracking_error": "calls whose usage could not be read (the log says why)",
+    "not_started": "tracked before the tracker was started",
+    "backpressure": "dropped oldest first: the memory queue was full (on_full=backpressure)",
+    "dead_letter": "the service refused them (kept in memory: tracker.dead_letters())",
+    "dead_row": "the service refused them (kept as dead rows in the queue file:"
+    " `aicm queue list --state dead`)",
+    "unencodable": "could not be encoded",
+}
+
+
+class _LossReport:
+    """Counts per reason not said yet, and when each reason was last said."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.unsaid: Counter[str] = Counter()
+        self.said_at: dict[str, float] = {}
+
+    def dropped(self, n: int, reason: str) -> None:
+        if n <= 0:
+            return
+        now = time.monotonic()
+        with self.lock:
+            self.unsaid[reason] += n
+            last = self.said_at.get(reason)
+            if last is not None and now - last < _INTERVAL:
+                return
+            self.said_at[reason] = now
+            count = self.unsaid.pop(reason)
+        _say(count, reason)
+
+    def pending(self) -> None:
+        with self.lock:
+            unsaid, self.unsaid = self.unsaid, Counter()
+        for reason, count in sorted(unsaid.items()):
+            _say(count, reason)
+
+
+def _say(count: int, reason: str) -> None:
+    line = f"aicm: {count} usage record(s) not delivered: {_WHY.get(reason, reason)}"
+    try:
+        if shown_somewhere(logger):
+            logger.error("%s", line)
+        else:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+    except Exception:
+        pass  # saying it must never break the caller or the actor
+
+
+_report = _LossReport()
+
+
+def report_dropped(n: int, reason: str) -> None:
+    """``n`` records were dropped for ``reason``: say so (now, or in the next line)."""
+    _report.dropped(n, reason)
+
+
+def report_pending() -> None:
+    """Say every drop not said yet (at close and at exit)."""
+    _report.pending()
+
+
+def _after_fork_in_child() -> None:
+    global _report
+    _report = _LossReport()  # the parent says its own; a lock held at the fork stays held
+
+
+after_fork_in_child(_after_fork_in_child)
+atexit.register(report_pending)
