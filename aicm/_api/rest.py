@@ -292,7 +292,7 @@ class AsyncRestUsageWrapper(RestUsageRecorder):
     """Wrap an ``httpx.AsyncClient``: ``get``/``post``/... to ``base_url``, usage recorded.
 
     Use it with ``async with`` (delivery runs in your task group), or simply call it
-    (seed 004): the first call attaches it to the process's shared delivery worker, and
+    (as the AICostManager docs do): the first call attaches it to the process's shared delivery worker, and
     records are delivered from there; call :meth:`aclose` (or :meth:`flush`) to deliver
     what is queued before your program ends. Takes the options of every tracker
     (:class:`DeliveryOptions`); delivery defaults to ``MEM_QUEUE``.
@@ -343,7 +343,7 @@ class AsyncRestUsageWrapper(RestUsageRecorder):
         self, method: str, url: str, kwargs: Mapping[str, Any], response: httpx.Response
     ) -> None:
         if not self.started:
-            await self.attach()  # used without `async with`, as seed 004 does
+            await self.attach()  # used without `async with`, as the AICostManager docs do
         call = rest_call(method, url, self.base_url)
         host = self.cached_host_configs(call.api_id)
         if host is None:

@@ -513,9 +513,9 @@ _SCALARS = (int, float, str, bool, list, tuple)
 def _usage_object(source: PayloadSource, config: HandlingConfig, getter: Getter) -> Getter:
     """Name a single metric taken from inside the response when it is mapped to ``usage``.
 
-    Seed 004 maps ``"usage": "response_data.duration"`` (the session's ``duration``) and
-    sends ``{"duration": 12}``. A value that *is* the whole response (seed 000's
-    ``{"key": "value", "path": ""}``) is sent as it is.
+    The AICostManager docs' HeyGen config maps ``"usage": "response_data.duration"`` (the
+    streaming session's ``duration``) and sends ``{"duration": 12}``. A value that *is* the
+    whole response (``{"key": "value", "path": ""}``) is sent as it is.
     """
     if source.key != "usage":
         return getter
