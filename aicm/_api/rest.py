@@ -291,10 +291,10 @@ class RestUsageRecorder(AsyncRecorder):
 class AsyncRestUsageWrapper(RestUsageRecorder):
     """Wrap an ``httpx.AsyncClient``: ``get``/``post``/... to ``base_url``, usage recorded.
 
-    Use it with ``async with`` (delivery runs in your task group), or simply call it
-    (as the AICostManager docs do): the first call attaches it to the process's shared delivery worker, and
-    records are delivered from there; call :meth:`aclose` (or :meth:`flush`) to deliver
-    what is queued before your program ends. Takes the options of every tracker
+    Use it with ``async with`` (delivery runs in your task group), or simply call it (as
+    the AICostManager docs do): the first call attaches it to the process's shared delivery
+    worker, and records are delivered from there; call :meth:`aclose` (or :meth:`flush`) to
+    deliver what is queued before your program ends. Takes the options of every tracker
     (:class:`DeliveryOptions`); delivery defaults to ``MEM_QUEUE``.
     """
 

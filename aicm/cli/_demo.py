@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -137,7 +138,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> None:
+def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> bool:
     """Track through every part of the SDK; note each event in ``tracked`` as it goes."""
     from aicm import AsyncCostManager, DeliveryType, RestUsageWrapper, Tracker
 
@@ -201,7 +202,7 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> Non
 
     # 4. The real openai and anthropic SDKs, wrapped with no config: the built-ins record
     #    them. Their HTTP goes to in-process stand-ins (no key, no network).
-    _track_sdk_clients(base, note)
+    return _track_sdk_clients(base, note)
 
 
 # What the stand-ins answer: the usage objects of OpenAI and Anthropic, as they send them.
@@ -263,15 +264,16 @@ def _stand_in(default_client: type[Any], answer: Any) -> Any:
     return http.Client(transport=transport)
 
 
-def _track_sdk_clients(base: str, note: Any) -> None:
-    """OpenAI and Anthropic clients wrapped by a CostManager with no config (when installed)."""
+def _track_sdk_clients(base: str, note: Any) -> bool:
+    """OpenAI and Anthropic clients wrapped by a CostManager with no config: False when the
+    SDKs are not installed (nothing tracked)."""
     from aicm import CostManager
 
     try:
         import anthropic
         import openai
     except ImportError:  # the SDKs are not aicm's dependencies: this part needs them
-        return
+        return False
     prompt: Any = [{"role": "user", "content": "Say hello"}]
     with (
         openai.OpenAI(
@@ -299,6 +301,7 @@ def _track_sdk_clients(base: str, note: Any) -> None:
                     model="claude-sonnet-4-5", max_tokens=64, messages=prompt
                 )
             note("anthropic::claude-sonnet-4-5", CUSTOMERS[i % 3], ANTHROPIC_USAGE)
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -311,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     tracked: list[UsageEvent] = []
     with LocalCollector(configs=[CHAT_CONFIG, HEYGEN_CONFIG], db_path=args.db) as collector:
-        _track_everything(collector.api_base, args.records, tracked)
+        sdks = _track_everything(collector.api_base, args.records, tracked)
         # The same path as `aicm report`: the collector's file, read-only.
         track, usage = read_collector_db(collector.db_path)
         records = collector.stats().get("records", {})
@@ -347,4 +350,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.db:
             print(f"records kept in {args.db}: aicm report --db {args.db}")
+    if not sdks:
+        print(
+            "the openai and anthropic SDKs are not installed, so the demo tracked no wrapped "
+            "SDK calls: pip install 'aicm-sdk[demo]' to see them",
+            file=sys.stderr,
+        )
     return EXIT_OK if ok else EXIT_FAILURE
