@@ -64,3 +64,27 @@ def test_usage_limits_sync(collector: LocalCollector) -> None:
             client.create_usage_limit(threshold_type="limit", amount=1, period="week")
     assert progress.current_spend == price(10_000, 0)
     assert set(document["triggered_limits"]) >= {"encrypted_payload", "public_key", "key_id"}
+
+
+@pytest.mark.anyio
+async def test_progress_counts_unpriced_usage_apart(collector: LocalCollector) -> None:
+    """Progress spends only what has a price and counts the rest in unpriced_events."""
+    customer = unique("lim-unpriced")
+    async with AsyncCostManagerClient(
+        aicm_api_key=API_KEY, aicm_api_base=collector.api_base
+    ) as client:
+        limit = await client.create_usage_limit(
+            threshold_type="alert", amount=5, period="month", client=customer
+        )
+        track(collector, customer=customer, input_tokens=700, output_tokens=70)
+        track(
+            collector,
+            customer=customer,
+            input_tokens=1,
+            output_tokens=1,
+            service_key="acme-ai::rocket-1",
+        )
+        progress = await client.list_usage_limit_progress()
+    (mine,) = [p for p in progress if p.uuid == limit.uuid]
+    assert mine.current_spend == price(700, 70)
+    assert mine.extra["unpriced_events"] == 1
