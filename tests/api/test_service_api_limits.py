@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
@@ -88,3 +89,24 @@ async def test_progress_counts_unpriced_usage_apart(collector: LocalCollector) -
     (mine,) = [p for p in progress if p.uuid == limit.uuid]
     assert mine.current_spend == price(700, 70)
     assert mine.extra["unpriced_events"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_limit_with_an_end_and_a_message(collector: LocalCollector) -> None:
+    """create_usage_limit and update_usage_limit send expires_at and limit_message, which
+    come back in the limit's extra fields."""
+    ends = dt.datetime(2031, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
+    async with AsyncCostManagerClient(
+        aicm_api_key=API_KEY, aicm_api_base=collector.api_base
+    ) as client:
+        limit = await client.create_usage_limit(
+            threshold_type="limit", amount=2, period="day", expires_at=ends, limit_message="stop"
+        )
+        changed = await client.update_usage_limit(limit.uuid, limit_message="over budget")
+    assert limit.extra["limit_message"] == "stop"
+    assert limit.extra["expires_at"].startswith("2031-01-02T03:04")
+    assert changed.extra["limit_message"] == "over budget"
+    assert changed.extra["expires_at"] == limit.extra["expires_at"]
+    with CostManagerClient(aicm_api_key=API_KEY, aicm_api_base=collector.api_base) as sync:
+        moved = sync.update_usage_limit(limit.uuid, expires_at="2032-05-06T00:00:00Z")
+    assert moved.extra["expires_at"].startswith("2032-05-06")
