@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from aicm._core.exceptions import ClientRequestError, NotFoundError
+from aicm._core.limits import verify_answer
 from aicm._io.http import AsyncCostManagerClient
 from aicm._sync.client import CostManagerClient
 from aicm.collector import LocalCollector
@@ -110,3 +111,21 @@ async def test_a_limit_with_an_end_and_a_message(collector: LocalCollector) -> N
     with CostManagerClient(aicm_api_key=API_KEY, aicm_api_base=collector.api_base) as sync:
         moved = sync.update_usage_limit(limit.uuid, expires_at="2032-05-06T00:00:00Z")
     assert moved.extra["expires_at"].startswith("2032-05-06")
+
+
+@pytest.mark.anyio
+async def test_triggered_limits_async(collector: LocalCollector) -> None:
+    """The async twin's get_triggered_limits gives the signed document; its claims name the
+    limit the tracked spend reached."""
+    customer = unique("lim-trig")
+    async with AsyncCostManagerClient(
+        aicm_api_key=API_KEY, aicm_api_base=collector.api_base
+    ) as client:
+        limit = await client.create_usage_limit(
+            threshold_type="limit", amount="0.000001", period="day", client=customer
+        )
+        track(collector, customer=customer, input_tokens=50_000, output_tokens=0)
+        document = await client.get_triggered_limits()
+    verified = verify_answer(document["triggered_limits"])
+    assert [x.limit_id for x in verified.limits] == [limit.uuid]
+    assert [x.customer_key for x in verified.limits] == [customer]
