@@ -12,8 +12,7 @@ import openai
 import pytest
 from google.genai import types as gtypes
 
-from aicm import AsyncTracker, RecordError, Tracker
-from aicm._api.conveniences import SaltedHash
+from aicm import AsyncTracker, RecordError, SaltedHash, Tracker
 from aicm.collector import LocalCollector
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.providers.support import one_track, track_records
