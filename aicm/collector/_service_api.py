@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aicm._core.models import vendor_service_key
 from aicm._providers.normalize import PRICE_PROVIDERS
 from aicm._version import __version__
 from aicm.cli._pricing import PriceTable, price_usage
@@ -273,8 +274,9 @@ def usage_events(
     for r in track:
         key = str(r["service_key"])
         api_id = r.get("api_id")
-        if "::" not in key and isinstance(api_id, str):
-            key = f"{api_id}::{key}"
+        if isinstance(api_id, str):
+            # As aicm report and the usage limits name it: "openai_chat" is openai's.
+            key = vendor_service_key(api_id, key)
         payload = r.get("payload")
         usage = dict(payload) if isinstance(payload, Mapping) else {"units": payload}
         customer = r.get("customer_key") or r.get("client_customer_key")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 
 from aicm.collector import LocalCollector
-from tests.service_api_support import track
+from tests.service_api_support import price, track
 
 AUTH = {"Authorization": "Bearer sk-test"}
 
@@ -181,3 +183,23 @@ def test_api_objects_survive_a_restart_on_the_same_store(tmp_path: Path) -> None
     assert hooks == [hook.json()]
     assert got == service.json()
     assert [(c["cost_unit_id"], c["cost"]) for c in costs] == [("page", 2.0)]
+
+
+def test_an_older_record_is_priced_under_its_vendors_key(http: httpx.Client) -> None:
+    """The older /track record (api_id "openai_chat", a bare model) is the usage of
+    "openai::<model>", as aicm report and the usage limits name it, and is priced so."""
+    record = {
+        "api_id": "openai_chat",
+        "service_key": "gpt-5-mini",
+        "response_id": "legacy-1",
+        "timestamp": "2025-07-03T10:00:00Z",
+        "payload": {"prompt_tokens": 1000, "completion_tokens": 100},
+        "client_customer_key": "old-sdk",
+    }
+    assert http.post("/track", json={"tracked": [record]}).status_code == 202
+    (event,) = http.get("/usage/events/", params={"customer_key": "old-sdk"}).json()["results"]
+    costs = http.get("/costs/", params={"response_id": "legacy-1"}).json()["results"]
+    assert event["service_id"] == "openai::gpt-5-mini"
+    assert event["priced"] is True
+    assert {c["provider_id"] for c in costs} == {"openai"}
+    assert Decimal(str(math.fsum(c["cost"] for c in costs))) == price(1000, 100)
