@@ -165,10 +165,11 @@ def cost_of(amounts: Mapping[str, float], rates: Mapping[str, float] | None) -> 
 
 @attrs.frozen(kw_only=True)
 class PriceLine:
-    """One priced metric of a record: its amount and what that amount costs in USD."""
+    """One priced metric of a record: its amount, USD per unit of it, and what it costs."""
 
     metric: str
     quantity: float
+    rate: float
     cost: float
 
 
@@ -202,7 +203,9 @@ def price_usage(prices: PriceTable, service: str, usage: Any) -> Priced:
     if rates:
         amounts = usage_amounts(usage, rates)
         lines = tuple(
-            PriceLine(metric=metric, quantity=amount, cost=amount * rates[metric])
+            PriceLine(
+                metric=metric, quantity=amount, rate=rates[metric], cost=amount * rates[metric]
+            )
             for metric, amount in sorted(amounts.items())
             if metric in rates
         )
@@ -228,7 +231,13 @@ def price_usage(prices: PriceTable, service: str, usage: Any) -> Priced:
                 ("other", 1.0, other_cost),
             )
             lines = tuple(
-                PriceLine(metric=metric, quantity=quantity, cost=cost)
+                # The rate of a side is its average: cached or audio tokens cost otherwise.
+                PriceLine(
+                    metric=metric,
+                    quantity=quantity,
+                    rate=cost / quantity if quantity else cost,
+                    cost=cost,
+                )
                 for metric, quantity, cost in split
                 if cost
             )

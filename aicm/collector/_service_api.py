@@ -205,7 +205,7 @@ def priced_event(
         CostLine(
             cost_unit_id=line.metric,
             quantity=_plain_number(line.quantity),
-            cost_per_unit=line.cost / line.quantity if line.quantity else line.cost,
+            cost_per_unit=line.rate,
             cost=round(line.cost, _COST_DIGITS),
         )
         for line in price.lines
