@@ -6,13 +6,12 @@ import itertools
 from decimal import Decimal
 from typing import Any
 
+import genai_prices
+
 from aicm._sync.client import CostManagerClient
 from aicm.collector import LocalCollector
 
 API_KEY = "test-key-0123456789abcdef"
-#: The default price table's gpt-5-mini rates (USD per token).
-INPUT_RATE = Decimal("2.5e-07")
-OUTPUT_RATE = Decimal("2e-06")
 _ids = itertools.count()
 
 
@@ -47,6 +46,9 @@ def track(
     return response_id
 
 
-def price(input_tokens: int, output_tokens: int) -> Decimal:
-    """What gpt-5-mini charges for the tokens, in USD."""
-    return input_tokens * INPUT_RATE + output_tokens * OUTPUT_RATE
+def price(input_tokens: int, output_tokens: int, model: str = "gpt-5-mini") -> Decimal:
+    """What OpenAI's ``model`` charges for the tokens in USD, by genai-prices itself."""
+    usage = genai_prices.Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    result = genai_prices.calc_price(usage, model, provider_id="openai")
+    # The collector answers in floats: the same amount, as the same float reads back.
+    return Decimal(str(float(result.total_price)))

@@ -623,11 +623,13 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
             service_key,
             response,
             response_id=response_id,
-            timestamp=timestamp,
-            customer_key=customer_key,
-            context=context,
-            anonymize_fields=anonymize_fields,
-            anonymizer=anonymizer,
+            options=_llm.TrackOptions(
+                timestamp=timestamp,
+                customer_key=customer_key,
+                context=context,
+                anonymize_fields=anonymize_fields,
+                anonymizer=anonymizer,
+            ),
         )
 
     def track_llm_stream_usage(
@@ -648,12 +650,19 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
         """
         return _llm.atrack_stream(
-            _llm.stream_recorder(self.track, timestamp, customer_key, context),
+            _llm.stream_recorder(
+                self.track,
+                _llm.TrackOptions(
+                    timestamp=timestamp,
+                    customer_key=customer_key,
+                    context=context,
+                    anonymize_fields=anonymize_fields,
+                    anonymizer=anonymizer,
+                ),
+            ),
             service_key,
             stream,
             response_id=response_id,
-            anonymize_fields=anonymize_fields,
-            anonymizer=anonymizer,
         )
 
     async def submit(self, record: WireRecord) -> RecordResult:

@@ -521,11 +521,16 @@ class ServiceApiMethods:
         api_key_uuid: str | None = None,
         notification_list: Iterable[str] | None = None,
         active: bool = True,
+        expires_at: str | dt.datetime | None = None,
+        limit_message: str | None = None,
     ) -> UsageLimit:
         """``POST /usage-limits/``: ``threshold_type`` ``"alert"`` or ``"limit"``,
         ``amount`` USD per ``period`` (``"day"`` or ``"month"``), for one service
-        (``"vendor::model"``) and/or one customer (``client``) when given."""
+        (``"vendor::model"``) and/or one customer (``client``) when given; ``expires_at``
+        (ISO-8601) ends it early, ``limit_message`` is what a refused call is told."""
         fields = locals_of(locals())
+        if isinstance(expires_at, dt.datetime):
+            fields["expires_at"] = expires_at.isoformat()
         fields["amount"] = str(amount) if isinstance(amount, Decimal) else amount
         if notification_list is not None:
             fields["notification_list"] = list(notification_list)
@@ -548,9 +553,14 @@ class ServiceApiMethods:
         client: str | None = None,
         notification_list: Iterable[str] | None = None,
         active: bool | None = None,
+        api_key_uuid: str | None = None,
+        expires_at: str | dt.datetime | None = None,
+        limit_message: str | None = None,
     ) -> UsageLimit:
         """``PUT /usage-limits/{uuid}/``: the fields given change, the others stay."""
         fields = locals_of(locals(), "limit_id")
+        if isinstance(expires_at, dt.datetime):
+            fields["expires_at"] = expires_at.isoformat()
         if isinstance(amount, Decimal):
             fields["amount"] = str(amount)
         if notification_list is not None:

@@ -14,7 +14,6 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
-    Mapping,
     Sequence,
 )
 from typing import Any
@@ -25,14 +24,7 @@ from .._core.exceptions import RecordError
 from . import OPENAI, builtin_for_vendor, vendor_of
 from ._base import Builtin, Usage
 
-__all__ = ["LlmTrack", "atrack_stream", "llm_track", "redact", "track_stream"]
-
-REDACTED = "[redacted]"
-
-
-def redact(value: Any) -> Any:
-    """The default anonymizer: every value becomes ``"[redacted]"``."""
-    return REDACTED
+__all__ = ["LlmTrack", "TrackOptions", "atrack_stream", "llm_track", "track_stream"]
 
 
 @attrs.frozen(kw_only=True)
@@ -61,12 +53,7 @@ def _builtin(service_key: Any) -> tuple[Builtin, str | None]:
 
 
 def _finish(
-    found: Usage | None,
-    builtin: Builtin,
-    model: str | None,
-    response_id: str | None,
-    anonymize_fields: Iterable[str] | None,
-    anonymizer: Callable[[Any], Any] | None,
+    found: Usage | None, builtin: Builtin, model: str | None, response_id: str | None
 ) -> LlmTrack | None:
     if found is None:
         raise RecordError(
@@ -75,27 +62,12 @@ def _finish(
         )
     if not found.payload:
         return None
-    usage = found.payload
-    fields = {str(f) for f in anonymize_fields or ()}
-    if fields:
-        usage = _anonymized(usage, fields, anonymizer or redact)
     return LlmTrack(
         api_id=builtin.vendor,
         service_key=model or found.model,
-        usage=usage,
+        usage=found.payload,
         response_id=response_id if response_id is not None else found.response_id,
     )
-
-
-def _anonymized(value: Any, fields: set[str], anonymizer: Callable[[Any], Any]) -> Any:
-    if isinstance(value, Mapping):
-        return {
-            k: anonymizer(v) if k in fields else _anonymized(v, fields, anonymizer)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_anonymized(v, fields, anonymizer) for v in value]
-    return value
 
 
 def _model_kwargs(model: str | None) -> dict[str, Any]:
@@ -107,8 +79,6 @@ def llm_track(
     response: Any,
     *,
     response_id: str | None = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
 ) -> LlmTrack | None:
     """What to record for ``response``, or None when it reports no usage (nothing to bill).
 
@@ -117,21 +87,17 @@ def llm_track(
     """
     builtin, model = _builtin(service_key)
     found = builtin.usage("", _model_kwargs(model), response)
-    return _finish(found, builtin, model, response_id, anonymize_fields, anonymizer)
+    return _finish(found, builtin, model, response_id)
 
 
 def _stream_track(
-    service_key: str,
-    chunks: Sequence[Any],
-    response_id: str | None,
-    anonymize_fields: Iterable[str] | None,
-    anonymizer: Callable[[Any], Any] | None,
+    service_key: str, chunks: Sequence[Any], response_id: str | None
 ) -> LlmTrack | None:
     builtin, model = _builtin(service_key)
     if not chunks:
         return None
     found = builtin.stream_usage("", _model_kwargs(model), chunks)
-    return _finish(found, builtin, model, response_id, anonymize_fields, anonymizer)
+    return _finish(found, builtin, model, response_id)
 
 
 def track_stream(
@@ -140,12 +106,10 @@ def track_stream(
     stream: Iterable[Any],
     *,
     response_id: str | None = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
 ) -> Iterator[Any]:
     """Yield ``stream``'s events untouched; once it ends (or is left), ``record`` its usage."""
     _builtin(service_key)  # a bad service_key fails here, before the stream is read
-    return _track_stream(record, service_key, stream, response_id, anonymize_fields, anonymizer)
+    return _track_stream(record, service_key, stream, response_id)
 
 
 def _track_stream(
@@ -153,8 +117,6 @@ def _track_stream(
     service_key: str,
     stream: Iterable[Any],
     response_id: str | None,
-    anonymize_fields: Iterable[str] | None,
-    anonymizer: Callable[[Any], Any] | None,
 ) -> Iterator[Any]:
     chunks: list[Any] = []
     try:
@@ -162,7 +124,7 @@ def _track_stream(
             chunks.append(chunk)
             yield chunk
     finally:
-        track = _stream_track(service_key, chunks, response_id, anonymize_fields, anonymizer)
+        track = _stream_track(service_key, chunks, response_id)
         if track is not None:
             record(track)
 
@@ -173,12 +135,10 @@ def atrack_stream(
     stream: Any,
     *,
     response_id: str | None = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
 ) -> AsyncIterator[Any]:
     """The async twin of :func:`track_stream`, for an async iterable ``stream``."""
     _builtin(service_key)
-    return _atrack_stream(record, service_key, stream, response_id, anonymize_fields, anonymizer)
+    return _atrack_stream(record, service_key, stream, response_id)
 
 
 async def _atrack_stream(
@@ -186,8 +146,6 @@ async def _atrack_stream(
     service_key: str,
     stream: Any,
     response_id: str | None,
-    anonymize_fields: Iterable[str] | None,
-    anonymizer: Callable[[Any], Any] | None,
 ) -> AsyncIterator[Any]:
     chunks: list[Any] = []
     try:
@@ -195,7 +153,7 @@ async def _atrack_stream(
             chunks.append(chunk)
             yield chunk
     finally:
-        track = _stream_track(service_key, chunks, response_id, anonymize_fields, anonymizer)
+        track = _stream_track(service_key, chunks, response_id)
         if track is not None:
             await record(track)
 
@@ -209,16 +167,25 @@ def attach_result(response: Any, result: Any) -> None:
         pass  # a dict, a frozen object: the caller has the result from the return value
 
 
-def _track_kwargs(
-    track: LlmTrack, timestamp: Any, customer_key: str | None, context: Any
-) -> dict[str, Any]:
+@attrs.frozen(kw_only=True)
+class TrackOptions:
+    """The ``track()`` keyword arguments a caller gave beside the answer: the tracker's
+    ``track`` applies them (its defaults, and its one anonymisation: dotted paths, a
+    salted hash unless ``anonymizer`` is given)."""
+
+    timestamp: Any = None
+    customer_key: str | None = None
+    context: Any = None
+    anonymize_fields: Iterable[str] | None = None
+    anonymizer: Callable[[Any], Any] | None = None
+
+
+def _track_kwargs(track: LlmTrack, options: TrackOptions) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"response_id": track.response_id}
-    if timestamp is not None:
-        kwargs["timestamp"] = timestamp
-    if customer_key is not None:
-        kwargs["customer_key"] = customer_key
-    if context is not None:
-        kwargs["context"] = context
+    for name in ("timestamp", "customer_key", "context", "anonymize_fields", "anonymizer"):
+        value = getattr(options, name)
+        if value is not None:
+            kwargs[name] = value
     return kwargs
 
 
@@ -228,27 +195,13 @@ def track_response(
     response: Any,
     *,
     response_id: str | None = None,
-    timestamp: Any = None,
-    customer_key: str | None = None,
-    context: Any = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
+    options: TrackOptions = TrackOptions(),
 ) -> Any:
     """Record ``response`` with the tracker's ``track`` (sync); return ``response``."""
-    found = llm_track(
-        service_key,
-        response,
-        response_id=response_id,
-        anonymize_fields=anonymize_fields,
-        anonymizer=anonymizer,
-    )
+    found = llm_track(service_key, response, response_id=response_id)
     if found is not None:
-        result = track(
-            found.api_id,
-            found.service_key,
-            found.usage,
-            **_track_kwargs(found, timestamp, customer_key, context),
-        )
+        kwargs = _track_kwargs(found, options)
+        result = track(found.api_id, found.service_key, found.usage, **kwargs)
         attach_result(response, result)
     return response
 
@@ -259,42 +212,22 @@ async def atrack_response(
     response: Any,
     *,
     response_id: str | None = None,
-    timestamp: Any = None,
-    customer_key: str | None = None,
-    context: Any = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
+    options: TrackOptions = TrackOptions(),
 ) -> Any:
     """Record ``response`` with the tracker's async ``track``; return ``response``."""
-    found = llm_track(
-        service_key,
-        response,
-        response_id=response_id,
-        anonymize_fields=anonymize_fields,
-        anonymizer=anonymizer,
-    )
+    found = llm_track(service_key, response, response_id=response_id)
     if found is not None:
         result = await track(
-            found.api_id,
-            found.service_key,
-            found.usage,
-            **_track_kwargs(found, timestamp, customer_key, context),
+            found.api_id, found.service_key, found.usage, **_track_kwargs(found, options)
         )
         attach_result(response, result)
     return response
 
 
-def stream_recorder(
-    track: Callable[..., Any], timestamp: Any, customer_key: str | None, context: Any
-) -> Callable[[LlmTrack], Any]:
+def stream_recorder(track: Callable[..., Any], options: TrackOptions) -> Callable[[LlmTrack], Any]:
     """The ``record`` callable of :func:`track_stream` / :func:`atrack_stream` for a tracker."""
 
     def record(found: LlmTrack) -> Any:
-        return track(
-            found.api_id,
-            found.service_key,
-            found.usage,
-            **_track_kwargs(found, timestamp, customer_key, context),
-        )
+        return track(found.api_id, found.service_key, found.usage, **_track_kwargs(found, options))
 
     return record

@@ -8,6 +8,7 @@ the caller consumes it.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -367,6 +368,8 @@ class ServiceApiSyncMethods:
         api_key_uuid: str | None = None,
         notification_list: Iterable[str] | None = None,
         active: bool = True,
+        expires_at: str | dt.datetime | None = None,
+        limit_message: str | None = None,
     ) -> UsageLimit:
         """``POST /usage-limits/`` (``threshold_type``, ``amount``, ``period``, ...)."""
         limit: UsageLimit = self._run(self._live().create_usage_limit, **_kwargs(locals()))
@@ -388,6 +391,9 @@ class ServiceApiSyncMethods:
         client: str | None = None,
         notification_list: Iterable[str] | None = None,
         active: bool | None = None,
+        api_key_uuid: str | None = None,
+        expires_at: str | dt.datetime | None = None,
+        limit_message: str | None = None,
     ) -> UsageLimit:
         """``PUT /usage-limits/{uuid}/``: the fields given change, the others stay."""
         limit: UsageLimit = self._run(

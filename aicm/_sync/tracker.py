@@ -295,11 +295,13 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
             service_key,
             response,
             response_id=response_id,
-            timestamp=timestamp,
-            customer_key=customer_key,
-            context=context,
-            anonymize_fields=anonymize_fields,
-            anonymizer=anonymizer,
+            options=_llm.TrackOptions(
+                timestamp=timestamp,
+                customer_key=customer_key,
+                context=context,
+                anonymize_fields=anonymize_fields,
+                anonymizer=anonymizer,
+            ),
         )
 
     def track_llm_stream_usage(
@@ -316,12 +318,19 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     ) -> Iterator[Any]:
         """Yield ``stream``'s events untouched; record its usage once it ends or is left."""
         return _llm.track_stream(
-            _llm.stream_recorder(self.track, timestamp, customer_key, context),
+            _llm.stream_recorder(
+                self.track,
+                _llm.TrackOptions(
+                    timestamp=timestamp,
+                    customer_key=customer_key,
+                    context=context,
+                    anonymize_fields=anonymize_fields,
+                    anonymizer=anonymizer,
+                ),
+            ),
             service_key,
             stream,
             response_id=response_id,
-            anonymize_fields=anonymize_fields,
-            anonymizer=anonymizer,
         )
 
     @overload

@@ -38,11 +38,14 @@ NO_CUSTOMER = "-"
 def summarise_rollups(rollups: Iterable[UsageRollup], by: Sequence[str]) -> dict[str, Any]:
     """Daily rollups grouped ``by`` day, service and/or customer (JSON-ready, sorted rows).
 
-    Returns ``{"by", "cost_usd", "rows"}``; each row holds its dimensions, ``quantity``
-    and ``cost_usd`` (exact decimal sums, given as numbers).
+    Returns ``{"by", "cost_usd", "unpriced_events", "rows"}``; each row holds its
+    dimensions, ``quantity``, ``cost_usd`` (exact decimal sums, given as numbers) and
+    ``unpriced_events``: the events the service could not price, which ``cost_usd`` leaves
+    out (a rollup says how many in its ``unpriced_events``, when it knows).
     """
     costs: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
     quantities: dict[tuple[str, ...], float] = defaultdict(float)
+    unpriced: dict[tuple[str, ...], int] = defaultdict(int)
     total = Decimal(0)
     for rollup in rollups:
         values = {
@@ -53,16 +56,25 @@ def summarise_rollups(rollups: Iterable[UsageRollup], by: Sequence[str]) -> dict
         key = tuple(values[d] for d in by)
         costs[key] += rollup.cost
         quantities[key] += rollup.quantity
+        count = rollup.extra.get("unpriced_events")
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            unpriced[key] += count
         total += rollup.cost
     rows = [
         {
             **dict(zip(by, key, strict=True)),
             "quantity": _plain(quantities[key]),
             "cost_usd": float(costs[key]),
+            "unpriced_events": unpriced[key],
         }
         for key in sorted(costs)
     ]
-    return {"by": list(by), "cost_usd": float(total), "rows": rows}
+    return {
+        "by": list(by),
+        "cost_usd": float(total),
+        "unpriced_events": sum(unpriced.values()),
+        "rows": rows,
+    }
 
 
 def _plain(amount: float) -> float | int:
@@ -181,6 +193,11 @@ def run_costs(args: argparse.Namespace) -> int:
     print(
         render_table([*by, "quantity", "cost (USD)"], rows, right=right, footer=footer, style=style)
     )
+    if summary["unpriced_events"]:
+        print(
+            f"{summary['unpriced_events']} event(s) have no price and are not in the costs"
+            " (the service knows no price for their service)"
+        )
     return EXIT_OK
 
 

@@ -12,13 +12,17 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
-import httpx
+import attrs
 
 from .._core.settings import resolve_settings
-from .._version import __version__
-from ._console import EXIT_OK, CommandError, UsageError, common_parent, render_table, stdout_style
+from ._console import EXIT_OK, UsageError, common_parent, render_table, stdout_style
+
+if TYPE_CHECKING:
+    from .._core.service_models import UsageLimit
+    from .._sync.client import CostManagerClient
 
 __all__ = ["register"]
 
@@ -90,30 +94,27 @@ def _no_subcommand(parser: argparse.ArgumentParser) -> int:
     raise UsageError("choose a subcommand: list, progress, set or remove")
 
 
-def _request(
-    args: argparse.Namespace, method: str, path: str, body: Mapping[str, Any] | None = None
-) -> Any:
+def _client(args: argparse.Namespace) -> CostManagerClient:
+    """The client of the service (or collector) the command speaks to."""
+    from .._sync.client import CostManagerClient
+
     settings = resolve_settings(api_base=args.api_base)
-    key = settings.require_api_key()
-    url = settings.api_root + path
-    headers = {"Authorization": f"Bearer {key}", "User-Agent": f"aicm-sdk/{__version__}"}
-    try:
-        with httpx.Client(timeout=settings.timeout) as client:
-            response = client.request(method, url, headers=headers, json=body)
-    except httpx.HTTPError as exc:
-        raise CommandError(f"cannot reach {settings.api_root}: {exc}") from exc
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except (ValueError, AttributeError):
-            detail = response.text
-        raise CommandError(f"{method} {path}: HTTP {response.status_code}: {detail}")
-    if response.status_code == 204 or not response.content:
-        return None
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise CommandError(f"{method} {path}: the answer is not JSON") from exc
+    settings.require_api_key()
+    return CostManagerClient(settings=settings)
+
+
+def _plain(limit: UsageLimit) -> dict[str, Any]:
+    """A limit as JSON: its fields and the service's others, amounts as numbers."""
+    out: dict[str, Any] = {**limit.extra}
+    for field in attrs.fields(type(limit)):
+        if field.name != "extra":
+            out[field.name] = getattr(limit, field.name)
+    for name, value in out.items():
+        if isinstance(value, Decimal):
+            out[name] = int(value) if value == value.to_integral_value() else float(value)
+        elif isinstance(value, tuple):
+            out[name] = list(value)
+    return out
 
 
 def _cell(value: Any) -> str:
@@ -158,11 +159,15 @@ def _show(args: argparse.Namespace, data: Any, *, progress: bool = False) -> int
 
 
 def _list(args: argparse.Namespace) -> int:
-    return _show(args, _request(args, "GET", "/usage-limits/"))
+    with _client(args) as client:
+        limits = client.list_usage_limits()
+    return _show(args, [_plain(x) for x in limits])
 
 
 def _progress(args: argparse.Namespace) -> int:
-    return _show(args, _request(args, "GET", "/usage-limits/progress/"), progress=True)
+    with _client(args) as client:
+        progress = client.list_usage_limit_progress()
+    return _show(args, [_plain(x) for x in progress], progress=True)
 
 
 def _set(args: argparse.Namespace) -> int:
@@ -182,16 +187,21 @@ def _set(args: argparse.Namespace) -> int:
     if args.id is not None:
         if not body:
             raise UsageError("limits set --id ID: give at least one field to change")
-        return _show(args, _request(args, "PUT", f"/usage-limits/{args.id}/", body))
+        with _client(args) as client:
+            changed = client.update_usage_limit(args.id, **body)
+        return _show(args, _plain(changed))
     missing = [f"--{name}" for name in ("amount", "period") if name not in body]
     if missing:
         raise UsageError(f"a new limit needs {' and '.join(missing)}")
     body.setdefault("threshold_type", "limit")
-    return _show(args, _request(args, "POST", "/usage-limits/", body))
+    with _client(args) as client:
+        made = client.create_usage_limit(**body)
+    return _show(args, _plain(made))
 
 
 def _remove(args: argparse.Namespace) -> int:
-    _request(args, "DELETE", f"/usage-limits/{args.limit_id}/")
+    with _client(args) as client:
+        client.delete_usage_limit(args.limit_id)
     if args.json:
         print(json.dumps({"removed": args.limit_id}))
     else:

@@ -30,6 +30,7 @@ from .._providers.normalize import PRICE_PROVIDERS, normalize_usage
 from ._console import CommandError
 
 __all__ = [
+    "PriceLine",
     "PriceTable",
     "Priced",
     "cost_of",
@@ -163,13 +164,31 @@ def cost_of(amounts: Mapping[str, float], rates: Mapping[str, float] | None) -> 
 
 
 @attrs.frozen(kw_only=True)
+class PriceLine:
+    """One priced metric of a record: its amount, USD per unit of it, and what it costs."""
+
+    metric: str
+    quantity: float
+    rate: float
+    cost: float
+
+
+@attrs.frozen(kw_only=True)
 class Priced:
-    """The price of one record: the amounts it was priced by, USD, and whether it was."""
+    """The price of one record: the amounts it was priced by, USD, and whether it was.
+
+    ``lines`` splits ``cost`` by priced metric: a table's record has one line per metric
+    it has a rate for; a genai-prices record has ``input_tokens`` and ``output_tokens``
+    (each at genai-prices' price for that side of the call, cached and audio tokens
+    included) and ``other`` for whatever the model charges beyond them (per request, say).
+    An unpriced record has none.
+    """
 
     amounts: dict[str, float]
     cost: float
     priced: bool
     source: str  # "table", "genai-prices" or "" (unpriced)
+    lines: tuple[PriceLine, ...] = ()
 
 
 def price_usage(prices: PriceTable, service: str, usage: Any) -> Priced:
@@ -183,21 +202,56 @@ def price_usage(prices: PriceTable, service: str, usage: Any) -> Priced:
     rates = rates_for(prices, service)
     if rates:
         amounts = usage_amounts(usage, rates)
-        return Priced(amounts=amounts, cost=cost_of(amounts, rates), priced=True, source="table")
+        lines = tuple(
+            PriceLine(
+                metric=metric, quantity=amount, rate=rates[metric], cost=amount * rates[metric]
+            )
+            for metric, amount in sorted(amounts.items())
+            if metric in rates
+        )
+        return Priced(
+            amounts=amounts,
+            cost=cost_of(amounts, rates),
+            priced=True,
+            source="table",
+            lines=lines,
+        )
     vendor, sep, model = service.partition("::")
     if not sep:
         vendor, model = "", service
     counts = normalize_usage(vendor or None, usage)
     if counts:
-        cost = _genai_price(model, vendor, counts)
-        if cost is not None:
+        sides = _genai_price(model, vendor, counts)
+        if sides is not None:
             amounts = {k: float(v) for k, v in counts.items()}
-            return Priced(amounts=amounts, cost=cost, priced=True, source="genai-prices")
+            total, input_cost, output_cost, other_cost = sides
+            split = (
+                ("input_tokens", amounts["input_tokens"], input_cost),
+                ("output_tokens", amounts["output_tokens"], output_cost),
+                ("other", 1.0, other_cost),
+            )
+            lines = tuple(
+                # The rate of a side is its average: cached or audio tokens cost otherwise.
+                PriceLine(
+                    metric=metric,
+                    quantity=quantity,
+                    rate=cost / quantity if quantity else cost,
+                    cost=cost,
+                )
+                for metric, quantity, cost in split
+                if cost
+            )
+            return Priced(
+                amounts=amounts, cost=total, priced=True, source="genai-prices", lines=lines
+            )
     return Priced(amounts=usage_amounts(usage), cost=0.0, priced=False, source="")
 
 
-def _genai_price(model: str, vendor: str, counts: Mapping[str, int]) -> float | None:
-    """USD for ``counts`` of ``model`` at genai-prices' current rates; None when unknown."""
+def _genai_price(
+    model: str, vendor: str, counts: Mapping[str, int]
+) -> tuple[float, float, float, float] | None:
+    """USD for ``counts`` of ``model`` at genai-prices' current rates, as (total, input
+    side, output side, the rest); None when unknown."""
     try:
         import genai_prices
     except ImportError:  # the cli/collector extras install it; without it only tables price
@@ -213,4 +267,8 @@ def _genai_price(model: str, vendor: str, counts: Mapping[str, int]) -> float | 
             )
     except (LookupError, ValueError, TypeError):
         return None
-    return _finite(float(result.total_price))
+    total = _finite(float(result.total_price))
+    if total is None:
+        return None
+    rest = result.total_price - result.input_price - result.output_price
+    return total, float(result.input_price), float(result.output_price), float(rest)

@@ -32,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--db",
         metavar="PATH",
         default=None,
-        help="SQLite file for the records (default: a temporary file, removed on exit)",
+        help=(
+            "SQLite file for the records, customers, webhooks and custom services"
+            " (default: a temporary file, removed on exit)"
+        ),
     )
     parser.add_argument(
         "--data-dir",

@@ -28,7 +28,7 @@ from aicm.collector._logic import (
     parse_batch,
     plan_batch,
 )
-from aicm.collector._service_api import ApiObjects
+from aicm.collector._service_api import ApiObjects, custom_prices
 from aicm.collector._signing import SigningKey
 from aicm.collector._stats import CollectorStats
 from aicm.collector._store import GroupWriter, RecordStore
@@ -92,8 +92,9 @@ class Collector:
             from aicm.cli._pricing import default_prices
 
             prices = default_prices()
+        self._prices = prices
         try:
-            self.limits = LimitBook(self.data_dir, prices)
+            self.limits = LimitBook(self.data_dir, self.prices)
         except LimitError as exc:
             raise ConfigError(str(exc)) from exc
         self.signing_key = SigningKey(self.data_dir)
@@ -110,8 +111,14 @@ class Collector:
         self._stored_version = 0  # bumped whenever records are stored or forgotten
         self._rows_cache: tuple[tuple[int, float], list[UsageRow]] | None = None
         self._writer = GroupWriter(self.store)
-        #: customers, webhooks and custom services of the management API, and its prices
-        self.api_objects = ApiObjects()
+        #: customers, webhooks and custom services of the management API (in the store)
+        self.api_objects = ApiObjects(self.store)
+
+    def prices(self) -> dict[str, Mapping[str, float]]:
+        """The price table every answer prices by: the collector's table (the shipped REST
+        services unless given), and the active custom services created through the API;
+        models neither lists are priced by genai-prices."""
+        return {**self._prices, **custom_prices(self.api_objects.all("custom_services"))}
 
     def set_configs(self, configs: ConfigsSource) -> None:
         """Serve ``configs`` from now on (their ETag changes with them)."""
@@ -233,7 +240,6 @@ class Collector:
             self._stored_version += 1
         self.stats.clear()
         self.limits.clear()
-        self.api_objects.clear()
 
     def close(self) -> None:
         """Close the store (removing it if it is a temporary file, and a temporary data

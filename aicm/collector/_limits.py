@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -264,8 +264,10 @@ class UsageRow:
 class LimitBook:
     """The usage limits of one collector, kept in ``limits.json`` in its data directory."""
 
-    def __init__(self, directory: str | os.PathLike[str], prices: PriceTable) -> None:
+    def __init__(self, directory: str | os.PathLike[str], prices: Callable[[], PriceTable]) -> None:
         self.path = Path(directory) / _FILE_NAME
+        #: The price table in force (the collector's, with its custom services), read
+        #: when spend is counted.
         self.prices = prices
         self._lock = threading.Lock()
         self._limits: dict[str, UsageLimit] = {}
@@ -362,24 +364,39 @@ class LimitBook:
 
     def spend(self, limit: UsageLimit, rows: Iterable[UsageRow], now: dt.datetime) -> float:
         """Dollars of ``rows`` that count against ``limit`` in its current period."""
+        return self._spend(limit, rows, now)[0]
+
+    def _spend(
+        self, limit: UsageLimit, rows: Iterable[UsageRow], now: dt.datetime
+    ) -> tuple[float, int]:
+        """The priced spend against ``limit`` in its period, and how many of its records
+        have no price (they add nothing: an unknown price is not $0)."""
         start, end = period_bounds(limit.period, now)
+        prices = self.prices()
         costs = []
+        unpriced = 0
         for row in rows:
             if start <= row.moment < end and limit.counts(row.service, row.customer):
-                costs.append(price_usage(self.prices, row.service, row.usage).cost)
-        return math.fsum(costs)
+                price = price_usage(prices, row.service, row.usage)
+                if price.priced:
+                    costs.append(price.cost)
+                else:
+                    unpriced += 1
+        return math.fsum(costs), unpriced
 
     def progress(self, rows: list[UsageRow], now: dt.datetime) -> list[dict[str, Any]]:
-        """Each limit with its period's ``current_spend`` and ``remaining_amount``."""
+        """Each limit with its period's ``current_spend`` and ``remaining_amount``, and
+        ``unpriced_events``: the records counted by the limit that have no price."""
         out = []
         for limit in self.all():
-            spent = self.spend(limit, rows, now)
+            spent, unpriced = self._spend(limit, rows, now)
             remaining = max(0.0, float(limit.amount) - spent)
             out.append(
                 {
                     **limit.out(),
                     "current_spend": round(spent, 9),
                     "remaining_amount": round(remaining, 9),
+                    "unpriced_events": unpriced,
                 }
             )
         return out

@@ -1,14 +1,17 @@
 """The service's management API on the collector (layer 6): usage, costs, customers, ...
 
 What the collector answers is computed from what it stored: a ``/track`` or
-``/track-usage`` record is a usage event; its cost is its usage priced by the price table
-(``aicm/cli/prices.json`` unless :attr:`ApiObjects.prices` is set) and the custom
-services created, one cost event per priced metric; rollups sum both per service,
-customer and day or hour. Customers, webhooks and custom services are kept as given, for
-as long as the collector runs (they are cleared with the records). Vendors and services
-come from the price table and the records received. Answers have the shapes of the
-service's own API, so its SDK parses them: pagination by ``limit``/``offset`` with
-absolute ``next`` links, ``PUT`` as a partial update, boolean filters as ``True``/``False``.
+``/track-usage`` record is a usage event, priced as every report prices
+(:func:`aicm.cli._pricing.price_usage`): the collector's price table and the custom
+services created, else genai-prices for a model it knows. A priced event has one cost
+event per priced metric; an unpriced one has none and is counted as unpriced, never as
+$0. Rollups sum both per service, customer and day or hour. Customers, webhooks and
+custom services are kept as given in the collector's SQLite store, so they outlive a
+restart on the same file (they are cleared with the records). Vendors and services come
+from the price data (the table, genai-prices' models) and the records received. Answers
+have the shapes of the service's own API, so its SDK parses them: pagination by
+``limit``/``offset`` with absolute ``next`` links, ``PUT`` as a partial update, boolean
+filters as ``True``/``False``.
 """
 
 from __future__ import annotations
@@ -27,15 +30,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aicm._core.models import vendor_service_key
+from aicm._providers.normalize import PRICE_PROVIDERS
 from aicm._version import __version__
-from aicm.cli._pricing import PriceTable, default_prices, usage_amounts
+from aicm.cli._pricing import PriceTable, price_usage
 from aicm.collector._json import dumps, loads
 from aicm.collector._logic import api_key_matches
 
 if TYPE_CHECKING:
     from aicm.collector._collector import Collector
+    from aicm.collector._store import RecordStore
 
-__all__ = ["ApiObjects", "cost_lines", "service_api_routes", "usage_events"]
+__all__ = ["ApiObjects", "priced_event", "service_api_routes", "usage_events"]
 
 #: Every uuid the collector derives (events, vendors, services) is a uuid5 in this space,
 #: so the same record has the same id in every answer and every run.
@@ -60,6 +66,21 @@ _VENDOR_PREFIXES = (
     ("gemini-", "google"),
     ("api.heygen.com/", "heygen"),
 )
+
+
+def genai_models() -> dict[str, list[str]]:
+    """The models genai-prices prices, by the vendor name ``/track`` records use (none
+    without genai-prices installed)."""
+    try:
+        from genai_prices import data
+    except ImportError:
+        return {}
+    by_id = {provider.id: provider for provider in data.providers}
+    return {
+        vendor: [model.id for model in by_id[provider].models]
+        for vendor, provider in PRICE_PROVIDERS.items()
+        if provider in by_id
+    }
 
 
 def _id(*parts: str) -> str:
@@ -117,13 +138,6 @@ def vendor_of(service: str) -> str:
     return _NO_VENDOR
 
 
-def _rates(prices: PriceTable, service: str) -> Mapping[str, float] | None:
-    rates = prices.get(service)
-    if rates is None and "::" in service:
-        rates = prices.get(service.partition("::")[2])
-    return rates
-
-
 @attrs.frozen(kw_only=True)
 class CostLine:
     """One priced metric of a usage event."""
@@ -136,7 +150,7 @@ class CostLine:
 
 @attrs.frozen(kw_only=True)
 class Event:
-    """A stored record as the service's usage event, with its vendor, time and costs."""
+    """A stored record as the service's usage event, with its vendor, time and price."""
 
     event_id: str
     config_id: str
@@ -148,15 +162,15 @@ class Event:
     usage: dict[str, Any]
     base_url: str | None
     context: dict[str, Any] | None
+    #: False when neither the price table nor genai-prices prices it: it has no cost
+    #: lines, adds nothing to a cost, and answers count it as unpriced.
+    priced: bool
+    quantity: float
     costs: tuple[CostLine, ...]
 
     @property
     def cost(self) -> float:
         return math.fsum(line.cost for line in self.costs)
-
-    @property
-    def quantity(self) -> float:
-        return math.fsum(usage_amounts(self.usage).values())
 
     def wire(self) -> dict[str, Any]:
         """The ``UsageEvent`` answer."""
@@ -171,6 +185,7 @@ class Event:
             "base_url": self.base_url,
             "context": self.context,
             "status": "processed",
+            "priced": self.priced,
         }
 
 
@@ -179,23 +194,28 @@ def _plain_number(amount: float) -> float:
     return int(amount) if amount.is_integer() and abs(amount) < 2**53 else amount
 
 
-def cost_lines(usage: Any, rates: Mapping[str, float] | None) -> tuple[CostLine, ...]:
-    """One line per priced metric of ``usage`` (metrics without a rate cost nothing)."""
-    if not rates:
-        return ()
-    lines = []
-    for metric, amount in sorted(usage_amounts(usage, rates).items()):
-        rate = rates.get(metric)
-        if rate is not None:
-            lines.append(
-                CostLine(
-                    cost_unit_id=metric,
-                    quantity=_plain_number(amount),
-                    cost_per_unit=rate,
-                    cost=round(amount * rate, _COST_DIGITS),
-                )
-            )
-    return tuple(lines)
+def priced_event(
+    prices: PriceTable, service: str, usage: Any
+) -> tuple[bool, float, tuple[CostLine, ...]]:
+    """Whether ``usage`` of ``service`` is priced, its quantity, and one cost line per
+    priced metric, by :func:`aicm.cli._pricing.price_usage` (the pricing of every report):
+    the table's rates, else genai-prices; unpriced usage has no lines."""
+    price = price_usage(prices, service, usage)
+    lines = tuple(
+        CostLine(
+            cost_unit_id=line.metric,
+            quantity=_plain_number(line.quantity),
+            cost_per_unit=line.rate,
+            cost=round(line.cost, _COST_DIGITS),
+        )
+        for line in price.lines
+    )
+    if price.source == "genai-prices":
+        # Cached and audio tokens are parts of the input and output counts.
+        quantity = price.amounts["input_tokens"] + price.amounts["output_tokens"]
+    else:
+        quantity = math.fsum(price.amounts.values())
+    return price.priced, _plain_number(quantity), lines
 
 
 def custom_prices(services: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -254,8 +274,9 @@ def usage_events(
     for r in track:
         key = str(r["service_key"])
         api_id = r.get("api_id")
-        if "::" not in key and isinstance(api_id, str):
-            key = f"{api_id}::{key}"
+        if isinstance(api_id, str):
+            # As aicm report and the usage limits name it: "openai_chat" is openai's.
+            key = vendor_service_key(api_id, key)
         payload = r.get("payload")
         usage = dict(payload) if isinstance(payload, Mapping) else {"units": payload}
         customer = r.get("customer_key") or r.get("client_customer_key")
@@ -272,7 +293,7 @@ def usage_events(
                 usage=usage,
                 base_url=None,
                 context=r.get("context"),
-                costs=cost_lines(payload, _rates(prices, key)),
+                **_price_fields(prices, key, payload),
             )
         )
     for r in track_usage:
@@ -293,11 +314,16 @@ def usage_events(
                 usage=usage,
                 base_url=r.get("base_url"),
                 context=r.get("context"),
-                costs=cost_lines(raw, _rates(prices, key)),
+                **_price_fields(prices, key, raw),
             )
         )
     events.sort(key=lambda e: e.moment)
     return events
+
+
+def _price_fields(prices: PriceTable, service: str, usage: Any) -> dict[str, Any]:
+    priced, quantity, costs = priced_event(prices, service, usage)
+    return {"priced": priced, "quantity": quantity, "costs": costs}
 
 
 def rollups(events: Iterable[Event], *, hourly: bool) -> list[dict[str, Any]]:
@@ -315,7 +341,9 @@ def rollups(events: Iterable[Event], *, hourly: bool) -> list[dict[str, Any]]:
             "service_id": service,
             "date": period,
             "quantity": _plain_number(math.fsum(e.quantity for e in group)),
+            # The priced events' cost; the unpriced ones are counted, never costed at $0.
             "cost": round(math.fsum(e.cost for e in group), _COST_DIGITS),
+            "unpriced_events": sum(not e.priced for e in group),
         }
         for (period, service, customer), group in sorted(groups.items())
     ]
@@ -325,45 +353,37 @@ def rollups(events: Iterable[Event], *, hourly: bool) -> list[dict[str, Any]]:
 
 
 class ApiObjects:
-    """Customers, webhooks and custom services, by uuid; and the price table in use."""
+    """Customers, webhooks and custom services, by uuid, kept in the collector's store (so
+    they outlive a restart on the same database file)."""
 
-    def __init__(self, prices: PriceTable | None = None) -> None:
+    def __init__(self, store: RecordStore) -> None:
+        # Held across a uniqueness check and the write it allows.
         self._lock = threading.Lock()
-        self.prices: PriceTable = default_prices() if prices is None else prices
-        self._kinds: dict[str, dict[str, dict[str, Any]]] = {}
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget every object (the price table stays)."""
-        with self._lock:
-            self._kinds = {"customers": {}, "webhooks": {}, "custom_services": {}}
+        self._store = store
 
     def all(self, kind: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(o) for o in self._kinds[kind].values()]
+        return self._store.objects(kind)
 
     def get(self, kind: str, key: str, what: str) -> dict[str, Any]:
-        with self._lock:
-            found = self._kinds[kind].get(key)
-        if found is None:
-            raise ApiError(404, f"no {what} {key!r}")
-        return dict(found)
+        for found in self._store.objects(kind):
+            if found.get("uuid") == key:
+                return found
+        raise ApiError(404, f"no {what} {key!r}")
 
     def put(
         self, kind: str, key: str, value: dict[str, Any], unique: tuple[str, str] | None = None
     ) -> None:
         with self._lock:
-            objects = self._kinds[kind]
             if unique is not None:
                 field, what = unique
-                for other_key, other in objects.items():
-                    if other_key != key and other.get(field) == value.get(field):
+                for other in self._store.objects(kind):
+                    if other.get("uuid") != key and other.get(field) == value.get(field):
                         raise ApiError(400, f"a {what} with {field} {value.get(field)!r} exists")
-            objects[key] = value
+            self._store.put_object(kind, key, value)
 
     def delete(self, kind: str, key: str, what: str) -> None:
         with self._lock:
-            if self._kinds[kind].pop(key, None) is None:
+            if not self._store.delete_object(kind, key):
                 raise ApiError(404, f"no {what} {key!r}")
 
 
@@ -520,8 +540,9 @@ class ServiceApi:
             for c in self.collector.configs()
             if "config_id" in c and "api_id" in c
         }
-        prices = {**self.objects.prices, **custom_prices(self.objects.all("custom_services"))}
-        return usage_events(store.records("track"), store.records("track_usage"), prices, vendors)
+        return usage_events(
+            store.records("track"), store.records("track_usage"), self.collector.prices(), vendors
+        )
 
     # usage
 
@@ -764,8 +785,10 @@ class ServiceApi:
 
     def _services(self) -> dict[str, set[str]]:
         by_vendor: dict[str, set[str]] = defaultdict(set)
-        for service in self.objects.prices:
+        for service in self.collector.prices():
             by_vendor[vendor_of(service)].add(service)
+        for vendor, models in genai_models().items():
+            by_vendor[vendor].update(f"{vendor}::{model}" for model in models)
         for event in self.events():
             by_vendor[event.vendor].add(event.service_key)
         return by_vendor

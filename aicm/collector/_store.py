@@ -61,6 +61,16 @@ CREATE TABLE IF NOT EXISTS track_usage (
     received_at REAL NOT NULL,
     user_agent TEXT
 );
+
+-- The management API's customers, webhooks and custom services, as last written.
+-- (A table an older aicm of this version never reads, so the version stays.)
+CREATE TABLE IF NOT EXISTS api_object (
+    seq INTEGER PRIMARY KEY,            -- creation order, kept by updates
+    kind TEXT NOT NULL,                 -- customers, webhooks or custom_services
+    key TEXT NOT NULL,                  -- its uuid
+    value TEXT NOT NULL,                -- JSON object
+    UNIQUE (kind, key)
+);
 """
 # From version 1: the dedup keys live in memory now (the data is kept).
 _MIGRATE_FROM_V1 = """
@@ -364,14 +374,42 @@ class RecordStore:
             (n,) = self._connection().execute(f"SELECT COUNT(*) FROM {table}").fetchone()
         return int(n)
 
+    def objects(self, kind: str) -> list[dict[str, Any]]:
+        """The management API's objects of ``kind``, oldest first."""
+        with self._lock:
+            rows = (
+                self._connection()
+                .execute("SELECT value FROM api_object WHERE kind = ? ORDER BY seq", (kind,))
+                .fetchall()
+            )
+        return [loads(value) for (value,) in rows]
+
+    def put_object(self, kind: str, key: str, value: Mapping[str, Any]) -> None:
+        """Store object ``key`` of ``kind`` (replacing what it was, in its place)."""
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO api_object (kind, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+                (kind, key, dumps_text(value)),
+            )
+
+    def delete_object(self, kind: str, key: str) -> bool:
+        """Remove object ``key`` of ``kind``; False when there was none."""
+        with self._lock:
+            cursor = self._connection().execute(
+                "DELETE FROM api_object WHERE kind = ? AND key = ?", (kind, key)
+            )
+        return cursor.rowcount > 0
+
     def clear(self) -> None:
-        """Forget every stored record."""
+        """Forget every stored record and management API object."""
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN")
             try:
                 conn.execute("DELETE FROM track")
                 conn.execute("DELETE FROM track_usage")
+                conn.execute("DELETE FROM api_object")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

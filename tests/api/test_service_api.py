@@ -196,7 +196,7 @@ async def test_vendors_and_services_include_what_was_tracked(collector: LocalCol
         openai = await client.list_vendor_services("openai")
     assert "acme-ai" in {v.name for v in vendors}
     assert [(s.service_id, s.vendor) for s in services] == [("acme-ai::rocket-1", "acme-ai")]
-    assert "gpt-5-mini" in {s.service_id for s in openai}  # from the price table
+    assert "openai::gpt-5-mini" in {s.service_id for s in openai}  # from genai-prices
 
 
 # -- webhooks ------------------------------------------------------------------------------
@@ -324,3 +324,36 @@ async def test_a_next_link_off_the_api_root_is_not_followed(
     async with client_for(collector) as client:
         with pytest.raises(UnexpectedAnswerError, match="not under"):
             await client.next_page(page)
+
+
+async def test_unpriced_usage_has_no_cost_events_and_is_counted(
+    collector: LocalCollector,
+) -> None:
+    """Usage no price source knows gets no $0 cost event: the event says priced=False and
+    its rollup counts it in unpriced_events beside the priced events' cost."""
+    at = "2025-05-07T08:00:00Z"
+    customer = unique("mixed")
+    priced_id = track(
+        collector, customer=customer, input_tokens=300, output_tokens=30, timestamp=at
+    )
+    unpriced_id = track(
+        collector,
+        customer=customer,
+        input_tokens=9,
+        output_tokens=9,
+        timestamp=at,
+        service_key="acme-ai::rocket-1",
+    )
+    async with client_for(collector) as client:
+        unpriced_costs = await client.list_cost_events_by_response_id(unpriced_id)
+        priced_costs = await client.list_cost_events_by_response_id(priced_id)
+        events = {e.response_id: e async for e in client.iter_usage_events(customer_key=customer)}
+        rollups = {r.service_id: r async for r in client.iter_usage_rollups(customer_key=customer)}
+    assert unpriced_costs == []
+    assert sum((e.cost for e in priced_costs), Decimal(0)) == price(300, 30)
+    assert events[unpriced_id].extra["priced"] is False
+    assert events[priced_id].extra["priced"] is True
+    assert rollups["acme-ai::rocket-1"].extra["unpriced_events"] == 1
+    assert rollups["acme-ai::rocket-1"].cost == 0
+    assert rollups["openai::gpt-5-mini"].extra["unpriced_events"] == 0
+    assert rollups["openai::gpt-5-mini"].cost == price(300, 30)

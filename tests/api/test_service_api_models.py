@@ -65,3 +65,33 @@ def test_a_page_with_a_non_list_of_results_is_refused() -> None:
     """``results`` that is not a list is an UnexpectedAnswerError, not a TypeError."""
     with pytest.raises(UnexpectedAnswerError, match="results"):
         structure_page({"count": 1, "results": {"a": 1}}, Customer, where="test")
+
+
+def test_the_strict_bool_hook_leaves_configs_as_they_were() -> None:
+    """The management models refuse "true" for a bool, but the shared converter's other
+    users are untouched: a served config's handling_config keeps "true" and 1 as given
+    (they are data the config's own reader interprets), and a webhook's bool is strict."""
+    from aicm._core.models import ConfigsResponse, structure_config
+    from aicm._core.service_models import Webhook
+
+    served = structure_config(
+        {
+            "service_configs": [
+                {
+                    "config_id": "c1",
+                    "api_id": "heygen",
+                    "handling_config": {"stream": "true", "enabled": 1, "on": True},
+                }
+            ]
+        },
+        ConfigsResponse,
+        where="configs",
+    )
+    (config,) = served.service_configs
+    assert config.handling_config == {"stream": "true", "enabled": 1, "on": True}
+    with pytest.raises(UnexpectedAnswerError, match="active"):
+        structure_answer(
+            {"uuid": "w", "url": "https://h.test", "active": "true", "tolerance": 1},
+            Webhook,
+            where="test",
+        )

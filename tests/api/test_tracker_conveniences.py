@@ -175,3 +175,30 @@ def test_paths_address_nested_fields_and_lists() -> None:
         "b": "<5>",
     }
     assert anonymize(usage, ["missing.path"], str) is usage
+
+
+def test_sync_tracker_anonymises_before_the_queue_file(
+    collector: LocalCollector, connection: dict[str, str], tmp_path: Path
+) -> None:
+    """The sync twin on a persistent queue: the file holds only the hash, and so does the
+    collector."""
+    queue_dir = tmp_path / "queue"
+    queue_dir.mkdir()
+    with Tracker(
+        delivery_type="persistent_queue",
+        db_path=str(queue_dir / "queue.db"),
+        batch_interval=30,
+        anonymize_fields=["user.email", "author"],
+        **connection,
+    ) as tracker:
+        tracker.track("openai", "gpt-5-mini", usage_with_secrets(), response_id="sync-anon")
+        on_disk = files_bytes(queue_dir)
+        assert tracker.flush(5) == 0
+    (record,) = payloads(collector)
+    hashed = record["payload"]["user"]["email"]
+    assert hashed == SaltedHash()(SECRET_EMAIL)
+    assert hashed.encode() in on_disk
+    assert SECRET_EMAIL.encode() not in on_disk
+    assert SECRET_NAME.encode() not in on_disk
+    assert SECRET_EMAIL not in str(record)
+    assert SECRET_NAME not in str(record)

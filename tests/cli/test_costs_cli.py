@@ -115,3 +115,30 @@ def test_without_a_key_the_command_says_so(
     """No AICM_API_KEY: exit 1 and one line naming the variable."""
     assert main(["costs", "--api-base", collector.api_base]) == 1
     assert "AICM_API_KEY" in capsys.readouterr().err
+
+
+def test_unpriced_events_are_counted_not_costed(
+    collector: LocalCollector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model no price source knows is counted as unpriced per row, never as $0 of cost."""
+    monkeypatch.setenv("AICM_API_KEY", API_KEY)
+    day = "2025-07-01T09:00:00Z"
+    track(collector, customer="acme", input_tokens=100, output_tokens=10, timestamp=day)
+    for _ in range(2):
+        track(
+            collector,
+            customer="acme",
+            input_tokens=5,
+            output_tokens=5,
+            timestamp=day,
+            service_key="acme-ai::rocket-1",
+        )
+    out = json_out(capsys, "costs", "--api-base", collector.api_base, "--by", "service")
+    assert isinstance(out, dict)
+    rows = {r["service"]: r for r in out["rows"]}
+    assert rows["acme-ai::rocket-1"]["unpriced_events"] == 2
+    assert rows["openai::gpt-5-mini"]["unpriced_events"] == 0
+    assert out["unpriced_events"] == 2
+    assert Decimal(str(out["cost_usd"])) == price(100, 10)
+    assert main(["costs", "--api-base", collector.api_base]) == 0
+    assert "2 event(s) have no price" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import pytest
 
 from aicm import Tracker
 from aicm.collector import LocalCollector
+from tests.service_api_support import price
 
 from .conftest import Run, aicm_env
 
@@ -47,9 +48,10 @@ def test_set_list_progress_and_remove(
     assert "openai::gpt-5-mini" in listed.stdout
     progress = aicm("limits", "progress", "--json", env=env)
     (row,) = json.loads(progress.stdout)
-    assert (row["current_spend"], row["remaining_amount"]) == (0.25, 0.75)
+    spent = price(1_000_000, 0)
+    assert (row["current_spend"], row["remaining_amount"]) == (float(spent), float(1 - spent))
     table = aicm("limits", "progress", env=env)
-    assert "$0.250000" in table.stdout
+    assert f"${spent:.6f}" in table.stdout
     removed = aicm("limits", "remove", limit["uuid"], env=env)
     assert removed.returncode == 0, removed.stderr
     assert collector.limits() == []

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
 
 from aicm.collector import LocalCollector
-from tests.service_api_support import track
+from tests.service_api_support import price, track
 
 AUTH = {"Authorization": "Bearer sk-test"}
 
@@ -140,3 +143,63 @@ def test_a_cost_that_is_not_a_price_is_refused(http: httpx.Client) -> None:
     )
     assert answer.status_code == 422
     assert "cost_units[0].cost" in answer.json()["detail"]
+
+
+def test_api_objects_survive_a_restart_on_the_same_store(tmp_path: Path) -> None:
+    """Customers, webhooks and custom services are in the SQLite store: a collector started
+    again on the same database file and data directory answers with them, and still
+    prices a custom service's usage by them."""
+    db, data = tmp_path / "collector.sqlite3", tmp_path / "data"
+    configuration = {"cost_units": [{"name": "page", "cost": "0.5", "unit": "page"}]}
+    with (
+        LocalCollector(db_path=db, data_dir=data) as first,
+        httpx.Client(base_url=f"{first.api_base}/api/v1", headers=AUTH) as http,
+    ):
+        customer = http.post("/customers/", json={"customer_key": "kept", "name": "Kept"})
+        hook = http.post("/webhooks/", json={"url": "https://h.test/k", "secret": "s"})
+        service = http.post(
+            "/custom-services/",
+            json={"custom_service_key": "pager", "configuration": configuration},
+        )
+        renamed = http.put(f"/customers/{customer.json()['uuid']}/", json={"phone": "1"})
+        assert renamed.status_code == 200
+    with (
+        LocalCollector(db_path=db, data_dir=data) as second,
+        httpx.Client(base_url=f"{second.api_base}/api/v1", headers=AUTH) as http,
+    ):
+        customers = http.get("/customers/").json()["results"]
+        hooks = http.get("/webhooks/").json()["endpoints"]
+        got = http.get(f"/custom-services/{service.json()['uuid']}/").json()
+        tracked = {
+            "service_key": "ocr::pager",
+            "response_id": "p-1",
+            "timestamp": "2025-07-02T10:00:00Z",
+            "payload": {"page": 4},
+        }
+        assert http.post("/track", json={"tracked": [tracked]}).status_code == 202
+        costs = http.get("/costs/", params={"response_id": "p-1"}).json()["results"]
+    assert customers == [renamed.json()]
+    assert customers[0]["phone"] == "1"
+    assert hooks == [hook.json()]
+    assert got == service.json()
+    assert [(c["cost_unit_id"], c["cost"]) for c in costs] == [("page", 2.0)]
+
+
+def test_an_older_record_is_priced_under_its_vendors_key(http: httpx.Client) -> None:
+    """The older /track record (api_id "openai_chat", a bare model) is the usage of
+    "openai::<model>", as aicm report and the usage limits name it, and is priced so."""
+    record = {
+        "api_id": "openai_chat",
+        "service_key": "gpt-5-mini",
+        "response_id": "legacy-1",
+        "timestamp": "2025-07-03T10:00:00Z",
+        "payload": {"prompt_tokens": 1000, "completion_tokens": 100},
+        "client_customer_key": "old-sdk",
+    }
+    assert http.post("/track", json={"tracked": [record]}).status_code == 202
+    (event,) = http.get("/usage/events/", params={"customer_key": "old-sdk"}).json()["results"]
+    costs = http.get("/costs/", params={"response_id": "legacy-1"}).json()["results"]
+    assert event["service_id"] == "openai::gpt-5-mini"
+    assert event["priced"] is True
+    assert {c["provider_id"] for c in costs} == {"openai"}
+    assert Decimal(str(math.fsum(c["cost"] for c in costs))) == price(1000, 100)

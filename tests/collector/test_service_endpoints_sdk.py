@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from aicm._core.limits import verify_answer
 from aicm.collector import LocalCollector
 from tests.service_api_support import price, track, unique
 
@@ -162,3 +163,22 @@ def test_usage_limits(collector: LocalCollector, sdk: Any) -> None:
     assert Decimal(str(progress.current_spend)) == price(2000, 100)
     sdk.delete_usage_limit(limit.uuid)
     assert limit.uuid not in {x.uuid for x in sdk.list_usage_limits()}
+
+
+def test_triggered_limits(collector: LocalCollector, sdk: Any) -> None:
+    """Its triggered-limits call gets the collector's signed document, whose verified
+    claims name the limit the tracked spend reached."""
+    customer = unique("sdk-trig")
+    limit = sdk.create_usage_limit(
+        models.UsageLimitIn(
+            threshold_type=models.ThresholdType.LIMIT,
+            amount="0.000001",
+            period=models.Period.DAY,
+            client=customer,
+        )
+    )
+    track(collector, customer=customer, input_tokens=50_000, output_tokens=0)
+    document = sdk.get_triggered_limits()
+    verified = verify_answer(document["triggered_limits"])
+    sdk.delete_usage_limit(limit.uuid)
+    assert [x.limit_id for x in verified.limits] == [limit.uuid]

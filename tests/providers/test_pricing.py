@@ -227,3 +227,34 @@ def test_report_text_names_the_unpriced(aicm: Run, store: str, tmp_path: Path) -
     summary = json.loads(priced.stdout)
     assert summary["unpriced"] == []
     assert {r["service"]: r["cost_usd"] for r in summary["rows"]}[UNKNOWN] == 2000.0
+
+
+def test_price_lines_split_the_cost_as_genai_prices_does() -> None:
+    """A genai-prices record's lines are genai-prices' input and output prices (cached
+    tokens inside the input, at their own rate); a table's lines carry the table's rate."""
+    usage = {
+        "prompt_tokens": 10_000,
+        "completion_tokens": 500,
+        "prompt_tokens_details": {"cached_tokens": 4_000},
+    }
+    priced = price_usage({}, "openai::gpt-5-mini", usage)
+    expected = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=10_000, output_tokens=500, cache_read_tokens=4_000),
+        "gpt-5-mini",
+        provider_id="openai",
+    )
+    lines = {line.metric: line for line in priced.lines}
+    assert set(lines) == {"input_tokens", "output_tokens"}
+    assert lines["input_tokens"].cost == float(expected.input_price)
+    assert lines["input_tokens"].quantity == 10_000
+    assert lines["output_tokens"].cost == float(expected.output_price)
+    assert priced.cost == float(expected.total_price)
+    # Cached reads are cheaper, so the input side's average rate is below the list rate.
+    uncached = genai_prices.calc_price(
+        genai_prices.Usage(input_tokens=10_000), "gpt-5-mini", provider_id="openai"
+    )
+    assert lines["input_tokens"].rate < float(uncached.input_price) / 10_000
+    table = price_usage({"dub": {"seconds": 0.0001, "words": 0.5}}, "dub", {"seconds": 30})
+    assert [(x.metric, x.quantity, x.rate) for x in table.lines] == [("seconds", 30, 0.0001)]
+    unknown = price_usage({}, "acme-ai::rocket-1", {"input_tokens": 5, "output_tokens": 1})
+    assert (unknown.priced, unknown.lines) == (False, ())

@@ -12,7 +12,7 @@ import openai
 import pytest
 from google.genai import types as gtypes
 
-from aicm import AsyncTracker, RecordError, Tracker
+from aicm import AsyncTracker, RecordError, SaltedHash, Tracker
 from aicm.collector import LocalCollector
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.providers.support import one_track, track_records
@@ -75,13 +75,20 @@ async def test_openai_answer_async_with_a_full_key(
     answer = await client.responses.create(model="gpt-4o-mini", input="hi")
     async with AsyncTracker(**connection) as tracker:
         await tracker.track_llm_usage(
-            "openai::gpt-4o", answer, response_id="mine", anonymize_fields=["total_tokens"]
+            "openai::gpt-4o",
+            answer,
+            response_id="mine",
+            anonymize_fields=["total_tokens", "input_tokens_details.cached_tokens"],
         )
     record = one_track(collector)
     assert record["service_key"] == "openai::gpt-4o"  # a full key is recorded as given
     assert record["response_id"] == "mine"
     assert record["payload"]["input_tokens"] == 12
-    assert record["payload"]["total_tokens"] == "[redacted]"
+    # The tracker's one anonymisation: the default is its salted hash, as for track().
+    assert record["payload"]["total_tokens"] == SaltedHash()(answer.usage.total_tokens)
+    assert str(answer.usage.total_tokens) not in str(record["payload"]["total_tokens"])
+    cached = record["payload"]["input_tokens_details"]["cached_tokens"]  # a dotted path
+    assert cached == SaltedHash()(answer.usage.input_tokens_details.cached_tokens)
 
 
 def test_anthropic_answer_and_stream_sync(
