@@ -25,14 +25,7 @@ from .._core.exceptions import RecordError
 from . import OPENAI, builtin_for_vendor, vendor_of
 from ._base import Builtin, Usage
 
-__all__ = ["LlmTrack", "atrack_stream", "llm_track", "redact", "track_stream"]
-
-REDACTED = "[redacted]"
-
-
-def redact(value: Any) -> Any:
-    """The default anonymizer: every value becomes ``"[redacted]"``."""
-    return REDACTED
+__all__ = ["LlmTrack", "atrack_stream", "llm_track", "track_stream"]
 
 
 @attrs.frozen(kw_only=True)
@@ -61,12 +54,7 @@ def _builtin(service_key: Any) -> tuple[Builtin, str | None]:
 
 
 def _finish(
-    found: Usage | None,
-    builtin: Builtin,
-    model: str | None,
-    response_id: str | None,
-    anonymize_fields: Iterable[str] | None,
-    anonymizer: Callable[[Any], Any] | None,
+    found: Usage | None, builtin: Builtin, model: str | None, response_id: str | None
 ) -> LlmTrack | None:
     if found is None:
         raise RecordError(
@@ -75,27 +63,12 @@ def _finish(
         )
     if not found.payload:
         return None
-    usage = found.payload
-    fields = {str(f) for f in anonymize_fields or ()}
-    if fields:
-        usage = _anonymized(usage, fields, anonymizer or redact)
     return LlmTrack(
         api_id=builtin.vendor,
         service_key=model or found.model,
-        usage=usage,
+        usage=found.payload,
         response_id=response_id if response_id is not None else found.response_id,
     )
-
-
-def _anonymized(value: Any, fields: set[str], anonymizer: Callable[[Any], Any]) -> Any:
-    if isinstance(value, Mapping):
-        return {
-            k: anonymizer(v) if k in fields else _anonymized(v, fields, anonymizer)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_anonymized(v, fields, anonymizer) for v in value]
-    return value
 
 
 def _model_kwargs(model: str | None) -> dict[str, Any]:
@@ -103,12 +76,7 @@ def _model_kwargs(model: str | None) -> dict[str, Any]:
 
 
 def llm_track(
-    service_key: str,
-    response: Any,
-    *,
-    response_id: str | None = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
+    service_key: str, response: Any, *, response_id: str | None = None
 ) -> LlmTrack | None:
     """What to record for ``response``, or None when it reports no usage (nothing to bill).
 
@@ -117,21 +85,17 @@ def llm_track(
     """
     builtin, model = _builtin(service_key)
     found = builtin.usage("", _model_kwargs(model), response)
-    return _finish(found, builtin, model, response_id, anonymize_fields, anonymizer)
+    return _finish(found, builtin, model, response_id)
 
 
 def _stream_track(
-    service_key: str,
-    chunks: Sequence[Any],
-    response_id: str | None,
-    anonymize_fields: Iterable[str] | None,
-    anonymizer: Callable[[Any], Any] | None,
+    service_key: str, chunks: Sequence[Any], response_id: str | None
 ) -> LlmTrack | None:
     builtin, model = _builtin(service_key)
     if not chunks:
         return None
     found = builtin.stream_usage("", _model_kwargs(model), chunks)
-    return _finish(found, builtin, model, response_id, anonymize_fields, anonymizer)
+    return _finish(found, builtin, model, response_id)
 
 
 def track_stream(
@@ -140,12 +104,10 @@ def track_stream(
     stream: Iterable[Any],
     *,
     response_id: str | None = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
 ) -> Iterator[Any]:
     """Yield ``stream``'s events untouched; once it ends (or is left), ``record`` its usage."""
     _builtin(service_key)  # a bad service_key fails here, before the stream is read
-    return _track_stream(record, service_key, stream, response_id, anonymize_fields, anonymizer)
+    return _track_stream(record, service_key, stream, response_id)
 
 
 def _track_stream(
@@ -153,8 +115,6 @@ def _track_stream(
     service_key: str,
     stream: Iterable[Any],
     response_id: str | None,
-    anonymize_fields: Iterable[str] | None,
-    anonymizer: Callable[[Any], Any] | None,
 ) -> Iterator[Any]:
     chunks: list[Any] = []
     try:
@@ -162,7 +122,7 @@ def _track_stream(
             chunks.append(chunk)
             yield chunk
     finally:
-        track = _stream_track(service_key, chunks, response_id, anonymize_fields, anonymizer)
+        track = _stream_track(service_key, chunks, response_id)
         if track is not None:
             record(track)
 
@@ -173,12 +133,10 @@ def atrack_stream(
     stream: Any,
     *,
     response_id: str | None = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
 ) -> AsyncIterator[Any]:
     """The async twin of :func:`track_stream`, for an async iterable ``stream``."""
     _builtin(service_key)
-    return _atrack_stream(record, service_key, stream, response_id, anonymize_fields, anonymizer)
+    return _atrack_stream(record, service_key, stream, response_id)
 
 
 async def _atrack_stream(
@@ -186,8 +144,6 @@ async def _atrack_stream(
     service_key: str,
     stream: Any,
     response_id: str | None,
-    anonymize_fields: Iterable[str] | None,
-    anonymizer: Callable[[Any], Any] | None,
 ) -> AsyncIterator[Any]:
     chunks: list[Any] = []
     try:
@@ -195,7 +151,7 @@ async def _atrack_stream(
             chunks.append(chunk)
             yield chunk
     finally:
-        track = _stream_track(service_key, chunks, response_id, anonymize_fields, anonymizer)
+        track = _stream_track(service_key, chunks, response_id)
         if track is not None:
             await record(track)
 
@@ -209,17 +165,34 @@ def attach_result(response: Any, result: Any) -> None:
         pass  # a dict, a frozen object: the caller has the result from the return value
 
 
-def _track_kwargs(
-    track: LlmTrack, timestamp: Any, customer_key: str | None, context: Any
+def track_options(
+    *,
+    timestamp: Any = None,
+    customer_key: str | None = None,
+    context: Any = None,
+    anonymize_fields: Iterable[str] | None = None,
+    anonymizer: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"response_id": track.response_id}
-    if timestamp is not None:
-        kwargs["timestamp"] = timestamp
-    if customer_key is not None:
-        kwargs["customer_key"] = customer_key
-    if context is not None:
-        kwargs["context"] = context
-    return kwargs
+    """The options of the ``track()`` call that records an answer: only those given, so the
+    tracker's defaults (customer key, context) and anonymisation apply as to any call."""
+    options = {
+        "timestamp": timestamp,
+        "customer_key": customer_key,
+        "context": context,
+        "anonymize_fields": anonymize_fields,
+        "anonymizer": anonymizer,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _record_with(track: Callable[..., Any], found: LlmTrack, options: Mapping[str, Any]) -> Any:
+    return track(
+        found.api_id,
+        found.service_key,
+        found.usage,
+        response_id=found.response_id,
+        **options,
+    )
 
 
 def track_response(
@@ -228,28 +201,13 @@ def track_response(
     response: Any,
     *,
     response_id: str | None = None,
-    timestamp: Any = None,
-    customer_key: str | None = None,
-    context: Any = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
+    options: Mapping[str, Any],
 ) -> Any:
-    """Record ``response`` with the tracker's ``track`` (sync); return ``response``."""
-    found = llm_track(
-        service_key,
-        response,
-        response_id=response_id,
-        anonymize_fields=anonymize_fields,
-        anonymizer=anonymizer,
-    )
+    """Record ``response`` with the tracker's ``track`` (sync), passing it ``options`` (see
+    :func:`track_options`); return ``response``."""
+    found = llm_track(service_key, response, response_id=response_id)
     if found is not None:
-        result = track(
-            found.api_id,
-            found.service_key,
-            found.usage,
-            **_track_kwargs(found, timestamp, customer_key, context),
-        )
-        attach_result(response, result)
+        attach_result(response, _record_with(track, found, options))
     return response
 
 
@@ -259,42 +217,21 @@ async def atrack_response(
     response: Any,
     *,
     response_id: str | None = None,
-    timestamp: Any = None,
-    customer_key: str | None = None,
-    context: Any = None,
-    anonymize_fields: Iterable[str] | None = None,
-    anonymizer: Callable[[Any], Any] | None = None,
+    options: Mapping[str, Any],
 ) -> Any:
     """Record ``response`` with the tracker's async ``track``; return ``response``."""
-    found = llm_track(
-        service_key,
-        response,
-        response_id=response_id,
-        anonymize_fields=anonymize_fields,
-        anonymizer=anonymizer,
-    )
+    found = llm_track(service_key, response, response_id=response_id)
     if found is not None:
-        result = await track(
-            found.api_id,
-            found.service_key,
-            found.usage,
-            **_track_kwargs(found, timestamp, customer_key, context),
-        )
-        attach_result(response, result)
+        attach_result(response, await _record_with(track, found, options))
     return response
 
 
 def stream_recorder(
-    track: Callable[..., Any], timestamp: Any, customer_key: str | None, context: Any
+    track: Callable[..., Any], options: Mapping[str, Any]
 ) -> Callable[[LlmTrack], Any]:
     """The ``record`` callable of :func:`track_stream` / :func:`atrack_stream` for a tracker."""
 
     def record(found: LlmTrack) -> Any:
-        return track(
-            found.api_id,
-            found.service_key,
-            found.usage,
-            **_track_kwargs(found, timestamp, customer_key, context),
-        )
+        return _record_with(track, found, options)
 
     return record
