@@ -10,18 +10,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
-import httpx2
 import openai
 import pytest
 
 from aicm import AsyncCostManager
 from aicm.collector import Faults, LocalCollector
 from tests.fakes import FakeOpenAI
-from tests.providers.support import track_records
+from tests.providers.support import sdk_http, track_records
 from tests.sdk_support import openai_configs
 from tests.tracking_support import MESSAGES, usage_records
 
 pytestmark = pytest.mark.anyio
+
+ASYNC_HTTP = sdk_http(openai.DefaultAsyncHttpxClient)
 
 CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
 USAGE = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
@@ -33,8 +34,8 @@ def openai_fake() -> Iterator[FakeOpenAI]:
         yield fake
 
 
-def _answer(request: httpx2.Request) -> httpx2.Response:
-    return httpx2.Response(
+def _answer(request: Any) -> Any:
+    return ASYNC_HTTP.Response(
         200,
         json={
             "id": f"chatcmpl-{time.monotonic_ns()}",
@@ -59,7 +60,7 @@ async def test_a_plain_call_in_flight_when_a_config_arrives_is_recorded_once(
     """The call began under the built-in; the config loaded before it returned records it."""
     entered, release = anyio.Event(), anyio.Event()
 
-    async def provider(request: httpx2.Request) -> httpx2.Response:
+    async def provider(request: Any) -> Any:
         entered.set()
         await release.wait()
         return _answer(request)
@@ -69,7 +70,9 @@ async def test_a_plain_call_in_flight_when_a_config_arrives_is_recorded_once(
         openai.AsyncOpenAI(
             api_key="t",
             max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(transport=httpx2.MockTransport(provider)),
+            http_client=openai.DefaultAsyncHttpxClient(
+                transport=ASYNC_HTTP.MockTransport(provider)
+            ),
         ) as client,
         AsyncCostManager(client, enforce_limits=False, **connection) as manager,
     ):

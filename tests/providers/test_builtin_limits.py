@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 
@@ -17,6 +16,7 @@ from aicm import CostManager, UsageLimitExceeded
 from aicm.collector import LocalCollector
 from tests.api.limits_support import fresh_key
 from tests.fakes import FakeBedrock, FakeGemini
+from tests.providers.support import sdk_http
 from tests.providers.test_builtin_gemini_bedrock import (
     GEMINI_MODEL,
     NOVA,
@@ -28,6 +28,9 @@ from tests.tracking_support import MESSAGES
 
 # Below a billionth of a dollar a limit is reached before anything is spent: in force at once.
 AT_ONCE = "0.000000001"
+
+
+HTTP = sdk_http(openai.DefaultHttpxClient)
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +91,12 @@ def test_a_gemini_call_is_refused_by_the_served_models_limit(
 
 def test_a_compatible_vendors_call_is_refused_by_its_limit(collector: LocalCollector) -> None:
     """An OpenAI client pointed at Groq records ``groq::<model>``: that limit refuses it."""
-    sent: list[httpx2.Request] = []
+    sent: list[Any] = []
 
-    def groq(request: httpx2.Request) -> httpx2.Response:
+    def groq(request: Any) -> Any:
         sent.append(request)
         body = json.loads(request.content)
-        return httpx2.Response(
+        return HTTP.Response(
             200,
             json={
                 "id": "chatcmpl-groq",
@@ -116,7 +119,7 @@ def test_a_compatible_vendors_call_is_refused_by_its_limit(collector: LocalColle
         openai.OpenAI(
             api_key="t",
             base_url="https://api.groq.com/openai/v1",
-            http_client=openai.DefaultHttpxClient(transport=httpx2.MockTransport(groq)),
+            http_client=openai.DefaultHttpxClient(transport=HTTP.MockTransport(groq)),
         ) as client,
         CostManager(client, **connection) as manager,
     ):

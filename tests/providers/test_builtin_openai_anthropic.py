@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx2
 import openai
 import pytest
 
@@ -32,7 +31,7 @@ from tests.api.test_sdk_streams import (
     RESPONSE,
 )
 from tests.fakes import FakeAnthropic, FakeOpenAI
-from tests.providers.support import one_track
+from tests.providers.support import one_track, sdk_http
 from tests.sdk_support import anthropic_configs, one_record, openai_configs
 from tests.tracking_support import MESSAGES
 
@@ -55,6 +54,9 @@ RESPONSES_USAGE = {
     "output_tokens_details": {"reasoning_tokens": 0},
     "total_tokens": 17,
 }
+
+
+HTTP = sdk_http(openai.DefaultHttpxClient)
 
 
 @pytest.fixture(scope="module")
@@ -462,9 +464,9 @@ def test_openai_compatible_vendor_calls_are_recorded_under_the_vendor(
     """An OpenAI client pointed at a compatible vendor (answered in-process: no network)
     records ``vendor::model`` with the vendor's answer id and usage."""
 
-    def vendor_api(request: httpx2.Request) -> httpx2.Response:
+    def vendor_api(request: Any) -> Any:
         assert request.url.host == base_url.partition("://")[2].partition("/")[0]
-        return httpx2.Response(
+        return HTTP.Response(
             200,
             json={
                 "id": f"chatcmpl-{vendor}",
@@ -486,7 +488,7 @@ def test_openai_compatible_vendor_calls_are_recorded_under_the_vendor(
         openai.OpenAI(
             api_key="t",
             base_url=base_url,
-            http_client=openai.DefaultHttpxClient(transport=httpx2.MockTransport(vendor_api)),
+            http_client=openai.DefaultHttpxClient(transport=HTTP.MockTransport(vendor_api)),
         ) as client,
         CostManager(client, **connection) as manager,
     ):
