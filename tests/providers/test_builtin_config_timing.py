@@ -35,9 +35,15 @@ def openai_fake() -> Iterator[FakeOpenAI]:
 
 
 def _answer(request: Any) -> Any:
-    return ASYNC_HTTP.Response(
-        200,
-        json={
+    if request.url.path.endswith("/embeddings"):
+        body: dict[str, Any] = {
+            "object": "list",
+            "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4},
+        }
+    else:
+        body = {
             "id": f"chatcmpl-{time.monotonic_ns()}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -50,14 +56,16 @@ def _answer(request: Any) -> Any:
                 }
             ],
             "usage": USAGE,
-        },
-    )
+        }
+    return ASYNC_HTTP.Response(200, json=body)
 
 
+@pytest.mark.parametrize("tracked_by_config", [True, False], ids=["chat", "embeddings"])
 async def test_a_plain_call_in_flight_when_a_config_arrives_is_recorded_once(
-    collector: LocalCollector, connection: dict[str, str]
+    tracked_by_config: bool, collector: LocalCollector, connection: dict[str, str]
 ) -> None:
-    """The call began under the built-in; the config loaded before it returned records it."""
+    """The call began under the built-in; when it returns, the config loaded meanwhile
+    records it if it tracks the call (chat), else the built-in does (embeddings)."""
     entered, release = anyio.Event(), anyio.Event()
 
     async def provider(request: Any) -> Any:
@@ -79,7 +87,14 @@ async def test_a_plain_call_in_flight_when_a_config_arrives_is_recorded_once(
         assert manager.builtin.active(manager.extractor)
 
         async def call() -> None:
-            answers.append(await manager.client.chat.completions.create(**CHAT))
+            if tracked_by_config:
+                answers.append(await manager.client.chat.completions.create(**CHAT))
+            else:
+                answers.append(
+                    await manager.client.embeddings.create(
+                        model="text-embedding-3-small", input="hi"
+                    )
+                )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
@@ -87,10 +102,18 @@ async def test_a_plain_call_in_flight_when_a_config_arrives_is_recorded_once(
             collector.set_configs(openai_configs("asyncopenai"))
             await manager.load_configs()
             release.set()
+        # Loaded now: the built-in records no new call, even one the config does not list.
+        assert not manager.should_track("embeddings.create")
         await manager.flush()
-    assert track_records(collector) == []
-    [record] = usage_records(collector)
-    assert record["response_id"] == answers[0].id
+    if tracked_by_config:
+        assert track_records(collector) == []
+        [record] = usage_records(collector)
+        assert record["response_id"] == answers[0].id
+    else:
+        assert usage_records(collector) == []
+        [record] = track_records(collector)
+        assert record["service_key"] == "openai::text-embedding-3-small"
+        assert record["payload"] == {"prompt_tokens": 4, "total_tokens": 4}
 
 
 async def test_a_stream_in_flight_when_a_config_arrives_is_recorded_once(
