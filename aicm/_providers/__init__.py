@@ -63,7 +63,9 @@ def builtin_for(client: Any) -> Builtin | None:
 
 def vendor_of(service_key: str) -> str:
     """The vendor a ``service_key`` names: ``"openai::gpt-4o"`` or an ``api_id`` (``"gemini"``)."""
-    return api_vendor(service_key.partition("::")[0])
+    head = service_key.partition("::")[0]
+    vendor = api_vendor(head)
+    return head if vendor == head.lower() else vendor  # a vendor's own name, as given
 
 
 def builtin_for_vendor(vendor: str) -> Builtin | None:

@@ -266,3 +266,14 @@ async def test_async_tracker_anonymises_with_its_default_anonymizer(
         assert hashed.startswith("anon:")
         assert len(hashed) == 37
     assert plain["payload"]["output_tokens"] == streamed["payload"]["output_tokens"]
+
+
+def test_service_key_vendor_names() -> None:
+    """The service's api_id names and the built-ins' default api_ids map to vendors (one
+    table with the usage limits'); a vendor's own name is kept as given."""
+    from aicm._providers import vendor_of
+
+    assert vendor_of("openai_chat") == vendor_of("asyncopenai") == "openai"
+    assert vendor_of("gemini") == vendor_of("google-genai") == "google"
+    assert vendor_of("bedrock-runtime") == "amazon-bedrock"
+    assert vendor_of("MyVendor::my-model") == "MyVendor"
