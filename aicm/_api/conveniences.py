@@ -19,7 +19,14 @@ from typing import Any
 from .._core.exceptions import RecordError, shown
 from .._core.jsonplain import to_plain
 
-__all__ = ["Anonymizer", "SaltedHash", "TrackConveniences", "TrackDefaults", "anonymize"]
+__all__ = [
+    "Anonymizer",
+    "SaltedHash",
+    "TrackConveniences",
+    "TrackDefaults",
+    "anonymize",
+    "check_anonymize_options",
+]
 
 Anonymizer = Callable[[Any], Any]
 
@@ -141,6 +148,16 @@ def anonymize(usage: Any, fields: Iterable[str], anonymizer: Anonymizer) -> Any:
         path = field.split(".")
         usage = _replace(usage, path, len(path) == 1, apply)
     return usage
+
+
+def check_anonymize_options(
+    anonymize_fields: Iterable[str] | None, anonymizer: Anonymizer | None, where: str
+) -> None:
+    """Raise ``TypeError`` now for options a later ``track()`` call would refuse (a stream's
+    record is made when it ends, where an error would reach the caller's loop)."""
+    _fields(anonymize_fields, f"{where}(anonymize_fields=...)")
+    if anonymizer is not None:
+        _anonymizer(anonymizer, f"{where}(anonymizer=...)")
 
 
 _OPTION_NAMES = ("anonymize_fields", "anonymizer")

@@ -88,6 +88,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             self.settings,
             lambda: self.engine.stats,
             api_id=self.api_id,
+            vendor=self.builtin.vendor,
             refresh=lambda: refresh_soon(self),
         )
 

@@ -23,7 +23,7 @@ from .._core.settings import Settings
 from .._delivery.health import DeliveryStats
 from .._io.limits_book import LimitBook
 
-__all__ = ["REFRESH_AFTER", "LimitGuard", "refresh_soon", "served_model"]
+__all__ = ["REFRESH_AFTER", "LimitGuard", "refresh_soon", "requested_model", "served_model"]
 
 logger = logging.getLogger("aicm.limits")
 
@@ -35,13 +35,23 @@ _SERVED_PER_MODEL = 8  # served model names remembered per requested model
 REFRESH_AFTER = 30.0
 
 
+def requested_model(kwargs: Mapping[str, Any]) -> Any:
+    """The model a call asks for: ``model=``, or Bedrock's ``modelId=``."""
+    model = kwargs.get("model")
+    return kwargs.get("modelId") if model is None else model
+
+
 def served_model(response: Any) -> str | None:
-    """The model a provider says served a call (``response.model``), if it says."""
-    if isinstance(response, Mapping):
-        model = response.get("model")
-    else:
-        model = getattr(response, "model", None)
-    return model if isinstance(model, str) and model else None
+    """The model a provider says served a call (``response.model``, Gemini's
+    ``model_version``), if it says."""
+    for name in ("model", "model_version"):
+        if isinstance(response, Mapping):
+            model = response.get(name)
+        else:
+            model = getattr(response, name, None)
+        if isinstance(model, str) and model:
+            return model
+    return None
 
 
 class LimitGuard:
@@ -54,13 +64,15 @@ class LimitGuard:
         stats: Callable[[], DeliveryStats],
         *,
         api_id: str | None = None,
+        vendor: str | None = None,
         refresh: Callable[[], object] | None = None,
     ) -> None:
         self.book = book
         self.settings = settings
         self._stats = stats  # the owner's current engine's: a forked child builds a new one
         self._refresh = refresh
-        self.vendor = vendor_of(api_id) if api_id else None
+        # A built-in knows its client's vendor (a Groq client's api_id is still "openai").
+        self.vendor = vendor or (vendor_of(api_id) if api_id else None)
         self._served: dict[str, tuple[str, ...]] = {}
         self._not_enforced: set[str] = set()
         self._lock = threading.Lock()
@@ -79,12 +91,12 @@ class LimitGuard:
         """Raise :class:`UsageLimitExceeded` if a hard limit covers this call (before it runs)."""
         if not self.book.limits:
             return
-        keys = self.service_keys(kwargs.get("model"))
+        keys = self.service_keys(requested_model(kwargs))
         self._enforce(keys, customer_key, response_id=None)
 
     def after_call(self, kwargs: Mapping[str, Any], response: Any) -> None:
         """Remember which model served the requested one (``gpt-4o`` -> ``gpt-4o-2024-08-06``)."""
-        requested = kwargs.get("model")
+        requested = requested_model(kwargs)
         served = served_model(response)
         if not isinstance(requested, str) or served is None or served == requested:
             return

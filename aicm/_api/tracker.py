@@ -48,7 +48,7 @@ from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
 from .._providers import llm_usage as _llm
-from .conveniences import Anonymizer, TrackConveniences, TrackDefaults
+from .conveniences import Anonymizer, TrackConveniences, TrackDefaults, check_anonymize_options
 from .lifecycle import AsyncWithLifecycle
 from .limits import LimitGuard
 
@@ -618,18 +618,15 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         without usage records nothing. ``response.aicm_response_id`` is set where the object
         allows. ``anonymize_fields`` name usage fields replaced by ``anonymizer(value)``.
         """
+        options = _llm.track_options(
+            timestamp=timestamp,
+            customer_key=customer_key,
+            context=context,
+            anonymize_fields=anonymize_fields,
+            anonymizer=anonymizer,
+        )
         return await _llm.atrack_response(
-            self.track,
-            service_key,
-            response,
-            response_id=response_id,
-            options=_llm.TrackOptions(
-                timestamp=timestamp,
-                customer_key=customer_key,
-                context=context,
-                anonymize_fields=anonymize_fields,
-                anonymizer=anonymizer,
-            ),
+            self.track, service_key, response, response_id=response_id, options=options
         )
 
     def track_llm_stream_usage(
@@ -649,20 +646,16 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         ``async for event in tracker.track_llm_stream_usage("openai", stream):``. A stream
         left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
         """
+        check_anonymize_options(anonymize_fields, anonymizer, "track_llm_stream_usage")
+        options = _llm.track_options(
+            timestamp=timestamp,
+            customer_key=customer_key,
+            context=context,
+            anonymize_fields=anonymize_fields,
+            anonymizer=anonymizer,
+        )
         return _llm.atrack_stream(
-            _llm.stream_recorder(
-                self.track,
-                _llm.TrackOptions(
-                    timestamp=timestamp,
-                    customer_key=customer_key,
-                    context=context,
-                    anonymize_fields=anonymize_fields,
-                    anonymizer=anonymizer,
-                ),
-            ),
-            service_key,
-            stream,
-            response_id=response_id,
+            _llm.stream_recorder(self.track, options), service_key, stream, response_id=response_id
         )
 
     async def submit(self, record: WireRecord) -> RecordResult:

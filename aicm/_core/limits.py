@@ -57,9 +57,11 @@ _VENDORS = {
     "asyncanthropicbedrock": "anthropic",
     "gemini": "google",
     "google": "google",
+    "google-genai": "google",
     "bedrock": "amazon-bedrock",
     "amazon-bedrock": "amazon-bedrock",
     "bedrockruntime": "amazon-bedrock",
+    "bedrock-runtime": "amazon-bedrock",
     "fireworks-ai": "fireworks-ai",
     "xai": "xai",
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._core.limits import vendor_of as api_vendor
 from .._core.models import TrackRecord
 from ._base import Builtin, Usage, plain_usage
 from .anthropic import ANTHROPIC
@@ -39,16 +40,6 @@ BUILTINS: tuple[Builtin, ...] = (OPENAI, ANTHROPIC, GEMINI, BEDROCK)
 _OPENAI_CLASSES = frozenset({"OpenAI", "AsyncOpenAI", "AzureOpenAI", "AsyncAzureOpenAI"})
 _ANTHROPIC_CLASSES = frozenset({"Anthropic", "AsyncAnthropic"})
 
-#: The service's ``api_id`` names of vendors (as ``service_key`` may give them) -> vendor.
-_API_VENDORS = {
-    "openai_chat": "openai",
-    "openai_responses": "openai",
-    "openai": "openai",
-    "gemini": "google",
-    "google-genai": "google",
-    "bedrock-runtime": "amazon-bedrock",
-}
-
 
 def builtin_for(client: Any) -> Builtin | None:
     """The built-in that tracks ``client``'s calls, or None for a client it does not know."""
@@ -73,7 +64,8 @@ def builtin_for(client: Any) -> Builtin | None:
 def vendor_of(service_key: str) -> str:
     """The vendor a ``service_key`` names: ``"openai::gpt-4o"`` or an ``api_id`` (``"gemini"``)."""
     head = service_key.partition("::")[0]
-    return _API_VENDORS.get(head, head)
+    vendor = api_vendor(head)
+    return head if vendor == head.lower() else vendor  # a vendor's own name, as given
 
 
 def builtin_for_vendor(vendor: str) -> Builtin | None:

@@ -14,6 +14,7 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Mapping,
     Sequence,
 )
 from typing import Any
@@ -24,7 +25,7 @@ from .._core.exceptions import RecordError
 from . import OPENAI, builtin_for_vendor, vendor_of
 from ._base import Builtin, Usage
 
-__all__ = ["LlmTrack", "TrackOptions", "atrack_stream", "llm_track", "track_stream"]
+__all__ = ["LlmTrack", "atrack_stream", "llm_track", "track_stream"]
 
 
 @attrs.frozen(kw_only=True)
@@ -75,10 +76,7 @@ def _model_kwargs(model: str | None) -> dict[str, Any]:
 
 
 def llm_track(
-    service_key: str,
-    response: Any,
-    *,
-    response_id: str | None = None,
+    service_key: str, response: Any, *, response_id: str | None = None
 ) -> LlmTrack | None:
     """What to record for ``response``, or None when it reports no usage (nothing to bill).
 
@@ -167,26 +165,34 @@ def attach_result(response: Any, result: Any) -> None:
         pass  # a dict, a frozen object: the caller has the result from the return value
 
 
-@attrs.frozen(kw_only=True)
-class TrackOptions:
-    """The ``track()`` keyword arguments a caller gave beside the answer: the tracker's
-    ``track`` applies them (its defaults, and its one anonymisation: dotted paths, a
-    salted hash unless ``anonymizer`` is given)."""
+def track_options(
+    *,
+    timestamp: Any = None,
+    customer_key: str | None = None,
+    context: Any = None,
+    anonymize_fields: Iterable[str] | None = None,
+    anonymizer: Callable[[Any], Any] | None = None,
+) -> dict[str, Any]:
+    """The options of the ``track()`` call that records an answer: only those given, so the
+    tracker's defaults (customer key, context) and anonymisation apply as to any call."""
+    options = {
+        "timestamp": timestamp,
+        "customer_key": customer_key,
+        "context": context,
+        "anonymize_fields": anonymize_fields,
+        "anonymizer": anonymizer,
+    }
+    return {k: v for k, v in options.items() if v is not None}
 
-    timestamp: Any = None
-    customer_key: str | None = None
-    context: Any = None
-    anonymize_fields: Iterable[str] | None = None
-    anonymizer: Callable[[Any], Any] | None = None
 
-
-def _track_kwargs(track: LlmTrack, options: TrackOptions) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"response_id": track.response_id}
-    for name in ("timestamp", "customer_key", "context", "anonymize_fields", "anonymizer"):
-        value = getattr(options, name)
-        if value is not None:
-            kwargs[name] = value
-    return kwargs
+def _record_with(track: Callable[..., Any], found: LlmTrack, options: Mapping[str, Any]) -> Any:
+    return track(
+        found.api_id,
+        found.service_key,
+        found.usage,
+        response_id=found.response_id,
+        **options,
+    )
 
 
 def track_response(
@@ -195,14 +201,13 @@ def track_response(
     response: Any,
     *,
     response_id: str | None = None,
-    options: TrackOptions = TrackOptions(),
+    options: Mapping[str, Any],
 ) -> Any:
-    """Record ``response`` with the tracker's ``track`` (sync); return ``response``."""
+    """Record ``response`` with the tracker's ``track`` (sync), passing it ``options`` (see
+    :func:`track_options`); return ``response``."""
     found = llm_track(service_key, response, response_id=response_id)
     if found is not None:
-        kwargs = _track_kwargs(found, options)
-        result = track(found.api_id, found.service_key, found.usage, **kwargs)
-        attach_result(response, result)
+        attach_result(response, _record_with(track, found, options))
     return response
 
 
@@ -212,22 +217,21 @@ async def atrack_response(
     response: Any,
     *,
     response_id: str | None = None,
-    options: TrackOptions = TrackOptions(),
+    options: Mapping[str, Any],
 ) -> Any:
     """Record ``response`` with the tracker's async ``track``; return ``response``."""
     found = llm_track(service_key, response, response_id=response_id)
     if found is not None:
-        result = await track(
-            found.api_id, found.service_key, found.usage, **_track_kwargs(found, options)
-        )
-        attach_result(response, result)
+        attach_result(response, await _record_with(track, found, options))
     return response
 
 
-def stream_recorder(track: Callable[..., Any], options: TrackOptions) -> Callable[[LlmTrack], Any]:
+def stream_recorder(
+    track: Callable[..., Any], options: Mapping[str, Any]
+) -> Callable[[LlmTrack], Any]:
     """The ``record`` callable of :func:`track_stream` / :func:`atrack_stream` for a tracker."""
 
     def record(found: LlmTrack) -> Any:
-        return track(found.api_id, found.service_key, found.usage, **_track_kwargs(found, options))
+        return _record_with(track, found, options)
 
     return record

@@ -16,7 +16,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from .._api.conveniences import Anonymizer
+from .._api.conveniences import Anonymizer, check_anonymize_options
 from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord, enqueued_result
@@ -290,18 +290,15 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     ) -> Any:
         """Record the usage a provider's answer reports; return ``response``
         (see :meth:`AsyncTracker.track_llm_usage`)."""
+        options = _llm.track_options(
+            timestamp=timestamp,
+            customer_key=customer_key,
+            context=context,
+            anonymize_fields=anonymize_fields,
+            anonymizer=anonymizer,
+        )
         return _llm.track_response(
-            self.track,
-            service_key,
-            response,
-            response_id=response_id,
-            options=_llm.TrackOptions(
-                timestamp=timestamp,
-                customer_key=customer_key,
-                context=context,
-                anonymize_fields=anonymize_fields,
-                anonymizer=anonymizer,
-            ),
+            self.track, service_key, response, response_id=response_id, options=options
         )
 
     def track_llm_stream_usage(
@@ -317,20 +314,16 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         anonymizer: Callable[[Any], Any] | None = None,
     ) -> Iterator[Any]:
         """Yield ``stream``'s events untouched; record its usage once it ends or is left."""
+        check_anonymize_options(anonymize_fields, anonymizer, "track_llm_stream_usage")
+        options = _llm.track_options(
+            timestamp=timestamp,
+            customer_key=customer_key,
+            context=context,
+            anonymize_fields=anonymize_fields,
+            anonymizer=anonymizer,
+        )
         return _llm.track_stream(
-            _llm.stream_recorder(
-                self.track,
-                _llm.TrackOptions(
-                    timestamp=timestamp,
-                    customer_key=customer_key,
-                    context=context,
-                    anonymize_fields=anonymize_fields,
-                    anonymizer=anonymizer,
-                ),
-            ),
-            service_key,
-            stream,
-            response_id=response_id,
+            _llm.stream_recorder(self.track, options), service_key, stream, response_id=response_id
         )
 
     @overload

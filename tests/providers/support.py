@@ -21,3 +21,12 @@ def one_track(collector: LocalCollector) -> dict[str, Any]:
     assert len(records) == 1, records
     assert collector.records("track_usage") == []
     return records[0]
+
+
+def sdk_http(client_class: type[Any]) -> Any:
+    """The httpx package an SDK's HTTP client class is built on (``httpx``, or the renamed
+    copy some SDK versions ship), for in-process ``MockTransport`` answers."""
+    import importlib
+
+    base = next(c for c in client_class.__mro__ if c.__name__ in ("Client", "AsyncClient"))
+    return importlib.import_module(base.__module__.partition(".")[0])

@@ -5,7 +5,9 @@ trio). A served config for the ``api_id`` takes over."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +31,7 @@ from tests.api.test_sdk_streams import (
     RESPONSE,
 )
 from tests.fakes import FakeAnthropic, FakeOpenAI
-from tests.providers.support import one_track
+from tests.providers.support import one_track, sdk_http
 from tests.sdk_support import anthropic_configs, one_record, openai_configs
 from tests.tracking_support import MESSAGES
 
@@ -52,6 +54,9 @@ RESPONSES_USAGE = {
     "output_tokens_details": {"reasoning_tokens": 0},
     "total_tokens": 17,
 }
+
+
+HTTP = sdk_http(openai.DefaultHttpxClient)
 
 
 @pytest.fixture(scope="module")
@@ -443,3 +448,52 @@ def test_legacy_track_format_sends_the_older_record(
         "gpt-4o-mini",
         chat.id,
     )
+
+
+@pytest.mark.parametrize(
+    ("base_url", "vendor", "model"),
+    [
+        ("https://api.fireworks.ai/inference/v1", "fireworks-ai", "accounts/fireworks/models/x"),
+        ("https://api.x.ai/v1", "xai", "grok-3"),
+        ("https://api.groq.com/openai/v1", "groq", "llama-3.1-8b-instant"),
+    ],
+)
+def test_openai_compatible_vendor_calls_are_recorded_under_the_vendor(
+    base_url: str, vendor: str, model: str, collector: LocalCollector, connection: dict[str, str]
+) -> None:
+    """An OpenAI client pointed at a compatible vendor (answered in-process: no network)
+    records ``vendor::model`` with the vendor's answer id and usage."""
+
+    def vendor_api(request: Any) -> Any:
+        assert request.url.host == base_url.partition("://")[2].partition("/")[0]
+        return HTTP.Response(
+            200,
+            json={
+                "id": f"chatcmpl-{vendor}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": json.loads(request.content)["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "ok"},
+                    }
+                ],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+            },
+        )
+
+    with (
+        openai.OpenAI(
+            api_key="t",
+            base_url=base_url,
+            http_client=openai.DefaultHttpxClient(transport=HTTP.MockTransport(vendor_api)),
+        ) as client,
+        CostManager(client, **connection) as manager,
+    ):
+        manager.client.chat.completions.create(model=model, messages=MESSAGES)
+    record = one_track(collector)
+    assert record["service_key"] == f"{vendor}::{model}"
+    assert record["response_id"] == f"chatcmpl-{vendor}"
+    assert record["payload"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}

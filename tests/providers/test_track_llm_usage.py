@@ -71,8 +71,10 @@ def test_openai_answer_sync(
 async def test_openai_answer_async_with_a_full_key(
     collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
 ) -> None:
-    client = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0)
-    answer = await client.responses.create(model="gpt-4o-mini", input="hi")
+    async with openai.AsyncOpenAI(
+        base_url=openai_fake.base_url, api_key="t", max_retries=0
+    ) as client:
+        answer = await client.responses.create(model="gpt-4o-mini", input="hi")
     async with AsyncTracker(**connection) as tracker:
         await tracker.track_llm_usage(
             "openai::gpt-4o",
@@ -117,9 +119,11 @@ def test_anthropic_answer_and_stream_sync(
 async def test_openai_stream_async_left_early_and_whole(
     collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
 ) -> None:
-    client = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0)
     chat = {"model": "gpt-4o-mini", "messages": MESSAGES}
-    async with AsyncTracker(**connection) as tracker:
+    async with (
+        openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        AsyncTracker(**connection) as tracker,
+    ):
         stream = await client.chat.completions.create(
             **chat, stream=True, stream_options={"include_usage": True}
         )
@@ -138,8 +142,10 @@ async def test_openai_stream_async_left_early_and_whole(
 async def test_anthropic_stream_async_left_early(
     collector: LocalCollector, connection: dict[str, str], anthropic_fake: FakeAnthropic
 ) -> None:
-    client = anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0)
-    async with AsyncTracker(**connection) as tracker:
+    async with (
+        anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
+        AsyncTracker(**connection) as tracker,
+    ):
         stream = await client.messages.create(**CLAUDE, stream=True)
         tracked = tracker.track_llm_stream_usage("anthropic", stream)
         async for event in tracked:
@@ -186,6 +192,9 @@ def test_bad_service_key_is_refused(connection: dict[str, str]) -> None:
             tracker.track_llm_usage(None, {})  # type: ignore[arg-type]
         with pytest.raises(RecordError, match="service_key"):
             tracker.track_llm_stream_usage("", iter(()))
+        # A stream's options are checked when it is handed over, not when it ends.
+        with pytest.raises(TypeError, match="anonymize_fields"):
+            tracker.track_llm_stream_usage("openai", iter(()), anonymize_fields="email")
 
 
 def test_an_answer_without_usage_records_nothing(
@@ -199,3 +208,79 @@ def test_an_answer_without_usage_records_nothing(
     with Tracker(**connection) as tracker:
         tracker.track_llm_usage("openai", Answer())
     assert track_records(collector) == []
+
+
+def _salted(value: object) -> object:
+    return f"hashed:{value}"
+
+
+def test_tracker_defaults_and_anonymisation_apply_as_to_track(
+    collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
+) -> None:
+    """The tracker's customer key, context, anonymised fields and anonymizer apply to
+    track_llm_usage and track_llm_stream_usage exactly as to track(); per-call fields are
+    dotted paths like track()'s, anonymised by the tracker's anonymizer."""
+    with openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client:
+        chat = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        with Tracker(anonymize_fields=["total_tokens"], **connection) as tracker:
+            tracker.set_customer_key("acme")
+            tracker.set_context({"env": "test"})
+            tracker.set_anonymizer(_salted)
+            tracker.track_llm_usage(
+                "openai", chat, anonymize_fields=["prompt_tokens_details.cached_tokens"]
+            )
+            list(tracker.track_llm_stream_usage("openai", stream, customer_key="globex"))
+            tracker.track("openai", "gpt-4o-mini", dict(chat.usage.model_dump()))  # type: ignore[union-attr]
+    plain, streamed, by_hand = track_records(collector)
+    assert plain["customer_key"] == by_hand["customer_key"] == "acme"
+    assert streamed["customer_key"] == "globex"  # a call's own key wins
+    assert plain["context"] == streamed["context"] == by_hand["context"] == {"env": "test"}
+    for record in (plain, streamed, by_hand):
+        assert record["payload"]["total_tokens"] == "hashed:17"
+    assert plain["payload"]["prompt_tokens_details"]["cached_tokens"] == "hashed:0"
+    assert plain["payload"]["prompt_tokens"] == 12
+
+
+@pytest.mark.anyio
+async def test_async_tracker_anonymises_with_its_default_anonymizer(
+    collector: LocalCollector, connection: dict[str, str], anthropic_fake: FakeAnthropic
+) -> None:
+    """Per-call anonymize_fields of the async twin use track()'s default anonymizer."""
+    async with (
+        anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
+        AsyncTracker(**connection) as tracker,
+    ):
+        message = await client.messages.create(**CLAUDE)
+        tracker.set_customer_key("acme")
+        await tracker.track_llm_usage("anthropic", message, anonymize_fields=["output_tokens"])
+        stream = await client.messages.create(**CLAUDE, stream=True)
+        async for _ in tracker.track_llm_stream_usage(
+            "anthropic", stream, anonymize_fields=["output_tokens"]
+        ):
+            pass
+    plain, streamed = track_records(collector)
+    for record in (plain, streamed):
+        assert record["customer_key"] == "acme"
+        assert record["payload"]["input_tokens"] == 25
+        hashed = record["payload"]["output_tokens"]
+        assert isinstance(hashed, str)
+        assert hashed.startswith("anon:")
+        assert len(hashed) == 37
+    assert plain["payload"]["output_tokens"] == streamed["payload"]["output_tokens"]
+
+
+def test_service_key_vendor_names() -> None:
+    """The service's api_id names and the built-ins' default api_ids map to vendors (one
+    table with the usage limits'); a vendor's own name is kept as given."""
+    from aicm._providers import vendor_of
+
+    assert vendor_of("openai_chat") == vendor_of("asyncopenai") == "openai"
+    assert vendor_of("gemini") == vendor_of("google-genai") == "google"
+    assert vendor_of("bedrock-runtime") == "amazon-bedrock"
+    assert vendor_of("MyVendor::my-model") == "MyVendor"
