@@ -12,18 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import anyio.from_thread
 
 from .._core.exceptions import UsageLimitExceeded
 from .._core.limits import TriggeredLimit, matching, vendor_of
+from .._core.models import TrackRecord
 from .._core.settings import Settings
 from .._delivery.health import DeliveryStats
 from .._io.limits_book import LimitBook
 
-__all__ = ["REFRESH_AFTER", "LimitGuard", "refresh_soon", "served_model"]
+__all__ = ["REFRESH_AFTER", "LimitGuard", "refresh_soon", "requested_model", "served_model"]
 
 logger = logging.getLogger("aicm.limits")
 
@@ -33,6 +34,13 @@ _SERVED_PER_MODEL = 8  # served model names remembered per requested model
 #: (``GET /triggered-limits``, in the background): refused calls send no records, so no
 #: ingest answer would ever say that a limit was lifted or raised.
 REFRESH_AFTER = 30.0
+
+
+def requested_model(kwargs: Mapping[str, Any]) -> str | None:
+    """The model a call asks for: ``model=`` (OpenAI, Anthropic, Gemini) or ``modelId=``
+    (Bedrock)."""
+    model = kwargs.get("model", kwargs.get("modelId"))
+    return model if isinstance(model, str) and model else None
 
 
 def served_model(response: Any) -> str | None:
@@ -54,13 +62,16 @@ class LimitGuard:
         stats: Callable[[], DeliveryStats],
         *,
         api_id: str | None = None,
+        vendor: str | None = None,
         refresh: Callable[[], object] | None = None,
     ) -> None:
         self.book = book
         self.settings = settings
         self._stats = stats  # the owner's current engine's: a forked child builds a new one
         self._refresh = refresh
-        self.vendor = vendor_of(api_id) if api_id else None
+        # The vendor name a built-in records under (``fireworks-ai`` for an OpenAI client on
+        # Fireworks' host) wins over the one read from the api_id (the client's class name).
+        self.vendor = vendor or (vendor_of(api_id) if api_id else None)
         self._served: dict[str, tuple[str, ...]] = {}
         self._not_enforced: set[str] = set()
         self._lock = threading.Lock()
@@ -79,15 +90,27 @@ class LimitGuard:
         """Raise :class:`UsageLimitExceeded` if a hard limit covers this call (before it runs)."""
         if not self.book.limits:
             return
-        keys = self.service_keys(kwargs.get("model"))
+        keys = self.service_keys(requested_model(kwargs))
         self._enforce(keys, customer_key, response_id=None)
 
-    def after_call(self, kwargs: Mapping[str, Any], response: Any) -> None:
-        """Remember which model served the requested one (``gpt-4o`` -> ``gpt-4o-2024-08-06``)."""
-        requested = kwargs.get("model")
-        served = served_model(response)
-        if not isinstance(requested, str) or served is None or served == requested:
+    def after_call(
+        self, kwargs: Mapping[str, Any], response: Any, records: Iterable[object] = ()
+    ) -> None:
+        """Remember which model served the requested one (``gpt-4o`` -> ``gpt-4o-2024-08-06``):
+        the answer's ``model``, and the model each ``/track`` record of the call names (a
+        built-in reads it where the vendor puts it: Gemini's ``model_version``...)."""
+        requested = requested_model(kwargs)
+        if requested is None:
             return
+        served = [served_model(response)]
+        for record in records:
+            if isinstance(record, TrackRecord):
+                served.append(record.vendor_service_key.partition("::")[2])
+        for model in served:
+            if model and model != requested:
+                self._remember_served(requested, model)
+
+    def _remember_served(self, requested: str, served: str) -> None:
         known = self._served.get(requested, ())
         if served not in known:
             with self._lock:
@@ -96,9 +119,9 @@ class LimitGuard:
     # -- a tracked record ---------------------------------------------------------------------
 
     def after_record(self, record: object) -> None:
-        """:meth:`after_track` for a built record: a ``/track`` one (its service key, the
-        older record's ``api_id`` + bare key made ``vendor::model``) or a ``/track-usage``
-        one (its payload's ``service_id`` and ``client_customer_key``)."""
+        """:meth:`after_track` for a built record: a ``/track`` one (its ``"vendor::model"``
+        service key as the current record sends it, whatever the record's form) or a
+        ``/track-usage`` one (its payload's ``service_id`` and ``client_customer_key``)."""
         if not self.book.limits:
             return
         payload = getattr(record, "payload", None)
@@ -107,9 +130,8 @@ class LimitGuard:
             service_key = payload.get("service_id")
             customer_key = payload.get("client_customer_key")
         else:
-            api_id = getattr(record, "api_id", None)
-            if isinstance(service_key, str) and "::" not in service_key and isinstance(api_id, str):
-                service_key = f"{vendor_of(api_id)}::{service_key}"
+            if isinstance(record, TrackRecord):
+                service_key = record.vendor_service_key  # as the current record sends it
             customer_key = getattr(record, "customer_key", None) or getattr(
                 record, "client_customer_key", None
             )

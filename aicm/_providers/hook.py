@@ -49,6 +49,12 @@ class BuiltinTracking:
         return self._builtin.name if self._builtin is not None else ""
 
     @property
+    def vendor(self) -> str | None:
+        """The vendor name its records carry (``openai``, ``fireworks-ai``...), None when
+        there is no built-in."""
+        return self._builtin.vendor if self._builtin is not None else None
+
+    @property
     def default_api_id(self) -> str | None:
         """The ``api_id`` a manager of this client defaults to, when not the class name."""
         return self._builtin.default_api_id if self._builtin is not None else None

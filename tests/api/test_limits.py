@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -139,6 +140,29 @@ async def test_the_served_model_is_matched_too(
         with pytest.raises(UsageLimitExceeded) as info:
             await tracker.client.chat.completions.create(**CHAT)
         assert info.value.matched["service_key"] == f"openai::{served}-snapshot"
+
+
+async def test_a_key_without_a_dot_obeys_only_its_own_limits(
+    service: LimitsService, openai_fake: FakeOpenAI, openai_client: openai.AsyncOpenAI
+) -> None:
+    """A key with no dot is named by its fingerprint, as the local collector names it: a
+    limit of another key in the answer never refuses its calls, its own does."""
+    from aicm.collector._limits import api_key_id
+
+    key = f"dotless-{uuid.uuid4().hex}"
+    async with AsyncCostManager(
+        openai_client, aicm_api_key=key, aicm_api_base=service.api_base
+    ) as tracker:
+        service.answer = signed([limit(fresh_key())])  # another API key's limit
+        await tracker.client.chat.completions.create(**CHAT)
+        await tracker.flush()
+        await tracker.client.chat.completions.create(**CHAT)
+        assert tracker.health().limits_refused == 0
+        service.answer = signed([limit(fresh_key(), api_key_id=api_key_id(key))])
+        await tracker.client.chat.completions.create(**CHAT)
+        await tracker.flush()
+        with pytest.raises(UsageLimitExceeded):
+            await tracker.client.chat.completions.create(**CHAT)
 
 
 @pytest.mark.parametrize("tampering", ["re-signed", "altered"])
