@@ -422,3 +422,25 @@ def test_import_aicm_does_not_load_jwt() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+async def test_get_triggered_limits_returns_the_document_and_adopts_its_limits(
+    service: LimitsService,
+) -> None:
+    """The management client's get_triggered_limits gives the service's document as sent, and
+    every tracker of that service and key in the process enforces the limits in it at once
+    (a memory-queue tracker's first record raises, before any answer of its own)."""
+    from aicm import AsyncCostManagerClient, DeliveryType
+
+    key = fresh_key()
+    service.answer = signed([limit(key)])
+    async with AsyncCostManagerClient(aicm_api_key=key, aicm_api_base=service.api_base) as client:
+        document = await client.get_triggered_limits()
+    assert document == {"triggered_limits": service.answer}
+    async with AsyncTracker(
+        aicm_api_key=key, aicm_api_base=service.api_base, delivery_type=DeliveryType.MEM_QUEUE
+    ) as tracker:
+        with pytest.raises(UsageLimitExceeded) as info:
+            await tracker.track("openai", "gpt-4o-mini", {"input_tokens": 1}, response_id="r-1")
+        assert info.value.response_id == "r-1"
+    assert [r["response_id"] for r in service.records] == ["r-1"]
