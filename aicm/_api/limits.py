@@ -93,6 +93,13 @@ class LimitGuard:
         keys = self.service_keys(requested_model(kwargs))
         self._enforce(keys, customer_key, response_id=None)
 
+    def before_service_call(self, service_key: str, customer_key: str | None) -> None:
+        """Raise :class:`UsageLimitExceeded` if a hard limit covers a call of ``service_key``
+        (a REST service's ``service_id``) about to be made."""
+        if not self.book.limits:
+            return
+        self._enforce((service_key,), customer_key, response_id=None)
+
     def after_call(
         self, kwargs: Mapping[str, Any], response: Any, records: Iterable[object] = ()
     ) -> None:
