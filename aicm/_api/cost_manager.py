@@ -268,12 +268,14 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked call returned: queue its records without blocking the loop."""
-        self.limit_guard.after_call(kwargs, response)
         if self.builtin.defers(self.extractor, path, response):
             # The answer holds a stream (boto3's converse_stream): tracked when it ends.
+            self.limit_guard.after_call(kwargs, response)
             self.builtin.wrap_inner_stream(self, path, args, kwargs, response, func)
             return
-        self.emit_nowait(self.records_for_call(path, args, kwargs, response, func))
+        records = self.records_for_call(path, args, kwargs, response, func)
+        self.emit_nowait(records)
+        self.limit_guard.after_call(kwargs, response, records)
 
     def on_stream_end(
         self,
@@ -284,9 +286,9 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked stream ended: queue its records without blocking the loop."""
-        if chunks:
-            self.limit_guard.after_call(kwargs, chunks[-1])
-        self.emit_nowait(self.records_for_stream(path, args, kwargs, chunks, func))
+        records = self.records_for_stream(path, args, kwargs, chunks, func)
+        self.emit_nowait(records)
+        self.limit_guard.after_call(kwargs, chunks[-1] if chunks else None, records)
 
 
 def _why_no_record(

@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import anyio.from_thread
 
 from .._core.exceptions import UsageLimitExceeded
 from .._core.limits import TriggeredLimit, matching, vendor_of
+from .._core.models import TrackRecord
 from .._core.settings import Settings
 from .._delivery.health import DeliveryStats
 from .._io.limits_book import LimitBook
@@ -35,10 +36,11 @@ _SERVED_PER_MODEL = 8  # served model names remembered per requested model
 REFRESH_AFTER = 30.0
 
 
-def requested_model(kwargs: Mapping[str, Any]) -> Any:
-    """The model a call asks for: ``model=``, or Bedrock's ``modelId=``."""
-    model = kwargs.get("model")
-    return kwargs.get("modelId") if model is None else model
+def requested_model(kwargs: Mapping[str, Any]) -> str | None:
+    """The model a call asks for: ``model=`` (OpenAI, Anthropic, Gemini) or ``modelId=``
+    (Bedrock)."""
+    model = kwargs.get("model", kwargs.get("modelId"))
+    return model if isinstance(model, str) and model else None
 
 
 def served_model(response: Any) -> str | None:
@@ -71,7 +73,8 @@ class LimitGuard:
         self.settings = settings
         self._stats = stats  # the owner's current engine's: a forked child builds a new one
         self._refresh = refresh
-        # A built-in knows its client's vendor (a Groq client's api_id is still "openai").
+        # The vendor name a built-in records under (``fireworks-ai`` for an OpenAI client on
+        # Fireworks' host) wins over the one read from the api_id (the client's class name).
         self.vendor = vendor or (vendor_of(api_id) if api_id else None)
         self._served: dict[str, tuple[str, ...]] = {}
         self._not_enforced: set[str] = set()
@@ -94,12 +97,31 @@ class LimitGuard:
         keys = self.service_keys(requested_model(kwargs))
         self._enforce(keys, customer_key, response_id=None)
 
-    def after_call(self, kwargs: Mapping[str, Any], response: Any) -> None:
-        """Remember which model served the requested one (``gpt-4o`` -> ``gpt-4o-2024-08-06``)."""
-        requested = requested_model(kwargs)
-        served = served_model(response)
-        if not isinstance(requested, str) or served is None or served == requested:
+    def before_service_call(self, service_key: str, customer_key: str | None) -> None:
+        """Raise :class:`UsageLimitExceeded` if a hard limit covers a call of ``service_key``
+        (a REST service's ``service_id``) about to be made."""
+        if not self.book.limits:
             return
+        self._enforce((service_key,), customer_key, response_id=None)
+
+    def after_call(
+        self, kwargs: Mapping[str, Any], response: Any, records: Iterable[object] = ()
+    ) -> None:
+        """Remember which model served the requested one (``gpt-4o`` -> ``gpt-4o-2024-08-06``):
+        the answer's ``model``, and the model each ``/track`` record of the call names (a
+        built-in reads it where the vendor puts it: Gemini's ``model_version``...)."""
+        requested = requested_model(kwargs)
+        if requested is None:
+            return
+        served = [served_model(response)]
+        for record in records:
+            if isinstance(record, TrackRecord):
+                served.append(record.vendor_service_key.partition("::")[2])
+        for model in served:
+            if model and model != requested:
+                self._remember_served(requested, model)
+
+    def _remember_served(self, requested: str, served: str) -> None:
         known = self._served.get(requested, ())
         if served not in known:
             with self._lock:
@@ -108,9 +130,9 @@ class LimitGuard:
     # -- a tracked record ---------------------------------------------------------------------
 
     def after_record(self, record: object) -> None:
-        """:meth:`after_track` for a built record: a ``/track`` one (its service key, the
-        older record's ``api_id`` + bare key made ``vendor::model``) or a ``/track-usage``
-        one (its payload's ``service_id`` and ``client_customer_key``)."""
+        """:meth:`after_track` for a built record: a ``/track`` one (its ``"vendor::model"``
+        service key as the current record sends it, whatever the record's form) or a
+        ``/track-usage`` one (its payload's ``service_id`` and ``client_customer_key``)."""
         if not self.book.limits:
             return
         payload = getattr(record, "payload", None)
@@ -119,9 +141,8 @@ class LimitGuard:
             service_key = payload.get("service_id")
             customer_key = payload.get("client_customer_key")
         else:
-            api_id = getattr(record, "api_id", None)
-            if isinstance(service_key, str) and "::" not in service_key and isinstance(api_id, str):
-                service_key = f"{vendor_of(api_id)}::{service_key}"
+            if isinstance(record, TrackRecord):
+                service_key = record.vendor_service_key  # as the current record sends it
             customer_key = getattr(record, "customer_key", None) or getattr(
                 record, "client_customer_key", None
             )

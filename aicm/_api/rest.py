@@ -22,12 +22,13 @@ import anyio
 import attrs
 import httpx
 
-from .._core.exceptions import AicmError
+from .._core.exceptions import AicmError, UsageLimitExceeded
 from .._core.extractor import UniversalExtractor
 from .._core.handling import TRANSPORT_ARGUMENTS
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
+from .limits import LimitGuard, refresh_soon
 from .recorder import AsyncRecorder, DeliveryOptions
 
 if TYPE_CHECKING:
@@ -183,6 +184,12 @@ class RestUsageRecorder(AsyncRecorder):
         self.config_source = CostManagerConfig(self.aicm_client, configs=configs)
         self._hosts: dict[str, HostConfigs] = {}
         self._loading: dict[str, anyio.Event] = {}
+        self.limit_guard = LimitGuard(
+            self.aicm_client.limits,
+            self.settings,
+            lambda: self.engine.stats,
+            refresh=lambda: refresh_soon(self),
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={public_url(self.base_url)!r})"
@@ -206,6 +213,26 @@ class RestUsageRecorder(AsyncRecorder):
         except (UnicodeDecodeError, ValueError):
             return None
         return f"{self.base_url}/{text.lstrip('/')}"
+
+    def check_limits(self, method: str, url: str) -> None:
+        """Raise :class:`UsageLimitExceeded` before a request a hard usage limit covers.
+
+        Only a request the host's configs track (once they are loaded) is checked, on its
+        ``service_id`` and the customer key of the call; a check that fails otherwise is
+        logged and the request is sent.
+        """
+        if not self.limit_guard.book.limits:
+            return
+        try:
+            call = rest_call(method, url, self.base_url)
+            host = self.cached_host_configs(call.api_id)
+            if host is None or not host.on_success.tracks(call.method_key):
+                return
+            self.limit_guard.before_service_call(call.service_id, self.tags()[0])
+        except UsageLimitExceeded:
+            raise
+        except Exception:
+            logger.exception("checking usage limits for %s %s failed; it is sent", method, url)
 
     # -- configs per host -------------------------------------------------------------------
 
@@ -328,6 +355,8 @@ class AsyncRestUsageWrapper(RestUsageRecorder):
         if full is None:  # a URL only the client can read (or refuse): sent as given
             self.engine.stats.discard("tracking_error")
             return await self.http.request(method, url, **kwargs)
+        if not self._closed:
+            self.check_limits(method, full)  # a usage limit refuses it before it costs
         response = await self.http.request(method, full, **kwargs)
         if not self._closed:
             try:

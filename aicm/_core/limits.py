@@ -20,6 +20,8 @@ from typing import Any
 
 import attrs
 
+from .settings import key_fingerprint
+
 __all__ = [
     "CLOCK_LEEWAY",
     "ISSUER",
@@ -59,9 +61,9 @@ _VENDORS = {
     "google": "google",
     "google-genai": "google",
     "bedrock": "amazon-bedrock",
+    "bedrock-runtime": "amazon-bedrock",
     "amazon-bedrock": "amazon-bedrock",
     "bedrockruntime": "amazon-bedrock",
-    "bedrock-runtime": "amazon-bedrock",
     "fireworks-ai": "fireworks-ai",
     "xai": "xai",
 }
@@ -151,10 +153,16 @@ class VerifiedLimits:
 
 
 def api_key_id_of(api_key: str | None) -> str | None:
-    """The id of an API key: the part after its last dot (None when it has no dot)."""
-    if not api_key or "." not in api_key:
+    """The id of an API key, as limits name it: the part after its last dot.
+
+    A key with nothing after a dot (or no dot) has no id of its own: it gets its one-way
+    fingerprint, the one the local collector gives it too, so its limits still name it
+    (and never the key itself). None when there is no key.
+    """
+    if not api_key:
         return None
-    return api_key.rsplit(".", 1)[1] or None
+    tail = api_key.rsplit(".", 1)[1] if "." in api_key else ""
+    return tail or key_fingerprint(api_key)
 
 
 def vendor_of(api_id: str) -> str:

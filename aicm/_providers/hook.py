@@ -50,7 +50,8 @@ class BuiltinTracking:
 
     @property
     def vendor(self) -> str | None:
-        """The vendor the built-in records under (``groq`` for a Groq client), or None."""
+        """The vendor name its records carry (``openai``, ``fireworks-ai``...), None when
+        there is no built-in."""
         return self._builtin.vendor if self._builtin is not None else None
 
     @property

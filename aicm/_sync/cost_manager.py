@@ -50,12 +50,14 @@ class _ThreadHook:
         if self._facade.closed:
             return
         manager = self._facade._live()
-        manager.limit_guard.after_call(kwargs, response)
         if manager.builtin.defers(manager.extractor, path, response):
             # The answer holds a stream (boto3's converse_stream): tracked when it ends.
+            manager.limit_guard.after_call(kwargs, response)
             manager.builtin.wrap_inner_stream(self, path, args, kwargs, response, func)
             return
-        self._facade._emit(manager.records_for_call(path, args, kwargs, response, func))
+        records = manager.records_for_call(path, args, kwargs, response, func)
+        self._facade._emit(records)
+        manager.limit_guard.after_call(kwargs, response, records)
 
     def on_stream_end(
         self,
@@ -68,9 +70,9 @@ class _ThreadHook:
         if self._facade.closed:
             return  # a stream that outlived its manager
         manager = self._facade._live()
-        if chunks:
-            manager.limit_guard.after_call(kwargs, chunks[-1])
-        self._facade._emit(manager.records_for_stream(path, args, kwargs, chunks, func))
+        records = manager.records_for_stream(path, args, kwargs, chunks, func)
+        self._facade._emit(records)
+        manager.limit_guard.after_call(kwargs, chunks[-1] if chunks else None, records)
 
 
 class CostManager(SyncFacade[AsyncCostManager[ClientT]], Generic[ClientT]):

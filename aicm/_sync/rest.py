@@ -89,6 +89,8 @@ class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
         if full is None:  # a URL only the session can read (or refuse): sent as given
             recorder.engine.stats.discard("tracking_error")
             return self.session.request(method, url, **kwargs)
+        if not self._closed:
+            recorder.check_limits(method, full)  # a usage limit refuses it before it costs
         response = self.session.request(method, full, **kwargs)
         if not self._closed and not kwargs.get("stream"):
             try:

@@ -26,6 +26,7 @@ from typing import Any
 
 import attrs
 
+from aicm._core.limits import api_key_id_of
 from aicm._core.settings import key_fingerprint
 from aicm.cli._pricing import PriceTable, price_usage
 from aicm.collector._logic import record_moment
@@ -75,12 +76,11 @@ class LimitError(ValueError):
 def api_key_id(token: str) -> str:
     """The id of an API key: the part after its last dot, as the service names keys.
 
-    A key without a dot has no id of its own; it gets a one-way fingerprint (the one
-    ``aicm`` gives keys in queue files), so the key itself never appears in an answer.
+    A key without one gets a one-way fingerprint (the one ``aicm`` gives keys in queue
+    files), so the key itself never appears in an answer. The SDK computes the same id
+    (:func:`aicm._core.limits.api_key_id_of`): the limits it is sent name its key.
     """
-    if "." in token:
-        return token.rsplit(".", 1)[1]
-    return key_fingerprint(token)
+    return api_key_id_of(token) or key_fingerprint(token)
 
 
 def _utc(moment: dt.datetime) -> str:

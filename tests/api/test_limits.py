@@ -8,19 +8,39 @@ import logging
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
+import httpx
 import openai
 import pytest
+import requests
 
-from aicm import AsyncCostManager, AsyncTracker, CostManager, Tracker, UsageLimitExceeded
+from aicm import (
+    AsyncCostManager,
+    AsyncRestUsageWrapper,
+    AsyncTracker,
+    CostManager,
+    RestUsageWrapper,
+    Tracker,
+    UsageLimitExceeded,
+)
 from aicm._api import limits as guard_module
 from aicm._io import limits_book
 from tests.api.limits_support import LimitsService, fresh_key, keypair, limit, signed
-from tests.fakes import FakeOpenAI
-from tests.tracking_support import MESSAGES, OPENAI_HANDLING, service_config, wait_until_sync
+from tests.fakes import FakeHeyGen, FakeOpenAI
+from tests.tracking_support import (
+    MESSAGES,
+    OPENAI_HANDLING,
+    SEED_004_HANDLING,
+    host_of,
+    netloc_of,
+    service_config,
+    wait_until_sync,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -139,6 +159,29 @@ async def test_the_served_model_is_matched_too(
         with pytest.raises(UsageLimitExceeded) as info:
             await tracker.client.chat.completions.create(**CHAT)
         assert info.value.matched["service_key"] == f"openai::{served}-snapshot"
+
+
+async def test_a_key_without_a_dot_obeys_only_its_own_limits(
+    service: LimitsService, openai_fake: FakeOpenAI, openai_client: openai.AsyncOpenAI
+) -> None:
+    """A key with no dot is named by its fingerprint, as the local collector names it: a
+    limit of another key in the answer never refuses its calls, its own does."""
+    from aicm.collector._limits import api_key_id
+
+    key = f"dotless-{uuid.uuid4().hex}"
+    async with AsyncCostManager(
+        openai_client, aicm_api_key=key, aicm_api_base=service.api_base
+    ) as tracker:
+        service.answer = signed([limit(fresh_key())])  # another API key's limit
+        await tracker.client.chat.completions.create(**CHAT)
+        await tracker.flush()
+        await tracker.client.chat.completions.create(**CHAT)
+        assert tracker.health().limits_refused == 0
+        service.answer = signed([limit(fresh_key(), api_key_id=api_key_id(key))])
+        await tracker.client.chat.completions.create(**CHAT)
+        await tracker.flush()
+        with pytest.raises(UsageLimitExceeded):
+            await tracker.client.chat.completions.create(**CHAT)
 
 
 @pytest.mark.parametrize("tampering", ["re-signed", "altered"])
@@ -398,3 +441,79 @@ def test_import_aicm_does_not_load_jwt() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+async def test_get_triggered_limits_returns_the_document_and_adopts_its_limits(
+    service: LimitsService,
+) -> None:
+    """The management client's get_triggered_limits gives the service's document as sent, and
+    every tracker of that service and key in the process enforces the limits in it at once
+    (a memory-queue tracker's first record raises, before any answer of its own)."""
+    from aicm import AsyncCostManagerClient, DeliveryType
+
+    key = fresh_key()
+    service.answer = signed([limit(key)])
+    async with AsyncCostManagerClient(aicm_api_key=key, aicm_api_base=service.api_base) as client:
+        document = await client.get_triggered_limits()
+    assert document == {"triggered_limits": service.answer}
+    async with AsyncTracker(
+        aicm_api_key=key, aicm_api_base=service.api_base, delivery_type=DeliveryType.MEM_QUEUE
+    ) as tracker:
+        with pytest.raises(UsageLimitExceeded) as info:
+            await tracker.track("openai", "gpt-4o-mini", {"input_tokens": 1}, response_id="r-1")
+        assert info.value.response_id == "r-1"
+    assert [r["response_id"] for r in service.records] == ["r-1"]
+
+
+@pytest.fixture(scope="module")
+def heygen() -> Iterator[FakeHeyGen]:
+    """A HeyGen-like REST API, its streaming.list tracked by seed 004's config."""
+    with FakeHeyGen() as fake:
+        yield fake
+
+
+@pytest.mark.parametrize("flavour", ["httpx.AsyncClient", "requests.Session"])
+async def test_a_rest_wrapper_is_refused_before_the_request(
+    service: LimitsService, heygen: FakeHeyGen, flavour: str
+) -> None:
+    """A hard limit on the whole key refuses the next tracked REST request before it is sent
+    (the API never sees it); a request no config tracks is sent as before."""
+    key = fresh_key()
+    service.configs = [service_config(host_of(heygen.url), SEED_004_HANDLING)]
+    connection = {"aicm_api_key": key, "aicm_api_base": service.api_base}
+
+    if flavour == "httpx.AsyncClient":
+        async with (
+            httpx.AsyncClient() as client,
+            AsyncRestUsageWrapper(client, base_url=heygen.url, **connection) as wrapper,
+        ):
+            await wrapper.get("/v2/streaming.list")
+            service.answer = signed([limit(key)])
+            await wrapper.flush()  # its answer carries the limit
+            seen = len(heygen.requests)
+            with pytest.raises(UsageLimitExceeded) as info:
+                await wrapper.get("/v2/streaming.list")
+            assert len(heygen.requests) == seen
+            assert info.value.matched["service_key"] == f"{netloc_of(heygen.url)}/v2/streaming.list"
+            assert (await wrapper.get("/v2/untracked")).status_code == 404
+            assert wrapper.health().limits_refused == 1
+    else:
+
+        def sync_calls() -> UsageLimitExceeded:
+            with (
+                requests.Session() as session,
+                RestUsageWrapper(session, base_url=heygen.url, **connection) as wrapper,
+            ):
+                wrapper.get("/v2/streaming.list")
+                service.answer = signed([limit(key)])
+                wrapper.flush()
+                seen = len(heygen.requests)
+                with pytest.raises(UsageLimitExceeded) as refused:
+                    wrapper.get("/v2/streaming.list")
+                assert len(heygen.requests) == seen
+                assert wrapper.get("/v2/untracked").status_code == 404
+                return refused.value
+
+        exceeded = await anyio.to_thread.run_sync(sync_calls)
+        assert exceeded.limit_id == "lim-daily"
+    assert len(service.records) == 2  # the two sessions of the one request sent

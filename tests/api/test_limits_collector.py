@@ -30,12 +30,13 @@ from tests.tracking_support import MESSAGES, service_config
 pytestmark = pytest.mark.anyio
 
 CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES}
-# gpt-4o-mini in the collector's price table: 0.15 $/M input, 0.60 $/M output tokens, so
-# each call below costs 0.30 + 0.30 = 0.60 dollars: the second one crosses the dollar.
+# gpt-4o-mini at genai-prices' rates: 0.15 $/M input, 0.60 $/M output tokens, so each call
+# below costs 0.30 + 0.30 = 0.60 dollars: the second one crosses the dollar.
 PROMPT_TOKENS = 2_000_000
 COMPLETION_TOKENS = 500_000
 
-# The usage object goes to the collector whole; it prices the vocabulary of its price table.
+# The usage object goes to the collector whole, in OpenAI's own names (prompt_tokens,
+# completion_tokens): the collector prices /track-usage records in that vocabulary.
 PRICED_HANDLING: dict[str, Any] = {
     "tracked_methods": ["chat.completions.create"],
     "request_fields": ["model"],
@@ -50,26 +51,15 @@ PRICED_HANDLING: dict[str, Any] = {
 }
 
 
-class PricedFakeOpenAI(FakeOpenAI):
-    """The fake OpenAI API whose usage block also names its token counts as the collector's
-    price table does (``input_tokens`` / ``output_tokens``), so every call has a price."""
-
-    def usage(self) -> dict[str, Any]:
-        block = super().usage()
-        block["input_tokens"] = self.prompt_tokens
-        block["output_tokens"] = self.completion_tokens
-        return block
-
-
 @pytest.fixture(scope="module")
-def openai_fake() -> Iterator[PricedFakeOpenAI]:
+def openai_fake() -> Iterator[FakeOpenAI]:
     """A fake OpenAI API answering 0.60 dollars' worth of tokens per call."""
-    with PricedFakeOpenAI(prompt_tokens=PROMPT_TOKENS, completion_tokens=COMPLETION_TOKENS) as fake:
+    with FakeOpenAI(prompt_tokens=PROMPT_TOKENS, completion_tokens=COMPLETION_TOKENS) as fake:
         yield fake
 
 
 @pytest.fixture
-async def openai_client(openai_fake: PricedFakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
+async def openai_client(openai_fake: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
     """A real openai.AsyncOpenAI pointed at the fake."""
     async with openai.AsyncOpenAI(
         base_url=openai_fake.base_url, api_key="test", max_retries=0
@@ -90,7 +80,7 @@ def _iso(seconds_from_now: float) -> str:
 
 
 async def test_a_one_dollar_daily_limit_stops_the_next_call_until_it_expires(
-    priced: LocalCollector, openai_fake: PricedFakeOpenAI, openai_client: openai.AsyncOpenAI
+    priced: LocalCollector, openai_fake: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     """Calls go through until the limit triggers; the next raises UsageLimitExceeded and the
     fake provider sees no request; calls resume after expires_at."""
@@ -131,7 +121,7 @@ async def test_a_one_dollar_daily_limit_stops_the_next_call_until_it_expires(
 
 
 async def test_a_customer_limit_refuses_only_that_customers_calls(
-    priced: LocalCollector, openai_fake: PricedFakeOpenAI, openai_client: openai.AsyncOpenAI
+    priced: LocalCollector, openai_fake: FakeOpenAI, openai_client: openai.AsyncOpenAI
 ) -> None:
     """A limit on one customer's spend refuses that customer's calls, not the others'."""
     key = fresh_key()
@@ -153,7 +143,7 @@ async def test_a_customer_limit_refuses_only_that_customers_calls(
 
 async def test_a_lifted_limit_is_learned_without_any_record_sent(
     priced: LocalCollector,
-    openai_fake: PricedFakeOpenAI,
+    openai_fake: FakeOpenAI,
     openai_client: openai.AsyncOpenAI,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -181,7 +171,7 @@ async def test_a_lifted_limit_is_learned_without_any_record_sent(
 
 async def test_a_pinned_key_and_a_tampered_payload_refuse_nothing_and_warn_once(
     priced: LocalCollector,
-    openai_fake: PricedFakeOpenAI,
+    openai_fake: FakeOpenAI,
     openai_client: openai.AsyncOpenAI,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -131,8 +131,16 @@ def test_matching_by_key_service_customer_and_time() -> None:
 def test_small_readers() -> None:
     """Key ids, vendors and instants read as the service writes them."""
     assert api_key_id_of("sk-live.prefix.0f1e") == "0f1e"
-    assert api_key_id_of("no-dot") is None
+    # A key with no id after a dot is named by its fingerprint, as the collector names it.
+    from aicm.collector._limits import api_key_id
+
+    for dotless in ("no-dot", "ends-with-a-dot."):
+        assert api_key_id_of(dotless) == api_key_id(dotless)
+        assert dotless.strip(".") not in (api_key_id_of(dotless) or "")
+    assert api_key_id("sk-live.prefix.0f1e") == "0f1e"
     assert api_key_id_of(None) is None
+    assert vendor_of("google-genai") == "google"
+    assert vendor_of("bedrock-runtime") == "amazon-bedrock"
     assert vendor_of("AsyncOpenAI") == "openai"
     assert vendor_of("asyncanthropic") == "anthropic"
     assert vendor_of("gemini") == "google"

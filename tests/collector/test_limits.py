@@ -224,6 +224,41 @@ async def test_limits_match_their_key_customer_and_expiry(
     assert len(for_other["triggered_limits"]) == 2  # its own limit, and the alert (any key)
 
 
+@pytest.mark.anyio
+async def test_usage_in_openai_names_counts_in_every_record_form(
+    api: httpx.AsyncClient, no_limits: LocalCollector
+) -> None:
+    """A usage in OpenAI's own names (prompt_tokens / completion_tokens) is priced, and counts
+    against a limit, in the current /track record, the older one, and a /track-usage record
+    whose service_id is the model: 0.60 dollars each at gpt-4o-mini's prices."""
+    collector = no_limits
+    usage = {"prompt_tokens": 2_000_000, "completion_tokens": 500_000, "total_tokens": 2_500_000}
+    stamp = NOW.isoformat().replace("+00:00", "Z")
+    limit = collector.add_limit(threshold_type="limit", amount="1.8", period="day")
+    records = [
+        ("/track", "tracked", current(0, service="openai::gpt-4o-mini") | {"payload": usage}),
+        (
+            "/track",
+            "tracked",
+            track_record(service_key="gpt-4o-mini", payload=usage, timestamp=stamp),
+        ),
+        (
+            "/track-usage",
+            "usage_records",
+            usage_record(
+                config_id="openai-chat", service_id="gpt-4o-mini", usage=usage, timestamp=stamp
+            ),
+        ),
+    ]
+    spent = []
+    for path, field, record in records:
+        answer = (await api.post(path, json={field: [record]})).json()
+        events = claims(answer["triggered_limits"], collector.public_key)["triggered_limits"]
+        (progress,) = collector.limits()
+        spent.append((round(progress["current_spend"], 6), [e["limit_id"] for e in events]))
+    assert spent == [(0.6, []), (1.2, []), (1.8, [limit["uuid"]])]
+
+
 def test_the_signing_key_and_limits_survive_a_restart(tmp_path: Path) -> None:
     """The key is made once in the data directory (owner-only) and read back with the limits."""
     data = tmp_path / "data"

@@ -99,7 +99,7 @@ class FakeBedrock(FakeService):
         return rid
 
     async def _check(self, request: Request) -> Response | None:
-        await request.body()
+        self.requests.append(json.loads(await request.body() or b"{}"))
         if request.path_params["model"] == FAIL_MODEL:
             return JSONResponse(
                 {"message": "The provided model identifier is invalid."},

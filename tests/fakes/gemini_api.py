@@ -73,7 +73,7 @@ class FakeGemini(FakeService):
 
     async def _call(self, request: Request) -> Response:
         model, _, method = request.path_params["call"].partition(":")
-        await request.json()
+        self.requests.append(await request.json())
         if model == FAIL_MODEL:
             return JSONResponse(
                 {"error": {"code": 404, "message": f"models/{model} is not found",
