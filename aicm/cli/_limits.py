@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from .._core.settings import resolve_settings
+from .._io.service_api import MAX_API_ANSWER_BYTES
 from .._version import __version__
 from ._console import EXIT_OK, CommandError, UsageError, common_parent, render_table, stdout_style
 
@@ -98,22 +99,44 @@ def _request(
     url = settings.api_root + path
     headers = {"Authorization": f"Bearer {key}", "User-Agent": f"aicm-sdk/{__version__}"}
     try:
-        with httpx.Client(timeout=settings.timeout) as client:
-            response = client.request(method, url, headers=headers, json=body)
+        with (
+            httpx.Client(timeout=settings.timeout) as client,
+            client.stream(method, url, headers=headers, json=body) as response,
+        ):
+            content = _read_at_most(response, MAX_API_ANSWER_BYTES)
     except httpx.HTTPError as exc:
         raise CommandError(f"cannot reach {settings.api_root}: {exc}") from exc
+    if content is None:
+        raise CommandError(
+            f"{method} {path}: HTTP {response.status_code}: the answer is larger than"
+            f" {MAX_API_ANSWER_BYTES} bytes; it was not read further"
+        )
+    text = content.decode("utf-8", "replace")
     if response.status_code >= 400:
         try:
-            detail = response.json().get("detail", response.text)
-        except (ValueError, AttributeError):
-            detail = response.text
-        raise CommandError(f"{method} {path}: HTTP {response.status_code}: {detail}")
-    if response.status_code == 204 or not response.content:
+            detail = json.loads(text).get("detail", text)
+        except (ValueError, AttributeError, RecursionError):
+            detail = text
+        raise CommandError(f"{method} {path}: HTTP {response.status_code}: {str(detail)[:500]}")
+    if response.status_code == 204 or not content:
         return None
     try:
-        return response.json()
-    except ValueError as exc:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise CommandError(f"{method} {path}: the answer is not JSON") from exc
+
+
+def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The answer's decoded body, or None when it is longer than ``limit`` bytes (the rest
+    is never read: a broken service cannot grow the command without bound)."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _cell(value: Any) -> str:
