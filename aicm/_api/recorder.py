@@ -443,10 +443,24 @@ class AsyncRecorder(AsyncWithLifecycle):
     async def _enqueue(self, records: Sequence[WireRecord]) -> None:
         """Queue (or, IMMEDIATE, send) records from a task on the engine's loop; never raises."""
         if self.delivery_type is DeliveryType.IMMEDIATE:
+            # Nobody waits for this answer (a wrapped call already returned its own), so a
+            # failure is a loss: counted in health and said out loud like any other drop.
             try:
-                await self.engine.send_now(records)
+                answer = await self.engine.send_now(records)
             except Exception as exc:
+                self.engine.stats.discard("immediate_failed", len(records))
                 logger.warning("immediate delivery of %d record(s) failed: %s", len(records), exc)
+                return
+            refused = [r for r in answer.results if not r.ok]
+            if refused:
+                self.engine.stats.discard("immediate_refused", len(refused))
+                for result in refused:
+                    logger.warning(
+                        "the service refused record %s (%s): %s",
+                        result.response_id,
+                        result.status,
+                        "; ".join(result.errors) or "no reason given",
+                    )
             return
         for i, record in enumerate(records):
             try:

@@ -34,7 +34,13 @@ from .handling import (
 from .jsonplain import JSONValue, to_plain
 from .models import ServiceConfig, utc_now_iso
 
-__all__ = ["MISSING", "UniversalExtractor", "accumulate_stream", "resolve_path"]
+__all__ = [
+    "MISSING",
+    "UniversalExtractor",
+    "accumulate_stream",
+    "is_http_object",
+    "resolve_path",
+]
 
 logger = logging.getLogger("aicm.extractor")
 
@@ -218,6 +224,11 @@ def _is_http_type(t: type) -> bool:
                 _HTTP_VERDICTS.clear()
             _HTTP_VERDICTS[t] = verdict
     return verdict
+
+
+def is_http_object(value: Any) -> bool:
+    """True when ``value`` is an HTTP message, header mapping or cookie jar: never sent."""
+    return _is_http_type(type(value))
 
 
 def _holds_http_object(value: Any, depth: int) -> bool:

@@ -39,6 +39,9 @@ _WHY = {
     "dead_row": "the service refused them (kept as dead rows in the queue file:"
     " `aicm queue list --state dead`)",
     "unencodable": "could not be encoded",
+    "immediate_failed": "sending them at once (immediate delivery) failed; the service may"
+    " have stored some (the log says why)",
+    "immediate_refused": "the service refused them (immediate delivery; the log says why)",
 }
 
 

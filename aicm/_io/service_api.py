@@ -55,6 +55,10 @@ _T = TypeVar("_T")
 
 #: Tries of a read, update or delete before its transient failure is raised.
 API_ATTEMPTS = 3
+#: The most of one management answer aicm reads (decoded): a page of events as large as
+#: a caller's ``limit`` asks, the OpenAPI schema. Past it a service (or whatever answers
+#: in its place) could grow the process without bound.
+MAX_API_ANSWER_BYTES = 16 << 20
 # A retry waits at most this long (a longer Retry-After is raised to the caller, who can
 # decide; an API call should not stall for a minute inside the SDK).
 _MAX_RETRY_WAIT = 5.0
@@ -129,6 +133,7 @@ class ServiceApiMethods:
             content: bytes | None = None,
             headers: dict[str, str],
             params: dict[str, str] | None = None,
+            limit: int = ...,
         ) -> httpx.Response: ...
 
         def _raise_for_response(self, response: httpx.Response, text: str) -> None: ...
@@ -159,6 +164,8 @@ class ServiceApiMethods:
         self, method: str, path: str, *, body: bytes | None = None, retry: bool = True
     ) -> Any:
         """One API call: the decoded JSON answer (None for an empty one), or an error."""
+        from .http import body_truncated  # http.py mixes this class in: imported late
+
         headers = self._auth()
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -166,7 +173,9 @@ class ServiceApiMethods:
         attempts = API_ATTEMPTS if retry else 1
         for attempt in range(1, attempts + 1):
             try:
-                response = await self._request(method, path, content=body, headers=headers)
+                response = await self._request(
+                    method, path, content=body, headers=headers, limit=MAX_API_ANSWER_BYTES
+                )
                 text: str = response.text
                 self._raise_for_api_answer(response, text)
                 break
@@ -177,6 +186,11 @@ class ServiceApiMethods:
                 if delay > _MAX_RETRY_WAIT:
                     raise
                 await anyio.sleep(delay)
+        if body_truncated(response):
+            raise UnexpectedAnswerError(
+                f"{method} {path}: the service's answer is larger than {MAX_API_ANSWER_BYTES}"
+                " bytes; it was not read further"
+            )
         if response.status_code == 204 or not text.strip():
             return None
         try:

@@ -7,6 +7,9 @@ from typing import Any
 
 import attrs
 
+from .._core.extractor import is_http_object
+from .._core.handling import is_credential_name
+
 __all__ = ["Builtin", "Usage", "first_attr", "plain_usage"]
 
 
@@ -21,7 +24,14 @@ class Usage:
 
 
 def plain_usage(value: Any) -> dict[str, Any]:
-    """A provider's usage object as plain JSON data, with null fields dropped."""
+    """A provider's usage object as plain JSON data, with null fields dropped.
+
+    Like a handling config's values, it never carries a credential: credential-named keys
+    (``api_key``, ``access_token``, ``*_headers``...; a proxy may echo them as extra
+    fields) and HTTP header or message objects are left out.
+    """
+    if is_http_object(value):
+        return {}
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         try:
@@ -36,9 +46,13 @@ def plain_usage(value: Any) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items() if v is not None}
+        return {
+            str(k): _plain(v)
+            for k, v in value.items()
+            if v is not None and not is_credential_name(str(k)) and not is_http_object(v)
+        }
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value if v is not None]
+        return [_plain(v) for v in value if v is not None and not is_http_object(v)]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     dump = getattr(value, "model_dump", None)

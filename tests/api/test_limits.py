@@ -3,8 +3,10 @@ against the fake provider, trackers; on asyncio and trio."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from aicm import (
     UsageLimitExceeded,
 )
 from aicm._api import limits as guard_module
+from aicm._core.settings import key_fingerprint
 from aicm._io import limits_book
 from tests.api.limits_support import LimitsService, fresh_key, keypair, limit, signed
 from tests.fakes import FakeHeyGen, FakeOpenAI
@@ -336,6 +339,16 @@ async def test_enforcement_off_lets_calls_through_with_one_warning(
     assert "not enforced" in warnings[0]
 
 
+def _assert_limits_stored_without_the_key(db: Path, key: str) -> None:
+    """The file names the key by a one-way fingerprint: the key itself is never stored."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(f"SELECT key_fp, answer FROM {limits_book._TABLE}").fetchall()
+    assert [fp for fp, _ in rows] == [key_fingerprint(key)]
+    assert key not in rows[0][1]
+    for f in db.parent.glob(db.name + "*"):
+        assert key.encode() not in f.read_bytes(), f
+
+
 async def test_a_persistent_queue_shares_limits_with_other_processes(
     service: LimitsService, tmp_path: Path
 ) -> None:
@@ -356,6 +369,7 @@ async def test_a_persistent_queue_shares_limits_with_other_processes(
         with pytest.raises(UsageLimitExceeded):
             await tracker.track("openai", "gpt-4o-mini", {"input_tokens": 1})
         await tracker.flush()
+    _assert_limits_stored_without_the_key(db, key)
     requests_before = service.limit_requests
     code = (
         "import json, sys\n"

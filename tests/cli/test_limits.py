@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,3 +137,47 @@ def test_serve_prints_its_key_and_the_service_sdk_obeys_its_limits(
         triggered_limits_cache.clear()
     records = httpx.get(url + "/_collector/records", params={"kind": "track"}).json()
     assert records["count"] == 2
+
+
+def test_a_huge_answer_is_refused_past_16_mib(aicm: Run) -> None:
+    """A service answering ``aicm limits list`` with 100 MiB: the command fails on one line
+    naming the limit, having read about 16 MiB of it, not the whole answer."""
+    sent: list[int] = []
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        total = 0
+        with conn:
+            try:
+                while b"\r\n\r\n" not in conn.recv(65536):
+                    pass
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                )
+                block = b"[" + b" " * 65535
+                while total < 100 << 20:
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+                    total += len(block)
+                conn.sendall(b"0\r\n\r\n")
+            except OSError:
+                pass  # the command hung up: what this test is here to see
+            finally:
+                sent.append(total)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.getsockname()[1]}"
+        done = aicm("limits", "list", env=aicm_env(AICM_API_BASE=base, AICM_API_KEY=KEY))
+        thread.join(30)
+    finally:
+        server.close()
+    assert done.returncode == 1
+    assert "larger than 16777216 bytes" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert len(sent) == 1
+    assert sent[0] < (16 << 20) + (16 << 20)  # plus what the socket buffers held

@@ -180,3 +180,63 @@ def test_records_a_wrapped_client_could_not_queue_are_counted_on_stderr(
     counts = _counts(done.stderr)
     assert sum(n for n, why in counts if why == "could not be queued (the log says why)") == 2
     assert len(counts) <= 2
+
+
+def test_a_wrapped_clients_failed_immediate_send_is_counted_on_stderr() -> None:
+    """A CostManager on IMMEDIATE delivery that cannot reach the service loses the records
+    of 3 calls: the calls return, health counts 3 discards, and stderr says 3 in one line."""
+    config = {"config_id": "calc", "api_id": "calculator", "handling_config": _CALC_HANDLING}
+    done = _run(
+        "from aicm import CostManager\n"
+        "class Calculator:\n"
+        "    def add(self, a, b):\n"
+        "        return a + b\n"
+        f"m = CostManager(Calculator(), delivery_type='immediate', configs=[{config!r}])\n"
+        "assert [m.client.add(n, 1) for n in range(3)] == [1, 2, 3]\n"
+        "print(dict(m.health().discarded))\n"
+        "m.close(5)\n",
+        _closed_port(),
+        AICM_MAX_ATTEMPTS="1",
+    )
+    assert done.stdout.strip() == "{'immediate_failed': 3}"
+    counts = _counts(done.stderr)
+    assert sum(n for n, why in counts if why.startswith("sending them at once")) == 3
+    assert len(counts) <= 2
+
+
+def test_records_the_service_refuses_on_immediate_are_counted_on_stderr(
+    collector: LocalCollector,
+) -> None:
+    """On IMMEDIATE delivery the service refuses 2 of a CostManager's 3 records in a 2xx
+    answer: nobody reads that answer, so the 2 are counted and said on stderr."""
+    collector.set_faults(Faults(reject_response_ids={"bad-0", "bad-1"}))
+    handling = {
+        **_CALC_HANDLING,
+        "response_fields": [{"key": "value", "path": "value"}],
+        "payload_mapping": {
+            "config_id": "config_identifier",
+            "timestamp": "timestamp",
+            "response_id": "response_id",
+            "usage": "response_data.value",
+        },
+    }
+    collector.set_configs(
+        [{"config_id": "calc", "api_id": "calculator", "handling_config": handling}]
+    )
+    done = _run(
+        "from aicm import CostManager\n"
+        "class Calculator:\n"
+        "    def add(self, a, b):\n"
+        "        return {'id': f'bad-{a}' if a < 2 else 'good', 'value': a + b}\n"
+        "m = CostManager(Calculator(), delivery_type='immediate')\n"
+        "assert [m.client.add(n, 1)['value'] for n in range(3)] == [1, 2, 3]\n"
+        "print(dict(m.health().discarded))\n"
+        "m.close(5)\n",
+        collector.api_base,
+    )
+    assert done.stdout.strip() == "{'immediate_refused': 2}"
+    counts = _counts(done.stderr)
+    why = "the service refused them (immediate delivery; the log says why)"
+    assert sum(n for n, said in counts if said == why) == 2
+    assert len(counts) <= 2
+    assert stored_ids(collector, "track_usage") == ["good"]

@@ -5,9 +5,11 @@ answers built by their SDKs' own types), each giving one ``/track`` record."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 from google.genai import types as gtypes
@@ -284,3 +286,39 @@ def test_service_key_vendor_names() -> None:
     assert vendor_of("gemini") == vendor_of("google-genai") == "google"
     assert vendor_of("bedrock-runtime") == "amazon-bedrock"
     assert vendor_of("MyVendor::my-model") == "MyVendor"
+
+
+def test_credentials_in_a_usage_object_are_never_recorded(
+    collector: LocalCollector, connection: dict[str, str]
+) -> None:
+    """A usage object carrying credential-named keys (an OpenAI-compatible proxy echoing
+    them as extra fields) or an HTTP header object: the counts are recorded, the
+    credentials and the headers are not."""
+    usage = openai.types.CompletionUsage.model_validate(
+        {
+            "prompt_tokens": 3,
+            "completion_tokens": 1,
+            "total_tokens": 4,
+            "api_key": "sk-leak-1",
+            "prompt_tokens_details": {"cached_tokens": 1, "access_token": "sk-leak-2"},
+            "auth_headers": {"X-Api-Key": "sk-leak-3"},
+        }
+    )
+    answer = SimpleNamespace(id="cmpl-1", model="gpt-4o-mini", usage=usage)
+    odd = SimpleNamespace(
+        id="cmpl-2",
+        model="gpt-4o-mini",
+        usage={"prompt_tokens": 5, "echo": httpx.Headers({"x-api-key": "sk-leak-4"})},
+    )
+    with Tracker(**connection) as tracker:
+        tracker.track_llm_usage("openai", answer)
+        tracker.track_llm_usage("openai", odd)
+    first, second = track_records(collector)
+    assert first["payload"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 1,
+        "total_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 1},
+    }
+    assert second["payload"] == {"prompt_tokens": 5}
+    assert "sk-leak" not in repr(collector.records("track"))

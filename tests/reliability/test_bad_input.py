@@ -4,6 +4,7 @@ services that answer garbage, hang or cut the line; queue files that are not que
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import logging
 import socket
 import sqlite3
@@ -30,6 +31,7 @@ from aicm import (
     RecordTooLargeError,
     ServerError,
     Tracker,
+    UnexpectedAnswerError,
     UsageValidationError,
 )
 from aicm._core import jsonplain
@@ -748,6 +750,58 @@ async def test_a_huge_error_answer_is_read_no_further_than_1_mib() -> None:
         assert sent < (1 << 20) + SOCKET_SLACK
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("call", ["list_usage_limits", "get_triggered_limits"])
+@pytest.mark.parametrize("chunked", [True, False])
+@pytest.mark.anyio
+async def test_a_huge_management_answer_is_refused_past_16_mib(chunked: bool, call: str) -> None:
+    """A management call (GET /usage-limits, GET /triggered-limits) answered with 300 MiB:
+    UnexpectedAnswerError naming the limit, after about 16 MiB were read."""
+    server = HugeAnswerServer(200, HUGE, chunked=chunked)
+    try:
+        async with AsyncCostManagerClient(aicm_api_key=KEY, aicm_api_base=server.base) as client:
+            with (
+                anyio.fail_after(30),
+                pytest.raises(UnexpectedAnswerError, match="larger than 16777216 bytes"),
+            ):
+                await getattr(client, call)()
+        [sent] = server.taken()
+        assert sent < (16 << 20) + SOCKET_SLACK
+    finally:
+        server.close()
+
+
+@pytest.mark.anyio
+async def test_a_management_answer_over_1_mib_is_read_whole() -> None:
+    """A 3 MiB OpenAPI schema (or a page of events as large as a caller's ``limit``) is a
+    legitimate answer: it is read whole, not cut at the ingest answers' 1 MiB."""
+    filler = "x" * (3 << 20)
+    body = jsonplain.dumps({"openapi": "3.1.0", "info": {"description": filler}}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        async with AsyncCostManagerClient(aicm_api_key=KEY, aicm_api_base=base) as client:
+            with anyio.fail_after(30):
+                schema = await client.get_openapi_schema()
+        assert schema["info"]["description"] == filler
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize("chunked", [True, False])

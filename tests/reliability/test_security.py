@@ -107,6 +107,11 @@ def drive(entry: str, options: dict[str, Any], collector: LocalCollector) -> lis
             record = {"api_id": "openai", "service_key": "svc", "payload": {"n": n}}
             attempt(partial(client.track, [{**record, "response_id": f"sec-{n}"}]))
             attempt(client.get_configs)
+            # The management API: reads retried on 5xx, a 404, the limits document.
+            attempt(client.list_usage_limits)
+            attempt(client.get_triggered_limits)
+            attempt(partial(client.get_customer, "no-such-customer"))
+            attempt(partial(client.list_usage_events, limit=5))
         seen += [repr(client), repr(client.settings)]
         client.close()
         return seen
@@ -179,6 +184,8 @@ def test_the_key_never_leaks_from_sync_entry_points(
     seen += [caplog.text, *(r.getMessage() for r in caplog.records)]
     seen += [str(r.exc_info[1]) for r in caplog.records if r.exc_info and r.exc_info[1]]
     assert any("401" in text for text in seen), "the refused-key phase left no trace"
+    if entry == "client":
+        assert any("not found" in text for text in seen), "no management call was answered"
     assert any(r.name.startswith("httpx") for r in caplog.records), "httpx logged nothing"
     leaks = [text[:200] for text in seen if SECRET in text]
     assert leaks == []
