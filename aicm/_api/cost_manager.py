@@ -298,8 +298,6 @@ def _why_no_record(
     path, args, kwargs, func = call
     single = UniversalExtractor([config])
     if chunks is not None:
-        if not chunks:
-            return "the stream ended before its first chunk"
         payloads = single.extract_stream_end(path, chunks, args=args, kwargs=kwargs, func=func)
         fields = config.streaming.final_fields if config.streaming else ()
         response = accumulate_stream(chunks, fields)

@@ -315,12 +315,15 @@ def test_anthropic_sync_idiom_gives_one_record(
     connection: dict[str, str],
     anthropic_fake: FakeAnthropic,
 ) -> None:
-    """anthropic.Anthropic: each idiom, one record with the tokens, response id and tags."""
+    """anthropic.Anthropic: each idiom, one provider request and one record with the tokens,
+    response id and tags."""
     with (
         anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         CostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid = CLAUDE_SYNC[idiom](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check(collector, claude_tokens, (25, 15), rid)
 
 
@@ -363,12 +366,15 @@ async def test_anthropic_async_idiom_gives_one_record(
     connection: dict[str, str],
     anthropic_fake: FakeAnthropic,
 ) -> None:
-    """anthropic.AsyncAnthropic: each idiom, one record with the tokens, response id and tags."""
+    """anthropic.AsyncAnthropic: each idiom, one provider request and one record with the
+    tokens, response id and tags."""
     async with (
         anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid = await CLAUDE_ASYNC[idiom](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check(collector, claude_tokens, (25, 15), rid)
 
 

@@ -75,9 +75,10 @@ def tokens(record: dict[str, Any]) -> tuple[Any, Any]:
     )
 
 
-def check(record: dict[str, Any], vendor: str, model: str, rid: str, expected: Any) -> None:
+def check(record: dict[str, Any], vendor: str, model: str, rid: str | None, expected: Any) -> None:
+    """``rid`` None: the stream was left before its first event, the record has a fresh id."""
     assert record["service_key"] == f"{vendor}::{model}"
-    assert record["response_id"] == rid
+    assert record["response_id"] == rid if rid is not None else record["response_id"]
     assert "api_id" not in record
     if expected[0] is None:
         assert record["payload"] == {}  # the stream ended before its usage came
@@ -228,7 +229,9 @@ def test_openai_sync_streams_need_no_config(
         openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         CostManager(client, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid, expected = run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check(one_track(collector), "openai", "gpt-4o-mini", rid, expected)
 
 
@@ -242,7 +245,9 @@ async def test_openai_async_streams_need_no_config(
         openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid, expected = await run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check(one_track(collector), "openai", "gpt-4o-mini", rid, expected)
 
 
@@ -254,7 +259,9 @@ def test_anthropic_sync_streams_need_no_config(
         anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         CostManager(client, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid, expected = CLAUDE_SYNC[style](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check(one_track(collector), "anthropic", "claude-test-model", rid, expected)
 
 
@@ -267,7 +274,9 @@ async def test_anthropic_async_streams_need_no_config(
         anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid, expected = await CLAUDE_ASYNC[style](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check(one_track(collector), "anthropic", "claude-test-model", rid, expected)
 
 
@@ -365,7 +374,9 @@ def test_openai_sync_idioms_need_no_config(
         openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         CostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid = run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check_tagged(one_track(collector), "openai", "gpt-4o-mini", rid, (12, 5))
 
 
@@ -379,7 +390,9 @@ async def test_openai_async_idioms_need_no_config(
         openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid = await run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check_tagged(one_track(collector), "openai", "gpt-4o-mini", rid, (12, 5))
 
 
@@ -391,7 +404,9 @@ def test_anthropic_sync_idioms_need_no_config(
         anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         CostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid = IDIOMS_CLAUDE_SYNC[idiom](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check_tagged(one_track(collector), "anthropic", "claude-test-model", rid, (25, 15))
 
 
@@ -404,7 +419,9 @@ async def test_anthropic_async_idioms_need_no_config(
         anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid = await IDIOMS_CLAUDE_ASYNC[idiom](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check_tagged(one_track(collector), "anthropic", "claude-test-model", rid, (25, 15))
 
 
