@@ -130,10 +130,8 @@ _OWN = frozenset(
         "_aicm_children",
         "_aicm_state",
         "_aicm_next",
-        "_aicm_finalizer",
         "_aicm_stream",
         "_aicm_mode",
-        "_aicm_taken",
     }
 )
 # Client methods that return a new client of the same SDK (``client.with_options(timeout=5)``,
@@ -751,8 +749,7 @@ def track_stream(
     state = _StreamState(hook, path, args, kwargs, func, stream)
     state.chunks.extend(first)
     rtype = type(stream)
-    is_async = not hasattr(rtype, "__iter__") and hasattr(rtype, "__aiter__")
-    return _stream_class(rtype, is_async)(stream, state)
+    return _stream_class(rtype, _iteration(rtype) == "async")(stream, state)
 
 
 def _stream_kind(result: Any, path: str, kwargs: dict[str, Any]) -> str | None:
@@ -766,20 +763,22 @@ def _stream_kind(result: Any, path: str, kwargs: dict[str, Any]) -> str | None:
         _TYPE_KINDS[rtype] = kind
     if kind != "maybe":
         return kind
-    flag = kwargs.get("stream")
-    if not (flag is True or (flag is None and path.rpartition(".")[2] == "stream")):
+    if not _is_stream_request(path, kwargs):
         return None
-    sync_iterable = hasattr(rtype, "__iter__")
-    async_iterable = hasattr(rtype, "__aiter__")
     # Helper managers (``client.messages.stream(...)``) are context managers that are not
     # iterable themselves: the request starts when they are entered.
-    if hasattr(rtype, "__enter__") and not sync_iterable:
+    if hasattr(rtype, "__enter__") and not hasattr(rtype, "__iter__"):
         return "manager"
-    if hasattr(rtype, "__aenter__") and not async_iterable:
+    if hasattr(rtype, "__aenter__") and not hasattr(rtype, "__aiter__"):
         return "amanager"
-    if sync_iterable:
+    return _iteration(rtype)
+
+
+def _iteration(rtype: type[Any]) -> str | None:
+    """``"sync"`` for an iterable type, ``"async"`` for an async-only one, else None."""
+    if hasattr(rtype, "__iter__"):
         return "sync"
-    if async_iterable:
+    if hasattr(rtype, "__aiter__"):
         return "async"
     return None
 
@@ -840,9 +839,6 @@ class _StreamState:
         except Exception:
             logger.exception("tracking the stream of %s failed", self.path)
 
-    def retarget(self, target: Any) -> None:
-        self.target = target
-
 
 def _snapshot(target: Any) -> Any:
     if target is None:
@@ -859,12 +855,11 @@ def _snapshot(target: Any) -> Any:
     return None
 
 
-class _TrackedStream:
-    """Base of the stream wrappers: delegation, identity and the finalizer."""
+class _TrackedStream(_Delegate):
+    """Base of the stream wrappers: the chunks seen, the drain and close hooks, the finalizer."""
 
-    __slots__ = ("__weakref__", "_aicm_finalizer", "_aicm_next", "_aicm_state", "_aicm_target")
+    __slots__ = ("__weakref__", "_aicm_next", "_aicm_state")
 
-    _aicm_target: Any
     _aicm_state: _StreamState
     _aicm_next: Any
 
@@ -873,14 +868,10 @@ class _TrackedStream:
         object.__setattr__(self, "_aicm_state", state)
         object.__setattr__(self, "_aicm_next", None)
         # A stream abandoned mid-way (``break``, then dropped) is reported when collected.
-        finalizer = weakref.finalize(self, state.finish)
-        finalizer.atexit = False
-        object.__setattr__(self, "_aicm_finalizer", finalizer)
+        weakref.finalize(self, state.finish).atexit = False
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_aicm_"):
-            raise AttributeError(name)
-        value = getattr(self._aicm_target, name)
+        value = _Delegate.__getattr__(self, name)
         if name in _DRAINING and callable(value):
             return self._aicm_drain_then(value)
         if name in ("close", "aclose") and callable(value):
@@ -924,20 +915,6 @@ class _TrackedStream:
             object.__setattr__(self, name, value)
         else:
             setattr(self._aicm_target, name, value)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type[Any]:  # isinstance() sees the stream's class
-        return type(self._aicm_target)
-
-    @property
-    def __wrapped__(self) -> Any:
-        return self._aicm_target
-
-    def __dir__(self) -> list[str]:
-        return dir(self._aicm_target)
-
-    def __repr__(self) -> str:
-        return repr(self._aicm_target)
 
 
 class _SyncStream(_TrackedStream):
@@ -1024,12 +1001,11 @@ def _stream_class(rtype: type[Any], is_async: bool) -> type[_TrackedStream]:
     return _SyncStreamCM if hasattr(rtype, "__enter__") else _SyncStream
 
 
-class _StreamManager:
+class _StreamManager(_Delegate):
     """Base of the wrappers of helper managers: the stream exists once they are entered."""
 
-    __slots__ = ("_aicm_state", "_aicm_stream", "_aicm_target")
+    __slots__ = ("_aicm_state", "_aicm_stream")
 
-    _aicm_target: Any
     _aicm_state: _StreamState
     _aicm_stream: _TrackedStream | None
 
@@ -1043,40 +1019,15 @@ class _StreamManager:
         etype = type(entered)
         kind = _type_kind(etype)
         if kind == "maybe":
-            kind = (
-                "sync"
-                if hasattr(etype, "__iter__")
-                else "async"
-                if hasattr(etype, "__aiter__")
-                else None
-            )
+            kind = _iteration(etype)
         if kind is None:
             # Not a stream after all: what was entered is the response.
             _report_call(state.hook, state.path, state.args, state.kwargs, entered, state.func)
             return entered
-        state.retarget(entered)
+        state.target = entered
         stream = _stream_class(etype, kind == "async")(entered, state)
         object.__setattr__(self, "_aicm_stream", stream)
         return stream
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_aicm_"):
-            raise AttributeError(name)
-        return getattr(self._aicm_target, name)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type[Any]:  # isinstance() sees the manager's class
-        return type(self._aicm_target)
-
-    @property
-    def __wrapped__(self) -> Any:
-        return self._aicm_target
-
-    def __dir__(self) -> list[str]:
-        return dir(self._aicm_target)
-
-    def __repr__(self) -> str:
-        return repr(self._aicm_target)
 
 
 class _SyncStreamManager(_StreamManager):
