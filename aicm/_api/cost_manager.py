@@ -229,19 +229,29 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         response: Any,
         chunks: list[Any] | None,
     ) -> None:
-        """Say why a tracked call gave no record: WARNING once per method, then DEBUG."""
-        path = call[0]
+        """Say why a config-tracked call gave no record, naming each config and its paths."""
+
+        def why() -> str | None:
+            reasons = [
+                f"config {config.config_id!r}: {reason}"
+                for config in self.extractor.configs_for(call[0])
+                if (reason := _why_no_record(config, call, response, chunks)) is not None
+            ]
+            # None: e.g. a list_path that resolved to an empty list, nothing to bill
+            return "; ".join(reasons) if reasons else None
+
+        self.warn_no_record(call[0], why)
+
+    def warn_no_record(self, path: str, why: Callable[[], str | None]) -> None:
+        """Log that a tracked call of ``path`` gave no record, and ``why()``: at WARNING the
+        first time for each method, then at DEBUG. ``why()`` returning None logs nothing."""
         warned = path in self._warned_methods
         level = logging.DEBUG if warned else logging.WARNING
         if not logger.isEnabledFor(level):
             return
-        reasons = [
-            f"config {config.config_id!r}: {reason}"
-            for config in self.extractor.configs_for(path)
-            if (reason := _why_no_record(config, call, response, chunks)) is not None
-        ]
-        if not reasons:
-            return  # e.g. a list_path that resolved to an empty list: nothing to bill
+        reason = why()
+        if reason is None:
+            return
         if not warned:
             if len(self._warned_methods) >= _MAX_WARNED_METHODS:
                 self._warned_methods.clear()
@@ -251,7 +261,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             "a tracked call of %s (api_id %r) gave no usage record; %s",
             path,
             self.api_id,
-            "; ".join(reasons),
+            reason,
         )
 
     def before_call(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -460,3 +460,32 @@ def test_legacy_track_format_sends_the_older_record(
         "gpt-4o-mini",
         chat.id,
     )
+
+
+def test_a_call_the_builtin_cannot_record_warns_once_per_method(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_fake: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Responses stream with no model (a prompt template's), left before its first event,
+    names no model: no record, counted as dropped; one WARNING for the method, then DEBUG."""
+    with (
+        caplog.at_level(logging.DEBUG, logger="aicm.cost_manager"),
+        openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        CostManager(client, **connection) as manager,
+    ):
+        for _ in range(3):
+            with manager.client.responses.create(input="Say hello", stream=True):
+                pass
+        dropped = manager.health().discarded.get("invalid_payload")
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if "gave no usage record" in r.getMessage()
+    ]
+    assert [level for level, _ in said] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "responses.create" in said[0][1]
+    assert "no model" in said[0][1]
+    assert dropped == 3
+    assert collector.records("track") == []
