@@ -515,7 +515,7 @@ def _after_raw_call(
     elif hasattr(rtype, "parse"):
         tracked = _ParsedResponse(result, call)
         if _is_stream_request(path, kwargs):
-            tracked._aicm_warn_if_never_parsed()
+            tracked._aicm_report_if_never_parsed()
             return tracked  # the stream is wrapped when the caller parses it
         # The body is already read: track it now, so a caller who only reads headers is
         # still billed. The SDK caches what parse() returns, so the caller's own parse()
@@ -596,12 +596,11 @@ class _ParsedResponse(_Delegate):
         object.__setattr__(self, "_aicm_parsed", _UNPARSED)
         object.__setattr__(self, "_aicm_unread", [])
 
-    def _aicm_warn_if_never_parsed(self) -> None:
-        """Log a warning if this response is dropped before its body was parsed."""
-        unread: list[str] = self._aicm_unread
-        unread.append(self._aicm_call[1])
-        finalizer = weakref.finalize(self, _never_parsed, unread)
-        finalizer.atexit = False
+    def _aicm_report_if_never_parsed(self) -> None:
+        """Record the call from its request alone if this response is dropped unparsed."""
+        unread: list[_Call] = self._aicm_unread
+        unread.append(self._aicm_call)
+        weakref.finalize(self, _never_parsed, unread).atexit = False
 
     def __getattr__(self, name: str) -> Any:
         value = _Delegate.__getattr__(self, name)
@@ -636,9 +635,22 @@ class _ParsedResponse(_Delegate):
         return given
 
 
-def _never_parsed(unread: list[str]) -> None:
-    for path in unread:
-        logger.warning("%s: a streamed raw response was never parse()d; not tracked", path)
+def _never_parsed(unread: list[_Call]) -> None:
+    for call in unread:
+        _report_unparsed_stream(call)
+
+
+def _report_unparsed_stream(call: _Call) -> None:
+    """A streamed response whose events never reached the SDK's parser (read as raw lines or
+    bytes, or never read): the request was made and billed, so it is recorded from the
+    request alone, with no usage."""
+    hook, path, args, kwargs, func = call
+    logger.warning(
+        "%s: a streamed response was not read through parse(); recorded from the request "
+        "alone, with no usage",
+        path,
+    )
+    _StreamState(hook, path, args, kwargs, func, None).finish()
 
 
 class _ResponseCM(_Delegate):
@@ -666,7 +678,9 @@ class _ResponseCM(_Delegate):
         _, path, _, kwargs, _ = self._aicm_call
         if _is_stream_request(path, kwargs):
             # A stream read as raw lines or bytes: its events never reached the SDK's parser.
-            logger.warning("%s: a streamed response read without parse(); not tracked", path)
+            # A parse() after this (of a closed response) is not recorded a second time.
+            object.__setattr__(response, "_aicm_parsed", (None, None))
+            _report_unparsed_stream(self._aicm_call)
             return None
         # The caller read the body some other way (json(), text()) or not at all: the call
         # was billed all the same, so it is parsed for the record.
