@@ -275,6 +275,22 @@ async def achat_closed(c: Any) -> tuple[str, Any]:
     return first.id, UNKNOWN
 
 
+async def achat_left_with_block(c: Any) -> tuple[str, Any]:
+    async with await c.chat.completions.create(**CHAT, stream=True) as stream:
+        first = await stream.__anext__()
+    return first.id, UNKNOWN
+
+
+async def achat_left_by_break(c: Any) -> tuple[str, Any]:
+    stream = await c.chat.completions.create(**CHAT, stream=True)
+    async for chunk in stream:
+        first = chunk
+        break
+    del stream
+    gc.collect()
+    return first.id, UNKNOWN
+
+
 async def achat_helper_iterated(c: Any) -> tuple[str, Any]:
     async with c.chat.completions.stream(**CHAT) as stream:
         assert isinstance(stream, openai.lib.streaming.chat.AsyncChatCompletionStream)
@@ -371,6 +387,8 @@ async def aresponses_helper_unread(c: Any) -> tuple[None, Any]:
 OPENAI_ASYNC: dict[str, tuple[AStyle, Tokens]] = {
     "chat stream=True, iterated": (achat_iterated, chat_tokens),
     "chat stream=True, closed": (achat_closed, chat_tokens),
+    "chat stream=True, async with block left": (achat_left_with_block, chat_tokens),
+    "chat stream=True, break": (achat_left_by_break, chat_tokens),
     "chat.completions.stream, iterated": (achat_helper_iterated, chat_tokens),
     "chat.completions.stream, get_final_completion": (achat_helper_final, chat_tokens),
     "chat.completions.stream, until_done": (achat_helper_until_done, chat_tokens),
@@ -429,6 +447,12 @@ def claude_left_by_break(c: Any) -> tuple[str, Any]:
     del stream
     gc.collect()
     return first.message.id, CLAUDE_EARLY
+
+
+def claude_left_with_block(c: Any) -> tuple[str, Any]:
+    with c.messages.create(**CLAUDE, stream=True) as stream:
+        start = next(stream)
+    return start.message.id, CLAUDE_EARLY
 
 
 def claude_helper_iterated(c: Any) -> tuple[str, Any]:
@@ -507,6 +531,7 @@ CLAUDE_SYNC: dict[str, Style] = {
     "stream=True, iterated": claude_iterated,
     "stream=True, closed": claude_left,
     "stream=True, break": claude_left_by_break,
+    "stream=True, with block left": claude_left_with_block,
     "messages.stream, iterated": claude_helper_iterated,
     "messages.stream, text_stream": claude_helper_text_stream,
     "messages.stream, get_final_message": claude_helper_final_message,
@@ -605,6 +630,22 @@ async def aclaude_left(c: Any) -> tuple[str, Any]:
     return first.message.id, CLAUDE_EARLY
 
 
+async def aclaude_left_with_block(c: Any) -> tuple[str, Any]:
+    async with await c.messages.create(**CLAUDE, stream=True) as stream:
+        start = await stream.__anext__()
+    return start.message.id, CLAUDE_EARLY
+
+
+async def aclaude_helper_final_then_left(c: Any) -> tuple[str, Any]:
+    async with c.messages.stream(**CLAUDE) as stream:
+        async for event in stream:
+            first = event
+            break
+        final = await stream.get_final_message()  # reads the rest: the full usage
+    assert final.id == first.message.id
+    return final.id, CLAUDE_FULL
+
+
 async def aclaude_beta_helper(c: Any) -> tuple[str, Any]:
     async with c.beta.messages.stream(**CLAUDE) as stream:
         final = await stream.get_final_message()
@@ -632,6 +673,8 @@ CLAUDE_ASYNC: dict[str, AStyle] = {
     "messages.stream, break": aclaude_helper_left,
     "messages.stream, text_stream break": aclaude_helper_text_left,
     "stream=True, break then close": aclaude_left,
+    "stream=True, async with block left": aclaude_left_with_block,
+    "messages.stream, break then get_final_message": aclaude_helper_final_then_left,
     "beta.messages.stream, get_final_message": aclaude_beta_helper,
     "stream=True, closed unread": aclaude_closed_unread,
     "messages.stream, left unread": aclaude_helper_unread,
