@@ -277,12 +277,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked call returned: queue its records without blocking the loop."""
-        self.limit_guard.after_call(kwargs, response)
-        if self.builtin.defers(self.extractor, path, response):
-            # The answer holds a stream (boto3's converse_stream): tracked when it ends.
-            self.builtin.wrap_inner_stream(self, path, args, kwargs, response, func)
-            return
-        self.emit_nowait(self.records_for_call(path, args, kwargs, response, func))
+        self.emit_nowait(self.records_after_call(self, path, args, kwargs, response, func))
 
     def on_stream_end(
         self,
@@ -293,9 +288,38 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked stream ended: queue its records without blocking the loop."""
+        self.emit_nowait(self.records_after_stream(path, args, kwargs, chunks, func))
+
+    def records_after_call(
+        self,
+        hook: Any,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        response: Any,
+        func: Callable[..., Any],
+    ) -> list[WireRecord]:
+        """What a proxy ``hook`` (this manager's or its sync facade's) queues for a call that
+        returned: the usage limits learn of it, and an answer that holds a stream (boto3's
+        ``converse_stream``) gives its records through ``hook`` when that stream ends."""
+        self.limit_guard.after_call(kwargs, response)
+        if self.builtin.defers(self.extractor, path, response):
+            self.builtin.wrap_inner_stream(hook, path, args, kwargs, response, func)
+            return []
+        return self.records_for_call(path, args, kwargs, response, func)
+
+    def records_after_stream(
+        self,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        chunks: list[Any],
+        func: Callable[..., Any],
+    ) -> list[WireRecord]:
+        """What a proxy hook queues for a stream that ended (the usage limits learn of it)."""
         if chunks:
             self.limit_guard.after_call(kwargs, chunks[-1])
-        self.emit_nowait(self.records_for_stream(path, args, kwargs, chunks, func))
+        return self.records_for_stream(path, args, kwargs, chunks, func)
 
 
 def _why_no_record(

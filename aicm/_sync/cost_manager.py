@@ -50,12 +50,7 @@ class _ThreadHook:
         if self._facade.closed:
             return
         manager = self._facade._live()
-        manager.limit_guard.after_call(kwargs, response)
-        if manager.builtin.defers(manager.extractor, path, response):
-            # The answer holds a stream (boto3's converse_stream): tracked when it ends.
-            manager.builtin.wrap_inner_stream(self, path, args, kwargs, response, func)
-            return
-        self._facade._emit(manager.records_for_call(path, args, kwargs, response, func))
+        self._facade._emit(manager.records_after_call(self, path, args, kwargs, response, func))
 
     def on_stream_end(
         self,
@@ -68,9 +63,7 @@ class _ThreadHook:
         if self._facade.closed:
             return  # a stream that outlived its manager
         manager = self._facade._live()
-        if chunks:
-            manager.limit_guard.after_call(kwargs, chunks[-1])
-        self._facade._emit(manager.records_for_stream(path, args, kwargs, chunks, func))
+        self._facade._emit(manager.records_after_stream(path, args, kwargs, chunks, func))
 
 
 class CostManager(SyncFacade[AsyncCostManager[ClientT]], Generic[ClientT]):
