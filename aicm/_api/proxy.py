@@ -6,13 +6,17 @@ dotted path of each attribute access; when a called path is tracked (``hook.shou
 it hands the call and its response to ``hook.on_call`` once the call has returned (or its
 coroutine has been awaited). A streaming result is handed back wrapped: every chunk passes
 through untouched and ``hook.on_stream_end`` runs exactly once when the stream is
-exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected. A
-helper stream's ``get_final_*``/``until_done`` read the rest through the wrapper first.
+exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected, even
+before its first chunk (the request was made: ``chunks`` is then empty). A helper stream's
+``get_final_*``/``until_done`` read the rest through the wrapper first. A hook may also
+have ``before_call(path, args, kwargs)``, run before a tracked call is made; the
+:class:`~aicm.UsageLimitExceeded` it raises refuses the call.
 
 What the client hands out stays tracked by the same hook: the clients ``with_options`` and
 ``copy`` return, and the ``with_raw_response``/``with_streaming_response`` namespaces, whose
 calls keep the plain path (``chat.completions.create``) and are reported once, from the
-body the HTTP response parses to.
+body the HTTP response parses to; a streamed body read past the SDK's parser (raw lines or
+bytes) is reported as a stream that ended before its first chunk.
 
 The hooks run in the caller's thread or task and must be quick; any exception they raise
 is logged on ``aicm.cost_manager`` and swallowed, so tracking never breaks the user's call.
