@@ -71,8 +71,10 @@ def test_openai_answer_sync(
 async def test_openai_answer_async_with_a_full_key(
     collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
 ) -> None:
-    client = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0)
-    answer = await client.responses.create(model="gpt-4o-mini", input="hi")
+    async with openai.AsyncOpenAI(
+        base_url=openai_fake.base_url, api_key="t", max_retries=0
+    ) as client:
+        answer = await client.responses.create(model="gpt-4o-mini", input="hi")
     async with AsyncTracker(**connection) as tracker:
         await tracker.track_llm_usage(
             "openai::gpt-4o", answer, response_id="mine", anonymize_fields=["total_tokens"]
@@ -110,9 +112,11 @@ def test_anthropic_answer_and_stream_sync(
 async def test_openai_stream_async_left_early_and_whole(
     collector: LocalCollector, connection: dict[str, str], openai_fake: FakeOpenAI
 ) -> None:
-    client = openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0)
     chat = {"model": "gpt-4o-mini", "messages": MESSAGES}
-    async with AsyncTracker(**connection) as tracker:
+    async with (
+        openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        AsyncTracker(**connection) as tracker,
+    ):
         stream = await client.chat.completions.create(
             **chat, stream=True, stream_options={"include_usage": True}
         )
@@ -131,8 +135,10 @@ async def test_openai_stream_async_left_early_and_whole(
 async def test_anthropic_stream_async_left_early(
     collector: LocalCollector, connection: dict[str, str], anthropic_fake: FakeAnthropic
 ) -> None:
-    client = anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0)
-    async with AsyncTracker(**connection) as tracker:
+    async with (
+        anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
+        AsyncTracker(**connection) as tracker,
+    ):
         stream = await client.messages.create(**CLAUDE, stream=True)
         tracked = tracker.track_llm_stream_usage("anthropic", stream)
         async for event in tracked:
