@@ -51,9 +51,11 @@ def anthropic_configs(api_id: str) -> list[dict[str, Any]]:
 
 
 def one_record(collector: Any) -> dict[str, Any]:
-    """The single record the collector holds (fails when there are none or several)."""
+    """The single ``/track-usage`` record the collector holds (fails when there are none or
+    several, or when a built-in ``/track`` record was made beside it)."""
     records = usage_records(collector)
     assert len(records) == 1, records
+    assert collector.records("track") == []
     return records[0]
 
 

@@ -230,19 +230,29 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         response: Any,
         chunks: list[Any] | None,
     ) -> None:
-        """Say why a tracked call gave no record: WARNING once per method, then DEBUG."""
-        path = call[0]
+        """Say why a config-tracked call gave no record, naming each config and its paths."""
+
+        def why() -> str | None:
+            reasons = [
+                f"config {config.config_id!r}: {reason}"
+                for config in self.extractor.configs_for(call[0])
+                if (reason := _why_no_record(config, call, response, chunks)) is not None
+            ]
+            # None: e.g. a list_path that resolved to an empty list, nothing to bill
+            return "; ".join(reasons) if reasons else None
+
+        self.warn_no_record(call[0], why)
+
+    def warn_no_record(self, path: str, why: Callable[[], str | None]) -> None:
+        """Log that a tracked call of ``path`` gave no record, and ``why()``: at WARNING the
+        first time for each method, then at DEBUG. ``why()`` returning None logs nothing."""
         warned = path in self._warned_methods
         level = logging.DEBUG if warned else logging.WARNING
         if not logger.isEnabledFor(level):
             return
-        reasons = [
-            f"config {config.config_id!r}: {reason}"
-            for config in self.extractor.configs_for(path)
-            if (reason := _why_no_record(config, call, response, chunks)) is not None
-        ]
-        if not reasons:
-            return  # e.g. a list_path that resolved to an empty list: nothing to bill
+        reason = why()
+        if reason is None:
+            return
         if not warned:
             if len(self._warned_methods) >= _MAX_WARNED_METHODS:
                 self._warned_methods.clear()
@@ -252,7 +262,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             "a tracked call of %s (api_id %r) gave no usage record; %s",
             path,
             self.api_id,
-            "; ".join(reasons),
+            reason,
         )
 
     def before_call(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -268,14 +278,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked call returned: queue its records without blocking the loop."""
-        if self.builtin.defers(self.extractor, path, response):
-            # The answer holds a stream (boto3's converse_stream): tracked when it ends.
-            self.limit_guard.after_call(kwargs, response)
-            self.builtin.wrap_inner_stream(self, path, args, kwargs, response, func)
-            return
-        records = self.records_for_call(path, args, kwargs, response, func)
-        self.emit_nowait(records)
-        self.limit_guard.after_call(kwargs, response, records)
+        self.emit_nowait(self.records_after_call(self, path, args, kwargs, response, func))
 
     def on_stream_end(
         self,
@@ -286,9 +289,40 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         func: Callable[..., Any],
     ) -> None:
         """A tracked stream ended: queue its records without blocking the loop."""
+        self.emit_nowait(self.records_after_stream(path, args, kwargs, chunks, func))
+
+    def records_after_call(
+        self,
+        hook: Any,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        response: Any,
+        func: Callable[..., Any],
+    ) -> list[WireRecord]:
+        """What a proxy ``hook`` (this manager's or its sync facade's) queues for a call that
+        returned: the usage limits learn of it, and an answer that holds a stream (boto3's
+        ``converse_stream``) gives its records through ``hook`` when that stream ends."""
+        if self.builtin.defers(self.extractor, path, response):
+            self.limit_guard.after_call(kwargs, response)
+            self.builtin.wrap_inner_stream(hook, path, args, kwargs, response, func)
+            return []
+        records = self.records_for_call(path, args, kwargs, response, func)
+        self.limit_guard.after_call(kwargs, response, records)
+        return records
+
+    def records_after_stream(
+        self,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        chunks: list[Any],
+        func: Callable[..., Any],
+    ) -> list[WireRecord]:
+        """What a proxy hook queues for a stream that ended (the usage limits learn of it)."""
         records = self.records_for_stream(path, args, kwargs, chunks, func)
-        self.emit_nowait(records)
         self.limit_guard.after_call(kwargs, chunks[-1] if chunks else None, records)
+        return records
 
 
 def _why_no_record(
@@ -301,8 +335,6 @@ def _why_no_record(
     path, args, kwargs, func = call
     single = UniversalExtractor([config])
     if chunks is not None:
-        if not chunks:
-            return "the stream ended before its first chunk"
         payloads = single.extract_stream_end(path, chunks, args=args, kwargs=kwargs, func=func)
         fields = config.streaming.final_fields if config.streaming else ()
         response = accumulate_stream(chunks, fields)

@@ -6,13 +6,17 @@ dotted path of each attribute access; when a called path is tracked (``hook.shou
 it hands the call and its response to ``hook.on_call`` once the call has returned (or its
 coroutine has been awaited). A streaming result is handed back wrapped: every chunk passes
 through untouched and ``hook.on_stream_end`` runs exactly once when the stream is
-exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected. A
-helper stream's ``get_final_*``/``until_done`` read the rest through the wrapper first.
+exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected, even
+before its first chunk (the request was made: ``chunks`` is then empty). A helper stream's
+``get_final_*``/``until_done`` read the rest through the wrapper first. A hook may also
+have ``before_call(path, args, kwargs)``, run before a tracked call is made; the
+:class:`~aicm.UsageLimitExceeded` it raises refuses the call.
 
 What the client hands out stays tracked by the same hook: the clients ``with_options`` and
 ``copy`` return, and the ``with_raw_response``/``with_streaming_response`` namespaces, whose
 calls keep the plain path (``chat.completions.create``) and are reported once, from the
-body the HTTP response parses to.
+body the HTTP response parses to; a streamed body read past the SDK's parser (raw lines or
+bytes) is reported as a stream that ended before its first chunk.
 
 The hooks run in the caller's thread or task and must be quick; any exception they raise
 is logged on ``aicm.cost_manager`` and swallowed, so tracking never breaks the user's call.
@@ -130,10 +134,8 @@ _OWN = frozenset(
         "_aicm_children",
         "_aicm_state",
         "_aicm_next",
-        "_aicm_finalizer",
         "_aicm_stream",
         "_aicm_mode",
-        "_aicm_taken",
     }
 )
 # Client methods that return a new client of the same SDK (``client.with_options(timeout=5)``,
@@ -517,7 +519,7 @@ def _after_raw_call(
     elif hasattr(rtype, "parse"):
         tracked = _ParsedResponse(result, call)
         if _is_stream_request(path, kwargs):
-            tracked._aicm_warn_if_never_parsed()
+            tracked._aicm_report_if_never_parsed()
             return tracked  # the stream is wrapped when the caller parses it
         # The body is already read: track it now, so a caller who only reads headers is
         # still billed. The SDK caches what parse() returns, so the caller's own parse()
@@ -598,12 +600,11 @@ class _ParsedResponse(_Delegate):
         object.__setattr__(self, "_aicm_parsed", _UNPARSED)
         object.__setattr__(self, "_aicm_unread", [])
 
-    def _aicm_warn_if_never_parsed(self) -> None:
-        """Log a warning if this response is dropped before its body was parsed."""
-        unread: list[str] = self._aicm_unread
-        unread.append(self._aicm_call[1])
-        finalizer = weakref.finalize(self, _never_parsed, unread)
-        finalizer.atexit = False
+    def _aicm_report_if_never_parsed(self) -> None:
+        """Record the call from its request alone if this response is dropped unparsed."""
+        unread: list[_Call] = self._aicm_unread
+        unread.append(self._aicm_call)
+        weakref.finalize(self, _never_parsed, unread).atexit = False
 
     def __getattr__(self, name: str) -> Any:
         value = _Delegate.__getattr__(self, name)
@@ -638,9 +639,22 @@ class _ParsedResponse(_Delegate):
         return given
 
 
-def _never_parsed(unread: list[str]) -> None:
-    for path in unread:
-        logger.warning("%s: a streamed raw response was never parse()d; not tracked", path)
+def _never_parsed(unread: list[_Call]) -> None:
+    for call in unread:
+        _report_unparsed_stream(call)
+
+
+def _report_unparsed_stream(call: _Call) -> None:
+    """A streamed response whose events never reached the SDK's parser (read as raw lines or
+    bytes, or never read): the request was made and billed, so it is recorded from the
+    request alone, with no usage."""
+    hook, path, args, kwargs, func = call
+    logger.warning(
+        "%s: a streamed response was not read through parse(); recorded from the request "
+        "alone, with no usage",
+        path,
+    )
+    _StreamState(hook, path, args, kwargs, func, None).finish()
 
 
 class _ResponseCM(_Delegate):
@@ -668,7 +682,9 @@ class _ResponseCM(_Delegate):
         _, path, _, kwargs, _ = self._aicm_call
         if _is_stream_request(path, kwargs):
             # A stream read as raw lines or bytes: its events never reached the SDK's parser.
-            logger.warning("%s: a streamed response read without parse(); not tracked", path)
+            # A parse() after this (of a closed response) is not recorded a second time.
+            object.__setattr__(response, "_aicm_parsed", (None, None))
+            _report_unparsed_stream(self._aicm_call)
             return None
         # The caller read the body some other way (json(), text()) or not at all: the call
         # was billed all the same, so it is parsed for the record.
@@ -751,8 +767,7 @@ def track_stream(
     state = _StreamState(hook, path, args, kwargs, func, stream)
     state.chunks.extend(first)
     rtype = type(stream)
-    is_async = not hasattr(rtype, "__iter__") and hasattr(rtype, "__aiter__")
-    return _stream_class(rtype, is_async)(stream, state)
+    return _stream_class(rtype, _iteration(rtype) == "async")(stream, state)
 
 
 def _stream_kind(result: Any, path: str, kwargs: dict[str, Any]) -> str | None:
@@ -766,20 +781,22 @@ def _stream_kind(result: Any, path: str, kwargs: dict[str, Any]) -> str | None:
         _TYPE_KINDS[rtype] = kind
     if kind != "maybe":
         return kind
-    flag = kwargs.get("stream")
-    if not (flag is True or (flag is None and path.rpartition(".")[2] == "stream")):
+    if not _is_stream_request(path, kwargs):
         return None
-    sync_iterable = hasattr(rtype, "__iter__")
-    async_iterable = hasattr(rtype, "__aiter__")
     # Helper managers (``client.messages.stream(...)``) are context managers that are not
     # iterable themselves: the request starts when they are entered.
-    if hasattr(rtype, "__enter__") and not sync_iterable:
+    if hasattr(rtype, "__enter__") and not hasattr(rtype, "__iter__"):
         return "manager"
-    if hasattr(rtype, "__aenter__") and not async_iterable:
+    if hasattr(rtype, "__aenter__") and not hasattr(rtype, "__aiter__"):
         return "amanager"
-    if sync_iterable:
+    return _iteration(rtype)
+
+
+def _iteration(rtype: type[Any]) -> str | None:
+    """``"sync"`` for an iterable type, ``"async"`` for an async-only one, else None."""
+    if hasattr(rtype, "__iter__"):
         return "sync"
-    if async_iterable:
+    if hasattr(rtype, "__aiter__"):
         return "async"
     return None
 
@@ -840,9 +857,6 @@ class _StreamState:
         except Exception:
             logger.exception("tracking the stream of %s failed", self.path)
 
-    def retarget(self, target: Any) -> None:
-        self.target = target
-
 
 def _snapshot(target: Any) -> Any:
     if target is None:
@@ -859,12 +873,11 @@ def _snapshot(target: Any) -> Any:
     return None
 
 
-class _TrackedStream:
-    """Base of the stream wrappers: delegation, identity and the finalizer."""
+class _TrackedStream(_Delegate):
+    """Base of the stream wrappers: the chunks seen, the drain and close hooks, the finalizer."""
 
-    __slots__ = ("__weakref__", "_aicm_finalizer", "_aicm_next", "_aicm_state", "_aicm_target")
+    __slots__ = ("__weakref__", "_aicm_next", "_aicm_state")
 
-    _aicm_target: Any
     _aicm_state: _StreamState
     _aicm_next: Any
 
@@ -873,14 +886,10 @@ class _TrackedStream:
         object.__setattr__(self, "_aicm_state", state)
         object.__setattr__(self, "_aicm_next", None)
         # A stream abandoned mid-way (``break``, then dropped) is reported when collected.
-        finalizer = weakref.finalize(self, state.finish)
-        finalizer.atexit = False
-        object.__setattr__(self, "_aicm_finalizer", finalizer)
+        weakref.finalize(self, state.finish).atexit = False
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_aicm_"):
-            raise AttributeError(name)
-        value = getattr(self._aicm_target, name)
+        value = _Delegate.__getattr__(self, name)
         if name in _DRAINING and callable(value):
             return self._aicm_drain_then(value)
         if name in ("close", "aclose") and callable(value):
@@ -924,20 +933,6 @@ class _TrackedStream:
             object.__setattr__(self, name, value)
         else:
             setattr(self._aicm_target, name, value)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type[Any]:  # isinstance() sees the stream's class
-        return type(self._aicm_target)
-
-    @property
-    def __wrapped__(self) -> Any:
-        return self._aicm_target
-
-    def __dir__(self) -> list[str]:
-        return dir(self._aicm_target)
-
-    def __repr__(self) -> str:
-        return repr(self._aicm_target)
 
 
 class _SyncStream(_TrackedStream):
@@ -1024,12 +1019,11 @@ def _stream_class(rtype: type[Any], is_async: bool) -> type[_TrackedStream]:
     return _SyncStreamCM if hasattr(rtype, "__enter__") else _SyncStream
 
 
-class _StreamManager:
+class _StreamManager(_Delegate):
     """Base of the wrappers of helper managers: the stream exists once they are entered."""
 
-    __slots__ = ("_aicm_state", "_aicm_stream", "_aicm_target")
+    __slots__ = ("_aicm_state", "_aicm_stream")
 
-    _aicm_target: Any
     _aicm_state: _StreamState
     _aicm_stream: _TrackedStream | None
 
@@ -1043,40 +1037,15 @@ class _StreamManager:
         etype = type(entered)
         kind = _type_kind(etype)
         if kind == "maybe":
-            kind = (
-                "sync"
-                if hasattr(etype, "__iter__")
-                else "async"
-                if hasattr(etype, "__aiter__")
-                else None
-            )
+            kind = _iteration(etype)
         if kind is None:
             # Not a stream after all: what was entered is the response.
             _report_call(state.hook, state.path, state.args, state.kwargs, entered, state.func)
             return entered
-        state.retarget(entered)
+        state.target = entered
         stream = _stream_class(etype, kind == "async")(entered, state)
         object.__setattr__(self, "_aicm_stream", stream)
         return stream
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_aicm_"):
-            raise AttributeError(name)
-        return getattr(self._aicm_target, name)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type[Any]:  # isinstance() sees the manager's class
-        return type(self._aicm_target)
-
-    @property
-    def __wrapped__(self) -> Any:
-        return self._aicm_target
-
-    def __dir__(self) -> list[str]:
-        return dir(self._aicm_target)
-
-    def __repr__(self) -> str:
-        return repr(self._aicm_target)
 
 
 class _SyncStreamManager(_StreamManager):

@@ -871,13 +871,12 @@ class UniversalExtractor:
         """The payloads for a stream that ended (exhausted, closed early or failed).
 
         Each config sees the response :func:`accumulate_stream` builds from ``chunks`` with
-        its ``streaming.final_fields``. A stream that yielded nothing gives no payloads.
+        its ``streaming.final_fields``. A stream left before its first chunk was still a
+        request the provider billed: its payloads come from the request alone (an empty
+        response), with no usage and no response id.
         """
         routes = self._route(method)
         if not routes:
-            return []
-        if not chunks:
-            logger.debug("stream of %s ended before its first chunk; nothing extracted", method)
             return []
         call = _Call(
             method,

@@ -115,10 +115,14 @@ class BuiltinTracking:
     def _records(self, usage: Usage | None, path: str, tags: Tags) -> list[WireRecord]:
         manager = self._manager
         if usage is None:
-            logger.warning(
-                "a call of %s (api_id %r) named no model: no record made", path, manager.api_id
-            )
             manager.engine.stats.discard("invalid_payload")
+            manager.warn_no_record(
+                path,
+                lambda: (
+                    f"the built-in {self.name} tracking found no model in the call or its "
+                    "answer (pass model=, or serve a handling config for this api_id)"
+                ),
+            )
             return []
         if not usage.payload and not self._warned_no_usage:
             self._warned_no_usage = True
@@ -140,6 +144,7 @@ class BuiltinTracking:
             )
         except RecordError as exc:
             manager.engine.stats.discard("invalid_payload")
-            logger.warning("the usage of a call of %s was not recordable: %s", path, exc)
+            reason = f"its usage was not recordable: {exc}"
+            manager.warn_no_record(path, lambda: reason)
             return []
         return [record]

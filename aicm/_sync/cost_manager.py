@@ -50,14 +50,7 @@ class _ThreadHook:
         if self._facade.closed:
             return
         manager = self._facade._live()
-        if manager.builtin.defers(manager.extractor, path, response):
-            # The answer holds a stream (boto3's converse_stream): tracked when it ends.
-            manager.limit_guard.after_call(kwargs, response)
-            manager.builtin.wrap_inner_stream(self, path, args, kwargs, response, func)
-            return
-        records = manager.records_for_call(path, args, kwargs, response, func)
-        self._facade._emit(records)
-        manager.limit_guard.after_call(kwargs, response, records)
+        self._facade._emit(manager.records_after_call(self, path, args, kwargs, response, func))
 
     def on_stream_end(
         self,
@@ -70,9 +63,7 @@ class _ThreadHook:
         if self._facade.closed:
             return  # a stream that outlived its manager
         manager = self._facade._live()
-        records = manager.records_for_stream(path, args, kwargs, chunks, func)
-        self._facade._emit(records)
-        manager.limit_guard.after_call(kwargs, chunks[-1] if chunks else None, records)
+        self._facade._emit(manager.records_after_stream(path, args, kwargs, chunks, func))
 
 
 class CostManager(SyncFacade[AsyncCostManager[ClientT]], Generic[ClientT]):

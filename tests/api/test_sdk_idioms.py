@@ -15,6 +15,7 @@ import pytest
 from aicm import AsyncCostManager, CostManager
 from aicm.collector import LocalCollector
 from tests.fakes import FakeAnthropic, FakeOpenAI
+from tests.providers.support import one_track
 from tests.sdk_support import (
     anthropic_configs,
     chat_tokens,
@@ -25,7 +26,7 @@ from tests.sdk_support import (
     openai_configs,
     responses_tokens,
 )
-from tests.tracking_support import MESSAGES, usage_records
+from tests.tracking_support import MESSAGES
 
 CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES}
 USAGE_STREAM: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
@@ -315,12 +316,15 @@ def test_anthropic_sync_idiom_gives_one_record(
     connection: dict[str, str],
     anthropic_fake: FakeAnthropic,
 ) -> None:
-    """anthropic.Anthropic: each idiom, one record with the tokens, response id and tags."""
+    """anthropic.Anthropic: each idiom, one provider request and one record with the tokens,
+    response id and tags."""
     with (
         anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         CostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid = CLAUDE_SYNC[idiom](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check(collector, claude_tokens, (25, 15), rid)
 
 
@@ -363,12 +367,15 @@ async def test_anthropic_async_idiom_gives_one_record(
     connection: dict[str, str],
     anthropic_fake: FakeAnthropic,
 ) -> None:
-    """anthropic.AsyncAnthropic: each idiom, one record with the tokens, response id and tags."""
+    """anthropic.AsyncAnthropic: each idiom, one provider request and one record with the
+    tokens, response id and tags."""
     async with (
         anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid = await CLAUDE_ASYNC[idiom](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check(collector, claude_tokens, (25, 15), rid)
 
 
@@ -387,24 +394,98 @@ def test_the_docs_show_one_openai_chat_config() -> None:
     assert responses["payload_mapping"] == on_cost_manager["payload_mapping"]
 
 
-@pytest.mark.usefixtures("configs")
-def test_a_raw_stream_never_parsed_is_not_silent(
+# -- streams read as raw lines: the request alone is recorded ---------------------------------
+
+
+def _records_without_usage(collector: LocalCollector, served: bool) -> dict[str, Any]:
+    """The one record a stream read past the SDK's parser gives: no usage, a fresh id."""
+    if served:
+        record = one_record(collector)
+        assert (record["service_id"], record.get("usage")) == ("gpt-4o-mini", None)
+    else:
+        record = one_track(collector)
+        assert (record["service_key"], record["payload"]) == ("openai::gpt-4o-mini", {})
+    assert isinstance(record["response_id"], str)
+    assert record["response_id"]
+    return record
+
+
+def _said_unparsed(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "not read through parse()" in r.getMessage()]
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["config", "built-in"])
+def test_a_raw_stream_never_parsed_is_recorded_from_the_request(
+    served: bool,
     collector: LocalCollector,
     connection: dict[str, str],
     openai_fake: FakeOpenAI,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A with_raw_response stream read as raw lines cannot be tracked: a WARNING says so."""
+    """A with_raw_response stream read as raw lines never reaches the SDK's parser: the
+    request was billed, so one record from the request alone, and a WARNING says why."""
+    if served:
+        collector.set_configs(openai_configs("openai"))
     with (
         caplog.at_level(logging.WARNING, logger="aicm"),
         openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         CostManager(client, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         raw = manager.client.chat.completions.with_raw_response.create(**CHAT, **USAGE_STREAM)
         lines = list(raw.http_response.iter_lines())
         del raw
         gc.collect()
+        assert len(openai_fake.requests) == sent + 1
     assert "data: [DONE]" in lines
-    [warning] = [r.getMessage() for r in caplog.records if "never parse()d" in r.getMessage()]
+    [warning] = _said_unparsed(caplog)
     assert "chat.completions.create" in warning
-    assert usage_records(collector) == []
+    _records_without_usage(collector, served)
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["config", "built-in"])
+def test_a_streaming_response_read_as_lines_is_recorded_from_the_request(
+    served: bool,
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_fake: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """with_streaming_response and iter_lines(): one record from the request when the block
+    ends; a parse() after the block records nothing more."""
+    if served:
+        collector.set_configs(openai_configs("openai"))
+    with (
+        caplog.at_level(logging.WARNING, logger="aicm"),
+        openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        CostManager(client, **connection) as manager,
+    ):
+        create = manager.client.chat.completions.with_streaming_response.create
+        with create(**CHAT, **USAGE_STREAM) as response:
+            lines = list(response.iter_lines())
+        assert response.parse() is not None
+    assert "data: [DONE]" in lines
+    assert len(_said_unparsed(caplog)) == 1
+    _records_without_usage(collector, served)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("served", [True, False], ids=["config", "built-in"])
+async def test_an_async_streaming_response_read_as_bytes_is_recorded_from_the_request(
+    served: bool,
+    collector: LocalCollector,
+    connection: dict[str, str],
+    async_openai: openai.AsyncOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The async twin: aiter_bytes() inside async with, one record when the block ends."""
+    if served:
+        collector.set_configs(openai_configs("asyncopenai"))
+    with caplog.at_level(logging.WARNING, logger="aicm"):
+        async with AsyncCostManager(async_openai, **connection) as manager:
+            create = manager.client.chat.completions.with_streaming_response.create
+            async with create(**CHAT, **USAGE_STREAM) as response:
+                body = b"".join([chunk async for chunk in response.iter_bytes()])
+    assert b"data: [DONE]" in body
+    assert len(_said_unparsed(caplog)) == 1
+    _records_without_usage(collector, served)

@@ -38,8 +38,10 @@ CLAUDE_TEXT = "Hello from the fake Claude"
 Tokens = Callable[[dict[str, Any]], tuple[Any, Any, str]]
 # A read style: makes one streamed call with the tracked client, returns the response id the
 # caller saw and the (input, output) tokens the record must carry.
-Style = Callable[[Any], tuple[str, tuple[Any, Any]]]
-AStyle = Callable[[Any], Awaitable[tuple[str, tuple[Any, Any]]]]
+# A response id of None: the stream was left before its first event, so the record carries
+# a fresh one.
+Style = Callable[[Any], tuple[str | None, tuple[Any, Any]]]
+AStyle = Callable[[Any], Awaitable[tuple[str | None, tuple[Any, Any]]]]
 FULL = (12, 5)
 UNKNOWN = (None, None)  # OpenAI sends usage last: a stream left early has none
 CLAUDE_FULL = (25, 15)
@@ -58,6 +60,15 @@ def anthropic_fake() -> Iterator[FakeAnthropic]:
     """A fake Anthropic API for the module."""
     with FakeAnthropic() as fake:
         yield fake
+
+
+def check(
+    collector: LocalCollector, tokens: Tokens, expected: tuple[Any, Any], rid: str | None
+) -> None:
+    """One record with the tokens and the response id the caller saw (a fresh one if none)."""
+    *got, got_id = tokens(one_record(collector))
+    assert got == [*expected]
+    assert got_id == rid if rid is not None else isinstance(got_id, str) and got_id
 
 
 @pytest.fixture
@@ -174,6 +185,40 @@ def responses_helper_left(c: Any) -> tuple[str, Any]:
     return first.response.id, UNKNOWN
 
 
+# Streams left before their first event: the request was made (the input is billed) and
+# nothing came back, so the record names the model asked for under a fresh response id.
+
+
+def chat_closed_unread(c: Any) -> tuple[None, Any]:
+    c.chat.completions.create(**CHAT, stream=True).close()
+    return None, UNKNOWN
+
+
+def chat_dropped_unread(c: Any) -> tuple[None, Any]:
+    stream = c.chat.completions.create(**CHAT, stream=True)
+    del stream
+    gc.collect()
+    return None, UNKNOWN
+
+
+def chat_helper_unread(c: Any) -> tuple[None, Any]:
+    with c.chat.completions.stream(**CHAT):
+        pass
+    return None, UNKNOWN
+
+
+def responses_closed_unread(c: Any) -> tuple[None, Any]:
+    with c.responses.create(**RESPONSE, stream=True):
+        pass
+    return None, UNKNOWN
+
+
+def responses_helper_unread(c: Any) -> tuple[None, Any]:
+    with c.responses.stream(**RESPONSE):
+        pass
+    return None, UNKNOWN
+
+
 OPENAI_SYNC: dict[str, tuple[Style, Tokens]] = {
     "chat stream=True, iterated": (chat_iterated, chat_tokens),
     "chat stream=True, break": (chat_left_by_break, chat_tokens),
@@ -188,6 +233,11 @@ OPENAI_SYNC: dict[str, tuple[Style, Tokens]] = {
     "responses.stream, get_final_response": (responses_helper_final, responses_tokens),
     "responses.stream, until_done": (responses_helper_until_done, responses_tokens),
     "responses.stream, break": (responses_helper_left, responses_tokens),
+    "chat stream=True, closed unread": (chat_closed_unread, chat_tokens),
+    "chat stream=True, dropped unread": (chat_dropped_unread, chat_tokens),
+    "chat.completions.stream, left unread": (chat_helper_unread, chat_tokens),
+    "responses stream=True, left unread": (responses_closed_unread, responses_tokens),
+    "responses.stream, left unread": (responses_helper_unread, responses_tokens),
 }
 
 
@@ -202,8 +252,10 @@ def test_openai_sync_stream_gives_one_record(
         openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         CostManager(client, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid, expected = run(manager.client)
-    assert tokens(one_record(collector)) == (*expected, rid)
+        assert len(openai_fake.requests) == sent + 1
+    check(collector, tokens, expected, rid)
 
 
 # -- openai, async ---------------------------------------------------------------------------
@@ -220,6 +272,22 @@ async def achat_closed(c: Any) -> tuple[str, Any]:
     stream = await c.chat.completions.create(**CHAT, stream=True)
     first = await stream.__anext__()
     await stream.close()
+    return first.id, UNKNOWN
+
+
+async def achat_left_with_block(c: Any) -> tuple[str, Any]:
+    async with await c.chat.completions.create(**CHAT, stream=True) as stream:
+        first = await stream.__anext__()
+    return first.id, UNKNOWN
+
+
+async def achat_left_by_break(c: Any) -> tuple[str, Any]:
+    stream = await c.chat.completions.create(**CHAT, stream=True)
+    async for chunk in stream:
+        first = chunk
+        break
+    del stream
+    gc.collect()
     return first.id, UNKNOWN
 
 
@@ -293,9 +361,34 @@ async def aresponses_helper_left(c: Any) -> tuple[str, Any]:
     return first.response.id, UNKNOWN
 
 
+async def achat_closed_unread(c: Any) -> tuple[None, Any]:
+    await (await c.chat.completions.create(**CHAT, stream=True)).close()
+    return None, UNKNOWN
+
+
+async def achat_helper_unread(c: Any) -> tuple[None, Any]:
+    async with c.chat.completions.stream(**CHAT):
+        pass
+    return None, UNKNOWN
+
+
+async def aresponses_closed_unread(c: Any) -> tuple[None, Any]:
+    async with await c.responses.create(**RESPONSE, stream=True):
+        pass
+    return None, UNKNOWN
+
+
+async def aresponses_helper_unread(c: Any) -> tuple[None, Any]:
+    async with c.responses.stream(**RESPONSE):
+        pass
+    return None, UNKNOWN
+
+
 OPENAI_ASYNC: dict[str, tuple[AStyle, Tokens]] = {
     "chat stream=True, iterated": (achat_iterated, chat_tokens),
     "chat stream=True, closed": (achat_closed, chat_tokens),
+    "chat stream=True, async with block left": (achat_left_with_block, chat_tokens),
+    "chat stream=True, break": (achat_left_by_break, chat_tokens),
     "chat.completions.stream, iterated": (achat_helper_iterated, chat_tokens),
     "chat.completions.stream, get_final_completion": (achat_helper_final, chat_tokens),
     "chat.completions.stream, until_done": (achat_helper_until_done, chat_tokens),
@@ -306,6 +399,10 @@ OPENAI_ASYNC: dict[str, tuple[AStyle, Tokens]] = {
     "responses.stream, get_final_response": (aresponses_helper_final, responses_tokens),
     "responses.stream, until_done": (aresponses_helper_until_done, responses_tokens),
     "responses.stream, break": (aresponses_helper_left, responses_tokens),
+    "chat stream=True, closed unread": (achat_closed_unread, chat_tokens),
+    "chat.completions.stream, left unread": (achat_helper_unread, chat_tokens),
+    "responses stream=True, left unread": (aresponses_closed_unread, responses_tokens),
+    "responses.stream, left unread": (aresponses_helper_unread, responses_tokens),
 }
 
 
@@ -321,8 +418,10 @@ async def test_openai_async_stream_gives_one_record(
         openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid, expected = await run(manager.client)
-    assert tokens(one_record(collector)) == (*expected, rid)
+        assert len(openai_fake.requests) == sent + 1
+    check(collector, tokens, expected, rid)
 
 
 # -- anthropic, sync -------------------------------------------------------------------------
@@ -348,6 +447,12 @@ def claude_left_by_break(c: Any) -> tuple[str, Any]:
     del stream
     gc.collect()
     return first.message.id, CLAUDE_EARLY
+
+
+def claude_left_with_block(c: Any) -> tuple[str, Any]:
+    with c.messages.create(**CLAUDE, stream=True) as stream:
+        start = next(stream)
+    return start.message.id, CLAUDE_EARLY
 
 
 def claude_helper_iterated(c: Any) -> tuple[str, Any]:
@@ -405,10 +510,28 @@ def claude_beta_helper(c: Any) -> tuple[str, Any]:
     return final.id, CLAUDE_FULL
 
 
+def claude_closed_unread(c: Any) -> tuple[None, Any]:
+    c.messages.create(**CLAUDE, stream=True).close()
+    return None, UNKNOWN
+
+
+def claude_helper_unread(c: Any) -> tuple[None, Any]:
+    with c.messages.stream(**CLAUDE):
+        pass
+    return None, UNKNOWN
+
+
+def claude_beta_helper_unread(c: Any) -> tuple[None, Any]:
+    with c.beta.messages.stream(**CLAUDE):
+        pass
+    return None, UNKNOWN
+
+
 CLAUDE_SYNC: dict[str, Style] = {
     "stream=True, iterated": claude_iterated,
     "stream=True, closed": claude_left,
     "stream=True, break": claude_left_by_break,
+    "stream=True, with block left": claude_left_with_block,
     "messages.stream, iterated": claude_helper_iterated,
     "messages.stream, text_stream": claude_helper_text_stream,
     "messages.stream, get_final_message": claude_helper_final_message,
@@ -417,6 +540,9 @@ CLAUDE_SYNC: dict[str, Style] = {
     "messages.stream, break": claude_helper_left,
     "messages.stream, text_stream break": claude_helper_text_left,
     "beta.messages.stream, get_final_message": claude_beta_helper,
+    "stream=True, closed unread": claude_closed_unread,
+    "messages.stream, left unread": claude_helper_unread,
+    "beta.messages.stream, left unread": claude_beta_helper_unread,
 }
 
 
@@ -433,8 +559,10 @@ def test_anthropic_sync_stream_gives_one_record(
         anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         CostManager(client, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid, expected = CLAUDE_SYNC[style](manager.client)
-    assert claude_tokens(one_record(collector)) == (*expected, rid)
+        assert len(anthropic_fake.requests) == sent + 1
+    check(collector, claude_tokens, expected, rid)
 
 
 # -- anthropic, async ------------------------------------------------------------------------
@@ -502,10 +630,37 @@ async def aclaude_left(c: Any) -> tuple[str, Any]:
     return first.message.id, CLAUDE_EARLY
 
 
+async def aclaude_left_with_block(c: Any) -> tuple[str, Any]:
+    async with await c.messages.create(**CLAUDE, stream=True) as stream:
+        start = await stream.__anext__()
+    return start.message.id, CLAUDE_EARLY
+
+
+async def aclaude_helper_final_then_left(c: Any) -> tuple[str, Any]:
+    async with c.messages.stream(**CLAUDE) as stream:
+        async for event in stream:
+            first = event
+            break
+        final = await stream.get_final_message()  # reads the rest: the full usage
+    assert final.id == first.message.id
+    return final.id, CLAUDE_FULL
+
+
 async def aclaude_beta_helper(c: Any) -> tuple[str, Any]:
     async with c.beta.messages.stream(**CLAUDE) as stream:
         final = await stream.get_final_message()
     return final.id, CLAUDE_FULL
+
+
+async def aclaude_closed_unread(c: Any) -> tuple[None, Any]:
+    await (await c.messages.create(**CLAUDE, stream=True)).close()
+    return None, UNKNOWN
+
+
+async def aclaude_helper_unread(c: Any) -> tuple[None, Any]:
+    async with c.messages.stream(**CLAUDE):
+        pass
+    return None, UNKNOWN
 
 
 CLAUDE_ASYNC: dict[str, AStyle] = {
@@ -518,7 +673,11 @@ CLAUDE_ASYNC: dict[str, AStyle] = {
     "messages.stream, break": aclaude_helper_left,
     "messages.stream, text_stream break": aclaude_helper_text_left,
     "stream=True, break then close": aclaude_left,
+    "stream=True, async with block left": aclaude_left_with_block,
+    "messages.stream, break then get_final_message": aclaude_helper_final_then_left,
     "beta.messages.stream, get_final_message": aclaude_beta_helper,
+    "stream=True, closed unread": aclaude_closed_unread,
+    "messages.stream, left unread": aclaude_helper_unread,
 }
 
 
@@ -536,5 +695,7 @@ async def test_anthropic_async_stream_gives_one_record(
         anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid, expected = await CLAUDE_ASYNC[style](manager.client)
-    assert claude_tokens(one_record(collector)) == (*expected, rid)
+        assert len(anthropic_fake.requests) == sent + 1
+    check(collector, claude_tokens, expected, rid)

@@ -735,9 +735,12 @@ def test_plain_dict_chunks_are_understood() -> None:
     assert response == {"id": "m1", "usage": {"input_tokens": 2, "output_tokens": 9}}
 
 
-def test_empty_stream_gives_no_payloads() -> None:
-    """A stream closed before its first chunk extracts nothing."""
-    assert stream_end(OPENAI_CHAT, "chat.completions.create", []) == []
+def test_empty_stream_gives_a_payload_from_the_request() -> None:
+    """A stream closed before its first chunk was billed for its input: one payload from the
+    request alone (no usage, no response id); an untracked method still gives none."""
+    assert stream_end(OPENAI_CHAT, "chat.completions.create", []) == [
+        {"config_id": "cfg", "service_id": "m", "timestamp": TS}
+    ]
     assert stream_end(OPENAI_CHAT, "embeddings.create", openai_chunks()) == []
 
 

@@ -80,9 +80,10 @@ def tokens(record: dict[str, Any]) -> tuple[Any, Any]:
     )
 
 
-def check(record: dict[str, Any], vendor: str, model: str, rid: str, expected: Any) -> None:
+def check(record: dict[str, Any], vendor: str, model: str, rid: str | None, expected: Any) -> None:
+    """``rid`` None: the stream was left before its first event, the record has a fresh id."""
     assert record["service_key"] == f"{vendor}::{model}"
-    assert record["response_id"] == rid
+    assert record["response_id"] == rid if rid is not None else record["response_id"]
     assert "api_id" not in record
     if expected[0] is None:
         assert record["payload"] == {}  # the stream ended before its usage came
@@ -233,7 +234,9 @@ def test_openai_sync_streams_need_no_config(
         openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         CostManager(client, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid, expected = run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check(one_track(collector), "openai", "gpt-4o-mini", rid, expected)
 
 
@@ -247,7 +250,9 @@ async def test_openai_async_streams_need_no_config(
         openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid, expected = await run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check(one_track(collector), "openai", "gpt-4o-mini", rid, expected)
 
 
@@ -259,7 +264,9 @@ def test_anthropic_sync_streams_need_no_config(
         anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         CostManager(client, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid, expected = CLAUDE_SYNC[style](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check(one_track(collector), "anthropic", "claude-test-model", rid, expected)
 
 
@@ -272,7 +279,9 @@ async def test_anthropic_async_streams_need_no_config(
         anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid, expected = await CLAUDE_ASYNC[style](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check(one_track(collector), "anthropic", "claude-test-model", rid, expected)
 
 
@@ -370,7 +379,9 @@ def test_openai_sync_idioms_need_no_config(
         openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         CostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid = run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check_tagged(one_track(collector), "openai", "gpt-4o-mini", rid, (12, 5))
 
 
@@ -384,7 +395,9 @@ async def test_openai_async_idioms_need_no_config(
         openai.AsyncOpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(openai_fake.requests)
         rid = await run(manager.client)
+        assert len(openai_fake.requests) == sent + 1
     check_tagged(one_track(collector), "openai", "gpt-4o-mini", rid, (12, 5))
 
 
@@ -396,7 +409,9 @@ def test_anthropic_sync_idioms_need_no_config(
         anthropic.Anthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         CostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid = IDIOMS_CLAUDE_SYNC[idiom](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check_tagged(one_track(collector), "anthropic", "claude-test-model", rid, (25, 15))
 
 
@@ -409,7 +424,9 @@ async def test_anthropic_async_idioms_need_no_config(
         anthropic.AsyncAnthropic(base_url=anthropic_fake.url, api_key="t", max_retries=0) as client,
         AsyncCostManager(client, **TAGS, **connection) as manager,
     ):
+        sent = len(anthropic_fake.requests)
         rid = await IDIOMS_CLAUDE_ASYNC[idiom](manager.client)
+        assert len(anthropic_fake.requests) == sent + 1
     check_tagged(one_track(collector), "anthropic", "claude-test-model", rid, (25, 15))
 
 
@@ -497,3 +514,32 @@ def test_openai_compatible_vendor_calls_are_recorded_under_the_vendor(
     assert record["service_key"] == f"{vendor}::{model}"
     assert record["response_id"] == f"chatcmpl-{vendor}"
     assert record["payload"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+
+
+def test_a_call_the_builtin_cannot_record_warns_once_per_method(
+    collector: LocalCollector,
+    connection: dict[str, str],
+    openai_fake: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Responses stream with no model (a prompt template's), left before its first event,
+    names no model: no record, counted as dropped; one WARNING for the method, then DEBUG."""
+    with (
+        caplog.at_level(logging.DEBUG, logger="aicm.cost_manager"),
+        openai.OpenAI(base_url=openai_fake.base_url, api_key="t", max_retries=0) as client,
+        CostManager(client, **connection) as manager,
+    ):
+        for _ in range(3):
+            with manager.client.responses.create(input="Say hello", stream=True):
+                pass
+        dropped = manager.health().discarded.get("invalid_payload")
+    said = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if "gave no usage record" in r.getMessage()
+    ]
+    assert [level for level, _ in said] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "responses.create" in said[0][1]
+    assert "no model" in said[0][1]
+    assert dropped == 3
+    assert collector.records("track") == []
