@@ -166,3 +166,27 @@ async def test_closing_while_the_request_is_unanswered_is_prompt(
     async with AsyncTracker(aicm_api_key=fresh_key(), aicm_api_base=silent_service, timeout=30):
         pass
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.anyio
+async def test_a_queue_file_holding_fresh_limits_spares_the_request(
+    collector: LocalCollector, anyio_backend: str, tmp_path: Any
+) -> None:
+    """A persistent-queue tracker whose queue file already holds a recent answer (another
+    process's, here one verified with another pinned key) enforces it without asking."""
+    key = fresh_key()
+    _trigger_elsewhere(collector, key)
+    options: dict[str, Any] = {
+        "aicm_api_key": key,
+        "aicm_api_base": collector.api_base,
+        "delivery_type": "persistent_queue",
+        "db_path": str(tmp_path / "queue.db"),
+    }
+    async with AsyncTracker(**options):
+        pass  # asks, and keeps the answer in the queue file
+    assert _asked(collector) == 1
+    async with AsyncTracker(limits_public_key=collector.public_key, **options) as pinned:
+        with pytest.raises(UsageLimitExceeded) as info:
+            await pinned.track("openai", "gpt-5-mini", {"input_tokens": 1}, response_id="q-1")
+        assert info.value.response_id == "q-1"
+    assert _asked(collector) == 1
