@@ -24,14 +24,17 @@ DOLLAR_OF_TOKENS = 4_000_000
 SERVICE = "openai::gpt-5-mini"
 
 
-def _trigger_elsewhere(collector: LocalCollector, key: str) -> dict[str, Any]:
-    """A one-dollar daily hard limit on ``SERVICE`` for ``key``, reached by a record another
-    process sent (plain HTTP: nothing in this process hears the answer)."""
+def _trigger_elsewhere(
+    collector: LocalCollector, key: str, *, service_key: str | None = SERVICE
+) -> dict[str, Any]:
+    """A one-dollar daily hard limit on ``service_key`` (None: every service) for ``key``,
+    reached by a record another process sent (plain HTTP: nothing in this process hears
+    the answer)."""
     limit = collector.add_limit(
         threshold_type="limit",
         amount=1,
         period="day",
-        service_key=SERVICE,
+        service_key=service_key,
         limit_message="daily budget",
     )
     record = {
@@ -95,6 +98,31 @@ def test_a_new_sync_tracker_raises_from_its_first_track(collector: LocalCollecto
         assert info.value.response_id == "sync-first"
         assert info.value.limit_id == limit["uuid"]
     assert "sync-first" in [r["response_id"] for r in collector.records("track")]
+
+
+@pytest.mark.anyio
+async def test_a_new_config_tracker_raises_from_its_first_track(
+    collector: LocalCollector, anyio_backend: str
+) -> None:
+    """A memory-queue tracker built for a config (a /track-usage record) learns the limit as
+    it starts."""
+    key = fresh_key()
+    collector.set_configs(
+        [{"config_id": "avatar", "api_id": "heygen", "manual_usage_schema": {"minutes": "float"}}]
+    )
+    _trigger_elsewhere(collector, key, service_key=None)
+    async with AsyncTracker(
+        "avatar",
+        "streaming",
+        aicm_api_key=key,
+        aicm_api_base=collector.api_base,
+        limits_public_key=collector.public_key,
+        delivery_type="mem_queue",
+    ) as tracker:
+        with pytest.raises(UsageLimitExceeded) as info:
+            await tracker.track({"minutes": 1.5}, response_id="u-1")
+        assert info.value.response_id == "u-1"
+    assert "u-1" in [r["response_id"] for r in collector.records("track_usage")]
 
 
 @pytest.mark.anyio
