@@ -218,3 +218,16 @@ async def test_a_queue_file_holding_fresh_limits_spares_the_request(
             await pinned.track("openai", "gpt-5-mini", {"input_tokens": 1}, response_id="q-1")
         assert info.value.response_id == "q-1"
     assert _asked(collector) == 1
+
+
+def test_a_sync_tracker_against_a_silent_service_starts_and_closes_promptly(
+    silent_service: str,
+) -> None:
+    """The sync twin: building the Tracker waits a moment at most, closing does not wait."""
+    started = time.monotonic()
+    tracker = Tracker(aicm_api_key=fresh_key(), aicm_api_base=silent_service, timeout=30)
+    built = time.monotonic() - started
+    tracker.close()
+    closed = time.monotonic() - started - built
+    assert built < 0.9, f"building took {built:.2f} s"
+    assert closed < 0.9, f"closing took {closed:.2f} s"
