@@ -24,7 +24,15 @@ from .._core.settings import Settings
 from .._delivery.health import DeliveryStats
 from .._io.limits_book import LimitBook
 
-__all__ = ["REFRESH_AFTER", "LimitGuard", "refresh_soon", "requested_model", "served_model"]
+__all__ = [
+    "REFRESH_AFTER",
+    "START_WAIT",
+    "LimitGuard",
+    "fetch_at_start",
+    "refresh_soon",
+    "requested_model",
+    "served_model",
+]
 
 logger = logging.getLogger("aicm.limits")
 
@@ -34,6 +42,11 @@ _SERVED_PER_MODEL = 8  # served model names remembered per requested model
 #: (``GET /triggered-limits``, in the background): refused calls send no records, so no
 #: ingest answer would ever say that a limit was lifted or raised.
 REFRESH_AFTER = 30.0
+
+#: Longest a tracker or REST wrapper starting waits for its ``GET /triggered-limits``
+#: answer (a loopback or nearby service answers well within it); a slower answer is
+#: still adopted in the background when it comes, within ``timeout``.
+START_WAIT = 0.5
 
 
 def requested_model(kwargs: Mapping[str, Any]) -> str | None:
@@ -251,3 +264,32 @@ def refresh_soon(recorder: Any) -> None:
         recorder._start_background(*task)
     else:
         anyio.from_thread.run_sync(recorder._start_background, *task, token=token)
+
+
+async def fetch_at_start(
+    client: Any, settings: Settings, start_background: Callable[..., None]
+) -> None:
+    """Ask the service for the limits in force as a tracker or REST wrapper starts.
+
+    Only with ``enforce_limits`` and an API key, and only when the process's book for this
+    service and key is not fresh (nobody here asked or was told in the last
+    :data:`REFRESH_AFTER` s, and no shared queue file holds an answer that recent). The
+    request runs in the background (``start_background(func, name)``), bounded by
+    ``timeout``, its failures logged at INFO; the start waits for it at most
+    :data:`START_WAIT` s, so a service that does not answer holds nothing up.
+    """
+    if not settings.enforce_limits or settings.api_key is None:
+        return
+    if not client.limits.claim_start_fetch(REFRESH_AFTER):
+        return
+    done = anyio.Event()
+
+    async def fetch() -> None:
+        try:
+            await client.refresh_limits()
+        finally:
+            done.set()
+
+    start_background(fetch, "aicm-limits-at-start")
+    with anyio.move_on_after(min(START_WAIT, settings.timeout)):
+        await done.wait()

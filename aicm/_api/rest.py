@@ -28,7 +28,7 @@ from .._core.handling import TRANSPORT_ARGUMENTS
 from .._core.models import ServiceConfig, UsageRecord
 from .._core.settings import DeliveryType
 from .configs import CostManagerConfig
-from .limits import LimitGuard, refresh_soon
+from .limits import LimitGuard, fetch_at_start, refresh_soon
 from .recorder import AsyncRecorder, DeliveryOptions
 
 if TYPE_CHECKING:
@@ -239,6 +239,7 @@ class RestUsageRecorder(AsyncRecorder):
     async def _prepare(self) -> None:
         if not self.config_source.offline:
             self.settings.require_api_key()  # no retry can fix this: say so at the start
+        await fetch_at_start(self.aicm_client, self.settings, self._start_background)
         await self.host_configs(rest_call("GET", self.base_url, self.base_url).api_id)
 
     def cached_host_configs(self, api_id: str) -> HostConfigs | None:

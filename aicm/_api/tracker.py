@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, overload
 
 import anyio
@@ -50,7 +50,7 @@ from .._io.logfile import configure_logging
 from .._providers import llm_usage as _llm
 from .conveniences import Anonymizer, TrackConveniences, TrackDefaults, check_anonymize_options
 from .lifecycle import AsyncWithLifecycle
-from .limits import LimitGuard
+from .limits import LimitGuard, fetch_at_start
 
 __all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
 
@@ -297,6 +297,7 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         self._api_id: str | None = None
         self._started = False
         self._closed = False
+        self._limits_scope: anyio.CancelScope | None = None  # the limits fetch at start
 
     def __repr__(self) -> str:
         form = f"{self.config_id!r}, {self.service_id!r}, " if self.config_id else ""
@@ -327,6 +328,7 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
     async def _start_in(self, task_group: anyio.abc.TaskGroup) -> None:
         await self.engine.start(task_group)
         self._started = True
+        await self._fetch_limits(task_group)
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Load the schema (config form) and start delivery in ``task_group``.
@@ -339,6 +341,24 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
             await self.load_schema()
         await self.engine.start(task_group)
         self._started = True
+        await self._fetch_limits(task_group)
+
+    async def _fetch_limits(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Ask the service for the limits in force, in ``task_group`` (see
+        :func:`~aicm._api.limits.fetch_at_start`); :meth:`aclose` cancels the request."""
+        scope = self._limits_scope = anyio.CancelScope()
+
+        def start_background(func: Callable[[], Awaitable[object]], name: str) -> None:
+            async def run() -> None:
+                with scope:
+                    try:
+                        await func()
+                    except Exception:
+                        logger.exception("background task %s of %r failed", name, self)
+
+            task_group.start_soon(run, name=name)
+
+        await fetch_at_start(self.client, self.settings, start_background)
 
     async def load_schema(self) -> UsageSchema | None:
         """Fetch this tracker's config from ``GET /configs`` and compile its schema.
@@ -390,6 +410,8 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         if self._closed:
             return 0
         self._closed = True
+        if self._limits_scope is not None:
+            self._limits_scope.cancel()
         try:
             return await self.engine.aclose(timeout)
         finally:

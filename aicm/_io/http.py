@@ -7,7 +7,6 @@ import ipaddress
 import json
 import logging
 import ssl
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -506,7 +505,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
 
         Bounded by ``timeout``: a service that does not answer delays a start that little.
         """
-        self.limits.heard_at = time.monotonic()  # asked: one refresh at a time is enough
+        self.limits.note_asked()  # one refresh at a time is enough
         with anyio.move_on_after(self.settings.timeout):
             try:
                 await self.get_triggered_limits()

@@ -161,6 +161,8 @@ class LimitBook:
         self._known_key: str | None = None
         #: time.monotonic() when the service last said anything about limits (or was asked).
         self.heard_at = time.monotonic()
+        # time.monotonic() when this process last asked the service or was told its limits.
+        self._fetched_at: float | None = None
         self._shared: SharedLimits | None = None
         self._polled = 0.0
         self._bad: dict[str, None] = {}
@@ -184,6 +186,24 @@ class LimitBook:
                 self._shared = SharedLimits(path, api_root=self.api_root, key_fp=self.key_fp)
                 self._polled = 0.0
 
+    def note_asked(self) -> None:
+        """Note that the service is being asked for its limits now."""
+        self.heard_at = self._fetched_at = time.monotonic()
+
+    def claim_start_fetch(self, fresh_for: float) -> bool:
+        """True when a starting tracker should ask the service for its limits (and from
+        now on the book counts as asked); False when this process asked or was told less
+        than ``fresh_for`` s ago, or the shared queue file holds an answer that recent."""
+        self.limits  # noqa: B018  # a shared queue file is read first
+        now = time.monotonic()
+        with self._lock:
+            if self._fetched_at is not None and now - self._fetched_at < fresh_for:
+                return False
+            if time.time() - self._updated_at < fresh_for:
+                return False
+            self._fetched_at = now
+            return True
+
     def absorb(self, answer: object) -> str | None:
         """Adopt a ``triggered_limits`` answer if its signature checks out.
 
@@ -197,6 +217,7 @@ class LimitBook:
         self.heard_at = time.monotonic()
         if answer is None:
             return None
+        self._fetched_at = self.heard_at
         if not isinstance(answer, Mapping):
             self._reject(repr(answer)[:200], f"it is {type(answer).__name__}, not an object")
             return None

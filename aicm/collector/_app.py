@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
+import attrs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -128,7 +129,12 @@ class _Endpoints:
         headers = request.headers
         authorization = headers.get("authorization")
         collector.stats.request_arrived(headers.get("user-agent"), authorization is not None)
-        plan = collector.faults.plan()
+        if endpoint == "triggered_limits":
+            # Every tracker asks this once as it starts: injected failures, drops and
+            # latency (and fail_first's count) are kept for the requests they test.
+            plan = RequestFaults(faults=attrs.evolve(collector.faults.faults, latency=0.0))
+        else:
+            plan = collector.faults.plan()
         faults = plan.faults
         if faults.latency:
             collector.stats.fault("latency")

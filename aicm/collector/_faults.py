@@ -65,6 +65,8 @@ class Faults:
     ``Authorization: Bearer <that key>``. ``forge_limits`` signs the ``triggered_limits``
     of answers with a throwaway key sent along instead of the collector's own, as a man in
     the middle would: an SDK that pins the collector's key must ignore them.
+    ``GET /triggered-limits``, which every tracker sends once as it starts, gets none of the
+    failures, drops or latency, and does not count toward ``fail_first``.
     """
 
     failure_rate: float = attrs.field(default=0.0, converter=float, validator=_check_rate)

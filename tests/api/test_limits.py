@@ -531,3 +531,41 @@ async def test_a_rest_wrapper_is_refused_before_the_request(
         exceeded = await anyio.to_thread.run_sync(sync_calls)
         assert exceeded.limit_id == "lim-daily"
     assert len(service.records) == 2  # the two sessions of the one request sent
+
+
+@pytest.mark.parametrize("flavour", ["httpx.AsyncClient", "requests.Session"])
+async def test_a_new_rest_wrapper_refuses_its_first_request(
+    service: LimitsService, heygen: FakeHeyGen, flavour: str
+) -> None:
+    """The service already reports a hard limit on the key: a REST wrapper just started
+    (it asked GET /triggered-limits as it started) refuses its first tracked request."""
+    key = fresh_key()
+    service.configs = [service_config(host_of(heygen.url), SEED_004_HANDLING)]
+    service.answer = signed([limit(key)])
+    connection = {"aicm_api_key": key, "aicm_api_base": service.api_base}
+    seen = len(heygen.requests)
+
+    if flavour == "httpx.AsyncClient":
+        async with (
+            httpx.AsyncClient() as client,
+            AsyncRestUsageWrapper(client, base_url=heygen.url, **connection) as wrapper,
+        ):
+            with pytest.raises(UsageLimitExceeded) as info:
+                await wrapper.get("/v2/streaming.list")
+        exceeded = info.value
+    else:
+
+        def sync_calls() -> UsageLimitExceeded:
+            with (
+                requests.Session() as session,
+                RestUsageWrapper(session, base_url=heygen.url, **connection) as wrapper,
+                pytest.raises(UsageLimitExceeded) as refused,
+            ):
+                wrapper.get("/v2/streaming.list")
+            return refused.value
+
+        exceeded = await anyio.to_thread.run_sync(sync_calls)
+    assert exceeded.limit_id == "lim-daily"
+    assert len(heygen.requests) == seen
+    assert service.records == []
+    assert service.limit_requests == 1

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import jwt
 import pytest
@@ -298,3 +299,23 @@ async def test_forged_limits_verify_only_against_the_key_sent_with_them(
     collector.set_faults(Faults())
     honest = (await api.get("/triggered-limits")).json()["triggered_limits"]
     assert claims(honest, collector.public_key)["triggered_limits"] == [event]
+
+
+@pytest.mark.anyio
+async def test_injected_failures_spare_triggered_limits_and_keep_their_count(
+    api: httpx.AsyncClient, no_limits: LocalCollector
+) -> None:
+    """GET /triggered-limits (every tracker sends it as it starts) meets no injected failure,
+    drop or latency, and uses up none of fail_first: the ingest request after it does."""
+    from aicm.collector import Faults
+
+    collector = no_limits
+    collector.set_faults(Faults(fail_first=1, latency=5.0, drop_rate=1.0))
+    with anyio.fail_after(2):
+        fetched = await api.get("/triggered-limits")
+    assert fetched.status_code == 200
+    collector.set_faults(Faults(fail_first=1))
+    assert (await api.get("/triggered-limits")).status_code == 200
+    assert (await api.post("/track", json={"tracked": [current(10)]})).status_code == 503
+    faults = collector.stats()["faults"]
+    assert (faults["fail_first"], faults["latency"], faults["drop"]) == (1, 0, 0)

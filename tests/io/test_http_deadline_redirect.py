@@ -43,7 +43,7 @@ class ScriptedServer:
         self.answer: Answer = lambda method, path: (202, {}, ACCEPTED)
         self.trickle = 0.0
         self.seen: list[tuple[str, str]] = []
-        self.bodies: list[bytes] = []  # of every request, in order
+        self.bodies: list[bytes] = []  # of every POST, in order
         self.hung_up = threading.Event()  # the client closed a trickled connection
         self.stop = threading.Event()
         scripted = self
@@ -56,7 +56,9 @@ class ScriptedServer:
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                scripted.bodies.append(self.rfile.read(length))
+                body = self.rfile.read(length)
+                if self.command == "POST":  # not a tracker's GET /triggered-limits at start
+                    scripted.bodies.append(body)
                 scripted.seen.append((self.command, self.path))
                 if scripted.trickle:
                     self._trickle()

@@ -728,7 +728,10 @@ async def test_a_huge_ingest_answer_is_read_no_further_than_1_mib(
     """A 2xx answer of 300 MiB: track() returns at once, the record counts as delivered
     (sent once, never again), and the SDK read about 1 MiB of it, not 300 (which grew the
     process by ~900 MiB)."""
-    async with AsyncTracker(aicm_api_key=KEY, aicm_api_base=huge_ok.base, timeout=5) as tracker:
+    # Limits off: the one request is the ingest one (no GET /triggered-limits at start).
+    async with AsyncTracker(
+        aicm_api_key=KEY, aicm_api_base=huge_ok.base, timeout=5, enforce_limits=False
+    ) as tracker:
         with caplog.at_level(logging.WARNING, logger="aicm"), anyio.fail_after(20):
             result = await tracker.track("openai", "svc", {"n": 1}, response_id="huge-1")
     assert result.response_id == "huge-1"
