@@ -379,10 +379,37 @@ class _TrackedCallable(TrackedProxy):
         return _after_call(hook, path, args, kwargs, result, func)
 
 
-class _ClientFactory:
+class _Delegate:
+    """Base of the wrappers below: everything but what they intercept is the target's."""
+
+    __slots__ = ("_aicm_target",)
+
+    _aicm_target: Any
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_aicm_"):
+            raise AttributeError(name)
+        return getattr(self._aicm_target, name)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[Any]:  # isinstance() sees the target's class
+        return type(self._aicm_target)
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self._aicm_target
+
+    def __dir__(self) -> list[str]:
+        return dir(self._aicm_target)
+
+    def __repr__(self) -> str:
+        return repr(self._aicm_target)
+
+
+class _ClientFactory(_Delegate):
     """``client.with_options``/``client.copy``: the client they return is tracked alike."""
 
-    __slots__ = ("_aicm_hook", "_aicm_mode", "_aicm_path", "_aicm_target")
+    __slots__ = ("_aicm_hook", "_aicm_mode", "_aicm_path")
 
     def __init__(self, target: Any, hook: ExtractorHook, path: str, mode: str | None) -> None:
         self._aicm_target = target
@@ -397,16 +424,6 @@ class _ClientFactory:
         return TrackedProxy(
             result, extractor_hook=self._aicm_hook, path=self._aicm_path, mode=self._aicm_mode
         )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._aicm_target, name)
-
-    @property
-    def __wrapped__(self) -> Any:
-        return self._aicm_target
-
-    def __repr__(self) -> str:
-        return repr(self._aicm_target)
 
 
 def _same_package(result: Any, method: Any) -> bool:
@@ -560,33 +577,6 @@ async def _after_raw_acall(
 
 
 _UNPARSED: Any = object()
-
-
-class _Delegate:
-    """Base of the wrappers below: everything but what they intercept is the target's."""
-
-    __slots__ = ("_aicm_target",)
-
-    _aicm_target: Any
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_aicm_"):
-            raise AttributeError(name)
-        return getattr(self._aicm_target, name)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type[Any]:  # isinstance() sees the target's class
-        return type(self._aicm_target)
-
-    @property
-    def __wrapped__(self) -> Any:
-        return self._aicm_target
-
-    def __dir__(self) -> list[str]:
-        return dir(self._aicm_target)
-
-    def __repr__(self) -> str:
-        return repr(self._aicm_target)
 
 
 class _ParsedResponse(_Delegate):
