@@ -33,7 +33,7 @@ from .._core.limits import (
     verify_answer,
 )
 from .._core.settings import Settings
-from .sqlite_queue import SCHEMA_VERSION
+from .sqlite import SCHEMA_VERSION
 
 __all__ = ["LimitBook", "SharedLimits", "limit_book"]
 
