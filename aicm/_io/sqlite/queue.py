@@ -19,7 +19,7 @@ from ..._core.exceptions import QueueStoreError
 from ..owners import new_owner, owner_is_gone
 from . import claims
 from .claims import Scope
-from .db import AsyncDB, open_async_db
+from .db import AsyncDB, on_asyncio, open_async_db
 from .moves import OpenedFile, rescue_rows
 from .schema import MAX_ID, disk_full, write_error
 from .writer import RowTuple, insert
@@ -27,14 +27,6 @@ from .writer import RowTuple, insert
 __all__ = ["SqliteQueue"]
 
 _T = TypeVar("_T")
-
-
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 # Group commits under way at once in a SqliteQueue. Two (one running, the next queued
@@ -133,7 +125,7 @@ class SqliteQueue:
         # checkpoints, which need not hold the write lock for long, or at all.
         self._writes: AsyncDB | None = None
         self._opening_writes = anyio.Lock()
-        self._new_done: Callable[[], _Done] = _FutureEvent if _on_asyncio() else anyio.Event
+        self._new_done: Callable[[], _Done] = _FutureEvent if on_asyncio() else anyio.Event
         self._open = _Commit(self._new_done())  # the rows waiting for the next transaction
         self._committers = 0  # callers committing for everyone (see _join)
         self.commits = 0  # enqueue transactions: fewer than calls when calls overlap
