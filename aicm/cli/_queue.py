@@ -20,7 +20,7 @@ from typing import Any
 
 from .._core.exceptions import ConfigError, QueueStoreError
 from .._core.settings import resolve_settings
-from .._io.sqlite_queue import (
+from .._io.sqlite import (
     QueueEntry,
     QueueSummary,
     check_queue_file,
