@@ -19,10 +19,12 @@ import httpx
 
 from .._core.exceptions import (
     AicmError,
+    APIStatusError,
     AuthenticationError,
     ClientRequestError,
     ClosedError,
     ConfigError,
+    MissingApiKeyError,
     RateLimitedError,
     RecordError,
     ServerError,
@@ -41,7 +43,7 @@ from .._core.models import (
     converter,
     structure_config,
 )
-from .._core.policy import Outcome, classify_status, parse_retry_after
+from .._core.policy import Answer, Outcome, answer_error, classify_status, parse_retry_after
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
 from .limits_book import limit_book
@@ -416,22 +418,25 @@ class AsyncCostManagerClient(ServiceApiMethods):
             " timeout)"
         )
 
-    async def send_encoded(
+    async def post_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
-    ) -> TrackResult:
-        """POST already JSON-encoded records (at most 1000) to ``endpoint``.
+    ) -> Answer:
+        """POST already JSON-encoded records (at most 1000) to ``endpoint``; never raises for
+        the service's answer or its absence: the :class:`Answer` holds the result or the error.
 
-        Returns the per-record results; raises an :class:`APIStatusError` subclass for an
-        error status and :class:`TransportError` when there is no answer.
+        With ``only_failures`` the plain successes are left out of the results.
         """
         if len(encoded) > MAX_RECORDS_PER_REQUEST:
             raise ValueError(f"at most {MAX_RECORDS_PER_REQUEST} records per request")
         body = f'{{"{endpoint.body_key}":[{",".join(encoded)}]}}'.encode()
-        headers = self._auth()
-        headers["Content-Type"] = "application/json"
-        response = await self._request("POST", endpoint.value, content=body, headers=headers)
-        text: str = response.text
-        self._raise_for_response(response, text)
+        try:
+            headers = self._auth()
+            headers["Content-Type"] = "application/json"
+            response = await self._request("POST", endpoint.value, content=body, headers=headers)
+            text: str = response.text
+            self._raise_for_response(response, text)
+        except (APIStatusError, TransportError, MissingApiKeyError) as exc:
+            return answer_error(exc)
         if body_truncated(response):
             # 2xx: delivered, whatever the body would have said; its results stay unread.
             logger.warning(
@@ -441,18 +446,29 @@ class AsyncCostManagerClient(ServiceApiMethods):
                 response.status_code,
                 MAX_ANSWER_BYTES,
             )
-            return TrackResult()
+            return Answer(Outcome.DELIVERED, result=TrackResult())
         parsed = _parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
             logger.warning(
                 "%s answered %s with an unreadable body", endpoint.value, response.status_code
             )
-            return TrackResult()
+            return Answer(Outcome.DELIVERED, result=TrackResult())
         if '"triggered_limits"' in text:
             # Read apart from the results: an explicit {} says "none in force" too.
             await self.limits.aabsorb(_limits_in(text))
-        return parsed
+        return Answer(Outcome.DELIVERED, result=parsed)
+
+    async def send_encoded(
+        self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
+    ) -> TrackResult:
+        """POST already JSON-encoded records (at most 1000) to ``endpoint``.
+
+        Returns the per-record results; raises an :class:`APIStatusError` subclass for an
+        error status and :class:`TransportError` when there is no answer.
+        """
+        answer = await self.post_encoded(endpoint, encoded, only_failures=only_failures)
+        return answer.unwrap()
 
     async def send(
         self, endpoint: Endpoint, records: Sequence[TrackRecord | UsageRecord]
