@@ -22,21 +22,26 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
 
-from .._core.exceptions import AicmError, ClosedError, DeliveryError
+from .._core.exceptions import AicmError, ClosedError
 from .._core.jsonplain import dumps
-from .._core.models import Endpoint, RecordResult, TrackResult, WireRecord
+from .._core.models import Endpoint, TrackResult, WireRecord
 from .._core.policy import Answer, RetryPolicy
 from .._core.settings import DeliveryType, Settings
 from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
-from .._io.retrying import GaveUp, retrying
 from .buffer import RecordBuffer, Waker
 from .decide import Delivered, Pause, Refused, Retry, Split, decide, gate
-from .health import DeliveryHealth, DeliveryStats, register_engine, unregister_engine
+from .health import (
+    DeliveryHealth,
+    DeliveryStats,
+    discard_record,
+    register_engine,
+    unregister_engine,
+)
+from .immediate import send_now
 from .loss import report_dropped, report_pending
 from .sqlite_store import SqliteQueue, SqliteStore
 from .store import DeadLetterRecord, Item, MemoryStore, Store
@@ -45,21 +50,9 @@ __all__ = ["DeadLetterRecord", "DeliveryEngine"]
 
 logger = logging.getLogger("aicm.delivery")
 
-_IMMEDIATE_MAX_DELAY = 5.0
-
 # SQLite handles a forked child inherited: never used nor closed there (they are the
 # parent's), and kept referenced so that garbage collection does not close them either.
 _FORK_ORPHANS: list[object] = []
-
-
-def _unknown_outcome(ids: tuple[str, ...]) -> str:
-    """What an IMMEDIATE failure's message adds: the service may have the records."""
-    shown_ids = ", ".join(ids[:3]) + (f", ... ({len(ids)} in all)" if len(ids) > 3 else "")
-    return (
-        " The service may have stored them without its answer coming back: tracking them"
-        " again with the same response_id (error.response_ids: "
-        f"{shown_ids}) is safe, a repeated response_id is counted once"
-    )
 
 
 class DeliveryEngine:
@@ -86,13 +79,13 @@ class DeliveryEngine:
         self._alive = False
         self._started = False
         self._closed = False
-        self._closing = False
+        self.closing = False  # a close began
         self._close_finished: anyio.Event | None = None
         self._left_at_close = 0
         self._deadline = float("inf")
         self._flushes = 0
         self._failures = 0
-        self._not_before = 0.0  # time.monotonic() before which the actor sends nothing
+        self.not_before = 0.0  # time.monotonic() before which the actor sends nothing
         self._waker: Waker | None = None
         self._progress = anyio.Event()
         self._done: anyio.Event | None = None
@@ -136,29 +129,14 @@ class DeliveryEngine:
     # -- what the store sees (see store.Actor) -------------------------------------------
 
     @property
-    def closing(self) -> bool:
-        """True once a close began."""
-        return self._closing
-
-    @property
-    def not_before(self) -> float:
-        """``time.monotonic()`` before which the actor sends nothing (a backoff)."""
-        return self._not_before
-
-    @property
     def waker(self) -> Waker:
         """The actor's waker (set while it runs)."""
         assert self._waker is not None
         return self._waker
 
-    @property
-    def last_error(self) -> str | None:
-        """The last delivery error, as health reports it."""
-        return self.stats.last_error
-
     def urgent(self) -> bool:
         """A flush or a close waits: send what there is without waiting for a full batch."""
-        return self._closing or self._flushes > 0
+        return self.closing or self._flushes > 0
 
     def wake(self) -> None:
         """Wake the actor (any thread)."""
@@ -195,7 +173,7 @@ class DeliveryEngine:
                 await self._take_batches(store)
             finally:
                 self._alive = False
-                await self._release_held(0.0, "released at close")
+                await self._release(list(self._held.values()), 0.0, "released at close")
                 self.signal_progress()
                 self._done.set()
 
@@ -204,18 +182,15 @@ class DeliveryEngine:
         """True while the actor is alive (always True for IMMEDIATE once started)."""
         return self._alive
 
-    def _past_deadline(self) -> bool:
-        return self._closing and time.monotonic() >= self._deadline
-
     # -- producers ---------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed or self._closing:
+        if self._closed or self.closing:
             raise ClosedError("this tracker is closed; create a new one to track more")
 
     def put(self, record: WireRecord) -> None:
         """Queue ``record`` from a plain thread (the sync facade); blocks per the on-full policy."""
-        if self._closed or self._closing:
+        if self._closed or self.closing:
             self._check_open()
         if self.store is None:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
@@ -239,103 +214,23 @@ class DeliveryEngine:
             logger.debug("enqueued %s", record.response_id)
 
     def discarded(self, record: WireRecord, reason: str, *, said: bool = False) -> None:
-        """Count a dropped record and tell the user's ``on_discard`` (whose errors we eat).
-
-        The drop is said on the log or stderr (see loss.py) unless the caller says the
-        count itself (``said``).
-        """
-        self.stats.discard(reason, said=said)
-        try:
-            logger.warning("dropped record %s (%s)", record.response_id, reason)
-        except Exception:
-            pass  # a failing log handler must not make a drop raise at the call site
-        if self._user_on_discard is not None:
-            try:
-                self._user_on_discard(record)
-            except Exception:
-                try:
-                    logger.exception("on_discard callback raised; ignored")
-                except Exception:
-                    pass
+        """Count a dropped record and tell the user's ``on_discard`` (see ``discard_record``)."""
+        discard_record(self.stats, record, reason, self._user_on_discard, said=said)
 
     # -- IMMEDIATE ---------------------------------------------------------------------
 
     async def send_now(self, records: Sequence[WireRecord]) -> TrackResult:
         """Send ``records`` now (IMMEDIATE): up to ``max_attempts`` on retryable failures."""
         self._check_open()
-        results: list[RecordResult] = []
-        limits: dict[str, Any] = {}
-        groups: dict[Endpoint, list[WireRecord]] = {}
-        for record in records:
-            groups.setdefault(record.endpoint, []).append(record)
-        # Whatever fails, every record of the call is named in the error: those sent may
-        # be stored, and a retry of all of them with their ids is safe.
-        ids = tuple(r.response_id for r in records)
-        for group in groups.values():
-            for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
-                chunk = group[start : start + MAX_RECORDS_PER_REQUEST]
-                answer = await self._send_with_attempts(chunk, ids)
-                results.extend(answer.results)
-                limits.update(answer.triggered_limits)
-        return TrackResult(results=tuple(results), triggered_limits=limits)
-
-    async def _send_with_attempts(
-        self, records: Sequence[WireRecord], call_ids: tuple[str, ...]
-    ) -> TrackResult:
-        endpoint = records[0].endpoint
-        encoded = [dumps(r.wire()) for r in records]
-        n = len(encoded)
-        stats = self.stats
-
-        async def attempt() -> TrackResult:
-            stats.in_flight += n
-            try:
-                return await self.client.send_encoded(endpoint, encoded)
-            except AicmError as exc:
-                self.note_error(exc)
-                raise
-            finally:
-                stats.in_flight -= n
-
-        def retried(exc: Exception, attempt: int, delay: float) -> None:
-            stats.retried += n
-            logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
-
-        try:
-            result = await retrying(
-                attempt,
-                policy=self._policy,
-                attempts=self.settings.max_attempts,
-                max_retry_after=_IMMEDIATE_MAX_DELAY,
-                max_sleep=_IMMEDIATE_MAX_DELAY,
-                on_retry=retried,
-                rng=self._rng,
-            )
-        except GaveUp as gave_up:
-            stats.failed += n
-            last = gave_up.last
-            if gave_up.asked is not None:
-                # The service asks for a longer pause than a caller should sit through,
-                # and trying again sooner would ignore its Retry-After.
-                message = (
-                    f"could not deliver {n} record(s): the service asks to wait"
-                    f" {gave_up.asked:g} s before trying again (Retry-After), longer than"
-                    f" IMMEDIATE delivery waits ({_IMMEDIATE_MAX_DELAY:g} s): {last}."
-                )
-            else:
-                message = (
-                    f"could not deliver {n} record(s) after {gave_up.attempts} attempts: {last}."
-                )
-            raise DeliveryError(
-                message + _unknown_outcome(call_ids), pending=n, response_ids=call_ids
-            ) from last
-        except AicmError:
-            stats.failed += n
-            raise
-        ok = sum(1 for r in result.results if r.ok) if result.results else n
-        stats.sent += ok
-        stats.failed += n - ok
-        return result
+        return await send_now(
+            self.client,
+            records,
+            stats=self.stats,
+            policy=self._policy,
+            attempts=self.settings.max_attempts,
+            note_error=self.note_error,
+            rng=self._rng,
+        )
 
     # -- the actor ---------------------------------------------------------------------
 
@@ -394,8 +289,8 @@ class DeliveryEngine:
         """Wait out a backoff after a failure; False when a close deadline ends the actor."""
         waker = self.waker
         while True:
-            deadline = self._deadline if self._closing else float("inf")
-            verdict = gate(time.monotonic(), not_before=self._not_before, deadline=deadline)
+            deadline = self._deadline if self.closing else float("inf")
+            verdict = gate(time.monotonic(), not_before=self.not_before, deadline=deadline)
             if verdict.stop:
                 return False  # no attempt fits before the deadline: stop now, keep the rest
             if verdict.wait <= 0:
@@ -421,7 +316,7 @@ class DeliveryEngine:
             held = self._held
             left = [i for i in items if id(i) in held]
             if left:
-                delay = max(0.0, self._not_before - time.monotonic())
+                delay = max(0.0, self.not_before - time.monotonic())
                 await self._release(left, delay, "not sent: delivery was interrupted")
         self.signal_progress()
 
@@ -433,7 +328,7 @@ class DeliveryEngine:
         """
         pending = items
         while pending:
-            if self._past_deadline():
+            if self.closing and time.monotonic() >= self._deadline:  # past a close deadline
                 return False
             answer = await self._post(endpoint, pending)
             if answer.error is not None:
@@ -450,7 +345,7 @@ class DeliveryEngine:
             if isinstance(decision, Delivered):
                 self.stats.auth_paused = False
                 self._failures = 0
-                self._not_before = 0.0
+                self.not_before = 0.0
                 await self._accepted(decision)
                 return True
             if isinstance(decision, Retry):
@@ -481,15 +376,9 @@ class DeliveryEngine:
         return True
 
     async def _post(self, endpoint: Endpoint, items: Sequence[Item]) -> Answer:
-        if self.settings.log_bodies and logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "sending %d record(s) to %s: %s",
-                len(items),
-                endpoint.value,
-                [i.body for i in items],
-            )
-        else:
-            logger.debug("sending %d record(s) to %s", len(items), endpoint.value)
+        if logger.isEnabledFor(logging.DEBUG):
+            bodies = f": {[i.body for i in items]}" if self.settings.log_bodies else ""
+            logger.debug("sending %d record(s) to %s%s", len(items), endpoint.value, bodies)
         self.stats.in_flight += len(items)
         try:
             return await self.client.post_encoded(
@@ -528,7 +417,7 @@ class DeliveryEngine:
 
     async def _retry_later(self, items: Sequence[Item], at: float, error: str) -> float:
         """Give ``items`` back, due at ``at`` (``time.monotonic()``); the delay (s)."""
-        self._not_before = at
+        self.not_before = at
         delay = max(0.0, at - time.monotonic())
         await self._give_back(items, delay, error)
         return delay
@@ -550,10 +439,6 @@ class DeliveryEngine:
         for item in items:
             self._held.pop(id(item), None)
 
-    async def _release_held(self, delay: float, error: str) -> None:
-        """Give back everything still held (see :meth:`_release`)."""
-        await self._release(list(self._held.values()), delay, error)
-
     async def _release(self, items: list[Item], delay: float, error: str) -> None:
         """Give ``items`` back; never raises (a persistent row whose release fails stays
         leased, and is claimed again when its lease expires)."""
@@ -572,7 +457,7 @@ class DeliveryEngine:
         self.note_unexpected(exc)
         self._failures += 1
         now = time.monotonic()
-        self._not_before = self._policy.next_attempt_at(self._failures, now=now, rng=self._rng)
+        self.not_before = self._policy.next_attempt_at(self._failures, now=now, rng=self._rng)
 
     def note_error(self, exc: BaseException) -> None:
         """Remember ``exc`` as the last error health reports."""
@@ -640,7 +525,7 @@ class DeliveryEngine:
         return self._left_at_close
 
     async def _close(self, timeout: float) -> int:
-        self._closing = True
+        self.closing = True
         self._deadline = time.monotonic() + timeout
         store = self.store
         if store is not None and self._alive:
@@ -675,7 +560,7 @@ class DeliveryEngine:
         self.stats.lock = threading.Lock()
         self._held = {}
         self._alive = False
-        self._closing = True
+        self.closing = True
         self._closed = True
         unregister_engine(self)
 
@@ -687,27 +572,24 @@ class DeliveryEngine:
 
     def health(self) -> DeliveryHealth:
         """A snapshot of this engine's delivery."""
-        s = self.stats
         held = len(self._held)
-        if self.store is not None:
-            queued, oldest, capacity = self.store.queued(held)
-        else:
-            queued, oldest, capacity = 0, None, 0
-        return DeliveryHealth(
+        if self.store is None:  # IMMEDIATE: what is in flight is in callers' requests
+            return self.stats.snapshot(
+                worker_alive=self._alive,
+                delivery_type=self.delivery_type.value,
+                queued=0,
+                in_flight=self.stats.in_flight,
+                oldest_pending_age=None,
+                capacity=0,
+            )
+        queued, oldest, capacity = self.store.queued(held)
+        return self.stats.snapshot(
             worker_alive=self._alive,
             delivery_type=self.delivery_type.value,
             queued=queued,
-            # Queues: every record the actor has taken and the service has not settled,
-            # including a batch between being taken and its request going out.
-            in_flight=s.in_flight if self.delivery_type is DeliveryType.IMMEDIATE else held,
-            sent=s.sent,
-            retried=s.retried,
-            failed=s.failed,
-            dead_lettered=s.dead_lettered,
-            discarded=dict(s.discarded),
+            # Every record the actor has taken and the service has not settled, including
+            # a batch between being taken and its request going out.
+            in_flight=held,
             oldest_pending_age=oldest,
-            last_error=s.last_error,
-            queue_utilisation=(queued / capacity) if capacity else 0.0,
-            auth_paused=s.auth_paused,
-            limits_refused=s.limits_refused,
+            capacity=capacity,
         )

@@ -284,7 +284,7 @@ class SqliteStore:
             await queue.follow_the_path()
         except QueueStoreError as exc:
             # Logged once, not per claim: the engine's last error says it already.
-            if self._actor.last_error != f"{type(exc).__name__}: {exc}":
+            if self._actor.stats.last_error != f"{type(exc).__name__}: {exc}":
                 logger.error("%s", exc)
             self._actor.note_error(exc)
 

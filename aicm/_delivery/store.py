@@ -21,7 +21,7 @@ from .._core.jsonplain import dumps
 from .._core.models import Endpoint, WireRecord
 from .._core.settings import Settings
 from .buffer import RecordBuffer, Waker
-from .health import age_since
+from .health import DeliveryStats, age_since
 from .loss import report_dropped
 
 __all__ = ["Actor", "DeadLetterRecord", "Item", "MemoryStore", "Store"]
@@ -71,15 +71,12 @@ class Actor(Protocol):
     """What a store sees of the engine whose actor it feeds."""
 
     settings: Settings
+    stats: DeliveryStats
+    closing: bool  # a close began
+    not_before: float  # time.monotonic() before which the actor sends nothing
 
     @property
-    def closing(self) -> bool: ...
-    @property
-    def not_before(self) -> float: ...
-    @property
     def waker(self) -> Waker: ...
-    @property
-    def last_error(self) -> str | None: ...
     def urgent(self) -> bool: ...
     def wake(self) -> None: ...
     def signal_progress(self) -> None: ...
