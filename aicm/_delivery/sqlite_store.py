@@ -122,6 +122,7 @@ class SqliteStore:
         self._started = False  # the actor has asked for its first batch
         self._claimed = 0  # rows in the batch the actor took last (0: it took none since)
         self._rechecked = False
+        self._closed = False
 
     # -- producers and counting --------------------------------------------------------
 
@@ -342,6 +343,9 @@ class SqliteStore:
         return await self.queue.pending_upto(await self.queue.max_id())
 
     async def close(self) -> int:
+        if self._closed:
+            return 0
+        self._closed = True
         left = 0
         if self.queue is not None:
             try:
