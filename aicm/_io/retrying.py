@@ -28,8 +28,9 @@ RETRYABLE: tuple[type[Exception], ...] = (TransportError, ServerError, RateLimit
 class GaveUp(Exception):
     """The retry loop stopped: ``last`` is the final failure, after ``attempts`` attempts.
 
-    ``asked`` is set when it stopped early because the service asked (``Retry-After``) for
-    a longer wait than the caller allows. Internal: callers turn it into their own error.
+    ``asked`` is set when it stopped early because the wait before the next attempt (the
+    service's ``Retry-After``, or the backoff) is longer than the caller allows. Internal:
+    callers turn it into their own error (or raise ``last``).
     """
 
     def __init__(self, last: Exception, *, attempts: int, asked: float | None = None) -> None:
@@ -46,6 +47,7 @@ async def retrying(
     attempts: int,
     retryable: tuple[type[Exception], ...] = RETRYABLE,
     max_retry_after: float = float("inf"),
+    max_delay: float = float("inf"),
     max_sleep: float = float("inf"),
     on_retry: Callable[[Exception, int, float], None] | None = None,
     rng: random.Random | None = None,
@@ -53,7 +55,8 @@ async def retrying(
     """Await ``call()`` up to ``attempts`` times while it raises a ``retryable`` error.
 
     Between attempts it sleeps the policy's backoff (at most ``max_sleep`` s), or the
-    service's ``Retry-After``; a ``Retry-After`` over ``max_retry_after`` stops at once.
+    service's ``Retry-After``. It stops at once when the service asks for more than
+    ``max_retry_after`` s, or when the wait (asked for or not) is over ``max_delay`` s.
     ``on_retry(error, attempt, delay)`` is told before each sleep. Any other error
     propagates as is; running out raises :class:`GaveUp`.
     """
@@ -69,6 +72,8 @@ async def retrying(
                 raise GaveUp(exc, attempts=attempt, asked=asked) from exc
             now = anyio.current_time()
             delay = policy.next_attempt_at(attempt, now=now, retry_after=asked, rng=rng) - now
+            if delay > max_delay:
+                raise GaveUp(exc, attempts=attempt, asked=delay) from exc
             if on_retry is not None:
                 on_retry(exc, attempt, delay)
             await anyio.sleep(min(delay, max_sleep))
