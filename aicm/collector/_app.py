@@ -22,9 +22,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from aicm._core.jsonplain import dumps_bytes, loads
 from aicm.collector._collector import Collector, ConfigsSource
 from aicm.collector._faults import Faults, RequestFaults, faults_from_mapping, faults_to_json
-from aicm.collector._json import dumps, loads
 from aicm.collector._limits import LimitError
 from aicm.collector._logic import Answer, Kind, api_key_matches, error_answer
 from aicm.collector._service_api import service_api_routes
@@ -68,7 +68,7 @@ def _response(answer: Answer) -> Response:
 
 
 def _json(data: Any, status_code: int = 200) -> Response:
-    return Response(dumps(data), status_code=status_code, media_type="application/json")
+    return Response(dumps_bytes(data), status_code=status_code, media_type="application/json")
 
 
 class _DroppedResponse(Response):

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from aicm._core.exceptions import ConfigError
+from aicm._core.jsonplain import loads
 from aicm.collector._faults import FaultInjector, Faults
-from aicm.collector._json import loads
 from aicm.collector._limits import LimitBook, LimitError, UsageRow, api_key_id, rows_from_records
 from aicm.collector._logic import (
     Answer,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import attrs
 
-from aicm.collector._json import dumps, dumps_canonical, loads
+from aicm._core.jsonplain import dumps_bytes, dumps_canonical, loads
 
 __all__ = [
     "KINDS",
@@ -72,7 +72,7 @@ class BadRequest(Exception):
 
 def error_answer(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Answer:
     """A ``{"detail": ...}`` answer."""
-    return Answer(status_code, dumps({"detail": detail}), dict(headers or {}))
+    return Answer(status_code, dumps_bytes({"detail": detail}), dict(headers or {}))
 
 
 def _json_type(value: Any) -> str:
@@ -328,7 +328,7 @@ class BatchPlan:
         """The HTTP answer for this batch, carrying ``triggered_limits`` (``{}``: none)."""
         return Answer(
             self.status_code,
-            dumps({"results": self.results, "triggered_limits": triggered_limits or {}}),
+            dumps_bytes({"results": self.results, "triggered_limits": triggered_limits or {}}),
         )
 
 

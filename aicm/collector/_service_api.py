@@ -30,11 +30,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aicm._core.jsonplain import dumps_bytes, loads
 from aicm._core.models import vendor_service_key
 from aicm._providers.normalize import PRICE_PROVIDERS
 from aicm._version import __version__
 from aicm.cli._pricing import PriceTable, price_usage
-from aicm.collector._json import dumps, loads
 from aicm.collector._logic import api_key_matches
 
 if TYPE_CHECKING:
@@ -885,7 +885,7 @@ _Handler = Callable[[Request], Awaitable[Any]]
 def _json_response(status_code: int, data: Any) -> Response:
     if data is None:
         return Response(status_code=status_code)
-    return Response(dumps(data), status_code=status_code, media_type="application/json")
+    return Response(dumps_bytes(data), status_code=status_code, media_type="application/json")
 
 
 async def _refusal(collector: Collector, request: Request) -> Response | None:

@@ -23,7 +23,7 @@ import anyio.lowlevel
 import attrs
 
 from aicm._core.exceptions import ConfigError
-from aicm.collector._json import dumps_text, loads
+from aicm._core.jsonplain import dumps, loads
 from aicm.collector._logic import KINDS, Kind, dedup_key
 
 __all__ = ["GroupWriter", "PendingWrite", "RecordStore", "kind_from_name"]
@@ -135,13 +135,13 @@ def kind_from_name(name: str) -> Kind:
 
 
 def _json_or_null(record: Mapping[str, Any], name: str) -> str | None:
-    return dumps_text(record[name]) if name in record else None
+    return dumps(record[name]) if name in record else None
 
 
 def _track_rows(
     records: Iterable[Mapping[str, Any]], received_at: float, user_agent: str | None
 ) -> list[tuple[Any, ...]]:
-    encode = dumps_text
+    encode = dumps
     return [
         (
             r.get("api_id"),
@@ -176,7 +176,7 @@ def _usage_rows(
                 r.get("client_customer_key"),
                 _json_or_null(r, "context"),
                 r.get("base_url"),
-                dumps_text(extra) if extra else None,
+                dumps(extra) if extra else None,
                 received_at,
                 user_agent,
             )
@@ -390,7 +390,7 @@ class RecordStore:
             self._connection().execute(
                 "INSERT INTO api_object (kind, key, value) VALUES (?, ?, ?)"
                 " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
-                (kind, key, dumps_text(value)),
+                (kind, key, dumps(value)),
             )
 
     def delete_object(self, kind: str, key: str) -> bool:
