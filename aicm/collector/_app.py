@@ -23,10 +23,11 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aicm._core.jsonplain import dumps_bytes, loads
+from aicm._core.wire import Kind
 from aicm.collector._collector import Collector, ConfigsSource
 from aicm.collector._faults import Faults, RequestFaults, faults_from_mapping, faults_to_json
 from aicm.collector._limits import LimitError
-from aicm.collector._logic import Answer, Kind, api_key_matches, error_answer
+from aicm.collector._logic import Answer, api_key_matches, error_answer
 from aicm.collector._service_api import service_api_routes
 from aicm.collector._store import kind_from_name
 

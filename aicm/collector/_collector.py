@@ -13,21 +13,19 @@ from typing import Any, TypeAlias
 
 from aicm._core.exceptions import ConfigError
 from aicm._core.jsonplain import loads
-from aicm.collector._faults import FaultInjector, Faults
-from aicm.collector._limits import LimitBook, LimitError, UsageRow, api_key_id, rows_from_records
-from aicm.collector._logic import (
-    Answer,
+from aicm._core.wire import (
     BadRequest,
     Kind,
-    bearer_token,
     configs_document,
-    error_answer,
     etag_for,
     etag_matches,
     normalise_configs,
     parse_batch,
     plan_batch,
 )
+from aicm.collector._faults import FaultInjector, Faults
+from aicm.collector._limits import LimitBook, LimitError, UsageRow, api_key_id, rows_from_records
+from aicm.collector._logic import Answer, bearer_token, error_answer
 from aicm.collector._service_api import ApiObjects, custom_prices
 from aicm.collector._signing import SigningKey
 from aicm.collector._stats import CollectorStats
@@ -183,7 +181,8 @@ class Collector:
         )
         if plan.rejected:
             self.stats.fault("reject", plan.rejected)
-        return plan.answer(self.triggered_limits(authorization, forged=faults.forge_limits))
+        limits = self.triggered_limits(authorization, forged=faults.forge_limits)
+        return Answer(plan.status_code, plan.body(limits))
 
     # -- usage limits ------------------------------------------------------------------
 

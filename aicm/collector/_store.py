@@ -24,7 +24,7 @@ import attrs
 
 from aicm._core.exceptions import ConfigError
 from aicm._core.jsonplain import dumps, loads
-from aicm.collector._logic import KINDS, Kind, dedup_key
+from aicm._core.wire import KINDS, Kind, dedup_key
 
 __all__ = ["GroupWriter", "PendingWrite", "RecordStore", "kind_from_name"]
 
