@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import anyio
+
 from aicm._core.exceptions import ConfigError
 from aicm._core.jsonplain import loads
 from aicm._core.wire import (
@@ -23,13 +25,14 @@ from aicm._core.wire import (
     parse_batch,
     plan_batch,
 )
-from aicm.collector._faults import FaultInjector, Faults
+from aicm.collector._api_requests import ApiObjects
+from aicm.collector._faults import FaultInjector, Faults, RequestFaults
 from aicm.collector._limits import LimitBook, LimitError, UsageRow, api_key_id, rows_from_records
-from aicm.collector._logic import Answer, bearer_token, error_answer
-from aicm.collector._service_api import ApiObjects, custom_prices
+from aicm.collector._logic import Answer, api_key_matches, bearer_token, error_answer
 from aicm.collector._signing import SigningKey
 from aicm.collector._stats import CollectorStats
 from aicm.collector._store import GroupWriter, RecordStore
+from aicm.collector._usage import custom_prices
 
 __all__ = ["Collector", "ConfigsSource", "default_data_dir", "load_configs"]
 
@@ -146,6 +149,31 @@ class Collector:
             return Answer(304, b"", headers)
         return Answer(200, body, headers)
 
+    async def admit(
+        self, plan: RequestFaults, authorization: str | None, user_agent: str | None
+    ) -> Answer | None:
+        """Count a request and apply the faults that come before any work: the answer that
+        refuses it (an injected failure, a missing or wrong API key), else None."""
+        self.stats.request_arrived(user_agent, authorization is not None)
+        faults = plan.faults
+        if faults.latency:
+            self.stats.fault("latency")
+            await anyio.sleep(faults.latency)
+        if plan.failure is not None:
+            self.stats.fault(plan.failure)
+            extra = {}
+            if faults.retry_after is not None:
+                extra["Retry-After"] = _format_seconds(faults.retry_after)
+            return error_answer(faults.failure_status, "injected failure (collector fault)", extra)
+        if faults.require_api_key is not None and not api_key_matches(
+            authorization, faults.require_api_key
+        ):
+            self.stats.fault("unauthorized")
+            return error_answer(
+                401, "missing or invalid API key", {"WWW-Authenticate": 'Bearer realm="aicm"'}
+            )
+        return None
+
     async def ingest(
         self,
         kind: Kind,
@@ -246,3 +274,7 @@ class Collector:
         self.store.close()
         if self._own_data_dir is not None:
             self._own_data_dir.cleanup()
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
