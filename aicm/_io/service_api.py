@@ -9,15 +9,12 @@ backoff settings; a create is sent once, so a retry never makes a second custome
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
-from urllib.parse import quote, urlencode, urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
-import attrs
 import httpx
 
 from .._core.exceptions import (
@@ -28,7 +25,7 @@ from .._core.exceptions import (
     TransportError,
     UnexpectedAnswerError,
 )
-from .._core.jsonplain import dumps, loads, to_plain
+from .._core.jsonplain import dumps, loads
 from .._core.policy import RetryPolicy
 from .._core.service_models import (
     CostEvent,
@@ -45,18 +42,29 @@ from .._core.service_models import (
     Vendor,
     Webhook,
     WebhookList,
-    structure_answer,
     structure_page,
+)
+from .api_calls import (
+    Api,
+    Call,
+    DateLike,
+    PagesApi,
+    Reader,
+    document,
+    get,
+    items,
+    model,
+    nothing,
+    page,
 )
 
 if TYPE_CHECKING:
     from .._core.settings import Settings
 
-__all__ = ["API_ATTEMPTS", "Api", "Call", "DateLike", "PagesApi", "ServiceApiMethods"]
+__all__ = ["API_ATTEMPTS", "DateLike", "ServiceApiMethods"]
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-_P = ParamSpec("_P")
 
 #: Tries of a read, update or delete before its transient failure is raised.
 API_ATTEMPTS = 3
@@ -67,33 +75,6 @@ MAX_API_ANSWER_BYTES = 16 << 20
 # A retry waits at most this long (a longer Retry-After is raised to the caller, who can
 # decide; an API call should not stall for a minute inside the SDK).
 _MAX_RETRY_WAIT = 5.0
-
-DateLike = dt.date | str
-"""A date filter: a :class:`datetime.date` (or datetime) or an ISO-8601 string."""
-
-FilterValue = str | int | bool | dt.date | Iterable[str] | None
-
-
-def _query_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "True" if value else "False"  # the service's (Python's) spelling
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
-
-
-def _query(filters: Mapping[str, FilterValue]) -> str:
-    """Filters as a query string: None left out, a list as repeated keys, booleans
-    as ``True`` / ``False``."""
-    pairs: list[tuple[str, str]] = []
-    for name, value in filters.items():
-        if value is None:
-            continue
-        if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-            pairs.extend((name, _query_value(v)) for v in value)
-        else:
-            pairs.append((name, _query_value(value)))
-    return urlencode(pairs)
 
 
 def _detail(text: str) -> str | None:
@@ -110,94 +91,6 @@ def _detail(text: str) -> str | None:
     return dumps(detail)[:500]
 
 
-def _segment(value: str, what: str) -> str:
-    """An id as one path segment (a ``/`` or ``..`` in it cannot reach another endpoint)."""
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{what} must be a non-empty string, got {type(value).__name__}")
-    return quote(value, safe="")
-
-
-def _field(value: Any) -> Any:
-    # Money as the exact string, a time as ISO-8601, any other iterable of values as a list.
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping, list)):
-        return list(value)
-    return value
-
-
-def _body(fields: Mapping[str, Any], what: str) -> bytes:
-    plain = to_plain({k: _field(v) for k, v in fields.items() if v is not None}, field=what)
-    return dumps(plain).encode()
-
-
-# -- what a method declares --------------------------------------------------------------------
-
-Reader = Callable[[Any, str], _R]
-"""Reads a decoded answer (the second argument names the request, for errors)."""
-
-
-@attrs.frozen
-class Call(Generic[_R]):
-    """One request of the management API, as a method declares it.
-
-    ``path`` names its id segments ``{like_this}``; they are taken from ``arguments``
-    (the method's ``locals()``) and escaped. The other arguments that are not None go in
-    the query string of a GET or DELETE, in the JSON body (named ``what`` in errors) of a
-    POST or PUT. ``read`` turns the decoded answer into the method's result. A POST is
-    sent once (a retry could create a second object); other methods are retried.
-    """
-
-    method: str
-    path: str
-    arguments: Mapping[str, Any]
-    read: Reader[_R]
-    what: str = "body"
-
-    def target(self) -> tuple[str, bytes | None]:
-        """The path (with its query) and the body to send."""
-        rest = {k: v for k, v in self.arguments.items() if k != "self"}
-        segments = {
-            name: _segment(rest.pop(name), name)
-            for name in list(rest)
-            if "{" + name + "}" in self.path
-        }
-        path = self.path.format(**segments)
-        if self.method in ("POST", "PUT"):
-            return path, _body(rest, self.what)
-        query = _query(rest)
-        return (f"{path}?{query}" if query else path), None
-
-
-def model(cls: type[_T]) -> Reader[_T]:
-    """Read an answer as one ``cls``."""
-    return lambda data, where: structure_answer(data, cls, where=where)
-
-
-def items(cls: type[_T]) -> Reader[list[_T]]:
-    """Read an answer as a list of ``cls``."""
-    many: Any = tuple[cls, ...]  # type: ignore[valid-type]
-    return lambda data, where: list(structure_answer(data, many, where=where))
-
-
-def page(cls: type[_T]) -> Reader[Page[_T]]:
-    """Read a paginated answer of ``cls``."""
-    return lambda data, where: structure_page(data, cls, where=where)
-
-
-def document(data: Any, where: str) -> dict[str, Any]:
-    """Read an answer as a JSON object, as sent."""
-    if not isinstance(data, dict):
-        raise UnexpectedAnswerError(f"{where}: expected an object")
-    return data
-
-
-def nothing(data: Any, where: str) -> None:
-    """Ignore the answer (a delete's)."""
-
-
 def _services_of(vendor: str) -> Reader[list[Service]]:
     read = items(Service)
 
@@ -210,77 +103,6 @@ def _services_of(vendor: str) -> Reader[list[Service]]:
         return read(data, where)
 
     return services
-
-
-def _signature(declare: Callable[..., Any]) -> inspect.Signature:
-    """A declaration's signature as its method's callers see it: no ``self``, no ``Call``."""
-    signature = inspect.signature(declare)
-    return signature.replace(
-        parameters=list(signature.parameters.values())[1:],
-        return_annotation=inspect.Signature.empty,
-    )
-
-
-class Api(Generic[_P, _R]):
-    """A method of the API from its declaration (a function returning a :class:`Call`):
-    on an instance, the coroutine function that sends the call and reads the answer."""
-
-    def __init__(self, declare: Callable[Concatenate[Any, _P], Call[_R]]) -> None:
-        self.declare = declare
-        self.__doc__ = declare.__doc__
-        self.signature = _signature(declare)
-
-    @overload
-    def __get__(self, instance: None, owner: type) -> Api[_P, _R]: ...
-    @overload
-    def __get__(
-        self, instance: ServiceApiMethods, owner: type
-    ) -> Callable[_P, Coroutine[Any, Any, _R]]: ...
-    def __get__(self, instance: ServiceApiMethods | None, owner: type) -> Any:
-        if instance is None:
-            return self
-        declare = self.declare
-
-        @functools.wraps(declare)
-        async def method(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            return await instance._send(declare(instance, *args, **kwargs))
-
-        method.__signature__ = self.signature  # type: ignore[attr-defined]
-        return method
-
-
-class PagesApi(Generic[_P, _T]):
-    """An ``iter_*`` method from the declaration of its first page: on an instance, an
-    async iterator over every item, fetching the next page as the caller reaches it."""
-
-    def __init__(self, declare: Callable[Concatenate[Any, _P], Call[Page[_T]]]) -> None:
-        self.declare = declare
-        self.__doc__ = declare.__doc__
-        self.signature = _signature(declare)
-
-    @overload
-    def __get__(self, instance: None, owner: type) -> PagesApi[_P, _T]: ...
-    @overload
-    def __get__(
-        self, instance: ServiceApiMethods, owner: type
-    ) -> Callable[_P, AsyncIterator[_T]]: ...
-    def __get__(self, instance: ServiceApiMethods | None, owner: type) -> Any:
-        if instance is None:
-            return self
-        declare = self.declare
-
-        @functools.wraps(declare)
-        async def method(*args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_T]:
-            first = await instance._send(declare(instance, *args, **kwargs))
-            async for item in instance._iterate(first):
-                yield item
-
-        method.__signature__ = self.signature  # type: ignore[attr-defined]
-        return method
-
-
-def _get(path: str, arguments: Mapping[str, Any], read: Reader[_R]) -> Call[_R]:
-    return Call("GET", path, arguments, read)
 
 
 class ServiceApiMethods:
@@ -417,7 +239,7 @@ class ServiceApiMethods:
         offset: int | None = None,
     ) -> Call[Page[UsageEvent]]:
         """One page of ``GET /usage/events/``: the usage records the service received."""
-        return _get("/usage/events/", locals(), page(UsageEvent))
+        return get("/usage/events/", locals(), page(UsageEvent))
 
     @PagesApi
     def iter_usage_events(
@@ -431,12 +253,12 @@ class ServiceApiMethods:
         limit: int | None = None,
     ) -> Call[Page[UsageEvent]]:
         """Every usage event matching the filters, page after page."""
-        return _get("/usage/events/", locals(), page(UsageEvent))
+        return get("/usage/events/", locals(), page(UsageEvent))
 
     @Api
     def get_usage_event(self, event_id: str) -> Call[UsageEvent]:
         """``GET /usage/event/{event_id}/``; :class:`NotFoundError` when there is none."""
-        return _get("/usage/event/{event_id}/", locals(), model(UsageEvent))
+        return get("/usage/event/{event_id}/", locals(), model(UsageEvent))
 
     @Api
     def list_usage_rollups(
@@ -452,7 +274,7 @@ class ServiceApiMethods:
     ) -> Call[Page[UsageRollup]]:
         """One page of ``GET /usage/rollups/``: usage and cost per service (and customer)
         per day (``granularity="daily"``) or hour (``"hourly"``)."""
-        return _get("/usage/rollups/", locals(), page(UsageRollup))
+        return get("/usage/rollups/", locals(), page(UsageRollup))
 
     @PagesApi
     def iter_usage_rollups(
@@ -466,7 +288,7 @@ class ServiceApiMethods:
         limit: int | None = None,
     ) -> Call[Page[UsageRollup]]:
         """Every rollup matching the filters, page after page."""
-        return _get("/usage/rollups/", locals(), page(UsageRollup))
+        return get("/usage/rollups/", locals(), page(UsageRollup))
 
     # -- costs -----------------------------------------------------------------------------
 
@@ -485,7 +307,7 @@ class ServiceApiMethods:
     ) -> Call[Page[CostEvent]]:
         """One page of ``GET /costs/``: priced cost units. The list filters take several
         values (``customer_key=["acme", "globex"]``)."""
-        return _get("/costs/", locals(), page(CostEvent))
+        return get("/costs/", locals(), page(CostEvent))
 
     @PagesApi
     def iter_cost_events(
@@ -500,12 +322,12 @@ class ServiceApiMethods:
         limit: int | None = None,
     ) -> Call[Page[CostEvent]]:
         """Every cost event matching the filters, page after page."""
-        return _get("/costs/", locals(), page(CostEvent))
+        return get("/costs/", locals(), page(CostEvent))
 
     @Api
     def list_cost_events_by_response_id(self, response_id: str) -> Call[list[CostEventRecord]]:
         """``GET /cost-events/{response_id}``: the cost events of one tracked call, in full."""
-        return _get("/cost-events/{response_id}", locals(), items(CostEventRecord))
+        return get("/cost-events/{response_id}", locals(), items(CostEventRecord))
 
     # -- customers -------------------------------------------------------------------------
 
@@ -521,7 +343,7 @@ class ServiceApiMethods:
         offset: int | None = None,
     ) -> Call[Page[Customer]]:
         """One page of ``GET /customers/``."""
-        return _get("/customers/", locals(), page(Customer))
+        return get("/customers/", locals(), page(Customer))
 
     @PagesApi
     def iter_customers(
@@ -534,7 +356,7 @@ class ServiceApiMethods:
         limit: int | None = None,
     ) -> Call[Page[Customer]]:
         """Every customer matching the filters, page after page."""
-        return _get("/customers/", locals(), page(Customer))
+        return get("/customers/", locals(), page(Customer))
 
     @Api
     def create_customer(
@@ -551,7 +373,7 @@ class ServiceApiMethods:
     @Api
     def get_customer(self, customer_id: str) -> Call[Customer]:
         """``GET /customers/{uuid}/``."""
-        return _get("/customers/{customer_id}/", locals(), model(Customer))
+        return get("/customers/{customer_id}/", locals(), model(Customer))
 
     @Api
     def update_customer(
@@ -576,19 +398,19 @@ class ServiceApiMethods:
     @Api
     def list_vendors(self) -> Call[list[Vendor]]:
         """``GET /vendors/``: the vendors the service prices."""
-        return _get("/vendors/", {}, items(Vendor))
+        return get("/vendors/", {}, items(Vendor))
 
     @Api
     def list_vendor_services(self, vendor: str) -> Call[list[Service]]:
         """``GET /services/?vendor=``: the services of one vendor (each names ``vendor``)."""
-        return _get("/services/", {"vendor": vendor}, _services_of(vendor))
+        return get("/services/", {"vendor": vendor}, _services_of(vendor))
 
     # -- webhooks --------------------------------------------------------------------------
 
     @Api
     def list_webhook_endpoints(self, *, active_only: bool = False) -> Call[WebhookList]:
         """``GET /webhooks/``: the endpoints, with the total and active counts."""
-        return _get("/webhooks/", locals(), model(WebhookList))
+        return get("/webhooks/", locals(), model(WebhookList))
 
     @Api
     def create_webhook_endpoint(
@@ -600,7 +422,7 @@ class ServiceApiMethods:
     @Api
     def get_webhook_endpoint(self, webhook_uuid: str) -> Call[Webhook]:
         """``GET /webhooks/{uuid}/``."""
-        return _get("/webhooks/{webhook_uuid}/", locals(), model(Webhook))
+        return get("/webhooks/{webhook_uuid}/", locals(), model(Webhook))
 
     @Api
     def update_webhook_endpoint(
@@ -631,7 +453,7 @@ class ServiceApiMethods:
         has_cost_units: bool | None = None,
     ) -> Call[list[CustomServiceSummary]]:
         """``GET /custom-services/``: your own priced services, in summary."""
-        return _get("/custom-services/", locals(), items(CustomServiceSummary))
+        return get("/custom-services/", locals(), items(CustomServiceSummary))
 
     @Api
     def create_custom_service(
@@ -648,7 +470,7 @@ class ServiceApiMethods:
     @Api
     def get_custom_service(self, uuid: str) -> Call[CustomService]:
         """``GET /custom-services/{uuid}/``."""
-        return _get("/custom-services/{uuid}/", locals(), model(CustomService))
+        return get("/custom-services/{uuid}/", locals(), model(CustomService))
 
     @Api
     def update_custom_service(
@@ -674,7 +496,7 @@ class ServiceApiMethods:
     @Api
     def list_usage_limits(self) -> Call[list[UsageLimit]]:
         """``GET /usage-limits/``: your spending alerts and limits."""
-        return _get("/usage-limits/", {}, items(UsageLimit))
+        return get("/usage-limits/", {}, items(UsageLimit))
 
     @Api
     def create_usage_limit(
@@ -701,7 +523,7 @@ class ServiceApiMethods:
     @Api
     def get_usage_limit(self, limit_id: str) -> Call[UsageLimit]:
         """``GET /usage-limits/{uuid}/``."""
-        return _get("/usage-limits/{limit_id}/", locals(), model(UsageLimit))
+        return get("/usage-limits/{limit_id}/", locals(), model(UsageLimit))
 
     @Api
     def update_usage_limit(
@@ -730,16 +552,16 @@ class ServiceApiMethods:
     @Api
     def list_usage_limit_progress(self) -> Call[list[UsageLimitProgress]]:
         """``GET /usage-limits/progress/``: each limit with its spend in the current period."""
-        return _get("/usage-limits/progress/", {}, items(UsageLimitProgress))
+        return get("/usage-limits/progress/", {}, items(UsageLimitProgress))
 
     @Api
     def get_triggered_limits(self) -> Call[dict[str, Any]]:
         """``GET /triggered-limits``: the service's signed triggered-limits document, as sent."""
-        return _get("/triggered-limits", {}, document)
+        return get("/triggered-limits", {}, document)
 
     # -- schema ----------------------------------------------------------------------------
 
     @Api
     def get_openapi_schema(self) -> Call[dict[str, Any]]:
         """``GET /openapi.json``: the service's OpenAPI document."""
-        return _get("/openapi.json", {}, document)
+        return get("/openapi.json", {}, document)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .._core.service_models import Page
-from .._io.service_api import Api, PagesApi, ServiceApiMethods
+from .._io.api_calls import Api, PagesApi
+from .._io.service_api import ServiceApiMethods
 
 if TYPE_CHECKING:
     from .._delivery.worker import SharedRuntime
