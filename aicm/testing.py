@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from ._core.exceptions import ConfigError
 from ._core.jsonplain import dumps_bytes
 from ._core.models import API_VENDORS
 from ._core.wire import (
@@ -190,11 +189,7 @@ class CapturedRecords:
     def set_configs(self, configs: Sequence[Mapping[str, Any]]) -> None:
         """Serve these service configs from ``GET /configs`` (for cost managers, REST
         wrappers and config trackers): each needs ``config_id`` and ``api_id``."""
-        plain = [dict(c) if isinstance(c, Mapping) else c for c in configs]
-        try:
-            normalised = normalise_configs(plain)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        normalised = normalise_configs(list(configs))
         with self._lock:
             self._configs = normalised
 
@@ -346,32 +341,9 @@ class CapturedRecords:
         ``count`` the number of matches must be exactly that, else at least one. It checks
         what arrived so far: ``flush()`` the tracker (or :meth:`wait_for`) first.
         """
-        wanted = {
-            k: v
-            for k, v in {
-                "api_id": api_id,
-                "service_key": service_key,
-                "usage": usage,
-                "response_id": response_id,
-                "client_customer_key": client_customer_key,
-                "customer_key": customer_key,
-                "context": context,
-                "config_id": config_id,
-                "service_id": service_id,
-            }.items()
-            if v is not None and v is not _UNSET
-        }
-        found = self.find(
-            api_id=api_id,
-            service_key=service_key,
-            usage=usage,
-            response_id=response_id,
-            client_customer_key=client_customer_key,
-            customer_key=customer_key,
-            context=context,
-            config_id=config_id,
-            service_id=service_id,
-        )
+        fields = {k: v for k, v in locals().items() if k not in ("self", "count")}
+        found = self.find(**fields)
+        wanted = {k: v for k, v in fields.items() if v is not None and v is not _UNSET}
         if (count is None and not found) or (count is not None and len(found) != count):
             expected = "at least 1" if count is None else str(count)
             shown = "\n  ".join(json.dumps(r, sort_keys=True) for r in self.records[:10])

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .exceptions import ConfigError
 from .jsonplain import dumps_bytes, dumps_canonical, loads
 
 __all__ = [
@@ -150,33 +151,22 @@ def record_moment(timestamp: Any) -> datetime | None:
     return moment.astimezone(timezone.utc)
 
 
-# The older /track record: api_id, a bare service_key, client_customer_key.
-_LEGACY_REQUIRED: tuple[tuple[str, type, str], ...] = (
-    ("api_id", str, "a string"),
-    ("service_key", str, "a string"),
-    ("response_id", str, "a string"),
-    ("timestamp", str, "a string"),
-    ("payload", dict, "an object"),
-)
-_LEGACY_OPTIONAL: tuple[tuple[str, type, str], ...] = (
-    ("client_customer_key", str, "a string"),
-    ("context", dict, "an object"),
-)
-_LEGACY_FIELDS = frozenset(name for name, _, _ in _LEGACY_REQUIRED + _LEGACY_OPTIONAL)
+_Field = tuple[str, type, str]  # name, JSON type, how a message names it
 # The current /track record (the service's own SDK sends it): no api_id, a
 # "vendor::model" service_key, customer_key, a timestamp in ISO-8601 or epoch seconds.
-_CURRENT_REQUIRED: tuple[tuple[str, type, str], ...] = (
+_CURRENT_REQUIRED: tuple[_Field, ...] = (
     ("service_key", str, "a string"),
     ("response_id", str, "a string"),
     ("timestamp", str, "a string"),
     ("payload", dict, "an object"),
 )
-_CURRENT_OPTIONAL: tuple[tuple[str, type, str], ...] = (
-    ("customer_key", str, "a string"),
-    ("context", dict, "an object"),
-)
+_CONTEXT: _Field = ("context", dict, "an object")
+_CURRENT_OPTIONAL: tuple[_Field, ...] = (("customer_key", str, "a string"), _CONTEXT)
+# The older /track record: api_id, a bare service_key, client_customer_key.
+_LEGACY_REQUIRED: tuple[_Field, ...] = (("api_id", str, "a string"), *_CURRENT_REQUIRED)
+_LEGACY_OPTIONAL: tuple[_Field, ...] = (("client_customer_key", str, "a string"), _CONTEXT)
+_LEGACY_FIELDS = frozenset(name for name, _, _ in _LEGACY_REQUIRED + _LEGACY_OPTIONAL)
 _CURRENT_FIELDS = frozenset(name for name, _, _ in _CURRENT_REQUIRED + _CURRENT_OPTIONAL)
-_TRACK_FIELDS = _LEGACY_FIELDS | _CURRENT_FIELDS
 
 # /track-usage records are free-form, but these fields, when present, are strings (or null).
 _USAGE_STRING_FIELDS = (
@@ -365,24 +355,27 @@ def normalise_configs(document: Any, *, source: str = "configs") -> list[dict[st
 
     Each config must be an object with string ``config_id`` and ``api_id``;
     ``handling_config`` defaults to ``{}`` and ``manual_usage_schema`` to ``None``.
-    Raises ``ValueError`` naming the first problem.
+    Raises :class:`~aicm._core.exceptions.ConfigError` (a ``ValueError``) naming the first
+    problem.
     """
     if isinstance(document, dict):
         if "service_configs" not in document:
-            raise ValueError(f'{source}: an object must have the key "service_configs"')
+            raise ConfigError(f'{source}: an object must have the key "service_configs"')
         document = document["service_configs"]
     if not isinstance(document, list):
-        raise ValueError(f"{source}: expected a list of service configs, got {json_type(document)}")
+        raise ConfigError(
+            f"{source}: expected a list of service configs, got {json_type(document)}"
+        )
     configs: list[dict[str, Any]] = []
     for index, config in enumerate(document):
-        if not isinstance(config, dict):
-            raise ValueError(f"{source}[{index}]: a config must be an object")
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"{source}[{index}]: a config must be an object")
         for name in ("config_id", "api_id"):
             if not isinstance(config.get(name), str) or not config[name]:
-                raise ValueError(f"{source}[{index}]: '{name}' must be a non-empty string")
+                raise ConfigError(f"{source}[{index}]: '{name}' must be a non-empty string")
         handling = config.get("handling_config", {})
         if handling is not None and not isinstance(handling, dict):
-            raise ValueError(f"{source}[{index}]: 'handling_config' must be an object")
+            raise ConfigError(f"{source}[{index}]: 'handling_config' must be an object")
         configs.append(
             {
                 **config,

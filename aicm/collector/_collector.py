@@ -62,6 +62,19 @@ def load_configs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise ConfigError(str(exc), path=str(path)) from exc
 
 
+def data_dir_for(
+    configs: object, configs_path: object, data_dir: str | os.PathLike[str] | None
+) -> tuple[str, tempfile.TemporaryDirectory[str] | None]:
+    """The data directory to use, and the temporary one made when ``data_dir`` is None
+    (its owner removes it); ``ValueError`` when both configs and a configs file are given."""
+    if configs is not None and configs_path is not None:
+        raise ValueError("give configs or configs_path, not both")
+    if data_dir is not None:
+        return os.fspath(data_dir), None
+    temporary = tempfile.TemporaryDirectory(prefix="aicm-collector-")
+    return temporary.name, temporary
+
+
 class Collector:
     """Everything the collector holds and does, minus HTTP.
 
@@ -81,14 +94,9 @@ class Collector:
         data_dir: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
-        if configs is not None and configs_path is not None:
-            raise ValueError("give configs or configs_path, not both")
         # No data directory: a temporary one, removed on close (tests, the demo).
-        self._own_data_dir: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._own_data_dir = tempfile.TemporaryDirectory(prefix="aicm-collector-")
-            data_dir = self._own_data_dir.name
-        self.data_dir = Path(data_dir)
+        directory, self._own_data_dir = data_dir_for(configs, configs_path, data_dir)
+        self.data_dir = Path(directory)
         if prices is None:
             from aicm.cli._pricing import default_prices
 
@@ -123,10 +131,7 @@ class Collector:
 
     def set_configs(self, configs: ConfigsSource) -> None:
         """Serve ``configs`` from now on (their ETag changes with them)."""
-        try:
-            normalised = normalise_configs(configs)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        normalised = normalise_configs(configs)
         with self._configs_lock:
             self._configs = normalised
             self._configs_cache = {}
