@@ -41,6 +41,7 @@ from aicm.collector._usage import (
     API_KEY_ID,
     TEAM_NAME,
     TEAM_UUID,
+    CostLine,
     Event,
     genai_models,
     iso_time,
@@ -124,14 +125,7 @@ class ServiceApi:
         services = params.getlist("service_key")
         keys = params.getlist("api_key_id")
         items = [
-            {
-                "provider_id": e.vendor,
-                "service_key": e.service_key,
-                "cost_unit_id": line.cost_unit_id,
-                "quantity": line.quantity,
-                "cost_per_unit": line.cost_per_unit,
-                "cost": line.cost,
-            }
+            _cost(e, line)
             for e in self.events()
             if matches(params.get("response_id"), e.response_id)
             and (not customers or e.customer_key in customers)
@@ -153,12 +147,7 @@ class ServiceApi:
                 "timestamp": iso_time(e.moment),
                 "customer_key": e.customer_key,
                 "response_id": e.response_id,
-                "provider_id": e.vendor,
-                "service_key": e.service_key,
-                "cost_unit_id": line.cost_unit_id,
-                "quantity": line.quantity,
-                "cost_per_unit": line.cost_per_unit,
-                "cost": line.cost,
+                **_cost(e, line),
                 "context": e.context,
                 "hourly_rollup_status": "processed",
                 "daily_rollup_status": "processed",
@@ -359,6 +348,18 @@ class ServiceApi:
             "servers": [{"url": str(request.url).rsplit("/openapi.json", 1)[0]}],
             "paths": paths,
         }
+
+
+def _cost(event: Event, line: CostLine) -> dict[str, Any]:
+    """A ``CostEvent`` answer: one priced metric of a usage event."""
+    return {
+        "provider_id": event.vendor,
+        "service_key": event.service_key,
+        "cost_unit_id": line.cost_unit_id,
+        "quantity": line.quantity,
+        "cost_per_unit": line.cost_per_unit,
+        "cost": line.cost,
+    }
 
 
 _SCHEMA_PATHS: tuple[tuple[str, tuple[str, ...], str], ...] = (
