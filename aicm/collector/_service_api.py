@@ -192,17 +192,12 @@ class ServiceApi:
         if request.method == "POST":
             data = await object_body(request)
             check_fields(data, WEBHOOK_FIELDS, required=("url", "secret"))
-            now = now_iso()
-            webhook = {
-                "uuid": str(uuid.uuid4()),
-                "url": data["url"],
-                "secret": data["secret"],
-                "active": data.get("active", True),
-                "tolerance": data.get("tolerance", 300),
-                "team_uuid": TEAM_UUID,
-                "created_at": now,
-                "updated_at": now,
-            }
+            webhook = _created(
+                url=data["url"],
+                secret=data["secret"],
+                active=data.get("active", True),
+                tolerance=data.get("tolerance", 300),
+            )
             self.objects.put("webhooks", webhook["uuid"], webhook)
             return 201, webhook
         every = self.objects.all("webhooks")
@@ -229,19 +224,14 @@ class ServiceApi:
             check_fields(
                 data, CUSTOM_SERVICE_FIELDS, required=("custom_service_key", "configuration")
             )
-            now = now_iso()
-            service = {
-                "uuid": str(uuid.uuid4()),
-                "custom_service_key": data["custom_service_key"],
-                "configuration": data["configuration"],
-                "is_active": data.get("is_active", True),
-                "is_deleted": False,
-                "created_at": now,
-                "updated_at": now,
-                "cost_units": cost_units(data["configuration"]),
-                "team_uuid": TEAM_UUID,
-                "team_name": TEAM_NAME,
-            }
+            service = _created(
+                custom_service_key=data["custom_service_key"],
+                configuration=data["configuration"],
+                is_active=data.get("is_active", True),
+                is_deleted=False,
+                cost_units=cost_units(data["configuration"]),
+                team_name=TEAM_NAME,
+            )
             self.objects.put(
                 "custom_services",
                 service["uuid"],
@@ -348,6 +338,18 @@ class ServiceApi:
             "servers": [{"url": str(request.url).rsplit("/openapi.json", 1)[0]}],
             "paths": paths,
         }
+
+
+def _created(**fields: Any) -> dict[str, Any]:
+    """A new object of the team: a fresh uuid, ``fields``, and its creation time."""
+    now = now_iso()
+    return {
+        "uuid": str(uuid.uuid4()),
+        **fields,
+        "team_uuid": TEAM_UUID,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _cost(event: Event, line: CostLine) -> dict[str, Any]:
