@@ -104,7 +104,8 @@ class Call(Generic[_R]):
     """One request of the management API, as a method declares it.
 
     ``path`` names its id segments ``{like_this}``; they are taken from ``arguments``
-    (the method's ``locals()``) and escaped. The other arguments that are not None go in
+    (the method's ``locals()``, so a declaration holds no other variable: it would be
+    sent) and escaped. The other arguments that are not None go in
     the query string of a GET or DELETE, in the JSON body (named ``what`` in errors) of a
     POST or PUT. ``read`` turns the decoded answer into the method's result. A POST is
     sent once (a retry could create a second object); other methods are retried.
