@@ -23,7 +23,7 @@ from .._core.settings import DeliveryType
 from .._providers.hook import BuiltinTracking
 from .configs import CostManagerConfig
 from .limits import LimitGuard, refresh_soon
-from .proxy import TrackedProxy
+from .proxy import Call, TrackedProxy
 from .recorder import AsyncRecorder, DeliveryOptions
 
 if TYPE_CHECKING:
@@ -101,37 +101,23 @@ class ManagerHook:
         manager = self._tracking()
         return manager is not None and manager.tracks(path)
 
-    def before_call(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def before_call(self, call: Call) -> None:
         """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
         manager = self._tracking()
         if manager is not None:
-            manager.limit_guard.before_call(kwargs, manager.tags()[0])
+            manager.limit_guard.before_call(call.kwargs, manager.tags()[0])
 
-    def on_call(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: Any,
-        func: Callable[..., Any],
-    ) -> None:
+    def on_call(self, call: Call, response: Any) -> None:
         """A tracked call returned: queue its records without blocking."""
         manager = self._recording()
         if manager is not None:
-            self._emit(manager.records_after_call(self, path, args, kwargs, response, func))
+            self._emit(manager.records_after_call(call, response))
 
-    def on_stream_end(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        chunks: list[Any],
-        func: Callable[..., Any],
-    ) -> None:
+    def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
         """A tracked stream ended: queue its records without blocking."""
         manager = self._recording()
         if manager is not None:  # None: a stream that outlived its manager
-            self._emit(manager.records_after_stream(path, args, kwargs, chunks, func))
+            self._emit(manager.records_after_stream(call, chunks))
 
 
 class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
@@ -256,34 +242,18 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
         extractor = self.extractor
         return extractor.tracks(path) or self.builtin.tracks(extractor, path)
 
-    def records_for_call(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: Any,
-        func: Callable[..., Any],
-    ) -> list[WireRecord]:
+    def records_for_call(self, call: Call, response: Any) -> list[WireRecord]:
         """The records one tracked call yields (pure: no I/O, no queueing)."""
-        return self._records((path, args, kwargs, func), response, None)
+        return self._records(call, response, None)
 
-    def records_for_stream(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        chunks: list[Any],
-        func: Callable[..., Any],
-    ) -> list[WireRecord]:
+    def records_for_stream(self, call: Call, chunks: list[Any]) -> list[WireRecord]:
         """The records a tracked stream yields once it ended (pure)."""
-        return self._records((path, args, kwargs, func), None, chunks)
+        return self._records(call, None, chunks)
 
-    def _records(
-        self, call: _CallParts, response: Any, chunks: list[Any] | None
-    ) -> list[WireRecord]:
+    def _records(self, call: Call, response: Any, chunks: list[Any] | None) -> list[WireRecord]:
         """The records of a call that returned ``response``, or of a stream that yielded
         ``chunks`` (when not None)."""
-        path, _, kwargs, _ = call
+        path, kwargs = call.path, call.kwargs
         key, ctx = tags = self.tags()
         if not self.extractor.tracks(path):
             if chunks is not None:
@@ -303,19 +273,19 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
             self._report_no_record(call, response, chunks)
         return records
 
-    def _report_no_record(self, call: _CallParts, response: Any, chunks: list[Any] | None) -> None:
+    def _report_no_record(self, call: Call, response: Any, chunks: list[Any] | None) -> None:
         """Say why a config-tracked call gave no record, naming each config and its paths."""
 
         def why() -> str | None:
             reasons = [
                 f"config {config.config_id!r}: {reason}"
-                for config in self.extractor.configs_for(call[0])
+                for config in self.extractor.configs_for(call.path)
                 if (reason := _why_no_record(config, call, response, chunks)) is not None
             ]
             # None: e.g. a list_path that resolved to an empty list, nothing to bill
             return "; ".join(reasons) if reasons else None
 
-        self.warn_no_record(call[0], why)
+        self.warn_no_record(call.path, why)
 
     def warn_no_record(self, path: str, why: Callable[[], str | None]) -> None:
         """Log that a tracked call of ``path`` gave no record, and ``why()``: at WARNING the
@@ -339,52 +309,37 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
             reason,
         )
 
-    def records_after_call(
-        self,
-        hook: Any,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: Any,
-        func: Callable[..., Any],
-    ) -> list[WireRecord]:
-        """What a proxy ``hook`` (this manager's or its sync facade's) queues for a call that
+    def records_after_call(self, call: Call, response: Any) -> list[WireRecord]:
+        """What a proxy hook (this manager's or its sync facade's) queues for a call that
         returned: the usage limits learn of it, and an answer that holds a stream (boto3's
-        ``converse_stream``) gives its records through ``hook`` when that stream ends."""
-        if self.builtin.defers(self.extractor, path, response):
-            self.limit_guard.after_call(kwargs, response)
-            self.builtin.wrap_inner_stream(hook, path, args, kwargs, response, func)
+        ``converse_stream``) gives its records through the call's hook when that stream
+        ends."""
+        if self.builtin.defers(self.extractor, call.path, response):
+            self.limit_guard.after_call(call.kwargs, response)
+            self.builtin.wrap_inner_stream(
+                call.hook, call.path, call.args, call.kwargs, response, call.func
+            )
             return []
-        records = self.records_for_call(path, args, kwargs, response, func)
-        self.limit_guard.after_call(kwargs, response, records)
+        records = self.records_for_call(call, response)
+        self.limit_guard.after_call(call.kwargs, response, records)
         return records
 
-    def records_after_stream(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        chunks: list[Any],
-        func: Callable[..., Any],
-    ) -> list[WireRecord]:
+    def records_after_stream(self, call: Call, chunks: list[Any]) -> list[WireRecord]:
         """What a proxy hook queues for a stream that ended (the usage limits learn of it)."""
-        records = self.records_for_stream(path, args, kwargs, chunks, func)
-        self.limit_guard.after_call(kwargs, chunks[-1] if chunks else None, records)
+        records = self.records_for_stream(call, chunks)
+        self.limit_guard.after_call(call.kwargs, chunks[-1] if chunks else None, records)
         return records
-
-
-_CallParts = tuple[str, tuple[Any, ...], dict[str, Any], Callable[..., Any]]
 
 
 def _extract(
     extractor: UniversalExtractor,
-    call: _CallParts,
+    call: Call,
     response: Any,
     chunks: list[Any] | None,
     **tags: Unpack[CallTags],
 ) -> list[dict[str, Any]]:
     """The payloads ``extractor`` makes of a call's ``response``, or of a stream's ``chunks``."""
-    path, args, kwargs, func = call
+    path, args, kwargs, func = call.path, call.args, call.kwargs, call.func
     if chunks is not None:
         return extractor.extract_stream_end(
             path, chunks, args=args, kwargs=kwargs, func=func, **tags
@@ -394,7 +349,7 @@ def _extract(
 
 def _why_no_record(
     config: HandlingConfig,
-    call: _CallParts,
+    call: Call,
     response: Any,
     chunks: list[Any] | None,
 ) -> str | None:

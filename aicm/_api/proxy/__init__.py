@@ -9,7 +9,7 @@ through untouched and ``hook.on_stream_end`` runs exactly once when the stream i
 exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected, even
 before its first chunk (the request was made: ``chunks`` is then empty). A helper stream's
 ``get_final_*``/``until_done`` read the rest through the wrapper first. A hook may also
-have ``before_call(path, args, kwargs)``, run before a tracked call is made; the
+have ``before_call(call)``, run before a tracked call is made; the
 :class:`~aicm.UsageLimitExceeded` it raises refuses the call.
 
 What the client hands out stays tracked by the same hook: the clients ``with_options`` and
@@ -28,7 +28,7 @@ protocol and one tracked call), ``_client`` (the client, resource and method pro
 """
 
 from ._client import TrackedProxy
-from ._hooks import ExtractorHook, ProxyHooks
+from ._hooks import Call, ExtractorHook, ProxyHooks
 from ._streams import track_stream
 
-__all__ = ["ExtractorHook", "ProxyHooks", "TrackedProxy", "track_stream"]
+__all__ = ["Call", "ExtractorHook", "ProxyHooks", "TrackedProxy", "track_stream"]

@@ -63,14 +63,8 @@ class TrackedProxy(ProxyBase):
     _aicm_mode: str | None
     _aicm_children: dict[str, TrackedProxy]
 
-    def __new__(
-        cls,
-        target: Any,
-        *,
-        extractor_hook: ExtractorHook,
-        path: str = "",
-        mode: str | None = None,
-    ) -> TrackedProxy:
+    def __new__(cls, target: Any, **_: Any) -> TrackedProxy:
+        # Only a callable target gets __call__: callable(proxy) says what callable(target) does.
         if cls is TrackedProxy and callable(target):
             cls = _TrackedCallable
         return object.__new__(cls)

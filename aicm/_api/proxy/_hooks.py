@@ -21,31 +21,21 @@ logger = logging.getLogger("aicm.cost_manager")
 
 
 class ExtractorHook(Protocol):
-    """What a :class:`TrackedProxy` asks and tells about calls (the CostManager implements it)."""
+    """What a :class:`TrackedProxy` asks and tells about calls (the CostManager implements it).
+
+    A hook may also have ``before_call(call)``, run before a tracked call is made; the
+    :class:`~aicm.UsageLimitExceeded` it raises refuses the call.
+    """
 
     def should_track(self, path: str) -> bool:
         """True when calls of the dotted ``path`` (``chat.completions.create``) are tracked."""
         ...
 
-    def on_call(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: Any,
-        func: Callable[..., Any],
-    ) -> None:
-        """A tracked call returned ``response`` (not a stream)."""
+    def on_call(self, call: Call, response: Any) -> None:
+        """A tracked ``call`` returned ``response`` (not a stream)."""
         ...
 
-    def on_stream_end(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        chunks: list[Any],
-        func: Callable[..., Any],
-    ) -> None:
+    def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
         """A tracked call's stream ended; ``chunks`` is everything it yielded.
 
         For SDK helper streams that accumulate a final snapshot (anthropic
@@ -57,8 +47,8 @@ class ExtractorHook(Protocol):
         ...
 
 
-OnCall = Callable[[str, tuple[Any, ...], dict[str, Any], Any, Callable[..., Any]], None]
-OnStreamEnd = Callable[[str, tuple[Any, ...], dict[str, Any], list[Any], Callable[..., Any]], None]
+OnCall = Callable[["Call", Any], None]
+OnStreamEnd = Callable[["Call", list[Any]], None]
 
 
 def _never(path: str) -> bool:
@@ -112,7 +102,7 @@ class Call:
         if before is None:
             return
         try:
-            before(self.path, self.args, self.kwargs)
+            before(self)
         except UsageLimitExceeded:
             raise
         except Exception:
@@ -121,7 +111,7 @@ class Call:
     def report(self, result: Any) -> None:
         """Hand the call's answer to ``hook.on_call``."""
         try:
-            self.hook.on_call(self.path, self.args, self.kwargs, result, self.func)
+            self.hook.on_call(self, result)
         except Exception:
             logger.exception(
                 "tracking %s failed; the call's result is returned untouched", self.path
@@ -130,7 +120,7 @@ class Call:
     def report_stream(self, chunks: list[Any]) -> None:
         """Hand what the call's stream yielded to ``hook.on_stream_end``."""
         try:
-            self.hook.on_stream_end(self.path, self.args, self.kwargs, chunks, self.func)
+            self.hook.on_stream_end(self, chunks)
         except Exception:
             logger.exception("tracking the stream of %s failed", self.path)
 
