@@ -10,14 +10,14 @@ from any event loop (asyncio or trio): they wait in a worker thread, never on th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 import anyio.to_thread
-import httpx
 
 from .._api.conveniences import Anonymizer, check_anonymize_options
-from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
+from .._api.options import TrackerOptions, check_option_names
+from .._api.tracker import AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord, enqueued_result
 from .._core.settings import DeliveryType, OnFull, TrackFormat
@@ -25,17 +25,12 @@ from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["Tracker"]
 
 _build_track = TrackRecord.build
-
-
-def _check_options(owner: str, options: Mapping[str, Any]) -> None:
-    unknown = sorted(set(options) - TRACKER_OPTIONS)
-    if unknown:
-        raise TypeError(
-            f"{owner}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
-        )
 
 
 class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
@@ -48,71 +43,20 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     """
 
     @overload
-    def __init__(
-        self,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
-    ) -> None: ...
+    def __init__(self, **options: Unpack[TrackerOptions]) -> None: ...
 
     @overload
     def __init__(
-        self,
-        config_id: str,
-        service_id: str,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
+        self, config_id: str, service_id: str, **options: Unpack[TrackerOptions]
     ) -> None: ...
 
     def __init__(
-        self, config_id: str | None = None, service_id: str | None = None, **options: Any
+        self,
+        config_id: str | None = None,
+        service_id: str | None = None,
+        **options: Unpack[TrackerOptions],
     ) -> None:
-        _check_options("Tracker", options)
+        check_option_names(type(self).__name__, options, tracker=True)
 
         def build() -> AsyncTracker:
             # Built on the runtime's loop: the engine's events belong to that loop.
@@ -135,77 +79,26 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
 
     @overload
     @classmethod
-    async def create_async(
-        cls,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
-    ) -> Tracker: ...
+    async def create_async(cls, **options: Unpack[TrackerOptions]) -> Tracker: ...
 
     @overload
     @classmethod
     async def create_async(
-        cls,
-        config_id: str,
-        service_id: str,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
+        cls, config_id: str, service_id: str, **options: Unpack[TrackerOptions]
     ) -> Tracker: ...
 
     @classmethod
     async def create_async(
-        cls, config_id: str | None = None, service_id: str | None = None, **options: Any
+        cls,
+        config_id: str | None = None,
+        service_id: str | None = None,
+        **options: Unpack[TrackerOptions],
     ) -> Tracker:
         """Build a tracker from async code (asyncio or trio) without blocking the event loop.
 
         The setup (starting the runtime, loading the config) waits in a worker thread.
         """
-        _check_options("create_async", options)
+        check_option_names("create_async", options, tracker=True)
         return await anyio.to_thread.run_sync(
             lambda: cls(config_id, service_id, **options)  # type: ignore[arg-type]
         )
