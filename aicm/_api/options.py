@@ -10,6 +10,7 @@ settings (``aicm_ini_path``, ``on_discard``, ``transport``).
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final, TypedDict
@@ -22,9 +23,14 @@ from .._core.settings import ARGUMENTS, DeliveryType, OnFull, Settings, TrackFor
 from .._core.settings import resolve_settings as _resolve_settings
 from .conveniences import Anonymizer
 
+#: What ``timestamp=`` accepts: a datetime (naive means UTC), an ISO-8601 string, epoch seconds.
+Timestamp = dt.datetime | str | int | float
+
 __all__ = [
     "NOT_SETTINGS",
+    "Timestamp",
     "DeliveryOptions",
+    "TrackOptions",
     "TrackerOptions",
     "UnknownOptionError",
     "check_option_names",
@@ -65,6 +71,18 @@ class DeliveryOptions(TypedDict, total=False):
 class TrackerOptions(DeliveryOptions, total=False):
     """:class:`DeliveryOptions`, and the anonymisation every ``track`` call of a tracker gets."""
 
+    anonymize_fields: Iterable[str] | None
+    anonymizer: Anonymizer | None
+
+
+class TrackOptions(TypedDict, total=False):
+    """What one ``track`` call of a tracker takes besides its usage (all keyword-only)."""
+
+    client_customer_key: str | None
+    customer_key: str | None
+    context: Mapping[str, Any] | None
+    response_id: str | None
+    timestamp: Timestamp | None
     anonymize_fields: Iterable[str] | None
     anonymizer: Anonymizer | None
 

@@ -9,7 +9,6 @@ and ``track(usage)`` validates ``usage`` against it, then sends a ``/track-usage
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -47,10 +46,10 @@ from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
 from .._providers import llm_usage as _llm
-from .conveniences import Anonymizer, TrackConveniences, TrackDefaults, check_anonymize_options
+from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .lifecycle import AsyncWithLifecycle
 from .limits import LimitGuard, fetch_at_start
-from .options import TrackerOptions, resolve_options
+from .options import Timestamp, TrackerOptions, TrackOptions, resolve_options
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -61,15 +60,9 @@ logger = logging.getLogger("aicm.tracker")
 _delivery_logger = logging.getLogger("aicm.delivery")
 
 
-#: What ``timestamp=`` accepts: a datetime (naive means UTC), an ISO-8601 string, epoch seconds.
-Timestamp = dt.datetime | str | int | float
-
-_TRACK_OPTIONS: Final = (
-    "client_customer_key",
-    "customer_key",
-    "context",
-    "response_id",
-    "timestamp",
+# What a record is built from besides its usage (anonymisation is applied before that).
+_TRACK_OPTIONS: Final = tuple(
+    name for name in TrackOptions.__annotations__ if name not in ("anonymize_fields", "anonymizer")
 )
 _TRACK_OPTION_SET: Final = frozenset(_TRACK_OPTIONS)
 _build_track = TrackRecord.build
@@ -293,6 +286,16 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         Raises :class:`TypeError` for a call that fits neither form, and a
         :class:`RecordError` or :class:`UsageValidationError` for bad values.
         """
+        if (
+            len(args) == 3
+            and not kwargs
+            and self.config_id is None
+            and not self.track_defaults.active
+        ):
+            # The common call, inlined: every queued track() of both trackers comes here.
+            return _build_track(
+                args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
+            )
         # The tracker's defaults and anonymisation, before anything is built or queued.
         args, kwargs = self.track_defaults.prepare(
             args, kwargs, usage_at=2 if self.config_id is None else 0
@@ -418,28 +421,14 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         api_id: str,
         service_key: str,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     @overload
     async def track(
         self,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     async def track(self, *args: Any, **kwargs: Any) -> RecordResult:
@@ -453,18 +442,9 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         """
         if self._closed:
             self._check_open()
-        if self.config_id is None:
-            if len(args) == 3 and not kwargs and not self.track_defaults.active:
-                # The common call, inlined (this is every track()'s path).
-                record: WireRecord = _build_track(
-                    args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
-                )
-            else:
-                record = self.build_record(args, kwargs)
-        else:
-            if not self._schema_loaded:
-                await self.load_schema()
-            record = self.build_record(args, kwargs)
+        if self.config_id is not None and not self._schema_loaded:
+            await self.load_schema()
+        record = self.build_record(args, kwargs)
         buffer = self.engine.buffer
         if buffer is not None and self._started and buffer.try_put(record):
             # The memory queue took it at once: no await on the hot path.

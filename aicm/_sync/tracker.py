@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, overload
 import anyio
 import anyio.to_thread
 
-from .._api.conveniences import Anonymizer, check_anonymize_options
-from .._api.options import TrackerOptions, check_option_names
+from .._api.conveniences import check_anonymize_options
+from .._api.options import TrackerOptions, TrackOptions, check_option_names
 from .._api.tracker import AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
-from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord, enqueued_result
-from .._core.settings import DeliveryType, OnFull, TrackFormat
+from .._core.models import RecordResult, TrackRecord, UsageRecord, enqueued_result
+from .._core.settings import DeliveryType, OnFull
 from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["Tracker"]
-
-_build_track = TrackRecord.build
 
 
 class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
@@ -70,9 +68,6 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         super()._start()
         self._engine = self._async.engine
         self._queued = self._async.delivery_type is not DeliveryType.IMMEDIATE
-        self._free = self._async.config_id is None
-        self._max_bytes = self._async.settings.max_record_bytes
-        self._legacy = self._async.settings.track_format is TrackFormat.LEGACY
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncTracker", "Tracker", 1)
@@ -121,28 +116,14 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         api_id: str,
         service_key: str,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     @overload
     def track(
         self,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
@@ -158,13 +139,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         if not self._queued:
             result: RecordResult = self._runtime.call(_track, tracker, args, kwargs)
             return result
-        if self._free and len(args) == 3 and not kwargs and not tracker.track_defaults.active:
-            # The common call, inlined (this is every track()'s path).
-            record: WireRecord = _build_track(
-                args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
-            )
-        else:
-            record = tracker.build_record(args, kwargs)
+        # Built and queued in the caller's thread: no portal round trip on this path.
+        record = tracker.build_record(args, kwargs)
         self._engine.put(record)
         tracker.limit_guard.after_record(record)  # raises once the record is on its way
         return enqueued_result(record.response_id)
@@ -225,28 +201,14 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         api_id: str,
         service_key: str,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     @overload
     async def track_async(
         self,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:

@@ -23,7 +23,8 @@ from aicm import (
     RestUsageWrapper,
     Tracker,
 )
-from aicm._api.options import NOT_SETTINGS, DeliveryOptions, TrackerOptions
+from aicm._api.options import NOT_SETTINGS, DeliveryOptions, TrackerOptions, TrackOptions
+from aicm._api.tracker import _TRACK_OPTIONS
 from aicm._core.settings import ARGUMENTS, OPTIONS, Settings, resolve_settings, settings_table
 from aicm.collector import LocalCollector
 from tests.core.test_settings import SAMPLES
@@ -176,3 +177,18 @@ def test_a_misspelled_option_is_a_clear_config_error(name: str, connection: dict
         build(name, {"timout": 3, **connection})
     assert isinstance(info.value, TypeError)
     assert name.removeprefix("Async") in str(info.value) or "Recorder" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "track", [AsyncTracker.track, Tracker.track, Tracker.track_async], ids=lambda f: f.__qualname__
+)
+def test_every_track_overload_takes_the_track_options(track: Any) -> None:
+    """Both call forms of every tracker's ``track`` take ``**options: Unpack[TrackOptions]``,
+    the one list ``track`` checks keywords against."""
+    overloads = typing.get_overloads(track)
+    assert len(overloads) == 2
+    for variant in overloads:
+        parameters = inspect.signature(variant).parameters.values()
+        var_keyword = [p.annotation for p in parameters if p.kind is p.VAR_KEYWORD]
+        assert var_keyword == ["Unpack[TrackOptions]"]
+    assert set(_TRACK_OPTIONS) | {"anonymize_fields", "anonymizer"} == option_keys(TrackOptions)
