@@ -60,6 +60,13 @@ def provider() -> Iterator[TracerProvider]:
     assert not SEEN.active  # every processor stopped: nothing is kept
 
 
+def received(collector: LocalCollector) -> int:
+    """How many /track records the collector was sent (it drops repeated response ids
+    itself, so the records it holds cannot show a duplicate the SDK sent)."""
+    count: int = collector.stats()["records"]["track"]["received"]
+    return count
+
+
 def bridge(provider: TracerProvider, **options: Any) -> AicmSpanProcessor:
     processor = AicmSpanProcessor(**options)
     provider.add_span_processor(processor)
@@ -150,6 +157,7 @@ def test_a_call_seen_by_a_wrapped_client_and_a_span_is_one_record(
     assert all(r["customer_key"] == "acme" for r in records)
     assert records[0]["payload"] == BUILTIN_CHAT_USAGE  # the wrapped client's own record
     assert processor.counts == {"duplicate": 2}
+    assert received(collector) == 2
 
 
 def test_a_span_recorded_first_leaves_the_wrapped_client_nothing_to_add(
@@ -169,6 +177,7 @@ def test_a_span_recorded_first_leaves_the_wrapped_client_nothing_to_add(
     processor.shutdown()
     assert one_track(collector)["response_id"] == chat.id
     assert "customer_key" not in one_track(collector)
+    assert received(collector) == 1
 
 
 @pytest.mark.anyio
@@ -188,6 +197,8 @@ async def test_async_wrapped_and_instrumented_call_is_one_record(
     await anyio.to_thread.run_sync(processor.shutdown)
     record = one_track(collector)
     assert (record["response_id"], record["customer_key"]) == (chat.id, "acme")
+    assert received(collector) == 1
+    assert processor.counts == {"duplicate": 1}
 
 
 def test_other_spans_are_ignored_and_bad_ones_counted_and_logged_once(
