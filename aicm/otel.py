@@ -1,15 +1,17 @@
 """OpenTelemetry bridge (``pip install 'aicm-sdk[otel]'``): GenAI spans become usage records,
 and delivery health becomes metrics.
 
-:class:`AicmSpanProcessor` reads each ended span that follows the OpenTelemetry GenAI
-semantic conventions (made by an instrumentation such as
+[`AicmSpanProcessor`][aicm.otel.AicmSpanProcessor] reads each ended span that follows the
+OpenTelemetry GenAI semantic conventions (made by an instrumentation such as
 ``opentelemetry-instrumentation-openai-v2`` or OpenLLMetry's) and records the call as the
-built-in provider tracking would: the same ``/track`` record, through a :class:`~aicm.Tracker`
-and so with any delivery type. A call also seen by a wrapped client (``CostManager``) makes
-one record: the wrapped client's, which carries its customer key and context.
+built-in provider tracking would: the same ``/track`` record, through a
+[`Tracker`][aicm.Tracker] and so with any delivery type. A call also seen by a wrapped client
+(``CostManager``) makes one record: the wrapped client's, which carries its customer key and
+context.
 
-:func:`register_metrics` publishes :func:`~aicm.get_global_delivery_health` as observable
-counters and gauges of a ``MeterProvider``.
+[`register_metrics`][aicm.otel.register_metrics] publishes
+[`get_global_delivery_health`][aicm.get_global_delivery_health] as observable counters and
+gauges of a ``MeterProvider``.
 """
 
 from __future__ import annotations
@@ -43,17 +45,17 @@ logger = logging.getLogger("aicm.otel")
 class AicmSpanProcessor(SpanProcessor):
     """Record the usage of every GenAI span a ``TracerProvider`` ends.
 
-    ``AicmSpanProcessor(tracker)`` records through a :class:`~aicm.Tracker` of yours;
+    ``AicmSpanProcessor(tracker)`` records through a [`Tracker`][aicm.Tracker] of yours;
     ``AicmSpanProcessor(**options)`` builds one from ``Tracker``'s options
-    (``delivery_type=``, ``aicm_api_key=``...) and closes it at :meth:`shutdown`.
+    (``delivery_type=``, ``aicm_api_key=``...) and closes it at `shutdown()`.
 
-    :meth:`on_end` only reads the span's attributes and hands the call to a background
+    `on_end()` only reads the span's attributes and hands the call to a background
     thread: it never blocks on delivery and never raises into the instrumented code. That
     thread records a call ``hold`` seconds after its span ended, unless a wrapped client
-    recorded the same answer (same ``response_id``) meanwhile; :meth:`force_flush` and
-    :meth:`shutdown` record what is held at once. Spans that are not GenAI calls, or report
+    recorded the same answer (same ``response_id``) meanwhile; `force_flush()` and
+    `shutdown()` record what is held at once. Spans that are not GenAI calls, or report
     no token usage, are ignored; a GenAI span whose attributes make no record is counted in
-    :attr:`counts` (``invalid``) and logged once.
+    `counts` (``invalid``) and logged once.
     """
 
     def __init__(
@@ -214,7 +216,8 @@ _GAUGES: tuple[tuple[str, str, str], ...] = (
 
 
 class DeliveryMetrics:
-    """The instruments :func:`register_metrics` made; :meth:`snapshot` is what they last read."""
+    """The instruments [`register_metrics`][aicm.otel.register_metrics] made; `snapshot()`
+    is what they last read."""
 
     def __init__(self, meter: metrics.Meter) -> None:
         self._lock = threading.Lock()
@@ -274,7 +277,8 @@ class DeliveryMetrics:
 
 
 def register_metrics(meter_provider: metrics.MeterProvider | None = None) -> DeliveryMetrics:
-    """Publish :func:`~aicm.get_global_delivery_health` as ``aicm.delivery.*`` metrics.
+    """Publish [`get_global_delivery_health`][aicm.get_global_delivery_health] as
+    ``aicm.delivery.*`` metrics.
 
     Counters (``sent``, ``retried``, ``failed``, ``dead_lettered``, ``limits_refused``,
     ``discarded`` by ``reason``) and gauges (``queued``, ``in_flight``,

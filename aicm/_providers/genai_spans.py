@@ -4,7 +4,7 @@ record the built-in of its vendor would make of the same call (pure; no OpenTele
 The vendor is ``gen_ai.provider.name`` (or the older ``gen_ai.system``) in the service's
 naming; the model ``gen_ai.response.model`` (else ``gen_ai.request.model``); the id
 ``gen_ai.response.id``; the usage the vendor's own usage object rebuilt from
-``gen_ai.usage.*`` by :func:`~aicm._providers.normalize.vendor_usage`, so a span and a
+``gen_ai.usage.*`` by `normalize.vendor_usage`, so a span and a
 wrapped client of the same call send the same payload shape.
 """
 
@@ -94,7 +94,7 @@ def genai_track(attributes: Mapping[str, Any]) -> LlmTrack | None:
     """What to record for a span with these attributes, or None when it is not a GenAI
     call or reports no token usage (a failed call: nothing to bill).
 
-    Raises :class:`SpanAttributeError` for attributes no record can be made of.
+    Raises `SpanAttributeError` for attributes no record can be made of.
     """
     provider = _text(attributes, PROVIDER) or _text(attributes, SYSTEM)
     if provider is None:

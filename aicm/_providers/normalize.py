@@ -159,7 +159,7 @@ def vendor_usage(
     cache_write_tokens: int = 0,
 ) -> dict[str, Any]:
     """The usage object ``vendor``'s API reports for these counts (the inverse of
-    :func:`normalize_usage`): ``input_tokens`` is all input, cached included.
+    `normalize_usage`): ``input_tokens`` is all input, cached included.
 
     Anthropic's and Bedrock's shapes carry cached input apart; Google's is Gemini's
     ``usage_metadata``; any other vendor gets OpenAI's chat shape (``output_tokens`` None,

@@ -1,10 +1,10 @@
 """The provider response ids already recorded in this process: one record per call.
 
 A call can be seen twice: by a wrapped client (``CostManager``) and by an OpenTelemetry span
-of an instrumentation library. Each path :meth:`SeenResponses.claim`\\ s the answer's id before
+of an instrumentation library. Each path claims the answer's id (`SeenResponses.claim`) before
 it records; the second claim of an id is refused, so the call makes one record.
 
-Claims are only kept while an :class:`aicm.otel.AicmSpanProcessor` is live (another source
+Claims are only kept while an `aicm.otel.AicmSpanProcessor` is live (another source
 of the same calls): without one a claim costs one attribute read and keeps nothing.
 """
 
