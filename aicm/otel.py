@@ -197,22 +197,43 @@ class AicmSpanProcessor(SpanProcessor):
 
 # -- delivery health as metrics ---------------------------------------------------------------
 
-_COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("sent", "records the service accepted", "{record}"),
-    ("retried", "delivery attempts retried", "{attempt}"),
-    ("failed", "records whose delivery failed", "{record}"),
-    ("dead_lettered", "records the service refused for good", "{record}"),
-    ("limits_refused", "calls and tracks refused by a usage limit", "{call}"),
+#: What each instrument reports, in the order they are made (``sent`` first: see _callback).
+_WHAT: Mapping[str, str] = {
+    "sent": "records the service accepted",
+    "retried": "delivery attempts retried",
+    "failed": "records whose delivery failed",
+    "dead_lettered": "records the service refused for good",
+    "limits_refused": "calls and tracks refused by a usage limit",
+    "discarded": "records dropped, by reason",
+    "queued": "records waiting to be sent",
+    "in_flight": "records being sent",
+    "oldest_pending_age": "age of the oldest waiting record",
+    "queue_utilisation": "fill of the fullest memory queue (0..1)",
+    "worker_alive": "1 while every delivery worker runs",
+    "auth_paused": "1 while delivery waits for a valid API key",
+    "engines": "live trackers and cost managers",
+}
+#: Figures that go up and down (the others only add up).
+_GAUGES = frozenset(
+    [
+        "queued",
+        "in_flight",
+        "oldest_pending_age",
+        "queue_utilisation",
+        "worker_alive",
+        "auth_paused",
+        "engines",
+    ]
 )
-_GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("queued", "records waiting to be sent", "{record}"),
-    ("in_flight", "records being sent", "{record}"),
-    ("oldest_pending_age", "age of the oldest waiting record", "s"),
-    ("queue_utilisation", "fill of the fullest memory queue (0..1)", "1"),
-    ("worker_alive", "1 while every delivery worker runs", "1"),
-    ("auth_paused", "1 while delivery waits for a valid API key", "1"),
-    ("engines", "live trackers and cost managers", "{engine}"),
-)
+_UNITS: Mapping[str, str] = {
+    "retried": "{attempt}",
+    "limits_refused": "{call}",
+    "oldest_pending_age": "s",
+    "queue_utilisation": "1",
+    "worker_alive": "1",
+    "auth_paused": "1",
+    "engines": "{engine}",
+}
 
 
 class DeliveryMetrics:
@@ -223,31 +244,18 @@ class DeliveryMetrics:
         self._lock = threading.Lock()
         self._health: DeliveryHealth | None = None
         self.instruments: list[Any] = []
-        first = True
-        for name, what, unit in _COUNTERS:
-            self.instruments.append(
-                meter.create_observable_counter(
-                    f"aicm.delivery.{name}",
-                    callbacks=[self._callback(name, refresh=first)],
-                    unit=unit,
-                    description=f"Process-wide: {what}.",
-                )
+        for i, (name, what) in enumerate(_WHAT.items()):
+            create = (
+                meter.create_observable_gauge
+                if name in _GAUGES
+                else meter.create_observable_counter
             )
-            first = False
-        self.instruments.append(
-            meter.create_observable_counter(
-                "aicm.delivery.discarded",
-                callbacks=[self._discarded],
-                unit="{record}",
-                description="Process-wide: records dropped, by reason.",
-            )
-        )
-        for name, what, unit in _GAUGES:
+            callback = self._discarded if name == "discarded" else self._callback(name, i == 0)
             self.instruments.append(
-                meter.create_observable_gauge(
+                create(
                     f"aicm.delivery.{name}",
-                    callbacks=[self._callback(name, refresh=False)],
-                    unit=unit,
+                    callbacks=[callback],
+                    unit=_UNITS.get(name, "{record}"),
                     description=f"Process-wide: {what}.",
                 )
             )
@@ -259,7 +267,7 @@ class DeliveryMetrics:
                 self._health = get_global_delivery_health()
             return self._health
 
-    def _callback(self, name: str, *, refresh: bool) -> Any:
+    def _callback(self, name: str, refresh: bool) -> Any:
         # The SDK reads instruments in the order they were made: the first takes this
         # collection's snapshot (one pass over every engine, a SQLite count for persistent
         # queues), the others reuse it.
