@@ -41,7 +41,7 @@ from ._common import (
 )
 from ._report import markdown_report, plot, text_report
 from ._subjects import baselines_missing
-from .scenarios import SCENARIOS
+from .scenarios import SCENARIOS, default_names
 
 PLOT = REPO / "docs" / "img" / "throughput.png"
 
@@ -96,7 +96,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
         args.names = names
     else:
-        args.names = list(SCENARIOS)
+        args.names = default_names(args.quick)
     return args
 
 
