@@ -3,27 +3,30 @@
     python -m benchmarks._fake_openai
 
 Prints its root URL first and serves until terminated, so the client under measure shares
-neither its process nor its GIL with the server answering it.
+neither its process nor its GIL with the server answering it. The app is the fake's own;
+uvicorn serves it from this process's main thread with its default loop and HTTP parser.
 """
 
 from __future__ import annotations
 
-import signal
+import socket
 import sys
-import threading
 
 
 def main() -> int:
-    """Serve the fake until SIGTERM or SIGINT."""
+    """Serve the fake on a free loopback port until terminated."""
+    import uvicorn
+
     from tests.fakes import FakeOpenAI
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with FakeOpenAI() as fake:
-        print(fake.url, flush=True)
-        while not stop.wait(0.5):
-            pass
+    app = FakeOpenAI().build_app()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    print(f"http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

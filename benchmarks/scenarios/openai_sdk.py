@@ -33,23 +33,6 @@ NAME = "openai_sdk"
 TITLE = "10. CostManager on the real openai client (CPU us/call)"
 
 API = "openai"
-# The documented OpenAI chat config (docs/cost_manager.md).
-CONFIG: dict[str, Any] = {
-    "config_id": "openai-chat",
-    "api_id": API,
-    "handling_config": {
-        "tracked_methods": ["chat.completions.create", "chat.completions.stream"],
-        "request_fields": ["model"],
-        "payload_mapping": {
-            "config_id": "config_identifier",
-            "service_id": "request_data.model",
-            "timestamp": "timestamp",
-            "response_id": "response_id",
-            "usage": "usage_data",
-        },
-        "streaming": {"final_fields": ["usage"]},
-    },
-}
 CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 UNIT = "us CPU/call"
 SYNC_DIRECT = "openai chat.completions.create, untracked (sync)"
@@ -71,8 +54,10 @@ def run(ctx: Context) -> ScenarioResult:
     import openai
 
     import aicm
+    from tests.sdk_support import served
 
     result = ScenarioResult(NAME, TITLE)
+    configs = served("openai-chat", api_id=API)  # the config docs/cost_manager.md shows
     n = ctx.pick(500, 100)
     fake, url = start_server(["-m", "benchmarks._fake_openai"], child_env(ctx.tmp))
     phases: list[tuple[Measure, Callable[[], object], Callable[[], object]]] = []
@@ -82,7 +67,7 @@ def run(ctx: Context) -> ScenarioResult:
             options = aicm_options(ctx.collector, delivery_type="mem_queue", queue_size=4 * n)
             client = openai.OpenAI(base_url=url + "/v1", api_key="bench", max_retries=0)
             stack.callback(client.close)
-            manager = aicm.CostManager(client, api_id=API, configs=[CONFIG], **options)
+            manager = aicm.CostManager(client, api_id=API, configs=configs, **options)
             stack.callback(manager.close, 60)
             tracked = manager.client
 
@@ -98,7 +83,7 @@ def run(ctx: Context) -> ScenarioResult:
             stack.callback(p.call, aclient.close)
 
             def build() -> Any:
-                return aicm.AsyncCostManager(aclient, api_id=API, configs=[CONFIG], **options)
+                return aicm.AsyncCostManager(aclient, api_id=API, configs=configs, **options)
 
             amanager = stack.enter_context(p.wrap_async_context_manager(p.call(build)))
             atracked = amanager.client
