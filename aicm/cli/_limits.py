@@ -130,7 +130,17 @@ def _table(limits: Sequence[Mapping[str, Any]], *, progress: bool) -> Any:
             row[1] += " (off)"
         rows.append(row)
     right = [False, False, True, False, False, False, False] + ([True, True] if progress else [])
-    return table(headers, rows, right=right)
+    # A column no limit uses (no customer, no expiry) is left out: room on a narrow terminal.
+    keep = [
+        i
+        for i, name in enumerate(headers)
+        if name not in ("customer", "expires") or any(r[i] != "-" for r in rows)
+    ]
+    return table(
+        [headers[i] for i in keep],
+        [[r[i] for i in keep] for r in rows],
+        right=[right[i] for i in keep],
+    )
 
 
 def _show(args: argparse.Namespace, data: Any, *, progress: bool = False) -> int:

@@ -53,6 +53,8 @@ Cell = str | Text | tuple[str, str]
 # One row per line off a terminal, however wide the table: a pipe has no width to fit.
 _PLAIN_WIDTH = 100_000
 
+_FOLD_AT = 18
+
 _PLAIN_BOX = box.Box("    \n    \n -- \n    \n    \n -- \n    \n    \n", ascii=True)
 
 
@@ -82,8 +84,8 @@ def _text(cell: Cell) -> Text:
 
 
 def say(*parts: Cell, stream: TextIO | None = None) -> None:
-    """Print one line made of ``parts`` (never wrapped: a long line stays one line)."""
-    console(stream).print(Text.assemble(*(_text(p) for p in parts)), soft_wrap=True)
+    """Print one line made of ``parts``: wrapped between words on a terminal, never elsewhere."""
+    console(stream).print(Text.assemble(*(_text(p) for p in parts)))
 
 
 def error(command: str, message: str) -> None:
@@ -120,6 +122,7 @@ def table(
         box=box.SIMPLE,
         show_edge=False,
         pad_edge=False,
+        padding=(0, 1, 0, 0),
         show_footer=footer is not None,
         header_style="bold",
         footer_style="bold",
@@ -128,15 +131,19 @@ def table(
         title_style="bold",
     )
     aligned = list(right) + [False] * (len(headers) - len(right))
+    cells = [[_text(c) for c in row] for row in rows]
     for i, (name, is_right) in enumerate(zip(headers, aligned, strict=True)):
+        words = [w for cell in [Text(name)] + [r[i] for r in cells] for w in cell.plain.split()]
         grid.add_column(
             name,
             justify="right" if is_right else "left",
             overflow="fold",
+            # Short words and numbers stay whole; a long one (an id, a path) folds.
+            min_width=min(max(map(len, words), default=1), _FOLD_AT),
             footer=_text(footer[i]) if footer is not None else "",
         )
-    for row in rows:
-        grid.add_row(*(_text(c) for c in row))
+    for row in cells:
+        grid.add_row(*row)
     return grid
 
 
@@ -146,9 +153,20 @@ def show(*renderables: RenderableType) -> None:
     for i, item in enumerate(renderables):
         if i:
             out.print()
-        if isinstance(item, Table) and not out.is_terminal:
-            item.box = _PLAIN_BOX
+        if isinstance(item, Table):
+            _fit(item, out)
         out.print(item)
+
+
+def _fit(grid: Table, out: Console) -> None:
+    if not out.is_terminal:
+        grid.box = _PLAIN_BOX
+        return
+    # Too narrow to keep every short word whole: let every column fold instead of cutting.
+    gaps = 2 * (len(grid.columns) - 1)
+    if sum(c.min_width or 0 for c in grid.columns) + gaps > out.width:
+        for column in grid.columns:
+            column.min_width = None
 
 
 class ProgressBar:
