@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._core.settings import Settings
 
 __all__ = [
     "EXIT_FAILURE",
@@ -18,13 +21,16 @@ __all__ = [
     "EXIT_USAGE",
     "CommandError",
     "UsageError",
+    "add_api_base",
     "add_command",
     "add_group",
+    "add_number",
     "common_parent",
     "format_age",
     "format_bytes",
     "format_number",
     "number",
+    "service_settings",
 ]
 
 EXIT_OK = 0
@@ -119,6 +125,47 @@ def number(kind: type[int] | type[float], minimum: int = 1) -> Callable[[str], A
         return value
 
     return parse
+
+
+def add_number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    kind: type[int] | type[float],
+    default: float | None,
+    metavar: str,
+    help: str,
+) -> None:
+    """Add an option taking a :func:`number` (its default, if any, said in its help)."""
+    said = "" if default is None else " (default: %(default)s)"
+    parser.add_argument(flag, type=number(kind), default=default, metavar=metavar, help=help + said)
+
+
+def add_api_base(parser: argparse.ArgumentParser) -> None:
+    """``--api-base URL``: the service (or ``aicm serve``) a command speaks to."""
+    parser.add_argument(
+        "--api-base",
+        metavar="URL",
+        default=None,
+        help="the service, or aicm serve's address, e.g. http://127.0.0.1:8765 (default: "
+        "AICM_API_BASE / the INI file / https://aicostmanager.com)",
+    )
+
+
+def service_settings(args: argparse.Namespace, **options: Any) -> Settings:
+    """The SDK's settings for the service ``--api-base`` names (a bad URL is a usage error),
+    with the API key, which only the environment or the INI file gives."""
+    from .._core.exceptions import ConfigError
+    from .._core.settings import resolve_settings
+
+    try:
+        settings = resolve_settings(api_base=args.api_base, **options)
+    except ConfigError as exc:
+        if args.api_base is not None and str(exc).startswith("api_base"):
+            raise UsageError(f"--api-base: {exc}") from exc
+        raise
+    if not settings.api_key:
+        raise CommandError(f"{args.command_name} needs the API key: set AICM_API_KEY")
+    return settings
 
 
 def format_number(value: float) -> str:

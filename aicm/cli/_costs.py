@@ -15,10 +15,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from .._core.exceptions import ConfigError
 from .._core.service_models import UsageEvent, UsageRollup
-from .._core.settings import resolve_settings
-from ._common import EXIT_OK, CommandError, UsageError, add_command, format_number, number
+from ._common import (
+    EXIT_OK,
+    add_api_base,
+    add_command,
+    add_number,
+    format_number,
+    service_settings,
+)
 from ._output import print_json, show, table
 from ._report import parse_by
 
@@ -83,15 +88,7 @@ def _date(text: str) -> dt.date:
 def _client(args: argparse.Namespace) -> Any:
     from .._sync.client import CostManagerClient
 
-    try:
-        settings = resolve_settings(api_base=args.api_base)
-    except ConfigError as exc:
-        if args.api_base is not None and str(exc).startswith("api_base"):
-            raise UsageError(f"--api-base: {exc}") from exc
-        raise
-    if not settings.api_key:
-        raise CommandError(f"{args.command} needs the API key: set AICM_API_KEY")
-    return CostManagerClient(settings=settings)
+    return CostManagerClient(settings=service_settings(args))
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,12 +101,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--api-base",
-        metavar="URL",
-        default=None,
-        help="the service, or aicm serve's address (default: AICM_API_BASE / the INI file)",
-    )
+    add_api_base(parser)
     parser.add_argument("--customer", metavar="KEY", help="only this customer_key")
     parser.add_argument("--service", metavar="KEY", help="only this service (vendor::model)")
     parser.add_argument("--start-date", type=_date, metavar="YYYY-MM-DD", help="from this day")
@@ -141,13 +133,7 @@ def register(commands: Any) -> None:
         "up to --limit. The API key comes from AICM_API_KEY.",
         run=run_usage,
     )
-    usage.add_argument(
-        "--limit",
-        type=number(int),
-        default=50,
-        metavar="N",
-        help="print at most N events (default: %(default)s)",
-    )
+    add_number(usage, "--limit", int, 50, "N", "print at most N events")
     _add_common(usage)
 
 

@@ -20,7 +20,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-from ._common import EXIT_FAILURE, EXIT_OK, CommandError, add_command, number
+from ._common import EXIT_FAILURE, EXIT_OK, CommandError, add_command, add_number
 from ._output import ProgressBar, progress, say
 from ._report import (
     UsageEvent,
@@ -112,13 +112,7 @@ def register(commands: Any) -> None:
         run=run,
         json=None,  # with --csv, from add_format_arguments
     )
-    parser.add_argument(
-        "--records",
-        type=number(int),
-        default=2000,
-        metavar="N",
-        help="records per queued tracker (default: %(default)s)",
-    )
+    add_number(parser, "--records", int, 2000, "N", "records per queued tracker")
     parser.add_argument(
         "--db",
         metavar="PATH",

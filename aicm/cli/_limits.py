@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._core.settings import resolve_settings
-from ._common import EXIT_OK, UsageError, add_command, add_group
+from ._common import EXIT_OK, UsageError, add_api_base, add_command, add_group, service_settings
 from ._output import print_json, say, show, table
 
 if TYPE_CHECKING:
@@ -41,12 +40,7 @@ def register(commands: Any) -> None:
         ("list", "progress", "set", "remove"),
     )
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument(
-        "--api-base",
-        metavar="URL",
-        default=None,
-        help="the service or collector, e.g. http://127.0.0.1:8765 (default: AICM_API_BASE)",
-    )
+    add_api_base(where)
 
     def add(name: str, run: Runner, help: str) -> argparse.ArgumentParser:
         return add_command(sub, name, help, run=run, parents=[where], command_name=f"limits {name}")
@@ -83,9 +77,7 @@ def _client(args: argparse.Namespace) -> CostManagerClient:
     """The client of the service (or collector) the command speaks to."""
     from .._sync.client import CostManagerClient
 
-    settings = resolve_settings(api_base=args.api_base)
-    settings.require_api_key()
-    return CostManagerClient(settings=settings)
+    return CostManagerClient(settings=service_settings(args))
 
 
 def _plain(limit: UsageLimit) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
-from .._core.exceptions import ConfigError, QueueStoreError
-from .._core.settings import Settings, resolve_settings
+from .._core.exceptions import QueueStoreError
+from .._core.settings import resolve_settings
 from .._io.sqlite_queue import (
     QueueEntry,
     QueueSummary,
@@ -38,11 +38,14 @@ from ._common import (
     EXIT_OK,
     CommandError,
     UsageError,
+    add_api_base,
     add_command,
     add_group,
+    add_number,
     format_age,
     format_bytes,
     number,
+    service_settings,
 )
 from ._output import Cell, live, print_json, print_json_line, progress, say, show, table
 
@@ -102,13 +105,7 @@ def register(commands: Any) -> None:
         json="print JSON, with each record's body",
     )
     lister.add_argument("--state", choices=["pending", "dead"], default=None, help="only these")
-    lister.add_argument(
-        "--limit",
-        type=number(int),
-        default=50,
-        metavar="N",
-        help="at most N (default 50)",
-    )
+    add_number(lister, "--limit", int, 50, "N", "at most N")
     retry = add(
         "retry",
         _retry,
@@ -141,14 +138,8 @@ def register(commands: Any) -> None:
         "from AICM_API_KEY; records queued for another API root or key are left alone. "
         "Exit status 0 when every record was delivered, 1 otherwise.",
     )
-    _add_api_base(drain)
-    drain.add_argument(
-        "--timeout",
-        type=number(float),
-        default=60.0,
-        metavar="S",
-        help="give up after S seconds (default: %(default)s)",
-    )
+    add_api_base(drain)
+    add_number(drain, "--timeout", float, 60.0, "S", "give up after S seconds")
     watch = add(
         "watch",
         _watch,
@@ -156,29 +147,8 @@ def register(commands: Any) -> None:
         "Show the stats, refreshed every --interval seconds, until Ctrl-C (or --count refreshes).",
         json="print one line of JSON per refresh",
     )
-    watch.add_argument(
-        "--interval",
-        type=number(float),
-        default=2.0,
-        metavar="S",
-        help="seconds between refreshes (default: %(default)s)",
-    )
-    watch.add_argument(
-        "--count",
-        type=number(int),
-        default=None,
-        metavar="N",
-        help="stop after N refreshes",
-    )
-
-
-def _add_api_base(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--api-base",
-        metavar="URL",
-        default=None,
-        help="the service (default: AICM_API_BASE / the INI file / https://aicostmanager.com)",
-    )
+    add_number(watch, "--interval", float, 2.0, "S", "seconds between refreshes")
+    add_number(watch, "--count", int, None, "N", "stop after N refreshes")
 
 
 def _path(args: argparse.Namespace) -> Path:
@@ -192,19 +162,6 @@ def _checked(action: Callable[[], Any]) -> Any:
         return action()
     except QueueStoreError as exc:
         raise CommandError(str(exc)) from exc
-
-
-def _settings(args: argparse.Namespace, path: Path) -> Settings:
-    """The settings of the service ``--api-base`` names, with the key; errors in one line."""
-    try:
-        settings = resolve_settings(api_base=args.api_base, db_path=str(path))
-    except ConfigError as exc:
-        if args.api_base is not None and str(exc).startswith("api_base"):
-            raise UsageError(f"--api-base: {exc}") from exc
-        raise
-    if not settings.api_key:
-        raise CommandError(f"{args.command_name.split()[-1]} needs the API key: set AICM_API_KEY")
-    return settings
 
 
 def _age(moment: float | None, now: float) -> float | None:
@@ -469,7 +426,7 @@ def _drain(args: argparse.Namespace) -> int:
 
     path = _path(args)
     _checked(lambda: check_queue_file(path))
-    settings = _settings(args, path)
+    settings = service_settings(args, db_path=str(path))
     root, fp = settings.api_root, settings.key_fingerprint
     ours, _ = _checked(lambda: count_pending(path, api_root=root, key_fp=fp))
     started = time.monotonic()
