@@ -48,7 +48,7 @@ from .._core.models import Endpoint, RecordResult, TrackResult, WireRecord
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, Settings
 from .._io.http import MAX_RECORDS_PER_REQUEST, REQUEST_DEADLINE_FACTOR, AsyncCostManagerClient
-from .._io.sqlite_queue import SqliteQueue, SyncWriter, count_pending
+from .._io.sqlite import SqliteQueue, SyncWriter, count_pending
 from .buffer import Doorbell, RecordBuffer, Waker
 from .health import DeliveryHealth, DeliveryStats, age_since, register_engine, unregister_engine
 from .loss import report_dropped, report_pending
@@ -281,7 +281,6 @@ class DeliveryEngine:
                 self.db_path, api_root=self.settings.api_root, key_fp=self._key_fp()
             )
             try:
-                await queue.find_strays()
                 await self._free_dead_leases(queue)
                 backlog = await queue.pending_upto(await queue.max_id())
                 oldest = await queue.oldest_pending_at()

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from .._core.exceptions import QueueStoreError
 from .._core.settings import resolve_settings
-from .._io.sqlite_queue import (
+from .._io.sqlite import (
     QueueEntry,
     QueueSummary,
     check_queue_file,
