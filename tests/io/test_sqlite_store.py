@@ -270,3 +270,11 @@ async def test_async_operations_run_whole_on_the_connection_thread(tmp_path: Pat
         assert [r[0] for r in found] == ["a", "b", "c"]
     finally:
         await db.close()
+
+
+@pytest.mark.anyio
+async def test_a_closed_async_connection_refuses_work(tmp_path: Path) -> None:
+    db = await open_async_db(tmp_path / "queue.db")
+    await db.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        await db.run(claims.read, "SELECT 1", ())

@@ -36,6 +36,7 @@ class _ConnectionThread:
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None]
         self._jobs = queue.SimpleQueue()
+        self._stopped = False
         threading.Thread(target=self._serve, name="aicm-queue", daemon=True).start()
 
     def _serve(self) -> None:
@@ -55,11 +56,15 @@ class _ConnectionThread:
                 pass  # its loop is closed: nobody waits for the answer any more
 
     async def run(self, call: Callable[[], _T]) -> _T:
+        if self._stopped:  # (no thread would ever answer)
+            raise sqlite3.ProgrammingError("the queue connection is closed")
         future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
         self._jobs.put((future, call))
         return await future
 
     def stop(self) -> None:
+        """End the thread once the jobs before this call are done."""
+        self._stopped = True
         self._jobs.put(None)
 
 

@@ -93,10 +93,10 @@ class _Commit:
 
 
 class SqliteQueue:
-    """The async side of a queue file: group-committed enqueue, claim, ack, retry, dead-letter.
+    """The async side of a queue file: group-committed adds, claims, acks, retries, dead
+    letters.
 
-    One instance per (file, API root, key fingerprint); ``owner`` identifies this
-    process's leases and is renewed after a fork.
+    One instance per (file, API root, key fingerprint); ``owner`` identifies its leases.
     """
 
     def __init__(self, db: AsyncDB, path: Path, *, api_root: str, key_fp: str) -> None:
@@ -120,7 +120,7 @@ class SqliteQueue:
         self._unwritten_acks: set[int] = set()
         self._unwritten_kills: dict[int, str] = {}
         self._hurried = 0  # ids up to here are due now, backoff or not (a flush's hurry)
-        # Enqueues commit on a connection (and so a thread) of their own, opened on the
+        # Adds commit on a connection (and so a thread) of their own, opened on the
         # first one: on the actor's, they would wait behind its claims, reads and
         # checkpoints, which need not hold the write lock for long, or at all.
         self._writes: AsyncDB | None = None
@@ -128,7 +128,7 @@ class SqliteQueue:
         self._new_done: Callable[[], _Done] = _FutureEvent if on_asyncio() else anyio.Event
         self._open = _Commit(self._new_done())  # the rows waiting for the next transaction
         self._committers = 0  # callers committing for everyone (see _join)
-        self.commits = 0  # enqueue transactions: fewer than calls when calls overlap
+        self.commits = 0  # add transactions: fewer than calls when calls overlap
         # Told of each group commit (its number of rows): before it starts, and after it
         # ends (True when committed). Once per commit, not per caller: a caller cancelled
         # while it waits still has its row committed with the others, and counted.
