@@ -7,7 +7,6 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -180,12 +179,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
     async def __aenter__(self) -> AsyncCostManagerClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
