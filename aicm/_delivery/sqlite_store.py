@@ -22,7 +22,7 @@ from .._core.jsonplain import dumps
 from .._core.models import Endpoint, WireRecord
 from .._core.settings import Settings
 from .._io.http import REQUEST_DEADLINE_FACTOR
-from .._io.sqlite_queue import SqliteQueue, SyncWriter, count_pending
+from .._io.sqlite import SqliteQueue, SyncWriter, count_pending
 from .buffer import Doorbell
 from .decide import expired
 from .store import Actor, DeadLetterRecord, Item
@@ -151,7 +151,6 @@ class SqliteStore:
         _warn_if_lease_is_short(settings)
         queue = await SqliteQueue.open(self.path, api_root=settings.api_root, key_fp=self._key_fp)
         try:
-            await queue.find_strays()
             await self._free_dead_leases(queue)
             backlog = await queue.pending_upto(await queue.max_id())
             oldest = await queue.oldest_pending_at()
