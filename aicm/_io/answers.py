@@ -26,7 +26,7 @@ from .._core.jsonplain import loads
 from .._core.models import RecordResult, TrackResult, converter
 from .._core.policy import Outcome, classify_status, parse_retry_after
 
-__all__ = ["error_for_answer", "limits_in", "parse_results", "raise_for_answer"]
+__all__ = ["error_for_answer", "limits_in", "parse_results"]
 
 _BODY_EXCERPT = 2000
 
@@ -172,25 +172,3 @@ def error_for_answer(
         body=excerpt,
         results=parsed.results if parsed is not None else (),
     )
-
-
-def raise_for_answer(
-    status: int,
-    text: str,
-    retry_after_header: str | None,
-    *,
-    location: str | None = None,
-    request_url: str | None = None,
-    api_base: str | None = None,
-) -> None:
-    """Raise :func:`error_for_answer`'s error for a non-2xx answer; nothing for a 2xx."""
-    error = error_for_answer(
-        status,
-        text,
-        retry_after_header,
-        location=location,
-        request_url=request_url,
-        api_base=api_base,
-    )
-    if error is not None:
-        raise error

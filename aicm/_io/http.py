@@ -37,7 +37,7 @@ from .._core.models import (
 from .._core.policy import Answer, Outcome, answer_error
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
-from .answers import error_for_answer, raise_for_answer
+from .answers import error_for_answer
 from .answers import limits_in as _limits_in
 from .answers import parse_results as _parse_results
 from .limits_book import limit_book
@@ -51,7 +51,6 @@ __all__ = [
     "USER_AGENT",
     "AsyncCostManagerClient",
     "body_truncated",
-    "raise_for_answer",
     "set_default_transport",
 ]
 
