@@ -15,6 +15,7 @@ import cattrs
 import httpx
 
 from .._core.exceptions import (
+    APIStatusError,
     AuthenticationError,
     ClientRequestError,
     RateLimitedError,
@@ -25,7 +26,7 @@ from .._core.jsonplain import loads
 from .._core.models import RecordResult, TrackResult, converter
 from .._core.policy import Outcome, classify_status, parse_retry_after
 
-__all__ = ["limits_in", "parse_results", "raise_for_answer"]
+__all__ = ["error_for_answer", "limits_in", "parse_results"]
 
 _BODY_EXCERPT = 2000
 
@@ -126,7 +127,7 @@ def _redirect_message(
     )
 
 
-def raise_for_answer(
+def error_for_answer(
     status: int,
     text: str,
     retry_after_header: str | None,
@@ -134,38 +135,40 @@ def raise_for_answer(
     location: str | None = None,
     request_url: str | None = None,
     api_base: str | None = None,
-) -> None:
-    """Raise the :class:`APIStatusError` subclass for a non-2xx answer.
+) -> APIStatusError | None:
+    """The :class:`APIStatusError` subclass a non-2xx answer means (None for a 2xx).
 
     ``location`` (the ``Location`` header), ``request_url`` and ``api_base`` let a
     redirect's error say where the service sent the request and what to set instead.
     """
     verdict = classify_status(status, retry_after_header)
     if verdict.outcome is Outcome.DELIVERED:
-        return
+        return None
     excerpt = text[:_BODY_EXCERPT]
     if verdict.outcome is Outcome.MISCONFIGURED:
-        raise ServiceRedirectError(
+        return ServiceRedirectError(
             _redirect_message(status, location, request_url, api_base),
             status_code=status,
             location=location,
             body=excerpt,
         )
-    parsed = parse_results(text)
-    results = parsed.results if parsed is not None else ()
-    retry_after = parse_retry_after(retry_after_header)
     if verdict.outcome is Outcome.AUTH:
-        raise AuthenticationError(
+        return AuthenticationError(
             "the API key was refused; records are kept", status_code=status, body=excerpt
         )
-    if status == 429:
-        raise RateLimitedError(
-            "rate limited", status_code=status, body=excerpt, retry_after=retry_after
-        )
     if verdict.outcome is Outcome.RETRYABLE:
-        raise ServerError(
+        retry_after = parse_retry_after(retry_after_header)
+        if status == 429:
+            return RateLimitedError(
+                "rate limited", status_code=status, body=excerpt, retry_after=retry_after
+            )
+        return ServerError(
             "the service failed", status_code=status, body=excerpt, retry_after=retry_after
         )
-    raise ClientRequestError(
-        "the service rejected the request", status_code=status, body=excerpt, results=results
+    parsed = parse_results(text)
+    return ClientRequestError(
+        "the service rejected the request",
+        status_code=status,
+        body=excerpt,
+        results=parsed.results if parsed is not None else (),
     )

@@ -7,7 +7,6 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,9 +37,9 @@ from .._core.models import (
 from .._core.policy import Answer, Outcome, answer_error
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
+from .answers import error_for_answer
 from .answers import limits_in as _limits_in
 from .answers import parse_results as _parse_results
-from .answers import raise_for_answer
 from .limits_book import limit_book
 from .service_api import ServiceApiMethods
 
@@ -52,7 +51,6 @@ __all__ = [
     "USER_AGENT",
     "AsyncCostManagerClient",
     "body_truncated",
-    "raise_for_answer",
     "set_default_transport",
 ]
 
@@ -180,22 +178,17 @@ class AsyncCostManagerClient(ServiceApiMethods):
     async def __aenter__(self) -> AsyncCostManagerClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
 
-    def _raise_for_response(self, response: httpx.Response, text: str) -> None:
+    def _error_for_response(self, response: httpx.Response, text: str) -> APIStatusError | None:
         if 200 <= response.status_code < 300:
-            return
-        raise_for_answer(
+            return None
+        return error_for_answer(
             response.status_code,
             text,
             response.headers.get("Retry-After"),
@@ -203,6 +196,11 @@ class AsyncCostManagerClient(ServiceApiMethods):
             request_url=str(response.request.url),
             api_base=self.settings.api_base,
         )
+
+    def _raise_for_response(self, response: httpx.Response, text: str) -> None:
+        error = self._error_for_response(response, text)
+        if error is not None:
+            raise error
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.require_api_key()}"}
@@ -286,10 +284,12 @@ class AsyncCostManagerClient(ServiceApiMethods):
             headers = self._auth()
             headers["Content-Type"] = "application/json"
             response = await self._request("POST", endpoint.value, content=body, headers=headers)
-            text: str = response.text
-            self._raise_for_response(response, text)
-        except (APIStatusError, TransportError, MissingApiKeyError) as exc:
+        except (TransportError, MissingApiKeyError) as exc:
             return answer_error(exc)
+        text: str = response.text
+        error = self._error_for_response(response, text)
+        if error is not None:
+            return answer_error(error)
         if body_truncated(response):
             # 2xx: delivered, whatever the body would have said; its results stay unread.
             logger.warning(

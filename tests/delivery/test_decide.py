@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import attrs
 import pytest
 
-from aicm._core.exceptions import APIStatusError, MissingApiKeyError, TransportError
+from aicm._core.exceptions import MissingApiKeyError, TransportError
 from aicm._core.models import TrackResult
 from aicm._core.policy import Answer, Outcome, RetryPolicy, answer_error
 from aicm._delivery.decide import (
@@ -24,7 +24,7 @@ from aicm._delivery.decide import (
     reason,
     settle,
 )
-from aicm._io.answers import parse_results, raise_for_answer
+from aicm._io.answers import error_for_answer, parse_results
 
 NOW = 1_000.0
 POLICY = RetryPolicy(base=0.5, cap=60.0)
@@ -48,10 +48,9 @@ def answer(status: int | None, body: str = "", retry_after: str | None = None) -
     """The Answer the HTTP client makes of this status, body and Retry-After header."""
     if status is None:
         return answer_error(TransportError("POST /track failed: ConnectError"))
-    try:
-        raise_for_answer(status, body, retry_after, location="https://elsewhere.example/")
-    except APIStatusError as exc:
-        return answer_error(exc)
+    error = error_for_answer(status, body, retry_after, location="https://elsewhere.example/")
+    if error is not None:
+        return answer_error(error)
     return Answer(Outcome.DELIVERED, result=parse_results(body) or TrackResult())
 
 
