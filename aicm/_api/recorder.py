@@ -181,6 +181,7 @@ class AsyncRecorder(AsyncWithLifecycle):
             # Configs first: if they raise, no actor is left running in the caller's group.
             await self._prepare()
             await self.engine.start(task_group)
+            await self._after_start()
         except BaseException:
             self._cancel_background()
             self._task_group = self._token = self._loop_thread = None
@@ -188,6 +189,9 @@ class AsyncRecorder(AsyncWithLifecycle):
 
     async def _prepare(self) -> None:
         """Load what the subclass needs before delivery starts (configs...)."""
+
+    async def _after_start(self) -> None:
+        """What the subclass starts once delivery runs (the queue is open)."""
 
     def _start_background(self, func: Callable[[], Awaitable[object]], name: str) -> None:
         """Run ``func`` in the task group until it returns or :meth:`aclose` cancels it.

@@ -214,6 +214,25 @@ class RestUsageRecorder(AsyncRecorder):
             return None
         return f"{self.base_url}/{text.lstrip('/')}"
 
+    def call_target(self, method: str, url: object) -> str | None:
+        """Where a wrapped call to ``url`` goes, tracked; None: send ``url`` as given, untracked.
+
+        Raises :class:`UsageLimitExceeded` when a hard usage limit covers the call, before
+        it costs anything (once closed, calls pass through unchecked).
+        """
+        full = self.url_for(url)
+        if full is None:  # a URL only the user's client can read (or refuse)
+            self.engine.stats.discard("tracking_error")
+            return None
+        if not self._closed:
+            self.check_limits(method, full)
+        return full
+
+    def tracking_failed(self, method: str, url: str) -> None:
+        """Count and log a call whose tracking failed (its answer is returned as is)."""
+        self.engine.stats.discard("tracking_error")
+        logger.exception("tracking %s %s failed; the response is returned as is", method, url)
+
     def check_limits(self, method: str, url: str) -> None:
         """Raise :class:`UsageLimitExceeded` before a request a hard usage limit covers.
 
@@ -352,21 +371,15 @@ class AsyncRestUsageWrapper(RestUsageRecorder):
 
     async def request(self, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
         """Send a request through the wrapped client and record its usage."""
-        full = self.url_for(url)
-        if full is None:  # a URL only the client can read (or refuse): sent as given
-            self.engine.stats.discard("tracking_error")
+        full = self.call_target(method, url)
+        if full is None:
             return await self.http.request(method, url, **kwargs)
-        if not self._closed:
-            self.check_limits(method, full)  # a usage limit refuses it before it costs
         response = await self.http.request(method, full, **kwargs)
         if not self._closed:
             try:
                 await self._track(method, full, kwargs, response)
             except Exception:
-                self.engine.stats.discard("tracking_error")
-                logger.exception(
-                    "tracking %s %s failed; the response is returned as is", method, full
-                )
+                self.tracking_failed(method, full)
         return response
 
     async def _track(

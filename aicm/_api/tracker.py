@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, overload
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final, overload
 
 import anyio
 import anyio.abc
@@ -41,15 +41,12 @@ from .._core.models import (
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, TrackFormat
 from .._core.validator import UsageSchema, compile_schema
-from .._delivery.engine import DeadLetterRecord, DeliveryEngine
-from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
-from .._io.logfile import configure_logging
 from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
-from .lifecycle import AsyncWithLifecycle
 from .limits import LimitGuard, fetch_at_start
-from .options import Timestamp, TrackerOptions, TrackOptions, resolve_options
+from .options import Timestamp, TrackerOptions, TrackOptions, check_option_names
+from .recorder import AsyncRecorder
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -87,7 +84,7 @@ def _unknown_config_message(config_id: str, answer: ConfigsResponse) -> str:
     return f"the service has no config {config_id!r}{hint} (it has {shown})"
 
 
-class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
+class AsyncTracker(TrackConveniences, AsyncRecorder):
     """Record usage events and deliver them (see the module docstring).
 
     Queued delivery (``MEM_QUEUE``, ``PERSISTENT_QUEUE``) runs an actor in a task group,
@@ -96,7 +93,7 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
     keyword-only and fall back to the environment, the INI file and the defaults.
     """
 
-    default_delivery = DeliveryType.IMMEDIATE
+    default_delivery: ClassVar[DeliveryType] = DeliveryType.IMMEDIATE
 
     @overload
     def __init__(self, **options: Unpack[TrackerOptions]) -> None: ...
@@ -123,39 +120,33 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         on_discard = options.get("on_discard")
         if on_discard is not None and not callable(on_discard):
             raise TypeError(f"on_discard must be callable, got {on_discard!r}")
+        check_option_names(type(self).__name__, options, tracker=True)
+        anonymize_fields = options.pop("anonymize_fields", None)
+        anonymizer = options.pop("anonymizer", None)
         self.config_id = config_id
         self.service_id = service_id
-        self.settings = resolve_options(options, owner=type(self).__name__, tracker=True)
-        self.delivery_type = self.settings.delivery_type or self.default_delivery
-        configure_logging(log_file=self.settings.log_file, log_level=self.settings.log_level)
-        self.client = AsyncCostManagerClient(
-            settings=self.settings, transport=options.get("transport")
+        super().__init__(**options)
+        self.limit_guard = LimitGuard(
+            self.aicm_client.limits, self.settings, lambda: self.engine.stats
         )
-        self.engine = DeliveryEngine(
-            self.client, self.settings, delivery_type=self.delivery_type, on_discard=on_discard
-        )
-        self.limit_guard = LimitGuard(self.client.limits, self.settings, lambda: self.engine.stats)
         self._max_bytes = self.settings.max_record_bytes
         self._legacy = self.settings.track_format is TrackFormat.LEGACY
         #: the customer key, context and anonymisation every call gets (set_customer_key, ...)
         self.track_defaults = TrackDefaults(
-            anonymize_fields=options.get("anonymize_fields"), anonymizer=options.get("anonymizer")
+            anonymize_fields=anonymize_fields, anonymizer=anonymizer
         )
         self._schema: UsageSchema | None = None
         self._schema_loaded = False
         self._api_id: str | None = None
-        self._started = False
-        self._closed = False
-        self._limits_scope: anyio.CancelScope | None = None  # the limits fetch at start
 
     def __repr__(self) -> str:
         form = f"{self.config_id!r}, {self.service_id!r}, " if self.config_id else ""
         return f"AsyncTracker({form}delivery_type={self.delivery_type.value!r})"
 
     @property
-    def closed(self) -> bool:
-        """True once :meth:`aclose` has been called."""
-        return self._closed
+    def client(self) -> AsyncCostManagerClient:
+        """The HTTP client this tracker delivers with."""
+        return self.aicm_client
 
     @property
     def api_id(self) -> str | None:
@@ -174,11 +165,6 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         if self.config_id is not None and not self._schema_loaded:
             await self.load_schema()
 
-    async def _start_in(self, task_group: anyio.abc.TaskGroup) -> None:
-        await self.engine.start(task_group)
-        self._started = True
-        await self._fetch_limits(task_group)
-
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
         """Load the schema (config form) and start delivery in ``task_group``.
 
@@ -186,28 +172,16 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         you already have, and call :meth:`aclose` before that task group ends.
         """
         self._check_open()
+        await super().start(task_group)
+
+    async def _prepare(self) -> None:
         if self.config_id is not None and not self._schema_loaded:
             await self.load_schema()
-        await self.engine.start(task_group)
-        self._started = True
-        await self._fetch_limits(task_group)
 
-    async def _fetch_limits(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Ask the service for the limits in force, in ``task_group`` (see
-        :func:`~aicm._api.limits.fetch_at_start`); :meth:`aclose` cancels the request."""
-        scope = self._limits_scope = anyio.CancelScope()
-
-        def start_background(func: Callable[[], Awaitable[object]], name: str) -> None:
-            async def run() -> None:
-                with scope:
-                    try:
-                        await func()
-                    except Exception:
-                        logger.exception("background task %s of %r failed", name, self)
-
-            task_group.start_soon(run, name=name)
-
-        await fetch_at_start(self.client, self.settings, start_background)
+    async def _after_start(self) -> None:
+        # The limits in force (a persistent queue's file may hold a fresh answer, so only
+        # once it is open), asked in the background; aclose cancels the request.
+        await fetch_at_start(self.aicm_client, self.settings, self._start_background)
 
     async def load_schema(self) -> UsageSchema | None:
         """Fetch this tracker's config from ``GET /configs`` and compile its schema.
@@ -236,7 +210,7 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         attempt = 1
         while True:
             try:
-                return await self.client.get_configs()
+                return await self.aicm_client.get_configs()
             except _RETRYABLE as exc:
                 if attempt >= settings.max_attempts:
                     raise
@@ -245,34 +219,6 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
                 logger.info("loading configs failed (%s); retrying in %.2fs", exc, delay)
                 await anyio.sleep(delay)
                 attempt += 1
-
-    async def flush(self, timeout: float | None = None) -> int:
-        """Deliver everything queued within ``timeout`` s; return how many records are left."""
-        return await self.engine.flush(timeout)
-
-    async def aclose(self, timeout: float | None = None) -> int:
-        """Deliver what is queued within ``timeout`` s (default ``close_timeout``), then stop.
-
-        Returns how many records were left undelivered (see :meth:`DeliveryEngine.aclose`).
-        Calling it again does nothing and returns 0.
-        """
-        if self._closed:
-            return 0
-        self._closed = True
-        if self._limits_scope is not None:
-            self._limits_scope.cancel()
-        try:
-            return await self.engine.aclose(timeout)
-        finally:
-            await self.client.aclose()
-
-    def health(self) -> DeliveryHealth:
-        """A snapshot of this tracker's delivery."""
-        return self.engine.health()
-
-    def dead_letters(self) -> list[DeadLetterRecord]:
-        """Records the service refused for good (memory queues; persistent ones are in the file)."""
-        return self.engine.dead_letters()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -446,7 +392,7 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
             await self.load_schema()
         record = self.build_record(args, kwargs)
         buffer = self.engine.buffer
-        if buffer is not None and self._started and buffer.try_put(record):
+        if buffer is not None and self._task_group is not None and buffer.try_put(record):
             # The memory queue took it at once: no await on the hot path.
             if _delivery_logger.isEnabledFor(logging.DEBUG):
                 _delivery_logger.debug("enqueued %s", record.response_id)
@@ -526,7 +472,7 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         return enqueued_result(record.response_id)
 
     def _check_started(self) -> None:
-        if not self._started:
+        if self._task_group is None:
             raise AicmError(
                 f"a {self.delivery_type.value} tracker delivers from a background task: use "
                 "`async with AsyncTracker(...) as tracker:` (or start(task_group)) first"

@@ -7,7 +7,6 @@ belongs to that loop; every method is one portal call into it. No behaviour live
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -16,12 +15,13 @@ from .._core.models import ConfigsResponse, TrackRecord, TrackResult, UsageRecor
 from .._core.settings import Settings
 from .._delivery.worker import SharedRuntime, shared_runtime
 from .._io.http import AsyncCostManagerClient
+from .facade import ClosesOnExit
 from .service_api import ServiceApiSyncMethods
 
 __all__ = ["CostManagerClient"]
 
 
-class CostManagerClient(ServiceApiSyncMethods):
+class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
     """The AICostManager HTTP API from sync code: ``track``, ``track_usage``, ``get_configs``.
 
     Takes :class:`AsyncCostManagerClient`'s options and raises its errors. Use ``with`` or
@@ -96,14 +96,3 @@ class CostManagerClient(ServiceApiSyncMethods):
         """Close the connection pool."""
         if self._generation == self._runtime.generation:
             self._runtime.call(self._async.aclose)
-
-    def __enter__(self) -> CostManagerClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import anyio.abc
 import anyio.to_thread
@@ -17,7 +17,10 @@ from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
 from .._delivery.worker import SharedRuntime, shared_runtime
 
-__all__ = ["SyncFacade"]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["ClosesOnExit", "SyncFacade"]
 
 
 class _Delivering(Protocol):
@@ -39,7 +42,26 @@ class _Delivering(Protocol):
 A = TypeVar("A", bound=_Delivering)
 
 
-class SyncFacade(Generic[A]):
+class ClosesOnExit:
+    """``with obj:`` gives ``obj`` and calls its ``close()`` when the block ends."""
+
+    def close(self) -> object:
+        """Release what the object holds."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SyncFacade(ClosesOnExit, Generic[A]):
     """Builds the async object inside the runtime's loop, starts it in the runtime's task
     group, and forwards lifecycle calls. After a fork the child builds a fresh one on
     first use: the parent's queue and worker are the parent's.
@@ -128,17 +150,6 @@ class SyncFacade(Generic[A]):
     def after_fork_in_child(self) -> None:
         """Drop the parent's engine state in a forked child (called by the runtime)."""
         self._async.engine.after_fork_in_child()
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def health(self) -> DeliveryHealth:
         """A snapshot of this object's delivery."""

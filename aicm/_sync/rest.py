@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +18,9 @@ from .._api.rest import RestUsageRecorder, rest_call
 from .facade import SyncFacade
 
 if TYPE_CHECKING:
-    from typing_extensions import Self, Unpack
+    from typing_extensions import Unpack
 
 __all__ = ["RestUsageWrapper"]
-
-logger = logging.getLogger("aicm.rest")
 
 
 class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
@@ -67,9 +64,6 @@ class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
     def __repr__(self) -> str:
         return repr(self._async).replace("RestUsageRecorder", "RestUsageWrapper", 1)
 
-    def __enter__(self) -> Self:
-        return self
-
     @property
     def base_url(self) -> str:
         """The base URL relative paths are appended to."""
@@ -85,21 +79,15 @@ class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
     def request(self, method: str, url: Any, **kwargs: Any) -> Any:
         """Send a request with the wrapped session and record its usage."""
         recorder = self._async if self._closed else self._live()
-        full = recorder.url_for(url)
-        if full is None:  # a URL only the session can read (or refuse): sent as given
-            recorder.engine.stats.discard("tracking_error")
+        full = recorder.call_target(method, url)
+        if full is None:
             return self.session.request(method, url, **kwargs)
-        if not self._closed:
-            recorder.check_limits(method, full)  # a usage limit refuses it before it costs
         response = self.session.request(method, full, **kwargs)
         if not self._closed and not kwargs.get("stream"):
             try:
                 self._track(recorder, method, full, kwargs, response)
             except Exception:
-                recorder.engine.stats.discard("tracking_error")
-                logger.exception(
-                    "tracking %s %s failed; the response is returned as is", method, full
-                )
+                recorder.tracking_failed(method, full)
         return response
 
     def _track(
