@@ -7,7 +7,7 @@ extracts with the async manager's pure methods and queues the records right ther
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._api.cost_manager import AsyncCostManager, CostManagerOptions, ManagerHook, WrapsClient
@@ -34,7 +34,9 @@ class _ThreadHook(ManagerHook):
         # A closed manager passes calls through untracked, and records none in flight.
         return None if self._facade.closed else self._facade._live()
 
-    def _emit(self, records: list[WireRecord]) -> None:
+    _recording = _tracking
+
+    def _emit(self, records: Sequence[WireRecord]) -> None:
         self._facade._emit(records)
 
 
