@@ -29,7 +29,7 @@ from .recorder import AsyncRecorder, DeliveryOptions
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AsyncCostManager", "CostManagerOptions", "ManagerHook", "WrapsClient"]
+__all__ = ["AsyncCostManager", "ManagerHook", "WrapsClient"]
 
 logger = logging.getLogger("aicm.cost_manager")
 
@@ -41,15 +41,6 @@ _MAX_WARNED_METHODS = 1024
 # Retrying configs the service could not give at startup: 1 s, doubling, at most 5 min.
 _CONFIG_RETRY_FIRST = 1.0
 _CONFIG_RETRY_CAP = 300.0
-
-
-class CostManagerOptions(DeliveryOptions, total=False):
-    """Every option a cost manager takes besides the client (see :class:`AsyncCostManager`)."""
-
-    api_id: str | None
-    configs: Any
-    client_customer_key: str | None
-    context: Mapping[str, Any] | None
 
 
 class WrapsClient(Generic[ClientT]):
