@@ -10,7 +10,7 @@ goes wrong in tracking ever reaches the user's call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
@@ -29,7 +29,7 @@ from .recorder import AsyncRecorder, DeliveryOptions
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AsyncCostManager", "CostManagerOptions", "ManagerHook", "WrapsClient"]
+__all__ = ["AsyncCostManager", "ManagerHook", "WrapsClient"]
 
 logger = logging.getLogger("aicm.cost_manager")
 
@@ -41,15 +41,6 @@ _MAX_WARNED_METHODS = 1024
 # Retrying configs the service could not give at startup: 1 s, doubling, at most 5 min.
 _CONFIG_RETRY_FIRST = 1.0
 _CONFIG_RETRY_CAP = 300.0
-
-
-class CostManagerOptions(DeliveryOptions, total=False):
-    """Every option a cost manager takes besides the client (see :class:`AsyncCostManager`)."""
-
-    api_id: str | None
-    configs: Any
-    client_customer_key: str | None
-    context: Mapping[str, Any] | None
 
 
 class WrapsClient(Generic[ClientT]):
@@ -92,14 +83,18 @@ class ManagerHook:
         """The manager that records a tracked call that has just ended; None: not recorded."""
         return self._tracking()
 
-    def _emit(self, records: list[WireRecord]) -> None:
+    def _emit(self, records: Sequence[WireRecord]) -> None:
+        """Queue ``records`` without blocking."""
         raise NotImplementedError
 
     def should_track(self, path: str) -> bool:
         """True when a config (or the built-in) tracks calls of ``path`` and the manager is
         open."""
         manager = self._tracking()
-        return manager is not None and manager.tracks(path)
+        if manager is None:
+            return False
+        extractor = manager.extractor
+        return extractor.tracks(path) or manager.builtin.tracks(extractor, path)
 
     def before_call(self, call: Call) -> None:
         """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
@@ -234,13 +229,7 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
     def _recording(self) -> AsyncCostManager[Any] | None:
         return self  # a call that was in flight when the manager closed is still recorded
 
-    def _emit(self, records: list[WireRecord]) -> None:
-        self.emit_nowait(records)
-
-    def tracks(self, path: str) -> bool:
-        """True when a config, or else the built-in, tracks calls of ``path``."""
-        extractor = self.extractor
-        return extractor.tracks(path) or self.builtin.tracks(extractor, path)
+    _emit = AsyncRecorder.emit_nowait
 
     def records_for_call(self, call: Call, response: Any) -> list[WireRecord]:
         """The records one tracked call yields (pure: no I/O, no queueing)."""
@@ -320,13 +309,13 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
                 call.hook, call.path, call.args, call.kwargs, response, call.func
             )
             return []
-        records = self.records_for_call(call, response)
+        records = self._records(call, response, None)
         self.limit_guard.after_call(call.kwargs, response, records)
         return records
 
     def records_after_stream(self, call: Call, chunks: list[Any]) -> list[WireRecord]:
         """What a proxy hook queues for a stream that ended (the usage limits learn of it)."""
-        records = self.records_for_stream(call, chunks)
+        records = self._records(call, None, chunks)
         self.limit_guard.after_call(call.kwargs, chunks[-1] if chunks else None, records)
         return records
 

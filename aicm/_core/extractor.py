@@ -131,18 +131,23 @@ class _Call:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any] | None,
         func: Callable[..., Any] | None,
-        tags: CallTags,
+        service_id: str | None = None,
+        api_id: str | None = None,
+        base_url: str | None = None,
+        client_customer_key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: str | None = None,
     ) -> None:
         self.method = method
         self.args = args
         self.kwargs = kwargs
         self.func = func
-        self.service_id = tags.get("service_id")
-        self.api_id = tags.get("api_id")
-        self.base_url = tags.get("base_url")
-        self.client_customer_key = tags.get("client_customer_key")
-        self.context = tags.get("context")
-        self._timestamp = tags.get("timestamp")
+        self.service_id = service_id
+        self.api_id = api_id
+        self.base_url = base_url
+        self.client_customer_key = client_customer_key
+        self.context = context
+        self._timestamp = timestamp
         self._positional: dict[str, int] | None = None
 
     def timestamp(self) -> str:
@@ -483,7 +488,7 @@ class UniversalExtractor:
             routes = self._route(method)
         if not routes:
             return []
-        call = _Call(method, args, kwargs, func, tags)
+        call = _Call(method, args, kwargs, func, **tags)
         out: list[dict[str, Any]] = []
         for compiled in routes:
             out.extend(_run(compiled, call, response))
@@ -509,7 +514,7 @@ class UniversalExtractor:
         routes = self._route(method)
         if not routes:
             return []
-        call = _Call(method, args, kwargs, func, tags)
+        call = _Call(method, args, kwargs, func, **tags)
         built: dict[tuple[ResponseField, ...], dict[str, JSONValue]] = {}
         out: list[dict[str, Any]] = []
         for compiled in routes:

@@ -7,10 +7,11 @@ extracts with the async manager's pure methods and queues the records right ther
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._api.cost_manager import AsyncCostManager, CostManagerOptions, ManagerHook, WrapsClient
+from .._api.cost_manager import AsyncCostManager, ManagerHook, WrapsClient
+from .._api.options import DeliveryOptions
 from .._core.models import ServiceConfig, WireRecord
 from .facade import SyncFacade
 
@@ -34,7 +35,9 @@ class _ThreadHook(ManagerHook):
         # A closed manager passes calls through untracked, and records none in flight.
         return None if self._facade.closed else self._facade._live()
 
-    def _emit(self, records: list[WireRecord]) -> None:
+    _recording = _tracking
+
+    def _emit(self, records: Sequence[WireRecord]) -> None:
         self._facade._emit(records)
 
 
@@ -46,8 +49,27 @@ class CostManager(SyncFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
     the process's shared delivery worker. After :meth:`close` calls pass through untracked.
     """
 
-    def __init__(self, client: ClientT, **options: Unpack[CostManagerOptions]) -> None:
-        super().__init__(lambda: AsyncCostManager(client, **options))
+    def __init__(
+        self,
+        client: ClientT,
+        *,
+        api_id: str | None = None,
+        configs: Any = None,
+        client_customer_key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        **options: Unpack[DeliveryOptions],
+    ) -> None:
+        def build() -> AsyncCostManager[ClientT]:
+            return AsyncCostManager(
+                client,
+                api_id=api_id,
+                configs=configs,
+                client_customer_key=client_customer_key,
+                context=context,
+                **options,
+            )
+
+        super().__init__(build)
         self._wrap(client, _ThreadHook(self))
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -456,6 +457,43 @@ def test_helper_manager_entering_an_answer_reports_a_call() -> None:
         assert answer == {"usage": 1}
     assert [s.result for s in hook.calls] == [{"usage": 1}]
     assert hook.ends == []
+
+
+def test_every_wrapper_passes_for_its_target() -> None:
+    """Clients, methods, streams, helper managers and with_options clients all share one base:
+    isinstance, __wrapped__, repr and dir are the target's, attribute writes land on it,
+    and a wrapper compares equal to its target."""
+    hook = RecordingHook("add", "count", "numbers", "stream")
+    calculator = Calculator()
+    client = wrap(calculator, hook)
+    numbers = client.numbers(2, stream=True)
+    manager = wrap(Helper(), hook).stream(1)
+    factory = wrap(Service(), hook).with_options
+    wrappers = [
+        (client, calculator),
+        (client.add, None),
+        (client.count(2), None),
+        (numbers, None),
+        (manager, None),
+        (factory, None),
+    ]
+    for wrapper, target in wrappers:
+        inner = wrapper.__wrapped__
+        assert target is None or inner is target
+        assert type(wrapper) is not type(inner)  # a wrapper, not the object itself
+        assert isinstance(wrapper, type(inner))
+        assert wrapper.__class__ is type(inner)
+        assert repr(wrapper) == repr(inner)
+        assert dir(wrapper) == dir(inner)
+        if hasattr(inner, "__dict__") and not inspect.ismethod(inner):  # takes attributes
+            wrapper.aicm_mark = 7
+            assert inner.aicm_mark == 7
+            del wrapper.aicm_mark
+            assert not hasattr(inner, "aicm_mark")
+    assert client == calculator
+    assert client.add.__wrapped__ == calculator.add
+    assert list(numbers) == [0, 1]
+    assert [s.result for s in hook.ends] == [[0, 1]]
 
 
 def test_sync_stream_wrapper_is_not_async() -> None:
