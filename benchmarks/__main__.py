@@ -92,7 +92,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--timeout",
         type=float,
         default=None,
-        help="seconds one scenario may take before it is stopped (900; quick 50)",
+        help="seconds one scenario may take before it is stopped (900; quick 50); with "
+        "--compare, one side's whole run (1200; --full 7200)",
     )
     parser.add_argument(
         "--compare",
