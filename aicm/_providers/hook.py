@@ -15,6 +15,7 @@ from .._core.exceptions import RecordError
 from .._core.settings import TrackFormat
 from . import STREAM_KEY, builtin_for, track_record
 from ._base import Builtin, Usage
+from .seen import SEEN
 
 if TYPE_CHECKING:
     from .._api.cost_manager import AsyncCostManager
@@ -146,5 +147,9 @@ class BuiltinTracking:
             manager.engine.stats.discard("invalid_payload")
             reason = f"its usage was not recordable: {exc}"
             manager.warn_no_record(path, lambda: reason)
+            return []
+        if not SEEN.claim(usage.response_id):
+            # An OpenTelemetry span of the same call was recorded first (aicm.otel).
+            logger.debug("%s already recorded from its span", usage.response_id)
             return []
         return [record]

@@ -18,6 +18,7 @@ from delivery_helpers import API, SERVICE, USAGE, new_ids, stored_ids, wait_unti
 
 from aicm import AsyncTracker, QueueStoreError, Tracker, TrackRecord
 from aicm._core.settings import key_fingerprint
+from aicm._delivery.sqlite_store import SqliteStore
 from aicm._io.sqlite import SqliteQueue
 from aicm.collector import Faults, LocalCollector
 from tests.sqlite_support import add_all, queue_row
@@ -270,7 +271,9 @@ async def test_callers_cancelled_while_their_commit_runs_are_still_counted(
         assert tracker.health().queued == written
         # The tracker's own count, which health() and close() fall back on when the file
         # cannot be read, counts the cancelled callers' rows too.
-        assert tracker.engine._backlog == written
+        store = tracker.engine.store
+        assert isinstance(store, SqliteStore)
+        assert store.backlog == written
         assert await tracker.flush(5) == 0
         assert tracker.health().queued == 0
     assert len(stored_ids(collector)) == written
@@ -344,7 +347,9 @@ def test_sync_threads_share_commits(
     with Tracker(
         **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=60
     ) as tracker:
-        writer = tracker._async.engine._writer
+        store = tracker._async.engine.store
+        assert isinstance(store, SqliteStore)
+        writer = store.writer
         assert writer is not None
 
         def produce(n: int) -> None:
