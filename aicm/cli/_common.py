@@ -151,9 +151,12 @@ def add_api_base(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def service_settings(args: argparse.Namespace, **options: Any) -> Settings:
+def service_settings(
+    args: argparse.Namespace, *, need_key: bool = True, **options: Any
+) -> Settings:
     """The SDK's settings for the service ``--api-base`` names (a bad URL is a usage error),
-    with the API key, which only the environment or the INI file gives."""
+    with the API key (unless not ``need_key``), which only the environment or the INI file
+    gives."""
     from .._core.exceptions import ConfigError
     from .._core.settings import resolve_settings
 
@@ -163,7 +166,7 @@ def service_settings(args: argparse.Namespace, **options: Any) -> Settings:
         if args.api_base is not None and str(exc).startswith("api_base"):
             raise UsageError(f"--api-base: {exc}") from exc
         raise
-    if not settings.api_key:
+    if need_key and not settings.api_key:
         raise CommandError(f"{args.command_name} needs the API key: set AICM_API_KEY")
     return settings
 

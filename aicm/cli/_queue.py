@@ -30,6 +30,7 @@ from .._io.sqlite import (
     count_pending,
     list_queue,
     purge_rows,
+    retarget_rows,
     retry_dead,
     summarize_queue,
 )
@@ -53,7 +54,7 @@ __all__ = ["register"]
 
 Runner = Callable[[argparse.Namespace], int]
 
-SUBCOMMANDS = ("stats", "list", "retry", "purge", "drain", "watch")
+SUBCOMMANDS = ("stats", "list", "retry", "purge", "drain", "watch", "export", "retarget")
 
 
 def register(commands: Any) -> None:
@@ -149,6 +150,34 @@ def register(commands: Any) -> None:
     )
     add_number(watch, "--interval", float, 2.0, "S", "seconds between refreshes")
     add_number(watch, "--count", int, None, "N", "stop after N refreshes")
+    export = add(
+        "export",
+        _export,
+        "print the queued records as JSON lines",
+        "Print the rows of the queue file as JSON lines, oldest first: each row's id, "
+        "state, endpoint, response_id, API root, attempts, age, last error and the record "
+        "as it will be sent. Read-only.",
+        json="the same (export always prints JSON lines)",
+    )
+    export.add_argument("--state", choices=["pending", "dead"], default=None, help="only these")
+    retarget = add(
+        "retarget",
+        _retarget,
+        "send records queued for one service to another",
+        "Point the records queued for another API root (--from-api-base, or every other) "
+        "at the service --api-base names; with --key-from-env they also carry the "
+        "fingerprint of AICM_API_KEY (rows queued with another key, too, are moved). "
+        "Pending rows moved are due now; records being sent right now are left alone.",
+    )
+    add_api_base(retarget)
+    retarget.add_argument(
+        "--from-api-base", metavar="URL", default=None, help="only rows queued for this service"
+    )
+    retarget.add_argument(
+        "--key-from-env",
+        action="store_true",
+        help="the rows carry the fingerprint of AICM_API_KEY from now on",
+    )
 
 
 def _path(args: argparse.Namespace) -> Path:
@@ -415,6 +444,55 @@ def _purge(args: argparse.Namespace) -> int:
     else:
         for line in message.splitlines():
             say(line)
+    return EXIT_OK
+
+
+# -- export and retarget ----------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace) -> int:
+    path = _path(args)
+    entries: list[QueueEntry] = _checked(
+        lambda: list_queue(path, state=args.state, limit=sys.maxsize)
+    )
+    now = time.time()
+    for entry in entries:
+        print_json_line(_entry_json(entry, now))
+    return EXIT_OK
+
+
+def _retarget(args: argparse.Namespace) -> int:
+    path = _path(args)
+    _checked(lambda: check_queue_file(path))
+    if args.api_base is None:
+        raise UsageError("name the service to send the rows to: --api-base URL")
+    target = service_settings(args, need_key=args.key_from_env)
+    source = None
+    if args.from_api_base is not None:
+        source = service_settings(
+            argparse.Namespace(api_base=args.from_api_base, command_name=args.command_name),
+            need_key=False,
+        ).api_root
+    key_fp = target.key_fingerprint if args.key_from_env else None
+    outcome = _checked(
+        lambda: retarget_rows(path, api_root=target.api_root, key_fp=key_fp, from_root=source)
+    )
+    if args.json:
+        print_json(
+            {
+                "path": str(path),
+                "api_root": target.api_root,
+                "from_api_root": source,
+                "key_from_env": bool(args.key_from_env),
+                "moved": outcome.moved,
+                "kept_leased": outcome.kept_leased,
+            }
+        )
+        return EXIT_OK
+    key = " and the key in AICM_API_KEY" if args.key_from_env else ""
+    say(f"{outcome.moved:,} record(s) now queued for {target.api_root}{key}, in {path}")
+    if outcome.kept_leased:
+        say(f"kept {outcome.kept_leased:,} record(s) being sent now (under a live lease)")
     return EXIT_OK
 
 

@@ -33,7 +33,7 @@ def default_collector_db() -> Path:
         return Path(chosen).expanduser()
     import platformdirs
 
-    return platformdirs.user_data_path("aicm") / "collector" / "records.sqlite3"
+    return platformdirs.user_data_path("aicm", appauthor=False) / "collector" / "records.sqlite3"
 
 
 def register(commands: Any, *, full: bool = True) -> None:

@@ -39,7 +39,7 @@ def test_every_command_takes_json() -> None:
     """Each command and subcommand has --json (serve's is in tests/cli/test_serve_store.py,
     demo's and report's in their own tests)."""
     leaves = _leaves(_parser(["serve"]))
-    assert len(leaves) >= 15
+    assert len(leaves) >= 17
     for words, parser in leaves:
         options = {o for action in parser._actions for o in action.option_strings}
         assert "--json" in options, words

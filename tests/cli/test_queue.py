@@ -376,6 +376,8 @@ SUBCOMMANDS = [
     ["queue", "purge", "--yes"],
     ["queue", "drain"],
     ["queue", "watch", "--count", "1"],
+    ["queue", "export"],
+    ["queue", "retarget", "--api-base", "http://127.0.0.1:9"],
 ]
 
 

@@ -16,10 +16,12 @@ from .admin import (
     PurgeOutcome,
     QueueEntry,
     QueueSummary,
+    RetargetOutcome,
     RetryOutcome,
     check_queue_file,
     list_queue,
     purge_rows,
+    retarget_rows,
     retry_dead,
     summarize_queue,
 )
@@ -33,6 +35,7 @@ __all__ = [
     "PurgeOutcome",
     "QueueEntry",
     "QueueSummary",
+    "RetargetOutcome",
     "RetryOutcome",
     "SqliteQueue",
     "SyncWriter",
@@ -40,6 +43,7 @@ __all__ = [
     "count_pending",
     "list_queue",
     "purge_rows",
+    "retarget_rows",
     "retry_dead",
     "summarize_queue",
 ]

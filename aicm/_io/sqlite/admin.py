@@ -35,10 +35,12 @@ __all__ = [
     "PurgeOutcome",
     "QueueEntry",
     "QueueSummary",
+    "RetargetOutcome",
     "RetryOutcome",
     "check_queue_file",
     "list_queue",
     "purge_rows",
+    "retarget_rows",
     "retry_dead",
     "summarize_queue",
 ]
@@ -300,3 +302,50 @@ def purge_rows(path: Path, *, state: str) -> PurgeOutcome:
         return PurgeOutcome(deleted=deleted, kept_leased=kept)
 
     return _admin(path, "purge", write=True, work=work)
+
+
+@attrs.frozen(kw_only=True)
+class RetargetOutcome:
+    """What ``retarget_rows`` did: rows pointed at the new service, and rows left where they
+    were for their live lease (a tracker is sending them now)."""
+
+    moved: int
+    kept_leased: int
+
+
+def retarget_rows(
+    path: Path, *, api_root: str, key_fp: str | None = None, from_root: str | None = None
+) -> RetargetOutcome:
+    """Point rows queued for another service at ``api_root``: those of ``from_root``, or of
+    every other root (and, given ``key_fp``, every other key); with ``key_fp`` they also
+    carry that key's fingerprint. Rows under a live lease stay as they are.
+
+    A moved pending row is due now, and counts as tried (``attempts`` at least 1): the new
+    root's claims find it by its due time, where a fresh row could lie under that root's
+    claim mark. A dead row stays dead (``retry`` revives it for the new root).
+    """
+    differs = "api_root != :root" if key_fp is None else "(api_root != :root OR key_fp != :fp)"
+    chosen = differs if from_root is None else f"api_root = :source AND {differs}"
+    live = _LIVE_LEASE.replace("?", ":now")
+
+    def work(conn: sqlite3.Connection) -> RetargetOutcome:
+        params = {"root": api_root, "fp": key_fp, "now": time.time(), "source": from_root}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            moved = conn.execute(
+                "UPDATE records SET api_root = :root, key_fp = coalesce(:fp, key_fp),"
+                " lease_owner = NULL, attempts = max(attempts, 1),"
+                " next_attempt_at = CASE WHEN state = 0 THEN :now ELSE next_attempt_at END"
+                f" WHERE {chosen} AND NOT (state = 0 AND {live})",
+                params,
+            ).rowcount
+            (kept,) = conn.execute(
+                f"SELECT count(*) FROM records WHERE {chosen} AND state = 0 AND {live}", params
+            ).fetchone()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return RetargetOutcome(moved=moved, kept_leased=int(kept))
+
+    return _admin(path, "retarget", write=True, work=work)
