@@ -299,3 +299,26 @@ def test_a_forked_child_records_its_own_spans_not_the_parents(
         "held-by-the-parent",
         "made-in-the-child",
     ]
+
+
+def test_calls_that_cannot_be_held_or_taken_are_counted_not_raised(
+    collector: LocalCollector, connection: dict[str, str], provider: TracerProvider
+) -> None:
+    tracker = Tracker(delivery_type="mem_queue", **connection)
+    processor = bridge(provider, tracker=tracker, hold=60.0, max_pending=1)
+    tracer = provider.get_tracer("test")
+    for i in range(3):
+        with tracer.start_as_current_span("chat") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.system": "openai",
+                    "gen_ai.request.model": "gpt-4o",
+                    "gen_ai.response.id": f"call-{i}",
+                    "gen_ai.usage.input_tokens": 1,
+                }
+            )
+    assert processor.counts == {"pending_full": 2}
+    tracker.close()  # the held call now finds the tracker closed
+    processor.shutdown()
+    assert processor.counts == {"pending_full": 2, "failed": 1}
+    assert track_records(collector) == []
