@@ -14,80 +14,31 @@ import contextvars
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
-import httpx
 
 from .._core.exceptions import AicmError, ClosedError, RecordError, shown
 from .._core.jsonplain import to_plain
 from .._core.models import UsageRecord, WireRecord
-from .._core.settings import DeliveryType, OnFull, Settings, resolve_settings
+from .._core.settings import DeliveryType
 from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
 from .._delivery.worker import shared_runtime
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
 from .lifecycle import AsyncWithLifecycle
-
-if TYPE_CHECKING:
-    pass
+from .options import DeliveryOptions, resolve_options
 
 __all__ = ["AsyncRecorder", "CallScope", "DeliveryOptions", "resolve_options"]
 
 logger = logging.getLogger("aicm")
 
 Tags = tuple[str | None, dict[str, Any] | None]
-
-
-class DeliveryOptions(TypedDict, total=False):
-    """The connection and delivery options every tracker, cost manager and wrapper takes."""
-
-    aicm_api_key: str | None
-    aicm_api_base: str | None
-    aicm_api_url: str | None
-    aicm_ini_path: str | None
-    delivery_type: DeliveryType | str | None
-    delivery_on_full: OnFull | str | None
-    on_discard: Callable[[WireRecord], object] | None
-    queue_size: int | None
-    max_batch_size: int | None
-    batch_interval: float | None
-    block_timeout: float | None
-    timeout: float | None
-    db_path: str | None
-    max_age: float | None
-    max_record_bytes: int | None
-    log_file: str | None
-    log_level: str | None
-    log_bodies: bool | None
-    enforce_limits: bool | None
-    limits_public_key: str | None
-    transport: httpx.AsyncBaseTransport | None
-
-
-_SETTING_NAMES = {
-    "aicm_api_key": "api_key",
-    "aicm_api_base": "api_base",
-    "aicm_api_url": "api_url",
-}
-
-
-def resolve_options(options: Mapping[str, Any]) -> Settings:
-    """Resolve :class:`DeliveryOptions` into settings (argument > env > INI > default)."""
-    unknown = set(options) - set(DeliveryOptions.__annotations__)
-    if unknown:
-        raise TypeError(f"unexpected option(s): {', '.join(sorted(unknown))}")
-    values = {
-        _SETTING_NAMES.get(k, k): v
-        for k, v in options.items()
-        if k not in ("aicm_ini_path", "on_discard", "transport") and v is not None
-    }
-    return resolve_settings(ini_path=options.get("aicm_ini_path"), **values)
 
 
 def _customer_key(value: object) -> str | None:
@@ -162,7 +113,7 @@ class AsyncRecorder(AsyncWithLifecycle):
         context: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
-        self.settings = resolve_options(options)
+        self.settings = resolve_options(options, owner=type(self).__name__)
         self.delivery_type = self.settings.delivery_type or self.default_delivery
         self._options = options
         configure_logging(log_file=self.settings.log_file, log_level=self.settings.log_level)

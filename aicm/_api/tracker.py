@@ -9,15 +9,13 @@ and ``track(usage)`` validates ``usage`` against it, then sends a ``/track-usage
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, overload
+from typing import TYPE_CHECKING, Any, Final, overload
 
 import anyio
 import anyio.abc
-import httpx
 
 from .._core.exceptions import (
     AicmError,
@@ -41,62 +39,30 @@ from .._core.models import (
     normalize_timestamp,
 )
 from .._core.policy import RetryPolicy
-from .._core.settings import DeliveryType, OnFull, Settings, TrackFormat, resolve_settings
+from .._core.settings import DeliveryType, TrackFormat
 from .._core.validator import UsageSchema, compile_schema
 from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
 from .._providers import llm_usage as _llm
-from .conveniences import Anonymizer, TrackConveniences, TrackDefaults, check_anonymize_options
+from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .lifecycle import AsyncWithLifecycle
 from .limits import LimitGuard, fetch_at_start
+from .options import Timestamp, TrackerOptions, TrackOptions, resolve_options
 
-__all__ = ["TRACKER_OPTIONS", "AsyncTracker", "Timestamp"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["AsyncTracker", "Timestamp"]
 
 logger = logging.getLogger("aicm.tracker")
 _delivery_logger = logging.getLogger("aicm.delivery")
 
 
-#: What ``timestamp=`` accepts: a datetime (naive means UTC), an ISO-8601 string, epoch seconds.
-Timestamp = dt.datetime | str | int | float
-
-#: The keyword-only options both trackers take (the sync facade checks names against it).
-TRACKER_OPTIONS: Final = frozenset(
-    {
-        "aicm_api_key",
-        "aicm_api_base",
-        "aicm_api_url",
-        "aicm_ini_path",
-        "delivery_type",
-        "delivery_on_full",
-        "on_discard",
-        "queue_size",
-        "max_batch_size",
-        "batch_interval",
-        "block_timeout",
-        "timeout",
-        "db_path",
-        "max_age",
-        "max_record_bytes",
-        "log_file",
-        "log_level",
-        "log_bodies",
-        "track_format",
-        "enforce_limits",
-        "limits_public_key",
-        "transport",
-        "anonymize_fields",
-        "anonymizer",
-    }
-)
-
-_TRACK_OPTIONS: Final = (
-    "client_customer_key",
-    "customer_key",
-    "context",
-    "response_id",
-    "timestamp",
+# What a record is built from besides its usage (anonymisation is applied before that).
+_TRACK_OPTIONS: Final = tuple(
+    name for name in TrackOptions.__annotations__ if name not in ("anonymize_fields", "anonymizer")
 )
 _TRACK_OPTION_SET: Final = frozenset(_TRACK_OPTIONS)
 _build_track = TrackRecord.build
@@ -106,27 +72,6 @@ _RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
 # Loading a config happens while the caller waits: never sleep long between attempts.
 _MAX_CONFIG_RETRY_DELAY: Final = 2.0
 _KNOWN_CONFIGS_SHOWN: Final = 10
-
-
-def _settings_from(
-    *,
-    aicm_api_key: str | None,
-    aicm_api_base: str | None,
-    aicm_api_url: str | None,
-    aicm_ini_path: str | None,
-    delivery_type: DeliveryType | str | None,
-    default_delivery: DeliveryType,
-    **options: Any,
-) -> tuple[Settings, DeliveryType]:
-    settings = resolve_settings(
-        ini_path=aicm_ini_path,
-        api_key=aicm_api_key,
-        api_base=aicm_api_base,
-        api_url=aicm_api_url,
-        delivery_type=delivery_type,
-        **{k: v for k, v in options.items() if v is not None},
-    )
-    return settings, settings.delivery_type or default_delivery
 
 
 def _unknown_config_message(config_id: str, answer: ConfigsResponse) -> str:
@@ -154,96 +99,18 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
     default_delivery = DeliveryType.IMMEDIATE
 
     @overload
-    def __init__(
-        self,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
-    ) -> None: ...
+    def __init__(self, **options: Unpack[TrackerOptions]) -> None: ...
 
     @overload
     def __init__(
-        self,
-        config_id: str,
-        service_id: str,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
+        self, config_id: str, service_id: str, **options: Unpack[TrackerOptions]
     ) -> None: ...
 
     def __init__(
         self,
         config_id: str | None = None,
         service_id: str | None = None,
-        *,
-        aicm_api_key: str | None = None,
-        aicm_api_base: str | None = None,
-        aicm_api_url: str | None = None,
-        aicm_ini_path: str | None = None,
-        delivery_type: DeliveryType | str | None = None,
-        delivery_on_full: OnFull | str | None = None,
-        on_discard: Callable[[WireRecord], object] | None = None,
-        queue_size: int | None = None,
-        max_batch_size: int | None = None,
-        batch_interval: float | None = None,
-        block_timeout: float | None = None,
-        timeout: float | None = None,
-        db_path: str | None = None,
-        max_age: float | None = None,
-        max_record_bytes: int | None = None,
-        log_file: str | None = None,
-        log_level: str | None = None,
-        log_bodies: bool | None = None,
-        track_format: TrackFormat | str | None = None,
-        enforce_limits: bool | None = None,
-        limits_public_key: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackerOptions],
     ) -> None:
         if (config_id is None) != (service_id is None):
             raise TypeError(
@@ -253,35 +120,17 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         for name, value in (("config_id", config_id), ("service_id", service_id)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise TypeError(f"{name} must be a non-empty string, got {shown(value)}")
+        on_discard = options.get("on_discard")
         if on_discard is not None and not callable(on_discard):
             raise TypeError(f"on_discard must be callable, got {on_discard!r}")
         self.config_id = config_id
         self.service_id = service_id
-        self.settings, self.delivery_type = _settings_from(
-            aicm_api_key=aicm_api_key,
-            aicm_api_base=aicm_api_base,
-            aicm_api_url=aicm_api_url,
-            aicm_ini_path=aicm_ini_path,
-            delivery_type=delivery_type,
-            default_delivery=self.default_delivery,
-            delivery_on_full=delivery_on_full,
-            queue_size=queue_size,
-            max_batch_size=max_batch_size,
-            batch_interval=batch_interval,
-            block_timeout=block_timeout,
-            timeout=timeout,
-            db_path=db_path,
-            max_age=max_age,
-            max_record_bytes=max_record_bytes,
-            log_file=log_file,
-            log_level=log_level,
-            log_bodies=log_bodies,
-            track_format=track_format,
-            enforce_limits=enforce_limits,
-            limits_public_key=limits_public_key,
-        )
+        self.settings = resolve_options(options, owner=type(self).__name__, tracker=True)
+        self.delivery_type = self.settings.delivery_type or self.default_delivery
         configure_logging(log_file=self.settings.log_file, log_level=self.settings.log_level)
-        self.client = AsyncCostManagerClient(settings=self.settings, transport=transport)
+        self.client = AsyncCostManagerClient(
+            settings=self.settings, transport=options.get("transport")
+        )
         self.engine = DeliveryEngine(
             self.client, self.settings, delivery_type=self.delivery_type, on_discard=on_discard
         )
@@ -290,7 +139,7 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         self._legacy = self.settings.track_format is TrackFormat.LEGACY
         #: the customer key, context and anonymisation every call gets (set_customer_key, ...)
         self.track_defaults = TrackDefaults(
-            anonymize_fields=anonymize_fields, anonymizer=anonymizer
+            anonymize_fields=options.get("anonymize_fields"), anonymizer=options.get("anonymizer")
         )
         self._schema: UsageSchema | None = None
         self._schema_loaded = False
@@ -437,6 +286,16 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         Raises :class:`TypeError` for a call that fits neither form, and a
         :class:`RecordError` or :class:`UsageValidationError` for bad values.
         """
+        if (
+            len(args) == 3
+            and not kwargs
+            and self.config_id is None
+            and not self.track_defaults.active
+        ):
+            # The common call, inlined: every queued track() of both trackers comes here.
+            return _build_track(
+                args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
+            )
         # The tracker's defaults and anonymisation, before anything is built or queued.
         args, kwargs = self.track_defaults.prepare(
             args, kwargs, usage_at=2 if self.config_id is None else 0
@@ -562,28 +421,14 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         api_id: str,
         service_key: str,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     @overload
     async def track(
         self,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     async def track(self, *args: Any, **kwargs: Any) -> RecordResult:
@@ -597,18 +442,9 @@ class AsyncTracker(TrackConveniences, AsyncWithLifecycle):
         """
         if self._closed:
             self._check_open()
-        if self.config_id is None:
-            if len(args) == 3 and not kwargs and not self.track_defaults.active:
-                # The common call, inlined (this is every track()'s path).
-                record: WireRecord = _build_track(
-                    args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
-                )
-            else:
-                record = self.build_record(args, kwargs)
-        else:
-            if not self._schema_loaded:
-                await self.load_schema()
-            record = self.build_record(args, kwargs)
+        if self.config_id is not None and not self._schema_loaded:
+            await self.load_schema()
+        record = self.build_record(args, kwargs)
         buffer = self.engine.buffer
         if buffer is not None and self._started and buffer.try_put(record):
             # The memory queue took it at once: no await on the hot path.

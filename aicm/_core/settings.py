@@ -21,15 +21,19 @@ import attrs
 from .exceptions import ConfigError, MissingApiKeyError, shown
 
 __all__ = [
+    "ARGUMENTS",
     "DEFAULTS",
+    "OPTIONS",
     "DeliveryType",
     "OnFull",
+    "Option",
     "Settings",
     "TrackFormat",
     "default_db_path",
     "default_ini_path",
     "key_fingerprint",
     "resolve_settings",
+    "settings_table",
 ]
 
 logger = logging.getLogger("aicm")
@@ -189,55 +193,237 @@ def _public_key(name: str, value: Any) -> str | None:
     return text
 
 
+_FLAG = "`1/0`, `true/false`, `yes/no`, `on/off`"
+
+
 @attrs.frozen(kw_only=True)
-class _Option:
+class Option:
+    """One setting: its default, how a value is checked, and where it may come from.
+
+    ``OPTIONS`` below is the one list: settings resolution reads it, the classes' keyword
+    options (``DeliveryOptions``) and ``Settings`` are checked against it by a test, and the
+    table in docs/settings.md is generated from it (``python scripts/settings_table.py``).
+    """
+
+    name: str
     default: Any
     convert: Callable[[str, Any], Any]
-    env: str | None = None
+    #: the keyword the classes take (``aicm_api_key``...); None: environment and INI only
+    argument: str | None = attrs.field()
     ini: bool = True
+    #: the docs table's "default" and "accepts" cells
+    shown_default: str
+    accepts: str
+
+    @argument.default
+    def _argument(self) -> str | None:
+        return self.name
+
+    @property
+    def env(self) -> str:
+        """The environment variable: ``AICM_`` and the name in capitals."""
+        return "AICM_" + self.name.upper()
 
 
-# The one place every default lives.
-_OPTIONS: dict[str, _Option] = {
-    "api_key": _Option(default=None, convert=_optional_str, env="AICM_API_KEY", ini=False),
-    "api_base": _Option(
-        default="https://aicostmanager.com", convert=_api_base, env="AICM_API_BASE"
+def _option(name: str, default: Any, convert: Callable[[str, Any], Any], **rest: Any) -> Option:
+    return Option(name=name, default=default, convert=convert, **rest)
+
+
+# The one place every setting and its default live.
+OPTIONS: tuple[Option, ...] = (
+    _option(
+        "api_key",
+        None,
+        _optional_str,
+        argument="aicm_api_key",
+        ini=False,
+        shown_default="none",
+        accepts="any string",
     ),
-    "api_url": _Option(default="/api/v1", convert=_api_url, env="AICM_API_URL"),
-    "delivery_type": _Option(default=None, convert=_enum(DeliveryType), env="AICM_DELIVERY_TYPE"),
-    "delivery_on_full": _Option(
-        default=OnFull.BLOCK, convert=_enum(OnFull), env="AICM_DELIVERY_ON_FULL"
+    _option(
+        "api_base",
+        "https://aicostmanager.com",
+        _api_base,
+        argument="aicm_api_base",
+        shown_default="`https://aicostmanager.com`",
+        accepts="an `http://` or `https://` URL; a trailing `/` is dropped",
     ),
-    "db_path": _Option(default=None, convert=_optional_str, env="AICM_DB_PATH"),
-    "log_level": _Option(default=None, convert=_log_level, env="AICM_LOG_LEVEL"),
-    "log_file": _Option(default=None, convert=_optional_str, env="AICM_LOG_FILE"),
-    "log_bodies": _Option(default=False, convert=_bool, env="AICM_LOG_BODIES"),
-    "timeout": _Option(default=10.0, convert=_positive_float, env="AICM_TIMEOUT"),
-    "queue_size": _Option(default=10_000, convert=_positive_int, env="AICM_QUEUE_SIZE"),
-    "max_batch_size": _Option(default=1000, convert=_positive_int, env="AICM_MAX_BATCH_SIZE"),
-    "batch_interval": _Option(default=0.5, convert=_positive_float, env="AICM_BATCH_INTERVAL"),
-    "block_timeout": _Option(
-        default=None, convert=_optional_positive_float, env="AICM_BLOCK_TIMEOUT"
+    _option(
+        "api_url",
+        "/api/v1",
+        _api_url,
+        argument="aicm_api_url",
+        shown_default="`/api/v1`",
+        accepts="a path; `v1/` becomes `/v1`",
     ),
-    "max_attempts": _Option(default=3, convert=_positive_int, env="AICM_MAX_ATTEMPTS"),
-    "max_record_bytes": _Option(
-        default=64 * 1024, convert=_positive_int, env="AICM_MAX_RECORD_BYTES"
+    _option(
+        "delivery_type",
+        None,
+        _enum(DeliveryType),
+        shown_default="per class: `immediate` for `Tracker`, `mem_queue` for `CostManager` "
+        "and the REST wrappers",
+        accepts="`immediate`, `mem_queue`, `persistent_queue` (any case)",
     ),
-    "backoff_base": _Option(default=0.5, convert=_positive_float, env="AICM_BACKOFF_BASE"),
-    "backoff_cap": _Option(default=60.0, convert=_positive_float, env="AICM_BACKOFF_CAP"),
-    "auth_retry_interval": _Option(
-        default=60.0, convert=_positive_float, env="AICM_AUTH_RETRY_INTERVAL"
+    _option(
+        "delivery_on_full",
+        OnFull.BLOCK,
+        _enum(OnFull),
+        shown_default="`block`",
+        accepts="`block`, `raise`, `backpressure`",
     ),
-    "lease_seconds": _Option(default=60.0, convert=_positive_float, env="AICM_LEASE_SECONDS"),
-    "max_age": _Option(default=None, convert=_optional_positive_float, env="AICM_MAX_AGE"),
-    "close_timeout": _Option(default=2.0, convert=_positive_float, env="AICM_CLOSE_TIMEOUT"),
+    _option(
+        "db_path",
+        None,
+        _optional_str,
+        shown_default="`$XDG_CACHE_HOME/aicm/queue.db` (`~/.cache/aicm/queue.db`)",
+        accepts="a file path (`~` is expanded)",
+    ),
+    _option(
+        "log_level",
+        None,
+        _log_level,
+        shown_default="none (no handler is attached)",
+        accepts="`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL` (any case)",
+    ),
+    _option("log_file", None, _optional_str, shown_default="none", accepts="a file path"),
+    _option("log_bodies", False, _bool, shown_default="`false`", accepts=_FLAG),
+    _option(
+        "timeout",
+        10.0,
+        _positive_float,
+        shown_default="`10.0` s",
+        accepts="a positive number: each phase of a request (connect, write, read); a whole "
+        "request is bounded by twice it",
+    ),
+    _option(
+        "queue_size", 10_000, _positive_int, shown_default="`10000`", accepts="a positive integer"
+    ),
+    _option(
+        "max_batch_size", 1000, _positive_int, shown_default="`1000`", accepts="a positive integer"
+    ),
+    _option(
+        "batch_interval",
+        0.5,
+        _positive_float,
+        shown_default="`0.5` s",
+        accepts="a positive number",
+    ),
+    _option(
+        "block_timeout",
+        None,
+        _optional_positive_float,
+        shown_default="none (wait for room without limit)",
+        accepts="a positive number",
+    ),
+    _option(
+        "max_attempts",
+        3,
+        _positive_int,
+        argument=None,
+        shown_default="`3`",
+        accepts="a positive integer",
+    ),
+    _option(
+        "max_record_bytes",
+        64 * 1024,
+        _positive_int,
+        shown_default="`65536`",
+        accepts="a positive integer",
+    ),
+    _option(
+        "backoff_base",
+        0.5,
+        _positive_float,
+        argument=None,
+        shown_default="`0.5` s",
+        accepts="a positive number",
+    ),
+    _option(
+        "backoff_cap",
+        60.0,
+        _positive_float,
+        argument=None,
+        shown_default="`60.0` s",
+        accepts="a positive number",
+    ),
+    _option(
+        "auth_retry_interval",
+        60.0,
+        _positive_float,
+        argument=None,
+        shown_default="`60.0` s",
+        accepts="a positive number",
+    ),
+    _option(
+        "lease_seconds",
+        60.0,
+        _positive_float,
+        argument=None,
+        shown_default="`60.0` s",
+        accepts="a positive number; keep it above twice `timeout` (a warning says so)",
+    ),
+    _option(
+        "max_age",
+        None,
+        _optional_positive_float,
+        shown_default="none (records never expire)",
+        accepts="a positive number of seconds",
+    ),
+    _option(
+        "close_timeout",
+        2.0,
+        _positive_float,
+        argument=None,
+        shown_default="`2.0` s",
+        accepts="a positive number",
+    ),
+    _option(
+        "track_format",
+        TrackFormat.CURRENT,
+        _enum(TrackFormat),
+        shown_default="`current`",
+        accepts="`current` (the service's `/track` record since September 2025: "
+        '`service_key` `"vendor::model"`, `customer_key`) or `legacy` (the older one: '
+        "`api_id`, bare `service_key`, `client_customer_key`); see "
+        "[the /track record](tracker.md#the-track-record)",
+    ),
     # Usage limits the service triggers (docs/limits.md).
-    "enforce_limits": _Option(default=True, convert=_bool, env="AICM_ENFORCE_LIMITS"),
-    "limits_public_key": _Option(default=None, convert=_public_key, env="AICM_LIMITS_PUBLIC_KEY"),
-    "track_format": _Option(
-        default=TrackFormat.CURRENT, convert=_enum(TrackFormat), env="AICM_TRACK_FORMAT"
+    _option(
+        "enforce_limits",
+        True,
+        _bool,
+        shown_default="`true`",
+        accepts=_FLAG + "; `false`: usage limits are reported (one WARNING per event), never "
+        "enforced; see [usage limits](limits.md)",
     ),
-}
+    _option(
+        "limits_public_key",
+        None,
+        _public_key,
+        shown_default="none (the key sent with each answer is used)",
+        accepts="the service's PEM public key (`\\n` may stand for its line breaks); only "
+        "limits it signed are trusted; see "
+        "[usage limits](limits.md#where-limits-come-from-and-how-aicm-trusts-them)",
+    ),
+)
+
+_OPTIONS: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+#: The keyword each class takes for a setting -> the setting's name.
+ARGUMENTS: Mapping[str, str] = {o.argument: o.name for o in OPTIONS if o.argument is not None}
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, as docs/settings.md shows it."""
+    rows = [
+        "| setting | environment variable | INI key | default | accepts |",
+        "|---|---|---|---|---|",
+    ]
+    for o in OPTIONS:
+        ini = f"`{o.name}`" if o.ini else "— (never read from a file)"
+        rows.append(f"| `{o.name}` | `{o.env}` | {ini} | {o.shown_default} | {o.accepts} |")
+    return "\n".join(rows) + "\n"
+
 
 DEFAULTS: Mapping[str, Any] = {name: opt.default for name, opt in _OPTIONS.items()}
 """Every setting's default value, by name."""
@@ -397,7 +583,7 @@ def resolve_settings(
         given = explicit.get(name)
         if given is not None:
             values[name] = opt.convert(name, given)
-        elif opt.env is not None and env.get(opt.env, "") != "":
+        elif env.get(opt.env, "") != "":
             values[name] = opt.convert(opt.env, env[opt.env])
         elif name in ini:
             raw, line = ini[name]

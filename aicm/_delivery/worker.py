@@ -1,8 +1,9 @@
 """The process's shared delivery worker: one event loop in a daemon thread (layer 3).
 
 Started lazily by the first sync facade; every ``Tracker``, ``CostManager`` and REST
-wrapper shares it ("the global delivery worker"). Its loop hosts an anyio
-``BlockingPortal`` and one task group in which every facade's delivery actor runs. At
+wrapper shares it ("the global delivery worker"). It is anyio's own
+``start_blocking_portal``, entered once for the life of the process, with one task group
+in which every facade's delivery actor runs. At
 interpreter exit it closes every engine within ``close_timeout``; in a forked child it
 is simply gone, and the next facade call starts a fresh one.
 """
@@ -14,11 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.from_thread import BlockingPortal
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._core.exceptions import AicmError
 from .._core.forks import after_fork_in_child, check
@@ -29,12 +31,15 @@ logger = logging.getLogger("aicm.runtime")
 
 
 class SharedRuntime:
-    """One daemon thread running an asyncio loop with a portal and a task group."""
+    """An anyio blocking portal (``start_blocking_portal``, entered for the life of the
+    process) with one task group in it that hosts the facades' actors."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._portal: BlockingPortal | None = None
+        self._holder: threading.Thread | None = None  # holds the portal's context open
+        self._release: threading.Event | None = None  # lets it leave that context
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stop: anyio.Event | None = None
         # Strong references: an owner dropped without close() still has queued records,
@@ -64,33 +69,45 @@ class SharedRuntime:
         with self._lock:
             if self._portal is not None and self._thread is not None and self._thread.is_alive():
                 return self._portal
-            ready = threading.Event()
-            failure: list[BaseException] = []
-
-            def run() -> None:
-                try:
-                    anyio.run(self._main, ready, backend="asyncio")
-                except BaseException as exc:  # surfaced to the starting caller
-                    failure.append(exc)
-                    ready.set()
-
-            thread = threading.Thread(target=run, name="aicm-delivery", daemon=True)
-            thread.start()
-            ready.wait()
-            if failure or self._portal is None:
-                raise AicmError("the aicm delivery runtime failed to start") from (
-                    failure[0] if failure else None
-                )
-            self._thread = thread
+            started: Future[tuple[BlockingPortal, anyio.abc.TaskGroup, threading.Thread]]
+            started = Future()
+            release = threading.Event()
+            holder = threading.Thread(
+                target=self._hold, args=(started, release), name="aicm-portal", daemon=True
+            )
+            holder.start()
+            try:
+                portal, self._task_group, self._thread = started.result()
+            except BaseException as exc:
+                raise AicmError("the aicm delivery runtime failed to start") from exc
+            self._thread.name = "aicm-delivery"
+            self._holder, self._release, self._portal = holder, release, portal
             _close_at_process_exit()
-            return self._portal
+            return portal
 
-    async def _main(self, ready: threading.Event) -> None:
-        async with BlockingPortal() as portal, anyio.create_task_group() as tg:
+    def _hold(
+        self,
+        started: Future[tuple[BlockingPortal, anyio.abc.TaskGroup, threading.Thread]],
+        release: threading.Event,
+    ) -> None:
+        # The portal's context is entered (and left) in a thread of its own rather than
+        # held as an object: a forked child must never run its exit, which would wait on
+        # the parent's loop; the frames of threads a fork left behind are never run again.
+        try:
+            with start_blocking_portal(backend="asyncio") as portal:
+                _, task_group = portal.start_task(self._host, name="aicm-delivery")
+                started.set_result((portal, task_group, portal.call(threading.current_thread)))
+                release.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+            else:
+                logger.exception("the aicm delivery runtime stopped with an error")
+
+    async def _host(self, *, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]) -> None:
+        async with anyio.create_task_group() as tg:
             self._stop = anyio.Event()
-            self._task_group = tg
-            self._portal = portal
-            ready.set()
+            task_status.started(tg)
             await self._stop.wait()
             tg.cancel_scope.cancel()
 
@@ -132,19 +149,22 @@ class SharedRuntime:
     def shutdown(self, timeout: float | None = None) -> None:
         """Close every registered engine within ``timeout`` s, then stop the loop."""
         timeout = self.close_timeout if timeout is None else timeout
-        portal, thread = self._portal, self._thread
-        if portal is None or thread is None or not thread.is_alive():
+        portal, thread, holder = self._portal, self._thread, self._holder
+        if portal is None or thread is None or holder is None or not thread.is_alive():
             return
         try:
             portal.call(self._close_all, timeout)
             stop = self._stop
             if stop is not None:
                 portal.call(stop.set)
+            # Whatever is still running after the deadline is cancelled, not waited for.
+            portal.call(portal.stop, True)
         except Exception:
             logger.exception("stopping the aicm delivery runtime failed")
-        thread.join(timeout)
-        self._portal = None
-        self._thread = None
+        if self._release is not None:
+            self._release.set()
+        holder.join(timeout)
+        self._portal = self._thread = self._holder = self._release = None
         self._task_group = None
 
     def _after_fork_in_child(self) -> None:
@@ -159,7 +179,7 @@ class SharedRuntime:
         self._closables = set()
         self._lock = threading.Lock()
         self._thread = None
-        self._portal = None
+        self._portal = self._holder = self._release = None  # the parent's
         self._task_group = None
         self._stop = None
         self._generation += 1

@@ -10,32 +10,25 @@ from any event loop (asyncio or trio): they wait in a worker thread, never on th
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 import anyio.to_thread
-import httpx
 
-from .._api.conveniences import Anonymizer, check_anonymize_options
-from .._api.tracker import TRACKER_OPTIONS, AsyncTracker, Timestamp
+from .._api.conveniences import check_anonymize_options
+from .._api.options import TrackerOptions, TrackOptions, check_option_names
+from .._api.tracker import AsyncTracker, Timestamp
 from .._core.exceptions import ClosedError
-from .._core.models import RecordResult, TrackRecord, UsageRecord, WireRecord, enqueued_result
-from .._core.settings import DeliveryType, OnFull, TrackFormat
+from .._core.models import RecordResult, TrackRecord, UsageRecord, enqueued_result
+from .._core.settings import DeliveryType, OnFull
 from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["Tracker"]
-
-_build_track = TrackRecord.build
-
-
-def _check_options(owner: str, options: Mapping[str, Any]) -> None:
-    unknown = sorted(set(options) - TRACKER_OPTIONS)
-    if unknown:
-        raise TypeError(
-            f"{owner}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
-        )
 
 
 class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
@@ -48,71 +41,20 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     """
 
     @overload
-    def __init__(
-        self,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
-    ) -> None: ...
+    def __init__(self, **options: Unpack[TrackerOptions]) -> None: ...
 
     @overload
     def __init__(
-        self,
-        config_id: str,
-        service_id: str,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
+        self, config_id: str, service_id: str, **options: Unpack[TrackerOptions]
     ) -> None: ...
 
     def __init__(
-        self, config_id: str | None = None, service_id: str | None = None, **options: Any
+        self,
+        config_id: str | None = None,
+        service_id: str | None = None,
+        **options: Unpack[TrackerOptions],
     ) -> None:
-        _check_options("Tracker", options)
+        check_option_names(type(self).__name__, options, tracker=True)
 
         def build() -> AsyncTracker:
             # Built on the runtime's loop: the engine's events belong to that loop.
@@ -126,86 +68,32 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         super()._start()
         self._engine = self._async.engine
         self._queued = self._async.delivery_type is not DeliveryType.IMMEDIATE
-        self._free = self._async.config_id is None
-        self._max_bytes = self._async.settings.max_record_bytes
-        self._legacy = self._async.settings.track_format is TrackFormat.LEGACY
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncTracker", "Tracker", 1)
 
     @overload
     @classmethod
-    async def create_async(
-        cls,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
-    ) -> Tracker: ...
+    async def create_async(cls, **options: Unpack[TrackerOptions]) -> Tracker: ...
 
     @overload
     @classmethod
     async def create_async(
-        cls,
-        config_id: str,
-        service_id: str,
-        *,
-        aicm_api_key: str | None = ...,
-        aicm_api_base: str | None = ...,
-        aicm_api_url: str | None = ...,
-        aicm_ini_path: str | None = ...,
-        delivery_type: DeliveryType | str | None = ...,
-        delivery_on_full: OnFull | str | None = ...,
-        on_discard: Callable[[WireRecord], object] | None = ...,
-        queue_size: int | None = ...,
-        max_batch_size: int | None = ...,
-        batch_interval: float | None = ...,
-        block_timeout: float | None = ...,
-        timeout: float | None = ...,
-        db_path: str | None = ...,
-        max_age: float | None = ...,
-        max_record_bytes: int | None = ...,
-        log_file: str | None = ...,
-        log_level: str | None = ...,
-        log_bodies: bool | None = ...,
-        track_format: TrackFormat | str | None = ...,
-        enforce_limits: bool | None = ...,
-        limits_public_key: str | None = ...,
-        transport: httpx.AsyncBaseTransport | None = ...,
-        anonymize_fields: Iterable[str] | None = ...,
-        anonymizer: Anonymizer | None = ...,
+        cls, config_id: str, service_id: str, **options: Unpack[TrackerOptions]
     ) -> Tracker: ...
 
     @classmethod
     async def create_async(
-        cls, config_id: str | None = None, service_id: str | None = None, **options: Any
+        cls,
+        config_id: str | None = None,
+        service_id: str | None = None,
+        **options: Unpack[TrackerOptions],
     ) -> Tracker:
         """Build a tracker from async code (asyncio or trio) without blocking the event loop.
 
         The setup (starting the runtime, loading the config) waits in a worker thread.
         """
-        _check_options("create_async", options)
+        check_option_names("create_async", options, tracker=True)
         return await anyio.to_thread.run_sync(
             lambda: cls(config_id, service_id, **options)  # type: ignore[arg-type]
         )
@@ -228,28 +116,14 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         api_id: str,
         service_key: str,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     @overload
     def track(
         self,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
@@ -265,13 +139,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         if not self._queued:
             result: RecordResult = self._runtime.call(_track, tracker, args, kwargs)
             return result
-        if self._free and len(args) == 3 and not kwargs and not tracker.track_defaults.active:
-            # The common call, inlined (this is every track()'s path).
-            record: WireRecord = _build_track(
-                args[0], args[1], args[2], max_bytes=self._max_bytes, legacy=self._legacy
-            )
-        else:
-            record = tracker.build_record(args, kwargs)
+        # Built and queued in the caller's thread: no portal round trip on this path.
+        record = tracker.build_record(args, kwargs)
         self._engine.put(record)
         tracker.limit_guard.after_record(record)  # raises once the record is on its way
         return enqueued_result(record.response_id)
@@ -332,28 +201,14 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         api_id: str,
         service_key: str,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     @overload
     async def track_async(
         self,
         usage: Mapping[str, Any],
-        *,
-        client_customer_key: str | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Anonymizer | None = None,
+        **options: Unpack[TrackOptions],
     ) -> RecordResult: ...
 
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:

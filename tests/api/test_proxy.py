@@ -14,7 +14,7 @@ import attrs
 import openai
 import pytest
 
-from aicm._api.proxy import ProxyHooks, TrackedProxy
+from aicm._api.proxy import Call, ProxyHooks, TrackedProxy
 from aicm._core.extractor import UniversalExtractor
 from aicm._core.models import ServiceConfig
 from tests.fakes import FAIL_MODEL, FakeAnthropic, FakeOpenAI
@@ -52,13 +52,13 @@ class RecordingHook:
             raise RuntimeError("should_track exploded")
         return path in self.tracked
 
-    def on_call(self, path: str, args: Any, kwargs: Any, response: Any, func: Any) -> None:
-        self.calls.append(Seen(path, args, kwargs, response, func))
+    def on_call(self, call: Call, response: Any) -> None:
+        self.calls.append(Seen(call.path, call.args, call.kwargs, response, call.func))
         if self.fail:
             raise RuntimeError("hook exploded")
 
-    def on_stream_end(self, path: str, args: Any, kwargs: Any, chunks: Any, func: Any) -> None:
-        self.ends.append(Seen(path, args, kwargs, chunks, func))
+    def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
+        self.ends.append(Seen(call.path, call.args, call.kwargs, chunks, call.func))
         if self.fail:
             raise RuntimeError("hook exploded")
 
@@ -76,14 +76,19 @@ class ExtractingHook:
     def should_track(self, path: str) -> bool:
         return self.extractor.tracks(path)
 
-    def on_call(self, path: str, args: Any, kwargs: Any, response: Any, func: Any) -> None:
+    def on_call(self, call: Call, response: Any) -> None:
         self.payloads += self.extractor.extract(
-            path, args=args, kwargs=kwargs, response=response, func=func, timestamp=TS
+            call.path,
+            args=call.args,
+            kwargs=call.kwargs,
+            response=response,
+            func=call.func,
+            timestamp=TS,
         )
 
-    def on_stream_end(self, path: str, args: Any, kwargs: Any, chunks: Any, func: Any) -> None:
+    def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
         self.payloads += self.extractor.extract_stream_end(
-            path, chunks, args=args, kwargs=kwargs, func=func, timestamp=TS
+            call.path, chunks, args=call.args, kwargs=call.kwargs, func=call.func, timestamp=TS
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -96,11 +95,33 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
     ),
 }
 
-LEVELS = ("explicit", "env", "ini")
-# Every combination of which levels carry a value: none, each alone, each pair, all three.
-COMBINATIONS = [
-    combo for n in range(len(LEVELS) + 1) for combo in itertools.combinations(LEVELS, n)
-]
+# -- the resolution table ----------------------------------------------------------------------
+
+# A value each setting refuses. Free-form strings (paths, the key, the URL suffix) refuse none.
+BAD_TEXT: dict[str, str] = {
+    "api_base": "ftp://x.example",
+    "delivery_type": "carrier_pigeon",
+    "delivery_on_full": "explode",
+    "log_level": "LOUD",
+    "log_bodies": "maybe",
+    "timeout": "soon",
+    "queue_size": "0",
+    "max_batch_size": "1.5",
+    "batch_interval": "-1",
+    "block_timeout": "nan",
+    "max_attempts": "three",
+    "max_record_bytes": "-5",
+    "backoff_base": "0",
+    "backoff_cap": "inf",
+    "auth_retry_interval": "x",
+    "lease_seconds": "-0.1",
+    "max_age": "never",
+    "close_timeout": "0",
+    "enforce_limits": "sometimes",
+    "limits_public_key": "not-a-pem-key",
+    "track_format": "v2",
+}
+FREE_FORM = {"api_key", "api_url", "db_path", "log_file"}
 
 
 def write_ini(path: Path, text: str) -> Path:
@@ -110,43 +131,87 @@ def write_ini(path: Path, text: str) -> Path:
     return path
 
 
+_ABSENT: Any = object()
+
+
+@attrs.frozen
+class Row:
+    """One resolution: what each level carries for ``option``, and what comes out."""
+
+    option: str
+    explicit: Any = _ABSENT
+    env: str | None = None
+    ini: str | None = None
+    expected: Any = _ABSENT
+    #: where a ConfigError's message starts ("{ini}" stands for "<the INI path>:2"), when
+    #: the row is refused
+    error: str | None = None
+
+    def __str__(self) -> str:
+        given = [
+            f"{level}={value!r}"
+            for level, value in (("explicit", self.explicit), ("env", self.env), ("ini", self.ini))
+            if value is not _ABSENT and value is not None
+        ]
+        return f"{self.option}:{','.join(given) or 'nothing'}"
+
+
+def _precedence_rows() -> list[Row]:
+    """For each setting: each level wins over every level below it."""
+    rows = []
+    for name, (win, lose) in SAMPLES.items():
+        # The API key is never read from the INI file: that level leaves the default.
+        from_ini = win.expected if _OPTIONS[name].ini else DEFAULTS[name]
+        rows += [
+            Row(name, explicit=win.value, env=lose.text, ini=lose.text, expected=win.expected),
+            Row(name, env=win.text, ini=lose.text, expected=win.expected),
+            Row(name, ini=win.text, expected=from_ini),
+        ]
+    return rows
+
+
+def _bad_input_rows() -> list[Row]:
+    """For each checked setting: a bad value refused at each level, named where it came
+    from; and never read when a higher level already decided."""
+    rows = []
+    for name, bad in BAD_TEXT.items():
+        win = SAMPLES[name][0]
+        rows += [
+            Row(name, explicit=bad, error=name),
+            Row(name, env=bad, error=_OPTIONS[name].env),
+            Row(name, ini=bad, error="{ini}: " + name),
+            Row(name, explicit=win.value, env=bad, ini=bad, expected=win.expected),
+        ]
+    return rows
+
+
 def test_samples_cover_every_setting() -> None:
-    """The precedence table below names every setting there is, each with valid values."""
+    """The table below names every setting there is, each with valid values."""
     assert set(SAMPLES) == set(_OPTIONS)
     for name, (win, lose) in SAMPLES.items():
         assert win.expected != lose.expected, name
         assert win.expected != DEFAULTS[name], name
 
 
-@pytest.mark.parametrize("present", COMBINATIONS, ids=lambda c: "+".join(c) or "none")
-@pytest.mark.parametrize("name", sorted(_OPTIONS))
-def test_precedence_explicit_env_ini_default(
-    name: str, present: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The highest level that carries a setting decides it; none present gives the default."""
-    option = _OPTIONS[name]
-    win, lose = SAMPLES[name]
-    # The API key is never read from the INI file, so that level cannot win for it.
-    effective = [lvl for lvl in present if option.ini or lvl != "ini"]
-    winner = effective[0] if effective else None
-
-    def sample(level: str) -> Sample:
-        return win if level == winner else lose
-
-    explicit: dict[str, Any] = {}
-    if "explicit" in present:
-        explicit[name] = sample("explicit").value
-    if "env" in present:
-        assert option.env is not None
-        monkeypatch.setenv(option.env, sample("env").text)
+@pytest.mark.parametrize("row", _precedence_rows() + _bad_input_rows(), ids=str)
+def test_resolution_table(row: Row, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """explicit > environment > INI > default; a bad value is a ConfigError naming its source."""
+    option = _OPTIONS[row.option]
+    explicit = {} if row.explicit is _ABSENT else {row.option: row.explicit}
+    if row.env is not None:
+        monkeypatch.setenv(option.env, row.env)
     ini = write_ini(tmp_path / "aicm.ini", "[aicm]\n")
-    if "ini" in present:
-        write_ini(ini, f"[aicm]\n{name} = {sample('ini').text}\n")
-
+    if row.ini is not None:
+        write_ini(ini, f"[aicm]\n{row.option} = {row.ini}\n")
+    if row.error is not None:
+        with pytest.raises(ConfigError) as info:
+            resolve_settings(ini_path=ini, **explicit)
+        assert str(info.value).startswith(row.error.replace("{ini}", f"{ini}:2"))
+        bad = next(v for v in (row.explicit, row.env, row.ini) if v not in (_ABSENT, None))
+        assert str(bad) in str(info.value)
+        return
     settings = resolve_settings(ini_path=ini, **explicit)
-
-    expected = win.expected if winner is not None else DEFAULTS[name]
-    assert getattr(settings, name) == expected
+    assert getattr(settings, row.option) == row.expected
 
 
 def test_explicit_false_still_beats_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -445,60 +510,10 @@ async def test_sdk_never_writes_the_ini(tmp_path: Path, collector: LocalCollecto
     assert collector.count("track") == 1
 
 
-# -- invalid values ----------------------------------------------------------------------------
-
-# A value each setting refuses. Free-form strings (paths, the key, the URL suffix) refuse none.
-BAD_TEXT: dict[str, str] = {
-    "api_base": "ftp://x.example",
-    "delivery_type": "carrier_pigeon",
-    "delivery_on_full": "explode",
-    "log_level": "LOUD",
-    "log_bodies": "maybe",
-    "timeout": "soon",
-    "queue_size": "0",
-    "max_batch_size": "1.5",
-    "batch_interval": "-1",
-    "block_timeout": "nan",
-    "max_attempts": "three",
-    "max_record_bytes": "-5",
-    "backoff_base": "0",
-    "backoff_cap": "inf",
-    "auth_retry_interval": "x",
-    "lease_seconds": "-0.1",
-    "max_age": "never",
-    "close_timeout": "0",
-    "enforce_limits": "sometimes",
-    "limits_public_key": "not-a-pem-key",
-    "track_format": "v2",
-}
-FREE_FORM = {"api_key", "api_url", "db_path", "log_file"}
-
-
 def test_bad_values_cover_every_checked_setting() -> None:
     """Every setting is either free-form or has a refused sample below."""
     assert set(BAD_TEXT) | FREE_FORM == set(_OPTIONS)
     assert not set(BAD_TEXT) & FREE_FORM
-
-
-@pytest.mark.parametrize("name", sorted(BAD_TEXT))
-def test_invalid_env_value_names_the_variable(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An invalid AICM_* value raises ConfigError whose message names the variable."""
-    variable = _OPTIONS[name].env
-    assert variable is not None
-    monkeypatch.setenv(variable, BAD_TEXT[name])
-    with pytest.raises(ConfigError) as info:
-        resolve_settings()
-    assert str(info.value).startswith(variable)
-    assert BAD_TEXT[name] in str(info.value)
-    assert info.value.path is None
-
-
-@pytest.mark.parametrize("name", sorted(BAD_TEXT))
-def test_invalid_explicit_value_names_the_setting(name: str) -> None:
-    """An invalid argument raises ConfigError naming the setting, not a variable."""
-    with pytest.raises(ConfigError) as info:
-        resolve_settings(**{name: BAD_TEXT[name]})
-    assert str(info.value).startswith(name)
 
 
 @pytest.mark.parametrize("value", [True, 0, -1, 2.5])
