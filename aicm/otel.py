@@ -16,19 +16,27 @@ gauges of a ``MeterProvider``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from opentelemetry import metrics
-from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+try:
+    from opentelemetry import metrics
+    from opentelemetry.context import Context
+    from opentelemetry.metrics import CallbackOptions, Observation
+    from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+except ImportError as exc:  # pragma: no cover - the extra is part of the dev install
+    raise ImportError(
+        f"aicm.otel needs the OpenTelemetry SDK ({exc}): pip install 'aicm-sdk[otel]'"
+    ) from exc
 
 from ._api.tracker import AsyncTracker
+from ._core.forks import after_fork_in_child
 from ._delivery.health import DeliveryHealth, get_global_delivery_health
 from ._delivery.loss import report_dropped
 from ._providers.genai_spans import GENAI_KEYS, genai_track
@@ -88,9 +96,22 @@ class AicmSpanProcessor(SpanProcessor):
         self._busy = 0  # calls taken from _pending and not yet handed to the tracker
         self._stopped = False
         self._warned: set[str] = set()
+        self._thread: threading.Thread | None = None
         SEEN.activate()
-        self._thread = threading.Thread(target=self._run, name="aicm-otel", daemon=True)
-        self._thread.start()
+        # Before aicm's own exit hook closes the trackers (it was registered when aicm was
+        # imported, and exit hooks run last-registered first): what is held is recorded.
+        atexit.register(self.shutdown)
+        ref = weakref.ref(self)
+        after_fork_in_child(lambda: _after_fork_in_child(ref))
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread is not in the child, and the lock may have been held by it:
+        # the child starts a thread of its own with the next span. What the parent held is
+        # the parent's to record.
+        self._cond = threading.Condition()
+        self._thread = None
+        self._busy = 0
+        self._pending = deque()
 
     # -- the SpanProcessor interface -------------------------------------------------------
 
@@ -107,6 +128,9 @@ class AicmSpanProcessor(SpanProcessor):
             if track is None or self._stopped:
                 return
             with self._cond:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="aicm-otel", daemon=True)
+                    self._thread.start()
                 if len(self._pending) < self._max_pending:
                     self._pending.append((time.monotonic() + self._hold, track))
                     self._cond.notify()
@@ -122,7 +146,7 @@ class AicmSpanProcessor(SpanProcessor):
         with self._cond:
             self._pending = deque((0.0, track) for _, track in self._pending)
             self._cond.notify_all()
-            while (self._pending or self._busy) and self._thread.is_alive():
+            while (self._pending or self._busy) and self._thread is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -141,7 +165,10 @@ class AicmSpanProcessor(SpanProcessor):
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        self._thread.join(5.0)
+            thread = self._thread
+        if thread is not None:
+            thread.join(5.0)
+        atexit.unregister(self.shutdown)
         SEEN.deactivate()
         if self._owns_tracker:
             self.tracker.close()
@@ -193,6 +220,12 @@ class AicmSpanProcessor(SpanProcessor):
         if kind not in self._warned:
             self._warned.add(kind)
             logger.warning("aicm.otel: %s; later ones are only counted", why)
+
+
+def _after_fork_in_child(ref: weakref.ref[AicmSpanProcessor]) -> None:
+    processor = ref()
+    if processor is not None:
+        processor._after_fork_in_child()
 
 
 # -- delivery health as metrics ---------------------------------------------------------------

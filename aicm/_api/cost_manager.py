@@ -305,9 +305,7 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
         ends."""
         if self.builtin.defers(self.extractor, call.path, response):
             self.limit_guard.after_call(call.kwargs, response)
-            self.builtin.wrap_inner_stream(
-                call.hook, call.path, call.args, call.kwargs, response, call.func
-            )
+            self.builtin.wrap_inner_stream(call, response)
             return []
         records = self._records(call, response, None)
         self.limit_guard.after_call(call.kwargs, response, records)

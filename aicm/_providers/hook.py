@@ -8,7 +8,7 @@ served, none passed, or not loaded yet), so a config for that ``api_id`` always 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._core.exceptions import RecordError
@@ -19,6 +19,7 @@ from .seen import SEEN
 
 if TYPE_CHECKING:
     from .._api.cost_manager import AsyncCostManager
+    from .._api.proxy import Call
     from .._core.extractor import UniversalExtractor
     from .._core.models import WireRecord
 
@@ -80,21 +81,19 @@ class BuiltinTracking:
             and response.get(STREAM_KEY) is not None
         )
 
-    def wrap_inner_stream(
-        self,
-        hook: Any,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: dict[str, Any],
-        func: Callable[..., Any],
-    ) -> None:
+    def wrap_inner_stream(self, call: Call, response: dict[str, Any]) -> None:
         """Replace ``response``'s stream, in place, by one that is tracked when it ends."""
         from .._api.proxy import track_stream
 
         head = {k: v for k, v in response.items() if k != STREAM_KEY}
         response[STREAM_KEY] = track_stream(
-            hook, path, args, kwargs, response[STREAM_KEY], func, first=(head,)
+            call.hook,
+            call.path,
+            call.args,
+            call.kwargs,
+            response[STREAM_KEY],
+            call.func,
+            first=(head,),
         )
 
     def records_for_call(

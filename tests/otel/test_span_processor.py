@@ -6,6 +6,7 @@ every delivery type; a call also seen by a wrapped client makes one record."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,65 @@ def test_options_are_checked(connection: dict[str, str]) -> None:
         with pytest.raises(ValueError, match="hold"):
             AicmSpanProcessor(tracker, hold=-1)
     assert not SEEN.active
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_records_its_own_spans_not_the_parents(
+    collector: LocalCollector, connection: dict[str, str], provider: TracerProvider
+) -> None:
+    processor = bridge(provider, delivery_type="mem_queue", hold=60.0, **connection)
+    tracer = provider.get_tracer("test")
+
+    def chat(response_id: str) -> None:
+        with tracer.start_as_current_span("chat") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.provider.name": "openai",
+                    "gen_ai.response.model": "gpt-4o",
+                    "gen_ai.response.id": response_id,
+                    "gen_ai.usage.input_tokens": 3,
+                    "gen_ai.usage.output_tokens": 1,
+                }
+            )
+
+    chat("held-by-the-parent")  # held for a minute: still in the parent's memory at the fork
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            chat("made-in-the-child")
+            processor.shutdown()
+            code = 0 if processor.counts == {"recorded": 1} else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [r["response_id"] for r in track_records(collector)] == ["made-in-the-child"]
+    processor.shutdown()
+    assert sorted(r["response_id"] for r in track_records(collector)) == [
+        "held-by-the-parent",
+        "made-in-the-child",
+    ]
+
+
+def test_calls_that_cannot_be_held_or_taken_are_counted_not_raised(
+    collector: LocalCollector, connection: dict[str, str], provider: TracerProvider
+) -> None:
+    tracker = Tracker(delivery_type="mem_queue", **connection)
+    processor = bridge(provider, tracker=tracker, hold=60.0, max_pending=1)
+    tracer = provider.get_tracer("test")
+    for i in range(3):
+        with tracer.start_as_current_span("chat") as span:
+            span.set_attributes(
+                {
+                    "gen_ai.system": "openai",
+                    "gen_ai.request.model": "gpt-4o",
+                    "gen_ai.response.id": f"call-{i}",
+                    "gen_ai.usage.input_tokens": 1,
+                }
+            )
+    assert processor.counts == {"pending_full": 2}
+    tracker.close()  # the held call now finds the tracker closed
+    processor.shutdown()
+    assert processor.counts == {"pending_full": 2, "failed": 1}
+    assert track_records(collector) == []
