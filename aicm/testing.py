@@ -25,10 +25,7 @@ loopback port, for tests that want real HTTP and fault injection.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import json
-import math
 import os
 import threading
 import time
@@ -39,8 +36,19 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 
-from ._core.exceptions import ConfigError
+from ._core.jsonplain import dumps_bytes
 from ._core.models import API_VENDORS
+from ._core.wire import (
+    BadRequest,
+    Kind,
+    configs_document,
+    dedup_key,
+    etag_for,
+    etag_matches,
+    normalise_configs,
+    parse_batch,
+    plan_batch,
+)
 from ._io import http as _http
 
 if TYPE_CHECKING:
@@ -57,94 +65,9 @@ __all__ = [
 #: The API key the pytest fixtures set when ``AICM_API_KEY`` is not set.
 TEST_API_KEY = "aicm-test-key"
 
-_MAX_RECORDS = 1000
-_TRACK_REQUIRED = ("service_key", "response_id", "timestamp")
-# The current /track record (no api_id) and the older one (api_id, client_customer_key).
-_CURRENT_FIELDS = frozenset({*_TRACK_REQUIRED, "payload", "customer_key", "context"})
-_LEGACY_FIELDS = frozenset(
-    {*_TRACK_REQUIRED, "api_id", "payload", "client_customer_key", "context"}
-)
-_USAGE_STRING_FIELDS = ("config_id", "service_id", "timestamp", "client_customer_key", "base_url")
 _UNSET: Any = object()
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return names.get(type(value), "number" if isinstance(value, (int, float)) else "value")
-
-
-def _timestamp_problem(value: str, *, epoch: bool) -> str | None:
-    if epoch:
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-        else:  # the service's own SDK sends epoch seconds as a string
-            return None if math.isfinite(number) else f"field 'timestamp' is not finite: {value!r}"
-    text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return f"field 'timestamp' is not an ISO-8601 date-time: {value!r}"
-    if moment.tzinfo is None:
-        return f"field 'timestamp' has no UTC offset: {value!r}"
-    return None
-
-
-def _track_problems(record: object) -> list[str]:
-    """What the service would refuse in one ``/track`` record (the wire contract).
-
-    A record with an ``api_id`` is the older record; any other is the current one, whose
-    ``service_key`` is ``"vendor::model"``.
-    """
-    if not isinstance(record, dict):
-        return [f"record must be a JSON object, got {_json_type(record)}"]
-    legacy = "api_id" in record
-    problems: list[str] = []
-    for name in ("api_id", *_TRACK_REQUIRED) if legacy else _TRACK_REQUIRED:
-        value = record.get(name)
-        if not isinstance(value, str) or not value:
-            problems.append(f"field '{name}' must be a non-empty string")
-        elif name == "timestamp" and (problem := _timestamp_problem(value, epoch=not legacy)):
-            problems.append(problem)
-        elif name == "service_key" and not legacy and "::" not in value:
-            problems.append(f"field 'service_key' must be 'vendor::model', got {value!r}")
-    if not isinstance(record.get("payload"), dict):
-        problems.append("field 'payload' must be an object")
-    customer_field = "client_customer_key" if legacy else "customer_key"
-    customer, context = record.get(customer_field), record.get("context")
-    if customer is not None and not isinstance(customer, str):
-        problems.append(f"field '{customer_field}' must be a string or null")
-    if context is not None and not isinstance(context, dict):
-        problems.append("field 'context' must be an object or null")
-    fields = _LEGACY_FIELDS if legacy else _CURRENT_FIELDS
-    problems.extend(f"unexpected field '{name}'" for name in record if name not in fields)
-    return problems
-
-
-def _usage_problems(record: object) -> list[str]:
-    """What the service would refuse in one ``/track-usage`` record."""
-    if not isinstance(record, dict):
-        return [f"record must be a JSON object, got {_json_type(record)}"]
-    problems: list[str] = []
-    response_id = record.get("response_id")
-    if not isinstance(response_id, str) or not response_id:
-        problems.append("field 'response_id' must be a non-empty string")
-    for name in _USAGE_STRING_FIELDS:
-        value = record.get(name)
-        if value is not None and not isinstance(value, str):
-            problems.append(f"field '{name}' must be a string or null")
-    return problems
-
-
-def _service_of(endpoint: str, record: Mapping[str, Any]) -> str:
-    """The service a record's ``response_id`` is unique within (the dedup key's first half)."""
-    if endpoint == "/track":
-        return str(record["service_key"])
-    service = record.get("service_id")
-    if service is None:
-        service = record.get("config_id")
-    return service if isinstance(service, str) else ""
+# The fake service's endpoints, as the wire contract names their kinds of batch.
+_KINDS: Mapping[str, Kind] = {"/track": "track", "/track-usage": "track_usage"}
 
 
 def _vendor_model(record: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -171,7 +94,12 @@ def _service_matches(record: Mapping[str, Any], service_key: str) -> bool:
 
 
 def _answer(status: int, data: object, headers: Mapping[str, str] | None = None) -> httpx.Response:
-    body = json.dumps(data).encode()
+    return _json_response(status, dumps_bytes(data), headers)
+
+
+def _json_response(
+    status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> httpx.Response:
     return httpx.Response(
         status,
         content=body,
@@ -261,20 +189,7 @@ class CapturedRecords:
     def set_configs(self, configs: Sequence[Mapping[str, Any]]) -> None:
         """Serve these service configs from ``GET /configs`` (for cost managers, REST
         wrappers and config trackers): each needs ``config_id`` and ``api_id``."""
-        normalised: list[dict[str, Any]] = []
-        for index, config in enumerate(configs):
-            if not isinstance(config, Mapping):
-                raise ConfigError(f"configs[{index}] must be a mapping")
-            for name in ("config_id", "api_id"):
-                if not isinstance(config.get(name), str) or not config[name]:
-                    raise ConfigError(f"configs[{index}]: {name!r} must be a non-empty string")
-            normalised.append(
-                {
-                    **config,
-                    "handling_config": config.get("handling_config") or {},
-                    "manual_usage_schema": config.get("manual_usage_schema"),
-                }
-            )
+        normalised = normalise_configs(list(configs))
         with self._lock:
             self._configs = normalised
 
@@ -308,48 +223,30 @@ class CapturedRecords:
         failure = self._take_failure()
         if failure is not None:
             return failure
-        key = "tracked" if endpoint == "/track" else "usage_records"
+        kind = _KINDS[endpoint]
         try:
-            document = json.loads(body)
-        except ValueError as exc:
-            return _answer(400, {"detail": f"request body is not valid JSON: {exc}"})
-        batch = document.get(key) if isinstance(document, dict) else None
-        if not isinstance(batch, list):
-            return _answer(400, {"detail": f'request body must be {{"{key}": [record, ...]}}'})
-        if len(batch) > _MAX_RECORDS:
-            return _answer(413, {"detail": f"too many records: {len(batch)} > {_MAX_RECORDS}"})
-        check = _track_problems if endpoint == "/track" else _usage_problems
-        results: list[dict[str, Any]] = []
+            plan = plan_batch(parse_batch(body, kind), kind)
+        except BadRequest as exc:
+            return _answer(exc.status_code, {"detail": exc.detail})
         with self._changed:
-            for record in batch:
-                problems = check(record)
-                response_id = record.get("response_id") if isinstance(record, dict) else None
-                if problems:
-                    results.append(
-                        {"response_id": response_id, "status": "error", "errors": problems}
-                    )
-                    continue
-                identity = (endpoint, _service_of(endpoint, record), str(response_id))
+            for record in plan.to_store:
+                identity = (endpoint, *dedup_key(kind, record))
                 if identity in self._seen:
                     self._duplicates += 1
                 else:
                     self._seen.add(identity)
                     self._records.append((endpoint, record))
-                results.append({"response_id": response_id, "status": "queued"})
             self._changed.notify_all()
-        return _answer(202, {"results": results, "triggered_limits": {}})
+        return _json_response(plan.status_code, plan.body())
 
     def configs_answer(self, api_id: str | None, if_none_match: str | None) -> httpx.Response:
         """The ``GET /configs`` answer, with an ETag (304 when the client has it)."""
         with self._lock:
-            chosen = [c for c in self._configs if api_id is None or c["api_id"] == api_id]
-        body = json.dumps({"service_configs": chosen, "triggered_limits": {}}, sort_keys=True)
-        etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
-        if if_none_match == etag:
+            body = configs_document(self._configs, api_id)
+        etag = etag_for(body)
+        if etag_matches(if_none_match, etag):
             return httpx.Response(304, headers={"ETag": etag})
-        return httpx.Response(
-            200, content=body, headers={"Content-Type": "application/json", "ETag": etag}
-        )
+        return _json_response(200, body, {"ETag": etag})
 
     # -- waiting ------------------------------------------------------------------------
 
@@ -444,32 +341,9 @@ class CapturedRecords:
         ``count`` the number of matches must be exactly that, else at least one. It checks
         what arrived so far: ``flush()`` the tracker (or :meth:`wait_for`) first.
         """
-        wanted = {
-            k: v
-            for k, v in {
-                "api_id": api_id,
-                "service_key": service_key,
-                "usage": usage,
-                "response_id": response_id,
-                "client_customer_key": client_customer_key,
-                "customer_key": customer_key,
-                "context": context,
-                "config_id": config_id,
-                "service_id": service_id,
-            }.items()
-            if v is not None and v is not _UNSET
-        }
-        found = self.find(
-            api_id=api_id,
-            service_key=service_key,
-            usage=usage,
-            response_id=response_id,
-            client_customer_key=client_customer_key,
-            customer_key=customer_key,
-            context=context,
-            config_id=config_id,
-            service_id=service_id,
-        )
+        fields = {k: v for k, v in locals().items() if k not in ("self", "count")}
+        found = self.find(**fields)
+        wanted = {k: v for k, v in fields.items() if v is not None and v is not _UNSET}
         if (count is None and not found) or (count is not None and len(found) != count):
             expected = "at least 1" if count is None else str(count)
             shown = "\n  ".join(json.dumps(r, sort_keys=True) for r in self.records[:10])

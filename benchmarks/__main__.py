@@ -10,6 +10,7 @@ whole run to JSON, and a plot of records/s to PNG.
     python -m benchmarks --quick         # under a minute (CI): results/quick.json
     python -m benchmarks --only caller_cost,durable --json /tmp/run.json
     python -m benchmarks --render benchmarks/results/latest.json --markdown /tmp/tables.md
+    python -m benchmarks --compare main  # main's figures against the working tree's, one table
 
 Missed targets are reported, never an error: the exit status is 0 unless the run itself
 could not start (say, the collector failed to come up).
@@ -41,7 +42,7 @@ from ._common import (
 )
 from ._report import markdown_report, plot, text_report
 from ._subjects import baselines_missing
-from .scenarios import SCENARIOS
+from .scenarios import SCENARIOS, default_names
 
 PLOT = REPO / "docs" / "img" / "throughput.png"
 
@@ -81,12 +82,29 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="JSON",
         help="run nothing: print the table (and --markdown, --plot) of an earlier run's JSON",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per subject (7; quick 3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds per subject (7; quick 3); with --compare, runs per side (3)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
         default=None,
-        help="seconds one scenario may take before it is stopped (900; quick 50)",
+        help="seconds one scenario may take before it is stopped (900; quick 50); with "
+        "--compare, one side's whole run (1200; --full 7200)",
+    )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="REV",
+        help="run REV's benchmarks and the working tree's in interleaved rounds; one table",
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="with --compare: full-size runs (default: --quick runs, minutes instead of hours)",
     )
     args = parser.parse_args(argv)
     if args.only:
@@ -96,7 +114,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
         args.names = names
     else:
-        args.names = list(SCENARIOS)
+        args.names = default_names(args.quick)
     return args
 
 
@@ -185,11 +203,31 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_main(args: argparse.Namespace) -> int:
+    from ._compare import run_compare
+
+    quick = not args.full
+    text, data = run_compare(
+        args.compare,
+        names=args.names if args.only else None,
+        quick=quick,
+        rounds=args.rounds or 3,
+        timeout=args.timeout or (1200.0 if quick else 7200.0),
+    )
+    print(text)
+    if args.json is not None:
+        write_json(args.json, data)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the scenarios; print the table; write the JSON and the plot."""
     args = _parse(argv)
     if args.render is not None:
         return _render(args)
+    if args.compare is not None:
+        return _compare_main(args)
     quick: bool = args.quick
     rounds = args.rounds or (3 if quick else 7)
     timeout = args.timeout or (50.0 if quick else 900.0)

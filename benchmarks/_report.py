@@ -126,9 +126,43 @@ def target_line(target: dict[str, Any]) -> str:
     )
 
 
+def by_mode_markdown(scenario: dict[str, Any], base: str) -> str:
+    """A scenario whose subjects read ``<mode>: <figure>`` as one row per mode, in Markdown.
+
+    Each cell is the median and, but in the ``base`` mode's row, its ratio to ``base``'s.
+    """
+    figures: list[str] = []
+    units: dict[str, str] = {}
+    cells: dict[str, dict[str, float | None]] = {}
+    for m in scenario.get("measures", []):
+        mode, _, figure = m["subject"].rpartition(": ")
+        if figure not in units:
+            figures.append(figure)
+            units[figure] = m["unit"]
+        cells.setdefault(mode, {})[figure] = m.get("median")
+    header = ["mode", *(f if f == units[f] else f"{f} ({units[f]})" for f in figures)]
+    out = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(figures)]
+    reference = next((row for mode, row in cells.items() if mode.endswith(base)), {})
+    for mode, row in cells.items():
+        texts = []
+        for figure in figures:
+            value, ref = row.get(figure), reference.get(figure)
+            text = _fmt(value)
+            if row is not reference and value is not None and ref:
+                text += f" ({value / ref:.2f}x)"
+            texts.append(text)
+        out.append("| " + " | ".join([mode, *texts]) + " |")
+    return "\n".join(out) + "\n"
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """The run's tables in Markdown (for docs/performance.md): one table per scenario."""
     out: list[str] = []
+    for scenario in report["scenarios"]:
+        if scenario.get("name") == "web" and "error" not in scenario:
+            out.append(f"### {scenario['title']}: by mode, ratio to no tracking")
+            out.append("")
+            out.append(by_mode_markdown(scenario, "no tracking"))
     for scenario in report["scenarios"]:
         out.append(f"### {scenario['title']}")
         out.append("")

@@ -221,32 +221,50 @@ class SqliteFloor:
         self.conn.close()
 
 
+_FLOOR_HEADERS = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+
+def _one_record_body() -> str:
+    """A ``/track`` body of one new record."""
+    record = {
+        "api_id": API_ID,
+        "service_key": SERVICE_KEY,
+        "response_id": uuid.uuid4().hex,
+        "timestamp": "2024-05-01T12:00:00.000000Z",
+        "payload": USAGE,
+    }
+    return json.dumps({"tracked": [record]})
+
+
 class HttpFloor:
     """POST one pre-built record to the collector's ``/track`` with a blocking httpx client."""
 
     def __init__(self, collector: str) -> None:
-        self.client = httpx.Client(
-            base_url=collector + "/api/v1",
-            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
-        )
-        self._n = 0
+        self.client = httpx.Client(base_url=collector + "/api/v1", headers=_FLOOR_HEADERS)
 
     def call(self) -> None:
         """One record, one request, answer read."""
-        self._n += 1
-        record = {
-            "api_id": API_ID,
-            "service_key": SERVICE_KEY,
-            "response_id": uuid.uuid4().hex,
-            "timestamp": "2024-05-01T12:00:00.000000Z",
-            "payload": USAGE,
-        }
-        response = self.client.post("/track", content=json.dumps({"tracked": [record]}))
-        response.raise_for_status()
+        self.client.post("/track", content=_one_record_body()).raise_for_status()
 
     def close(self) -> None:
         """Close the client."""
         self.client.close()
+
+
+class AsyncHttpFloor:
+    """The same POST with an ``httpx.AsyncClient``: the floor of an IMMEDIATE async track."""
+
+    def __init__(self, collector: str) -> None:
+        self.client = httpx.AsyncClient(base_url=collector + "/api/v1", headers=_FLOOR_HEADERS)
+
+    async def call(self) -> None:
+        """One record, one request, answer read."""
+        response = await self.client.post("/track", content=_one_record_body())
+        response.raise_for_status()
+
+    async def aclose(self) -> None:
+        """Close the client (on the loop that used it)."""
+        await self.client.aclose()
 
 
 def batch_bodies(prefix: str, records: int, per_body: int = 1000) -> list[bytes]:

@@ -10,26 +10,26 @@ goes wrong in tracking ever reaches the user's call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
 from .._core.exceptions import AicmError, MissingApiKeyError, shown
-from .._core.extractor import UniversalExtractor, accumulate_stream, resolve_path
+from .._core.extractor import CallTags, UniversalExtractor, accumulate_stream, resolve_path
 from .._core.handling import HandlingConfig
 from .._core.models import ServiceConfig, WireRecord
 from .._core.settings import DeliveryType
 from .._providers.hook import BuiltinTracking
 from .configs import CostManagerConfig
 from .limits import LimitGuard, refresh_soon
-from .proxy import TrackedProxy
+from .proxy import Call, TrackedProxy
 from .recorder import AsyncRecorder, DeliveryOptions
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AsyncCostManager"]
+__all__ = ["AsyncCostManager", "ManagerHook", "WrapsClient"]
 
 logger = logging.getLogger("aicm.cost_manager")
 
@@ -43,7 +43,79 @@ _CONFIG_RETRY_FIRST = 1.0
 _CONFIG_RETRY_CAP = 300.0
 
 
-class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
+class WrapsClient(Generic[ClientT]):
+    """The tracked ``client`` and the untracked ``wrapped`` of a cost manager."""
+
+    _wrapped: ClientT
+    _proxy: Any
+
+    def _wrap(self, client: ClientT, hook: ManagerHook) -> None:
+        self._wrapped = client
+        self._proxy = TrackedProxy(client, extractor_hook=hook)
+
+    @property
+    def client(self) -> ClientT:
+        """The wrapped client, tracked: use it exactly as the client itself."""
+        proxy: ClientT = self._proxy
+        return proxy
+
+    @property
+    def wrapped(self) -> ClientT:
+        """The client itself, untracked."""
+        return self._wrapped
+
+
+class ManagerHook:
+    """The proxy hook of a cost manager (see ``proxy.ExtractorHook``).
+
+    It asks the manager :meth:`_tracking` gives (None once closed: calls pass through
+    untracked) and queues the records it makes with :meth:`_emit`. The async manager is
+    its own hook; the sync facade's hook queues from the caller's thread.
+    """
+
+    __slots__ = ()
+
+    def _tracking(self) -> AsyncCostManager[Any] | None:
+        """The manager that tracks calls now; None once closed."""
+        raise NotImplementedError
+
+    def _recording(self) -> AsyncCostManager[Any] | None:
+        """The manager that records a tracked call that has just ended; None: not recorded."""
+        return self._tracking()
+
+    def _emit(self, records: Sequence[WireRecord]) -> None:
+        """Queue ``records`` without blocking."""
+        raise NotImplementedError
+
+    def should_track(self, path: str) -> bool:
+        """True when a config (or the built-in) tracks calls of ``path`` and the manager is
+        open."""
+        manager = self._tracking()
+        if manager is None:
+            return False
+        extractor = manager.extractor
+        return extractor.tracks(path) or manager.builtin.tracks(extractor, path)
+
+    def before_call(self, call: Call) -> None:
+        """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
+        manager = self._tracking()
+        if manager is not None:
+            manager.limit_guard.before_call(call.kwargs, manager.tags()[0])
+
+    def on_call(self, call: Call, response: Any) -> None:
+        """A tracked call returned: queue its records without blocking."""
+        manager = self._recording()
+        if manager is not None:
+            self._emit(manager.records_after_call(call, response))
+
+    def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
+        """A tracked stream ended: queue its records without blocking."""
+        manager = self._recording()
+        if manager is not None:  # None: a stream that outlived its manager
+            self._emit(manager.records_after_stream(call, chunks))
+
+
+class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
     """Wrap ``client``; every tracked call yields usage records delivered in the background.
 
     ``api_id`` defaults to the client's class name in lower case (``google-genai`` for a
@@ -79,8 +151,7 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
         self.api_id = api_id or self.builtin.default_api_id or type(client).__name__.lower()
         self.config_source = CostManagerConfig(self.aicm_client, configs=configs)
         self.extractor = UniversalExtractor(())
-        self._wrapped = client
-        self._proxy: Any = TrackedProxy(client, extractor_hook=self)
+        self._wrap(client, self)
         self._warned_no_config = False
         self._warned_methods: set[str] = set()
         self.limit_guard = LimitGuard(
@@ -94,17 +165,6 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
 
     def __repr__(self) -> str:
         return f"AsyncCostManager({type(self._wrapped).__name__}, api_id={self.api_id!r})"
-
-    @property
-    def client(self) -> ClientT:
-        """The wrapped client, tracked: use it exactly as the client itself."""
-        proxy: ClientT = self._proxy
-        return proxy
-
-    @property
-    def wrapped(self) -> ClientT:
-        """The client itself, untracked."""
-        return self._wrapped
 
     # -- configs ---------------------------------------------------------------------------
 
@@ -161,87 +221,60 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             )
         return configs
 
-    # -- the proxy's hook (see proxy.ExtractorHook) ---------------------------------------
+    # -- what the proxy's hook asks (see ManagerHook) --------------------------------------
 
-    def should_track(self, path: str) -> bool:
-        """True when a config tracks calls of ``path`` and the manager is open."""
-        if self._closed:
-            return False
-        extractor = self.extractor
-        return extractor.tracks(path) or self.builtin.tracks(extractor, path)
+    def _tracking(self) -> AsyncCostManager[Any] | None:
+        return None if self._closed else self
 
-    def records_for_call(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: Any,
-        func: Callable[..., Any],
-    ) -> list[WireRecord]:
+    def _recording(self) -> AsyncCostManager[Any] | None:
+        return self  # a call that was in flight when the manager closed is still recorded
+
+    _emit = AsyncRecorder.emit_nowait
+
+    def records_for_call(self, call: Call, response: Any) -> list[WireRecord]:
         """The records one tracked call yields (pure: no I/O, no queueing)."""
-        key, ctx = tags = self.tags()
-        if not self.extractor.tracks(path):
-            return self.builtin.records_for_call(path, kwargs, response, tags)
-        payloads = self.extractor.extract(
-            path,
-            args=args,
-            kwargs=kwargs,
-            response=response,
-            func=func,
-            api_id=self.api_id,
-            client_customer_key=key,
-            context=ctx,
-        )
-        records: list[WireRecord] = list(self.usage_records(payloads, tags))
-        if not records:
-            self._report_no_record((path, args, kwargs, func), response, None)
-        return records
+        return self._records(call, response, None)
 
-    def records_for_stream(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        chunks: list[Any],
-        func: Callable[..., Any],
-    ) -> list[WireRecord]:
+    def records_for_stream(self, call: Call, chunks: list[Any]) -> list[WireRecord]:
         """The records a tracked stream yields once it ended (pure)."""
+        return self._records(call, None, chunks)
+
+    def _records(self, call: Call, response: Any, chunks: list[Any] | None) -> list[WireRecord]:
+        """The records of a call that returned ``response``, or of a stream that yielded
+        ``chunks`` (when not None)."""
+        path, kwargs = call.path, call.kwargs
         key, ctx = tags = self.tags()
         if not self.extractor.tracks(path):
-            return self.builtin.records_for_stream(path, kwargs, chunks, tags)
-        payloads = self.extractor.extract_stream_end(
-            path,
+            if chunks is not None:
+                return self.builtin.records_for_stream(path, kwargs, chunks, tags)
+            return self.builtin.records_for_call(path, kwargs, response, tags)
+        payloads = _extract(
+            self.extractor,
+            call,
+            response,
             chunks,
-            args=args,
-            kwargs=kwargs,
-            func=func,
             api_id=self.api_id,
             client_customer_key=key,
             context=ctx,
         )
         records: list[WireRecord] = list(self.usage_records(payloads, tags))
         if not records:
-            self._report_no_record((path, args, kwargs, func), None, chunks)
+            self._report_no_record(call, response, chunks)
         return records
 
-    def _report_no_record(
-        self,
-        call: tuple[str, tuple[Any, ...], dict[str, Any], Callable[..., Any]],
-        response: Any,
-        chunks: list[Any] | None,
-    ) -> None:
+    def _report_no_record(self, call: Call, response: Any, chunks: list[Any] | None) -> None:
         """Say why a config-tracked call gave no record, naming each config and its paths."""
 
         def why() -> str | None:
             reasons = [
                 f"config {config.config_id!r}: {reason}"
-                for config in self.extractor.configs_for(call[0])
+                for config in self.extractor.configs_for(call.path)
                 if (reason := _why_no_record(config, call, response, chunks)) is not None
             ]
             # None: e.g. a list_path that resolved to an empty list, nothing to bill
             return "; ".join(reasons) if reasons else None
 
-        self.warn_no_record(call[0], why)
+        self.warn_no_record(call.path, why)
 
     def warn_no_record(self, path: str, why: Callable[[], str | None]) -> None:
         """Log that a tracked call of ``path`` gave no record, and ``why()``: at WARNING the
@@ -265,81 +298,53 @@ class AsyncCostManager(AsyncRecorder, Generic[ClientT]):
             reason,
         )
 
-    def before_call(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
-        self.limit_guard.before_call(kwargs, self.tags()[0])
-
-    def on_call(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: Any,
-        func: Callable[..., Any],
-    ) -> None:
-        """A tracked call returned: queue its records without blocking the loop."""
-        self.emit_nowait(self.records_after_call(self, path, args, kwargs, response, func))
-
-    def on_stream_end(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        chunks: list[Any],
-        func: Callable[..., Any],
-    ) -> None:
-        """A tracked stream ended: queue its records without blocking the loop."""
-        self.emit_nowait(self.records_after_stream(path, args, kwargs, chunks, func))
-
-    def records_after_call(
-        self,
-        hook: Any,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: Any,
-        func: Callable[..., Any],
-    ) -> list[WireRecord]:
-        """What a proxy ``hook`` (this manager's or its sync facade's) queues for a call that
+    def records_after_call(self, call: Call, response: Any) -> list[WireRecord]:
+        """What a proxy hook (this manager's or its sync facade's) queues for a call that
         returned: the usage limits learn of it, and an answer that holds a stream (boto3's
-        ``converse_stream``) gives its records through ``hook`` when that stream ends."""
-        if self.builtin.defers(self.extractor, path, response):
-            self.limit_guard.after_call(kwargs, response)
-            self.builtin.wrap_inner_stream(hook, path, args, kwargs, response, func)
+        ``converse_stream``) gives its records through the call's hook when that stream
+        ends."""
+        if self.builtin.defers(self.extractor, call.path, response):
+            self.limit_guard.after_call(call.kwargs, response)
+            self.builtin.wrap_inner_stream(call, response)
             return []
-        records = self.records_for_call(path, args, kwargs, response, func)
-        self.limit_guard.after_call(kwargs, response, records)
+        records = self._records(call, response, None)
+        self.limit_guard.after_call(call.kwargs, response, records)
         return records
 
-    def records_after_stream(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        chunks: list[Any],
-        func: Callable[..., Any],
-    ) -> list[WireRecord]:
+    def records_after_stream(self, call: Call, chunks: list[Any]) -> list[WireRecord]:
         """What a proxy hook queues for a stream that ended (the usage limits learn of it)."""
-        records = self.records_for_stream(path, args, kwargs, chunks, func)
-        self.limit_guard.after_call(kwargs, chunks[-1] if chunks else None, records)
+        records = self._records(call, None, chunks)
+        self.limit_guard.after_call(call.kwargs, chunks[-1] if chunks else None, records)
         return records
+
+
+def _extract(
+    extractor: UniversalExtractor,
+    call: Call,
+    response: Any,
+    chunks: list[Any] | None,
+    **tags: Unpack[CallTags],
+) -> list[dict[str, Any]]:
+    """The payloads ``extractor`` makes of a call's ``response``, or of a stream's ``chunks``."""
+    path, args, kwargs, func = call.path, call.args, call.kwargs, call.func
+    if chunks is not None:
+        return extractor.extract_stream_end(
+            path, chunks, args=args, kwargs=kwargs, func=func, **tags
+        )
+    return extractor.extract(path, args=args, kwargs=kwargs, response=response, func=func, **tags)
 
 
 def _why_no_record(
     config: HandlingConfig,
-    call: tuple[str, tuple[Any, ...], dict[str, Any], Callable[..., Any]],
+    call: Call,
     response: Any,
     chunks: list[Any] | None,
 ) -> str | None:
     """Why ``config`` made no record of a call, naming the paths that did not resolve."""
-    path, args, kwargs, func = call
-    single = UniversalExtractor([config])
+    payloads = _extract(UniversalExtractor([config]), call, response, chunks)
     if chunks is not None:
-        payloads = single.extract_stream_end(path, chunks, args=args, kwargs=kwargs, func=func)
         fields = config.streaming.final_fields if config.streaming else ()
         response = accumulate_stream(chunks, fields)
-    else:
-        payloads = single.extract(path, args=args, kwargs=kwargs, response=response, func=func)
     if not payloads and config.list_path is not None:
         items = resolve_path(response, config.list_path)
         if isinstance(items, (list, tuple)):

@@ -10,32 +10,41 @@ is built.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
-from urllib.parse import ParseResult, SplitResult
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import attrs
 
-from .exceptions import NotSerializableError, RecordError
 from .handling import (
     FieldPath,
     HandlingConfig,
     PayloadSource,
     ResponseField,
     SourceKind,
-    is_credential_name,
     is_private_name,
     refused_segment,
 )
 from .jsonplain import JSONValue, to_plain
 from .models import ServiceConfig, utc_now_iso
+from .values import (
+    MAX_CACHE,
+    MISSING,
+    USAGE_FIELD,
+    accumulate_stream,
+    is_http_object,
+    plain_value,
+    resolve_path,
+    warn_once,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "MISSING",
+    "CallTags",
     "UniversalExtractor",
     "accumulate_stream",
     "is_http_object",
@@ -45,307 +54,20 @@ __all__ = [
 logger = logging.getLogger("aicm.extractor")
 
 
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Final[Any] = _Missing()
-"""What :func:`resolve_path` returns when a path does not resolve."""
-
-_MAX_CACHE = 4096
-# REST keys carry ids (``GET /v2/sessions/abc``), so per-key caches are bounded.
-_URL_TYPE_NAMES: Final = frozenset({"URL", "Url", "AnyUrl", "AnyHttpUrl", "HttpUrl", "URLPath"})
-# The SDKs' "argument not given" sentinels: absent, not data.
-_SENTINEL_TYPE_NAMES: Final = frozenset({"NotGiven", "Omit"})
-_USAGE_STEPS: FieldPath = (("usage", None),)
 _ID_STEPS: FieldPath = (("id", None),)
-_USAGE_FIELD = ResponseField(key="usage", path="usage", steps=_USAGE_STEPS)
-# Stream events that wrap a whole message/response (anthropic ``message_start`` and the
-# helper's ``message_stop``, openai's ``ChunkEvent`` and Responses ``response.completed``).
-_WRAPPER_ATTRS: Final = ("message", "chunk", "response")
 
 Getter = Callable[["_Call", Any, Any], Any]
 
 
-def resolve_path(obj: Any, steps: FieldPath) -> Any:
-    """Walk ``steps`` through mappings (by key), lists (by index) and public attributes.
+class CallTags(TypedDict, total=False):
+    """What a call's payloads carry besides the call itself (each source of the same name)."""
 
-    Returns :data:`MISSING` when a step cannot be taken; ``None`` part-way is missing too.
-    """
-    cur = obj
-    for key, index in steps:
-        if cur is None:
-            return MISSING
-        t = type(cur)
-        if t is dict:
-            cur = cur.get(key, MISSING)
-        elif index is not None and (t is list or t is tuple):
-            try:
-                cur = cur[index]
-            except IndexError:
-                return MISSING
-        else:
-            cur = _step_other(cur, key, index)
-        if cur is MISSING:
-            return MISSING
-    return cur
-
-
-def _step_other(cur: Any, key: str, index: int | None) -> Any:
-    try:
-        if isinstance(cur, Mapping):
-            return cur.get(key, MISSING)
-        if index is not None and isinstance(cur, Sequence) and not isinstance(cur, (str, bytes)):
-            try:
-                return cur[index]
-            except IndexError:
-                return MISSING
-        if key.startswith("_"):
-            # Configs come from the service: they read public data only, never private state.
-            return MISSING
-        return getattr(cur, key, MISSING)
-    except Exception:  # a property that raises is a value we cannot read, not our failure
-        return MISSING
-
-
-def _plain(value: Any, field: str, config_id: str, source: str = "", *, read: bool = True) -> Any:
-    """``value`` as plain JSON data, or MISSING (logged) when JSON cannot carry it.
-
-    For a value the config ``read`` (from the call's arguments or its answer), an HTTP
-    message, header or cookie object is never delivered (MISSING), and credential keys
-    (``authorization``, ``api_key``, ``headers``...) are left out of the mappings inside
-    it: both are logged once per config and field. The caller's own tags (``context``)
-    are sent as given.
-    """
-    t = type(value)
-    if t is str or t is int or t is bool:
-        return value
-    dropped: list[str] | None = [] if read else None
-    try:
-        plain = _fast_plain(value, 0, dropped)
-    except Exception:  # _NotFast, or a model_dump() that raised: to_plain names the problem
-        dropped = [] if read else None
-        plain = _slow_plain(value, field, config_id, dropped)
-    if plain is _HTTP_OBJECT:
-        _warn_once(
-            config_id,
-            source or field,
-            f"the value is an HTTP {type(value).__name__} object, which is never sent; "
-            "left out of the payload",
-        )
-        return MISSING
-    if dropped:
-        names = ", ".join(sorted({repr(k) for k in dropped}))
-        _warn_once(
-            config_id,
-            source or field,
-            f"left out the credential or transport key(s) {names} found inside the value",
-        )
-    return plain
-
-
-def _slow_plain(value: Any, field: str, config_id: str, dropped: list[str] | None) -> Any:
-    if dropped is not None and _holds_http_object(value, 0):
-        return _HTTP_OBJECT
-    t = type(value)
-    if t is not tuple and isinstance(value, (ParseResult, SplitResult)):
-        return value.geturl()
-    try:
-        plain: Any = to_plain(value, field=field)
-    except NotSerializableError as first:
-        if type(value).__name__ in _SENTINEL_TYPE_NAMES:
-            return MISSING
-        try:
-            plain = to_plain(_urls_to_text(value, 0), field=field)
-        except RecordError as exc:
-            logger.warning("config %r: %s; left out of the payload", config_id, exc)
-            return MISSING
-        except Exception:  # the caller's object raised again while URLs were looked for
-            logger.warning("config %r: %s; left out of the payload", config_id, first)
-            return MISSING
-    except RecordError as exc:
-        logger.warning("config %r: %s; left out of the payload", config_id, exc)
-        return MISSING
-    if dropped is not None:
-        _strip_credentials(plain, dropped)
-    return plain
-
-
-# HTTP messages, headers and cookie jars: a config never delivers one, whatever its path
-# is called (``(module root, class name)`` anywhere in the value type's MRO).
-_HTTP_TYPES: Final = frozenset(
-    {
-        ("aiohttp", "ClientRequest"),
-        ("aiohttp", "ClientResponse"),
-        ("anthropic", "APIResponse"),
-        ("anthropic", "AsyncAPIResponse"),
-        ("anthropic", "LegacyAPIResponse"),
-        ("http", "CookieJar"),
-        ("http", "HTTPMessage"),
-        ("http", "HTTPResponse"),
-        ("httpx", "Cookies"),
-        ("httpx", "Headers"),
-        ("httpx", "Request"),
-        ("httpx", "Response"),
-        ("multidict", "CIMultiDict"),
-        ("multidict", "CIMultiDictProxy"),
-        ("openai", "APIResponse"),
-        ("openai", "AsyncAPIResponse"),
-        ("openai", "LegacyAPIResponse"),
-        ("requests", "CaseInsensitiveDict"),
-        ("requests", "PreparedRequest"),
-        ("requests", "Request"),
-        ("requests", "RequestsCookieJar"),
-        ("requests", "Response"),
-        ("urllib3", "HTTPHeaderDict"),
-        ("urllib3", "HTTPResponse"),
-    }
-)
-_HTTP_OBJECT: Final[Any] = object()
-_HTTP_VERDICTS: dict[type, bool] = {}
-_verdict_lock = threading.Lock()
-
-
-def _is_http_type(t: type) -> bool:
-    verdict = _HTTP_VERDICTS.get(t)
-    if verdict is None:
-        verdict = any(
-            (str(getattr(c, "__module__", "")).partition(".")[0], c.__name__) in _HTTP_TYPES
-            for c in getattr(t, "__mro__", (t,))
-        )
-        with _verdict_lock:
-            if len(_HTTP_VERDICTS) >= _MAX_CACHE:
-                _HTTP_VERDICTS.clear()
-            _HTTP_VERDICTS[t] = verdict
-    return verdict
-
-
-def is_http_object(value: Any) -> bool:
-    """True when ``value`` is an HTTP message, header mapping or cookie jar: never sent."""
-    return _is_http_type(type(value))
-
-
-def _holds_http_object(value: Any, depth: int) -> bool:
-    """True when ``value`` is, or holds in its mappings, lists and dataclasses, an HTTP object."""
-    t = type(value)
-    if t is str or t is int or t is float or t is bool or value is None or depth > 64:
-        return False
-    if _is_http_type(t):
-        return True
-    try:
-        if isinstance(value, Mapping):
-            return any(_holds_http_object(v, depth + 1) for v in value.values())
-        if isinstance(value, (list, tuple, set, frozenset)):
-            return any(_holds_http_object(v, depth + 1) for v in value)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return any(
-                _holds_http_object(getattr(value, f.name, None), depth + 1)
-                for f in dataclasses.fields(value)
-            )
-    except Exception:  # an odd container: to_plain will judge it
-        return False
-    return False
-
-
-def _strip_credentials(plain: Any, dropped: list[str]) -> None:
-    """Delete credential keys from the mappings of ``plain``, in place."""
-    if type(plain) is dict:
-        for k in [k for k in plain if is_credential_name(k)]:
-            dropped.append(k)
-            del plain[k]
-        for v in plain.values():
-            if type(v) is dict or type(v) is list:
-                _strip_credentials(v, dropped)
-    elif type(plain) is list:
-        for v in plain:
-            if type(v) is dict or type(v) is list:
-                _strip_credentials(v, dropped)
-
-
-def _warn_once(config_id: str, path: str, message: str) -> None:
-    """Log ``message`` at WARNING the first time ``config_id`` and ``path`` meet it."""
-    key = (config_id, path, message)
-    with _verdict_lock:
-        if key in _WARNED:
-            return
-        if len(_WARNED) >= _MAX_CACHE:
-            _WARNED.clear()
-        _WARNED.add(key)
-    logger.warning("config %r: path %r: %s", config_id, path, message)
-
-
-_WARNED: set[tuple[str, str, str]] = set()
-
-
-class _NotFast(Exception):
-    """The value needs :func:`to_plain`'s full treatment (or its error message)."""
-
-
-def _fast_plain(value: Any, depth: int, dropped: list[str] | None) -> Any:
-    """A fresh plain copy of JSON-shaped data and pydantic models, else :class:`_NotFast`.
-
-    ``to_plain`` builds a path string for every value it visits, which costs ~15 us for an
-    openai usage block; this handles the common shapes without it and leaves everything
-    else, and every error, to ``to_plain``. Scalars are checked inline: a call per leaf
-    would double the cost. With a ``dropped`` list, credential keys are left out (and
-    listed there).
-    """
-    t = type(value)
-    if t is str or t is int or t is bool or value is None:
-        return value
-    if t is float:
-        if value - value == 0.0:  # false for NaN and the infinities
-            return value
-        raise _NotFast
-    if depth > 32:
-        raise _NotFast
-    if t is dict:
-        out = {}
-        for k, v in value.items():
-            if type(k) is not str:
-                raise _NotFast
-            if dropped is not None and is_credential_name(k):
-                dropped.append(k)
-                continue
-            tv = type(v)
-            if tv is str or tv is int or tv is bool or v is None or (tv is float and v - v == 0.0):
-                out[k] = v
-            else:
-                out[k] = _fast_plain(v, depth + 1, dropped)
-        return out
-    if t is list or t is tuple:
-        return [_fast_plain(v, depth + 1, dropped) for v in value]
-    if hasattr(t, "__pydantic_serializer__"):
-        return _fast_plain(value.model_dump(mode="json"), depth + 1, dropped)
-    raise _NotFast
-
-
-def _urls_to_text(value: Any, depth: int) -> Any:
-    """A copy of ``value`` with URL objects (httpx, yarl, pydantic, urllib) as strings."""
-    if depth > 64:
-        return value
-    if isinstance(value, (ParseResult, SplitResult)):
-        return value.geturl()
-    if type(value).__name__ in _URL_TYPE_NAMES:
-        return str(value)
-    if type(value).__name__ in _SENTINEL_TYPE_NAMES:
-        return None
-    if isinstance(value, Mapping):
-        return {k: _urls_to_text(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_urls_to_text(v, depth + 1) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: _urls_to_text(getattr(value, f.name), depth + 1)
-            for f in dataclasses.fields(value)
-        }
-    return value
+    service_id: str | None
+    api_id: str | None
+    base_url: str | None
+    client_customer_key: str | None
+    context: Mapping[str, Any] | None
+    timestamp: str | None
 
 
 _SIGNATURES: dict[Any, dict[str, int]] = {}
@@ -365,7 +87,7 @@ def _positional_names(func: Callable[..., Any]) -> dict[str, int]:
         return _inspect_positional(func)
     if hit is None:
         hit = _inspect_positional(func)
-        if len(_SIGNATURES) >= _MAX_CACHE:
+        if len(_SIGNATURES) >= MAX_CACHE:
             _SIGNATURES.clear()
         _SIGNATURES[key] = hit
     return hit
@@ -409,12 +131,12 @@ class _Call:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any] | None,
         func: Callable[..., Any] | None,
-        service_id: str | None,
-        api_id: str | None,
-        base_url: str | None,
-        client_customer_key: str | None,
-        context: Mapping[str, Any] | None,
-        timestamp: str | None,
+        service_id: str | None = None,
+        api_id: str | None = None,
+        base_url: str | None = None,
+        client_customer_key: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        timestamp: str | None = None,
     ) -> None:
         self.method = method
         self.args = args
@@ -455,9 +177,9 @@ class _Call:
 
 
 def _usage_of(item: Any, response: Any) -> Any:
-    usage = resolve_path(item, _USAGE_STEPS)
+    usage = resolve_path(item, USAGE_FIELD.steps)
     if (usage is MISSING or usage is None) and item is not response:
-        usage = resolve_path(response, _USAGE_STEPS)
+        usage = resolve_path(response, USAGE_FIELD.steps)
     return usage
 
 
@@ -573,7 +295,7 @@ def _trusted_part(config: HandlingConfig) -> HandlingConfig:
         segment = refused_segment(steps)
         if segment is None:
             return False
-        _warn_once(
+        warn_once(
             cid,
             path,
             f"enters {segment!r}, a credential or transport name a config may not read; skipped",
@@ -656,7 +378,7 @@ class _CompiledConfig:
         self.list_steps = config.list_path
         final = {f.key: f for f in (config.streaming.final_fields if config.streaming else ())}
         self.final_fields: tuple[ResponseField, ...] = tuple(
-            ({"usage": _USAGE_FIELD} | final).values()
+            ({"usage": USAGE_FIELD} | final).values()
         )
 
     def payloads(self, call: _Call, response: Any) -> list[dict[str, Any]]:
@@ -689,80 +411,13 @@ class _CompiledConfig:
                     call.method,
                 )
                 continue
-            plain = _plain(value, field, config_id, source, read=read)
+            plain = plain_value(value, field, config_id, source, read=read)
             if plain is not MISSING:
                 payload[key] = plain
         if self.static:
             # A fresh copy per payload, so no two records share a nested value.
             payload.update(self.static if self.static_is_flat else to_plain(self.static))  # type: ignore[arg-type]
         return payload
-
-
-def accumulate_stream(
-    chunks: Sequence[Any], final_fields: Iterable[ResponseField] = ()
-) -> dict[str, JSONValue]:
-    """Build the response of a finished stream from the chunks it yielded.
-
-    The result has the ``id`` and ``model`` of the first chunk carrying them and ``usage``
-    merged over every chunk that carries one, later values winning key by key and None
-    never overwriting (openai sends usage in its last chunk when asked with
-    ``stream_options={"include_usage": True}``; anthropic sends input tokens in
-    ``message_start`` and output tokens in ``message_delta``). Events wrapping a whole
-    message (``message_start.message``, a ``ChunkEvent.chunk``, ``response.completed``'s
-    ``response``) are read through. Each of ``final_fields`` (a path, stored under its key)
-    is taken the same way: from the last chunk(s) that have it, mappings merged; a whole
-    message that lacks the path but has the key at its top (a final snapshot's
-    ``stop_reason`` for ``delta.stop_reason``) counts as having it.
-    """
-    fields = {_USAGE_FIELD.key: _USAGE_FIELD} | {f.key: f for f in final_fields}
-    inner = [_unwrap_event(chunk) for chunk in chunks]
-    response: dict[str, JSONValue] = {}
-    for name in ("id", "model"):
-        for obj in inner:
-            value = resolve_path(obj, ((name, None),))
-            if isinstance(value, str) and value:
-                response[name] = value
-                break
-    for field in fields.values():
-        merged: Any = MISSING
-        by_key: FieldPath = ((field.key, None),)
-        for raw, obj in zip(chunks, inner, strict=True):
-            value = resolve_path(obj, field.steps)
-            if (value is MISSING or value is None) and obj is not raw:
-                value = resolve_path(raw, field.steps)
-            if (value is MISSING or value is None) and len(field.steps) > 1:
-                # A whole message (a snapshot, message_start's message) holds at its top
-                # what events carry deeper: ``delta.stop_reason`` is its ``stop_reason``.
-                value = resolve_path(obj, by_key)
-            if value is MISSING or value is None:
-                continue
-            plain = _plain(value, f"stream.{field.key}", "<stream>")
-            if plain is MISSING:
-                continue
-            if isinstance(plain, dict):
-                fresh = {k: v for k, v in plain.items() if v is not None}
-                if isinstance(merged, dict):
-                    merged.update(fresh)
-                else:
-                    merged = fresh
-            else:
-                merged = plain
-        if merged is not MISSING:
-            response[field.key] = merged
-    return response
-
-
-def _unwrap_event(chunk: Any) -> Any:
-    for attr in _WRAPPER_ATTRS:
-        wrapped = resolve_path(chunk, ((attr, None),))
-        if wrapped is MISSING or wrapped is None:
-            continue
-        if isinstance(wrapped, Mapping):
-            if "usage" in wrapped:
-                return wrapped
-        elif hasattr(wrapped, "usage"):
-            return wrapped
-    return chunk
 
 
 class UniversalExtractor:
@@ -805,7 +460,7 @@ class UniversalExtractor:
         routes = self._routes.get(method)
         if routes is None:
             routes = tuple(c for c in self._compiled if c.config.matcher.match(method) is not None)
-            if len(self._routes) >= _MAX_CACHE:
+            if len(self._routes) >= MAX_CACHE:
                 self._routes.clear()
             self._routes[method] = routes
         return routes
@@ -818,36 +473,22 @@ class UniversalExtractor:
         kwargs: Mapping[str, Any] | None = None,
         response: Any,
         func: Callable[..., Any] | None = None,
-        service_id: str | None = None,
-        api_id: str | None = None,
-        base_url: str | None = None,
-        client_customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        timestamp: str | None = None,
+        **tags: Unpack[CallTags],
     ) -> list[dict[str, Any]]:
         """The payloads of every config tracking ``method`` for one call and its response.
 
         ``request_fields`` are read from ``kwargs``, then from ``args`` bound to ``func``'s
         signature; ``response`` is what the call returned (for REST, the decoded JSON
         body). With ``list_path`` a config yields one payload per element of that list.
+        ``tags`` are what the payload_mapping's own sources (``service_id``, ``timestamp``...)
+        give.
         """
         routes = self._routes.get(method)
         if routes is None:
             routes = self._route(method)
         if not routes:
             return []
-        call = _Call(
-            method,
-            args,
-            kwargs,
-            func,
-            service_id,
-            api_id,
-            base_url,
-            client_customer_key,
-            context,
-            timestamp,
-        )
+        call = _Call(method, args, kwargs, func, **tags)
         out: list[dict[str, Any]] = []
         for compiled in routes:
             out.extend(_run(compiled, call, response))
@@ -861,12 +502,7 @@ class UniversalExtractor:
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
         func: Callable[..., Any] | None = None,
-        service_id: str | None = None,
-        api_id: str | None = None,
-        base_url: str | None = None,
-        client_customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        timestamp: str | None = None,
+        **tags: Unpack[CallTags],
     ) -> list[dict[str, Any]]:
         """The payloads for a stream that ended (exhausted, closed early or failed).
 
@@ -878,18 +514,7 @@ class UniversalExtractor:
         routes = self._route(method)
         if not routes:
             return []
-        call = _Call(
-            method,
-            args,
-            kwargs,
-            func,
-            service_id,
-            api_id,
-            base_url,
-            client_customer_key,
-            context,
-            timestamp,
-        )
+        call = _Call(method, args, kwargs, func, **tags)
         built: dict[tuple[ResponseField, ...], dict[str, JSONValue]] = {}
         out: list[dict[str, Any]] = []
         for compiled in routes:

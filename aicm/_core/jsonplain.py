@@ -27,7 +27,18 @@ from .exceptions import (
     shown,
 )
 
-__all__ = ["JSONValue", "check_size", "dumps", "loads", "plain_mapping", "to_plain"]
+__all__ = [
+    "JSONValue",
+    "check_size",
+    "dumps",
+    "dumps_bytes",
+    "dumps_canonical",
+    "loads",
+    "plain_mapping",
+    "stdlib_dumps",
+    "stdlib_loads",
+    "to_plain",
+]
 
 JSONValue: TypeAlias = "dict[str, JSONValue] | list[JSONValue] | str | int | float | bool | None"
 
@@ -44,7 +55,34 @@ try:
     _orjson = importlib.import_module("orjson")
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
+
+
+def _reject_constant(name: str) -> Any:
+    # JSON has no NaN or Infinity; the stdlib accepts them unless told not to (orjson never does).
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: json.loads/dumps with options build a new decoder/encoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_CANONICAL_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
+)
+
+
+def stdlib_loads(data: bytes | str) -> Any:
+    """Decode JSON with the stdlib, refusing NaN, Infinity and lone surrogates like orjson."""
+    if isinstance(data, bytes):
+        data = data.decode(json.detect_encoding(data))  # invalid UTF-8 is a ValueError
+    value = _DECODER.decode(data)
+    if "\\ud" in data or "\\uD" in data:  # rare: only then look for an unpaired surrogate
+        _ENCODER.encode(value).encode()  # UnicodeEncodeError (a ValueError) if there is one
+    return value
+
+
+def stdlib_dumps(value: Any) -> bytes:
+    """Encode compact UTF-8 JSON with the stdlib, as orjson writes it (floats aside)."""
+    return _ENCODER.encode(value).encode()
 
 
 def dumps(value: Any) -> str:
@@ -58,11 +96,34 @@ def dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+def dumps_bytes(value: Any) -> bytes:
+    """:func:`dumps` as UTF-8 bytes (an HTTP body)."""
+    if _orjson is not None:
+        try:
+            data: bytes = _orjson.dumps(value)
+            return data
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
+    return _ENCODER.encode(value).encode()
+
+
+def dumps_canonical(value: Any) -> bytes:
+    """Encode JSON with sorted keys, so equal documents give equal bytes (and ETags)."""
+    if _orjson is not None:
+        try:
+            data: bytes = _orjson.dumps(value, option=_orjson.OPT_SORT_KEYS)
+            return data
+        except (TypeError, _orjson.JSONEncodeError):
+            pass
+    return _CANONICAL_ENCODER.encode(value).encode()
+
+
 def loads(text: str | bytes) -> Any:
-    """Parse JSON (orjson when installed); raises ``ValueError`` when it is not JSON."""
+    """Parse JSON (orjson when installed); ``ValueError`` when it is not JSON (NaN,
+    Infinity and lone surrogates included, with or without orjson)."""
     if _orjson is not None:
         return _orjson.loads(text)
-    return json.loads(text)
+    return stdlib_loads(text)
 
 
 def to_plain(value: Any, *, field: str = "usage") -> JSONValue:

@@ -28,6 +28,7 @@ from .exceptions import (
 from .forks import after_fork_in_child
 from .forks import check as check_fork
 from .jsonplain import JSONValue, check_size, plain_mapping, to_plain
+from .wire import ACCEPTED_STATUSES, BATCH_KEYS
 
 __all__ = [
     "API_VENDORS",
@@ -63,7 +64,7 @@ class Endpoint(str, enum.Enum):
     @property
     def body_key(self) -> str:
         """The key of the record list in the request body."""
-        return "tracked" if self is Endpoint.TRACK else "usage_records"
+        return BATCH_KEYS["track" if self is Endpoint.TRACK else "track_usage"]
 
 
 # A generated response id is a version-4 UUID string made of a per-process random prefix
@@ -386,7 +387,7 @@ class RecordResult:
     @property
     def ok(self) -> bool:
         """True when the service accepted the record."""
-        return self.status in ("queued", "completed")
+        return self.status in ACCEPTED_STATUSES
 
 
 _set_result_id = RecordResult.__dict__["response_id"].__set__

@@ -10,7 +10,23 @@ import time
 
 import attrs
 
-__all__ = ["Outcome", "RetryPolicy", "Verdict", "classify_status", "parse_retry_after"]
+from .exceptions import (
+    AicmError,
+    APIStatusError,
+    MissingApiKeyError,
+    TransportError,
+)
+from .models import TrackResult
+
+__all__ = [
+    "Answer",
+    "Outcome",
+    "RetryPolicy",
+    "Verdict",
+    "answer_error",
+    "classify_status",
+    "parse_retry_after",
+]
 
 # 408 Request Timeout, 425 Too Early, 429 Too Many Requests: the request may succeed later.
 _RETRYABLE_4XX = frozenset({408, 425, 429})
@@ -89,3 +105,52 @@ class RetryPolicy:
         ceiling = min(self.cap, self.base * (2.0 ** min(max(attempt - 1, 0), 62)))
         jittered = (rng or random).uniform(0.0, ceiling)
         return jittered if retry_after is None else retry_after
+
+    def next_attempt_at(
+        self,
+        attempt: int,
+        *,
+        now: float,
+        retry_after: float | None = None,
+        rng: random.Random | None = None,
+    ) -> float:
+        """When (on the clock ``now`` reads) retry number ``attempt`` may go out.
+
+        The one place a retry's time is computed: the delivery actor, IMMEDIATE sends and
+        the service API calls all ask here.
+        """
+        return now + self.delay(attempt, retry_after=retry_after, rng=rng)
+
+
+@attrs.frozen
+class Answer:
+    """One request's outcome as a value: the service's result, or the error a caller sees.
+
+    ``outcome`` is :attr:`Outcome.DELIVERED` with ``result`` set, or another outcome with
+    ``error`` set (the :class:`APIStatusError` subclass, :class:`TransportError` or
+    :class:`MissingApiKeyError` that :meth:`unwrap` raises).
+    """
+
+    outcome: Outcome
+    result: TrackResult | None = None
+    error: AicmError | None = None
+
+    @property
+    def retry_after(self) -> float | None:
+        """The delay (s) the service asked for, if any."""
+        return self.error.retry_after if isinstance(self.error, APIStatusError) else None
+
+    def unwrap(self) -> TrackResult:
+        """The result of a delivered answer; raises the error of any other."""
+        if self.error is not None:
+            raise self.error
+        return self.result if self.result is not None else TrackResult()
+
+
+def answer_error(error: APIStatusError | TransportError | MissingApiKeyError) -> Answer:
+    """The :class:`Answer` for a request that ended in ``error`` (classified by its status)."""
+    if isinstance(error, APIStatusError):
+        return Answer(classify_status(error.status_code).outcome, error=error)
+    if isinstance(error, MissingApiKeyError):
+        return Answer(Outcome.AUTH, error=error)  # no key to send: like a refused one
+    return Answer(Outcome.RETRYABLE, error=error)  # no answer at all

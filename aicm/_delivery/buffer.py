@@ -67,7 +67,37 @@ class Waker:
         self._event.set()
 
 
-class RecordBuffer(Generic[T]):
+class _WakesAtCount:
+    """Producers on any thread add to a count; the one consumer may sleep until it reaches
+    a mark (a first record, a full batch), and the producer that reaches it wakes it."""
+
+    _lock: threading.Lock
+    _waker: Waker | None
+    _waiting_for: int
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+    def wait_for(self, waker: Waker, count: int) -> bool:
+        """Ask producers to wake ``waker`` once ``count`` have come.
+
+        False if they already have (nothing to wait for); else call :meth:`cancel_wait`
+        after the wait.
+        """
+        with self._lock:
+            if self._size() >= count:
+                return False
+            self._waiting_for = count
+            self._waker = waker
+            return True
+
+    def cancel_wait(self) -> None:
+        """Stop asking producers to wake the consumer."""
+        with self._lock:
+            self._waker = None
+
+
+class RecordBuffer(_WakesAtCount, Generic[T]):
     """A bounded FIFO: producers on any thread, one consumer (the actor) on one loop.
 
     ``put`` never touches the event loop unless the consumer is asleep waiting for the
@@ -118,15 +148,6 @@ class RecordBuffer(Generic[T]):
 
     # -- producers -------------------------------------------------------------------
 
-    def _append_locked(self, item: T) -> None:
-        items = self._items
-        items.append(item)
-        self._times.append(_monotonic())
-        waker = self._waker
-        if waker is not None and len(items) >= self._waiting_for:
-            self._waker = None
-            waker.wake()
-
     def try_put(self, item: T) -> bool:
         """Append unless full; apply ``backpressure`` (drop oldest). False when full."""
         dropped: T | None = None
@@ -139,7 +160,6 @@ class RecordBuffer(Generic[T]):
                     return False
                 dropped = items.popleft()
                 self._times.popleft()
-            # _append_locked, inlined: this is every track()'s path.
             items.append(item)
             self._times.append(_monotonic())
             waker = self._waker
@@ -160,21 +180,23 @@ class RecordBuffer(Generic[T]):
         if self.on_full is OnFull.RAISE:
             raise QueueFullError(f"the delivery queue is full ({self.maxsize} records)")
         deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout
-        with self._not_full:
-            self._sync_waiters += 1
-            try:
-                while len(self._items) >= self.maxsize and not self.closed:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        raise QueueFullError(
-                            f"the delivery queue stayed full for {self.block_timeout} s"
-                        )
-                    self._not_full.wait(remaining)
-                if self.closed:
-                    raise QueueFullError("the delivery queue is closed")
-                self._append_locked(item)
-            finally:
-                self._sync_waiters -= 1
+        while True:
+            with self._not_full:
+                self._sync_waiters += 1
+                try:
+                    while len(self._items) >= self.maxsize and not self.closed:
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            raise QueueFullError(
+                                f"the delivery queue stayed full for {self.block_timeout} s"
+                            )
+                        self._not_full.wait(remaining)
+                finally:
+                    self._sync_waiters -= 1
+            # Room now (or closed: try_put raises). Another producer may take the room
+            # first: then wait again, within the same deadline.
+            if self.try_put(item):
+                return
 
     async def aput(self, item: T) -> None:
         """Append from a task on the consumer's own loop, per the on-full policy."""
@@ -236,23 +258,8 @@ class RecordBuffer(Generic[T]):
             self._items.extendleft(reversed(items))
             self._times.extendleft(at for _ in items)
 
-    def wait_for(self, waker: Waker, count: int) -> bool:
-        """Ask producers to wake ``waker`` once ``count`` records are queued.
-
-        False if they already are (nothing to wait for); else call :meth:`cancel_wait`
-        after the wait.
-        """
-        with self._lock:
-            if len(self._items) >= count:
-                return False
-            self._waiting_for = count
-            self._waker = waker
-            return True
-
-    def cancel_wait(self) -> None:
-        """Stop asking producers to wake the consumer."""
-        with self._lock:
-            self._waker = None
+    def _size(self) -> int:
+        return len(self._items)
 
     def close(self) -> None:
         """Refuse new records and release blocked producers."""
@@ -286,7 +293,7 @@ class RecordBuffer(Generic[T]):
         self.closed = True
 
 
-class Doorbell:
+class Doorbell(_WakesAtCount):
     """Counts records written elsewhere (the SQLite file) and wakes the actor, from any thread."""
 
     def __init__(self) -> None:
@@ -317,19 +324,8 @@ class Doorbell:
                 self._waker = None
                 waker.wake()
 
-    def wait_for(self, waker: Waker, count: int) -> bool:
-        """Ask ringers to wake ``waker`` once ``count`` rings have come; False if they have."""
-        with self._lock:
-            if self._count >= count:
-                return False
-            self._waiting_for = count
-            self._waker = waker
-            return True
-
-    def cancel_wait(self) -> None:
-        """Stop asking ringers to wake the actor."""
-        with self._lock:
-            self._waker = None
+    def _size(self) -> int:
+        return self._count
 
     def reset(self) -> None:
         """Start counting afresh (the actor is about to claim what was rung in)."""

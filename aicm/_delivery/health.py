@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
 from .._core.forks import after_fork_in_child
 from .loss import report_dropped
 
+logger = logging.getLogger("aicm.delivery")
+
 __all__ = [
     "DeliveryHealth",
     "DeliveryStats",
+    "discard_record",
     "get_global_delivery_health",
     "register_engine",
 ]
@@ -72,6 +76,68 @@ class DeliveryStats:
             self.discarded[reason] += n
         if not said:
             report_dropped(n, reason)
+
+    def snapshot(
+        self,
+        *,
+        worker_alive: bool,
+        delivery_type: str,
+        queued: int,
+        in_flight: int,
+        oldest_pending_age: float | None,
+        capacity: int,
+    ) -> DeliveryHealth:
+        """These counters with what the engine's store reports, as a frozen snapshot."""
+        return DeliveryHealth(
+            worker_alive=worker_alive,
+            delivery_type=delivery_type,
+            queued=queued,
+            in_flight=in_flight,
+            sent=self.sent,
+            retried=self.retried,
+            failed=self.failed,
+            dead_lettered=self.dead_lettered,
+            discarded=dict(self.discarded),
+            oldest_pending_age=oldest_pending_age,
+            last_error=self.last_error,
+            queue_utilisation=(queued / capacity) if capacity else 0.0,
+            auth_paused=self.auth_paused,
+            limits_refused=self.limits_refused,
+        )
+
+
+def discard_record(
+    stats: DeliveryStats,
+    record: _Named,
+    reason: str,
+    on_discard: Callable[[Any], object] | None,
+    *,
+    said: bool = False,
+) -> None:
+    """Count a dropped record in ``stats`` and tell the user's ``on_discard`` (whose errors
+    are eaten: a drop must not raise at the call site nor stop the actor).
+
+    The drop is said on the log or stderr (see loss.py) unless the caller says the count
+    itself (``said``).
+    """
+    stats.discard(reason, said=said)
+    try:
+        logger.warning("dropped record %s (%s)", record.response_id, reason)
+    except Exception:
+        pass  # a failing log handler must not make a drop raise at the call site
+    if on_discard is not None:
+        try:
+            on_discard(record)
+        except Exception:
+            try:
+                logger.exception("on_discard callback raised; ignored")
+            except Exception:
+                pass
+
+
+class _Named(Protocol):
+    @property
+    def response_id(self) -> str: ...
 
 
 class _HasHealth(Protocol):

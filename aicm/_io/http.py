@@ -4,33 +4,27 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import logging
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 import attrs
-import cattrs
 import httpx
 
 from .._core.exceptions import (
     AicmError,
-    AuthenticationError,
-    ClientRequestError,
+    APIStatusError,
     ClosedError,
     ConfigError,
-    RateLimitedError,
+    MissingApiKeyError,
     RecordError,
-    ServerError,
-    ServiceRedirectError,
     TransportError,
     UnexpectedAnswerError,
 )
-from .._core.jsonplain import dumps, loads
+from .._core.jsonplain import dumps
 from .._core.models import (
     ConfigsResponse,
     Endpoint,
@@ -38,12 +32,14 @@ from .._core.models import (
     TrackRecord,
     TrackResult,
     UsageRecord,
-    converter,
     structure_config,
 )
-from .._core.policy import Outcome, classify_status, parse_retry_after
+from .._core.policy import Answer, Outcome, answer_error
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
+from .answers import error_for_answer
+from .answers import limits_in as _limits_in
+from .answers import parse_results as _parse_results
 from .limits_book import limit_book
 from .service_api import ServiceApiMethods
 
@@ -55,7 +51,6 @@ __all__ = [
     "USER_AGENT",
     "AsyncCostManagerClient",
     "body_truncated",
-    "raise_for_answer",
     "set_default_transport",
 ]
 
@@ -67,7 +62,6 @@ MAX_RECORDS_PER_REQUEST = 1000
 # ``timeout`` alone bounds each phase; twice it leaves a request slow in one phase its
 # precise httpx error, yet stops a service that keeps each phase short but never finishes.
 REQUEST_DEADLINE_FACTOR = 2.0
-_BODY_EXCERPT = 2000
 # The most of one answer aicm reads. An ingest answer is ~100 bytes per record (1000 at
 # most); a configs document is the service's whole set of handling configs. Past these a
 # service (or whatever answers in its place) could grow the process without bound.
@@ -115,147 +109,6 @@ def _warn_if_plaintext(api_base: str) -> None:
     logger.warning(
         "api_base %s uses plain http to a non-loopback host: the API key travels unencrypted",
         api_base,
-    )
-
-
-def _is_plain_success(result: object) -> bool:
-    if not isinstance(result, dict):
-        return False
-    # Compared, not looked up in a set: a status of any JSON type (a list, say) is no
-    # success, and must not raise.
-    status = result.get("status")
-    return (status == "queued" or status == "completed") and not result.get("errors")
-
-
-def _parse_results(text: str, *, only_failures: bool = False) -> TrackResult | None:
-    """The answer's per-record results; with ``only_failures``, the plain successes are
-    skipped (the delivery engine only needs to know which records were refused)."""
-    if only_failures and '"error' not in text and "service_key_unknown" not in text:
-        # Every status is a success (no "error", "errors" or unknown key anywhere): a
-        # 1000-record answer need not be parsed record by record.
-        return TrackResult(triggered_limits=_limits_in(text) or {})
-    try:
-        data = loads(text)
-    except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
-        return None
-    if not isinstance(data, Mapping) or not isinstance(data.get("results", []), list):
-        return None
-    results = data.get("results", [])
-    try:
-        if only_failures:
-            results = [r for r in results if not _is_plain_success(r)]
-        return TrackResult(
-            results=tuple(converter.structure(r, RecordResult) for r in results),
-            triggered_limits=dict(data.get("triggered_limits") or {}),
-        )
-    except (TypeError, ValueError, AttributeError, cattrs.BaseValidationError):
-        return None
-
-
-def _limits_in(text: str) -> dict[str, Any] | None:
-    """The answer's top-level ``triggered_limits`` object, read alone (None when absent).
-
-    A quoted ``"triggered_limits"`` followed by a colon is a key: inside a JSON string its
-    quotes would be escaped.
-    """
-    start = 0
-    while True:
-        at = text.find('"triggered_limits"', start)
-        if at < 0:
-            return None
-        start = at + len('"triggered_limits"')
-        colon = start
-        while colon < len(text) and text[colon] in " \t\r\n":
-            colon += 1
-        if colon < len(text) and text[colon] == ":":
-            break
-    value_at = colon + 1
-    while value_at < len(text) and text[value_at] in " \t\r\n":
-        value_at += 1
-    try:
-        value, _ = _DECODER.raw_decode(text, value_at)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-_DECODER = json.JSONDecoder()
-
-
-def _redirect_message(
-    status: int, location: str | None, request_url: str | None, api_base: str | None
-) -> str:
-    now = f" (now {api_base!r})" if api_base else ""
-    fix = f"set aicm_api_base / AICM_API_BASE{now} to the address the service answers at"
-    if status == 304:
-        # We only ask conditionally with a cached answer in hand, and that 304 never gets here.
-        return f"the service answered 304 Not Modified to a request that was not conditional; {fix}"
-    if not location:
-        return f"the service answered a redirect without a Location header; {fix}"
-    target, hint = location, ""
-    if request_url is not None:
-        try:
-            url = httpx.URL(request_url)
-            joined = url.join(location)
-        except (httpx.InvalidURL, ValueError, TypeError):
-            pass
-        else:
-            target = str(joined)
-            # The usual case (http:// -> https://, a new host): the same api_url and
-            # endpoint under a new base, which is then the value to set.
-            base_path = urlsplit(api_base).path.rstrip("/") if api_base else ""
-            tail = url.path[len(base_path) :] if url.path.startswith(base_path) else ""
-            bare = str(joined.copy_with(query=None, fragment=None))
-            if tail and bare.endswith(tail) and len(bare) > len(tail):
-                hint = f", probably {bare[: -len(tail)]!r}"
-    return (
-        f"the service redirects this request to {target[:500]!r} (its Location header); aicm "
-        f"does not follow redirects, so a POST is never resent as a GET: {fix}{hint}"
-    )
-
-
-def raise_for_answer(
-    status: int,
-    text: str,
-    retry_after_header: str | None,
-    *,
-    location: str | None = None,
-    request_url: str | None = None,
-    api_base: str | None = None,
-) -> None:
-    """Raise the :class:`APIStatusError` subclass for a non-2xx answer.
-
-    ``location`` (the ``Location`` header), ``request_url`` and ``api_base`` let a
-    redirect's error say where the service sent the request and what to set instead.
-    """
-    verdict = classify_status(status, retry_after_header)
-    if verdict.outcome is Outcome.DELIVERED:
-        return
-    excerpt = text[:_BODY_EXCERPT]
-    if verdict.outcome is Outcome.MISCONFIGURED:
-        raise ServiceRedirectError(
-            _redirect_message(status, location, request_url, api_base),
-            status_code=status,
-            location=location,
-            body=excerpt,
-        )
-    parsed = _parse_results(text)
-    results = parsed.results if parsed is not None else ()
-    retry_after = parse_retry_after(retry_after_header)
-    if verdict.outcome is Outcome.AUTH:
-        raise AuthenticationError(
-            "the API key was refused; records are kept", status_code=status, body=excerpt
-        )
-    if status == 429:
-        raise RateLimitedError(
-            "rate limited", status_code=status, body=excerpt, retry_after=retry_after
-        )
-    if verdict.outcome is Outcome.RETRYABLE:
-        raise ServerError(
-            "the service failed", status_code=status, body=excerpt, retry_after=retry_after
-        )
-    raise ClientRequestError(
-        "the service rejected the request", status_code=status, body=excerpt, results=results
     )
 
 
@@ -325,22 +178,17 @@ class AsyncCostManagerClient(ServiceApiMethods):
     async def __aenter__(self) -> AsyncCostManagerClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
 
-    def _raise_for_response(self, response: httpx.Response, text: str) -> None:
+    def _error_for_response(self, response: httpx.Response, text: str) -> APIStatusError | None:
         if 200 <= response.status_code < 300:
-            return
-        raise_for_answer(
+            return None
+        return error_for_answer(
             response.status_code,
             text,
             response.headers.get("Retry-After"),
@@ -348,6 +196,11 @@ class AsyncCostManagerClient(ServiceApiMethods):
             request_url=str(response.request.url),
             api_base=self.settings.api_base,
         )
+
+    def _raise_for_response(self, response: httpx.Response, text: str) -> None:
+        error = self._error_for_response(response, text)
+        if error is not None:
+            raise error
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.require_api_key()}"}
@@ -416,22 +269,27 @@ class AsyncCostManagerClient(ServiceApiMethods):
             " timeout)"
         )
 
-    async def send_encoded(
+    async def post_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
-    ) -> TrackResult:
-        """POST already JSON-encoded records (at most 1000) to ``endpoint``.
+    ) -> Answer:
+        """POST already JSON-encoded records (at most 1000) to ``endpoint``; never raises for
+        the service's answer or its absence: the :class:`Answer` holds the result or the error.
 
-        Returns the per-record results; raises an :class:`APIStatusError` subclass for an
-        error status and :class:`TransportError` when there is no answer.
+        With ``only_failures`` the plain successes are left out of the results.
         """
         if len(encoded) > MAX_RECORDS_PER_REQUEST:
             raise ValueError(f"at most {MAX_RECORDS_PER_REQUEST} records per request")
         body = f'{{"{endpoint.body_key}":[{",".join(encoded)}]}}'.encode()
-        headers = self._auth()
-        headers["Content-Type"] = "application/json"
-        response = await self._request("POST", endpoint.value, content=body, headers=headers)
+        try:
+            headers = self._auth()
+            headers["Content-Type"] = "application/json"
+            response = await self._request("POST", endpoint.value, content=body, headers=headers)
+        except (TransportError, MissingApiKeyError) as exc:
+            return answer_error(exc)
         text: str = response.text
-        self._raise_for_response(response, text)
+        error = self._error_for_response(response, text)
+        if error is not None:
+            return answer_error(error)
         if body_truncated(response):
             # 2xx: delivered, whatever the body would have said; its results stay unread.
             logger.warning(
@@ -441,18 +299,29 @@ class AsyncCostManagerClient(ServiceApiMethods):
                 response.status_code,
                 MAX_ANSWER_BYTES,
             )
-            return TrackResult()
+            return Answer(Outcome.DELIVERED, result=TrackResult())
         parsed = _parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
             logger.warning(
                 "%s answered %s with an unreadable body", endpoint.value, response.status_code
             )
-            return TrackResult()
+            return Answer(Outcome.DELIVERED, result=TrackResult())
         if '"triggered_limits"' in text:
             # Read apart from the results: an explicit {} says "none in force" too.
             await self.limits.aabsorb(_limits_in(text))
-        return parsed
+        return Answer(Outcome.DELIVERED, result=parsed)
+
+    async def send_encoded(
+        self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
+    ) -> TrackResult:
+        """POST already JSON-encoded records (at most 1000) to ``endpoint``.
+
+        Returns the per-record results; raises an :class:`APIStatusError` subclass for an
+        error status and :class:`TransportError` when there is no answer.
+        """
+        answer = await self.post_encoded(endpoint, encoded, only_failures=only_failures)
+        return answer.unwrap()
 
     async def send(
         self, endpoint: Endpoint, records: Sequence[TrackRecord | UsageRecord]

@@ -33,7 +33,7 @@ from .._core.limits import (
     verify_answer,
 )
 from .._core.settings import Settings
-from .sqlite_queue import SCHEMA_VERSION
+from .sqlite.schema import SCHEMA_VERSION, open_existing
 
 __all__ = ["LimitBook", "SharedLimits", "limit_book"]
 
@@ -120,7 +120,7 @@ class SharedLimits:
         if not self.path.exists():
             return None
         try:
-            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0.2)
+            conn = open_existing(self.path, timeout=0.2)
         except sqlite3.Error as exc:
             self._trouble("read", exc)
             return None

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -25,7 +25,7 @@ from .._core.exceptions import (
     TransportError,
     UnexpectedAnswerError,
 )
-from .._core.jsonplain import dumps, loads, to_plain
+from .._core.jsonplain import dumps, loads
 from .._core.policy import RetryPolicy
 from .._core.service_models import (
     CostEvent,
@@ -42,8 +42,20 @@ from .._core.service_models import (
     Vendor,
     Webhook,
     WebhookList,
-    structure_answer,
     structure_page,
+)
+from .api_calls import (
+    Api,
+    Call,
+    DateLike,
+    PagesApi,
+    Reader,
+    document,
+    get,
+    items,
+    model,
+    nothing,
+    page,
 )
 
 if TYPE_CHECKING:
@@ -52,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = ["API_ATTEMPTS", "DateLike", "ServiceApiMethods"]
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: Tries of a read, update or delete before its transient failure is raised.
 API_ATTEMPTS = 3
@@ -62,33 +75,6 @@ MAX_API_ANSWER_BYTES = 16 << 20
 # A retry waits at most this long (a longer Retry-After is raised to the caller, who can
 # decide; an API call should not stall for a minute inside the SDK).
 _MAX_RETRY_WAIT = 5.0
-
-DateLike = dt.date | str
-"""A date filter: a :class:`datetime.date` (or datetime) or an ISO-8601 string."""
-
-FilterValue = str | int | bool | dt.date | Iterable[str] | None
-
-
-def _query_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "True" if value else "False"  # the service's (Python's) spelling
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
-
-
-def _query(filters: Mapping[str, FilterValue]) -> str:
-    """Filters as a query string: None left out, a list as repeated keys, booleans
-    as ``True`` / ``False``."""
-    pairs: list[tuple[str, str]] = []
-    for name, value in filters.items():
-        if value is None:
-            continue
-        if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-            pairs.extend((name, _query_value(v)) for v in value)
-        else:
-            pairs.append((name, _query_value(value)))
-    return urlencode(pairs)
 
 
 def _detail(text: str) -> str | None:
@@ -105,20 +91,26 @@ def _detail(text: str) -> str | None:
     return dumps(detail)[:500]
 
 
-def _segment(value: str, what: str) -> str:
-    """An id as one path segment (a ``/`` or ``..`` in it cannot reach another endpoint)."""
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{what} must be a non-empty string, got {type(value).__name__}")
-    return quote(value, safe="")
+def _services_of(vendor: str) -> Reader[list[Service]]:
+    read = items(Service)
 
+    def services(data: Any, where: str) -> list[Service]:
+        if isinstance(data, list):  # each service names the vendor asked about
+            data = [
+                {**item, "vendor": item.get("vendor", vendor)} if isinstance(item, dict) else item
+                for item in data
+            ]
+        return read(data, where)
 
-def _body(fields: Mapping[str, Any], what: str) -> bytes:
-    plain = to_plain({k: v for k, v in fields.items() if v is not None}, field=what)
-    return dumps(plain).encode()
+    return services
 
 
 class ServiceApiMethods:
-    """The service's API beyond ingest; mixed into ``AsyncCostManagerClient``."""
+    """The service's API beyond ingest; mixed into ``AsyncCostManagerClient``.
+
+    Each method is a declaration: its signature, and the :class:`Call` it makes (method,
+    path, arguments, how to read the answer); :meth:`_send` does the rest.
+    """
 
     if TYPE_CHECKING:
         settings: Settings
@@ -212,15 +204,18 @@ class ServiceApiMethods:
             )
         return link
 
-    async def _page(self, path: str, item_type: type[_T], where: str) -> Page[_T]:
-        return structure_page(await self._call("GET", path), item_type, where=where)
+    async def _send(self, call: Call[_R]) -> _R:
+        """Send one declared call; its answer as the declaration reads it."""
+        path, body = call.target()
+        data = await self._call(call.method, path, body=body, retry=call.method != "POST")
+        return call.read(data, f"{call.method} {path}")
 
     async def next_page(self, page: Page[_T]) -> Page[_T] | None:
         """The page after ``page`` (its ``next`` link), or None when it is the last."""
         if page.next is None:
             return None
         link = self._follow(page.next)
-        return await self._page(link, page.item_type, f"GET {link}")
+        return structure_page(await self._call("GET", link), page.item_type, where=f"GET {link}")
 
     async def _iterate(self, page: Page[_T]) -> AsyncIterator[_T]:
         current: Page[_T] | None = page
@@ -229,24 +224,10 @@ class ServiceApiMethods:
                 yield item
             current = await self.next_page(current)
 
-    async def _list(self, path: str, item_type: type[_T]) -> list[_T]:
-        data = await self._call("GET", path)
-        return list(structure_answer(data, tuple[item_type, ...], where=f"GET {path}"))  # type: ignore[valid-type]
-
-    async def _one(
-        self, method: str, path: str, item_type: type[_T], *, body: bytes | None = None
-    ) -> _T:
-        data = await self._call(method, path, body=body, retry=method != "POST")
-        return structure_answer(data, item_type, where=f"{method} {path}")
-
-    @staticmethod
-    def _with_query(path: str, filters: Mapping[str, FilterValue]) -> str:
-        query = _query(filters)
-        return f"{path}?{query}" if query else path
-
     # -- usage -----------------------------------------------------------------------------
 
-    async def list_usage_events(
+    @Api
+    def list_usage_events(
         self,
         *,
         customer_key: str | None = None,
@@ -256,12 +237,12 @@ class ServiceApiMethods:
         end_date: DateLike | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> Page[UsageEvent]:
+    ) -> Call[Page[UsageEvent]]:
         """One page of ``GET /usage/events/``: the usage records the service received."""
-        path = self._with_query("/usage/events/", locals_of(locals()))
-        return await self._page(path, UsageEvent, f"GET {path}")
+        return get("/usage/events/", locals(), page(UsageEvent))
 
-    async def iter_usage_events(
+    @PagesApi
+    def iter_usage_events(
         self,
         *,
         customer_key: str | None = None,
@@ -270,17 +251,17 @@ class ServiceApiMethods:
         start_date: DateLike | None = None,
         end_date: DateLike | None = None,
         limit: int | None = None,
-    ) -> AsyncIterator[UsageEvent]:
+    ) -> Call[Page[UsageEvent]]:
         """Every usage event matching the filters, page after page."""
-        first = await self.list_usage_events(**locals_of(locals()))
-        async for event in self._iterate(first):
-            yield event
+        return get("/usage/events/", locals(), page(UsageEvent))
 
-    async def get_usage_event(self, event_id: str) -> UsageEvent:
+    @Api
+    def get_usage_event(self, event_id: str) -> Call[UsageEvent]:
         """``GET /usage/event/{event_id}/``; :class:`NotFoundError` when there is none."""
-        return await self._one("GET", f"/usage/event/{_segment(event_id, 'event_id')}/", UsageEvent)
+        return get("/usage/event/{event_id}/", locals(), model(UsageEvent))
 
-    async def list_usage_rollups(
+    @Api
+    def list_usage_rollups(
         self,
         *,
         customer_key: str | None = None,
@@ -290,13 +271,13 @@ class ServiceApiMethods:
         end_date: DateLike | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> Page[UsageRollup]:
+    ) -> Call[Page[UsageRollup]]:
         """One page of ``GET /usage/rollups/``: usage and cost per service (and customer)
         per day (``granularity="daily"``) or hour (``"hourly"``)."""
-        path = self._with_query("/usage/rollups/", locals_of(locals()))
-        return await self._page(path, UsageRollup, f"GET {path}")
+        return get("/usage/rollups/", locals(), page(UsageRollup))
 
-    async def iter_usage_rollups(
+    @PagesApi
+    def iter_usage_rollups(
         self,
         *,
         customer_key: str | None = None,
@@ -305,15 +286,14 @@ class ServiceApiMethods:
         start_date: DateLike | None = None,
         end_date: DateLike | None = None,
         limit: int | None = None,
-    ) -> AsyncIterator[UsageRollup]:
+    ) -> Call[Page[UsageRollup]]:
         """Every rollup matching the filters, page after page."""
-        first = await self.list_usage_rollups(**locals_of(locals()))
-        async for rollup in self._iterate(first):
-            yield rollup
+        return get("/usage/rollups/", locals(), page(UsageRollup))
 
     # -- costs -----------------------------------------------------------------------------
 
-    async def list_cost_events(
+    @Api
+    def list_cost_events(
         self,
         *,
         response_id: str | None = None,
@@ -324,13 +304,13 @@ class ServiceApiMethods:
         end_date: DateLike | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> Page[CostEvent]:
+    ) -> Call[Page[CostEvent]]:
         """One page of ``GET /costs/``: priced cost units. The list filters take several
         values (``customer_key=["acme", "globex"]``)."""
-        path = self._with_query("/costs/", locals_of(locals()))
-        return await self._page(path, CostEvent, f"GET {path}")
+        return get("/costs/", locals(), page(CostEvent))
 
-    async def iter_cost_events(
+    @PagesApi
+    def iter_cost_events(
         self,
         *,
         response_id: str | None = None,
@@ -340,20 +320,19 @@ class ServiceApiMethods:
         start_date: DateLike | None = None,
         end_date: DateLike | None = None,
         limit: int | None = None,
-    ) -> AsyncIterator[CostEvent]:
+    ) -> Call[Page[CostEvent]]:
         """Every cost event matching the filters, page after page."""
-        first = await self.list_cost_events(**locals_of(locals()))
-        async for event in self._iterate(first):
-            yield event
+        return get("/costs/", locals(), page(CostEvent))
 
-    async def list_cost_events_by_response_id(self, response_id: str) -> list[CostEventRecord]:
+    @Api
+    def list_cost_events_by_response_id(self, response_id: str) -> Call[list[CostEventRecord]]:
         """``GET /cost-events/{response_id}``: the cost events of one tracked call, in full."""
-        path = f"/cost-events/{_segment(response_id, 'response_id')}"
-        return await self._list(path, CostEventRecord)
+        return get("/cost-events/{response_id}", locals(), items(CostEventRecord))
 
     # -- customers -------------------------------------------------------------------------
 
-    async def list_customers(
+    @Api
+    def list_customers(
         self,
         *,
         customer_key: str | None = None,
@@ -362,12 +341,12 @@ class ServiceApiMethods:
         email: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> Page[Customer]:
+    ) -> Call[Page[Customer]]:
         """One page of ``GET /customers/``."""
-        path = self._with_query("/customers/", locals_of(locals()))
-        return await self._page(path, Customer, f"GET {path}")
+        return get("/customers/", locals(), page(Customer))
 
-    async def iter_customers(
+    @PagesApi
+    def iter_customers(
         self,
         *,
         customer_key: str | None = None,
@@ -375,30 +354,29 @@ class ServiceApiMethods:
         phone: str | None = None,
         email: str | None = None,
         limit: int | None = None,
-    ) -> AsyncIterator[Customer]:
+    ) -> Call[Page[Customer]]:
         """Every customer matching the filters, page after page."""
-        first = await self.list_customers(**locals_of(locals()))
-        async for customer in self._iterate(first):
-            yield customer
+        return get("/customers/", locals(), page(Customer))
 
-    async def create_customer(
+    @Api
+    def create_customer(
         self,
         *,
         customer_key: str,
         name: str | None = None,
         phone: str | None = None,
         email: str | None = None,
-    ) -> Customer:
+    ) -> Call[Customer]:
         """``POST /customers/``: a new customer, as the service stored it."""
-        body = _body(locals_of(locals()), "customer")
-        return await self._one("POST", "/customers/", Customer, body=body)
+        return Call("POST", "/customers/", locals(), model(Customer), "customer")
 
-    async def get_customer(self, customer_id: str) -> Customer:
+    @Api
+    def get_customer(self, customer_id: str) -> Call[Customer]:
         """``GET /customers/{uuid}/``."""
-        path = f"/customers/{_segment(customer_id, 'customer_id')}/"
-        return await self._one("GET", path, Customer)
+        return get("/customers/{customer_id}/", locals(), model(Customer))
 
-    async def update_customer(
+    @Api
+    def update_customer(
         self,
         customer_id: str,
         *,
@@ -406,53 +384,48 @@ class ServiceApiMethods:
         name: str | None = None,
         phone: str | None = None,
         email: str | None = None,
-    ) -> Customer:
+    ) -> Call[Customer]:
         """``PUT /customers/{uuid}/``: the fields given change, the others stay."""
-        body = _body(locals_of(locals(), "customer_id"), "customer")
-        path = f"/customers/{_segment(customer_id, 'customer_id')}/"
-        return await self._one("PUT", path, Customer, body=body)
+        return Call("PUT", "/customers/{customer_id}/", locals(), model(Customer), "customer")
 
-    async def delete_customer(self, customer_id: str) -> None:
+    @Api
+    def delete_customer(self, customer_id: str) -> Call[None]:
         """``DELETE /customers/{uuid}/``."""
-        await self._call("DELETE", f"/customers/{_segment(customer_id, 'customer_id')}/")
+        return Call("DELETE", "/customers/{customer_id}/", locals(), nothing)
 
     # -- catalogue -------------------------------------------------------------------------
 
-    async def list_vendors(self) -> list[Vendor]:
+    @Api
+    def list_vendors(self) -> Call[list[Vendor]]:
         """``GET /vendors/``: the vendors the service prices."""
-        return await self._list("/vendors/", Vendor)
+        return get("/vendors/", {}, items(Vendor))
 
-    async def list_vendor_services(self, vendor: str) -> list[Service]:
+    @Api
+    def list_vendor_services(self, vendor: str) -> Call[list[Service]]:
         """``GET /services/?vendor=``: the services of one vendor (each names ``vendor``)."""
-        path = self._with_query("/services/", {"vendor": vendor})
-        data = await self._call("GET", path)
-        if isinstance(data, list):
-            data = [
-                {**item, "vendor": item.get("vendor", vendor)} if isinstance(item, dict) else item
-                for item in data
-            ]
-        return list(structure_answer(data, tuple[Service, ...], where=f"GET {path}"))
+        return get("/services/", {"vendor": vendor}, _services_of(vendor))
 
     # -- webhooks --------------------------------------------------------------------------
 
-    async def list_webhook_endpoints(self, *, active_only: bool = False) -> WebhookList:
+    @Api
+    def list_webhook_endpoints(self, *, active_only: bool = False) -> Call[WebhookList]:
         """``GET /webhooks/``: the endpoints, with the total and active counts."""
-        path = self._with_query("/webhooks/", {"active_only": active_only})
-        return await self._one("GET", path, WebhookList)
+        return get("/webhooks/", locals(), model(WebhookList))
 
-    async def create_webhook_endpoint(
+    @Api
+    def create_webhook_endpoint(
         self, *, url: str, secret: str, active: bool = True, tolerance: int = 300
-    ) -> Webhook:
+    ) -> Call[Webhook]:
         """``POST /webhooks/``: the service will call ``url``, signing with ``secret``."""
-        body = _body(locals_of(locals()), "webhook")
-        return await self._one("POST", "/webhooks/", Webhook, body=body)
+        return Call("POST", "/webhooks/", locals(), model(Webhook), "webhook")
 
-    async def get_webhook_endpoint(self, webhook_uuid: str) -> Webhook:
+    @Api
+    def get_webhook_endpoint(self, webhook_uuid: str) -> Call[Webhook]:
         """``GET /webhooks/{uuid}/``."""
-        path = f"/webhooks/{_segment(webhook_uuid, 'webhook_uuid')}/"
-        return await self._one("GET", path, Webhook)
+        return get("/webhooks/{webhook_uuid}/", locals(), model(Webhook))
 
-    async def update_webhook_endpoint(
+    @Api
+    def update_webhook_endpoint(
         self,
         webhook_uuid: str,
         *,
@@ -460,70 +433,73 @@ class ServiceApiMethods:
         secret: str | None = None,
         active: bool | None = None,
         tolerance: int | None = None,
-    ) -> Webhook:
+    ) -> Call[Webhook]:
         """``PUT /webhooks/{uuid}/``: the fields given change, the others stay."""
-        body = _body(locals_of(locals(), "webhook_uuid"), "webhook")
-        path = f"/webhooks/{_segment(webhook_uuid, 'webhook_uuid')}/"
-        return await self._one("PUT", path, Webhook, body=body)
+        return Call("PUT", "/webhooks/{webhook_uuid}/", locals(), model(Webhook), "webhook")
 
-    async def delete_webhook_endpoint(self, webhook_uuid: str) -> None:
+    @Api
+    def delete_webhook_endpoint(self, webhook_uuid: str) -> Call[None]:
         """``DELETE /webhooks/{uuid}/``."""
-        await self._call("DELETE", f"/webhooks/{_segment(webhook_uuid, 'webhook_uuid')}/")
+        return Call("DELETE", "/webhooks/{webhook_uuid}/", locals(), nothing)
 
     # -- custom services -------------------------------------------------------------------
 
-    async def list_custom_services(
+    @Api
+    def list_custom_services(
         self,
         *,
         is_active: bool | None = None,
         is_deleted: bool | None = None,
         has_cost_units: bool | None = None,
-    ) -> list[CustomServiceSummary]:
+    ) -> Call[list[CustomServiceSummary]]:
         """``GET /custom-services/``: your own priced services, in summary."""
-        path = self._with_query("/custom-services/", locals_of(locals()))
-        return await self._list(path, CustomServiceSummary)
+        return get("/custom-services/", locals(), items(CustomServiceSummary))
 
-    async def create_custom_service(
+    @Api
+    def create_custom_service(
         self,
         *,
         custom_service_key: str,
         configuration: Mapping[str, Any],
         is_active: bool = True,
-    ) -> CustomService:
+    ) -> Call[CustomService]:
         """``POST /custom-services/``: ``configuration`` holds ``cost_units`` and, optionally,
         ``mappings``, ``mapping_groups`` and ``exclusions``, as the service documents them."""
-        body = _body(locals_of(locals()), "custom service")
-        return await self._one("POST", "/custom-services/", CustomService, body=body)
+        return Call("POST", "/custom-services/", locals(), model(CustomService), "custom service")
 
-    async def get_custom_service(self, uuid: str) -> CustomService:
+    @Api
+    def get_custom_service(self, uuid: str) -> Call[CustomService]:
         """``GET /custom-services/{uuid}/``."""
-        path = f"/custom-services/{_segment(uuid, 'uuid')}/"
-        return await self._one("GET", path, CustomService)
+        return get("/custom-services/{uuid}/", locals(), model(CustomService))
 
-    async def update_custom_service(
+    @Api
+    def update_custom_service(
         self,
         uuid: str,
         *,
         custom_service_key: str | None = None,
         configuration: Mapping[str, Any] | None = None,
         is_active: bool | None = None,
-    ) -> CustomService:
+    ) -> Call[CustomService]:
         """``PUT /custom-services/{uuid}/``: the fields given change, the others stay."""
-        body = _body(locals_of(locals(), "uuid"), "custom service")
-        path = f"/custom-services/{_segment(uuid, 'uuid')}/"
-        return await self._one("PUT", path, CustomService, body=body)
+        return Call(
+            "PUT", "/custom-services/{uuid}/", locals(), model(CustomService), "custom service"
+        )
 
-    async def delete_custom_service(self, uuid: str) -> None:
+    @Api
+    def delete_custom_service(self, uuid: str) -> Call[None]:
         """``DELETE /custom-services/{uuid}/``."""
-        await self._call("DELETE", f"/custom-services/{_segment(uuid, 'uuid')}/")
+        return Call("DELETE", "/custom-services/{uuid}/", locals(), nothing)
 
     # -- usage limits ----------------------------------------------------------------------
 
-    async def list_usage_limits(self) -> list[UsageLimit]:
+    @Api
+    def list_usage_limits(self) -> Call[list[UsageLimit]]:
         """``GET /usage-limits/``: your spending alerts and limits."""
-        return await self._list("/usage-limits/", UsageLimit)
+        return get("/usage-limits/", {}, items(UsageLimit))
 
-    async def create_usage_limit(
+    @Api
+    def create_usage_limit(
         self,
         *,
         threshold_type: str,
@@ -537,26 +513,20 @@ class ServiceApiMethods:
         active: bool = True,
         expires_at: str | dt.datetime | None = None,
         limit_message: str | None = None,
-    ) -> UsageLimit:
+    ) -> Call[UsageLimit]:
         """``POST /usage-limits/``: ``threshold_type`` ``"alert"`` or ``"limit"``,
         ``amount`` USD per ``period`` (``"day"`` or ``"month"``), for one service
         (``"vendor::model"``) and/or one customer (``client``) when given; ``expires_at``
         (ISO-8601) ends it early, ``limit_message`` is what a refused call is told."""
-        fields = locals_of(locals())
-        if isinstance(expires_at, dt.datetime):
-            fields["expires_at"] = expires_at.isoformat()
-        fields["amount"] = str(amount) if isinstance(amount, Decimal) else amount
-        if notification_list is not None:
-            fields["notification_list"] = list(notification_list)
-        return await self._one("POST", "/usage-limits/", UsageLimit, body=_body(fields, "limit"))
+        return Call("POST", "/usage-limits/", locals(), model(UsageLimit), "limit")
 
-    async def get_usage_limit(self, limit_id: str) -> UsageLimit:
+    @Api
+    def get_usage_limit(self, limit_id: str) -> Call[UsageLimit]:
         """``GET /usage-limits/{uuid}/``."""
-        return await self._one(
-            "GET", f"/usage-limits/{_segment(limit_id, 'limit_id')}/", UsageLimit
-        )
+        return get("/usage-limits/{limit_id}/", locals(), model(UsageLimit))
 
-    async def update_usage_limit(
+    @Api
+    def update_usage_limit(
         self,
         limit_id: str,
         *,
@@ -570,43 +540,28 @@ class ServiceApiMethods:
         api_key_uuid: str | None = None,
         expires_at: str | dt.datetime | None = None,
         limit_message: str | None = None,
-    ) -> UsageLimit:
+    ) -> Call[UsageLimit]:
         """``PUT /usage-limits/{uuid}/``: the fields given change, the others stay."""
-        fields = locals_of(locals(), "limit_id")
-        if isinstance(expires_at, dt.datetime):
-            fields["expires_at"] = expires_at.isoformat()
-        if isinstance(amount, Decimal):
-            fields["amount"] = str(amount)
-        if notification_list is not None:
-            fields["notification_list"] = list(notification_list)
-        path = f"/usage-limits/{_segment(limit_id, 'limit_id')}/"
-        return await self._one("PUT", path, UsageLimit, body=_body(fields, "limit"))
+        return Call("PUT", "/usage-limits/{limit_id}/", locals(), model(UsageLimit), "limit")
 
-    async def delete_usage_limit(self, limit_id: str) -> None:
+    @Api
+    def delete_usage_limit(self, limit_id: str) -> Call[None]:
         """``DELETE /usage-limits/{uuid}/``."""
-        await self._call("DELETE", f"/usage-limits/{_segment(limit_id, 'limit_id')}/")
+        return Call("DELETE", "/usage-limits/{limit_id}/", locals(), nothing)
 
-    async def list_usage_limit_progress(self) -> list[UsageLimitProgress]:
+    @Api
+    def list_usage_limit_progress(self) -> Call[list[UsageLimitProgress]]:
         """``GET /usage-limits/progress/``: each limit with its spend in the current period."""
-        return await self._list("/usage-limits/progress/", UsageLimitProgress)
+        return get("/usage-limits/progress/", {}, items(UsageLimitProgress))
 
-    async def get_triggered_limits(self) -> dict[str, Any]:
+    @Api
+    def get_triggered_limits(self) -> Call[dict[str, Any]]:
         """``GET /triggered-limits``: the service's signed triggered-limits document, as sent."""
-        data = await self._call("GET", "/triggered-limits")
-        if not isinstance(data, dict):
-            raise UnexpectedAnswerError("GET /triggered-limits: expected an object")
-        return data
+        return get("/triggered-limits", {}, document)
 
     # -- schema ----------------------------------------------------------------------------
 
-    async def get_openapi_schema(self) -> dict[str, Any]:
+    @Api
+    def get_openapi_schema(self) -> Call[dict[str, Any]]:
         """``GET /openapi.json``: the service's OpenAPI document."""
-        data = await self._call("GET", "/openapi.json")
-        if not isinstance(data, dict):
-            raise UnexpectedAnswerError("GET /openapi.json: expected an object")
-        return data
-
-
-def locals_of(names: Mapping[str, Any], *skip: str) -> dict[str, Any]:
-    """A method's keyword arguments from its ``locals()`` (``self`` and ``skip`` left out)."""
-    return {k: v for k, v in names.items() if k != "self" and k not in skip}
+        return get("/openapi.json", {}, document)

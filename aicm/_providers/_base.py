@@ -10,7 +10,7 @@ import attrs
 from .._core.extractor import is_http_object
 from .._core.handling import is_credential_name
 
-__all__ = ["Builtin", "Usage", "first_attr", "plain_usage"]
+__all__ = ["Builtin", "Usage", "builtin", "first_attr", "found", "plain_usage", "read_answer"]
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -76,6 +76,25 @@ Reader = Callable[[str, Mapping[str, Any], Any], "Found | None"]
 StreamReader = Callable[[str, Mapping[str, Any], Sequence[Any]], "Found | None"]
 
 
+def found(model: Any, response_id: Any, usage: Any) -> Found:
+    """What a reader found: the model and id where they are strings, the usage made plain."""
+    return (
+        model if isinstance(model, str) else None,
+        response_id if isinstance(response_id, str) else None,
+        plain_usage(usage) if usage is not None else {},
+    )
+
+
+def read_answer(path: str, kwargs: Mapping[str, Any], response: Any) -> Found | None:
+    """The ``model``, ``id`` and ``usage`` attributes of an answer (OpenAI's and Anthropic's
+    SDK objects)."""
+    return found(
+        getattr(response, "model", None),
+        getattr(response, "id", None),
+        getattr(response, "usage", None),
+    )
+
+
 @attrs.frozen(kw_only=True)
 class Builtin:
     """A provider's built-in tracking: which calls it reads and how.
@@ -128,6 +147,27 @@ class Builtin:
     def with_vendor(self, vendor: str) -> Builtin:
         """The same built-in recording under another vendor name."""
         return attrs.evolve(self, vendor=vendor)
+
+
+def builtin(
+    name: str,
+    methods: Iterable[str],
+    read: Reader,
+    read_stream: StreamReader,
+    *,
+    vendor: str | None = None,
+    **options: Any,
+) -> Builtin:
+    """The ``Builtin`` ``name`` (recording under ``vendor``, ``name`` by default) that
+    reads calls of ``methods``; ``options`` are its other fields."""
+    return Builtin(
+        name=name,
+        vendor=vendor or name,
+        paths=frozenset(methods),
+        read=read,
+        read_stream=read_stream,
+        **options,
+    )
 
 
 def paths_under(prefixes: Iterable[str], methods: Iterable[str]) -> frozenset[str]:

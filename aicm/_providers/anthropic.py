@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._base import Builtin, Found, plain_usage
+from ._base import Found, builtin, found, plain_usage, read_answer
 
 __all__ = ["ANTHROPIC"]
 
@@ -21,17 +21,6 @@ _METHODS = (
     "beta.messages.create",
     "beta.messages.stream",
 )
-
-
-def _read(path: str, kwargs: Mapping[str, Any], response: Any) -> Found | None:
-    usage = getattr(response, "usage", None)
-    model = getattr(response, "model", None)
-    rid = getattr(response, "id", None)
-    return (
-        model if isinstance(model, str) else None,
-        rid if isinstance(rid, str) else None,
-        plain_usage(usage) if usage is not None else {},
-    )
 
 
 def _read_stream(path: str, kwargs: Mapping[str, Any], chunks: Sequence[Any]) -> Found | None:
@@ -52,17 +41,7 @@ def _read_stream(path: str, kwargs: Mapping[str, Any], chunks: Sequence[Any]) ->
             model = getattr(item, "model", None) or model
             rid = getattr(item, "id", None) or rid
             usage = {**usage, **plain_usage(getattr(item, "usage", None))}
-    return (
-        model if isinstance(model, str) else None,
-        rid if isinstance(rid, str) else None,
-        usage,
-    )
+    return found(model, rid, usage)
 
 
-ANTHROPIC = Builtin(
-    name="anthropic",
-    vendor="anthropic",
-    paths=frozenset(_METHODS),
-    read=_read,
-    read_stream=_read_stream,
-)
+ANTHROPIC = builtin("anthropic", _METHODS, read_answer, _read_stream)

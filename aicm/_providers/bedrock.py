@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._base import Builtin, Found, plain_usage
+from ._base import Found, builtin, plain_usage
 
 __all__ = ["BEDROCK", "STREAM_KEY"]
 
@@ -51,12 +51,12 @@ def _read_stream(path: str, kwargs: Mapping[str, Any], chunks: Sequence[Any]) ->
     return _model(kwargs), rid, usage
 
 
-BEDROCK = Builtin(
-    name="bedrock",
+BEDROCK = builtin(
+    "bedrock",
+    _METHODS,
+    _read,
+    _read_stream,
     vendor="amazon-bedrock",
-    paths=frozenset(_METHODS),
-    read=_read,
-    read_stream=_read_stream,
     default_api_id="bedrock-runtime",
     stream_paths=frozenset({"converse_stream"}),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._base import Builtin, Found, first_attr, paths_under, plain_usage
+from ._base import Found, builtin, first_attr, found, paths_under
 
 __all__ = ["GEMINI"]
 
@@ -21,11 +21,7 @@ def _read(path: str, kwargs: Mapping[str, Any], response: Any) -> Found | None:
     model = first_attr(response, "model_version", "modelVersion")
     rid = first_attr(response, "response_id", "responseId")
     usage = first_attr(response, "usage_metadata", "usageMetadata")
-    return (
-        model if isinstance(model, str) else None,
-        rid if isinstance(rid, str) else None,
-        plain_usage(usage) if usage is not None else {},
-    )
+    return found(model, rid, usage)
 
 
 def _read_stream(path: str, kwargs: Mapping[str, Any], chunks: Sequence[Any]) -> Found | None:
@@ -43,11 +39,11 @@ def _read_stream(path: str, kwargs: Mapping[str, Any], chunks: Sequence[Any]) ->
     return model, rid, usage
 
 
-GEMINI = Builtin(
-    name="gemini",
+GEMINI = builtin(
+    "gemini",
+    paths_under(("", "aio."), _METHODS),
+    _read,
+    _read_stream,
     vendor="google",
-    paths=paths_under(("", "aio."), _METHODS),
-    read=_read,
-    read_stream=_read_stream,
     default_api_id="google-genai",
 )

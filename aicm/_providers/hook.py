@@ -8,16 +8,18 @@ served, none passed, or not loaded yet), so a config for that ``api_id`` always 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._core.exceptions import RecordError
 from .._core.settings import TrackFormat
 from . import STREAM_KEY, builtin_for, track_record
 from ._base import Builtin, Usage
+from .seen import SEEN
 
 if TYPE_CHECKING:
     from .._api.cost_manager import AsyncCostManager
+    from .._api.proxy import Call
     from .._core.extractor import UniversalExtractor
     from .._core.models import WireRecord
 
@@ -79,21 +81,19 @@ class BuiltinTracking:
             and response.get(STREAM_KEY) is not None
         )
 
-    def wrap_inner_stream(
-        self,
-        hook: Any,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: dict[str, Any],
-        func: Callable[..., Any],
-    ) -> None:
+    def wrap_inner_stream(self, call: Call, response: dict[str, Any]) -> None:
         """Replace ``response``'s stream, in place, by one that is tracked when it ends."""
         from .._api.proxy import track_stream
 
         head = {k: v for k, v in response.items() if k != STREAM_KEY}
         response[STREAM_KEY] = track_stream(
-            hook, path, args, kwargs, response[STREAM_KEY], func, first=(head,)
+            call.hook,
+            call.path,
+            call.args,
+            call.kwargs,
+            response[STREAM_KEY],
+            call.func,
+            first=(head,),
         )
 
     def records_for_call(
@@ -146,5 +146,9 @@ class BuiltinTracking:
             manager.engine.stats.discard("invalid_payload")
             reason = f"its usage was not recordable: {exc}"
             manager.warn_no_record(path, lambda: reason)
+            return []
+        if not SEEN.claim(usage.response_id):
+            # An OpenTelemetry span of the same call was recorded first (aicm.otel).
+            logger.debug("%s already recorded from its span", usage.response_id)
             return []
         return [record]

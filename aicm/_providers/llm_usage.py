@@ -24,6 +24,7 @@ import attrs
 from .._core.exceptions import RecordError
 from . import OPENAI, builtin_for_vendor, vendor_of
 from ._base import Builtin, Usage
+from .seen import SEEN
 
 __all__ = ["LlmTrack", "atrack_stream", "llm_track", "track_stream"]
 
@@ -63,11 +64,14 @@ def _finish(
         )
     if not found.payload:
         return None
+    response_id = response_id if response_id is not None else found.response_id
+    if not SEEN.claim(response_id):
+        return None  # already recorded from an OpenTelemetry span of the same call
     return LlmTrack(
         api_id=builtin.vendor,
         service_key=model or found.model,
         usage=found.payload,
-        response_id=response_id if response_id is not None else found.response_id,
+        response_id=response_id,
     )
 
 

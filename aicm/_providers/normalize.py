@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["PRICE_PROVIDERS", "normalize_usage"]
+__all__ = ["PRICE_PROVIDERS", "normalize_usage", "vendor_usage"]
 
 #: ``genai-prices`` provider ids of the vendors ``/track`` records name.
 PRICE_PROVIDERS: Mapping[str, str] = {
@@ -59,19 +59,9 @@ def _openai_chat(usage: Mapping[str, Any]) -> dict[str, int]:
         "input_tokens": _int(usage, "prompt_tokens"),
         "output_tokens": _int(usage, "completion_tokens"),
         "cache_read_tokens": _int(usage, "prompt_tokens_details", "cached_tokens"),
+        "cache_write_tokens": _int(usage, "prompt_tokens_details", "cache_write_tokens"),
         "input_audio_tokens": _int(usage, "prompt_tokens_details", "audio_tokens"),
         "output_audio_tokens": _int(usage, "completion_tokens_details", "audio_tokens"),
-    }
-
-
-def _anthropic(usage: Mapping[str, Any]) -> dict[str, int]:
-    read = _int(usage, "cache_read_input_tokens")
-    write = _int(usage, "cache_creation_input_tokens")
-    return {
-        "input_tokens": _int(usage, "input_tokens") + read + write,
-        "output_tokens": _int(usage, "output_tokens"),
-        "cache_read_tokens": read,
-        "cache_write_tokens": write,
     }
 
 
@@ -104,12 +94,31 @@ def _gemini(usage: Mapping[str, Any]) -> dict[str, int]:
     }
 
 
-def _bedrock(usage: Mapping[str, Any]) -> dict[str, int]:
-    read = _int(usage, "cacheReadInputTokens")
-    write = _int(usage, "cacheWriteInputTokens")
+#: Vendors that report cached input apart from ``input_tokens``: their (input, output,
+#: cache read, cache write) field names.
+_CACHE_APART: Mapping[str, tuple[str, str, str, str]] = {
+    "anthropic": (
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+    ),
+    "amazon-bedrock": (
+        "inputTokens",
+        "outputTokens",
+        "cacheReadInputTokens",
+        "cacheWriteInputTokens",
+    ),
+}
+
+
+def _cache_apart(usage: Mapping[str, Any], vendor: str) -> dict[str, int]:
+    inputs, outputs, reads, writes = _CACHE_APART[vendor]
+    read = _int(usage, reads)
+    write = _int(usage, writes)
     return {
-        "input_tokens": _int(usage, "inputTokens") + read + write,
-        "output_tokens": _int(usage, "outputTokens"),
+        "input_tokens": _int(usage, inputs) + read + write,
+        "output_tokens": _int(usage, outputs),
         "cache_read_tokens": read,
         "cache_write_tokens": write,
     }
@@ -129,13 +138,69 @@ def normalize_usage(vendor: str | None, usage: Any) -> dict[str, int]:
     elif _has(usage, "prompt_token_count", "promptTokenCount", "candidates_token_count"):
         counts = _gemini(usage)
     elif _has(usage, "inputTokens", "outputTokens"):
-        counts = _bedrock(usage)
+        counts = _cache_apart(usage, "amazon-bedrock")
     elif vendor == "anthropic" or _has(
         usage, "cache_creation_input_tokens", "cache_read_input_tokens"
     ):
-        counts = _anthropic(usage)
+        counts = _cache_apart(usage, "anthropic")
     elif _has(usage, "input_tokens", "output_tokens"):
         counts = _openai_responses(usage)
     else:
         return {}
     return {k: v for k, v in counts.items() if v or k in ("input_tokens", "output_tokens")}
+
+
+def vendor_usage(
+    vendor: str,
+    *,
+    input_tokens: int,
+    output_tokens: int | None = None,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> dict[str, Any]:
+    """The usage object ``vendor``'s API reports for these counts (the inverse of
+    `normalize_usage`): ``input_tokens`` is all input, cached included.
+
+    Anthropic's and Bedrock's shapes carry cached input apart; Google's is Gemini's
+    ``usage_metadata``; any other vendor gets OpenAI's chat shape (``output_tokens`` None,
+    as for embeddings: no ``completion_tokens``).
+    """
+    output = output_tokens or 0
+    names = _CACHE_APART.get(vendor)
+    if names is not None:
+        inputs, outputs, reads, writes = names
+        usage: dict[str, Any] = {
+            inputs: max(0, input_tokens - cache_read_tokens - cache_write_tokens),
+            outputs: output,
+        }
+        if vendor == "amazon-bedrock":
+            usage["totalTokens"] = input_tokens + output
+        if cache_read_tokens:
+            usage[reads] = cache_read_tokens
+        if cache_write_tokens:
+            usage[writes] = cache_write_tokens
+        return usage
+    if vendor == "google":
+        usage = {
+            "prompt_token_count": input_tokens,
+            "candidates_token_count": output,
+            "total_token_count": input_tokens + output,
+        }
+        if cache_read_tokens:
+            usage["cached_content_token_count"] = cache_read_tokens
+        return usage
+    usage = {"prompt_tokens": input_tokens}
+    if output_tokens is not None:
+        usage["completion_tokens"] = output
+    usage["total_tokens"] = input_tokens + output
+    details = {
+        name: count
+        for name, count in (
+            ("cached_tokens", cache_read_tokens),
+            ("cache_write_tokens", cache_write_tokens),
+        )
+        if count
+    }
+    if details:
+        usage["prompt_tokens_details"] = details
+    return usage

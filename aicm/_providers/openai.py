@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._base import Builtin, Found, plain_usage
+from ._base import Found, builtin, found, read_answer
 
 __all__ = ["OPENAI", "openai_vendor"]
 
@@ -48,17 +48,6 @@ def openai_vendor(base_url: object) -> str:
     return "openai"
 
 
-def _read(path: str, kwargs: Mapping[str, Any], response: Any) -> Found | None:
-    usage = getattr(response, "usage", None)
-    model = getattr(response, "model", None)
-    rid = getattr(response, "id", None)
-    return (
-        model if isinstance(model, str) else None,
-        rid if isinstance(rid, str) else None,
-        plain_usage(usage) if usage is not None else {},
-    )
-
-
 def _unwrap(item: Any) -> Any:
     """The answer-shaped object inside a stream item (a chunk, a snapshot, a response)."""
     kind = getattr(item, "type", None)
@@ -91,13 +80,7 @@ def _read_stream(path: str, kwargs: Mapping[str, Any], chunks: Sequence[Any]) ->
         value = getattr(obj, "usage", None)
         if value is not None:
             usage = value
-    return model, rid, plain_usage(usage) if usage is not None else {}
+    return found(model, rid, usage)
 
 
-OPENAI = Builtin(
-    name="openai",
-    vendor="openai",
-    paths=frozenset(_METHODS),
-    read=_read,
-    read_stream=_read_stream,
-)
+OPENAI = builtin("openai", _METHODS, read_answer, _read_stream)

@@ -7,13 +7,12 @@ extracts with the async manager's pure methods and queues the records right ther
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._api.cost_manager import AsyncCostManager
-from .._api.proxy import TrackedProxy
-from .._api.recorder import DeliveryOptions
-from .._core.models import ServiceConfig
+from .._api.cost_manager import AsyncCostManager, ManagerHook, WrapsClient
+from .._api.options import DeliveryOptions
+from .._core.models import ServiceConfig, WireRecord
 from .facade import SyncFacade
 
 if TYPE_CHECKING:
@@ -24,49 +23,25 @@ __all__ = ["CostManager"]
 ClientT = TypeVar("ClientT")
 
 
-class _ThreadHook:
+class _ThreadHook(ManagerHook):
     """The proxy hook of the sync facade: extract, then queue from the caller's thread."""
+
+    __slots__ = ("_facade",)
 
     def __init__(self, facade: CostManager[Any]) -> None:
         self._facade = facade
 
-    def should_track(self, path: str) -> bool:
-        # A closed manager passes calls through untracked.
-        return not self._facade.closed and self._facade._live().should_track(path)
+    def _tracking(self) -> AsyncCostManager[Any] | None:
+        # A closed manager passes calls through untracked, and records none in flight.
+        return None if self._facade.closed else self._facade._live()
 
-    def before_call(self, path: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        # A usage limit refuses the call in the caller's thread, before it is made.
-        if not self._facade.closed:
-            self._facade._live().before_call(path, args, kwargs)
+    _recording = _tracking
 
-    def on_call(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        response: Any,
-        func: Callable[..., Any],
-    ) -> None:
-        if self._facade.closed:
-            return
-        manager = self._facade._live()
-        self._facade._emit(manager.records_after_call(self, path, args, kwargs, response, func))
-
-    def on_stream_end(
-        self,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        chunks: list[Any],
-        func: Callable[..., Any],
-    ) -> None:
-        if self._facade.closed:
-            return  # a stream that outlived its manager
-        manager = self._facade._live()
-        self._facade._emit(manager.records_after_stream(path, args, kwargs, chunks, func))
+    def _emit(self, records: Sequence[WireRecord]) -> None:
+        self._facade._emit(records)
 
 
-class CostManager(SyncFacade[AsyncCostManager[ClientT]], Generic[ClientT]):
+class CostManager(SyncFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
     """Wrap ``client`` from sync code; the same options as :class:`AsyncCostManager`.
 
     Configs are loaded when it is built (blocking). ``tracker.client`` is the tracked
@@ -95,25 +70,13 @@ class CostManager(SyncFacade[AsyncCostManager[ClientT]], Generic[ClientT]):
             )
 
         super().__init__(build)
-        self._wrapped = client
-        self._proxy: Any = TrackedProxy(client, extractor_hook=_ThreadHook(self))
+        self._wrap(client, _ThreadHook(self))
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncCostManager", "CostManager", 1)
 
     def __enter__(self) -> Self:
         return self
-
-    @property
-    def client(self) -> ClientT:
-        """The wrapped client, tracked: use it exactly as the client itself."""
-        proxy: ClientT = self._proxy
-        return proxy
-
-    @property
-    def wrapped(self) -> ClientT:
-        """The client itself, untracked."""
-        return self._wrapped
 
     @property
     def api_id(self) -> str:

@@ -3,7 +3,8 @@
 Conventions every subcommand keeps: ``--help``; exit status 0 when all went well, 1 when
 something failed, 2 when the command was called wrongly; an error is one line on stderr
 (a traceback only with ``--debug``); colour only on a terminal, and never with
-``NO_COLOR``. Nothing here needs a dependency beyond the SDK's own (argparse, no click).
+``NO_COLOR``; ``--json`` on every command. Output is drawn by ``rich`` (the ``cli`` extra);
+the options are parsed by argparse.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from .._core.exceptions import AicmError
 from .._version import __version__
-from ._console import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError, Style
+from ._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -48,7 +49,15 @@ def _exit_code(exc: SystemExit) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``aicm`` command; returns the exit code (0 ok, 1 failure, 2 usage)."""
-    parser = _parser(argv)
+    try:
+        parser = _parser(argv)
+    except ModuleNotFoundError as exc:
+        if exc.name != "rich":
+            raise
+        print(
+            "aicm: the command needs the 'cli' extra: pip install 'aicm-sdk[cli]'", file=sys.stderr
+        )
+        return EXIT_FAILURE
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or argparse's usage error (2)
@@ -57,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     name = getattr(args, "command_name", args.command)
-    err = Style(sys.stderr)
+    from ._output import error
+
     try:
         code: int = args.run(args)
         return code
@@ -75,6 +85,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             status = EXIT_FAILURE
             message = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        line = " ".join(message.split())  # one line, whatever the message holds
-        print(f"aicm {name}: {err.red('error:')} {line}", file=sys.stderr)
+        error(name, message)
         return status

@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from .._core.exceptions import ConfigError
 from .._core.service_models import UsageEvent, UsageRollup
-from .._core.settings import resolve_settings
-from ._console import (
+from ._common import (
     EXIT_OK,
-    CommandError,
-    UsageError,
-    common_parent,
+    add_api_base,
+    add_command,
+    add_number,
     format_number,
-    render_table,
-    stdout_style,
+    service_settings,
 )
+from ._output import print_json, show, table
 from ._report import parse_by
 
 __all__ = ["register", "summarise_rollups"]
@@ -88,28 +85,10 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return number
-
-
 def _client(args: argparse.Namespace) -> Any:
     from .._sync.client import CostManagerClient
 
-    try:
-        settings = resolve_settings(api_base=args.api_base)
-    except ConfigError as exc:
-        if args.api_base is not None and str(exc).startswith("api_base"):
-            raise UsageError(f"--api-base: {exc}") from exc
-        raise
-    if not settings.api_key:
-        raise CommandError(f"{args.command} needs the API key: set AICM_API_KEY")
-    return CostManagerClient(settings=settings)
+    return CostManagerClient(settings=service_settings(args))
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,29 +101,22 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--api-base",
-        metavar="URL",
-        default=None,
-        help="the service, or aicm serve's address (default: AICM_API_BASE / the INI file)",
-    )
+    add_api_base(parser)
     parser.add_argument("--customer", metavar="KEY", help="only this customer_key")
     parser.add_argument("--service", metavar="KEY", help="only this service (vendor::model)")
     parser.add_argument("--start-date", type=_date, metavar="YYYY-MM-DD", help="from this day")
     parser.add_argument("--end-date", type=_date, metavar="YYYY-MM-DD", help="to this day")
-    parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def register(commands: Any) -> None:
     """Add ``costs`` and ``usage`` to the command's subparsers."""
-    costs: argparse.ArgumentParser = commands.add_parser(
+    costs = add_command(
+        commands,
         "costs",
-        parents=[common_parent()],
-        help="cost by day, service and customer, from the service or a local collector",
-        description=(
-            "Sum the service's daily usage rollups (GET /usage/rollups/) by day, service "
-            "and/or customer. The API key comes from AICM_API_KEY."
-        ),
+        "cost by day, service and customer, from the service or a local collector",
+        "Sum the service's daily usage rollups (GET /usage/rollups/) by day, service "
+        "and/or customer. The API key comes from AICM_API_KEY.",
+        run=run_costs,
     )
     costs.add_argument(
         "--by",
@@ -153,26 +125,16 @@ def register(commands: Any) -> None:
         help="group by these, comma-separated: day, service, customer (default: %(default)s)",
     )
     _add_common(costs)
-    costs.set_defaults(run=run_costs)
-
-    usage: argparse.ArgumentParser = commands.add_parser(
+    usage = add_command(
+        commands,
         "usage",
-        parents=[common_parent()],
-        help="the usage events the service (or a local collector) received",
-        description=(
-            "List the service's usage events (GET /usage/events/), newest pages followed "
-            "up to --limit. The API key comes from AICM_API_KEY."
-        ),
+        "the usage events the service (or a local collector) received",
+        "List the service's usage events (GET /usage/events/), newest pages followed "
+        "up to --limit. The API key comes from AICM_API_KEY.",
+        run=run_usage,
     )
-    usage.add_argument(
-        "--limit",
-        type=_positive_int,
-        default=50,
-        metavar="N",
-        help="print at most N events (default: %(default)s)",
-    )
+    add_number(usage, "--limit", int, 50, "N", "print at most N events")
     _add_common(usage)
-    usage.set_defaults(run=run_usage)
 
 
 def run_costs(args: argparse.Namespace) -> int:
@@ -181,18 +143,15 @@ def run_costs(args: argparse.Namespace) -> int:
     with _client(args) as client:
         summary = summarise_rollups(client.iter_usage_rollups(**_filters(args)), by)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
         return EXIT_OK
-    style = stdout_style()
     rows = [
         [*(r[d] for d in by), format_number(r["quantity"]), f"{r['cost_usd']:.6f}"]
         for r in summary["rows"]
     ]
     footer = ["total", *([""] * (len(by) - 1)), "", f"{summary['cost_usd']:.6f}"]
     right = [False] * len(by) + [True, True]
-    print(
-        render_table([*by, "quantity", "cost (USD)"], rows, right=right, footer=footer, style=style)
-    )
+    show(table([*by, "quantity", "cost (USD)"], rows, right=right, footer=footer))
     if summary["unpriced_events"]:
         print(
             f"{summary['unpriced_events']} event(s) have no price and are not in the costs"
@@ -225,7 +184,7 @@ def run_usage(args: argparse.Namespace) -> int:
             if len(events) >= args.limit:
                 break
     if args.json:
-        print(json.dumps([_event_json(e) for e in events], indent=2))
+        print_json([_event_json(e) for e in events])
         return EXIT_OK
     rows = [
         [
@@ -238,5 +197,5 @@ def run_usage(args: argparse.Namespace) -> int:
         for e in events
     ]
     headers = ["time (UTC)", "service", "customer", "response_id", "usage"]
-    print(render_table(headers, rows, style=stdout_style()))
+    show(table(headers, rows))
     return EXIT_OK

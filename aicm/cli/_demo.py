@@ -12,6 +12,7 @@ import random
 import sys
 import tempfile
 import time
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,13 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-from ._console import EXIT_FAILURE, EXIT_OK, CommandError, common_parent, stdout_style
+from ._common import EXIT_FAILURE, EXIT_OK, CommandError, add_command, add_number
+from ._output import ProgressBar, progress, say
 from ._report import (
     UsageEvent,
     add_format_arguments,
+    emit,
     read_collector_db,
-    render_csv,
-    render_text,
     report_prices,
     summarise,
     usage_events,
@@ -101,23 +102,17 @@ def _heygen(request: httpx.Request) -> httpx.Response:
 
 def register(commands: Any) -> None:
     """Add ``demo`` to the command's subparsers."""
-    parser: argparse.ArgumentParser = commands.add_parser(
+    parser = add_command(
+        commands,
         "demo",
-        parents=[common_parent()],
-        help="track a mix of usage into a local collector and print what it costs",
-        description=(
-            "Track a realistic mix of usage through every part of the SDK into a local "
-            "collector, then print what was stored and what it costs. Everything runs on "
-            "this machine: no account, key or network is needed."
-        ),
+        "track a mix of usage into a local collector and print what it costs",
+        "Track a realistic mix of usage through every part of the SDK into a local "
+        "collector, then print what was stored and what it costs. Everything runs on "
+        "this machine: no account, key or network is needed.",
+        run=run,
+        json=None,  # with --csv, from add_format_arguments
     )
-    parser.add_argument(
-        "--records",
-        type=_positive_int,
-        default=2000,
-        metavar="N",
-        help="records per queued tracker (default: %(default)s)",
-    )
+    add_number(parser, "--records", int, 2000, "N", "records per queued tracker")
     parser.add_argument(
         "--db",
         metavar="PATH",
@@ -125,21 +120,16 @@ def register(commands: Any) -> None:
         help="keep the collector's records in this new file (then: aicm report --db PATH)",
     )
     add_format_arguments(parser)
-    parser.set_defaults(run=run)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
+def expected_records(records: int) -> int:
+    """How many records the demo tracks with ``--records N`` (the wrapped SDKs' included)."""
+    return len(CUSTOMERS) + records + max(1, records // 4) + CHAT_CALLS + 2 + 2 * SDK_CALLS
 
 
-def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> bool:
-    """Track through every part of the SDK; note each event in ``tracked`` as it goes."""
+def _track_everything(base: str, records: int, tracked: list[UsageEvent], bar: ProgressBar) -> bool:
+    """Track through every part of the SDK; note each event in ``tracked`` as it goes, and
+    count it on ``bar``."""
     from aicm import AsyncCostManager, DeliveryType, RestUsageWrapper, Tracker
 
     rng = random.Random(7)
@@ -149,13 +139,20 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> boo
 
     def note(service: str, customer: str, amounts: Any) -> None:
         tracked.append(UsageEvent(service=service, customer=customer, day="", usage=amounts))
+        if len(tracked) % 500 == 0:
+            bar.update(completed=len(tracked))
+
+    def phase(words: str) -> None:
+        bar.update(completed=len(tracked), description=words)
 
     # 1. Tracker, each delivery type. IMMEDIATE: sent before track() returns.
+    phase("Tracker, immediate")
     with Tracker(aicm_api_key=DEMO_KEY, aicm_api_base=base) as tracker:
         for customer in CUSTOMERS:
             u = usage()
             tracker.track("openai", "gpt-5", u, client_customer_key=customer)
             note("openai::gpt-5", customer, u)
+    phase("Tracker, mem_queue")
     with Tracker(
         delivery_type=DeliveryType.MEM_QUEUE, aicm_api_key=DEMO_KEY, aicm_api_base=base
     ) as tracker:
@@ -163,6 +160,8 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> boo
             u = usage()
             tracker.track("openai", "gpt-5-mini", u, client_customer_key=CUSTOMERS[i % 3])
             note("openai::gpt-5-mini", CUSTOMERS[i % 3], u)
+        phase("Tracker, mem_queue: delivering")
+    phase("Tracker, persistent_queue")
     with (
         tempfile.TemporaryDirectory() as tmp,
         Tracker(
@@ -176,12 +175,15 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> boo
             u = usage()
             tracker.track("anthropic", "claude-sonnet-4-5", u, client_customer_key=CUSTOMERS[i % 3])
             note("anthropic::claude-sonnet-4-5", CUSTOMERS[i % 3], u)
+        phase("Tracker, persistent_queue: delivering")
 
     # 2. AsyncCostManager around an async client.
+    phase("AsyncCostManager")
+
     async def chat() -> None:
         client = DemoChat()
         async with AsyncCostManager(client, aicm_api_key=DEMO_KEY, aicm_api_base=base) as manager:
-            for i in range(60):
+            for i in range(CHAT_CALLS):
                 with manager.scope(client_customer_key=CUSTOMERS[i % 3]):
                     await manager.client.complete("gpt-5-mini", "summarise this " * (i % 7 + 1))
                 note("gpt-5-mini", CUSTOMERS[i % 3], client.usages[-1])
@@ -189,6 +191,7 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> boo
     anyio.run(chat)
 
     # 3. The REST wrapper around an httpx.Client (the provider is an in-process stand-in).
+    phase("RestUsageWrapper")
     with (
         httpx.Client(transport=httpx.MockTransport(_heygen)) as http,
         RestUsageWrapper(
@@ -202,6 +205,7 @@ def _track_everything(base: str, records: int, tracked: list[UsageEvent]) -> boo
 
     # 4. The real openai and anthropic SDKs, wrapped with no config: the built-ins record
     #    them. Their HTTP goes to in-process stand-ins (no key, no network).
+    phase("CostManager around openai and anthropic")
     return _track_sdk_clients(base, note)
 
 
@@ -220,6 +224,7 @@ ANTHROPIC_USAGE = {
     "cache_read_input_tokens": 0,
 }
 SDK_CALLS = 6
+CHAT_CALLS = 60
 
 
 def _openai_answer(request: Any) -> dict[str, Any]:
@@ -275,32 +280,37 @@ def _track_sdk_clients(base: str, note: Any) -> bool:
     except ImportError:  # the SDKs are not aicm's dependencies: this part needs them
         return False
     prompt: Any = [{"role": "user", "content": "Say hello"}]
-    with (
-        openai.OpenAI(
-            api_key="demo",
-            base_url="https://api.openai.com/v1",
-            http_client=_stand_in(openai.DefaultHttpxClient, _openai_answer),
-        ) as oai,
-        CostManager(oai, aicm_api_key=DEMO_KEY, aicm_api_base=base) as manager,
-    ):
-        for i in range(SDK_CALLS):
-            with manager.scope(client_customer_key=CUSTOMERS[i % 3]):
-                manager.client.chat.completions.create(model="gpt-4o-mini", messages=prompt)
-            note("openai::gpt-4o-mini-2024-07-18", CUSTOMERS[i % 3], OPENAI_USAGE)
-    with (
-        anthropic.Anthropic(
-            api_key="demo",
-            base_url="https://api.anthropic.com",
-            http_client=_stand_in(anthropic.DefaultHttpxClient, _anthropic_answer),
-        ) as claude,
-        CostManager(claude, aicm_api_key=DEMO_KEY, aicm_api_base=base) as manager,
-    ):
-        for i in range(SDK_CALLS):
-            with manager.scope(client_customer_key=CUSTOMERS[i % 3]):
-                manager.client.messages.create(
-                    model="claude-sonnet-4-5", max_tokens=64, messages=prompt
-                )
-            note("anthropic::claude-sonnet-4-5", CUSTOMERS[i % 3], ANTHROPIC_USAGE)
+    clients: list[tuple[Any, str, dict[str, Any], str, dict[str, Any]]] = [
+        (
+            openai.OpenAI(
+                api_key="demo",
+                base_url="https://api.openai.com/v1",
+                http_client=_stand_in(openai.DefaultHttpxClient, _openai_answer),
+            ),
+            "chat.completions",
+            {"model": "gpt-4o-mini"},
+            "openai::gpt-4o-mini-2024-07-18",
+            OPENAI_USAGE,
+        ),
+        (
+            anthropic.Anthropic(
+                api_key="demo",
+                base_url="https://api.anthropic.com",
+                http_client=_stand_in(anthropic.DefaultHttpxClient, _anthropic_answer),
+            ),
+            "messages",
+            {"model": "claude-sonnet-4-5", "max_tokens": 64},
+            "anthropic::claude-sonnet-4-5",
+            ANTHROPIC_USAGE,
+        ),
+    ]
+    for sdk_client, resource, options, service, answered in clients:
+        with sdk_client, CostManager(sdk_client, aicm_api_key=DEMO_KEY, aicm_api_base=base) as cm:
+            create = attrgetter(f"{resource}.create")(cm.client)
+            for i in range(SDK_CALLS):
+                with cm.scope(client_customer_key=CUSTOMERS[i % 3]):
+                    create(messages=prompt, **options)
+                note(service, CUSTOMERS[i % 3], answered)
     return True
 
 
@@ -314,46 +324,49 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     tracked: list[UsageEvent] = []
     with LocalCollector(configs=[CHAT_CONFIG, HEYGEN_CONFIG], db_path=args.db) as collector:
-        sdks = _track_everything(collector.api_base, args.records, tracked)
+        with progress("tracking", expected_records(args.records)) as bar:
+            sdks = _track_everything(collector.api_base, args.records, tracked, bar)
         # The same path as `aicm report`: the collector's file, read-only.
         track, usage = read_collector_db(collector.db_path)
         records = collector.stats().get("records", {})
         duplicates = sum(v.get("duplicates", 0) for v in records.values())
     by = ("service", "customer")
-    report = summarise(usage_events(track, usage), prices, by=by)
-    expected = summarise(tracked, prices, by=by)
+    events = usage_events(track, usage)
+    with progress("pricing", len(events) + len(tracked)) as bar:
+        report = summarise(bar.track(events), prices, by=by)
+        expected = summarise(bar.track(tracked), prices, by=by)
     stored = report["records"]
     ok = stored == len(tracked) and report["rows"] == expected["rows"]
-    result = {
-        "ok": ok,
-        "offered": len(tracked),
-        "stored": stored,
-        "duplicates_suppressed": duplicates,
-        "seconds": round(time.perf_counter() - started, 2),
-        "tracked": expected["rows"],
-        "report": report,
-        "prices": prices,
-    }
-    if args.json:
-        print(json.dumps(result, indent=2))
-    elif args.csv:
-        print(render_csv(report), end="")
-    else:
-        style = stdout_style()
-        print(render_text(report, style))
+    seconds = round(time.perf_counter() - started, 2)
+    emit(
+        args,
+        report,
+        {
+            "ok": ok,
+            "offered": len(tracked),
+            "stored": stored,
+            "duplicates_suppressed": duplicates,
+            "seconds": seconds,
+            "tracked": expected["rows"],
+            "report": report,
+            "prices": prices,
+        },
+    )
+    if not args.json and not args.csv:
         verdict = (
-            style.green("each exactly once") if ok else style.red("MISMATCH with what was tracked")
+            ("each exactly once", "green") if ok else ("MISMATCH with what was tracked", "red")
         )
-        print(
-            f"{stored:,} records stored of {len(tracked):,} tracked ({verdict}; "
-            f"{duplicates} repeats suppressed), in {result['seconds']} s"
+        say(
+            f"{stored:,} records stored of {len(tracked):,} tracked (",
+            verdict,
+            f"; {duplicates} repeats suppressed), in {seconds} s",
         )
         if args.db:
-            print(f"records kept in {args.db}: aicm report --db {args.db}")
+            say(f"records kept in {args.db}: aicm report --db {args.db}")
     if not sdks:
-        print(
+        say(
             "the openai and anthropic SDKs are not installed, so the demo tracked no wrapped "
             "SDK calls: pip install 'aicm-sdk[demo]' to see them",
-            file=sys.stderr,
+            stream=sys.stderr,
         )
     return EXIT_OK if ok else EXIT_FAILURE

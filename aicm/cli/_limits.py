@@ -9,16 +9,14 @@ against ``aicm serve`` and against the service alike: the API base comes from
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._core.settings import resolve_settings
-from ._console import EXIT_OK, UsageError, common_parent, render_table, stdout_style
+from ._common import EXIT_OK, UsageError, add_api_base, add_command, add_group, service_settings
+from ._output import print_json, say, show, table
 
 if TYPE_CHECKING:
     from .._core.service_models import UsageLimit
@@ -31,35 +29,21 @@ Runner = Callable[[argparse.Namespace], int]
 
 def register(commands: Any) -> None:
     """Add ``limits`` and its subcommands to the command's subparsers."""
-    limits: argparse.ArgumentParser = commands.add_parser(
+    sub = add_group(
+        commands,
         "limits",
-        parents=[common_parent()],
-        help="list, set and remove usage limits (on aicm serve or the service)",
-        description=(
-            "Manage usage limits over the service's API: an amount in dollars per day or "
-            "month, for a service and/or a customer, that alerts or stops spending once "
-            "reached. The key comes from AICM_API_KEY; the API base from --api-base, "
-            "AICM_API_BASE or the INI file."
-        ),
+        "list, set and remove usage limits (on aicm serve or the service)",
+        "Manage usage limits over the service's API: an amount in dollars per day or "
+        "month, for a service and/or a customer, that alerts or stops spending once "
+        "reached. The key comes from AICM_API_KEY; the API base from --api-base, "
+        "AICM_API_BASE or the INI file.",
+        ("list", "progress", "set", "remove"),
     )
-    limits.set_defaults(run=lambda args: _no_subcommand(limits), command_name="limits")
-    sub = limits.add_subparsers(dest="limits_command", metavar="SUBCOMMAND")
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument(
-        "--api-base",
-        metavar="URL",
-        default=None,
-        help="the service or collector, e.g. http://127.0.0.1:8765 (default: AICM_API_BASE)",
-    )
-    where.add_argument("--json", action="store_true", help="print JSON")
-    parents = [common_parent(), where]
+    add_api_base(where)
 
     def add(name: str, run: Runner, help: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(
-            name, parents=parents, help=help, description=help[0].upper() + help[1:] + "."
-        )
-        parser.set_defaults(run=run, command_name=f"limits {name}")
-        return parser
+        return add_command(sub, name, help, run=run, parents=[where], command_name=f"limits {name}")
 
     add("list", _list, "list the usage limits")
     add("progress", _progress, "show each limit's spend in its current period")
@@ -89,18 +73,11 @@ def register(commands: Any) -> None:
     remover.add_argument("limit_id", metavar="ID")
 
 
-def _no_subcommand(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    raise UsageError("choose a subcommand: list, progress, set or remove")
-
-
 def _client(args: argparse.Namespace) -> CostManagerClient:
     """The client of the service (or collector) the command speaks to."""
     from .._sync.client import CostManagerClient
 
-    settings = resolve_settings(api_base=args.api_base)
-    settings.require_api_key()
-    return CostManagerClient(settings=settings)
+    return CostManagerClient(settings=service_settings(args))
 
 
 def _plain(limit: UsageLimit) -> dict[str, Any]:
@@ -121,7 +98,7 @@ def _cell(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def _table(limits: Sequence[Mapping[str, Any]], *, progress: bool) -> str:
+def _table(limits: Sequence[Mapping[str, Any]], *, progress: bool) -> Any:
     headers = ["id", "type", "amount", "period", "service", "customer", "expires"]
     if progress:
         headers += ["spent", "left"]
@@ -145,16 +122,26 @@ def _table(limits: Sequence[Mapping[str, Any]], *, progress: bool) -> str:
             row[1] += " (off)"
         rows.append(row)
     right = [False, False, True, False, False, False, False] + ([True, True] if progress else [])
-    return render_table(headers, rows, right=right, style=stdout_style())
+    # A column no limit uses (no customer, no expiry) is left out: room on a narrow terminal.
+    keep = [
+        i
+        for i, name in enumerate(headers)
+        if name not in ("customer", "expires") or any(r[i] != "-" for r in rows)
+    ]
+    return table(
+        [headers[i] for i in keep],
+        [[r[i] for i in keep] for r in rows],
+        right=[right[i] for i in keep],
+    )
 
 
 def _show(args: argparse.Namespace, data: Any, *, progress: bool = False) -> int:
     if args.json:
-        print(json.dumps(data, indent=2))
+        print_json(data)
     elif not data:
-        print("no usage limits")
+        say("no usage limits")
     else:
-        print(_table(data if isinstance(data, list) else [data], progress=progress))
+        show(_table(data if isinstance(data, list) else [data], progress=progress))
     return EXIT_OK
 
 
@@ -203,7 +190,7 @@ def _remove(args: argparse.Namespace) -> int:
     with _client(args) as client:
         client.delete_usage_limit(args.limit_id)
     if args.json:
-        print(json.dumps({"removed": args.limit_id}))
+        print_json({"removed": args.limit_id})
     else:
-        print(f"removed usage limit {args.limit_id}")
+        say(f"removed usage limit {args.limit_id}")
     return EXIT_OK

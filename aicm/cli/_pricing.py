@@ -27,7 +27,7 @@ import attrs
 
 from .._core.exceptions import shown
 from .._providers.normalize import PRICE_PROVIDERS, normalize_usage
-from ._console import CommandError
+from ._common import CommandError
 
 __all__ = [
     "PriceLine",

@@ -1,8 +1,9 @@
 """``aicm report``: usage and cost by service, customer and day from collector records (layer 6).
 
 The one code path from stored records to a cost table: ``aicm report`` reads a collector's
-database file, ``aicm demo`` the database of the collector it ran; both go through
-:func:`read_collector_db`, :func:`usage_events` and :func:`summarise`, then one renderer.
+database file (by default the one ``aicm serve`` keeps), ``aicm demo`` the database of the
+collector it ran; both go through :func:`read_collector_db`, :func:`usage_events` and
+:func:`summarise`, then one renderer.
 The file is opened read-only (it may belong to a running collector); the rows are decoded
 by the collector's store module, as the collector itself reads them.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import sqlite3
 from collections import defaultdict
@@ -24,16 +24,8 @@ from typing import Any
 import attrs
 
 from .._core.models import vendor_service_key
-from ._console import (
-    EXIT_OK,
-    CommandError,
-    Style,
-    UsageError,
-    common_parent,
-    format_number,
-    render_table,
-    stdout_style,
-)
+from ._common import EXIT_OK, CommandError, UsageError, add_command, format_number
+from ._output import print_json, progress, say, show, table
 from ._pricing import PriceTable, default_prices, load_prices, price_usage
 
 __all__ = [
@@ -42,9 +34,9 @@ __all__ = [
     "add_format_arguments",
     "parse_by",
     "read_collector_db",
+    "print_report",
     "register",
     "render_csv",
-    "render_text",
     "summarise",
     "usage_events",
 ]
@@ -95,8 +87,12 @@ def read_collector_db(path: str | Path) -> tuple[list[dict[str, Any]], list[dict
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"track", "track_usage"} <= tables:
             raise CommandError(f"{file} is not a collector database (no track tables)")
-        track = [_store._track_dict(row) for row in conn.execute(_TRACK_SQL)]
-        usage = [_store._usage_dict(row) for row in conn.execute(_USAGE_SQL)]
+        (total,) = conn.execute(
+            "SELECT (SELECT count(*) FROM track) + (SELECT count(*) FROM track_usage)"
+        ).fetchone()
+        with progress(f"reading {file.name}", total) as bar:
+            track = [_store._track_dict(row) for row in bar.track(conn.execute(_TRACK_SQL))]
+            usage = [_store._usage_dict(row) for row in bar.track(conn.execute(_USAGE_SQL))]
     except sqlite3.DatabaseError as exc:
         raise CommandError(f"{file} is not a usable collector database: {exc}") from exc
     except ValueError as exc:  # a JSON column that does not decode
@@ -266,44 +262,33 @@ def _cost_text(row: Mapping[str, Any]) -> str:
     return f"{row['cost_usd']:.6f} + {unpriced:,} unpriced"
 
 
-def _table(
-    title: str | None, names: Sequence[str], rows: Sequence[Mapping[str, Any]], style: Style
-) -> str:
-    headers = [*names, "records", "usage", "cost (USD)"]
+def _table(title: str | None, names: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Any:
     body = [
-        [
-            *(r[n] for n in names),
-            f"{r['records']:,}",
-            _usage_text(r["usage"]),
-            _cost_text(r),
-        ]
+        [*(str(r[n]) for n in names), f"{r['records']:,}", _usage_text(r["usage"]), _cost_text(r)]
         for r in rows
     ]
     right = [False] * len(names) + [True, False, True]
-    table = render_table(headers, body, right=right, style=style)
-    return f"{style.bold(title)}\n{table}" if title else table
+    return table([*names, "records", "usage", "cost (USD)"], body, right=right, title=title)
 
 
-def render_text(summary: Mapping[str, Any], style: Style | None = None) -> str:
-    """The summary as tables: as grouped, then totals per service and per customer."""
-    style = style or Style(io.StringIO())
+def print_report(summary: Mapping[str, Any]) -> None:
+    """Print the summary as tables (as grouped, then totals per service and per customer)
+    and the total, with the records that have no price named."""
     by: list[str] = summary["by"]
-    parts = [_table(None, by, summary["rows"], style)]
+    parts = [_table(None, by, summary["rows"])]
     if by != ["service"]:
-        parts.append(_table("Totals by service", ["service"], summary["by_service"], style))
+        parts.append(_table("Totals by service", ["service"], summary["by_service"]))
     if by != ["customer"]:
-        parts.append(_table("Totals by customer", ["customer"], summary["by_customer"], style))
-    notes = [style.bold(f"{summary['records']:,} records, total ${summary['cost_usd']:.6f}")]
+        parts.append(_table("Totals by customer", ["customer"], summary["by_customer"]))
+    show(*parts)
+    say()
+    say((f"{summary['records']:,} records, total ${summary['cost_usd']:.6f}", "bold"))
     if summary["unpriced"]:
         counts = summary.get("unpriced_by_service") or {}
         unpriced = ", ".join(f"{s} ({counts.get(s, '?')})" for s in summary["unpriced"])
         total = summary.get("unpriced_records", len(summary["unpriced"]))
-        notes.append(
-            style.yellow(
-                f"{total:,} unpriced record(s), not in the total; no price for: {unpriced}"
-            )
-        )
-    return "\n\n".join(parts) + "\n\n" + "\n".join(notes)
+        note = f"{total:,} unpriced record(s), not in the total; no price for: {unpriced}"
+        say((note, "yellow"))
 
 
 def render_csv(summary: Mapping[str, Any]) -> str:
@@ -351,20 +336,23 @@ def report_prices(path: str | None) -> dict[str, dict[str, float]]:
 
 def register(commands: Any) -> None:
     """Add ``report`` to the command's subparsers."""
-    parser: argparse.ArgumentParser = commands.add_parser(
+    from ._serve import DB_ENV
+
+    parser = add_command(
+        commands,
         "report",
-        parents=[common_parent()],
-        help="usage and cost by service, customer and day from a collector database",
-        description=(
-            "Read a local collector's database (read-only) and print the usage it stored "
-            "and what it costs at the price table's rates."
-        ),
+        "usage and cost by service, customer and day from a collector database",
+        "Read a local collector's database (read-only) and print the usage it stored "
+        "and what it costs at the price table's rates.",
+        run=run,
+        json=None,  # with --csv, from add_format_arguments
     )
     parser.add_argument(
         "--db",
         metavar="COLLECTOR_DB",
-        required=True,
-        help="the collector's SQLite file (aicm serve --db PATH)",
+        default=None,
+        help=f"the collector's SQLite file (default: the one aicm serve keeps: ${DB_ENV}, "
+        "else records.sqlite3 in the user data directory)",
     )
     parser.add_argument(
         "--by",
@@ -373,19 +361,30 @@ def register(commands: Any) -> None:
         help="group rows by these, comma-separated: service, customer, day (default: %(default)s)",
     )
     add_format_arguments(parser)
-    parser.set_defaults(run=run)
+
+
+def emit(args: argparse.Namespace, summary: Mapping[str, Any], data: Any = None) -> None:
+    """Print ``summary`` as ``--json`` (``data`` if given), ``--csv`` or tables."""
+    if args.json:
+        print_json(summary if data is None else data)
+    elif args.csv:
+        print(render_csv(summary), end="")
+    else:
+        print_report(summary)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the report."""
+    from ._serve import default_collector_db
+
     by = parse_by(args.by)
     prices = report_prices(args.prices)
-    track, usage = read_collector_db(args.db)
-    summary = summarise(usage_events(track, usage), prices, by=by)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    elif args.csv:
-        print(render_csv(summary), end="")
-    else:
-        print(render_text(summary, stdout_style()))
+    path = Path(args.db) if args.db is not None else default_collector_db()
+    if args.db is None and not path.is_file():
+        raise CommandError(f"no collector database at {path} (aicm serve keeps one there; or --db)")
+    track, usage = read_collector_db(path)
+    events = usage_events(track, usage)
+    with progress("pricing", len(events)) as bar:
+        summary = summarise(bar.track(events), prices, by=by)
+    emit(args, summary)
     return EXIT_OK

@@ -13,7 +13,6 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import anyio
 import attrs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,11 +21,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from aicm._core.jsonplain import loads
+from aicm._core.wire import Kind
+from aicm.collector._api_requests import answer_response, json_response
 from aicm.collector._collector import Collector, ConfigsSource
 from aicm.collector._faults import Faults, RequestFaults, faults_from_mapping, faults_to_json
-from aicm.collector._json import dumps, loads
 from aicm.collector._limits import LimitError
-from aicm.collector._logic import Answer, Kind, api_key_matches, error_answer
 from aicm.collector._service_api import service_api_routes
 from aicm.collector._store import kind_from_name
 
@@ -58,19 +58,6 @@ def _hush_deliberate_drops() -> None:
         logger.addFilter(_HUSH)
 
 
-def _response(answer: Answer) -> Response:
-    return Response(
-        answer.body,
-        status_code=answer.status_code,
-        headers=dict(answer.headers),
-        media_type="application/json" if answer.body else None,
-    )
-
-
-def _json(data: Any, status_code: int = 200) -> Response:
-    return Response(dumps(data), status_code=status_code, media_type="application/json")
-
-
 class _DroppedResponse(Response):
     """Starts an answer that promises more bytes than it sends, then lets go of it.
 
@@ -95,10 +82,6 @@ class _DroppedResponse(Response):
             }
         )
         await send({"type": "http.response.body", "body": partial, "more_body": True})
-
-
-def _format_seconds(seconds: float) -> str:
-    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
 
 
 async def _read_body(request: Request) -> bytes:
@@ -126,36 +109,18 @@ class _Endpoints:
     ) -> tuple[RequestFaults, Response | None]:
         """Count the request and apply the faults that come before any work."""
         collector = self.collector
-        headers = request.headers
-        authorization = headers.get("authorization")
-        collector.stats.request_arrived(headers.get("user-agent"), authorization is not None)
         if endpoint == "triggered_limits":
             # Every tracker asks this once as it starts: injected failures, drops and
             # latency (and fail_first's count) are kept for the requests they test.
             plan = RequestFaults(faults=attrs.evolve(collector.faults.faults, latency=0.0))
         else:
             plan = collector.faults.plan()
-        faults = plan.faults
-        if faults.latency:
-            collector.stats.fault("latency")
-            await anyio.sleep(faults.latency)
-        if plan.failure is not None:
-            collector.stats.fault(plan.failure)
-            extra = {}
-            if faults.retry_after is not None:
-                extra["Retry-After"] = _format_seconds(faults.retry_after)
-            answer = error_answer(
-                faults.failure_status, "injected failure (collector fault)", extra
-            )
-            return plan, self._done(endpoint, _response(answer))
-        if faults.require_api_key is not None and not api_key_matches(
-            authorization, faults.require_api_key
-        ):
-            collector.stats.fault("unauthorized")
-            answer = error_answer(
-                401, "missing or invalid API key", {"WWW-Authenticate": 'Bearer realm="aicm"'}
-            )
-            return plan, self._done(endpoint, _response(answer))
+        headers = request.headers
+        refusal = await collector.admit(
+            plan, headers.get("authorization"), headers.get("user-agent")
+        )
+        if refusal is not None:
+            return plan, self._done(endpoint, answer_response(refusal))
         return plan, None
 
     def _done(self, endpoint: str, response: Response) -> Response:
@@ -184,7 +149,7 @@ class _Endpoints:
         )
         if plan.drop:
             return self._drop(kind, answer.status_code)
-        return self._done(kind, _response(answer))
+        return self._done(kind, answer_response(answer))
 
     async def track(self, request: Request) -> Response:
         """``POST /api/v1/track``."""
@@ -204,7 +169,7 @@ class _Endpoints:
         answer = self.collector.configs_answer(
             request.query_params.get("api_id"), request.headers.get("if-none-match")
         )
-        return self._done("configs", _response(answer))
+        return self._done("configs", answer_response(answer))
 
     # -- usage limits (the service's API) -----------------------------------------------
 
@@ -229,12 +194,12 @@ class _Endpoints:
             return refused
         book = self.collector.limits
         if request.method == "GET":
-            return self._done("usage_limits", _json([x.out() for x in book.all()]))
+            return self._done("usage_limits", json_response([x.out() for x in book.all()]))
         try:
             limit = book.create(await self._limit_body(request))
         except LimitError as exc:
-            return self._done("usage_limits", _json({"detail": str(exc)}, 400))
-        return self._done("usage_limits", _json(limit.out(), 201))
+            return self._done("usage_limits", json_response({"detail": str(exc)}, 400))
+        return self._done("usage_limits", json_response(limit.out(), 201))
 
     async def usage_limit(self, request: Request) -> Response:
         """``GET``, ``PUT`` (the fields given) or ``DELETE`` one usage limit."""
@@ -243,18 +208,18 @@ class _Endpoints:
             return refused
         book = self.collector.limits
         uid = str(request.path_params["limit_id"])
-        missing = _json({"detail": f"no usage limit {uid!r}"}, 404)
+        missing = json_response({"detail": f"no usage limit {uid!r}"}, 404)
         if request.method == "GET":
             limit = book.get(uid)
-            answer = missing if limit is None else _json(limit.out())
+            answer = missing if limit is None else json_response(limit.out())
         elif request.method == "DELETE":
             answer = Response(status_code=204) if book.delete(uid) else missing
         else:
             try:
                 changed = book.update(uid, await self._limit_body(request))
             except LimitError as exc:
-                return self._done("usage_limits", _json({"detail": str(exc)}, 400))
-            answer = missing if changed is None else _json(changed.out())
+                return self._done("usage_limits", json_response({"detail": str(exc)}, 400))
+            answer = missing if changed is None else json_response(changed.out())
         return self._done("usage_limits", answer)
 
     async def usage_limits_progress(self, request: Request) -> Response:
@@ -262,7 +227,7 @@ class _Endpoints:
         refused = await self._limits_begin(request, "usage_limits")
         if refused is not None:
             return refused
-        return self._done("usage_limits", _json(self.collector.limits_progress()))
+        return self._done("usage_limits", json_response(self.collector.limits_progress()))
 
     async def triggered_limits(self, request: Request) -> Response:
         """``GET /triggered-limits``: ``{"triggered_limits": {...}}`` for the caller's key."""
@@ -273,27 +238,27 @@ class _Endpoints:
         envelope = self.collector.triggered_limits(
             request.headers.get("authorization"), forged=plan.forge_limits
         )
-        return self._done("triggered_limits", _json({"triggered_limits": envelope}))
+        return self._done("triggered_limits", json_response({"triggered_limits": envelope}))
 
     # -- admin -------------------------------------------------------------------------
 
     async def admin_public_key(self, request: Request) -> Response:
         """``GET /_collector/public-key``: the key the collector signs usage limits with."""
         key = self.collector.signing_key
-        return _json({"key_id": key.key_id, "public_key": key.public_pem})
+        return json_response({"key_id": key.key_id, "public_key": key.public_pem})
 
     async def admin_records(self, request: Request) -> Response:
         """``GET /_collector/records?kind=track|track_usage``."""
         try:
             kind = kind_from_name(request.query_params.get("kind", ""))
         except ValueError as exc:
-            return _json({"detail": str(exc)}, 400)
+            return json_response({"detail": str(exc)}, 400)
         records = self.collector.store.records(kind)
-        return _json({"kind": kind, "count": len(records), "records": records})
+        return json_response({"kind": kind, "count": len(records), "records": records})
 
     async def admin_stats(self, request: Request) -> Response:
         """``GET /_collector/stats``."""
-        return _json(self.collector.stats.snapshot())
+        return json_response(self.collector.stats.snapshot())
 
     async def admin_faults(self, request: Request) -> Response:
         """``GET`` the faults in force; ``POST`` a JSON object of ``Faults`` fields: new ones."""
@@ -304,9 +269,9 @@ class _Endpoints:
                     raise ValueError("expected a JSON object of Faults fields")
                 faults = faults_from_mapping(data)
             except ValueError as exc:
-                return _json({"detail": str(exc)}, 400)
+                return json_response({"detail": str(exc)}, 400)
             self.collector.faults.set(faults)
-        return _json(faults_to_json(self.collector.faults.faults))
+        return json_response(faults_to_json(self.collector.faults.faults))
 
     async def admin_configs(self, request: Request) -> Response:
         """``GET`` the configs served; ``POST`` new ones (an object or a bare list)."""
@@ -314,22 +279,22 @@ class _Endpoints:
             try:
                 self.collector.set_configs(loads(await request.body()))
             except ValueError as exc:
-                return _json({"detail": str(exc)}, 400)
-        return _json({"service_configs": self.collector.configs()})
+                return json_response({"detail": str(exc)}, 400)
+        return json_response({"service_configs": self.collector.configs()})
 
     async def admin_clear(self, request: Request) -> Response:
         """``POST /_collector/clear``: forget records, statistics and usage limits."""
         self.collector.clear()
-        return _json({"cleared": True})
+        return json_response({"cleared": True})
 
     async def admin_health(self, request: Request) -> Response:
         """``GET /_collector/health``: the collector is up."""
-        return _json({"status": "ok"})
+        return json_response({"status": "ok"})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    response = _json({"detail": exc.detail}, exc.status_code)
+    response = json_response({"detail": exc.detail}, exc.status_code)
     if exc.headers:
         response.headers.update(exc.headers)
     return response

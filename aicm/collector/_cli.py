@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -176,6 +177,12 @@ def run_from_args(args: argparse.Namespace) -> int:
             host = f"[{args.host}]" if ":" in args.host else args.host
             base = f"http://{host}:{server.bound_port}"
             db = collector.store.path
+            if getattr(args, "json", False):  # aicm serve --json: one machine-readable line
+                where = {"api_base": base, "api_root": f"{base}{API_URL}", "db": str(db)}
+                where |= {"limits": str(collector.limits.path), "key_id": key_id}
+                where |= {"public_key_path": str(signing.public_path)}
+                print(json.dumps(where), flush=True)
+                return
             print(
                 f"aicm collector listening on {base} (API root {base}{API_URL}, db {db})\n"
                 f"usage limits in {collector.limits.path}, signed with key {key_id}; its"

@@ -11,27 +11,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
+import anyio
+
 from aicm._core.exceptions import ConfigError
-from aicm.collector._faults import FaultInjector, Faults
-from aicm.collector._json import loads
-from aicm.collector._limits import LimitBook, LimitError, UsageRow, api_key_id, rows_from_records
-from aicm.collector._logic import (
-    Answer,
+from aicm._core.jsonplain import loads
+from aicm._core.wire import (
     BadRequest,
     Kind,
-    bearer_token,
     configs_document,
-    error_answer,
     etag_for,
     etag_matches,
     normalise_configs,
     parse_batch,
     plan_batch,
 )
-from aicm.collector._service_api import ApiObjects, custom_prices
+from aicm.collector._api_requests import ApiObjects
+from aicm.collector._faults import FaultInjector, Faults, RequestFaults
+from aicm.collector._limits import LimitBook, LimitError, UsageRow, api_key_id, rows_from_records
+from aicm.collector._logic import Answer, api_key_matches, bearer_token, error_answer
 from aicm.collector._signing import SigningKey
 from aicm.collector._stats import CollectorStats
 from aicm.collector._store import GroupWriter, RecordStore
+from aicm.collector._usage import custom_prices
 
 __all__ = ["Collector", "ConfigsSource", "default_data_dir", "load_configs"]
 
@@ -61,6 +62,19 @@ def load_configs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         raise ConfigError(str(exc), path=str(path)) from exc
 
 
+def data_dir_for(
+    configs: object, configs_path: object, data_dir: str | os.PathLike[str] | None
+) -> tuple[str, tempfile.TemporaryDirectory[str] | None]:
+    """The data directory to use, and the temporary one made when ``data_dir`` is None
+    (its owner removes it); ``ValueError`` when both configs and a configs file are given."""
+    if configs is not None and configs_path is not None:
+        raise ValueError("give configs or configs_path, not both")
+    if data_dir is not None:
+        return os.fspath(data_dir), None
+    temporary = tempfile.TemporaryDirectory(prefix="aicm-collector-")
+    return temporary.name, temporary
+
+
 class Collector:
     """Everything the collector holds and does, minus HTTP.
 
@@ -80,14 +94,9 @@ class Collector:
         data_dir: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
-        if configs is not None and configs_path is not None:
-            raise ValueError("give configs or configs_path, not both")
         # No data directory: a temporary one, removed on close (tests, the demo).
-        self._own_data_dir: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._own_data_dir = tempfile.TemporaryDirectory(prefix="aicm-collector-")
-            data_dir = self._own_data_dir.name
-        self.data_dir = Path(data_dir)
+        directory, self._own_data_dir = data_dir_for(configs, configs_path, data_dir)
+        self.data_dir = Path(directory)
         if prices is None:
             from aicm.cli._pricing import default_prices
 
@@ -122,10 +131,7 @@ class Collector:
 
     def set_configs(self, configs: ConfigsSource) -> None:
         """Serve ``configs`` from now on (their ETag changes with them)."""
-        try:
-            normalised = normalise_configs(configs)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        normalised = normalise_configs(configs)
         with self._configs_lock:
             self._configs = normalised
             self._configs_cache = {}
@@ -147,6 +153,31 @@ class Collector:
         if etag_matches(if_none_match, etag):
             return Answer(304, b"", headers)
         return Answer(200, body, headers)
+
+    async def admit(
+        self, plan: RequestFaults, authorization: str | None, user_agent: str | None
+    ) -> Answer | None:
+        """Count a request and apply the faults that come before any work: the answer that
+        refuses it (an injected failure, a missing or wrong API key), else None."""
+        self.stats.request_arrived(user_agent, authorization is not None)
+        faults = plan.faults
+        if faults.latency:
+            self.stats.fault("latency")
+            await anyio.sleep(faults.latency)
+        if plan.failure is not None:
+            self.stats.fault(plan.failure)
+            extra = {}
+            if faults.retry_after is not None:
+                extra["Retry-After"] = _format_seconds(faults.retry_after)
+            return error_answer(faults.failure_status, "injected failure (collector fault)", extra)
+        if faults.require_api_key is not None and not api_key_matches(
+            authorization, faults.require_api_key
+        ):
+            self.stats.fault("unauthorized")
+            return error_answer(
+                401, "missing or invalid API key", {"WWW-Authenticate": 'Bearer realm="aicm"'}
+            )
+        return None
 
     async def ingest(
         self,
@@ -183,7 +214,8 @@ class Collector:
         )
         if plan.rejected:
             self.stats.fault("reject", plan.rejected)
-        return plan.answer(self.triggered_limits(authorization, forged=faults.forge_limits))
+        limits = self.triggered_limits(authorization, forged=faults.forge_limits)
+        return Answer(plan.status_code, plan.body(limits))
 
     # -- usage limits ------------------------------------------------------------------
 
@@ -247,3 +279,7 @@ class Collector:
         self.store.close()
         if self._own_data_dir is not None:
             self._own_data_dir.cleanup()
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)

@@ -28,8 +28,8 @@ import attrs
 
 from aicm._core.limits import api_key_id_of
 from aicm._core.settings import key_fingerprint
+from aicm._core.wire import record_moment
 from aicm.cli._pricing import PriceTable, price_usage
-from aicm.collector._logic import record_moment
 
 __all__ = [
     "LimitBook",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from aicm.collector._app import API_URL, build_app
-from aicm.collector._collector import Collector, ConfigsSource
+from aicm.collector._collector import Collector, ConfigsSource, data_dir_for
 from aicm.collector._faults import Faults
 from aicm.collector._store import kind_from_name
 
@@ -130,15 +129,9 @@ class LocalCollector:
         seed: int = 0,
         data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if configs is not None and configs_path is not None:
-            raise ValueError("give configs or configs_path, not both")
         # No data directory: a temporary one for this object's life, so a restart keeps
         # the signing key and the usage limits, as `aicm serve` keeps them on disk.
-        self._own_data_dir: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._own_data_dir = tempfile.TemporaryDirectory(prefix="aicm-collector-")
-            data_dir = self._own_data_dir.name
-        self.data_dir = os.fspath(data_dir)
+        self.data_dir, self._own_data_dir = data_dir_for(configs, configs_path, data_dir)
         self._options: dict[str, Any] = {
             "configs": configs,
             "configs_path": configs_path,

@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from aicm.collector._logic import KINDS, Kind
+from aicm._core.wire import KINDS, Kind
 
 __all__ = ["ENDPOINTS", "FAULT_KINDS", "CollectorStats"]
 

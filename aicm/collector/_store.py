@@ -15,7 +15,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -23,8 +23,8 @@ import anyio.lowlevel
 import attrs
 
 from aicm._core.exceptions import ConfigError
-from aicm.collector._json import dumps_text, loads
-from aicm.collector._logic import KINDS, Kind, dedup_key
+from aicm._core.jsonplain import dumps, loads
+from aicm._core.wire import KINDS, Kind, dedup_key
 
 __all__ = ["GroupWriter", "PendingWrite", "RecordStore", "kind_from_name"]
 
@@ -135,13 +135,13 @@ def kind_from_name(name: str) -> Kind:
 
 
 def _json_or_null(record: Mapping[str, Any], name: str) -> str | None:
-    return dumps_text(record[name]) if name in record else None
+    return dumps(record[name]) if name in record else None
 
 
 def _track_rows(
     records: Iterable[Mapping[str, Any]], received_at: float, user_agent: str | None
 ) -> list[tuple[Any, ...]]:
-    encode = dumps_text
+    encode = dumps
     return [
         (
             r.get("api_id"),
@@ -176,7 +176,7 @@ def _usage_rows(
                 r.get("client_customer_key"),
                 _json_or_null(r, "context"),
                 r.get("base_url"),
-                dumps_text(extra) if extra else None,
+                dumps(extra) if extra else None,
                 received_at,
                 user_agent,
             )
@@ -192,6 +192,23 @@ class PendingWrite:
     records: Sequence[Mapping[str, Any]]
     received_at: float
     user_agent: str | None
+
+
+# The columns each kind is read back with, its table, and the row as a record.
+_READ: dict[Kind, tuple[str, str, Callable[[Any], dict[str, Any]]]] = {
+    "track": (
+        "api_id, service_key, response_id, timestamp, payload, client_customer_key, context,"
+        " received_at, user_agent",
+        "track",
+        lambda row: _track_dict(row),
+    ),
+    "track_usage": (
+        "response_id, config_id, service_id, timestamp, usage, client_customer_key, context,"
+        " base_url, extra, received_at, user_agent",
+        "track_usage",
+        lambda row: _usage_dict(row),
+    ),
+}
 
 
 class RecordStore:
@@ -331,41 +348,21 @@ class RecordStore:
 
         Each is the record as sent plus ``received_at`` (Unix time) and ``user_agent``.
         """
-        with self._lock:
-            conn = self._connection()
-            if kind == "track":
-                rows = conn.execute(
-                    "SELECT api_id, service_key, response_id, timestamp, payload,"
-                    " client_customer_key, context, received_at, user_agent"
-                    " FROM track ORDER BY seq"
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT response_id, config_id, service_id, timestamp, usage,"
-                    " client_customer_key, context, base_url, extra, received_at, user_agent"
-                    " FROM track_usage ORDER BY seq"
-                ).fetchall()
-        return [_track_dict(row) if kind == "track" else _usage_dict(row) for row in rows]
+        return self._select(kind, "", ())
 
     def records_since(self, kind: Kind, received_after: float) -> list[dict[str, Any]]:
         """The stored records of ``kind`` that arrived after ``received_after`` (Unix time)."""
+        return self._select(kind, " WHERE received_at > ?", (received_after,))
+
+    def _select(self, kind: Kind, where: str, args: tuple[float, ...]) -> list[dict[str, Any]]:
+        columns, table, to_dict = _READ[kind]
         with self._lock:
-            conn = self._connection()
-            if kind == "track":
-                rows = conn.execute(
-                    "SELECT api_id, service_key, response_id, timestamp, payload,"
-                    " client_customer_key, context, received_at, user_agent"
-                    " FROM track WHERE received_at > ? ORDER BY seq",
-                    (received_after,),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT response_id, config_id, service_id, timestamp, usage,"
-                    " client_customer_key, context, base_url, extra, received_at, user_agent"
-                    " FROM track_usage WHERE received_at > ? ORDER BY seq",
-                    (received_after,),
-                ).fetchall()
-        return [_track_dict(row) if kind == "track" else _usage_dict(row) for row in rows]
+            rows = (
+                self._connection()
+                .execute(f"SELECT {columns} FROM {table}{where} ORDER BY seq", args)
+                .fetchall()
+            )
+        return [to_dict(row) for row in rows]
 
     def count(self, kind: Kind) -> int:
         """How many records of ``kind`` are stored."""
@@ -390,7 +387,7 @@ class RecordStore:
             self._connection().execute(
                 "INSERT INTO api_object (kind, key, value) VALUES (?, ?, ?)"
                 " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
-                (kind, key, dumps_text(value)),
+                (kind, key, dumps(value)),
             )
 
     def delete_object(self, kind: str, key: str) -> bool:

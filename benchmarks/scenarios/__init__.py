@@ -11,4 +11,14 @@ SCENARIOS: dict[str, str] = {
     "close": "benchmarks.scenarios.close",
     "imports": "benchmarks.scenarios.imports",
     "idle_cpu": "benchmarks.scenarios.idle_cpu",
+    "web": "benchmarks.scenarios.web",
+    "openai_sdk": "benchmarks.scenarios.openai_sdk",
 }
+
+# Left out of ``--quick`` (CI) unless named with ``--only``: each takes minutes of load.
+NOT_QUICK: frozenset[str] = frozenset({"web", "openai_sdk"})
+
+
+def default_names(quick: bool) -> list[str]:
+    """The scenarios a run without ``--only`` runs."""
+    return [name for name in SCENARIOS if not (quick and name in NOT_QUICK)]

@@ -29,6 +29,7 @@ from .._common import (
     timer_overhead_ns,
 )
 from .._subjects import (
+    AsyncHttpFloor,
     HttpFloor,
     SimpleQueueFloor,
     SqliteFloor,
@@ -51,6 +52,10 @@ TITLE = "1. Caller cost per track (us/call)"
 
 SYNC_MEM = "aicm Tracker.track MEM_QUEUE (sync)"
 ASYNC_MEM = "aicm AsyncTracker.track MEM_QUEUE (asyncio)"
+SYNC_IMM = "aicm Tracker.track IMMEDIATE (sync)"
+ASYNC_IMM = "aicm AsyncTracker.track IMMEDIATE (asyncio)"
+SYNC_POST_FLOOR = "floor: httpx POST of one record"
+ASYNC_POST_FLOOR = "floor: httpx.AsyncClient POST of one record (asyncio)"
 
 Round = tuple[Measure, Callable[[], list[int]], Callable[[], None]]
 # Subjects whose samples are not single timed calls: the timer's cost is not subtracted.
@@ -126,14 +131,14 @@ def run(ctx: Context) -> ScenarioResult:
             True,
         )
         add_sync(
-            "aicm Tracker.track IMMEDIATE (sync)",
+            SYNC_IMM,
             "immediate",
             sync_tracker("immediate"),
             n_imm,
             False,
         )
         add_async(
-            "aicm AsyncTracker.track IMMEDIATE (asyncio)",
+            ASYNC_IMM,
             "immediate",
             async_tracker("immediate"),
             n_imm,
@@ -247,10 +252,17 @@ def run(ctx: Context) -> ScenarioResult:
         stack.callback(http_floor.close)
         rounds.append(
             (
-                result.measure(
-                    "floor: httpx POST of one record", "floor", "immediate", us, "lower"
-                ),
+                result.measure(SYNC_POST_FLOOR, "floor", "immediate", us, "lower"),
                 lambda: time_calls(http_floor.call, n_imm),
+                _nop,
+            )
+        )
+        async_floor = AsyncHttpFloor(base)
+        stack.callback(p.call, async_floor.aclose)
+        rounds.append(
+            (
+                result.measure(ASYNC_POST_FLOOR, "floor", "immediate", us, "lower"),
+                lambda: p.call(time_awaits, async_floor.call, n_imm),
                 _nop,
             )
         )
@@ -283,6 +295,20 @@ def run(ctx: Context) -> ScenarioResult:
             "us/call",
         )
     )
+    for tracked, floor, kind in (
+        (SYNC_IMM, SYNC_POST_FLOOR, "sync Tracker.track"),
+        (ASYNC_IMM, ASYNC_POST_FLOOR, "AsyncTracker.track"),
+    ):
+        mine, bare = result.get(tracked).median, result.get(floor).median
+        result.targets.append(
+            Target(
+                f"IMMEDIATE {kind} / a bare POST of one record with the same kind of client",
+                None if mine is None or not bare else mine / bare,
+                "<=",
+                1.2,
+                "x",
+            )
+        )
     result.notes.append(
         f"per-call times less the timer's own {overhead:.0f} ns; "
         + ("quick mode: no warm-up round" if ctx.quick else "a warm-up round is not counted")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from .._common import REPO, Context, ScenarioResult, child_env, have, rotate
+from .._common import REPO, Context, ScenarioResult, Target, child_env, have, rotate
 
 NAME = "imports"
 TITLE = "7. Import time (ms, fresh interpreter)"
@@ -58,6 +58,18 @@ def run(ctx: Context) -> ScenarioResult:
     for r in range(rounds):
         for module, measure in rotate(subjects, r):
             measure.add_value(once(module))
+    measured = dict(subjects)
+    if "posthog" in measured:
+        mine, peer = measured["aicm"].median, measured["posthog"].median
+        result.targets.append(
+            Target(
+                "import aicm / import posthog, medians",
+                None if mine is None or not peer else mine / peer,
+                "<=",
+                1.0,
+                "x",
+            )
+        )
     result.extra["heaviest_under_aicm"] = _heaviest(env)
     heavy = ", ".join(f"{name} {ms:.0f} ms" for name, ms in result.extra["heaviest_under_aicm"][:8])
     result.notes.append(f"heaviest packages under import aicm (-X importtime, cumulative): {heavy}")

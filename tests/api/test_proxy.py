@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -14,7 +15,7 @@ import attrs
 import openai
 import pytest
 
-from aicm._api.proxy import ProxyHooks, TrackedProxy
+from aicm._api.proxy import Call, ProxyHooks, TrackedProxy
 from aicm._core.extractor import UniversalExtractor
 from aicm._core.models import ServiceConfig
 from tests.fakes import FAIL_MODEL, FakeAnthropic, FakeOpenAI
@@ -52,13 +53,13 @@ class RecordingHook:
             raise RuntimeError("should_track exploded")
         return path in self.tracked
 
-    def on_call(self, path: str, args: Any, kwargs: Any, response: Any, func: Any) -> None:
-        self.calls.append(Seen(path, args, kwargs, response, func))
+    def on_call(self, call: Call, response: Any) -> None:
+        self.calls.append(Seen(call.path, call.args, call.kwargs, response, call.func))
         if self.fail:
             raise RuntimeError("hook exploded")
 
-    def on_stream_end(self, path: str, args: Any, kwargs: Any, chunks: Any, func: Any) -> None:
-        self.ends.append(Seen(path, args, kwargs, chunks, func))
+    def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
+        self.ends.append(Seen(call.path, call.args, call.kwargs, chunks, call.func))
         if self.fail:
             raise RuntimeError("hook exploded")
 
@@ -76,14 +77,19 @@ class ExtractingHook:
     def should_track(self, path: str) -> bool:
         return self.extractor.tracks(path)
 
-    def on_call(self, path: str, args: Any, kwargs: Any, response: Any, func: Any) -> None:
+    def on_call(self, call: Call, response: Any) -> None:
         self.payloads += self.extractor.extract(
-            path, args=args, kwargs=kwargs, response=response, func=func, timestamp=TS
+            call.path,
+            args=call.args,
+            kwargs=call.kwargs,
+            response=response,
+            func=call.func,
+            timestamp=TS,
         )
 
-    def on_stream_end(self, path: str, args: Any, kwargs: Any, chunks: Any, func: Any) -> None:
+    def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
         self.payloads += self.extractor.extract_stream_end(
-            path, chunks, args=args, kwargs=kwargs, func=func, timestamp=TS
+            call.path, chunks, args=call.args, kwargs=call.kwargs, func=call.func, timestamp=TS
         )
 
 
@@ -451,6 +457,43 @@ def test_helper_manager_entering_an_answer_reports_a_call() -> None:
         assert answer == {"usage": 1}
     assert [s.result for s in hook.calls] == [{"usage": 1}]
     assert hook.ends == []
+
+
+def test_every_wrapper_passes_for_its_target() -> None:
+    """Clients, methods, streams, helper managers and with_options clients all share one base:
+    isinstance, __wrapped__, repr and dir are the target's, attribute writes land on it,
+    and a wrapper compares equal to its target."""
+    hook = RecordingHook("add", "count", "numbers", "stream")
+    calculator = Calculator()
+    client = wrap(calculator, hook)
+    numbers = client.numbers(2, stream=True)
+    manager = wrap(Helper(), hook).stream(1)
+    factory = wrap(Service(), hook).with_options
+    wrappers = [
+        (client, calculator),
+        (client.add, None),
+        (client.count(2), None),
+        (numbers, None),
+        (manager, None),
+        (factory, None),
+    ]
+    for wrapper, target in wrappers:
+        inner = wrapper.__wrapped__
+        assert target is None or inner is target
+        assert type(wrapper) is not type(inner)  # a wrapper, not the object itself
+        assert isinstance(wrapper, type(inner))
+        assert wrapper.__class__ is type(inner)
+        assert repr(wrapper) == repr(inner)
+        assert dir(wrapper) == dir(inner)
+        if hasattr(inner, "__dict__") and not inspect.ismethod(inner):  # takes attributes
+            wrapper.aicm_mark = 7
+            assert inner.aicm_mark == 7
+            del wrapper.aicm_mark
+            assert not hasattr(inner, "aicm_mark")
+    assert client == calculator
+    assert client.add.__wrapped__ == calculator.add
+    assert list(numbers) == [0, 1]
+    assert [s.result for s in hook.ends] == [[0, 1]]
 
 
 def test_sync_stream_wrapper_is_not_async() -> None:

@@ -74,7 +74,7 @@ def aicm() -> Run:
     return run_aicm
 
 
-def _make_queue(path: Path, collector: LocalCollector) -> None:
+def make_queue(path: Path, collector: LocalCollector) -> None:
     """Two dead-lettered rows and PENDING pending ones, made by the SDK itself."""
     collector.set_faults(Faults(reject_response_ids=frozenset(DEAD_IDS)))
     options = {
@@ -108,7 +108,7 @@ def queue_template(
 ) -> Path:
     """A queue file made once per session (copied for each test)."""
     path = tmp_path_factory.mktemp("queue") / "template.db"
-    _make_queue(path, session_collector)
+    make_queue(path, session_collector)
     session_collector.clear()
     assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
     return path

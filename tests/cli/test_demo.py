@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from .conftest import Run, aicm_env, run_many
+from .pty_helper import run_in_pty
 
 
 def _prices() -> dict[str, dict[str, float]]:
@@ -135,6 +137,7 @@ def test_demo_prints_the_cost_tables_and_refuses_an_existing_db(
     assert text.returncode == 0, text.stderr
     for words in ("Totals by service", "Totals by customer", "cost (USD)", "each exactly once"):
         assert words in text.stdout
+    assert "\x1b" not in text.stdout + text.stderr  # piped: no progress, no colour
     assert custom.returncode == 0, custom.stderr
     report = json.loads(custom.stdout)["report"]
     # The user's table is laid over the shipped one; what it does not list is still priced.
@@ -167,3 +170,15 @@ def test_demo_prices_the_older_track_record_the_same(tmp_path: Path) -> None:
     legacy_result = json.loads(legacy.stdout)
     assert legacy_result["ok"]
     assert legacy_result["report"]["rows"] == json.loads(current.stdout)["report"]["rows"]
+
+
+def test_demo_shows_progress_on_a_terminal_only() -> None:
+    """On a terminal the demo counts the records as it tracks them (N/total, on a bar
+    erased once done); piped it shows none (see the cost tables test)."""
+    args = ["demo", "--records", "40"]
+    code, output = run_in_pty(args)
+    assert code == 0, output
+    assert "tracking" in output or "Tracker" in output
+    assert re.search(r"\d+/\d+", output)
+    assert "\x1b[2K" in output
+    assert "each exactly once" in output

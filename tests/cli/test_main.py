@@ -21,6 +21,11 @@ COMMANDS = [
     ["queue", "purge"],
     ["queue", "drain"],
     ["queue", "watch"],
+    ["queue", "export"],
+    ["queue", "retarget"],
+    ["limits"],
+    ["costs"],
+    ["usage"],
 ]
 
 

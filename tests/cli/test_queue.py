@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -330,11 +331,14 @@ def test_drain_needs_the_key_and_says_whose_rows_it_leaves(
 
 
 def test_drain_on_a_terminal_shows_progress(queue_file: Path, collector: LocalCollector) -> None:
-    """On a terminal drain counts along on one line, then prints its summary."""
+    """On a terminal drain shows a progress bar counting the rows (N/5), gone once done,
+    then prints its summary."""
     args = ["queue", "drain", "--db", str(queue_file), "--api-base", collector.api_base]
     code, output = run_in_pty(args, env={"AICM_API_KEY": API_KEY})
     assert code == 0, output
-    assert "\rdraining queue.db: " in output
+    assert "draining queue.db" in output
+    assert re.search(r"[0-5]/5", output)
+    assert "\x1b[2K" in output  # the bar's line is erased before the summary
     assert "delivered 5, left 0" in output
     assert collector.count("track") == PENDING
 
@@ -350,16 +354,19 @@ def test_watch_refreshes_count_times(aicm: Run, queue_file: Path) -> None:
 
 
 def test_watch_on_a_terminal_redraws_in_colour(queue_file: Path) -> None:
-    """On a terminal watch redraws the screen; colour unless NO_COLOR is set."""
+    """On a terminal watch redraws its table in place, the changes in their own column;
+    colour unless NO_COLOR is set."""
     args = ["queue", "watch", "--db", str(queue_file), "--interval", "0.05", "--count", "2"]
     code, output = run_in_pty(args)
     assert code == 0
-    assert output.count("\033[H\033[2J") == 2
-    assert "\033[33m5" in output  # pending, in yellow
+    assert output.count("aicm queue watch: ") >= 2
+    assert "\033[1A\033[2K" in output  # the second refresh goes back up over the first
+    # pending, in yellow; its change (none) in the last column
+    assert re.search(r"pending +\033\[33m +5\033\[0m +\+0\r\n", output)
     code, plain = run_in_pty(args, env={"NO_COLOR": "1"})
     assert code == 0
     assert "\033[33m" not in plain
-    assert "\033[H\033[2J" in plain
+    assert "\033[1A\033[2K" in plain
 
 
 SUBCOMMANDS = [
@@ -369,6 +376,8 @@ SUBCOMMANDS = [
     ["queue", "purge", "--yes"],
     ["queue", "drain"],
     ["queue", "watch", "--count", "1"],
+    ["queue", "export"],
+    ["queue", "retarget", "--api-base", "http://127.0.0.1:9"],
 ]
 
 

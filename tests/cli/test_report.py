@@ -14,9 +14,9 @@ import pytest
 
 from aicm import Tracker
 from aicm.cli import main
-from aicm.cli._console import CommandError, UsageError
+from aicm.cli._common import CommandError, UsageError
 from aicm.cli._pricing import cost_of, default_prices, load_prices, parse_prices, usage_amounts
-from aicm.cli._report import UsageEvent, parse_by, render_csv, render_text, summarise
+from aicm.cli._report import UsageEvent, parse_by, print_report, render_csv, summarise
 from aicm.collector import LocalCollector
 
 from .conftest import API_KEY, Run, run_many, snapshot
@@ -206,7 +206,7 @@ def test_report_refuses_bad_input_in_one_line(
     in_process = [
         (["report", *db, "--by", "service,service"], 2, "twice"),
         (["report", *db, "--json", "--csv"], 2, "not allowed"),
-        (["report"], 2, "--db"),
+        (["report"], 1, "no collector database at"),  # where aicm serve keeps one
         (["report", *db, "--prices", str(not_json)], 1, "broken.json:2: not valid JSON"),
         (["report", *db, "--prices", str(tmp_path / "nope.json")], 1, "no price table"),
     ]
@@ -254,7 +254,7 @@ def test_parse_prices_names_every_problem() -> None:
     assert default_prices()["api.heygen.com/v2/streaming.list"] == {"duration": 0.0125}
 
 
-def test_summarise_groups_and_totals_exactly() -> None:
+def test_summarise_groups_and_totals_exactly(capsys: pytest.CaptureFixture[str]) -> None:
     """Rows, per-service and per-customer totals all add up to the grand total."""
     events = [
         UsageEvent(service="s", customer=c, day=d, usage={"u": n})
@@ -269,7 +269,8 @@ def test_summarise_groups_and_totals_exactly() -> None:
     assert summary["cost_usd"] == pytest.approx(0.61)
     assert sum(r["cost_usd"] for r in summary["by_customer"]) == pytest.approx(0.61)
     assert summary["by_service"][0]["usage"] == {"u": 6.1}
-    assert "Totals by service" in render_text(summary)
+    print_report(summary)
+    assert "Totals by service" in capsys.readouterr().out
     assert render_csv(summary).splitlines()[0] == "customer,day,records,u,cost_usd"
     assert parse_by(" day , service") == ("day", "service")
     with pytest.raises(UsageError):

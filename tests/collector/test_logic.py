@@ -9,13 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aicm.collector import Faults
-from aicm.collector._faults import FaultInjector, faults_from_mapping, faults_to_json
-from aicm.collector._json import dumps, loads, stdlib_dumps, stdlib_loads
-from aicm.collector._logic import (
+from aicm._core.jsonplain import dumps_bytes, loads, stdlib_dumps, stdlib_loads
+from aicm._core.wire import (
     MAX_BATCH_RECORDS,
     BadRequest,
-    api_key_matches,
     check_track_record,
     check_usage_record,
     configs_document,
@@ -27,6 +24,9 @@ from aicm.collector._logic import (
     plan_batch,
     usage_service,
 )
+from aicm.collector import Faults
+from aicm.collector._faults import FaultInjector, faults_from_mapping, faults_to_json
+from aicm.collector._logic import api_key_matches
 
 from .helpers import track_record, usage_record
 
@@ -223,7 +223,7 @@ json_values = st.recursive(
 @given(json_values)
 def test_stdlib_json_fallback_reads_what_the_fast_path_writes(value: object) -> None:
     """Without orjson the stdlib reads and writes the same JSON values."""
-    assert stdlib_loads(dumps(value)) == loads(stdlib_dumps(value))
+    assert stdlib_loads(dumps_bytes(value)) == loads(stdlib_dumps(value))
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from aicm._core.wire import check_track_record, record_moment
 from aicm.collector import LocalCollector
-from aicm.collector._logic import check_track_record, record_moment
 from aicm.collector._store import SCHEMA_VERSION, PendingWrite, RecordStore
 
 from .helpers import new_id, track_record

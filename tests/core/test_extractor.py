@@ -473,6 +473,51 @@ def test_usage_data_of_an_openai_completion() -> None:
     assert payload["service_id"] == "gpt-4o-mini"
 
 
+def test_unresolved_nested_fields_are_left_out_not_sent_as_null() -> None:
+    """A field the answer leaves unset (None) is absent from the payload at any depth; a
+    null inside a list keeps its place."""
+    completion = ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-2",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 3,
+                "completion_tokens": 4,
+                "total_tokens": 7,
+                "prompt_tokens_details": {"cached_tokens": 1, "audio_tokens": None},
+            },
+        }
+    )
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens_details is None
+    [payload] = one_config(OPENAI_CHAT, "oa").extract(
+        "chat.completions.create", kwargs={"model": "gpt-4o-mini"}, response=completion
+    )
+    assert payload["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "total_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 1},
+    }
+    # A plain answer (the fast path) and one to_plain has to convert (a dataclass).
+    extractor = one_config(config_with(usage="usage_data"))
+    body = {"usage": {"a": 1, "b": None, "c": {"d": None, "e": [None, 2]}}}
+    expected = {"usage": {"a": 1, "c": {"e": [None, 2]}}}
+    assert extractor.extract("call", response=body) == [expected]
+
+    @dataclasses.dataclass
+    class Usage:
+        a: int
+        b: int | None
+        c: dict[str, Any]
+
+    slow = {"usage": Usage(a=1, b=None, c={"d": None, "e": [None, 2]})}
+    assert extractor.extract("call", response=slow) == [expected]
+
+
 def test_usage_in_list_elements_falls_back_to_the_response() -> None:
     """With list_path, usage_data is the element's usage, else the whole response's."""
     extractor = one_config(config_with(list_path="items", usage="usage_data"))

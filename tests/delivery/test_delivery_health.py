@@ -53,3 +53,20 @@ async def test_global_health_sums_live_trackers(
         assert "503" in (get_global_delivery_health().last_error or "")
     after = get_global_delivery_health()
     assert after.engines == before.engines
+
+
+async def test_an_immediate_tracker_counts_no_queue_file_as_its_own(
+    connection: dict[str, str], db_path: str
+) -> None:
+    """An IMMEDIATE tracker queues nothing: rows another tracker left pending in the queue
+    file at its db_path (same service, same key) are not reported as its queue."""
+    async with AsyncTracker(
+        **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=60
+    ) as disk:
+        for rid in new_ids(3):
+            await disk.track(API, SERVICE, USAGE, response_id=rid)
+        assert disk.health().queued == 3
+        async with AsyncTracker(**connection, delivery_type="immediate", db_path=db_path) as now:
+            health = now.health()
+            assert health.queued == 0
+            assert health.oldest_pending_age is None

@@ -18,8 +18,10 @@ from delivery_helpers import API, SERVICE, USAGE, new_ids, stored_ids, wait_unti
 
 from aicm import AsyncTracker, QueueStoreError, Tracker, TrackRecord
 from aicm._core.settings import key_fingerprint
-from aicm._io.sqlite_queue import QueueRow, SqliteQueue
+from aicm._delivery.sqlite_store import SqliteStore
+from aicm._io.sqlite import SqliteQueue
 from aicm.collector import Faults, LocalCollector
+from tests.sqlite_support import add_all, queue_row
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +35,6 @@ def rows(db_path: str, where: str = "1") -> list[tuple[str, str, str, int]]:
             f"SELECT response_id, api_root, key_fp, state FROM records WHERE {where} ORDER BY id"
         )
         return list(found.fetchall())
-
-
-def queue_row(rid: str) -> QueueRow:
-    """A /track row for the queue."""
-    return QueueRow(endpoint="/track", response_id=rid, body=f'{{"response_id": "{rid}"}}')
 
 
 def test_sync_track_commits_before_returning(
@@ -101,12 +98,12 @@ async def test_two_owners_never_claim_the_same_live_row(db_path: str) -> None:
     second = await SqliteQueue.open(Path(db_path), api_root=ROOT, key_fp=fp)
     try:
         ids = new_ids(200)
-        await first.enqueue([queue_row(rid) for rid in ids])
+        await add_all(first, [queue_row(rid) for rid in ids])
         claimed: dict[str, list[int]] = {"first": [], "second": []}
 
         async def drain(name: str, queue: SqliteQueue) -> None:
-            while got := await queue.claim(7, lease_seconds=60):
-                claimed[name].extend(r.id for r in got)
+            while got := await queue.claim_tuples(7, lease_seconds=60):
+                claimed[name].extend(r[0] for r in got)
                 await anyio.sleep(0.001)
 
         async with anyio.create_task_group() as tg:
@@ -118,7 +115,7 @@ async def test_two_owners_never_claim_the_same_live_row(db_path: str) -> None:
         # A live lease is not the other's to release or to hurry.
         await second.release(claimed["first"], delay=0, error="not mine")
         await second.hurry(10**9)
-        assert await second.claim(500, lease_seconds=60) == []
+        assert await second.claim_tuples(500, lease_seconds=60) == []
     finally:
         await first.close()
         await second.close()
@@ -128,20 +125,20 @@ async def test_a_crashed_owners_rows_are_claimed_after_the_lease(db_path: str) -
     """Rows leased by an owner that died come back once the lease expires, not before."""
     fp = key_fingerprint("k")
     crashed = await SqliteQueue.open(Path(db_path), api_root=ROOT, key_fp=fp)
-    await crashed.enqueue([queue_row(rid) for rid in new_ids(4)])
-    taken = await crashed.claim(10, lease_seconds=0.3)
+    await add_all(crashed, [queue_row(rid) for rid in new_ids(4)])
+    taken = await crashed.claim_tuples(10, lease_seconds=0.3)
     assert len(taken) == 4
     await crashed.close()  # it dies holding the lease
     survivor = await SqliteQueue.open(Path(db_path), api_root=ROOT, key_fp=fp)
     try:
-        assert await survivor.claim(10, lease_seconds=60) == []
+        assert await survivor.claim_tuples(10, lease_seconds=60) == []
         due = await survivor.next_retry_due()
         assert due is not None
         assert due > time.time()
         await anyio.sleep(0.35)
-        again = await survivor.claim(10, lease_seconds=60)
-        assert [r.id for r in again] == [r.id for r in taken]
-        assert all(r.attempts == 2 for r in again)
+        again = await survivor.claim_tuples(10, lease_seconds=60)
+        assert [r[0] for r in again] == [r[0] for r in taken]
+        assert all(r[5] == 2 for r in again)
     finally:
         await survivor.close()
 
@@ -153,7 +150,7 @@ async def test_rows_of_another_root_or_key_are_not_sent(
     theirs = new_ids(3, "theirs")
     for root, key in ((collector.url, "someone-elses-key"), (ROOT, api_key)):
         other = await SqliteQueue.open(Path(db_path), api_root=root, key_fp=key_fingerprint(key))
-        await other.enqueue([queue_row(rid) for rid in theirs])
+        await add_all(other, [queue_row(rid) for rid in theirs])
         await other.close()
     ours = new_ids(3, "ours")
     async with AsyncTracker(
@@ -178,15 +175,14 @@ async def test_rows_aicm_cannot_have_written_are_dead_lettered_alone(
     queue = await SqliteQueue.open(
         Path(db_path), api_root=collector.url, key_fp=key_fingerprint(api_key)
     )
-    await queue.enqueue(
+    await add_all(
+        queue,
         [
-            QueueRow(
-                endpoint="/track",
-                response_id=rid,
-                body=json.dumps(TrackRecord.build(API, SERVICE, USAGE, response_id=rid).wire()),
+            queue_row(
+                rid, json.dumps(TrackRecord.build(API, SERVICE, USAGE, response_id=rid).wire())
             )
             for rid in ids
-        ]
+        ],
     )
     await queue.close()
     with sqlite3.connect(db_path) as conn:
@@ -275,7 +271,9 @@ async def test_callers_cancelled_while_their_commit_runs_are_still_counted(
         assert tracker.health().queued == written
         # The tracker's own count, which health() and close() fall back on when the file
         # cannot be read, counts the cancelled callers' rows too.
-        assert tracker.engine._backlog == written
+        store = tracker.engine.store
+        assert isinstance(store, SqliteStore)
+        assert store.backlog == written
         assert await tracker.flush(5) == 0
         assert tracker.health().queued == 0
     assert len(stored_ids(collector)) == written
@@ -349,7 +347,9 @@ def test_sync_threads_share_commits(
     with Tracker(
         **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=60
     ) as tracker:
-        writer = tracker._async.engine._writer
+        store = tracker._async.engine.store
+        assert isinstance(store, SqliteStore)
+        writer = store.writer
         assert writer is not None
 
         def produce(n: int) -> None:

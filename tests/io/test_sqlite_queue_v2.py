@@ -12,29 +12,22 @@ import anyio
 import pytest
 
 from aicm import QueueStoreError
-from aicm._io import sqlite_queue
-from aicm._io.sqlite_queue import (
+from aicm._io.sqlite import (
     SCHEMA_VERSION,
-    QueueRow,
     SqliteQueue,
     SyncWriter,
-    check_queue_file,
-    connect,
+    claims,
     count_pending,
-    list_queue,
+    gate,
     purge_rows,
-    retry_dead,
-    summarize_queue,
 )
+from aicm._io.sqlite.schema import RECORDS_TABLE, connect
+from aicm._io.sqlite.writer import ROWS_PER_INSERT
+from tests.sqlite_support import add_all, claim, queue_row
 
 ROOT = "http://127.0.0.1:9/api/v1"
 OTHER_ROOT = "http://127.0.0.1:10/api/v1"
 KEY_FP = "fp"
-
-
-def queue_row(rid: str) -> QueueRow:
-    """A /track row for the queue."""
-    return QueueRow(endpoint="/track", response_id=rid, body=f'{{"response_id": "{rid}"}}')
 
 
 def rids(n: int, prefix: str = "r") -> list[str]:
@@ -114,140 +107,10 @@ def test_one_track_commit_writes_one_page(path: Path) -> None:
         writer.close()
 
 
-# -- version 1 files are upgraded --------------------------------------------------------
-
-V1_SCHEMA = """
-CREATE TABLE records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint TEXT NOT NULL,
-    response_id TEXT NOT NULL,
-    body TEXT NOT NULL,
-    format INTEGER NOT NULL DEFAULT 1,
-    api_root TEXT NOT NULL,
-    key_fp TEXT NOT NULL,
-    state INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    next_attempt_at REAL NOT NULL,
-    lease_owner TEXT,
-    last_error TEXT,
-    dead_at REAL
-);
-CREATE INDEX records_claim ON records (api_root, key_fp, state, next_attempt_at, id);
-CREATE INDEX records_state ON records (state, id);
-"""
-
-V1_COLUMNS = (
-    "endpoint, response_id, body, api_root, key_fp, state, attempts, created_at,"
-    " next_attempt_at, lease_owner, last_error, dead_at"
-)
-
-
-def make_v1_file(path: Path) -> list[tuple[object, ...]]:
-    """A version 1 queue, as aicm 1 left it (WAL): fresh, retried, leased and dead rows, and
-    deleted rows above them (the sequence is ahead of the highest id). Its rows."""
-    now = time.time()
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(V1_SCHEMA)
-        conn.execute("PRAGMA user_version = 1")
-        rows = [
-            ("/track", "fresh-1", "{}", ROOT, KEY_FP, 0, 0, now - 5, now - 5, None, None, None),
-            ("/track", "retry-1", "{}", ROOT, KEY_FP, 0, 2, now - 9, now - 1, None, "503", None),
-            ("/track", "leased-1", "{}", ROOT, KEY_FP, 0, 1, now - 8, now - 2, "gone", None, None),
-            ("/track", "dead-1", "{}", ROOT, KEY_FP, 1, 3, now - 7, now - 7, None, "400", now - 6),
-            ("/track", "fresh-2", "{}", ROOT, KEY_FP, 0, 0, now - 4, now - 4, None, None, None),
-            ("/track", "deleted", "{}", ROOT, KEY_FP, 0, 0, now - 3, now - 3, None, None, None),
-        ]
-        marks = ", ".join("?" * 12)
-        conn.executemany(f"INSERT INTO records ({V1_COLUMNS}) VALUES ({marks})", rows)
-        conn.execute("DELETE FROM records WHERE response_id = 'deleted'")
-        return list(conn.execute(f"SELECT id, {V1_COLUMNS} FROM records ORDER BY id"))
-    finally:
-        conn.close()
-
-
-def test_a_version_1_file_is_upgraded_with_its_rows(path: Path) -> None:
-    """Opening a version 1 file rebuilds it at version 2: every row and id kept, no
-    AUTOINCREMENT, and the id floor above every id the file ever used."""
-    before = make_v1_file(path)
-    connect(path).close()
-    assert select(path, "PRAGMA user_version") == [(2,)]
-    assert select(path, f"SELECT id, {V1_COLUMNS} FROM records ORDER BY id") == before
-    (sql,) = select(path, "SELECT sql FROM sqlite_master WHERE name = 'records'")[0]
-    assert "AUTOINCREMENT" not in str(sql).upper()
-    names = {str(r[0]) for r in select(path, "SELECT name FROM sqlite_master")}
-    assert "records_claim" not in names
-    assert "records_state" not in names
-    assert select(path, "SELECT upto FROM id_floor") == [(6,)]
-    writer = SyncWriter(path, api_root=ROOT, key_fp=KEY_FP)
-    writer.add("/track", "new", "{}")
-    writer.close()
-    assert select(path, "SELECT id FROM records WHERE response_id = 'new'") == [(7,)]
-    check_queue_file(path)
-
-
-@pytest.mark.anyio
-async def test_an_upgraded_file_delivers_every_pending_row(path: Path) -> None:
-    """After the upgrade, claims find the fresh, retried and expired-lease rows; not the dead."""
-    make_v1_file(path)
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
-        assert await queue.pending_upto(await queue.max_id()) == 4
-        claimed = await queue.claim(10, lease_seconds=60)
-        assert sorted(r.response_id for r in claimed) == [
-            "fresh-1",
-            "fresh-2",
-            "leased-1",
-            "retry-1",
-        ]
-        await queue.ack([r.id for r in claimed])
-        assert await queue.pending_upto(await queue.max_id()) == 0
-        assert select(path, "SELECT response_id, state FROM records") == [("dead-1", 1)]
-    finally:
-        await close_all(opened)
-
-
-def test_concurrent_opens_upgrade_a_version_1_file_once(path: Path) -> None:
-    """Several threads opening a version 1 file at once: one upgrades, all open it, rows stay."""
-    before = make_v1_file(path)
-    errors: list[BaseException] = []
-    start = threading.Barrier(4)
-
-    def open_it() -> None:
-        try:
-            start.wait()
-            connect(path).close()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert select(path, f"SELECT id, {V1_COLUMNS} FROM records ORDER BY id") == before
-
-
-def test_the_administrator_reads_and_writes_a_version_1_file_as_it_is(path: Path) -> None:
-    """`aicm queue` works on a version 1 file no tracker has upgraded yet, and leaves it v1."""
-    make_v1_file(path)
-    check_queue_file(path)
-    summary = summarize_queue(path)
-    assert (summary.pending, summary.dead) == (4, 1)
-    assert [e.response_id for e in list_queue(path, state="dead")] == ["dead-1"]
-    assert retry_dead(path).retried == 1
-    assert purge_rows(path, state="dead").deleted == 0
-    assert select(path, "PRAGMA user_version") == [(1,)]
-
-
 def test_a_version_2_file_without_its_tables_is_refused(path: Path) -> None:
     """A file claiming version 2 whose ``records`` lacks the id floor is not a queue."""
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.executescript(V1_SCHEMA)
+    conn.execute(f"CREATE TABLE records {RECORDS_TABLE}")
     conn.execute("PRAGMA user_version = 2")
     conn.close()
     before = path.read_bytes()
@@ -265,13 +128,13 @@ async def test_an_id_is_never_reused_after_the_newest_rows_are_acked(path: Path)
     opened: list[SqliteQueue] = []
     try:
         queue = await open_queue(path, opened)
-        await queue.enqueue([queue_row(r) for r in rids(5)])
-        claimed = await queue.claim(10, lease_seconds=60)
+        await add_all(queue, [queue_row(r) for r in rids(5)])
+        claimed = await claim(queue, 10, lease_seconds=60)
         top = max(r.id for r in claimed)
         await queue.ack([r.id for r in claimed])
         assert select(path, "SELECT count(*) FROM records") == [(0,)]
         await queue.add("/track", "after", "{}")
-        await queue.enqueue([queue_row(r) for r in rids(3, "batch")])
+        await add_all(queue, [queue_row(r) for r in rids(3, "batch")])
         new_ids = [int(str(r[0])) for r in select(path, "SELECT id FROM records ORDER BY id")]
         assert min(new_ids) == top + 1
         assert new_ids == list(range(top + 1, top + 5))
@@ -292,21 +155,20 @@ def test_an_id_is_never_reused_after_a_purge(path: Path) -> None:
     assert select(path, "SELECT id FROM records") == [(5,)]
 
 
-@pytest.mark.anyio
-async def test_a_large_group_commit_gets_distinct_growing_ids(path: Path) -> None:
+def test_a_large_group_commit_gets_distinct_growing_ids(path: Path) -> None:
     """One commit of more rows than one INSERT statement holds: every row, ids in order."""
-    opened: list[SqliteQueue] = []
+    writer = SyncWriter(path, api_root=ROOT, key_fp=KEY_FP)
     try:
-        queue = await open_queue(path, opened)
-        await queue.add("/track", "first", "{}")
-        many = rids(3 * sqlite_queue._ROWS_PER_INSERT + 7)
-        await queue.enqueue([queue_row(r) for r in many])
-        found = select(path, "SELECT id, response_id, api_root, key_fp FROM records ORDER BY id")
-        assert [r[1] for r in found] == ["first", *many]
-        assert [r[0] for r in found] == list(range(1, len(many) + 2))
-        assert {(r[2], r[3]) for r in found} == {(ROOT, KEY_FP)}
+        writer.add("/track", "first", "{}")
+        many = rids(3 * ROWS_PER_INSERT + 7)
+        writer.write([queue_row(r) for r in many])
+        assert writer.commits == 2
     finally:
-        await close_all(opened)
+        writer.close()
+    found = select(path, "SELECT id, response_id, api_root, key_fp FROM records ORDER BY id")
+    assert [r[1] for r in found] == ["first", *many]
+    assert [r[0] for r in found] == list(range(1, len(many) + 2))
+    assert {(r[2], r[3]) for r in found} == {(ROOT, KEY_FP)}
 
 
 @pytest.mark.anyio
@@ -338,10 +200,10 @@ async def test_a_stale_owner_cannot_touch_a_row_leased_again(path: Path) -> None
     try:
         first = await open_queue(path, opened)
         second = await open_queue(path, opened)
-        await first.enqueue([queue_row("r")])
-        (mine,) = await first.claim(1, lease_seconds=0.05)
+        await add_all(first, [queue_row("r")])
+        (mine,) = await claim(first, 1, lease_seconds=0.05)
         await anyio.sleep(0.1)
-        (theirs,) = await second.claim(1, lease_seconds=60)
+        (theirs,) = await claim(second, 1, lease_seconds=60)
         assert theirs.id == mine.id
         await first.ack([mine.id])
         await first.release([mine.id], delay=0, error="late")
@@ -361,8 +223,8 @@ async def test_an_expired_lease_of_the_same_owner_can_still_be_acked(path: Path)
     opened: list[SqliteQueue] = []
     try:
         queue = await open_queue(path, opened)
-        await queue.enqueue([queue_row("r")])
-        (row,) = await queue.claim(1, lease_seconds=0.01)
+        await add_all(queue, [queue_row("r")])
+        (row,) = await claim(queue, 1, lease_seconds=0.01)
         await anyio.sleep(0.05)
         await queue.ack([row.id])
         assert select(path, "SELECT count(*) FROM records") == [(0,)]
@@ -380,19 +242,19 @@ async def test_claims_take_due_retries_first_then_fresh_rows_oldest_first(path: 
     opened: list[SqliteQueue] = []
     try:
         queue = await open_queue(path, opened)
-        await queue.enqueue([queue_row(r) for r in rids(3, "old")])
-        old = await queue.claim(3, lease_seconds=60)
+        await add_all(queue, [queue_row(r) for r in rids(3, "old")])
+        old = await claim(queue, 3, lease_seconds=60)
         await queue.release([old[0].id], delay=0, error="503")
         await queue.release([old[1].id], delay=60, error="503")
         await queue.release([old[2].id], delay=0, error="503")
-        await queue.enqueue([queue_row(r) for r in rids(4, "new")])
-        got = await queue.claim(3, lease_seconds=60)
+        await add_all(queue, [queue_row(r) for r in rids(4, "new")])
+        got = await claim(queue, 3, lease_seconds=60)
         assert sorted(r.response_id for r in got) == ["new0", "old0", "old2"]
         assert [r.id for r in got] == sorted(r.id for r in got)
         assert {r.response_id: r.attempts for r in got} == {"old0": 2, "old2": 2, "new0": 1}
-        rest = await queue.claim(10, lease_seconds=60)
+        rest = await claim(queue, 10, lease_seconds=60)
         assert [r.response_id for r in rest] == ["new1", "new2", "new3"]
-        assert await queue.claim(10, lease_seconds=60) == []
+        assert await claim(queue, 10, lease_seconds=60) == []
     finally:
         await close_all(opened)
 
@@ -414,13 +276,13 @@ async def test_claims_keep_each_root_and_key_apart(path: Path) -> None:
             for name, queue in queues.items():
                 batch = rids(round_ + 2, f"{name}{round_}-")
                 written[name] += batch
-                await queue.enqueue([queue_row(r) for r in batch])
+                await add_all(queue, [queue_row(r) for r in batch])
             for name, queue in queues.items():
-                got = await queue.claim(3, lease_seconds=60)
+                got = await claim(queue, 3, lease_seconds=60)
                 claimed[name] += [r.response_id for r in got]
                 await queue.ack([r.id for r in got])
         for name, queue in queues.items():
-            while got := await queue.claim(5, lease_seconds=60):
+            while got := await claim(queue, 5, lease_seconds=60):
                 claimed[name] += [r.response_id for r in got]
                 await queue.ack([r.id for r in got])
             assert claimed[name] == written[name]
@@ -436,38 +298,13 @@ async def test_the_mark_moves_past_rows_that_are_not_fresh(path: Path) -> None:
     try:
         queue = await open_queue(path, opened)
         other = await open_queue(path, opened, root=OTHER_ROOT)
-        await other.enqueue([queue_row(r) for r in rids(5, "theirs")])
-        await queue.enqueue([queue_row(r) for r in rids(2, "mine")])
-        assert len(await queue.claim(10, lease_seconds=60)) == 2
+        await add_all(other, [queue_row(r) for r in rids(5, "theirs")])
+        await add_all(queue, [queue_row(r) for r in rids(2, "mine")])
+        assert len(await claim(queue, 10, lease_seconds=60)) == 2
         assert select(path, "SELECT upto FROM claim_marks WHERE api_root = ?", (ROOT,)) == [(7,)]
-        await queue.enqueue([queue_row("later")])
-        assert [r.response_id for r in await queue.claim(10, lease_seconds=60)] == ["later"]
-        assert len(await other.claim(10, lease_seconds=60)) == 5
-    finally:
-        await close_all(opened)
-
-
-@pytest.mark.anyio
-async def test_a_fresh_row_below_the_mark_is_found_on_opening(path: Path) -> None:
-    """A fresh row under its claim mark (as a version 1 writer could leave) is claimed once a
-    queue opens and looks for such rows."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
-        await queue.enqueue([queue_row(r) for r in rids(3)])
-        claimed = await queue.claim(10, lease_seconds=60)
-        await queue.ack([c.id for c in claimed if c.response_id != "r2"])
-        conn = sqlite3.connect(path)
-        conn.execute(
-            "INSERT INTO records (id, endpoint, response_id, body, api_root, key_fp,"
-            " created_at, next_attempt_at) VALUES (1, '/track', 'stray', '{}', ?, ?, 0, 0)",
-            (ROOT, KEY_FP),
-        )
-        conn.commit()
-        conn.close()
-        assert await queue.claim(10, lease_seconds=60) == []
-        await queue.find_strays()
-        assert [r.response_id for r in await queue.claim(10, lease_seconds=60)] == ["stray"]
+        await add_all(queue, [queue_row("later")])
+        assert [r.response_id for r in await claim(queue, 10, lease_seconds=60)] == ["later"]
+        assert len(await claim(other, 10, lease_seconds=60)) == 5
     finally:
         await close_all(opened)
 
@@ -483,10 +320,10 @@ async def test_claimed_rows_come_back_exactly_as_written(
     try:
         queue = await open_queue(path, opened)
         for use_json in (True, False):
-            monkeypatch.setattr(sqlite_queue, "_json_functions", use_json)
+            monkeypatch.setattr(claims, "_json_functions", use_json)
             rid = f"id \x1e 'quoted' {use_json}"
             await queue.add("/track/usage", rid, body)
-            (row,) = await queue.claim(5, lease_seconds=60)
+            (row,) = await claim(queue, 5, lease_seconds=60)
             (created,) = select(path, "SELECT created_at FROM records WHERE id = ?", (row.id,))[0]
             assert (row.endpoint, row.response_id, row.body) == ("/track/usage", rid, body)
             assert row.created_at == created
@@ -507,14 +344,14 @@ async def test_pending_counts_fresh_and_tried_rows_up_to_an_id(path: Path) -> No
     try:
         queue = await open_queue(path, opened)
         other = await open_queue(path, opened, root=OTHER_ROOT)
-        await queue.enqueue([queue_row(r) for r in rids(6)])
-        await other.enqueue([queue_row(r) for r in rids(2, "theirs")])
-        got = await queue.claim(3, lease_seconds=60)
+        await add_all(queue, [queue_row(r) for r in rids(6)])
+        await add_all(other, [queue_row(r) for r in rids(2, "theirs")])
+        got = await claim(queue, 3, lease_seconds=60)
         await queue.release([got[0].id], delay=30, error="503")
         await queue.kill([(got[1].id, "400")])
         upto = await queue.max_id()
         assert await queue.pending_upto(upto) == 5
-        await queue.enqueue([queue_row("later")])
+        await add_all(queue, [queue_row("later")])
         assert await queue.pending_upto(upto) == 5
         assert await queue.pending_upto(await queue.max_id()) == 6
         count, oldest = count_pending(path, api_root=ROOT, key_fp=KEY_FP)
@@ -535,7 +372,7 @@ async def test_a_checkpoint_copies_the_whole_wal(path: Path) -> None:
     opened: list[SqliteQueue] = []
     try:
         queue = await open_queue(path, opened)
-        await queue.enqueue([queue_row(r) for r in rids(50)])
+        await add_all(queue, [queue_row(r) for r in rids(50)])
         await queue.checkpoint()
         conn = sqlite3.connect(path)
         try:
@@ -553,10 +390,10 @@ def test_one_write_lock_per_file_in_a_process(tmp_path: Path) -> None:
     path.touch()
     link = tmp_path / "link.db"
     link.symlink_to(path)
-    lock = sqlite_queue._file_lock(path)
-    assert sqlite_queue._file_lock(tmp_path / "." / "q.db") is lock
-    assert sqlite_queue._file_lock(link) is lock
-    assert sqlite_queue._file_lock(tmp_path / "other.db") is not lock
+    lock = gate.file_lock(path)
+    assert gate.file_lock(tmp_path / "." / "q.db") is lock
+    assert gate.file_lock(link) is lock
+    assert gate.file_lock(tmp_path / "other.db") is not lock
 
 
 def test_a_writer_waits_for_the_process_lock_then_commits(path: Path) -> None:
@@ -564,7 +401,7 @@ def test_a_writer_waits_for_the_process_lock_then_commits(path: Path) -> None:
     the lock, not in SQLite), and commits as soon as it is free."""
     writer = SyncWriter(path, api_root=ROOT, key_fp=KEY_FP)
     writer.add("/track", "warm-up", "{}")
-    lock = sqlite_queue._file_lock(path)
+    lock = gate.file_lock(path)
     done = threading.Event()
     lock.acquire()
     try:
@@ -584,11 +421,11 @@ def test_a_writer_waits_for_the_process_lock_then_commits(path: Path) -> None:
 
 def test_the_child_of_a_fork_gets_fresh_write_locks(tmp_path: Path) -> None:
     """After a fork, the child's locks are new: one the parent's thread held is not held."""
-    locks = sqlite_queue._FileLocks()
+    locks = gate.FileLocks()
     held = locks.get(tmp_path / "q.db")
     held.acquire()
     try:
-        child = sqlite_queue._FileLocks()
+        child = gate.FileLocks()
         child.__dict__.update(locks.__dict__)  # what fork() copies
         child.after_fork_in_child()
         fresh = child.get(tmp_path / "q.db")

@@ -1,0 +1,130 @@
+"""What a tracked proxy asks and tells about calls: the hook protocol, and one tracked call.
+
+Every hook is called through :class:`Call`, which logs and swallows whatever a hook raises
+(but the :class:`~aicm.UsageLimitExceeded` that refuses a call), so tracking never breaks
+the user's call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+
+from ..._core.exceptions import UsageLimitExceeded
+
+__all__ = ["Call", "ExtractorHook", "ProxyHooks", "should_track"]
+
+logger = logging.getLogger("aicm.cost_manager")
+
+
+class ExtractorHook(Protocol):
+    """What a :class:`TrackedProxy` asks and tells about calls (the CostManager implements it).
+
+    A hook may also have ``before_call(call)``, run before a tracked call is made; the
+    :class:`~aicm.UsageLimitExceeded` it raises refuses the call.
+    """
+
+    def should_track(self, path: str) -> bool:
+        """True when calls of the dotted ``path`` (``chat.completions.create``) are tracked."""
+        ...
+
+    def on_call(self, call: Call, response: Any) -> None:
+        """A tracked ``call`` returned ``response`` (not a stream)."""
+        ...
+
+    def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
+        """A tracked call's stream ended; ``chunks`` is everything it yielded.
+
+        For SDK helper streams that accumulate a final snapshot (anthropic
+        ``MessageStream.current_message_snapshot``, openai
+        ``ChatCompletionStream.current_completion_snapshot``) the snapshot is appended as
+        the last chunk, so usage is known even when the user read ``text_stream`` or
+        called ``get_final_message()`` instead of iterating the stream itself.
+        """
+        ...
+
+
+OnCall = Callable[["Call", Any], None]
+OnStreamEnd = Callable[["Call", list[Any]], None]
+
+
+def _never(path: str) -> bool:
+    return False
+
+
+def _ignore_call(*_: Any) -> None:
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class ProxyHooks:
+    """An :class:`ExtractorHook` made of three plain callables."""
+
+    should_track: Callable[[str], bool] = _never
+    on_call: OnCall = _ignore_call
+    on_stream_end: OnStreamEnd = _ignore_call
+
+
+def should_track(hook: ExtractorHook, path: str) -> bool:
+    """``hook.should_track(path)``; False (logged) when it raises."""
+    try:
+        return hook.should_track(path)
+    except Exception:
+        logger.exception("should_track(%r) failed; call not tracked", path)
+        return False
+
+
+class Call:
+    """One tracked call: its hook, dotted path, arguments and the function called."""
+
+    __slots__ = ("args", "func", "hook", "kwargs", "path")
+
+    def __init__(
+        self,
+        hook: ExtractorHook,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        func: Callable[..., Any],
+    ) -> None:
+        self.hook = hook
+        self.path = path
+        self.args = args
+        self.kwargs = kwargs
+        self.func = func
+
+    def before(self) -> None:
+        """Run the hook's ``before_call``; only the usage limit it raises gets through."""
+        before = getattr(self.hook, "before_call", None)
+        if before is None:
+            return
+        try:
+            before(self)
+        except UsageLimitExceeded:
+            raise
+        except Exception:
+            logger.exception("checking usage limits for %s failed; the call is made", self.path)
+
+    def report(self, result: Any) -> None:
+        """Hand the call's answer to ``hook.on_call``."""
+        try:
+            self.hook.on_call(self, result)
+        except Exception:
+            logger.exception(
+                "tracking %s failed; the call's result is returned untouched", self.path
+            )
+
+    def report_stream(self, chunks: list[Any]) -> None:
+        """Hand what the call's stream yielded to ``hook.on_stream_end``."""
+        try:
+            self.hook.on_stream_end(self, chunks)
+        except Exception:
+            logger.exception("tracking the stream of %s failed", self.path)
+
+    def asks_for_stream(self) -> bool:
+        """True when the request asked for a stream (``stream=True``, or a ``.stream`` method)."""
+        flag = self.kwargs.get("stream")
+        return flag is True or (flag is None and self.path.rpartition(".")[2] == "stream")

@@ -1,0 +1,174 @@
+"""Reading the service's answers: per-record results, triggered limits, error statuses (layer 2).
+
+Pure functions of an answer's status, body and headers; the HTTP client (http.py) calls
+them, and raises or returns what they make of it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import cattrs
+import httpx
+
+from .._core.exceptions import (
+    APIStatusError,
+    AuthenticationError,
+    ClientRequestError,
+    RateLimitedError,
+    ServerError,
+    ServiceRedirectError,
+)
+from .._core.jsonplain import loads
+from .._core.models import RecordResult, TrackResult, converter
+from .._core.policy import Outcome, classify_status, parse_retry_after
+
+__all__ = ["error_for_answer", "limits_in", "parse_results"]
+
+_BODY_EXCERPT = 2000
+
+
+def _is_plain_success(result: object) -> bool:
+    if not isinstance(result, dict):
+        return False
+    # Compared, not looked up in a set: a status of any JSON type (a list, say) is no
+    # success, and must not raise.
+    status = result.get("status")
+    return (status == "queued" or status == "completed") and not result.get("errors")
+
+
+def parse_results(text: str, *, only_failures: bool = False) -> TrackResult | None:
+    """The answer's per-record results; with ``only_failures``, the plain successes are
+    skipped (the delivery engine only needs to know which records were refused)."""
+    if only_failures and '"error' not in text and "service_key_unknown" not in text:
+        # Every status is a success (no "error", "errors" or unknown key anywhere): a
+        # 1000-record answer need not be parsed record by record.
+        return TrackResult(triggered_limits=limits_in(text) or {})
+    try:
+        data = loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's limit
+        return None
+    if not isinstance(data, Mapping) or not isinstance(data.get("results", []), list):
+        return None
+    results = data.get("results", [])
+    try:
+        if only_failures:
+            results = [r for r in results if not _is_plain_success(r)]
+        return TrackResult(
+            results=tuple(converter.structure(r, RecordResult) for r in results),
+            triggered_limits=dict(data.get("triggered_limits") or {}),
+        )
+    except (TypeError, ValueError, AttributeError, cattrs.BaseValidationError):
+        return None
+
+
+def limits_in(text: str) -> dict[str, Any] | None:
+    """The answer's top-level ``triggered_limits`` object, read alone (None when absent).
+
+    A quoted ``"triggered_limits"`` followed by a colon is a key: inside a JSON string its
+    quotes would be escaped.
+    """
+    start = 0
+    while True:
+        at = text.find('"triggered_limits"', start)
+        if at < 0:
+            return None
+        start = at + len('"triggered_limits"')
+        colon = start
+        while colon < len(text) and text[colon] in " \t\r\n":
+            colon += 1
+        if colon < len(text) and text[colon] == ":":
+            break
+    value_at = colon + 1
+    while value_at < len(text) and text[value_at] in " \t\r\n":
+        value_at += 1
+    try:
+        value, _ = _DECODER.raw_decode(text, value_at)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _redirect_message(
+    status: int, location: str | None, request_url: str | None, api_base: str | None
+) -> str:
+    now = f" (now {api_base!r})" if api_base else ""
+    fix = f"set aicm_api_base / AICM_API_BASE{now} to the address the service answers at"
+    if status == 304:
+        # We only ask conditionally with a cached answer in hand, and that 304 never gets here.
+        return f"the service answered 304 Not Modified to a request that was not conditional; {fix}"
+    if not location:
+        return f"the service answered a redirect without a Location header; {fix}"
+    target, hint = location, ""
+    if request_url is not None:
+        try:
+            url = httpx.URL(request_url)
+            joined = url.join(location)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            pass
+        else:
+            target = str(joined)
+            # The usual case (http:// -> https://, a new host): the same api_url and
+            # endpoint under a new base, which is then the value to set.
+            base_path = urlsplit(api_base).path.rstrip("/") if api_base else ""
+            tail = url.path[len(base_path) :] if url.path.startswith(base_path) else ""
+            bare = str(joined.copy_with(query=None, fragment=None))
+            if tail and bare.endswith(tail) and len(bare) > len(tail):
+                hint = f", probably {bare[: -len(tail)]!r}"
+    return (
+        f"the service redirects this request to {target[:500]!r} (its Location header); aicm "
+        f"does not follow redirects, so a POST is never resent as a GET: {fix}{hint}"
+    )
+
+
+def error_for_answer(
+    status: int,
+    text: str,
+    retry_after_header: str | None,
+    *,
+    location: str | None = None,
+    request_url: str | None = None,
+    api_base: str | None = None,
+) -> APIStatusError | None:
+    """The :class:`APIStatusError` subclass a non-2xx answer means (None for a 2xx).
+
+    ``location`` (the ``Location`` header), ``request_url`` and ``api_base`` let a
+    redirect's error say where the service sent the request and what to set instead.
+    """
+    verdict = classify_status(status, retry_after_header)
+    if verdict.outcome is Outcome.DELIVERED:
+        return None
+    excerpt = text[:_BODY_EXCERPT]
+    if verdict.outcome is Outcome.MISCONFIGURED:
+        return ServiceRedirectError(
+            _redirect_message(status, location, request_url, api_base),
+            status_code=status,
+            location=location,
+            body=excerpt,
+        )
+    if verdict.outcome is Outcome.AUTH:
+        return AuthenticationError(
+            "the API key was refused; records are kept", status_code=status, body=excerpt
+        )
+    if verdict.outcome is Outcome.RETRYABLE:
+        retry_after = parse_retry_after(retry_after_header)
+        if status == 429:
+            return RateLimitedError(
+                "rate limited", status_code=status, body=excerpt, retry_after=retry_after
+            )
+        return ServerError(
+            "the service failed", status_code=status, body=excerpt, retry_after=retry_after
+        )
+    parsed = parse_results(text)
+    return ClientRequestError(
+        "the service rejected the request",
+        status_code=status,
+        body=excerpt,
+        results=parsed.results if parsed is not None else (),
+    )

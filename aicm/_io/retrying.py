@@ -1,0 +1,80 @@
+"""The one retry loop for calls made in the caller's task: attempts, backoff, Retry-After (layer 2).
+
+IMMEDIATE delivery, the service API's calls and a tracker's config fetch all try a call a
+few times on retryable failures; they share this loop, so when the next attempt goes out
+is computed in one place (:meth:`RetryPolicy.next_attempt_at`). The delivery actor, which
+never sleeps in a caller's task, asks the same method for its backoff.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+from .._core.exceptions import APIStatusError, RateLimitedError, ServerError, TransportError
+from .._core.policy import RetryPolicy
+
+__all__ = ["RETRYABLE", "GaveUp", "retrying"]
+
+_T = TypeVar("_T")
+
+#: The failures worth another attempt: no answer, 5xx/408/425, and 429.
+RETRYABLE: tuple[type[Exception], ...] = (TransportError, ServerError, RateLimitedError)
+
+
+class GaveUp(Exception):
+    """The retry loop stopped: ``last`` is the final failure, after ``attempts`` attempts.
+
+    ``asked`` is set when it stopped early because the wait before the next attempt (the
+    service's ``Retry-After``, or the backoff) is longer than the caller allows. Internal:
+    callers turn it into their own error (or raise ``last``).
+    """
+
+    def __init__(self, last: Exception, *, attempts: int, asked: float | None = None) -> None:
+        super().__init__(str(last))
+        self.last = last
+        self.attempts = attempts
+        self.asked = asked
+
+
+async def retrying(
+    call: Callable[[], Awaitable[_T]],
+    *,
+    policy: RetryPolicy,
+    attempts: int,
+    retryable: tuple[type[Exception], ...] = RETRYABLE,
+    max_retry_after: float = float("inf"),
+    max_delay: float = float("inf"),
+    max_sleep: float = float("inf"),
+    on_retry: Callable[[Exception, int, float], None] | None = None,
+    rng: random.Random | None = None,
+) -> _T:
+    """Await ``call()`` up to ``attempts`` times while it raises a ``retryable`` error.
+
+    Between attempts it sleeps the policy's backoff (at most ``max_sleep`` s), or the
+    service's ``Retry-After``. It stops at once when the service asks for more than
+    ``max_retry_after`` s, or when the wait (asked for or not) is over ``max_delay`` s.
+    ``on_retry(error, attempt, delay)`` is told before each sleep. Any other error
+    propagates as is; running out raises :class:`GaveUp`.
+    """
+    attempt = 1
+    while True:
+        try:
+            return await call()
+        except retryable as exc:
+            if attempt >= attempts:
+                raise GaveUp(exc, attempts=attempt) from exc
+            asked = exc.retry_after if isinstance(exc, APIStatusError) else None
+            if asked is not None and asked > max_retry_after:
+                raise GaveUp(exc, attempts=attempt, asked=asked) from exc
+            now = anyio.current_time()
+            delay = policy.next_attempt_at(attempt, now=now, retry_after=asked, rng=rng) - now
+            if delay > max_delay:
+                raise GaveUp(exc, attempts=attempt, asked=delay) from exc
+            if on_retry is not None:
+                on_retry(exc, attempt, delay)
+            await anyio.sleep(min(delay, max_sleep))
+            attempt += 1

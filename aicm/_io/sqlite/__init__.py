@@ -1,0 +1,49 @@
+"""The durable SQLite queue (layer 2): one file, group-committed writes, leased claims.
+
+- :mod:`.schema`: the file's schema; opening, checking and tuning a queue file.
+- :mod:`.gate`: the fork gate and this process's write lock per file.
+- :mod:`.writer`: inserts, and :class:`SyncWriter` for plain threads.
+- :mod:`.claims`: claims, leases, acks, releases, dead letters (the actor's transactions).
+- :mod:`.db` and :mod:`.queue`: :class:`SqliteQueue`, the async side, one worker-thread
+  hop per operation on asyncio and trio alike.
+- :mod:`.moves`: a queue file deleted or replaced under a running process.
+- :mod:`.admin`: the ``aicm queue`` command's reads and repairs.
+"""
+
+from __future__ import annotations
+
+from .admin import (
+    PurgeOutcome,
+    QueueEntry,
+    QueueSummary,
+    RetargetOutcome,
+    RetryOutcome,
+    check_queue_file,
+    list_queue,
+    purge_rows,
+    retarget_rows,
+    retry_dead,
+    summarize_queue,
+)
+from .claims import count_pending
+from .queue import SqliteQueue
+from .schema import SCHEMA_VERSION
+from .writer import SyncWriter
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "PurgeOutcome",
+    "QueueEntry",
+    "QueueSummary",
+    "RetargetOutcome",
+    "RetryOutcome",
+    "SqliteQueue",
+    "SyncWriter",
+    "check_queue_file",
+    "count_pending",
+    "list_queue",
+    "purge_rows",
+    "retarget_rows",
+    "retry_dead",
+    "summarize_queue",
+]

@@ -1,0 +1,351 @@
+"""Administration of queue files (the ``aicm queue`` command).
+
+Plain synchronous functions, each on its own short-lived connection: they may run while
+trackers in other processes use the file. Reads open it read-only; every write is one
+short transaction that never touches a row under a live lease. A file that does not
+exist, is not SQLite, or holds no queue raises QueueStoreError and is left as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+
+from ..._core.exceptions import QueueStoreError
+from .gate import FORK_GATE, file_lock
+from .schema import (
+    DEAD,
+    MAX_ID,
+    PENDING,
+    RAISE_FLOOR,
+    SCHEMA_VERSION,
+    foreign,
+    holds_a_queue,
+    newer,
+    open_existing,
+)
+
+__all__ = [
+    "PurgeOutcome",
+    "QueueEntry",
+    "QueueSummary",
+    "RetargetOutcome",
+    "RetryOutcome",
+    "check_queue_file",
+    "list_queue",
+    "purge_rows",
+    "retarget_rows",
+    "retry_dead",
+    "summarize_queue",
+]
+
+_T = TypeVar("_T")
+
+_ADMIN_BUSY_MS = 5000
+_LIVE_LEASE = "(lease_owner IS NOT NULL AND next_attempt_at > ?)"
+_STATE_NAMES = {PENDING: "pending", DEAD: "dead"}
+
+
+@attrs.frozen(kw_only=True)
+class QueueEntry:
+    """One row of a queue file, as an administrator sees it (the body is the record JSON)."""
+
+    id: int
+    state: str
+    endpoint: str
+    response_id: str
+    api_root: str
+    attempts: int
+    created_at: float
+    next_attempt_at: float
+    leased: bool
+    last_error: str | None
+    dead_at: float | None
+    body: str
+
+
+@attrs.frozen(kw_only=True)
+class QueueSummary:
+    """Counts of a queue file: by state, under a live lease, oldest pending, bytes on disk."""
+
+    pending: int
+    leased: int
+    dead: int
+    oldest_pending_at: float | None
+    oldest_dead_at: float | None
+    size_bytes: int
+    api_roots: dict[str, int]
+
+
+@attrs.frozen(kw_only=True)
+class RetryOutcome:
+    """What ``retry_dead`` did: rows made pending, and the ids asked for that were not dead."""
+
+    retried: int
+    not_dead: tuple[int, ...]
+
+
+@attrs.frozen(kw_only=True)
+class PurgeOutcome:
+    """What ``purge_rows`` did: rows deleted, and pending rows kept for their live lease."""
+
+    deleted: int
+    kept_leased: int
+
+
+def _size_on_disk(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += os.stat(f"{path}{suffix}").st_size
+        except OSError:
+            pass
+    return total
+
+
+def _admin_connect(path: Path, *, write: bool) -> sqlite3.Connection:
+    """Open an existing queue file (never create one) and check it is a queue."""
+    if not path.exists():
+        raise QueueStoreError(f"no queue file at {path}")
+    if not path.is_file():
+        raise QueueStoreError(f"{path} is not a file")
+    if path.stat().st_size == 0:
+        raise QueueStoreError(f"{path} is empty: not an aicm queue file")
+    try:
+        # (Transactions are explicit: BEGIN IMMEDIATE ... COMMIT.)
+        conn = open_existing(path, timeout=_ADMIN_BUSY_MS / 1000, write=write, autocommit=True)
+    except sqlite3.Error as exc:
+        raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_ADMIN_BUSY_MS}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        is_queue = version == SCHEMA_VERSION and holds_a_queue(conn, version)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise QueueStoreError(f"{path} is not a usable queue file: {exc}") from exc
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise newer(path, version)
+    if not is_queue:
+        conn.close()
+        raise foreign(path)
+    return conn
+
+
+def _admin(path: Path, op: str, *, write: bool, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    with FORK_GATE:
+        conn = _admin_connect(path, write=write)
+        try:
+            if write:
+                with file_lock(path):
+                    return work(conn)
+            return work(conn)
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"{op} on {path} failed: {exc}") from exc
+        finally:
+            conn.close()
+
+
+def check_queue_file(path: Path) -> None:
+    """Raise :class:`QueueStoreError` unless ``path`` is an existing, readable queue file."""
+    _admin(path, "check", write=False, work=lambda conn: None)
+
+
+def summarize_queue(path: Path) -> QueueSummary:
+    """Counts of the queue file at ``path`` (read-only)."""
+
+    def work(conn: sqlite3.Connection) -> QueueSummary:
+        now = time.time()
+        pending, leased, oldest, dead, oldest_dead = conn.execute(
+            "SELECT"
+            " coalesce(sum(state = 0), 0),"
+            f" coalesce(sum(state = 0 AND {_LIVE_LEASE}), 0),"
+            " min(CASE WHEN state = 0 THEN created_at END),"
+            " coalesce(sum(state = 1), 0),"
+            " min(CASE WHEN state = 1 THEN dead_at END)"
+            " FROM records",
+            (now,),
+        ).fetchone()
+        roots = dict(
+            conn.execute(
+                "SELECT api_root, count(*) FROM records GROUP BY api_root ORDER BY api_root"
+            ).fetchall()
+        )
+        return QueueSummary(
+            pending=int(pending),
+            leased=int(leased),
+            dead=int(dead),
+            oldest_pending_at=None if oldest is None else float(oldest),
+            oldest_dead_at=None if oldest_dead is None else float(oldest_dead),
+            size_bytes=_size_on_disk(path),
+            api_roots={str(k): int(v) for k, v in roots.items()},
+        )
+
+    return _admin(path, "stats", write=False, work=work)
+
+
+def list_queue(path: Path, *, state: str | None = None, limit: int = 50) -> list[QueueEntry]:
+    """Up to ``limit`` rows, oldest first; ``state`` is ``"pending"``, ``"dead"`` or None (both)."""
+    states = {"pending": (PENDING,), "dead": (DEAD,), None: (PENDING, DEAD)}[state]
+
+    def work(conn: sqlite3.Connection) -> list[QueueEntry]:
+        now = time.time()
+        marks = ", ".join("?" for _ in states)
+        rows = conn.execute(
+            "SELECT id, state, endpoint, response_id, api_root, attempts, created_at,"
+            f" next_attempt_at, {_LIVE_LEASE}, last_error, dead_at, body"
+            f" FROM records WHERE state IN ({marks}) ORDER BY id LIMIT ?",
+            (now, *states, limit),
+        ).fetchall()
+        return [
+            QueueEntry(
+                id=int(r[0]),
+                state=_STATE_NAMES.get(int(r[1]), str(r[1])),
+                endpoint=str(r[2]),
+                response_id=str(r[3]),
+                api_root=str(r[4]),
+                attempts=int(r[5]),
+                created_at=float(r[6]),
+                next_attempt_at=float(r[7]),
+                leased=bool(r[8]),
+                last_error=r[9],
+                dead_at=None if r[10] is None else float(r[10]),
+                body=str(r[11]),
+            )
+            for r in rows
+        ]
+
+    return _admin(path, "list", write=False, work=work)
+
+
+def retry_dead(path: Path, ids: Sequence[int] | None = None) -> RetryOutcome:
+    """Make dead rows pending again, due now: those in ``ids``, or every one when None."""
+
+    def work(conn: sqlite3.Connection) -> RetryOutcome:
+        now = time.time()
+        # attempts is kept (> 0): a running actor's next-retry check then sees the row as due.
+        revive = (
+            "UPDATE records SET state = 0, next_attempt_at = ?, lease_owner = NULL,"
+            " dead_at = NULL, attempts = max(attempts, 1) WHERE state = 1"
+        )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if ids is None:
+                retried = conn.execute(revive, (now,)).rowcount
+                missing: list[int] = []
+            else:
+                wanted = sorted(set(ids))
+                dead = (
+                    {
+                        int(r[0])
+                        for r in conn.execute(
+                            "SELECT id FROM records WHERE state = 1 AND id IN"
+                            f" ({', '.join('?' for _ in wanted)})",
+                            wanted,
+                        ).fetchall()
+                    }
+                    if wanted
+                    else set()
+                )
+                retried = 0
+                for i in sorted(dead):
+                    retried += conn.execute(revive + " AND id = ?", (now, i)).rowcount
+                missing = [i for i in wanted if i not in dead]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return RetryOutcome(retried=retried, not_dead=tuple(missing))
+
+    return _admin(path, "retry", write=True, work=work)
+
+
+def _raise_floor_to_newest(conn: sqlite3.Connection) -> None:
+    """Before deleting rows: no id in use now may be given to a later row."""
+    (top,) = conn.execute(MAX_ID).fetchone()
+    conn.execute(RAISE_FLOOR, (top, top))
+
+
+def purge_rows(path: Path, *, state: str) -> PurgeOutcome:
+    """Delete rows: ``"dead"``, ``"pending"`` or ``"all"``. Rows under a live lease stay."""
+    if state not in ("dead", "pending", "all"):
+        raise ValueError(f"state must be 'dead', 'pending' or 'all', got {state!r}")
+
+    def work(conn: sqlite3.Connection) -> PurgeOutcome:
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = 0
+            kept = 0
+            _raise_floor_to_newest(conn)
+            if state in ("dead", "all"):
+                deleted += conn.execute("DELETE FROM records WHERE state = 1").rowcount
+            if state in ("pending", "all"):
+                deleted += conn.execute(
+                    f"DELETE FROM records WHERE state = 0 AND NOT {_LIVE_LEASE}", (now,)
+                ).rowcount
+                kept = int(
+                    conn.execute(
+                        f"SELECT count(*) FROM records WHERE state = 0 AND {_LIVE_LEASE}", (now,)
+                    ).fetchone()[0]
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return PurgeOutcome(deleted=deleted, kept_leased=kept)
+
+    return _admin(path, "purge", write=True, work=work)
+
+
+@attrs.frozen(kw_only=True)
+class RetargetOutcome:
+    """What ``retarget_rows`` did: rows pointed at the new service, and rows left where they
+    were for their live lease (a tracker is sending them now)."""
+
+    moved: int
+    kept_leased: int
+
+
+def retarget_rows(
+    path: Path, *, api_root: str, key_fp: str | None = None, from_root: str | None = None
+) -> RetargetOutcome:
+    """Point rows queued for another service at ``api_root``: those of ``from_root``, or of
+    every other root (and, given ``key_fp``, every other key); with ``key_fp`` they also
+    carry that key's fingerprint. Rows under a live lease stay as they are.
+
+    A moved pending row is due now, and counts as tried (``attempts`` at least 1): the new
+    root's claims find it by its due time, where a fresh row could lie under that root's
+    claim mark. A dead row stays dead (``retry`` revives it for the new root).
+    """
+    differs = "api_root != :root" if key_fp is None else "(api_root != :root OR key_fp != :fp)"
+    chosen = differs if from_root is None else f"api_root = :source AND {differs}"
+    live = _LIVE_LEASE.replace("?", ":now")
+
+    def work(conn: sqlite3.Connection) -> RetargetOutcome:
+        params = {"root": api_root, "fp": key_fp, "now": time.time(), "source": from_root}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            moved = conn.execute(
+                "UPDATE records SET api_root = :root, key_fp = coalesce(:fp, key_fp),"
+                " lease_owner = NULL, attempts = max(attempts, 1),"
+                " next_attempt_at = CASE WHEN state = 0 THEN :now ELSE next_attempt_at END"
+                f" WHERE {chosen} AND NOT (state = 0 AND {live})",
+                params,
+            ).rowcount
+            (kept,) = conn.execute(
+                f"SELECT count(*) FROM records WHERE {chosen} AND state = 0 AND {live}", params
+            ).fetchone()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return RetargetOutcome(moved=moved, kept_leased=int(kept))
+
+    return _admin(path, "retarget", write=True, work=work)

@@ -1,0 +1,379 @@
+"""Claims and leases: the transactions the delivery actor runs on a queue connection.
+
+A row is *pending* (state 0) until the service answers 2xx, when it is deleted, or until
+it is dead-lettered (state 1). Claiming a row leases it: the claimant's id goes in
+``lease_owner`` and ``next_attempt_at`` moves to the lease's expiry, so a crashed owner's
+rows become claimable again by themselves and a live owner's rows are never taken from
+it. An ack, a release or a dead-lettering touches a row only while the caller still holds
+its lease.
+
+Each function taking ``(conn, lock, ...)`` is one whole operation on a connection (opened
+by :func:`~.schema.connect`, so in autocommit mode), run by the connection's own thread:
+inside the fork gate, and when it writes, holding the file's lock in this process. Each
+call is one hop for an :class:`~.db.AsyncDB`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ..._core.exceptions import QueueStoreError
+from ..._core.jsonplain import loads
+from .gate import FORK_GATE
+from .schema import MAX_ID, RAISE_FLOOR, in_transaction, open_existing
+
+__all__ = ["Scope", "ack", "claim", "count_pending", "peek", "release", "settle_unwritten"]
+
+Row = tuple[Any, ...]  # (id, endpoint, response_id, body, created_at, attempts)
+
+
+class Scope(NamedTuple):
+    """Whose rows: an API root and key fingerprint, and the lease owner acting on them."""
+
+    api_root: str
+    key_fp: str
+    owner: str
+
+
+# A claim leases due tried rows first (oldest due first), then fresh rows (oldest first),
+# in one transaction of a few statements, whatever the number of rows: each row a
+# statement returns is one more round trip through the GIL, and the producers wait for
+# the write lock meanwhile. The claimed rows are read after the commit; ``next_attempt_at``
+# (the lease's expiry, unique to each claim of an owner) tells them apart.
+_LEASE_TRIED = (
+    "UPDATE records SET lease_owner = ?, next_attempt_at = ?, attempts = attempts + 1"
+    " WHERE id IN (SELECT id FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " AND attempts > 0 AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
+)
+_MARK = "SELECT upto FROM claim_marks WHERE api_root = ? AND key_fp = ?"
+_FRESH_TOP = (
+    "SELECT count(*), max(id) FROM (SELECT id FROM records WHERE id > ? AND api_root = ?"
+    " AND key_fp = ? AND state = 0 AND attempts = 0 ORDER BY id LIMIT ?)"
+)
+_LEASE_FRESH = (
+    "UPDATE records SET lease_owner = ?, next_attempt_at = ?, attempts = 1"
+    " WHERE id > ? AND id <= ? AND api_root = ? AND key_fp = ? AND state = 0 AND attempts = 0"
+)
+_RAISE_MARK = (
+    "INSERT INTO claim_marks (api_root, key_fp, upto) VALUES (?, ?, ?)"
+    " ON CONFLICT (api_root, key_fp) DO UPDATE SET upto = max(upto, excluded.upto)"
+)
+_LEASED_WHERE = (
+    " FROM records WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
+    " AND next_attempt_at = ? AND lease_owner = ?"
+)
+_LEASED = "SELECT id, endpoint, response_id, body, created_at, attempts" + _LEASED_WHERE
+# The same rows as one JSON text: one step of the statement, not one per row (each step
+# is a round trip through the GIL). The time as text: JSON numbers keep 15 digits only.
+_LEASED_JSON = (
+    "SELECT json_group_array(json_array(id, endpoint, response_id, body,"
+    " printf('%!.17g', created_at), attempts))" + _LEASED_WHERE
+)
+# With no room on the disk for a lease (see SqliteQueue: "disk full"), due rows are read,
+# not leased: the same rows a claim would take, in the same order.
+_PEEK_TRIED = (
+    "SELECT id, endpoint, response_id, body, created_at, attempts FROM records"
+    " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
+    " AND (next_attempt_at <= ? OR (lease_owner IS NULL AND id <= ?) OR lease_owner = ?)"
+    " ORDER BY next_attempt_at, id LIMIT ?"
+)
+_PEEK_FRESH = (
+    "SELECT id, endpoint, response_id, body, created_at, attempts FROM records WHERE id > ?"
+    " AND api_root = ? AND key_fp = ? AND state = 0 AND attempts = 0 ORDER BY id LIMIT ?"
+)
+_DELETE_IDS = "DELETE FROM records WHERE id IN ({})"
+_KILL_ID = (
+    "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
+    " WHERE id = ? AND state = 0"
+)
+# Acks, releases and dead-letterings name their rows in one statement per chunk of ids,
+# and only touch rows the caller still holds: a lease that expired and was taken over
+# belongs to its new owner.
+_ACK = "DELETE FROM records WHERE lease_owner = ? AND id IN ({})"
+_RELEASE = (
+    "UPDATE records SET lease_owner = NULL, next_attempt_at = ?, last_error = ?"
+    " WHERE lease_owner = ? AND id IN ({})"
+)
+KILL = (
+    "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
+    " WHERE id = ? AND lease_owner = ? AND state = 0"
+)
+# Tried rows: in a backoff, or leased (maybe by a crashed owner). Fresh rows are left out:
+# their writer rings the actor's doorbell, and they wait for a batch window.
+NEXT_RETRY = (
+    "SELECT min(next_attempt_at) FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " AND attempts > 0"
+)
+# Pending rows of a root and key with id <= ?3: the tried ones (from their index), and the
+# fresh ones (by id, above the mark).
+PENDING_UPTO = (
+    "SELECT (SELECT count(*) FROM records WHERE api_root = ?1 AND key_fp = ?2 AND state = 0"
+    " AND attempts > 0 AND id <= ?3) + (SELECT count(*) FROM records WHERE id > coalesce("
+    "(SELECT upto FROM claim_marks WHERE api_root = ?1 AND key_fp = ?2), 0) AND id <= ?3"
+    " AND api_root = ?1 AND key_fp = ?2 AND state = 0 AND attempts = 0)"
+)
+OLDEST = (
+    "SELECT created_at FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " ORDER BY id LIMIT 1"
+)
+# Owners of live leases on rows of a root and key (from the index of tried rows), and the
+# release of one owner's leases when that owner is gone (see owners.owner_is_gone).
+LEASE_OWNERS = (
+    "SELECT DISTINCT lease_owner FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " AND attempts > 0 AND next_attempt_at > ? AND lease_owner IS NOT NULL"
+)
+_FREE_LEASES = (
+    "UPDATE records SET lease_owner = NULL, next_attempt_at = ?, last_error = ?"
+    " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0 AND next_attempt_at > ?"
+    " AND lease_owner = ?"
+)
+HURRY = (
+    "UPDATE records SET next_attempt_at = 0 WHERE api_root = ? AND key_fp = ? AND state = 0"
+    " AND attempts > 0 AND lease_owner IS NULL AND next_attempt_at > ? AND id <= ?"
+)
+_COUNT_TRIED = (
+    "SELECT count(*), min(created_at) FROM records WHERE api_root = ? AND key_fp = ?"
+    " AND state = 0 AND attempts > 0"
+)
+_COUNT_FRESH = (
+    "SELECT count(*), min(created_at) FROM records WHERE id > coalesce((SELECT upto FROM"
+    " claim_marks WHERE api_root = ?1 AND key_fp = ?2), 0) AND api_root = ?1 AND key_fp = ?2"
+    " AND state = 0 AND attempts = 0"
+)
+
+# Ids per statement: at most 512, padded to a power of two (repeating the last id), so a
+# handful of statement shapes serve every batch size from SQLite's statement cache, and
+# no statement comes near the 999 parameters old SQLite builds allow.
+_IDS_PER_STATEMENT = 512
+
+
+def _mark(conn: sqlite3.Connection, scope: Scope) -> int:
+    """Every fresh row of ``scope``'s root and key lies above this id."""
+    found = conn.execute(_MARK, (scope.api_root, scope.key_fp)).fetchone()
+    return 0 if found is None else int(found[0])
+
+
+def peek(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    scope: Scope,
+    limit: int,
+    due: tuple[float, int],
+    skip: frozenset[int],
+) -> list[Row]:
+    """The rows a claim would lease, read without writing (ids in ``skip`` left out).
+
+    ``due`` is (now, hurried): tried rows due by now, or unleased with an id up to
+    ``hurried``, are due. Rows still leased by the scope's owner count as due: the owner
+    holds only those in ``skip`` (the rest it could not give back, for want of room).
+    """
+    del lock  # a read
+    root, fp, owner = scope
+    now, hurried = due
+    with FORK_GATE:
+        mark = _mark(conn, scope)
+        rows = [
+            r
+            for r in conn.execute(
+                _PEEK_TRIED, (root, fp, now, hurried, owner, limit + len(skip))
+            ).fetchall()
+            if r[0] not in skip
+        ][:limit]
+        if len(rows) < limit:
+            fresh = conn.execute(_PEEK_FRESH, (mark, root, fp, limit - len(rows) + len(skip)))
+            rows += [r for r in fresh.fetchall() if r[0] not in skip][: limit - len(rows)]
+    return sorted(rows)
+
+
+# Whether SQLite's JSON functions are there to use (see _LEASED_JSON): SQLite has them
+# built in since 3.38, and most earlier builds compile them in.
+_json_functions = True
+
+
+def claim(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    scope: Scope,
+    limit: int,
+    now: float,
+    until: float,
+) -> list[Row]:
+    """Lease up to ``limit`` rows of ``scope`` until ``until``; in id order.
+
+    ``until`` must differ from every other lease of the owner still held.
+    """
+    root, fp, owner = scope
+
+    def lease() -> int:
+        taken = conn.execute(_LEASE_TRIED, (owner, until, root, fp, now, limit)).rowcount
+        wanted = limit - taken
+        if wanted > 0:
+            mark = _mark(conn, scope)
+            count, top = conn.execute(_FRESH_TOP, (mark, root, fp, wanted)).fetchone()
+            if count:
+                conn.execute(_LEASE_FRESH, (owner, until, mark, top, root, fp))
+            # Every fresh row of this root and key up to the new mark is leased now: up to
+            # the last one taken, or, when there were fewer than wanted, up to the newest
+            # row of all (the write lock is ours: no row can come in between).
+            if count < wanted:
+                top = conn.execute(MAX_ID).fetchone()[0]
+            if top > mark:
+                conn.execute(_RAISE_MARK, (root, fp, top))
+            taken += count
+        return int(taken)
+
+    if not in_transaction(conn, lock, lease):
+        return []
+    # The rows are ours for the lease: nobody else changes them meanwhile.
+    global _json_functions
+    params = (root, fp, until, owner)
+    with FORK_GATE:
+        if _json_functions:
+            try:
+                (text,) = conn.execute(_LEASED_JSON, params).fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such function" in str(exc):
+                    _json_functions = False  # an SQLite built without them: rows one by one
+                # Else a row JSON cannot carry (a BLOB another program wrote, say): read
+                # this claim row by row, and the actor dead-letters that row alone.
+            else:
+                rows = [
+                    (i, endpoint, rid, body, float(created), attempts)
+                    for i, endpoint, rid, body, created, attempts in loads(text)
+                ]
+                rows.sort()
+                return rows
+        return sorted(conn.execute(_LEASED, params).fetchall())
+
+
+def _id_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    """``ids`` in chunks of at most _IDS_PER_STATEMENT, each padded to a power of two."""
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = list(ids[start : start + _IDS_PER_STATEMENT])
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk.extend([chunk[-1]] * (size - len(chunk)))
+        yield chunk
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _delete(conn: sqlite3.Connection, ids: Sequence[int], owner: str | None) -> None:
+    """Delete rows by id (only those ``owner`` leases, unless None), in one transaction's
+    statements; the id floor first goes up to the highest (ids are never used again)."""
+    top = max(ids)
+    conn.execute(RAISE_FLOOR, (top, top))
+    for chunk in _id_chunks(ids):
+        if owner is None:
+            conn.execute(_DELETE_IDS.format(_marks(len(chunk))), chunk)
+        else:
+            conn.execute(_ACK.format(_marks(len(chunk))), (owner, *chunk))
+
+
+def settle_unwritten(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    acked: Sequence[int],
+    killed: Sequence[tuple[int, str]],
+    now: float,
+) -> None:
+    """Delete delivered rows and dead-letter refused ones, by id, whoever leases them."""
+
+    def work() -> None:
+        if acked:
+            _delete(conn, acked, None)
+        if killed:
+            conn.executemany(_KILL_ID, [(why, now, i) for i, why in killed])
+
+    in_transaction(conn, lock, work)
+
+
+def ack(conn: sqlite3.Connection, lock: threading.Lock, owner: str, ids: Sequence[int]) -> None:
+    """Delete delivered rows that ``owner`` still leases."""
+    in_transaction(conn, lock, lambda: _delete(conn, ids, owner))
+
+
+def release(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    owner: str,
+    ids: Sequence[int],
+    due: float,
+    error: str,
+) -> None:
+    """Give rows ``owner`` still leases back, due again at ``due`` (epoch seconds)."""
+
+    def work() -> None:
+        for chunk in _id_chunks(ids):
+            conn.execute(_RELEASE.format(_marks(len(chunk))), (due, error, owner, *chunk))
+
+    in_transaction(conn, lock, work)
+
+
+def free_leases(
+    conn: sqlite3.Connection, lock: threading.Lock, scope: Scope, owners: Sequence[str], now: float
+) -> int:
+    """Make the live leases of ``owners`` (processes that ended) on ``scope``'s rows due now."""
+    why = "its lease's owner process had ended"
+    params = (now, why, scope.api_root, scope.key_fp, now)
+
+    def work() -> int:
+        return sum(conn.execute(_FREE_LEASES, (*params, owner)).rowcount for owner in owners)
+
+    return in_transaction(conn, lock, work)
+
+
+def write_many(
+    conn: sqlite3.Connection, lock: threading.Lock, sql: str, params: Sequence[Sequence[Any]]
+) -> None:
+    """``executemany`` in one transaction."""
+    in_transaction(conn, lock, lambda: conn.executemany(sql, params))
+
+
+def read(
+    conn: sqlite3.Connection, lock: threading.Lock, sql: str, params: Sequence[Any]
+) -> list[Row]:
+    """The rows of one query."""
+    del lock  # a read waits for no writer (WAL)
+    with FORK_GATE:
+        return conn.execute(sql, params).fetchall()
+
+
+def checkpoint(conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    """Copy the WAL into the file, so that the next write may start the WAL afresh.
+
+    First without the file's lock, so this process's writers go on meanwhile; then, if
+    they added pages during that, those few pages holding it: a WAL restarts only once all
+    of it is copied, and without restarts it would grow while writers never pause.
+    """
+    with FORK_GATE:
+        _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if pages > copied >= 0:
+            with lock:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
+def count_pending(path: Path, *, api_root: str, key_fp: str) -> tuple[int, float | None]:
+    """Pending rows of one root and key, and the oldest one's creation time (read-only).
+
+    Opens its own short-lived connection, so any thread may ask while others write.
+    """
+    with FORK_GATE:
+        try:
+            conn = open_existing(path, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
+        try:
+            count, oldest = conn.execute(_COUNT_TRIED, (api_root, key_fp)).fetchone()
+            fresh, fresh_oldest = conn.execute(_COUNT_FRESH, (api_root, key_fp)).fetchone()
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
+        finally:
+            conn.close()
+    times = [float(t) for t in (oldest, fresh_oldest) if t is not None]
+    return int(count) + int(fresh), (min(times) if times else None)

@@ -1,0 +1,190 @@
+"""A queue file deleted or replaced under a running process: its rows follow the path.
+
+A connection keeps using the file it opened: once that file is unlinked (deleted, or
+replaced by a rename), rows committed through it go to an inode no later process can
+find. Each holder of a connection notes the file's identity when it opens it, and looks
+again after each group commit (the writers) and before each claim (the actor). When the
+path names another file, or none, the rows still readable through the old connection
+are moved into the file at the path (created if missing), and the holder reopens there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from ..._core.exceptions import QueueStoreError
+from .gate import FORK_GATE
+from .schema import DEAD, LAST_ID, PENDING, open_in_gate, rollback
+
+__all__ = ["OpenedFile", "rescue_rows", "retire"]
+
+logger = logging.getLogger("aicm.delivery")
+
+FileIdentity = tuple[int, int]  # (st_dev, st_ino)
+
+
+def file_identity(path: Path | str) -> FileIdentity | None:
+    """The identity of the file at ``path`` now, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class OpenedFile:
+    """What a connection's holder knows of the file it opened: it, and its shared memory.
+
+    SQLite keeps a WAL file and a shared-memory file beside the database. When only the
+    database is deleted those stay, still in use by the old connections: a new database
+    at the same path must not start with them (their pages are the old file's).
+    """
+
+    __slots__ = ("file", "shm")
+
+    def __init__(self, path: Path) -> None:
+        self.file = file_identity(path)
+        # (Noted again once the connection has used it: SQLite makes it on first use.)
+        self.shm = file_identity(f"{path}-shm")
+
+    def moved(self, path: Path) -> bool:
+        """Whether ``path`` names another file than the one opened (or none)."""
+        if self.file is None or file_identity(path) == self.file:
+            if self.shm is None:
+                self.shm = file_identity(f"{path}-shm")
+            return False
+        return True
+
+
+# Connections to a queue file that was deleted or replaced, kept open for good. Closing
+# the last connection to a file in WAL mode deletes, by name, the WAL and shared-memory
+# files at its path: by now those are the new file's, in use. Each is also given one
+# reference nobody holds, so that it is never freed, and so never closed, at exit either.
+_RETIRED: list[object] = []
+
+
+def retire(conn: sqlite3.Connection) -> None:
+    """Stop using ``conn`` without ever closing it (see above)."""
+    _RETIRED.append(conn)
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except (ImportError, AttributeError):
+        pass  # not CPython: the list's reference keeps it open while the process runs
+
+
+_ROWS_TO_MOVE = (
+    "SELECT endpoint, response_id, body, format, api_root, key_fp, state, created_at,"
+    " last_error, dead_at FROM records ORDER BY id"
+)
+_MOVED_ROW = (
+    "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp, state,"
+    " attempts, created_at, next_attempt_at, last_error, dead_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
+    """Move every row readable through ``old`` into the queue file at ``path`` now.
+
+    Inside the fork gate and holding the file's lock in this process. The old file's
+    write lock is taken first, so that processes sharing the old file move its rows one
+    at a time (the second finds none left). Pending rows arrive fresh and unleased (one
+    in flight is sent again: the service counts a repeated response_id once); dead rows
+    stay dead. Returns how many rows were moved. Raises QueueStoreError (rows left where
+    they were) when the file at ``path`` cannot be created or is not a queue.
+    """
+    try:
+        old.execute("BEGIN IMMEDIATE")
+        rows = old.execute(_ROWS_TO_MOVE).fetchall()
+    except sqlite3.Error as exc:
+        rollback(old)
+        raise QueueStoreError(
+            f"cannot read the rows of the deleted queue file {path}: {exc}"
+        ) from exc
+    try:
+        shm = file_identity(f"{path}-shm")
+        if shm is not None and (
+            file_identity(path) is None or opened.shm is None or shm == opened.shm
+        ):
+            # The old file's WAL and shared memory (no file at the path has any other, or
+            # they are the ones the old connection noted): the old connections keep them
+            # open; the file at the path must start without them.
+            for suffix in ("-wal", "-shm"):
+                try:
+                    os.unlink(f"{path}{suffix}")
+                except FileNotFoundError:
+                    pass
+        new = open_in_gate(path, check_same_thread=True)
+        try:
+            new.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = new.execute(LAST_ID).fetchone()
+                now = time.time()
+                params = []
+                for offset, (e, rid, body, fmt, root, fp, state, created, error, dead) in enumerate(
+                    rows, start=int(last) + 1
+                ):
+                    dead_row = state == DEAD
+                    due = created if type(created) in (int, float) else now
+                    params.append(
+                        (
+                            offset,
+                            e,
+                            rid,
+                            body,
+                            fmt,
+                            root,
+                            fp,
+                            DEAD if dead_row else PENDING,
+                            1 if dead_row else 0,
+                            created,
+                            due,
+                            error,
+                            dead,
+                        )
+                    )
+                new.executemany(_MOVED_ROW, params)
+                new.commit()
+            except BaseException:
+                rollback(new)
+                raise
+        finally:
+            new.close()
+        old.execute("DELETE FROM records")
+        old.commit()
+    except (sqlite3.Error, QueueStoreError) as exc:
+        rollback(old)
+        raise QueueStoreError(
+            f"the queue file {path} was deleted or replaced while in use, and its rows could"
+            f" not be moved into a file there ({exc}); they stay in the deleted file, which"
+            " this process alone still reads and delivers from"
+        ) from exc
+    except BaseException:
+        rollback(old)
+        raise
+    return len(rows)
+
+
+def rescue_rows(
+    conn: sqlite3.Connection, lock: threading.Lock, path: Path, opened: OpenedFile
+) -> int:
+    """:func:`_move_rows` as one operation on ``conn`` (an AsyncDB's ``run`` passes the
+    connection and the file's lock); 0 when the path still names the opened file."""
+    with FORK_GATE, lock:
+        if not opened.moved(path):
+            return 0
+        moved = _move_rows(conn, path, opened)
+    logger.warning(
+        "the queue file %s was deleted or replaced while in use: %d row(s) moved into %s",
+        path,
+        moved,
+        path,
+    )
+    return moved

@@ -1,0 +1,476 @@
+"""The async side of a queue file: group-committed adds, claims, acks, retries, dead letters.
+
+Rows name their API root and a fingerprint of the key, never the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import anyio
+import anyio.lowlevel
+
+from ..._core.exceptions import QueueStoreError
+from ..owners import new_owner, owner_is_gone
+from . import claims
+from .claims import Scope
+from .db import AsyncDB, on_asyncio, open_async_db
+from .moves import OpenedFile, rescue_rows
+from .schema import MAX_ID, disk_full, write_error
+from .writer import RowTuple, insert
+
+__all__ = ["SqliteQueue"]
+
+_T = TypeVar("_T")
+
+
+# Group commits under way at once in a SqliteQueue. Two (one running, the next queued
+# behind it) measured no faster than one: the callers' Python, not the commit, is the
+# bound, and one at a time makes fewer, larger commits.
+_COMMITS_IN_FLIGHT = 1
+
+
+def _ignore_commit(n: int, committed: bool = True) -> None:
+    del n, committed
+
+
+class _Done(Protocol):
+    """What a group commit's callers wait on: ``anyio.Event``'s own methods."""
+
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+    async def wait(self) -> None: ...
+
+
+class _FutureEvent:
+    """``anyio.Event`` for asyncio, on a plain future per waiter.
+
+    Every ``track()`` on a persistent queue waits once for its commit, and anyio's event
+    (an asyncio.Event inside) costs 0.7 us more per wait. A waiter gets a future of its
+    own, not a shared one: cancelling a task cancels the future it awaits, and that must
+    not end the other callers' wait.
+    """
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        self._set = True
+        for waiter in self._waiters:
+            if not waiter.done():  # a cancelled waiter's future is done already
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            await anyio.lowlevel.checkpoint()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+
+class _Commit:
+    """One group commit: the rows of every caller in it, and its outcome."""
+
+    __slots__ = ("done", "error", "rows")
+
+    def __init__(self, done: _Done) -> None:
+        self.rows: list[RowTuple] = []
+        self.done = done
+        self.error: BaseException | None = None
+
+
+class SqliteQueue:
+    """The async side of a queue file: group-committed adds, claims, acks, retries, dead
+    letters.
+
+    One instance per (file, API root, key fingerprint); ``owner`` identifies its leases.
+    """
+
+    def __init__(self, db: AsyncDB, path: Path, *, api_root: str, key_fp: str) -> None:
+        self.db = db  # the actor's: claims, acks, reads, checkpoints
+        self._db_opened = OpenedFile(path)
+        self._following = False  # moving rows out of a deleted file (see follow_the_path)
+        self._following_lock = anyio.Lock()
+        self._writes_opened: OpenedFile | None = None
+        self.path = path
+        self.api_root = api_root
+        self.key_fp = key_fp
+        self.owner = new_owner()
+        self.scope = Scope(api_root, key_fp, self.owner)
+        self._last_lease_until = 0.0
+        # Disk full: rows read instead of leased (held by this process alone, in memory),
+        # and what the service settled that the file could not record yet (acked ids;
+        # dead-lettered ids and why). Those are left out of claims, and written when the
+        # disk has room again. See claim_tuples.
+        self._peeked: set[int] = set()
+        self._leased_out: set[int] = set()  # leased by claims, not settled yet
+        self._unwritten_acks: set[int] = set()
+        self._unwritten_kills: dict[int, str] = {}
+        self._hurried = 0  # ids up to here are due now, backoff or not (a flush's hurry)
+        # Adds commit on a connection (and so a thread) of their own, opened on the
+        # first one: on the actor's, they would wait behind its claims, reads and
+        # checkpoints, which need not hold the write lock for long, or at all.
+        self._writes: AsyncDB | None = None
+        self._opening_writes = anyio.Lock()
+        self._new_done: Callable[[], _Done] = _FutureEvent if on_asyncio() else anyio.Event
+        self._open = _Commit(self._new_done())  # the rows waiting for the next transaction
+        self._committers = 0  # callers committing for everyone (see _join)
+        self.commits = 0  # add transactions: fewer than calls when calls overlap
+        # Told of each group commit (its number of rows): before it starts, and after it
+        # ends (True when committed). Once per commit, not per caller: a caller cancelled
+        # while it waits still has its row committed with the others, and counted.
+        self.before_commit: Callable[[int], None] = _ignore_commit
+        self.after_commit: Callable[[int, bool], None] = _ignore_commit
+
+    @classmethod
+    async def open(cls, path: Path, *, api_root: str, key_fp: str) -> SqliteQueue:
+        """Open or create the queue file at ``path``."""
+        try:
+            db = await open_async_db(path)
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
+        return cls(db, path, api_root=api_root, key_fp=key_fp)
+
+    async def _guard(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
+        if not self._following and self._db_opened.moved(self.path):
+            # Every read and write goes to the file at the path: a flush counting rows
+            # in the deleted file would find none left.
+            try:
+                await self.follow_the_path()
+            except QueueStoreError:
+                pass  # the path cannot take them: carry on with the old file
+        with anyio.CancelScope(shield=True):
+            try:
+                result = await self.db.run(fn, *args)
+            except sqlite3.Error as exc:
+                raise QueueStoreError(f"{op} on {self.path} failed: {exc}") from exc
+        return result
+
+    async def add(self, endpoint: str, response_id: str, body: str) -> None:
+        """Commit one row; concurrent callers share one transaction (group commit)."""
+        batch = self._open
+        batch.rows.append((endpoint, response_id, body))
+        if self._committers < _COMMITS_IN_FLIGHT:
+            await self._join(batch)
+        else:  # _join's path for a caller who is not a committer, inlined: every track()
+            await batch.done.wait()
+            if batch.error is not None:
+                self._raise(batch.error)
+
+    async def _join(self, batch: _Commit) -> None:
+        """Wait until ``batch`` (holding the caller's rows) is committed.
+
+        A caller who finds fewer than ``_COMMITS_IN_FLIGHT`` commits under way becomes a
+        committer: it commits the rows gathered so far, and goes on committing whatever
+        gathers meanwhile (callers arriving during a commit join the next one).
+        """
+        if self._committers < _COMMITS_IN_FLIGHT:
+            self._committers += 1
+            try:
+                # Shielded: a cancelled committer must still commit the rows it took (and
+                # other callers' rows with them); the write takes milliseconds.
+                with anyio.CancelScope(shield=True):
+                    while True:
+                        # Let the tasks that are ready to run add their rows first: one
+                        # commit then carries many callers.
+                        await anyio.lowlevel.checkpoint()
+                        if not self._open.rows:
+                            break
+                        commit, self._open = self._open, _Commit(self._new_done())
+                        n = len(commit.rows)
+                        self.before_commit(n)
+                        try:
+                            writes = self._writes or await self._open_writes()
+                            await writes.run(
+                                insert, commit.rows, self.api_root, self.key_fp, time.time()
+                            )
+                            self.commits += 1
+                            opened = self._writes_opened
+                            if opened is not None and opened.moved(self.path):
+                                await self._follow_the_path_for_writes(writes, opened)
+                        except Exception as exc:
+                            commit.error = exc
+                            self.after_commit(n, False)
+                        else:
+                            self.after_commit(n, True)
+                        commit.done.set()
+            finally:
+                self._committers -= 1
+        if not batch.done.is_set():
+            await batch.done.wait()
+        if batch.error is not None:
+            self._raise(batch.error)
+
+    def _raise(self, error: BaseException) -> NoReturn:
+        if isinstance(error, QueueStoreError):
+            raise error
+        raise write_error(self.path, error) from error
+
+    async def _open_writes(self) -> AsyncDB:
+        async with self._opening_writes:
+            if self._writes is None:
+                self._writes = await open_async_db(self.path)
+                self._writes_opened = OpenedFile(self.path)
+            return self._writes
+
+    async def _follow_the_path_for_writes(self, writes: AsyncDB, opened: OpenedFile) -> None:
+        """The file was deleted or replaced: move the rows (these commits' with them) into
+        the file at the path, and write there next; raises QueueStoreError if impossible."""
+        try:
+            await writes.run(rescue_rows, self.path, opened)
+        except sqlite3.Error as exc:
+            raise QueueStoreError(f"moving rows into {self.path} failed: {exc}") from exc
+        self._writes = None
+        self._writes_opened = None
+        writes.retire()
+
+    async def follow_the_path(self) -> None:
+        """The actor's connection: if the file was deleted or replaced, move what the old
+        one still holds into the file at the path, and go on there. When that cannot be
+        done the actor goes on delivering from the old file (raises QueueStoreError)."""
+        async with self._following_lock:
+            if not self._db_opened.moved(self.path):
+                return
+            self._following = True
+            try:
+                await self._guard("move rows", rescue_rows, self.path, self._db_opened)
+                new_db = await open_async_db(self.path)
+            finally:
+                self._following = False
+            old, self.db = self.db, new_db
+            self._db_opened = OpenedFile(self.path)
+            self._last_lease_until = 0.0
+            old.retire()
+
+    async def claim_tuples(
+        self, limit: int, *, lease_seconds: float
+    ) -> list[tuple[int, str, str, str, float, int]]:
+        """Lease up to ``limit`` due rows of this root and key, in id order, as tuples
+        (id, endpoint, response_id, body, created_at, attempts).
+
+        Rows tried before and due again are taken first (oldest due first), then fresh
+        rows (oldest first).
+        """
+        now = time.time()
+        if self._unwritten_acks or self._unwritten_kills:
+            await self._write_unwritten()
+        if not self._peeked:
+            # Each claim's expiry differs from the last one's: it names the claim's rows.
+            until = max(now + lease_seconds, self._last_lease_until + 0.001)
+            self._last_lease_until = until
+            try:
+                rows: list[Any] = await self._guard(
+                    "claim", claims.claim, self.scope, limit, now, until
+                )
+            except QueueStoreError as exc:
+                if not disk_full(exc):
+                    raise
+            else:
+                self._hurried = 0
+                self._leased_out.update(r[0] for r in rows)
+                return rows
+        # No room on the disk for a lease: delivering what is queued must not need any.
+        # Due rows are read instead, and held in this process's memory while they are
+        # sent; another process sharing the file may send them too (the service counts a
+        # repeated response_id once).
+        skip = frozenset(
+            self._peeked | self._leased_out | self._unwritten_acks | self._unwritten_kills.keys()
+        )
+        rows = await self._guard(
+            "read",
+            claims.peek,
+            self.scope,
+            limit,
+            (now, self._hurried),
+            skip,
+        )
+        self._peeked.update(r[0] for r in rows)
+        return rows
+
+    async def _write_unwritten(self) -> None:
+        """Record what the service settled while the disk was full, if there is room now."""
+        acks = sorted(self._unwritten_acks)
+        kills = sorted(self._unwritten_kills.items())
+        try:
+            await self._guard("ack", claims.settle_unwritten, acks, kills, time.time())
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return
+        self._unwritten_acks.difference_update(acks)
+        for i, _ in kills:
+            self._unwritten_kills.pop(i, None)
+
+    def _split(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """``ids`` read while the disk was full, and the leased ones (no longer held)."""
+        self._leased_out.difference_update(ids)
+        peeked = self._peeked
+        if not peeked:
+            return [], list(ids)
+        read = [i for i in ids if i in peeked]
+        if not read:
+            return [], list(ids)
+        peeked.difference_update(read)
+        taken = set(read)
+        return read, [i for i in ids if i not in taken]
+
+    async def free_dead_leases(self) -> int:
+        """Make rows leased by processes of this host that no longer run due now.
+
+        Returns how many rows were freed. A lease whose owner cannot be judged (another
+        host, another platform) is left to expire by itself.
+        """
+        now = time.time()
+        owners = await self._read(claims.LEASE_OWNERS, (self.api_root, self.key_fp, now))
+        gone = [o for (o,) in owners if o != self.owner and owner_is_gone(str(o))]
+        if not gone:
+            return 0
+        try:
+            rows: int = await self._guard("free leases", claims.free_leases, self.scope, gone, now)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return 0  # (the leases run out by themselves)
+        return rows
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        """Delete delivered rows (those this owner still holds).
+
+        With the disk full the deletion waits in memory (the rows are left out of claims
+        meanwhile); a process starting before it is written sends them again.
+        """
+        if not ids:
+            return
+        read, leased = self._split(ids)
+        try:
+            if leased:
+                await self._guard("ack", claims.ack, self.owner, leased)
+            if read:
+                await self._guard("ack", claims.settle_unwritten, read, (), time.time())
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            self._unwritten_acks.update(ids)
+
+    async def release(self, ids: Sequence[int], *, delay: float, error: str) -> None:
+        """Give leased rows back, due again in ``delay`` seconds."""
+        if not ids:
+            return
+        _, leased = self._split(ids)  # rows only read were never taken from the file
+        if leased:
+            due = time.time() + delay
+            try:
+                await self._guard("release", claims.release, self.owner, leased, due, error)
+            except QueueStoreError as exc:
+                if not disk_full(exc):
+                    raise
+                # Still leased to this owner in the file: claims made by reading take
+                # them again (see claims.peek); other processes wait for the lease to end.
+
+    async def kill(self, reasons: Sequence[tuple[int, str]]) -> None:
+        """Dead-letter rows (those this owner still holds), each with its reason."""
+        if not reasons:
+            return
+        now = time.time()
+        read, leased = self._split([i for i, _ in reasons])
+        why = dict(reasons)
+        try:
+            if leased:
+                params = [(why[i], now, i, self.owner) for i in leased]
+                await self._guard("dead-letter", claims.write_many, claims.KILL, params)
+            if read:
+                await self._guard(
+                    "dead-letter", claims.settle_unwritten, (), [(i, why[i]) for i in read], now
+                )
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            self._unwritten_kills.update(why)
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the file (see :func:`.claims.checkpoint`); the actor calls this."""
+        try:
+            await self._guard("checkpoint", claims.checkpoint)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise  # (full: the WAL stays as it is until there is room)
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await self._guard("read", claims.read, sql, params)
+
+    async def next_retry_due(self) -> float | None:
+        """When the earliest retried or leased row of this root and key is due (epoch s)."""
+        rows = await self._read(claims.NEXT_RETRY, (self.api_root, self.key_fp))
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)
+
+    async def oldest_pending_at(self) -> float:
+        """When the oldest pending row of this root and key was written (0.0: none)."""
+        rows = await self._read(claims.OLDEST, (self.api_root, self.key_fp))
+        # Not a number: a row another program wrote (the actor dead-letters it when it
+        # claims it); its age is unknown until then.
+        return float(rows[0][0]) if rows and type(rows[0][0]) in (int, float) else 0.0
+
+    async def max_id(self) -> int:
+        """The highest row id in the file."""
+        rows = await self._read(MAX_ID, ())
+        return int(rows[0][0])
+
+    async def pending_upto(self, max_id: int) -> int:
+        """How many pending rows of this root and key have ``id <= max_id``.
+
+        Rows delivered or dead-lettered while the disk was full count as settled.
+        """
+        rows = await self._read(claims.PENDING_UPTO, (self.api_root, self.key_fp, max_id))
+        settled = self._unwritten_acks | self._unwritten_kills.keys()
+        return max(0, int(rows[0][0]) - sum(1 for i in settled if i <= max_id))
+
+    async def hurry(self, max_id: int) -> None:
+        """Make rows waiting out a backoff due now (a flush wants them delivered)."""
+        params = [(self.api_root, self.key_fp, time.time(), max_id)]
+        self._hurried = max(self._hurried, max_id)  # for claims made by reading
+        try:
+            await self._guard("hurry", claims.write_many, claims.HURRY, params)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+
+    @property
+    def settled_unwritten(self) -> int:
+        """Rows the service settled that a full disk kept from being recorded in the file."""
+        return len(self._unwritten_acks) + len(self._unwritten_kills)
+
+    async def close(self) -> None:
+        """Close the connections (recording first what a full disk kept unwritten, if it can)."""
+        if self._unwritten_acks or self._unwritten_kills:
+            try:
+                await self._write_unwritten()
+            except QueueStoreError:
+                pass  # the rows stay pending: a later process sends them again
+        writes, self._writes = self._writes, None
+        try:
+            if writes is not None:
+                await writes.close()
+        finally:
+            await self.db.close()
+
+
+# -- administration (the ``aicm queue`` command) -----------------------------------------
+#
+# Plain synchronous functions, each on its own short-lived connection: they may run while
+# trackers in other processes use the file. Reads open it read-only; every write is one
+# short transaction that never touches a row under a live lease. A file that does not
+# exist, is not SQLite, or holds no queue raises QueueStoreError and is left as it was.

@@ -1,0 +1,293 @@
+"""The queue file's schema, and opening one: create, check, tune (WAL, NORMAL sync).
+
+A queue file is refused, and left exactly as it was, when it holds another program's
+tables or a newer schema version than this aicm knows.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ..._core.exceptions import QueueStoreError
+from .gate import FORK_GATE
+
+__all__ = [
+    "DEAD",
+    "LAST_ID",
+    "MAX_ID",
+    "RAISE_FLOOR",
+    "PENDING",
+    "SCHEMA_VERSION",
+    "connect",
+    "disk_full",
+    "in_transaction",
+    "open_existing",
+    "prepare_file",
+    "rollback",
+    "write_error",
+]
+
+_T = TypeVar("_T")
+
+# A fresh row (one never tried: attempts = 0) is in no index, and nothing counts ids: a
+# track() commit writes one page, the table's. The claim finds fresh rows by id instead:
+# every fresh row of an API root and key lies above that pair's ``claim_marks.upto``,
+# since claims take fresh rows in id order and ids only grow. Rows once tried (waiting out
+# a backoff, or leased, maybe by a crashed owner) are in ``records_tried``, by due time.
+SCHEMA_VERSION = 2
+
+PENDING = 0
+DEAD = 1
+
+RECORDS_TABLE = """(
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    format INTEGER NOT NULL DEFAULT 1,
+    api_root TEXT NOT NULL,
+    key_fp TEXT NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    last_error TEXT,
+    dead_at REAL
+)"""
+# A row id is never used twice: the claim marks above rely on it, a flush counts pending
+# rows up to the highest id it saw, and the administrator retries dead rows by id. Without
+# AUTOINCREMENT, SQLite would give a new row the id of a deleted newest one: instead every
+# delete first raises ``id_floor.upto`` to the highest id it deletes, and inserts take an
+# id above both it and the newest row.
+SCHEMA_STATEMENTS = (
+    f"CREATE TABLE IF NOT EXISTS records {RECORDS_TABLE}",
+    "CREATE INDEX IF NOT EXISTS records_tried ON records (api_root, key_fp, next_attempt_at)"
+    " WHERE state = 0 AND attempts > 0",
+    "CREATE INDEX IF NOT EXISTS records_dead ON records (id) WHERE state = 1",
+    "CREATE TABLE IF NOT EXISTS id_floor (upto INTEGER NOT NULL)",
+    "INSERT INTO id_floor (upto) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM id_floor)",
+    "CREATE TABLE IF NOT EXISTS claim_marks (api_root TEXT NOT NULL, key_fp TEXT NOT NULL,"
+    " upto INTEGER NOT NULL, PRIMARY KEY (api_root, key_fp))",
+)
+# The id below a new row's: above the newest row and the floor.
+LAST_ID = (
+    "SELECT max(coalesce((SELECT max(id) FROM records), 0),"
+    " coalesce((SELECT upto FROM id_floor), 0))"
+)
+RAISE_FLOOR = "UPDATE id_floor SET upto = ? WHERE upto < ?"
+MAX_ID = "SELECT coalesce(max(id), 0) FROM records"
+SCHEMA = "".join(f"{statement};\n" for statement in SCHEMA_STATEMENTS)
+_TABLES = frozenset({"records", "id_floor", "claim_marks"})
+_QUEUE_COLUMNS = frozenset(
+    {
+        "id",
+        "endpoint",
+        "response_id",
+        "body",
+        "format",
+        "api_root",
+        "key_fp",
+        "state",
+        "attempts",
+        "created_at",
+        "next_attempt_at",
+        "lease_owner",
+        "last_error",
+        "dead_at",
+    }
+)
+
+# The WAL is copied into the file (checkpointed) by the delivery actor, after its batches
+# (SqliteQueue.checkpoint), not by whichever commit happens to cross SQLite's default
+# 1000 pages: that commit would be some track() call, and pay for a copy and two fsyncs.
+# A connection still checkpoints by itself once the WAL reaches this many pages (16 MiB
+# at 4 KiB pages), so the WAL stays bounded while no actor runs.
+_AUTOCHECKPOINT_PAGES = 4000
+
+_SQLITE_FULL = 13  # SQLite's result code (sqlite3.SQLITE_FULL from Python 3.11)
+
+
+def prepare_file(path: Path) -> None:
+    """Create the queue file's folder (0700) and the file itself (0600) if missing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+    except OSError as exc:
+        raise QueueStoreError(f"cannot create the queue file {path}: {exc}") from exc
+
+
+def tables(conn: sqlite3.Connection) -> set[str]:
+    """The file's tables, but SQLite's own (``sqlite_sequence``, ``sqlite_stat1``, ...)."""
+    return {
+        str(r[0])
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        if not str(r[0]).startswith("sqlite_")
+    }
+
+
+def holds_a_queue(conn: sqlite3.Connection, version: int) -> bool:
+    """Whether a file whose ``user_version`` is ``version`` is ours: a queue, or to become one.
+
+    At the current version, ``records`` must have a queue's columns and ``id_floor`` must be
+    there. Below it, the file must hold no table (a new database), or only a queue's tables
+    (a creation cut short). Read-only, so a file found to be another program's is left
+    exactly as it was.
+    """
+    found = tables(conn)
+    if version < SCHEMA_VERSION:
+        if not found:
+            return True
+        if "records" not in found or not found <= _TABLES:
+            return False
+    elif not found >= _TABLES:
+        return False
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(records)").fetchall()}
+    return columns >= _QUEUE_COLUMNS
+
+
+def newer(path: Path, version: int) -> QueueStoreError:
+    return QueueStoreError(
+        f"{path}: queue schema version {version} is newer than this aicm "
+        f"understands ({SCHEMA_VERSION}); upgrade aicm"
+    )
+
+
+def foreign(path: Path) -> QueueStoreError:
+    return QueueStoreError(f"{path} is an SQLite file but not an aicm queue file")
+
+
+def _setup(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        # Look before writing anything: the switch to WAL rewrites the file's header, and
+        # another program's database must be refused exactly as it was.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise newer(path, version)
+        if not holds_a_queue(conn, version):
+            raise foreign(path)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise QueueStoreError(f"{path}: cannot switch the queue file to WAL mode")
+        tune(conn)
+        if version < SCHEMA_VERSION:
+            _create(conn, path)
+    except sqlite3.DatabaseError as exc:
+        raise QueueStoreError(f"{path} is not a usable queue file: {exc}") from exc
+
+
+def tune(conn: sqlite3.Connection) -> None:
+    """Per-connection settings of every queue connection."""
+    conn.execute("PRAGMA busy_timeout = 30000")
+    # WAL + NORMAL: a committed record survives a process crash (kill -9); an OS crash
+    # may lose the last commits. That is the trade every embedded queue here makes.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
+
+
+def _create(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the schema (or finish a creation cut short) in one transaction.
+
+    Looks again once it holds the write lock: another process may have done it meanwhile.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise newer(path, version)
+        if version < SCHEMA_VERSION:
+            if not holds_a_queue(conn, version):
+                raise foreign(path)
+            for statement in SCHEMA_STATEMENTS:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open (and if new, create) a queue file with the schema in place.
+
+    The connection is in autocommit mode: each write says BEGIN and COMMIT itself.
+    """
+    with FORK_GATE:
+        return open_in_gate(path, check_same_thread=check_same_thread)
+
+
+def open_in_gate(path: Path, *, check_same_thread: bool) -> sqlite3.Connection:
+    """:func:`connect`, for a caller already inside the fork gate."""
+    prepare_file(path)
+    try:
+        conn = sqlite3.connect(
+            path, timeout=30.0, check_same_thread=check_same_thread, isolation_level=None
+        )
+    except sqlite3.Error as exc:
+        raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
+    try:
+        _setup(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_existing(
+    path: Path, *, timeout: float, write: bool = False, autocommit: bool = False
+) -> sqlite3.Connection:
+    """A connection to an existing SQLite file, read-only unless ``write`` (never creates
+    one). Raises :class:`sqlite3.Error` when it cannot be opened."""
+    uri = f"{path.resolve().as_uri()}?mode={'rw' if write else 'ro'}"
+    return sqlite3.connect(
+        uri, uri=True, timeout=timeout, isolation_level=None if autocommit else "DEFERRED"
+    )
+
+
+def write_error(path: Path, error: BaseException) -> QueueStoreError:
+    """The error a ``track()`` whose row could not be committed raises."""
+    if disk_full(error):
+        return QueueStoreError(
+            f"no room to write to the queue file {path} (the disk, or a size limit, is full):"
+            " the record was not queued. Records queued before are still delivered; free"
+            " some space to queue more"
+        )
+    return QueueStoreError(f"could not write to {path}: {error}")
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is SQLite finding no room to write."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            return code == _SQLITE_FULL if code is not None else "is full" in str(exc)
+        exc = exc.__cause__
+    return False
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.rollback()  # (nothing to do if SQLite rolled the transaction back itself)
+    except sqlite3.Error:
+        pass
+
+
+def in_transaction(conn: sqlite3.Connection, lock: threading.Lock, work: Callable[[], _T]) -> _T:
+    """Run ``work()`` in one IMMEDIATE transaction (the write lock from the start)."""
+    with FORK_GATE, lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+            conn.commit()
+        except BaseException:
+            rollback(conn)
+            raise
+        return result

@@ -1,0 +1,191 @@
+"""Writing rows: one transaction per group of callers, from threads (:class:`SyncWriter`)
+or from an event loop (``SqliteQueue.add``, through :func:`insert`)."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..._core.exceptions import QueueStoreError
+from .gate import FORK_GATE, file_lock
+from .moves import OpenedFile, rescue_rows, retire
+from .schema import LAST_ID, connect, in_transaction, write_error
+
+__all__ = ["INSERT", "RowTuple", "SyncWriter", "insert"]
+
+# A row to write, as the hot paths pass it: (endpoint, response_id, body).
+RowTuple = tuple[str, str, str]
+
+# One row: its parameters are (endpoint, response_id, body, api_root, key_fp, created_at,
+# next_attempt_at). Its id is above the newest row's and the id floor (NULL, and so
+# SQLite's own choice of id, if ``id_floor`` lost its row).
+INSERT = (
+    "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp,"
+    " created_at, next_attempt_at) VALUES ("
+    "(SELECT max(coalesce((SELECT max(id) FROM records), 0), upto) + 1 FROM id_floor),"
+    " ?, ?, ?, 1, ?, ?, ?, ?)"
+)
+# An INSERT of n rows with their ids: the parameters are the root, the key and the time,
+# then (id, endpoint, response_id, body) of each row; at most ROWS_PER_INSERT rows (4
+# parameters each, within the 999 that old SQLite builds allow).
+ROWS_PER_INSERT = 240
+
+
+@functools.lru_cache(maxsize=ROWS_PER_INSERT)
+def _insert_rows_sql(n: int) -> str:
+    values = ", ".join(
+        f"(?{k}, ?{k + 1}, ?{k + 2}, ?{k + 3}, 1, ?1, ?2, ?3, ?3)" for k in range(4, 4 * n + 4, 4)
+    )
+    return (
+        "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp,"
+        f" created_at, next_attempt_at) VALUES {values}"
+    )
+
+
+def insert(
+    conn: sqlite3.Connection,
+    lock: threading.Lock,
+    rows: Sequence[RowTuple],
+    api_root: str,
+    key_fp: str,
+    now: float,
+) -> None:
+    """Commit ``rows``, in a few statements however many there are.
+
+    One statement alone is its own transaction (no BEGIN, no COMMIT). Several rows go in
+    multi-row INSERTs, not one per row: each statement hands the GIL to the event loop
+    and takes it back, and that round trip, not SQLite, is what a row would cost.
+    """
+    if len(rows) == 1:
+        endpoint, response_id, body = rows[0]
+        with FORK_GATE, lock:
+            conn.execute(INSERT, (endpoint, response_id, body, api_root, key_fp, now, now))
+        return
+
+    def work() -> None:
+        (last,) = conn.execute(LAST_ID).fetchone()
+        for start in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[start : start + ROWS_PER_INSERT]
+            params: list[Any] = [api_root, key_fp, now]
+            for offset, row in enumerate(chunk, start=last + start + 1):
+                params.append(offset)
+                params.extend(row)
+            conn.execute(_insert_rows_sql(len(chunk)), params)
+
+    in_transaction(conn, lock, work)
+
+
+class SyncWriter:
+    """Durable writes from plain threads, group-committed.
+
+    Every caller's rows are committed before :meth:`add` returns; concurrent callers
+    share one transaction (the first to arrive commits for all who queued behind it).
+    """
+
+    def __init__(self, path: Path, *, api_root: str, key_fp: str) -> None:
+        self.path = path
+        self._api_root = api_root
+        self._key_fp = key_fp
+        self._conn: sqlite3.Connection | None = None
+        self._lock = file_lock(path)
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: list[RowTuple] = []
+        self._open_batch = 0  # the number of the batch now accumulating
+        self._done_batch = -1  # the last batch committed (or failed)
+        self._failed: dict[int, BaseException] = {}
+        self._leader = False
+        self._waiting = 0  # callers waiting for a leader's commit
+        self._io = threading.Lock()  # the connection: one leader's commit, or close()
+        self._opened: OpenedFile | None = None
+        self.commits = 0  # transactions committed: fewer than writes when calls overlap
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.path, check_same_thread=False)
+            self._opened = OpenedFile(self.path)
+        return self._conn
+
+    def _follow_the_path(self) -> None:
+        """After a commit: if the file was deleted or replaced meanwhile, move the rows
+        (those just committed with them) into the file at the path, and write there next."""
+        opened, conn = self._opened, self._conn
+        if opened is None or conn is None or not opened.moved(self.path):
+            return
+        rescue_rows(conn, self._lock, self.path, opened)
+        retire(conn)
+        self._conn = None
+        self._opened = None
+
+    def add(self, endpoint: str, response_id: str, body: str) -> None:
+        """Commit one row; raises :class:`QueueStoreError` if it could not be written."""
+        self.write(((endpoint, response_id, body),))
+
+    def write(self, rows: Sequence[RowTuple]) -> None:
+        """Commit ``rows`` (endpoint, response_id, body); raises :class:`QueueStoreError`
+        if they could not be written."""
+        cond = self._cond
+        with cond:
+            self._pending.extend(rows)
+            mine = self._open_batch
+            if self._leader:
+                self._waiting += 1
+                try:
+                    while self._done_batch < mine and self._leader:
+                        cond.wait()
+                finally:
+                    self._waiting -= 1
+            if self._done_batch >= mine:
+                failure = self._failed.get(mine)
+                if failure is not None:
+                    if isinstance(failure, QueueStoreError):
+                        raise failure
+                    raise write_error(self.path, failure) from failure
+                return
+            # Nobody is committing and our batch is still open: we commit it for everyone in it.
+            self._leader = True
+            batch, self._pending = self._pending, []
+            number = self._open_batch
+            self._open_batch += 1
+        error: BaseException | None = None
+        try:
+            with self._io:
+                insert(
+                    self._connection(),
+                    self._lock,
+                    batch,
+                    self._api_root,
+                    self._key_fp,
+                    time.time(),
+                )
+                self.commits += 1
+                self._follow_the_path()
+        except BaseException as exc:
+            error = exc
+            if not isinstance(exc, (sqlite3.Error, QueueStoreError)):
+                raise
+        finally:
+            with cond:
+                if error is not None:
+                    self._failed[number] = error
+                    for old in [n for n in self._failed if n < number - 1000]:
+                        del self._failed[old]
+                self._done_batch = number
+                self._leader = False
+                if self._waiting:
+                    cond.notify_all()
+        if error is not None:
+            if isinstance(error, QueueStoreError):
+                raise error
+            raise write_error(self.path, error) from error
+
+    def close(self) -> None:
+        """Close the connection (a later write reopens it)."""
+        with self._io, FORK_GATE:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
