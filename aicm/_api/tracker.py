@@ -46,7 +46,7 @@ from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .limits import LimitGuard, fetch_at_start
 from .options import Timestamp, TrackerOptions, TrackOptions, check_option_names
-from .recorder import AsyncRecorder
+from .owner import DeliveryOwner
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -84,7 +84,7 @@ def _unknown_config_message(config_id: str, answer: ConfigsResponse) -> str:
     return f"the service has no config {config_id!r}{hint} (it has {shown})"
 
 
-class AsyncTracker(TrackConveniences, AsyncRecorder):
+class AsyncTracker(TrackConveniences, DeliveryOwner):
     """Record usage events and deliver them (see the module docstring).
 
     Queued delivery (``MEM_QUEUE``, ``PERSISTENT_QUEUE``) runs an actor in a task group,

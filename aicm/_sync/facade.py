@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio.abc
 import anyio.to_thread
 
+from .._api.owner import DeliveryOwner
 from .._api.recorder import AsyncRecorder
 from .._core.exceptions import ClosedError
 from .._core.models import WireRecord
-from .._core.settings import DeliveryType, Settings
-from .._delivery.engine import DeadLetterRecord, DeliveryEngine
+from .._core.settings import DeliveryType
+from .._delivery.engine import DeadLetterRecord
 from .._delivery.health import DeliveryHealth
 from .._delivery.worker import SharedRuntime, shared_runtime
 
@@ -23,23 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["ClosesOnExit", "SyncFacade"]
 
 
-class _Delivering(Protocol):
-    """What a facade needs of its async twin: an ``AsyncTracker`` or an ``AsyncRecorder``."""
-
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def engine(self) -> DeliveryEngine: ...
-    @property
-    def delivery_type(self) -> DeliveryType: ...
-    async def start(self, task_group: anyio.abc.TaskGroup) -> None: ...
-    async def flush(self, timeout: float | None = None) -> int: ...
-    async def aclose(self, timeout: float | None = None) -> int: ...
-    def health(self) -> DeliveryHealth: ...
-    def dead_letters(self) -> list[DeadLetterRecord]: ...
-
-
-A = TypeVar("A", bound=_Delivering)
+#: The async twin: an ``AsyncTracker``, or an ``AsyncRecorder`` (cost managers, REST).
+A = TypeVar("A", bound=DeliveryOwner)
 
 
 class ClosesOnExit:

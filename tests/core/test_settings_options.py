@@ -68,6 +68,15 @@ def test_docs_table_is_generated_from_the_list() -> None:
     assert settings_table() in DOCS.read_text(encoding="utf-8")
 
 
+def test_docs_name_the_settings_that_are_no_argument() -> None:
+    """docs/settings.md's "explicit argument" item names exactly the settings the classes do
+    not take as arguments."""
+    text = DOCS.read_text(encoding="utf-8")
+    item = text[text.index("1. **an explicit argument**") : text.index("2. **the environment**")]
+    named = {o.name for o in OPTIONS if f"`{o.name}`" in item}
+    assert named == {o.name for o in OPTIONS if o.argument is None}
+
+
 @pytest.mark.parametrize(
     ("call", "typed_dict"), FACADE_CALLS, ids=lambda c: getattr(c, "__qualname__", "")
 )
