@@ -131,8 +131,9 @@ def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
                 for offset, (e, rid, body, fmt, root, fp, state, created, error, dead) in enumerate(
                     rows, start=int(last) + 1
                 ):
-                    dead_row = state == DEAD
                     due = created if type(created) in (int, float) else now
+                    # A pending row arrives fresh; a dead one stays dead (tried once).
+                    state, tried = (DEAD, 1) if state == DEAD else (PENDING, 0)
                     params.append(
                         (
                             offset,
@@ -142,8 +143,8 @@ def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
                             fmt,
                             root,
                             fp,
-                            DEAD if dead_row else PENDING,
-                            1 if dead_row else 0,
+                            state,
+                            tried,
                             created,
                             due,
                             error,

@@ -84,24 +84,8 @@ RAISE_FLOOR = "UPDATE id_floor SET upto = ? WHERE upto < ?"
 MAX_ID = "SELECT coalesce(max(id), 0) FROM records"
 SCHEMA = "".join(f"{statement};\n" for statement in SCHEMA_STATEMENTS)
 _TABLES = frozenset({"records", "id_floor", "claim_marks"})
-_QUEUE_COLUMNS = frozenset(
-    {
-        "id",
-        "endpoint",
-        "response_id",
-        "body",
-        "format",
-        "api_root",
-        "key_fp",
-        "state",
-        "attempts",
-        "created_at",
-        "next_attempt_at",
-        "lease_owner",
-        "last_error",
-        "dead_at",
-    }
-)
+# (The names in RECORDS_TABLE, one column a line.)
+_QUEUE_COLUMNS = frozenset(line.split()[0] for line in RECORDS_TABLE.strip("()\n").split(",\n"))
 
 # The WAL is copied into the file (checkpointed) by the delivery actor, after its batches
 # (SqliteQueue.checkpoint), not by whichever commit happens to cross SQLite's default
