@@ -86,15 +86,7 @@ class BuiltinTracking:
         from .._api.proxy import track_stream
 
         head = {k: v for k, v in response.items() if k != STREAM_KEY}
-        response[STREAM_KEY] = track_stream(
-            call.hook,
-            call.path,
-            call.args,
-            call.kwargs,
-            response[STREAM_KEY],
-            call.func,
-            first=(head,),
-        )
+        response[STREAM_KEY] = track_stream(call, response[STREAM_KEY], first=(head,))
 
     def records_for_call(
         self, path: str, kwargs: Mapping[str, Any], response: Any, tags: Tags

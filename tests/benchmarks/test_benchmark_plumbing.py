@@ -125,12 +125,19 @@ def test_parse_wrk_rejects_other_text() -> None:
 
 
 def _report(*measures: tuple[str, str, float | None, str], name: str = "s") -> dict[str, object]:
+    """A run's JSON; subjects named ``floor...`` are floors, the others aicm's."""
     return {
         "scenarios": [
             {
                 "name": name,
                 "measures": [
-                    {"subject": subject, "unit": unit, "better": better, "median": median}
+                    {
+                        "subject": subject,
+                        "unit": unit,
+                        "better": better,
+                        "median": median,
+                        "role": "floor" if subject.startswith("floor") else "aicm",
+                    }
                     for subject, better, median, unit in measures
                 ],
             },
@@ -186,7 +193,31 @@ def test_compare_flags_worse_by_more_than_ten_percent_either_way() -> None:
     assert only_rev == [("s", "gone")]
     assert only_work == [("s", "new")]
     text = render(rows, only_rev, only_work, "abc123")
-    assert "5 figures compared; 2 worse by more than 10%" in text
+    assert "5 figures compared; 2 worse by more than 10% on the working tree, 2 of them" in text
     assert text.count("WORSE >10%") == 2
     assert "only in abc123 (1):\n  s: gone" in text
     assert "only in the working tree (1):\n  s: new" in text
+
+
+def test_summary_gauges_noise_by_the_floors() -> None:
+    """Floors run the same code on both sides: how far they moved is reported as the noise,
+    as cost ratios (a rate that fell counts as a cost that rose)."""
+    rev = figures_of(
+        _report(
+            ("floor a", "lower", 10.0, "us"),
+            ("floor b", "higher", 100.0, "req/s"),
+            ("mine", "lower", 10.0, "us"),
+        )
+    )
+    work = figures_of(
+        _report(
+            ("floor a", "lower", 12.0, "us"),
+            ("floor b", "higher", 80.0, "req/s"),
+            ("mine", "lower", 10.5, "us"),
+        )
+    )
+    rows, _, _ = compare(rev, work)
+    text = render(rows, [], [], "rev")
+    assert "3 figures compared; 2 worse by more than 10% on the working tree, 0 of them" in text
+    assert "aicm's own (of 1)" in text
+    assert "the 2 baselines and floors (the same code on both sides) moved 1.20x to 1.25x" in text

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._base import Delegate
-from ._hooks import Call, ExtractorHook
+from ._hooks import Call
 
 __all__ = ["StreamState", "TrackedStream", "after_call", "track_stream"]
 
@@ -57,19 +57,10 @@ def _wrap_stream(call: Call, result: Any) -> Any:
     return _stream_class(type(result), kind == "async")(result, state)
 
 
-def track_stream(
-    hook: ExtractorHook,
-    path: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    stream: Any,
-    func: Callable[..., Any],
-    *,
-    first: tuple[Any, ...] = (),
-) -> Any:
-    """Wrap a stream found inside a call's answer (boto3's ``converse_stream`` returns it in a
-    dict), tracked as any other: ``hook.on_stream_end`` sees ``first``, then every event."""
-    state = StreamState(Call(hook, path, args, kwargs, func), stream)
+def track_stream(call: Call, stream: Any, *, first: tuple[Any, ...] = ()) -> Any:
+    """Wrap a stream found inside ``call``'s answer (boto3's ``converse_stream`` returns it in
+    a dict), tracked as any other: ``hook.on_stream_end`` sees ``first``, then every event."""
+    state = StreamState(call, stream)
     state.chunks.extend(first)
     rtype = type(stream)
     return _stream_class(rtype, _iteration(rtype) == "async")(stream, state)
