@@ -30,6 +30,7 @@ __all__ = [
     "NOT_SETTINGS",
     "Timestamp",
     "DeliveryOptions",
+    "LlmTrackOptions",
     "TrackOptions",
     "TrackerOptions",
     "UnknownOptionError",
@@ -83,6 +84,17 @@ class TrackOptions(TypedDict, total=False):
     context: Mapping[str, Any] | None
     response_id: str | None
     timestamp: Timestamp | None
+    anonymize_fields: Iterable[str] | None
+    anonymizer: Anonymizer | None
+
+
+class LlmTrackOptions(TypedDict, total=False):
+    """What ``track_llm_usage`` and ``track_llm_stream_usage`` take besides the answer."""
+
+    response_id: str | None
+    timestamp: Timestamp | None
+    customer_key: str | None
+    context: Mapping[str, Any] | None
     anonymize_fields: Iterable[str] | None
     anonymizer: Anonymizer | None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, overload
 
 import anyio
@@ -45,7 +45,13 @@ from .._io.http import AsyncCostManagerClient
 from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .limits import LimitGuard, fetch_at_start
-from .options import Timestamp, TrackerOptions, TrackOptions, check_option_names
+from .options import (
+    LlmTrackOptions,
+    Timestamp,
+    TrackerOptions,
+    TrackOptions,
+    check_option_names,
+)
 from .owner import DeliveryOwner
 
 if TYPE_CHECKING:
@@ -69,6 +75,23 @@ _RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
 # Loading a config happens while the caller waits: never sleep long between attempts.
 _MAX_CONFIG_RETRY_DELAY: Final = 2.0
 _KNOWN_CONFIGS_SHOWN: Final = 10
+
+
+def llm_options(
+    method: str, options: Mapping[str, Any], *, stream: bool = False
+) -> tuple[str | None, dict[str, Any]]:
+    """The ``response_id`` of a ``track_llm_*`` call, and the options of the ``track()``
+    call that records its answer (an unknown name is a TypeError naming ``method``)."""
+    unknown = sorted(set(options) - LlmTrackOptions.__annotations__.keys())
+    if unknown:
+        raise TypeError(
+            f"{method}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
+        )
+    rest = dict(options)
+    response_id = rest.pop("response_id", None)
+    if stream:  # its record is made once it ends: bad options raise now, not then
+        check_anonymize_options(rest.get("anonymize_fields"), rest.get("anonymizer"), method)
+    return response_id, _llm.track_options(**rest)
 
 
 def _unknown_config_message(config_id: str, answer: ConfigsResponse) -> str:
@@ -403,16 +426,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         return result
 
     async def track_llm_usage(
-        self,
-        service_key: str,
-        response: Any,
-        *,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Callable[[Any], Any] | None = None,
+        self, service_key: str, response: Any, **options: Unpack[LlmTrackOptions]
     ) -> Any:
         """Record the usage a provider's answer reports; return ``response``.
 
@@ -422,45 +436,22 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         without usage records nothing. ``response.aicm_response_id`` is set where the object
         allows. ``anonymize_fields`` name usage fields replaced by ``anonymizer(value)``.
         """
-        options = _llm.track_options(
-            timestamp=timestamp,
-            customer_key=customer_key,
-            context=context,
-            anonymize_fields=anonymize_fields,
-            anonymizer=anonymizer,
-        )
+        response_id, track_options = llm_options("track_llm_usage", options)
         return await _llm.atrack_response(
-            self.track, service_key, response, response_id=response_id, options=options
+            self.track, service_key, response, response_id=response_id, options=track_options
         )
 
     def track_llm_stream_usage(
-        self,
-        service_key: str,
-        stream: Any,
-        *,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Callable[[Any], Any] | None = None,
+        self, service_key: str, stream: Any, **options: Unpack[LlmTrackOptions]
     ) -> AsyncIterator[Any]:
         """Yield an async ``stream``'s events untouched; record its usage once it ends.
 
         ``async for event in tracker.track_llm_stream_usage("openai", stream):``. A stream
         left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
         """
-        check_anonymize_options(anonymize_fields, anonymizer, "track_llm_stream_usage")
-        options = _llm.track_options(
-            timestamp=timestamp,
-            customer_key=customer_key,
-            context=context,
-            anonymize_fields=anonymize_fields,
-            anonymizer=anonymizer,
-        )
-        return _llm.atrack_stream(
-            _llm.stream_recorder(self.track, options), service_key, stream, response_id=response_id
-        )
+        response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
+        recorder = _llm.stream_recorder(self.track, track_options)
+        return _llm.atrack_stream(recorder, service_key, stream, response_id=response_id)
 
     async def submit(self, record: WireRecord) -> RecordResult:
         """Deliver an already-built record per this tracker's delivery type."""

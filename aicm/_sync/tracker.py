@@ -9,15 +9,14 @@ from any event loop (asyncio or trio): they wait in a worker thread, never on th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
 import anyio
 import anyio.to_thread
 
-from .._api.conveniences import check_anonymize_options
-from .._api.options import TrackerOptions, TrackOptions, check_option_names
-from .._api.tracker import AsyncTracker, Timestamp
+from .._api.options import LlmTrackOptions, TrackerOptions, TrackOptions, check_option_names
+from .._api.tracker import AsyncTracker, llm_options
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, enqueued_result
 from .._core.settings import DeliveryType, OnFull
@@ -146,54 +145,22 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         return enqueued_result(record.response_id)
 
     def track_llm_usage(
-        self,
-        service_key: str,
-        response: Any,
-        *,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Callable[[Any], Any] | None = None,
+        self, service_key: str, response: Any, **options: Unpack[LlmTrackOptions]
     ) -> Any:
         """Record the usage a provider's answer reports; return ``response``
         (see :meth:`AsyncTracker.track_llm_usage`)."""
-        options = _llm.track_options(
-            timestamp=timestamp,
-            customer_key=customer_key,
-            context=context,
-            anonymize_fields=anonymize_fields,
-            anonymizer=anonymizer,
-        )
+        response_id, track_options = llm_options("track_llm_usage", options)
         return _llm.track_response(
-            self.track, service_key, response, response_id=response_id, options=options
+            self.track, service_key, response, response_id=response_id, options=track_options
         )
 
     def track_llm_stream_usage(
-        self,
-        service_key: str,
-        stream: Iterable[Any],
-        *,
-        response_id: str | None = None,
-        timestamp: Timestamp | None = None,
-        customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        anonymize_fields: Iterable[str] | None = None,
-        anonymizer: Callable[[Any], Any] | None = None,
+        self, service_key: str, stream: Iterable[Any], **options: Unpack[LlmTrackOptions]
     ) -> Iterator[Any]:
         """Yield ``stream``'s events untouched; record its usage once it ends or is left."""
-        check_anonymize_options(anonymize_fields, anonymizer, "track_llm_stream_usage")
-        options = _llm.track_options(
-            timestamp=timestamp,
-            customer_key=customer_key,
-            context=context,
-            anonymize_fields=anonymize_fields,
-            anonymizer=anonymizer,
-        )
-        return _llm.track_stream(
-            _llm.stream_recorder(self.track, options), service_key, stream, response_id=response_id
-        )
+        response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
+        recorder = _llm.stream_recorder(self.track, track_options)
+        return _llm.track_stream(recorder, service_key, stream, response_id=response_id)
 
     @overload
     async def track_async(
