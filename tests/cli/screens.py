@@ -9,6 +9,7 @@ the terminal.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -33,6 +34,8 @@ SCREENS: dict[str, str] = {
     "limits": "aicm limits progress",
 }
 
+_SERVERS = itertools.count()
+
 _MARKER = re.compile(r"<!-- screen: ([\w-]+) -->\n```console\n(.*?)```\n", re.DOTALL)
 
 
@@ -49,7 +52,8 @@ def run_screen(command: str, cwd: Path, env: Mapping[str, str], timeout: float =
     wrapper = bin_dir / "aicm"  # `aicm` as the docs type it: this Python, this checkout
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m aicm "$@"\n')
     wrapper.chmod(0o755)
-    socket = f"aicm-screens-{os.getpid()}"
+    # A server of its own per screen: a server just killed may still hold its socket.
+    socket = f"aicm-screens-{os.getpid()}-{next(_SERVERS)}"
     conf = cwd / ".tmux.conf"
     conf.write_text("set -g remain-on-exit on\nset -g history-limit 5000\nset -g status off\n")
     full_env = {
@@ -69,8 +73,9 @@ def run_screen(command: str, cwd: Path, env: Mapping[str, str], timeout: float =
             env=full_env,
             cwd=cwd,
             timeout=30,
-            check=True,
         )
+        if done.returncode:
+            raise RuntimeError(f"tmux {args[0]} failed ({done.returncode}): {done.stderr}")
         return done.stdout
 
     tmux("new-session", "-d", "-x", str(WIDTH), "-y", str(HEIGHT), "-c", str(cwd), command)
