@@ -29,6 +29,7 @@ from .schema import (
     holds_a_queue,
     newer,
     open_existing,
+    rollback,
 )
 
 __all__ = [
@@ -139,13 +140,22 @@ def _admin_connect(path: Path, *, write: bool) -> sqlite3.Connection:
 
 
 def _admin(path: Path, op: str, *, write: bool, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    """``work(conn)`` on a connection of its own; with ``write``, in one IMMEDIATE
+    transaction holding this process's lock on the file."""
     with FORK_GATE:
         conn = _admin_connect(path, write=write)
         try:
-            if write:
-                with file_lock(path):
-                    return work(conn)
-            return work(conn)
+            if not write:
+                return work(conn)
+            with file_lock(path):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    rollback(conn)
+                    raise
+                return result
         except sqlite3.Error as exc:
             raise QueueStoreError(f"{op} on {path} failed: {exc}") from exc
         finally:
@@ -234,33 +244,27 @@ def retry_dead(path: Path, ids: Sequence[int] | None = None) -> RetryOutcome:
             "UPDATE records SET state = 0, next_attempt_at = ?, lease_owner = NULL,"
             " dead_at = NULL, attempts = max(attempts, 1) WHERE state = 1"
         )
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if ids is None:
-                retried = conn.execute(revive, (now,)).rowcount
-                missing: list[int] = []
-            else:
-                wanted = sorted(set(ids))
-                dead = (
-                    {
-                        int(r[0])
-                        for r in conn.execute(
-                            "SELECT id FROM records WHERE state = 1 AND id IN"
-                            f" ({', '.join('?' for _ in wanted)})",
-                            wanted,
-                        ).fetchall()
-                    }
-                    if wanted
-                    else set()
-                )
-                retried = 0
-                for i in sorted(dead):
-                    retried += conn.execute(revive + " AND id = ?", (now, i)).rowcount
-                missing = [i for i in wanted if i not in dead]
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        if ids is None:
+            retried = conn.execute(revive, (now,)).rowcount
+            missing: list[int] = []
+        else:
+            wanted = sorted(set(ids))
+            dead = (
+                {
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT id FROM records WHERE state = 1 AND id IN"
+                        f" ({', '.join('?' for _ in wanted)})",
+                        wanted,
+                    ).fetchall()
+                }
+                if wanted
+                else set()
+            )
+            retried = 0
+            for i in sorted(dead):
+                retried += conn.execute(revive + " AND id = ?", (now, i)).rowcount
+            missing = [i for i in wanted if i not in dead]
         return RetryOutcome(retried=retried, not_dead=tuple(missing))
 
     return _admin(path, "retry", write=True, work=work)
@@ -279,26 +283,20 @@ def purge_rows(path: Path, *, state: str) -> PurgeOutcome:
 
     def work(conn: sqlite3.Connection) -> PurgeOutcome:
         now = time.time()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            deleted = 0
-            kept = 0
-            _raise_floor_to_newest(conn)
-            if state in ("dead", "all"):
-                deleted += conn.execute("DELETE FROM records WHERE state = 1").rowcount
-            if state in ("pending", "all"):
-                deleted += conn.execute(
-                    f"DELETE FROM records WHERE state = 0 AND NOT {_LIVE_LEASE}", (now,)
-                ).rowcount
-                kept = int(
-                    conn.execute(
-                        f"SELECT count(*) FROM records WHERE state = 0 AND {_LIVE_LEASE}", (now,)
-                    ).fetchone()[0]
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        deleted = 0
+        kept = 0
+        _raise_floor_to_newest(conn)
+        if state in ("dead", "all"):
+            deleted += conn.execute("DELETE FROM records WHERE state = 1").rowcount
+        if state in ("pending", "all"):
+            deleted += conn.execute(
+                f"DELETE FROM records WHERE state = 0 AND NOT {_LIVE_LEASE}", (now,)
+            ).rowcount
+            kept = int(
+                conn.execute(
+                    f"SELECT count(*) FROM records WHERE state = 0 AND {_LIVE_LEASE}", (now,)
+                ).fetchone()[0]
+            )
         return PurgeOutcome(deleted=deleted, kept_leased=kept)
 
     return _admin(path, "purge", write=True, work=work)
@@ -330,22 +328,16 @@ def retarget_rows(
 
     def work(conn: sqlite3.Connection) -> RetargetOutcome:
         params = {"root": api_root, "fp": key_fp, "now": time.time(), "source": from_root}
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            moved = conn.execute(
-                "UPDATE records SET api_root = :root, key_fp = coalesce(:fp, key_fp),"
-                " lease_owner = NULL, attempts = max(attempts, 1),"
-                " next_attempt_at = CASE WHEN state = 0 THEN :now ELSE next_attempt_at END"
-                f" WHERE {chosen} AND NOT (state = 0 AND {live})",
-                params,
-            ).rowcount
-            (kept,) = conn.execute(
-                f"SELECT count(*) FROM records WHERE {chosen} AND state = 0 AND {live}", params
-            ).fetchone()
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        moved = conn.execute(
+            "UPDATE records SET api_root = :root, key_fp = coalesce(:fp, key_fp),"
+            " lease_owner = NULL, attempts = max(attempts, 1),"
+            " next_attempt_at = CASE WHEN state = 0 THEN :now ELSE next_attempt_at END"
+            f" WHERE {chosen} AND NOT (state = 0 AND {live})",
+            params,
+        ).rowcount
+        (kept,) = conn.execute(
+            f"SELECT count(*) FROM records WHERE {chosen} AND state = 0 AND {live}", params
+        ).fetchone()
         return RetargetOutcome(moved=moved, kept_leased=int(kept))
 
     return _admin(path, "retarget", write=True, work=work)
