@@ -93,10 +93,21 @@ def classify_status(status: int | None, retry_after: str | None = None) -> Verdi
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """Capped exponential backoff with full jitter; a Retry-After from the service wins."""
+    """Capped exponential backoff with full jitter; a Retry-After from the service wins.
+
+    For a call retried in its caller's task (see ``aicm._io.retrying``) it also says how
+    many ``attempts`` in all, and when to stop early: a ``Retry-After`` over
+    ``max_retry_after`` s, or any wait over ``max_delay`` s; a wait sleeps at most
+    ``max_sleep`` s. The delivery actor, which retries until delivered, uses only the
+    backoff.
+    """
 
     base: float = 0.5
     cap: float = 60.0
+    attempts: int = 3
+    max_retry_after: float = math.inf
+    max_delay: float = math.inf
+    max_sleep: float = math.inf
 
     def delay(
         self, attempt: int, *, retry_after: float | None = None, rng: random.Random | None = None

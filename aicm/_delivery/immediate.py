@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
+
 from .._core.exceptions import AicmError, DeliveryError
 from .._core.jsonplain import dumps
 from .._core.models import Endpoint, RecordResult, TrackResult, WireRecord
@@ -58,12 +60,15 @@ async def send_now(
     # Whatever fails, every record of the call is named in the error: those sent may
     # be stored, and a retry of all of them with their ids is safe.
     ids = tuple(r.response_id for r in records)
+    policy = attrs.evolve(
+        policy, attempts=attempts, max_retry_after=_MAX_DELAY, max_sleep=_MAX_DELAY
+    )
     for group in groups.values():
         for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
             chunk = group[start : start + MAX_RECORDS_PER_REQUEST]
             encoded = [dumps(r.wire()) for r in chunk]
             answer = await _send(
-                client, chunk[0].endpoint, encoded, ids, stats, policy, attempts, note_error, rng
+                client, chunk[0].endpoint, encoded, ids, stats, policy, note_error, rng
             )
             results.extend(answer.results)
             limits.update(answer.triggered_limits)
@@ -77,7 +82,6 @@ async def _send(
     call_ids: tuple[str, ...],
     stats: DeliveryStats,
     policy: RetryPolicy,
-    attempts: int,
     note_error: Callable[[BaseException], None],
     rng: random.Random | None,
 ) -> TrackResult:
@@ -98,15 +102,7 @@ async def _send(
         logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
 
     try:
-        result = await retrying(
-            attempt,
-            policy=policy,
-            attempts=attempts,
-            max_retry_after=_MAX_DELAY,
-            max_sleep=_MAX_DELAY,
-            on_retry=retried,
-            rng=rng,
-        )
+        result = await retrying(attempt, policy, on_retry=retried, rng=rng)
     except GaveUp as gave_up:
         stats.failed += n
         last = gave_up.last

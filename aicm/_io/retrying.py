@@ -42,39 +42,35 @@ class GaveUp(Exception):
 
 async def retrying(
     call: Callable[[], Awaitable[_T]],
-    *,
     policy: RetryPolicy,
-    attempts: int,
+    *,
     retryable: tuple[type[Exception], ...] = RETRYABLE,
-    max_retry_after: float = float("inf"),
-    max_delay: float = float("inf"),
-    max_sleep: float = float("inf"),
     on_retry: Callable[[Exception, int, float], None] | None = None,
     rng: random.Random | None = None,
 ) -> _T:
-    """Await ``call()`` up to ``attempts`` times while it raises a ``retryable`` error.
+    """Await ``call()`` up to ``policy.attempts`` times while it raises a ``retryable`` error.
 
-    Between attempts it sleeps the policy's backoff (at most ``max_sleep`` s), or the
-    service's ``Retry-After``. It stops at once when the service asks for more than
-    ``max_retry_after`` s, or when the wait (asked for or not) is over ``max_delay`` s.
-    ``on_retry(error, attempt, delay)`` is told before each sleep. Any other error
-    propagates as is; running out raises :class:`GaveUp`.
+    Between attempts it sleeps the policy's backoff, or the service's ``Retry-After`` (at
+    most ``policy.max_sleep`` s). It stops at once when the service asks for more than
+    ``policy.max_retry_after`` s, or when the wait (asked for or not) is over
+    ``policy.max_delay`` s. ``on_retry(error, attempt, delay)`` is told before each sleep.
+    Any other error propagates as is; running out raises :class:`GaveUp`.
     """
     attempt = 1
     while True:
         try:
             return await call()
         except retryable as exc:
-            if attempt >= attempts:
+            if attempt >= policy.attempts:
                 raise GaveUp(exc, attempts=attempt) from exc
             asked = exc.retry_after if isinstance(exc, APIStatusError) else None
-            if asked is not None and asked > max_retry_after:
+            if asked is not None and asked > policy.max_retry_after:
                 raise GaveUp(exc, attempts=attempt, asked=asked) from exc
             now = anyio.current_time()
             delay = policy.next_attempt_at(attempt, now=now, retry_after=asked, rng=rng) - now
-            if delay > max_delay:
+            if delay > policy.max_delay:
                 raise GaveUp(exc, attempts=attempt, asked=delay) from exc
             if on_retry is not None:
                 on_retry(exc, attempt, delay)
-            await anyio.sleep(min(delay, max_sleep))
+            await anyio.sleep(min(delay, policy.max_sleep))
             attempt += 1

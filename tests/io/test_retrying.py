@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import anyio
+import attrs
 import pytest
 
 from aicm._core.exceptions import ClientRequestError, RateLimitedError, TransportError
@@ -40,8 +41,7 @@ async def test_retries_until_the_call_succeeds(anyio_backend: str) -> None:
     waits: list[tuple[int, float]] = []
     result = await retrying(
         call,
-        policy=FAST,
-        attempts=4,
+        attrs.evolve(FAST, attempts=4),
         on_retry=lambda exc, attempt, delay: waits.append((attempt, delay)),
         rng=random.Random(1),
     )
@@ -53,11 +53,12 @@ async def test_retries_until_the_call_succeeds(anyio_backend: str) -> None:
 
 
 async def test_gives_up_after_the_last_attempt(anyio_backend: str) -> None:
-    """Out of attempts: GaveUp carrying the last failure and how many attempts were made."""
+    """Out of attempts (three by default): GaveUp carrying the last failure and how many
+    attempts were made."""
     last = TransportError("third")
     call = Flaky(TransportError("first"), TransportError("second"), last)
     with pytest.raises(GaveUp) as caught:
-        await retrying(call, policy=FAST, attempts=3)
+        await retrying(call, FAST)
     assert caught.value.last is last
     assert caught.value.attempts == 3
     assert caught.value.asked is None
@@ -68,7 +69,7 @@ async def test_other_errors_are_not_retried(anyio_backend: str) -> None:
     """A permanent refusal propagates as is, after one attempt."""
     call = Flaky(ClientRequestError("bad", status_code=400))
     with pytest.raises(ClientRequestError):
-        await retrying(call, policy=FAST, attempts=5)
+        await retrying(call, attrs.evolve(FAST, attempts=5))
     assert call.calls == 1
 
 
@@ -76,7 +77,7 @@ async def test_a_retry_after_longer_than_allowed_stops_at_once(anyio_backend: st
     """The service asks to wait longer than the caller may: no sleep, GaveUp saying how long."""
     call = Flaky(limited(30.0))
     with anyio.fail_after(1), pytest.raises(GaveUp) as caught:
-        await retrying(call, policy=FAST, attempts=3, max_retry_after=5.0)
+        await retrying(call, attrs.evolve(FAST, max_retry_after=5.0))
     assert caught.value.asked == 30.0
     assert call.calls == 1
 
@@ -84,9 +85,9 @@ async def test_a_retry_after_longer_than_allowed_stops_at_once(anyio_backend: st
 async def test_a_backoff_longer_than_allowed_stops_at_once(anyio_backend: str) -> None:
     """``max_delay`` bounds any wait, the policy's own backoff included."""
     call = Flaky(TransportError("down"))
-    slow = RetryPolicy(base=100.0, cap=100.0)
+    slow = RetryPolicy(base=100.0, cap=100.0, max_delay=5.0)
     with anyio.fail_after(1), pytest.raises(GaveUp) as caught:
-        await retrying(call, policy=slow, attempts=3, max_delay=5.0, rng=random.Random(3))
+        await retrying(call, slow, rng=random.Random(3))
     assert caught.value.asked is not None
     assert caught.value.asked > 5.0
 
@@ -96,5 +97,5 @@ async def test_max_sleep_caps_each_wait(anyio_backend: str) -> None:
     call = Flaky(limited(30.0))
     started = anyio.current_time()
     with anyio.fail_after(2):
-        assert await retrying(call, policy=FAST, attempts=2, max_sleep=0.01) == "ok"
+        assert await retrying(call, attrs.evolve(FAST, max_sleep=0.01)) == "ok"
     assert anyio.current_time() - started < 1.0
