@@ -248,15 +248,8 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
             if chunks is not None:
                 return self.builtin.records_for_stream(path, kwargs, chunks, tags)
             return self.builtin.records_for_call(path, kwargs, response, tags)
-        payloads = _extract(
-            self.extractor,
-            call,
-            response,
-            chunks,
-            api_id=self.api_id,
-            client_customer_key=key,
-            context=ctx,
-        )
+        ids: CallTags = {"api_id": self.api_id, "client_customer_key": key, "context": ctx}
+        payloads = _extract(self.extractor, call, response, chunks, ids)
         records: list[WireRecord] = list(self.usage_records(payloads, tags))
         if not records:
             self._report_no_record(call, response, chunks)
@@ -323,10 +316,11 @@ def _extract(
     call: Call,
     response: Any,
     chunks: list[Any] | None,
-    **tags: Unpack[CallTags],
+    tags: CallTags | None = None,
 ) -> list[dict[str, Any]]:
     """The payloads ``extractor`` makes of a call's ``response``, or of a stream's ``chunks``."""
     path, args, kwargs, func = call.path, call.args, call.kwargs, call.func
+    tags = tags or {}
     if chunks is not None:
         return extractor.extract_stream_end(
             path, chunks, args=args, kwargs=kwargs, func=func, **tags

@@ -111,19 +111,7 @@ def _inspect_positional(func: Callable[..., Any]) -> dict[str, int]:
 class _Call:
     """What one call gives every config: its arguments, ids and a shared timestamp."""
 
-    __slots__ = (
-        "_positional",
-        "_timestamp",
-        "api_id",
-        "args",
-        "base_url",
-        "client_customer_key",
-        "context",
-        "func",
-        "kwargs",
-        "method",
-        "service_id",
-    )
+    __slots__ = ("_positional", "_timestamp", "args", "func", "kwargs", "method", "tags")
 
     def __init__(
         self,
@@ -131,29 +119,22 @@ class _Call:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any] | None,
         func: Callable[..., Any] | None,
-        service_id: str | None = None,
-        api_id: str | None = None,
-        base_url: str | None = None,
-        client_customer_key: str | None = None,
-        context: Mapping[str, Any] | None = None,
-        timestamp: str | None = None,
+        tags: CallTags,
     ) -> None:
         self.method = method
         self.args = args
         self.kwargs = kwargs
         self.func = func
-        self.service_id = service_id
-        self.api_id = api_id
-        self.base_url = base_url
-        self.client_customer_key = client_customer_key
-        self.context = context
-        self._timestamp = timestamp
+        # Read only by the sources a config maps (most map one or two of them).
+        self.tags = tags
+        self._timestamp: str | None = None
         self._positional: dict[str, int] | None = None
 
     def timestamp(self) -> str:
         ts = self._timestamp
         if ts is None:
-            ts = self._timestamp = utc_now_iso()
+            ts = self.tags.get("timestamp")
+            ts = self._timestamp = utc_now_iso() if ts is None else ts
         return ts
 
     def argument(self, name: str) -> Any:
@@ -191,15 +172,15 @@ def _compile_getter(source: PayloadSource, config: HandlingConfig) -> Getter:
     if kind is SourceKind.TIMESTAMP:
         return lambda call, item, response: call.timestamp()
     if kind is SourceKind.SERVICE_ID:
-        return lambda call, item, response: call.service_id
+        return lambda call, item, response: call.tags.get("service_id")
     if kind is SourceKind.API_ID:
-        return lambda call, item, response: call.api_id
+        return lambda call, item, response: call.tags.get("api_id")
     if kind is SourceKind.BASE_URL:
-        return lambda call, item, response: call.base_url
+        return lambda call, item, response: call.tags.get("base_url")
     if kind is SourceKind.CLIENT_CUSTOMER_KEY:
-        return lambda call, item, response: call.client_customer_key
+        return lambda call, item, response: call.tags.get("client_customer_key")
     if kind is SourceKind.CONTEXT:
-        return lambda call, item, response: call.context
+        return lambda call, item, response: call.tags.get("context")
     if kind is SourceKind.RESPONSE_ID:
         return lambda call, item, response: resolve_path(item, _ID_STEPS)
     if kind is SourceKind.REQUEST_DATA:
@@ -488,7 +469,7 @@ class UniversalExtractor:
             routes = self._route(method)
         if not routes:
             return []
-        call = _Call(method, args, kwargs, func, **tags)
+        call = _Call(method, args, kwargs, func, tags)
         out: list[dict[str, Any]] = []
         for compiled in routes:
             out.extend(_run(compiled, call, response))
@@ -514,7 +495,7 @@ class UniversalExtractor:
         routes = self._route(method)
         if not routes:
             return []
-        call = _Call(method, args, kwargs, func, **tags)
+        call = _Call(method, args, kwargs, func, tags)
         built: dict[tuple[ResponseField, ...], dict[str, JSONValue]] = {}
         out: list[dict[str, Any]] = []
         for compiled in routes:
