@@ -33,6 +33,7 @@ from .._core.models import (
     ConfigsResponse,
     RecordResult,
     TrackRecord,
+    TrackResult,
     UsageRecord,
     WireRecord,
     enqueued_result,
@@ -475,13 +476,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             )
 
     async def _send_now(self, records: Sequence[WireRecord]) -> list[RecordResult]:
-        if logger.isEnabledFor(logging.DEBUG):
-            for record in records:
-                if self.settings.log_bodies:
-                    body = dumps(record.wire())
-                    logger.debug("sending %s now: %s", record.response_id, body)
-                else:
-                    logger.debug("sending %s now", record.response_id)
+        self._log_sending(records)
         try:
             # The engine splits by endpoint (a batch may mix /track and /track-usage) and
             # into requests of at most 1000 records.
@@ -489,6 +484,43 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         except AicmError as exc:
             logger.warning("immediate delivery of %d record(s) failed: %s", len(records), exc)
             raise
+        return self._verdicts(records, answer)
+
+    def track_blocking(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RecordResult | None:
+        """An IMMEDIATE :meth:`track` from a plain thread (the sync facade), sent with the
+        client's blocking twin: the same checks, attempts, errors and counts, without a
+        trip to the event loop. None when it must run on the loop instead (a config not
+        loaded yet, a client with an injected transport); nothing was done then.
+        """
+        if self._closed:
+            self._check_open()
+        if (self.config_id is not None and not self._schema_loaded) or not (
+            self.engine.client.can_block
+        ):
+            return None
+        record = self.build_record(args, kwargs)
+        self._check_open()
+        records = (record,)
+        self._log_sending(records)
+        try:
+            answer = self.engine.send_now_blocking(records)
+        except AicmError as exc:
+            logger.warning("immediate delivery of %d record(s) failed: %s", 1, exc)
+            raise
+        result = self._verdicts(records, answer)[0]
+        self.limit_guard.after_record(record)
+        return result
+
+    def _log_sending(self, records: Sequence[WireRecord]) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            for record in records:
+                if self.settings.log_bodies:
+                    body = dumps(record.wire())
+                    logger.debug("sending %s now: %s", record.response_id, body)
+                else:
+                    logger.debug("sending %s now", record.response_id)
+
+    def _verdicts(self, records: Sequence[WireRecord], answer: TrackResult) -> list[RecordResult]:
         verdicts = {r.response_id: r for r in answer.results}
         results: list[RecordResult] = []
         for record in records:

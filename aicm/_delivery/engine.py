@@ -41,7 +41,7 @@ from .health import (
     register_engine,
     unregister_engine,
 )
-from .immediate import send_now
+from .immediate import send_now, send_now_blocking
 from .loss import report_dropped, report_pending
 from .sqlite_store import SqliteQueue, SqliteStore
 from .store import DeadLetterRecord, Item, MemoryStore, Store
@@ -223,6 +223,19 @@ class DeliveryEngine:
         """Send ``records`` now (IMMEDIATE): up to ``max_attempts`` on retryable failures."""
         self._check_open()
         return await send_now(
+            self.client,
+            records,
+            stats=self.stats,
+            policy=self._policy,
+            attempts=self.settings.max_attempts,
+            note_error=self.note_error,
+            rng=self._rng,
+        )
+
+    def send_now_blocking(self, records: Sequence[WireRecord]) -> TrackResult:
+        """:meth:`send_now` from a plain thread (only where ``client.can_block``)."""
+        self._check_open()
+        return send_now_blocking(
             self.client,
             records,
             stats=self.stats,

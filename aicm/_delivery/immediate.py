@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -14,16 +16,18 @@ from .._core.jsonplain import dumps
 from .._core.models import Endpoint, RecordResult, TrackResult, WireRecord
 from .._core.policy import RetryPolicy
 from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
-from .._io.retrying import GaveUp, retrying
+from .._io.retrying import GaveUp, retrying, retrying_blocking
 from .health import DeliveryStats
 
-__all__ = ["send_now"]
+__all__ = ["send_now", "send_now_blocking"]
 
 logger = logging.getLogger("aicm.delivery")
 
 # The longest a caller sits between two attempts; a service asking (Retry-After) for
 # more is not tried again: the caller gets the error at once.
 _MAX_DELAY = 5.0
+# Health counts are updated by callers' tasks and, for the sync facade, their threads.
+_stats_lock = threading.Lock()
 
 
 def _unknown_outcome(ids: tuple[str, ...]) -> str:
@@ -34,6 +38,82 @@ def _unknown_outcome(ids: tuple[str, ...]) -> str:
         " again with the same response_id (error.response_ids: "
         f"{shown_ids}) is safe, a repeated response_id is counted once"
     )
+
+
+def _requests(
+    records: Sequence[WireRecord],
+) -> Iterator[tuple[Endpoint, list[str]]]:
+    """The requests ``records`` make: by endpoint, at most 1000 encoded records each."""
+    groups: dict[Endpoint, list[WireRecord]] = {}
+    for record in records:
+        groups.setdefault(record.endpoint, []).append(record)
+    for endpoint, group in groups.items():
+        for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
+            yield (
+                endpoint,
+                [dumps(r.wire()) for r in group[start : start + MAX_RECORDS_PER_REQUEST]],
+            )
+
+
+@functools.lru_cache(maxsize=32)
+def _caller_policy(policy: RetryPolicy, attempts: int) -> RetryPolicy:
+    """``policy`` for a caller who waits: ``attempts`` tries, no wait over ``_MAX_DELAY``."""
+    return attrs.evolve(policy, attempts=attempts, max_retry_after=_MAX_DELAY, max_sleep=_MAX_DELAY)
+
+
+class _Sending:
+    """One IMMEDIATE call's counting: ``stats`` and the last error, the same for an async
+    send and a blocking one (which may run in many threads at once, hence the lock)."""
+
+    def __init__(
+        self,
+        records: Sequence[WireRecord],
+        stats: DeliveryStats,
+        note_error: Callable[[BaseException], None],
+    ) -> None:
+        # Whatever fails, every record of the call is named in the error: those sent may
+        # be stored, and a retry of all of them with their ids is safe.
+        self.ids = tuple(r.response_id for r in records)
+        self.stats = stats
+        self.note_error = note_error
+        self.results: list[RecordResult] = []
+        self.limits: dict[str, Any] = {}
+
+    def count(self, **deltas: int) -> None:
+        with _stats_lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
+
+    def retried(self, n: int) -> Callable[[Exception, int, float], None]:
+        def retried(exc: Exception, attempt: int, delay: float) -> None:
+            self.count(retried=n)
+            logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
+
+        return retried
+
+    def gave_up(self, gave_up: GaveUp, n: int) -> DeliveryError:
+        self.count(failed=n)
+        last = gave_up.last
+        if gave_up.asked is not None:
+            # The service asks for a longer pause than a caller should sit through, and
+            # trying again sooner would ignore its Retry-After.
+            message = (
+                f"could not deliver {n} record(s): the service asks to wait"
+                f" {gave_up.asked:g} s before trying again (Retry-After), longer than"
+                f" IMMEDIATE delivery waits ({_MAX_DELAY:g} s): {last}."
+            )
+        else:
+            message = f"could not deliver {n} record(s) after {gave_up.attempts} attempts: {last}."
+        return DeliveryError(message + _unknown_outcome(self.ids), pending=n, response_ids=self.ids)
+
+    def delivered(self, result: TrackResult, n: int) -> None:
+        ok = sum(1 for r in result.results if r.ok) if result.results else n
+        self.count(sent=ok, failed=n - ok)
+        self.results.extend(result.results)
+        self.limits.update(result.triggered_limits)
+
+    def result(self) -> TrackResult:
+        return TrackResult(results=tuple(self.results), triggered_limits=self.limits)
 
 
 async def send_now(
@@ -52,77 +132,69 @@ async def send_now(
     Raises :class:`DeliveryError` when a request runs out of attempts (or the service asks
     for a longer wait than a caller should sit through), naming every record of the call.
     """
-    results: list[RecordResult] = []
-    limits: dict[str, Any] = {}
-    groups: dict[Endpoint, list[WireRecord]] = {}
-    for record in records:
-        groups.setdefault(record.endpoint, []).append(record)
-    # Whatever fails, every record of the call is named in the error: those sent may
-    # be stored, and a retry of all of them with their ids is safe.
-    ids = tuple(r.response_id for r in records)
-    policy = attrs.evolve(
-        policy, attempts=attempts, max_retry_after=_MAX_DELAY, max_sleep=_MAX_DELAY
-    )
-    for group in groups.values():
-        for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
-            chunk = group[start : start + MAX_RECORDS_PER_REQUEST]
-            encoded = [dumps(r.wire()) for r in chunk]
-            answer = await _send(
-                client, chunk[0].endpoint, encoded, ids, stats, policy, note_error, rng
-            )
-            results.extend(answer.results)
-            limits.update(answer.triggered_limits)
-    return TrackResult(results=tuple(results), triggered_limits=limits)
+    sending = _Sending(records, stats, note_error)
+    policy = _caller_policy(policy, attempts)
+    for endpoint, encoded in _requests(records):
+        n = len(encoded)
+
+        async def attempt(
+            endpoint: Endpoint = endpoint, encoded: list[str] = encoded, n: int = n
+        ) -> TrackResult:
+            sending.count(in_flight=n)
+            try:
+                return await client.send_encoded(endpoint, encoded)
+            except AicmError as exc:
+                sending.note_error(exc)
+                raise
+            finally:
+                sending.count(in_flight=-n)
+
+        try:
+            result = await retrying(attempt, policy, on_retry=sending.retried(n), rng=rng)
+        except GaveUp as gave_up:
+            raise sending.gave_up(gave_up, n) from gave_up.last
+        except AicmError:
+            sending.count(failed=n)
+            raise
+        sending.delivered(result, n)
+    return sending.result()
 
 
-async def _send(
+def send_now_blocking(
     client: AsyncCostManagerClient,
-    endpoint: Endpoint,
-    encoded: list[str],
-    call_ids: tuple[str, ...],
+    records: Sequence[WireRecord],
+    *,
     stats: DeliveryStats,
     policy: RetryPolicy,
+    attempts: int,
     note_error: Callable[[BaseException], None],
-    rng: random.Random | None,
+    rng: random.Random | None = None,
 ) -> TrackResult:
-    n = len(encoded)
+    """:func:`send_now` from a plain thread, with the client's blocking twin (only where
+    ``client.can_block``): the same requests, attempts, waits, errors and counts."""
+    sending = _Sending(records, stats, note_error)
+    policy = _caller_policy(policy, attempts)
+    for endpoint, encoded in _requests(records):
+        n = len(encoded)
 
-    async def attempt() -> TrackResult:
-        stats.in_flight += n
+        def attempt(
+            endpoint: Endpoint = endpoint, encoded: list[str] = encoded, n: int = n
+        ) -> TrackResult:
+            sending.count(in_flight=n)
+            try:
+                return client.post_encoded_blocking(endpoint, encoded).unwrap()
+            except AicmError as exc:
+                sending.note_error(exc)
+                raise
+            finally:
+                sending.count(in_flight=-n)
+
         try:
-            return await client.send_encoded(endpoint, encoded)
-        except AicmError as exc:
-            note_error(exc)
+            result = retrying_blocking(attempt, policy, on_retry=sending.retried(n), rng=rng)
+        except GaveUp as gave_up:
+            raise sending.gave_up(gave_up, n) from gave_up.last
+        except AicmError:
+            sending.count(failed=n)
             raise
-        finally:
-            stats.in_flight -= n
-
-    def retried(exc: Exception, attempt: int, delay: float) -> None:
-        stats.retried += n
-        logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
-
-    try:
-        result = await retrying(attempt, policy, on_retry=retried, rng=rng)
-    except GaveUp as gave_up:
-        stats.failed += n
-        last = gave_up.last
-        if gave_up.asked is not None:
-            # The service asks for a longer pause than a caller should sit through, and
-            # trying again sooner would ignore its Retry-After.
-            message = (
-                f"could not deliver {n} record(s): the service asks to wait"
-                f" {gave_up.asked:g} s before trying again (Retry-After), longer than"
-                f" IMMEDIATE delivery waits ({_MAX_DELAY:g} s): {last}."
-            )
-        else:
-            message = f"could not deliver {n} record(s) after {gave_up.attempts} attempts: {last}."
-        raise DeliveryError(
-            message + _unknown_outcome(call_ids), pending=n, response_ids=call_ids
-        ) from last
-    except AicmError:
-        stats.failed += n
-        raise
-    ok = sum(1 for r in result.results if r.ok) if result.results else n
-    stats.sent += ok
-    stats.failed += n - ok
-    return result
+        sending.delivered(result, n)
+    return sending.result()

@@ -6,6 +6,8 @@ import functools
 import ipaddress
 import logging
 import ssl
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +42,7 @@ from .._version import __version__
 from .answers import error_for_answer
 from .answers import limits_in as _limits_in
 from .answers import parse_results as _parse_results
+from .blocking_http import BlockingHttp, declared_size
 from .limits_book import limit_book
 from .service_api import ServiceApiMethods
 
@@ -57,6 +60,7 @@ __all__ = [
 logger = logging.getLogger("aicm.http")
 
 USER_AGENT = f"aicm-sdk/{__version__}"
+_HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
 MAX_RECORDS_PER_REQUEST = 1000
 # A whole request (connect, send, read the full answer) may take this many ``timeout``s.
 # ``timeout`` alone bounds each phase; twice it leaves a request slow in one phase its
@@ -70,6 +74,8 @@ MAX_CONFIGS_BYTES = 16 << 20
 # Set on a response whose body was cut at the limit (the rest was never read).
 _TRUNCATED = "aicm_body_truncated"
 # Headers that describe the body as it came over the wire, not as it was read.
+# What _judge gives when an answer names no triggered_limits (None is a value it may name).
+_NO_LIMITS = object()
 _WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 # The hook behind aicm.testing's capture: while set, every client built without a
@@ -156,13 +162,20 @@ class AsyncCostManagerClient(ServiceApiMethods):
             )
         self.settings = settings
         _warn_if_plaintext(settings.api_base)
+        self._verify = _shared_ssl_context() if verify is True else verify
+        transport = transport if transport is not None else _default_transport
         self._http = httpx.AsyncClient(
             base_url=settings.api_root,
             timeout=settings.timeout,
-            transport=transport if transport is not None else _default_transport,
-            verify=_shared_ssl_context() if verify is True else verify,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            transport=transport,
+            verify=self._verify,
+            headers=_HEADERS,
         )
+        # The blocking twin (see post_encoded_blocking) speaks to the network only: an
+        # injected transport is async, and the sends go through it on the loop instead.
+        self._blocking: BlockingHttp | None = None
+        self._blocking_lock = threading.Lock()
+        self.can_block = transport is None
         self._configs: dict[str | None, _CachedConfigs] = {}
         #: The usage limits in force for this service and key (shared in the process).
         self.limits = limit_book(settings)
@@ -183,6 +196,11 @@ class AsyncCostManagerClient(ServiceApiMethods):
 
     async def aclose(self) -> None:
         """Close the connection pool."""
+        with self._blocking_lock:
+            self.can_block = False
+            blocking, self._blocking = self._blocking, None
+        if blocking is not None:
+            blocking.close()
         await self._http.aclose()
 
     def _error_for_response(self, response: httpx.Response, text: str) -> APIStatusError | None:
@@ -232,7 +250,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
                 )
                 streamed = await self._http.send(request, stream=True)
                 try:
-                    if _declared_size(streamed) <= limit:
+                    if declared_size(streamed) <= limit:
                         # The usual answer: its length said up front (and no encoding to
                         # expand it), so httpx reads exactly that much.
                         await streamed.aread()
@@ -240,34 +258,74 @@ class AsyncCostManagerClient(ServiceApiMethods):
                     body, truncated = await _read_bounded(streamed, limit)
                 finally:
                     await streamed.aclose()
-                return httpx.Response(
-                    streamed.status_code,
-                    headers=[
-                        (k, v)
-                        for k, v in streamed.headers.multi_items()
-                        if k.lower() not in _WIRE_HEADERS
-                    ],
-                    content=body,
-                    request=request,
-                    extensions={_TRUNCATED: truncated},
-                )
-        except httpx.TransportError as exc:
-            raise TransportError(
-                f"{method} {self.settings.api_root}{path} failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise TransportError(f"{method} {path} failed: {exc}") from exc
-        except RuntimeError as exc:
-            if self._http.is_closed:
-                raise ClosedError("this client is closed; create a new one") from exc
-            raise
+                return _bounded_response(streamed, request, body, truncated)
+        except (httpx.HTTPError, RuntimeError) as exc:
+            raise self._failure(method, path, exc, closed=self._http.is_closed) from exc
         # Only our deadline gets here (the scope swallows only its own cancellation);
         # httpcore closed the connection the request held: nothing half-read is pooled.
-        raise TransportError(
+        raise self._past_deadline(method, path)
+
+    def _failure(self, method: str, path: str, exc: Exception, *, closed: bool) -> Exception:
+        """The error a request that raised ``exc`` raises (a RuntimeError not our own: itself)."""
+        if isinstance(exc, httpx.TransportError):
+            return TransportError(
+                f"{method} {self.settings.api_root}{path} failed: {type(exc).__name__}: {exc}"
+            )
+        if isinstance(exc, httpx.HTTPError):
+            return TransportError(f"{method} {path} failed: {exc}")
+        if closed:
+            return ClosedError("this client is closed; create a new one")
+        return exc
+
+    def _past_deadline(self, method: str, path: str) -> TransportError:
+        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
+        return TransportError(
             f"{method} {self.settings.api_root}{path} failed: the request took longer than"
             f" {deadline:g} s in all ({REQUEST_DEADLINE_FACTOR:g} x the {self.settings.timeout:g} s"
             " timeout)"
         )
+
+    def _blocking_http(self) -> BlockingHttp | None:
+        """The blocking twin of this client, made on first use; None where there is none."""
+        blocking = self._blocking
+        if blocking is not None or not self.can_block:
+            return blocking
+        with self._blocking_lock:
+            if self._blocking is None and self.can_block:
+                made = BlockingHttp(
+                    base_url=self.settings.api_root,
+                    timeout=self.settings.timeout,
+                    verify=self._verify,
+                    headers=_HEADERS,
+                )
+                if made.usable:
+                    self._blocking = made
+                else:
+                    made.close()
+                    self.can_block = False
+            return self._blocking
+
+    def _request_blocking(
+        self, method: str, path: str, *, content: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """:meth:`_request` from a plain thread, with the blocking twin (ingest answers)."""
+        blocking = self._blocking_http()
+        if blocking is None:
+            raise ClosedError("this client is closed; create a new one")
+        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
+        started = time.monotonic()
+        try:
+            request = blocking.http.build_request(method, path, content=content, headers=headers)
+            response, body, truncated = blocking.send(
+                request, deadline=deadline, limit=MAX_ANSWER_BYTES
+            )
+        except (httpx.HTTPError, RuntimeError) as exc:
+            if isinstance(exc, httpx.TimeoutException) and (time.monotonic() - started >= deadline):
+                raise self._past_deadline(method, path) from exc
+            raise self._failure(method, path, exc, closed=blocking.http.is_closed) from exc
+        if body is None:
+            return response
+        return _bounded_response(response, request, body, truncated)
 
     async def post_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
@@ -277,19 +335,49 @@ class AsyncCostManagerClient(ServiceApiMethods):
 
         With ``only_failures`` the plain successes are left out of the results.
         """
-        if len(encoded) > MAX_RECORDS_PER_REQUEST:
-            raise ValueError(f"at most {MAX_RECORDS_PER_REQUEST} records per request")
-        body = f'{{"{endpoint.body_key}":[{",".join(encoded)}]}}'.encode()
+        body = _ingest_body(endpoint, encoded)
         try:
-            headers = self._auth()
-            headers["Content-Type"] = "application/json"
+            headers = self._post_headers()
             response = await self._request("POST", endpoint.value, content=body, headers=headers)
         except (TransportError, MissingApiKeyError) as exc:
             return answer_error(exc)
+        answer, limits = self._judge(endpoint, response, only_failures=only_failures)
+        if limits is not _NO_LIMITS:
+            # Read apart from the results: an explicit {} says "none in force" too.
+            await self.limits.aabsorb(limits)
+        return answer
+
+    def post_encoded_blocking(self, endpoint: Endpoint, encoded: Sequence[str]) -> Answer:
+        """:meth:`post_encoded` from a plain thread, with a blocking ``httpx.Client``.
+
+        Only where :attr:`can_block` (no injected transport); the same answers and errors.
+        """
+        body = _ingest_body(endpoint, encoded)
+        try:
+            headers = self._post_headers()
+            response = self._request_blocking("POST", endpoint.value, content=body, headers=headers)
+        except (TransportError, MissingApiKeyError) as exc:
+            return answer_error(exc)
+        answer, limits = self._judge(endpoint, response, only_failures=False)
+        if limits is not _NO_LIMITS:
+            self.limits.absorb_blocking(limits)
+        return answer
+
+    def _post_headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.settings.require_api_key()}",
+            "Content-Type": "application/json",
+        }
+
+    def _judge(
+        self, endpoint: Endpoint, response: httpx.Response, *, only_failures: bool
+    ) -> tuple[Answer, object]:
+        """The :class:`Answer` an ingest response makes, and the ``triggered_limits`` it
+        carries to absorb (``_NO_LIMITS``: it carries none)."""
         text: str = response.text
         error = self._error_for_response(response, text)
         if error is not None:
-            return answer_error(error)
+            return answer_error(error), _NO_LIMITS
         if body_truncated(response):
             # 2xx: delivered, whatever the body would have said; its results stay unread.
             logger.warning(
@@ -299,18 +387,16 @@ class AsyncCostManagerClient(ServiceApiMethods):
                 response.status_code,
                 MAX_ANSWER_BYTES,
             )
-            return Answer(Outcome.DELIVERED, result=TrackResult())
+            return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
         parsed = _parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
             logger.warning(
                 "%s answered %s with an unreadable body", endpoint.value, response.status_code
             )
-            return Answer(Outcome.DELIVERED, result=TrackResult())
-        if '"triggered_limits"' in text:
-            # Read apart from the results: an explicit {} says "none in force" too.
-            await self.limits.aabsorb(_limits_in(text))
-        return Answer(Outcome.DELIVERED, result=parsed)
+            return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
+        limits = _limits_in(text) if '"triggered_limits"' in text else _NO_LIMITS
+        return Answer(Outcome.DELIVERED, result=parsed), limits
 
     async def send_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
@@ -416,23 +502,29 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return value
 
 
+def _bounded_response(
+    streamed: httpx.Response, request: httpx.Request, body: bytes, truncated: bool
+) -> httpx.Response:
+    """A response holding the ``body`` read of ``streamed`` (marked when it was cut)."""
+    return httpx.Response(
+        streamed.status_code,
+        headers=[
+            (k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _WIRE_HEADERS
+        ],
+        content=body,
+        request=request,
+        extensions={_TRUNCATED: truncated},
+    )
+
+
 def body_truncated(response: httpx.Response) -> bool:
     """True when ``response``'s body was cut at the read limit (see ``_request``)."""
     return bool(response.extensions.get(_TRUNCATED))
 
 
-def _declared_size(response: httpx.Response) -> float:
-    """The body's size as its headers state it, or infinity when they do not say it exactly
-    (chunked, or compressed: the decoded size is unknown until it is decoded)."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and "Content-Encoding" not in response.headers:
-        return int(declared)
-    return float("inf")
-
-
 async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     """The first ``limit`` bytes of ``response``'s decoded body, and whether there was more."""
-    if _declared_size(response) != float("inf"):
+    if declared_size(response) != float("inf"):
         return b"", True  # over the limit, said up front: nothing of it need be read
     parts: list[bytes] = []
     size = 0
@@ -443,6 +535,12 @@ async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bo
         parts.append(chunk)
         size += len(chunk)
     return b"".join(parts), False
+
+
+def _ingest_body(endpoint: Endpoint, encoded: Sequence[str]) -> bytes:
+    if len(encoded) > MAX_RECORDS_PER_REQUEST:
+        raise ValueError(f"at most {MAX_RECORDS_PER_REQUEST} records per request")
+    return f'{{"{endpoint.body_key}":[{",".join(encoded)}]}}'.encode()
 
 
 def _track_record(data: Mapping[str, Any], *, legacy: bool) -> TrackRecord:

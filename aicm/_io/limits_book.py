@@ -237,6 +237,13 @@ class LimitBook:
         if raw is not None and shared is not None:
             await anyio.to_thread.run_sync(shared.write, raw, self._updated_at)
 
+    def absorb_blocking(self, answer: object) -> None:
+        """:meth:`aabsorb` from a plain thread (the write, if any, in this thread)."""
+        raw = self.absorb(answer)
+        shared = self._shared
+        if raw is not None and shared is not None:
+            shared.write(raw, self._updated_at)
+
     def _adopt(self, raw: str, answer: Mapping[str, object], updated_at: float) -> bool:
         """Verify and adopt; True when the limits in force changed."""
         try:

@@ -9,6 +9,7 @@ never sleeps in a caller's task, asks the same method for its backoff.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -17,7 +18,7 @@ import anyio
 from .._core.exceptions import APIStatusError, RateLimitedError, ServerError, TransportError
 from .._core.policy import RetryPolicy
 
-__all__ = ["RETRYABLE", "GaveUp", "retrying"]
+__all__ = ["RETRYABLE", "GaveUp", "retrying", "retrying_blocking"]
 
 _T = TypeVar("_T")
 
@@ -61,16 +62,44 @@ async def retrying(
         try:
             return await call()
         except retryable as exc:
-            if attempt >= policy.attempts:
-                raise GaveUp(exc, attempts=attempt) from exc
-            asked = exc.retry_after if isinstance(exc, APIStatusError) else None
-            if asked is not None and asked > policy.max_retry_after:
-                raise GaveUp(exc, attempts=attempt, asked=asked) from exc
-            now = anyio.current_time()
-            delay = policy.next_attempt_at(attempt, now=now, retry_after=asked, rng=rng) - now
-            if delay > policy.max_delay:
-                raise GaveUp(exc, attempts=attempt, asked=delay) from exc
+            delay = _wait_before_next(exc, attempt, policy, anyio.current_time(), rng)
             if on_retry is not None:
                 on_retry(exc, attempt, delay)
             await anyio.sleep(min(delay, policy.max_sleep))
             attempt += 1
+
+
+def retrying_blocking(
+    call: Callable[[], _T],
+    policy: RetryPolicy,
+    *,
+    on_retry: Callable[[Exception, int, float], None] | None = None,
+    rng: random.Random | None = None,
+) -> _T:
+    """:func:`retrying` for a plain thread: the same attempts and waits, slept in the thread."""
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except RETRYABLE as exc:
+            delay = _wait_before_next(exc, attempt, policy, time.monotonic(), rng)
+            if on_retry is not None:
+                on_retry(exc, attempt, delay)
+            time.sleep(min(delay, policy.max_sleep))
+            attempt += 1
+
+
+def _wait_before_next(
+    exc: Exception, attempt: int, policy: RetryPolicy, now: float, rng: random.Random | None
+) -> float:
+    """How long to wait after ``attempt`` failed with ``exc``; raises :class:`GaveUp` when
+    no further attempt should be made."""
+    if attempt >= policy.attempts:
+        raise GaveUp(exc, attempts=attempt) from exc
+    asked = exc.retry_after if isinstance(exc, APIStatusError) else None
+    if asked is not None and asked > policy.max_retry_after:
+        raise GaveUp(exc, attempts=attempt, asked=asked) from exc
+    delay = policy.next_attempt_at(attempt, now=now, retry_after=asked, rng=rng) - now
+    if delay > policy.max_delay:
+        raise GaveUp(exc, attempts=attempt, asked=delay) from exc
+    return delay

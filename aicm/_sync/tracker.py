@@ -1,10 +1,11 @@
 """``Tracker``: the sync facade over :class:`AsyncTracker`, on the shared runtime (layer 5).
 
-Queued ``track`` calls never cross into the runtime's loop: the record is built and
-validated in the caller's thread (by the async class's own pure method) and handed to the
-engine's thread-safe queue, or committed to SQLite, right there. Everything else is one
-portal call into the async class. The ``*_async`` methods and :meth:`aclose` may be awaited
-from any event loop (asyncio or trio): they wait in a worker thread, never on the loop.
+``track`` calls never cross into the runtime's loop: the record is built and validated in
+the caller's thread (by the async class's own pure method) and handed to the engine's
+thread-safe queue, committed to SQLite, or (IMMEDIATE) sent with a blocking HTTP client,
+right there. Everything else is one portal call into the async class. The ``*_async``
+methods and :meth:`aclose` may be awaited from any event loop (asyncio or trio): they
+wait in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
@@ -136,7 +137,11 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         else:
             tracker = self._async
         if not self._queued:
-            result: RecordResult = self._runtime.call(_track, tracker, args, kwargs)
+            # Sent from this thread with a blocking client where it can be (the service's
+            # answer is waited for anyway; a trip to the loop would double the CPU).
+            result = tracker.track_blocking(args, kwargs)
+            if result is None:
+                result = self._runtime.call(_track, tracker, args, kwargs)
             return result
         # Built and queued in the caller's thread: no portal round trip on this path.
         record = tracker.build_record(args, kwargs)
