@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -221,29 +222,16 @@ class DeliveryEngine:
 
     async def send_now(self, records: Sequence[WireRecord]) -> TrackResult:
         """Send ``records`` now (IMMEDIATE): up to ``max_attempts`` on retryable failures."""
-        self._check_open()
-        return await send_now(
-            self.client,
-            records,
-            stats=self.stats,
-            policy=self._policy,
-            attempts=self.settings.max_attempts,
-            note_error=self.note_error,
-            rng=self._rng,
-        )
+        return await send_now(self.client, records, **self._immediate_options())
 
     def send_now_blocking(self, records: Sequence[WireRecord]) -> TrackResult:
         """:meth:`send_now` from a plain thread (only where ``client.can_block``)."""
+        return send_now_blocking(self.client, records, **self._immediate_options())
+
+    def _immediate_options(self) -> dict[str, Any]:
         self._check_open()
-        return send_now_blocking(
-            self.client,
-            records,
-            stats=self.stats,
-            policy=self._policy,
-            attempts=self.settings.max_attempts,
-            note_error=self.note_error,
-            rng=self._rng,
-        )
+        sending = {"stats": self.stats, "policy": self._policy, "rng": self._rng}
+        return {**sending, "attempts": self.settings.max_attempts, "note_error": self.note_error}
 
     # -- the actor ---------------------------------------------------------------------
 
