@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -42,7 +41,7 @@ from .health import (
     register_engine,
     unregister_engine,
 )
-from .immediate import send_now, send_now_blocking
+from .immediate import Immediate, send_now, send_now_blocking
 from .loss import report_dropped, report_pending
 from .sqlite_store import SqliteQueue, SqliteStore
 from .store import DeadLetterRecord, Item, MemoryStore, Store
@@ -222,16 +221,16 @@ class DeliveryEngine:
 
     async def send_now(self, records: Sequence[WireRecord]) -> TrackResult:
         """Send ``records`` now (IMMEDIATE): up to ``max_attempts`` on retryable failures."""
-        return await send_now(self.client, records, **self._immediate_options())
+        return await send_now(self.client, records, self._immediate())
 
     def send_now_blocking(self, records: Sequence[WireRecord]) -> TrackResult:
         """:meth:`send_now` from a plain thread (only where ``client.can_block``)."""
-        return send_now_blocking(self.client, records, **self._immediate_options())
+        return send_now_blocking(self.client, records, self._immediate())
 
-    def _immediate_options(self) -> dict[str, Any]:
+    def _immediate(self) -> Immediate:
         self._check_open()
-        sending = {"stats": self.stats, "policy": self._policy, "rng": self._rng}
-        return {**sending, "attempts": self.settings.max_attempts, "note_error": self.note_error}
+        attempts = self.settings.max_attempts
+        return Immediate(self.stats, self._policy, attempts, self.note_error, self._rng)
 
     # -- the actor ---------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -19,7 +20,7 @@ from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
 from .._io.retrying import GaveUp, retrying, retrying_blocking
 from .health import DeliveryStats
 
-__all__ = ["send_now", "send_now_blocking"]
+__all__ = ["Immediate", "send_now", "send_now_blocking"]
 
 logger = logging.getLogger("aicm.delivery")
 
@@ -61,21 +62,29 @@ def _caller_policy(policy: RetryPolicy, attempts: int) -> RetryPolicy:
     return attrs.evolve(policy, attempts=attempts, max_retry_after=_MAX_DELAY, max_sleep=_MAX_DELAY)
 
 
+@attrs.frozen
+class Immediate:
+    """What IMMEDIATE sends need of their engine: the health counters to update, the
+    retry policy and its ``attempts``, where the last error goes, the jitter's source."""
+
+    stats: DeliveryStats
+    policy: RetryPolicy
+    attempts: int
+    note_error: Callable[[BaseException], None]
+    rng: random.Random | None = None
+
+
 class _Sending:
     """One IMMEDIATE call's counting: ``stats`` and the last error, the same for an async
     send and a blocking one (which may run in many threads at once, hence the lock)."""
 
-    def __init__(
-        self,
-        records: Sequence[WireRecord],
-        stats: DeliveryStats,
-        note_error: Callable[[BaseException], None],
-    ) -> None:
+    def __init__(self, records: Sequence[WireRecord], how: Immediate) -> None:
         # Whatever fails, every record of the call is named in the error: those sent may
         # be stored, and a retry of all of them with their ids is safe.
         self.ids = tuple(r.response_id for r in records)
-        self.stats = stats
-        self.note_error = note_error
+        self.stats = how.stats
+        self.note_error = how.note_error
+        self.policy = _caller_policy(how.policy, how.attempts)
         self.results: list[RecordResult] = []
         self.limits: dict[str, Any] = {}
 
@@ -84,6 +93,30 @@ class _Sending:
             for name, delta in deltas.items():
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
 
+    @contextlib.contextmanager
+    def attempt(self, n: int) -> Iterator[None]:
+        """Around one attempt of a request of ``n`` records: in flight, its error noted."""
+        self.count(in_flight=n)
+        try:
+            yield
+        except AicmError as exc:
+            self.note_error(exc)
+            raise
+        finally:
+            self.count(in_flight=-n)
+
+    @contextlib.contextmanager
+    def request(self, n: int) -> Iterator[Callable[[TrackResult], None]]:
+        """Around a request's attempts: gives the function that takes its result; a
+        failure is counted, and running out of attempts raises :class:`DeliveryError`."""
+        try:
+            yield functools.partial(self._delivered, n=n)
+        except GaveUp as gave_up:
+            raise self._gave_up(gave_up, n) from gave_up.last
+        except AicmError:
+            self.count(failed=n)
+            raise
+
     def retried(self, n: int) -> Callable[[Exception, int, float], None]:
         def retried(exc: Exception, attempt: int, delay: float) -> None:
             self.count(retried=n)
@@ -91,7 +124,7 @@ class _Sending:
 
         return retried
 
-    def gave_up(self, gave_up: GaveUp, n: int) -> DeliveryError:
+    def _gave_up(self, gave_up: GaveUp, n: int) -> DeliveryError:
         self.count(failed=n)
         last = gave_up.last
         if gave_up.asked is not None:
@@ -106,7 +139,7 @@ class _Sending:
             message = f"could not deliver {n} record(s) after {gave_up.attempts} attempts: {last}."
         return DeliveryError(message + _unknown_outcome(self.ids), pending=n, response_ids=self.ids)
 
-    def delivered(self, result: TrackResult, n: int) -> None:
+    def _delivered(self, result: TrackResult, n: int) -> None:
         ok = sum(1 for r in result.results if r.ok) if result.results else n
         self.count(sent=ok, failed=n - ok)
         self.results.extend(result.results)
@@ -117,84 +150,46 @@ class _Sending:
 
 
 async def send_now(
-    client: AsyncCostManagerClient,
-    records: Sequence[WireRecord],
-    *,
-    stats: DeliveryStats,
-    policy: RetryPolicy,
-    attempts: int,
-    note_error: Callable[[BaseException], None],
-    rng: random.Random | None = None,
+    client: AsyncCostManagerClient, records: Sequence[WireRecord], how: Immediate
 ) -> TrackResult:
     """Send ``records`` now, by endpoint, at most 1000 a request, each request up to
-    ``attempts`` times on retryable failures; ``stats`` counts what happens.
+    ``how.attempts`` times on retryable failures; ``how.stats`` counts what happens.
 
     Raises :class:`DeliveryError` when a request runs out of attempts (or the service asks
     for a longer wait than a caller should sit through), naming every record of the call.
     """
-    sending = _Sending(records, stats, note_error)
-    policy = _caller_policy(policy, attempts)
+    sending = _Sending(records, how)
     for endpoint, encoded in _requests(records):
         n = len(encoded)
 
         async def attempt(
-            endpoint: Endpoint = endpoint, encoded: list[str] = encoded, n: int = n
+            endpoint: Endpoint = endpoint, encoded: list[str] = encoded
         ) -> TrackResult:
-            sending.count(in_flight=n)
-            try:
+            with sending.attempt(len(encoded)):
                 return await client.send_encoded(endpoint, encoded)
-            except AicmError as exc:
-                sending.note_error(exc)
-                raise
-            finally:
-                sending.count(in_flight=-n)
 
-        try:
-            result = await retrying(attempt, policy, on_retry=sending.retried(n), rng=rng)
-        except GaveUp as gave_up:
-            raise sending.gave_up(gave_up, n) from gave_up.last
-        except AicmError:
-            sending.count(failed=n)
-            raise
-        sending.delivered(result, n)
+        with sending.request(n) as delivered:
+            delivered(
+                await retrying(attempt, sending.policy, on_retry=sending.retried(n), rng=how.rng)
+            )
     return sending.result()
 
 
 def send_now_blocking(
-    client: AsyncCostManagerClient,
-    records: Sequence[WireRecord],
-    *,
-    stats: DeliveryStats,
-    policy: RetryPolicy,
-    attempts: int,
-    note_error: Callable[[BaseException], None],
-    rng: random.Random | None = None,
+    client: AsyncCostManagerClient, records: Sequence[WireRecord], how: Immediate
 ) -> TrackResult:
     """:func:`send_now` from a plain thread, with the client's blocking twin (only where
     ``client.can_block``): the same requests, attempts, waits, errors and counts."""
-    sending = _Sending(records, stats, note_error)
-    policy = _caller_policy(policy, attempts)
+    sending = _Sending(records, how)
     for endpoint, encoded in _requests(records):
         n = len(encoded)
 
-        def attempt(
-            endpoint: Endpoint = endpoint, encoded: list[str] = encoded, n: int = n
-        ) -> TrackResult:
-            sending.count(in_flight=n)
-            try:
+        def attempt(endpoint: Endpoint = endpoint, encoded: list[str] = encoded) -> TrackResult:
+            with sending.attempt(len(encoded)):
                 return client.post_encoded_blocking(endpoint, encoded).unwrap()
-            except AicmError as exc:
-                sending.note_error(exc)
-                raise
-            finally:
-                sending.count(in_flight=-n)
 
-        try:
-            result = retrying_blocking(attempt, policy, on_retry=sending.retried(n), rng=rng)
-        except GaveUp as gave_up:
-            raise sending.gave_up(gave_up, n) from gave_up.last
-        except AicmError:
-            sending.count(failed=n)
-            raise
-        sending.delivered(result, n)
+        with sending.request(n) as delivered:
+            delivered(
+                retrying_blocking(attempt, sending.policy, on_retry=sending.retried(n), rng=how.rng)
+            )
     return sending.result()
