@@ -36,6 +36,7 @@ from aicm import (
 from aicm._providers.seen import SEEN
 from aicm.collector import LocalCollector
 from aicm.otel import AicmSpanProcessor
+from tests.api.test_rest import SESSION_HANDLING
 from tests.fakes import FakeHeyGen, FakeOpenAI
 from tests.tracking_support import MESSAGES, OPENAI_HANDLING, host_of, service_config
 
@@ -43,16 +44,6 @@ DELIVERIES = ["immediate", "mem_queue", "persistent_queue"]
 USAGE = {"input_tokens": 10, "output_tokens": 3}
 CHAT: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
 SESSION = {"session_id": "abc", "duration": 7}
-SESSION_HANDLING: dict[str, Any] = {
-    "tracked_methods": ["GET /v2/sessions/{id}"],
-    "response_fields": ["session_id", "duration"],
-    "payload_mapping": {
-        "config_id": "config_identifier",
-        "service_id": "service_id",
-        "response_id": "response_data.session_id",
-        "usage": "response_data.duration",
-    },
-}
 
 
 @pytest.fixture(scope="module")
