@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -41,6 +42,8 @@ __all__ = [
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
+# A declaration's ``**filters: Unpack[Name]`` (annotations are strings here).
+_UNPACK = re.compile(r"Unpack\[(\w+)\]")
 
 DateLike = dt.date | str
 """A date filter: a :class:`datetime.date` (or datetime) or an ISO-8601 string."""
@@ -168,12 +171,27 @@ class Sender(Protocol):
 
 
 def _signature(declare: Callable[..., Any]) -> inspect.Signature:
-    """A declaration's signature as its method's callers see it: no ``self``, no ``Call``."""
+    """A declaration's signature as its method's callers see it: no ``self``, no ``Call``,
+    and ``**filters: Unpack[SomeFilters]`` spelled out as its keyword-only parameters."""
     signature = inspect.signature(declare)
-    return signature.replace(
-        parameters=list(signature.parameters.values())[1:],
-        return_annotation=inspect.Signature.empty,
-    )
+    parameters: list[inspect.Parameter] = []
+    for parameter in list(signature.parameters.values())[1:]:
+        unpacked = _UNPACK.fullmatch(str(parameter.annotation))
+        if parameter.kind is not parameter.VAR_KEYWORD or unpacked is None:
+            parameters.append(parameter)
+            continue
+        fields: dict[str, Any] = declare.__globals__[unpacked[1]].__annotations__
+        keywords = [  # a TypedDict holds its string annotations as ForwardRefs
+            inspect.Parameter(
+                name, parameter.KEYWORD_ONLY, default=None, annotation=kind.__forward_arg__
+            )
+            for name, kind in fields.items()
+        ]
+        first_keyword = next(
+            (i for i, p in enumerate(parameters) if p.kind is p.KEYWORD_ONLY), len(parameters)
+        )
+        parameters[first_keyword:first_keyword] = keywords
+    return signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty)
 
 
 class Api(Generic[_P, _R]):
