@@ -34,6 +34,7 @@ from .._core.models import (
     WireRecord,
     enqueued_result,
     normalize_timestamp,
+    one_customer_key,
 )
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, TrackFormat
@@ -357,12 +358,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 )
             payload["response_id"] = response_id
         if customer_key is not None:
-            if client_customer_key is not None and client_customer_key != customer_key:
-                raise RecordError(
-                    "give client_customer_key or customer_key, not two different keys",
-                    field="customer_key",
-                )
-            client_customer_key = customer_key
+            client_customer_key = one_customer_key(client_customer_key, customer_key)
         if client_customer_key is not None:
             if not isinstance(client_customer_key, str) or not client_customer_key:
                 raise RecordError(

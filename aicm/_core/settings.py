@@ -101,12 +101,6 @@ def _positive_float(name: str, value: Any) -> float:
     return number
 
 
-def _optional_positive_float(name: str, value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    return _positive_float(name, value)
-
-
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -153,10 +147,20 @@ def _str(name: str, value: Any) -> str:
     return value
 
 
-def _optional_str(name: str, value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return _str(name, value)
+_V = TypeVar("_V")
+
+
+def _optional(convert: Callable[[str, Any], _V]) -> Callable[[str, Any], _V | None]:
+    """``convert``, taking None or "" (an empty environment variable or INI value) as unset."""
+
+    def optional(name: str, value: Any) -> _V | None:
+        return None if value is None or value == "" else convert(name, value)
+
+    return optional
+
+
+_optional_str = _optional(_str)
+_optional_positive_float = _optional(_positive_float)
 
 
 def _api_base(name: str, value: Any) -> str:

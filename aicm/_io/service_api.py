@@ -151,15 +151,14 @@ class ServiceApiMethods:
 
         def _auth(self) -> dict[str, str]: ...
 
-        async def _request(
+        async def _request(  # what this class needs of the client's own
             self,
             method: str,
             path: str,
             *,
-            content: bytes | None = None,
+            content: bytes | None,
             headers: dict[str, str],
-            params: dict[str, str] | None = None,
-            limit: int = ...,
+            limit: int,
         ) -> httpx.Response: ...
 
         def _raise_for_response(self, response: httpx.Response, text: str) -> None: ...

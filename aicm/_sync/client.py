@@ -47,8 +47,8 @@ class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
     call :meth:`close`.
     """
 
-    def __init__(self, **options: Unpack[ClientOptions]) -> None:
-        self._build = functools.partial(AsyncCostManagerClient, **options)
+    def __init__(self, **connection: Unpack[ClientOptions]) -> None:
+        self._build = functools.partial(AsyncCostManagerClient, **connection)
         self._runtime: SharedRuntime = shared_runtime()
         self._async: AsyncCostManagerClient = self._runtime.call(self._build)
         self._generation = self._runtime.generation
