@@ -21,10 +21,7 @@ from .._core.exceptions import (
     AicmError,
     ClosedError,
     NotSerializableError,
-    RateLimitedError,
     RecordError,
-    ServerError,
-    TransportError,
     UnknownConfigError,
     shown,
 )
@@ -37,11 +34,13 @@ from .._core.models import (
     WireRecord,
     enqueued_result,
     normalize_timestamp,
+    one_customer_key,
 )
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, TrackFormat
 from .._core.validator import UsageSchema, compile_schema
 from .._io.http import AsyncCostManagerClient
+from .._io.retrying import retrying_or_raise
 from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .limits import LimitGuard, fetch_at_start
@@ -71,7 +70,6 @@ _TRACK_OPTION_SET: Final = frozenset(_TRACK_OPTIONS)
 _build_track = TrackRecord.build
 _FREE_FORM: Final = ("api_id", "service_key", "usage")
 _CONFIG_FORM: Final = ("usage",)
-_RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
 # Loading a config happens while the caller waits: never sleep long between attempts.
 _MAX_CONFIG_RETRY_DELAY: Final = 2.0
 _KNOWN_CONFIGS_SHOWN: Final = 10
@@ -239,19 +237,18 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
 
     async def _fetch_configs(self) -> ConfigsResponse:
         settings = self.settings
-        policy = RetryPolicy(base=settings.backoff_base, cap=settings.backoff_cap)
-        attempt = 1
-        while True:
-            try:
-                return await self.aicm_client.get_configs()
-            except _RETRYABLE as exc:
-                if attempt >= settings.max_attempts:
-                    raise
-                retry_after = getattr(exc, "retry_after", None)
-                delay = min(policy.delay(attempt, retry_after=retry_after), _MAX_CONFIG_RETRY_DELAY)
-                logger.info("loading configs failed (%s); retrying in %.2fs", exc, delay)
-                await anyio.sleep(delay)
-                attempt += 1
+        policy = RetryPolicy(
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            attempts=settings.max_attempts,
+            max_sleep=_MAX_CONFIG_RETRY_DELAY,
+        )
+
+        def retried(exc: Exception, attempt: int, delay: float) -> None:
+            delay = min(delay, _MAX_CONFIG_RETRY_DELAY)
+            logger.info("loading configs failed (%s); retrying in %.2fs", exc, delay)
+
+        return await retrying_or_raise(self.aicm_client.get_configs, policy, on_retry=retried)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -371,12 +368,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 )
             payload["response_id"] = response_id
         if customer_key is not None:
-            if client_customer_key is not None and client_customer_key != customer_key:
-                raise RecordError(
-                    "give client_customer_key or customer_key, not two different keys",
-                    field="customer_key",
-                )
-            client_customer_key = customer_key
+            client_customer_key = one_customer_key(client_customer_key, customer_key)
         if client_customer_key is not None:
             if not isinstance(client_customer_key, str) or not client_customer_key:
                 raise RecordError(

@@ -28,6 +28,7 @@ __all__ = [
     "CustomService",
     "CustomServiceSummary",
     "Customer",
+    "LimitTerms",
     "Page",
     "Service",
     "UsageEvent",
@@ -228,13 +229,21 @@ class CustomServiceSummary:
 
 
 @attrs.frozen(kw_only=True)
-class UsageLimit:
-    """A spending alert or limit: ``amount`` USD per ``period`` (``day`` or ``month``)."""
+class LimitTerms:
+    """What every usage limit states, as the service answers it and the local collector
+    stores it: ``threshold_type`` ``alert`` or ``limit``, ``amount`` USD per ``period``
+    (``day`` or ``month``)."""
 
     uuid: str
     threshold_type: str
     amount: Decimal
     period: str
+
+
+@attrs.frozen(kw_only=True)
+class UsageLimit(LimitTerms):
+    """A spending alert or limit: ``amount`` USD per ``period`` (``day`` or ``month``)."""
+
     service: str | None = None
     client: str | None = None
     notification_list: tuple[str, ...] | None = None
