@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import aicm
+from aicm.collector import LocalCollector
 
 # Loaded by nothing ``import aicm`` does: the public names that live in these modules are
 # imported the first time a program asks for one of them.
@@ -39,6 +40,32 @@ NOT_AT_IMPORT = [
     "aicm.collector",
     "aicm.testing",
 ]
+
+# Not needed to build a tracker and deliver its first record (queued or immediate): the
+# SQLite queue, the providers and the extractor behind ``track_llm_usage`` and the proxies,
+# schema checking, the wrappers, the collector and the testing kit.
+NOT_FOR_FIRST_TRACK = [
+    "aicm._api.cost_manager",
+    "aicm._api.proxy",
+    "aicm._api.rest",
+    "aicm._core.extractor",
+    "aicm._core.handling",
+    "aicm._core.validator",
+    "aicm._delivery.sqlite_store",
+    "aicm._io.sqlite",
+    "aicm._providers",
+    "aicm.cli",
+    "aicm.collector",
+    "aicm.testing",
+]
+
+_FIRST_TRACK = """
+import sys
+import aicm
+tracker = aicm.Tracker(aicm_api_key="k", aicm_api_base=sys.argv[1], delivery_type=sys.argv[2])
+result = tracker.track("openai", "gpt-4o-mini", {"input_tokens": 1}, response_id=sys.argv[2])
+assert tracker.close(30) == 0
+"""
 
 
 def _loaded_after(code: str, *args: str) -> set[str]:
@@ -80,6 +107,15 @@ def test_every_public_name_resolves_and_dir_lists_it() -> None:
         module = sys.modules[getattr(value, "__module__", "aicm")]
         if isinstance(value, type) or callable(value):
             assert getattr(module, name, value) is value, name
+
+
+@pytest.mark.parametrize("delivery", ["immediate", "mem_queue"])
+def test_first_track_loads_only_what_it_needs(collector: LocalCollector, delivery: str) -> None:
+    """A tracker built and tracking once (delivered) leaves the rest of aicm unloaded."""
+    loaded = _loaded_after(_FIRST_TRACK, collector.api_base, delivery)
+    assert [r["response_id"] for r in collector.records("track")] == [delivery]
+    assert "aicm._delivery.engine" in loaded
+    assert [name for name in NOT_FOR_FIRST_TRACK if name in loaded] == []
 
 
 def test_unknown_name_is_an_attribute_error() -> None:

@@ -40,9 +40,7 @@ from .._core.models import (
 )
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, TrackFormat
-from .._core.validator import UsageSchema, compile_schema
 from .._io.http import AsyncCostManagerClient
-from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .limits import LimitGuard, fetch_at_start
 from .options import (
@@ -56,6 +54,8 @@ from .owner import DeliveryOwner
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from .._core.validator import UsageSchema
 
 __all__ = ["AsyncTracker", "Timestamp"]
 
@@ -91,6 +91,8 @@ def llm_options(
     response_id = rest.pop("response_id", None)
     if stream:  # its record is made once it ends: bad options raise now, not then
         check_anonymize_options(rest.get("anonymize_fields"), rest.get("anonymizer"), method)
+    from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
     return response_id, _llm.track_options(**rest)
 
 
@@ -221,6 +223,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 schema = config.manual_usage_schema
                 # No schema: nothing to check. An empty one, {}, accepts only {} (as
                 # docs/validation.md says), so the two are told apart.
+                from .._core.validator import compile_schema  # only a config's schema
+
                 self._schema = None if schema is None else compile_schema(schema)
                 self._api_id = config.api_id
                 self._schema_loaded = True
@@ -437,6 +441,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         allows. ``anonymize_fields`` name usage fields replaced by ``anonymizer(value)``.
         """
         response_id, track_options = llm_options("track_llm_usage", options)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         return await _llm.atrack_response(
             self.track, service_key, response, response_id=response_id, options=track_options
         )
@@ -450,6 +456,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
         """
         response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.atrack_stream(recorder, service_key, stream, response_id=response_id)
 
