@@ -38,10 +38,8 @@ from .._core.models import (
 )
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, TrackFormat
-from .._core.validator import UsageSchema, compile_schema
 from .._io.http import AsyncCostManagerClient
 from .._io.retrying import retrying_or_raise
-from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .limits import LimitGuard, fetch_at_start
 from .options import (
@@ -55,6 +53,8 @@ from .owner import DeliveryOwner
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from .._core.validator import UsageSchema
 
 __all__ = ["DISABLED_STATUS", "AsyncTracker", "Timestamp", "disabled_result"]
 
@@ -96,6 +96,8 @@ def llm_options(
     response_id = rest.pop("response_id", None)
     if stream:  # its record is made once it ends: bad options raise now, not then
         check_anonymize_options(rest.get("anonymize_fields"), rest.get("anonymizer"), method)
+    from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
     return response_id, _llm.track_options(**rest)
 
 
@@ -229,6 +231,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 schema = config.manual_usage_schema
                 # No schema: nothing to check. An empty one, {}, accepts only {} (as
                 # docs/validation.md says), so the two are told apart.
+                from .._core.validator import compile_schema  # only a config's schema
+
                 self._schema = None if schema is None else compile_schema(schema)
                 self._api_id = config.api_id
                 self._schema_loaded = True
@@ -441,6 +445,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         allows. ``anonymize_fields`` name usage fields replaced by ``anonymizer(value)``.
         """
         response_id, track_options = llm_options("track_llm_usage", options)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         return await _llm.atrack_response(
             self.track, service_key, response, response_id=response_id, options=track_options
         )
@@ -454,6 +460,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
         """
         response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.atrack_stream(recorder, service_key, stream, response_id=response_id)
 
