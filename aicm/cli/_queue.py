@@ -354,7 +354,7 @@ def _status(e: QueueEntry, now: float) -> Cell:
         return "sending"
     if e.next_attempt_at > now:
         return f"retry in {format_age(e.next_attempt_at - now)}"
-    return "due"
+    return "pending"
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -97,6 +97,14 @@ def test_list_shows_rows_oldest_first_filtered_and_limited(queue_file: Path) -> 
     assert "dead-2" not in one.stdout
 
 
+def test_list_names_the_waiting_state_as_json_and_state_do(aicm: Run, queue_file: Path) -> None:
+    """A row waiting to be sent is "pending" in the table, as in --json and --state."""
+    done = aicm("queue", "list", "--db", str(queue_file), "--state", "pending")
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    states = [row[1] for row in rows if row and row[0].isdigit()]
+    assert states == ["pending"] * PENDING
+
+
 def test_retry_by_id_makes_one_dead_row_pending_and_due(aicm: Run, queue_file: Path) -> None:
     """retry ID moves that dead row to pending, due now; the other stays dead."""
     with sqlite3.connect(queue_file) as conn:
