@@ -130,7 +130,8 @@ class SqliteQueue:
         # checkpoints, which need not hold the write lock for long, or at all.
         self._writes: AsyncDB | None = None
         self._opening_writes = anyio.Lock()
-        self._new_done: Callable[[], _Done] = _FutureEvent if on_asyncio() else anyio.Event
+        self._asyncio = on_asyncio()
+        self._new_done: Callable[[], _Done] = _FutureEvent if self._asyncio else anyio.Event
         self._open = _Commit(self._new_done())  # the rows waiting for the next transaction
         self._committers = 0  # callers committing for everyone (see _join)
         self.commits = 0  # add transactions: fewer than calls when calls overlap
@@ -192,7 +193,10 @@ class SqliteQueue:
                 # themselves. A committer cancelled here still commits the rows it
                 # gathered (other callers' with them), then takes its cancellation.
                 try:
-                    await anyio.lowlevel.checkpoint()
+                    if self._asyncio:  # (what anyio's checkpoint does there, without its look-ups)
+                        await asyncio.sleep(0)
+                    else:
+                        await anyio.lowlevel.checkpoint()
                 except BaseException as exc:
                     interrupted = exc
                 while self._open.rows:
