@@ -296,33 +296,27 @@ def run(ctx: Context) -> ScenarioResult:
             "us/call",
         )
     )
-    for tracked, floor, kind in (
-        (SYNC_IMM, SYNC_POST_FLOOR, "sync Tracker.track"),
-        (ASYNC_IMM, ASYNC_POST_FLOOR, "AsyncTracker.track"),
+    same_client = "a bare POST of one record with the same kind of client"
+    for what, tracked, floor, limit in (
+        (f"IMMEDIATE sync Tracker.track / {same_client}", SYNC_IMM, SYNC_POST_FLOOR, 1.2),
+        (f"IMMEDIATE AsyncTracker.track / {same_client}", ASYNC_IMM, ASYNC_POST_FLOOR, 1.2),
+        (
+            "PERSISTENT_QUEUE AsyncTracker.track (one task awaiting each call) / one SQLite"
+            " insert + commit",
+            ASYNC_PQ,
+            COMMIT_FLOOR,
+            2.0,
+        ),
+        (
+            "PERSISTENT_QUEUE sync Tracker.track / one SQLite insert + commit",
+            SYNC_PQ,
+            COMMIT_FLOOR,
+            2.0,
+        ),
     ):
         mine, bare = result.get(tracked).median, result.get(floor).median
         result.targets.append(
-            Target(
-                f"IMMEDIATE {kind} / a bare POST of one record with the same kind of client",
-                None if mine is None or not bare else mine / bare,
-                "<=",
-                1.2,
-                "x",
-            )
-        )
-    for tracked, kind, limit in (
-        (ASYNC_PQ, "AsyncTracker.track (one task awaiting each call)", 2.0),
-        (SYNC_PQ, "sync Tracker.track", 2.0),
-    ):
-        mine, bare = result.get(tracked).median, result.get(COMMIT_FLOOR).median
-        result.targets.append(
-            Target(
-                f"PERSISTENT_QUEUE {kind} / one SQLite insert + commit",
-                None if mine is None or not bare else mine / bare,
-                "<=",
-                limit,
-                "x",
-            )
+            Target(what, None if mine is None or not bare else mine / bare, "<=", limit, "x")
         )
     result.notes.append(
         f"per-call times less the timer's own {overhead:.0f} ns; "

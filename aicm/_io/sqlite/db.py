@@ -114,7 +114,7 @@ class AsyncDB:
 
     def run_now(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(connection, file_lock, *args)`` on the calling thread: only for an
-        operation that gives up rather than wait (:func:`.writer.insert_now`), and never
+        operation that gives up rather than wait (``writer.insert(..., wait=False)``), and never
         while :meth:`run` has one under way."""
         return fn(self._conn, self.lock, *args)
 

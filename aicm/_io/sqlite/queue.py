@@ -22,7 +22,7 @@ from .claims import Scope
 from .db import AsyncDB, on_asyncio, open_async_db
 from .moves import OpenedFile, rescue_rows
 from .schema import MAX_ID, disk_full, write_error
-from .writer import RowTuple, impatient, insert, insert_now, patiently
+from .writer import RowTuple, impatient, insert, patiently
 
 __all__ = ["SqliteQueue"]
 
@@ -36,7 +36,7 @@ _COMMITS_IN_FLIGHT = 1
 
 
 # Group commits of at most this many rows are made on the event loop itself when they
-# need not wait for a lock (see writer.insert_now); larger ones on the connection's thread.
+# need not wait for a lock (see writer.insert); larger ones on the connection's thread.
 _ROWS_COMMITTED_ON_LOOP = 4
 
 
@@ -225,7 +225,7 @@ class SqliteQueue:
             if (
                 writes is None
                 or n > _ROWS_COMMITTED_ON_LOOP
-                or not writes.run_now(insert_now, rows, self.api_root, self.key_fp, now)
+                or not writes.run_now(insert, rows, self.api_root, self.key_fp, now, False)
             ):
                 with anyio.CancelScope(shield=True):
                     writes = writes or await self._open_writes()
@@ -251,7 +251,7 @@ class SqliteQueue:
         async with self._opening_writes:
             if self._writes is None:
                 writes = await open_async_db(self.path)
-                await writes.run(impatient)  # (see writer.insert_now)
+                await writes.run(impatient)  # (see writer.insert)
                 self._writes = writes
                 self._writes_opened = OpenedFile(self.path)
             return self._writes

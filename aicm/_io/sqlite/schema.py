@@ -148,7 +148,7 @@ def foreign(path: Path) -> QueueStoreError:
 
 
 # How long a queue connection waits for another's write lock (SQLite's busy handler),
-# and the setting of one that never waits (writer.insert_now).
+# and the setting of one that never waits (writer.impatient).
 BUSY_WAIT = "PRAGMA busy_timeout = 30000"
 BUSY_NO_WAIT = "PRAGMA busy_timeout = 0"
 

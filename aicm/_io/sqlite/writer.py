@@ -22,7 +22,6 @@ __all__ = [
     "SyncWriter",
     "impatient",
     "insert",
-    "insert_now",
     "patiently",
 ]
 
@@ -66,22 +65,39 @@ def insert(
     api_root: str,
     key_fp: str,
     now: float,
-) -> None:
-    """Commit ``rows``, in a few statements however many there are.
+    wait: bool = True,
+) -> bool:
+    """Commit ``rows``, in a few statements however many there are; True once done.
 
     One statement alone is its own transaction (no BEGIN, no COMMIT). Several rows go in
     multi-row INSERTs, not one per row: each statement hands the GIL to the event loop
     and takes it back, and that round trip, not SQLite, is what a row would cost.
+
+    With ``wait`` false, nothing is written and the answer is False when that would mean
+    waiting: for the file's lock held by another thread of this process, or SQLite's
+    write lock held by another process. That is for an event loop (see
+    ``SqliteQueue``): ``conn`` must then not wait in SQLite either (:func:`impatient`),
+    whose busy handler sleeps.
     """
-    with FORK_GATE, lock:
-        _commit(conn, rows, api_root, key_fp, now)
+    with FORK_GATE:
+        if not lock.acquire(blocking=wait):
+            return False
+        try:
+            _commit(conn, rows, api_root, key_fp, now)
+        except sqlite3.OperationalError as exc:
+            if not wait and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_BUSY:
+                return False  # (the statement or transaction left nothing behind)
+            raise
+        finally:
+            lock.release()
+    return True
 
 
 def patiently(
     conn: sqlite3.Connection, lock: threading.Lock, fn: Callable[..., _T], *args: Any
 ) -> _T:
-    """``fn(conn, lock, *args)`` on a connection that does not wait for locks (see
-    :func:`insert_now`), waiting for them meanwhile as every queue connection does."""
+    """``fn(conn, lock, *args)`` on an :func:`impatient` connection, waiting for locks
+    meanwhile as every queue connection does."""
     conn.execute(BUSY_WAIT)  # (a setting of the connection: the file is not touched)
     try:
         return fn(conn, lock, *args)
@@ -90,40 +106,9 @@ def patiently(
 
 
 def impatient(conn: sqlite3.Connection, lock: threading.Lock) -> None:
-    """Make ``conn`` give up at once on a lock held elsewhere (for :func:`insert_now`)."""
+    """Make ``conn`` give up at once on a lock held elsewhere (for ``insert(wait=False)``)."""
     del lock
     conn.execute(BUSY_NO_WAIT)
-
-
-def insert_now(
-    conn: sqlite3.Connection,
-    lock: threading.Lock,
-    rows: Sequence[RowTuple],
-    api_root: str,
-    key_fp: str,
-    now: float,
-) -> bool:
-    """Commit ``rows`` on the calling thread unless that means waiting: False (nothing
-    written) when another thread of this process holds the file's lock, or another
-    process SQLite's write lock.
-
-    For an event loop: a commit of a few rows takes about as long as the hand-off of one
-    to a thread and back, and so costs its caller half. ``conn`` must not wait for locks
-    (``PRAGMA busy_timeout = 0``): SQLite's busy handler sleeps, and here it would sleep
-    on the event loop.
-    """
-    with FORK_GATE:
-        if not lock.acquire(blocking=False):
-            return False
-        try:
-            _commit(conn, rows, api_root, key_fp, now)
-        except sqlite3.OperationalError as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_BUSY:
-                return False  # (the statement or transaction left nothing behind)
-            raise
-        finally:
-            lock.release()
-    return True
 
 
 def _commit(
