@@ -392,6 +392,10 @@ class _CompiledConfig:
                     call.method,
                 )
                 continue
+            t = type(value)
+            if t is str or t is int or t is bool:  # most values: plain already
+                payload[key] = value
+                continue
             plain = plain_value(value, field, config_id, source, read=read)
             if plain is not MISSING:
                 payload[key] = plain

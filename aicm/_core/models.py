@@ -380,12 +380,19 @@ class UsageRecord:
             plain["timestamp"] = normalize_timestamp(ts)
         if bound < 0 or bound + _ID_AND_TIME_SLACK > max_bytes:
             check_size(plain, field="payload", limit=max_bytes)
-        return cls(response_id=rid, payload=plain)
+        # Checked above: built without attrs' __init__, as TrackRecords are (one per call).
+        record: UsageRecord = _new_object(cls)
+        _set_usage_id(record, rid)
+        _set_usage_payload(record, plain)
+        return record
 
     def wire(self) -> dict[str, JSONValue]:
         """The record as the wire contract sends it."""
         return self.payload
 
+
+_set_usage_id = UsageRecord.__dict__["response_id"].__set__
+_set_usage_payload = UsageRecord.__dict__["payload"].__set__
 
 WireRecord = TrackRecord | UsageRecord
 
