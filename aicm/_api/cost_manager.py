@@ -49,13 +49,15 @@ class WrapsClient(Generic[ClientT]):
     _wrapped: ClientT
     _proxy: Any
 
-    def _wrap(self, client: ClientT, hook: ManagerHook) -> None:
+    def _wrap(self, client: ClientT, hook: ManagerHook | None) -> None:
+        """Track ``client``'s calls through ``hook``; None (the kill switch): do not wrap."""
         self._wrapped = client
-        self._proxy = TrackedProxy(client, extractor_hook=hook)
+        self._proxy = client if hook is None else TrackedProxy(client, extractor_hook=hook)
 
     @property
     def client(self) -> ClientT:
-        """The wrapped client, tracked: use it exactly as the client itself."""
+        """The wrapped client, tracked: use it exactly as the client itself (with the kill
+        switch on, the client itself)."""
         proxy: ClientT = self._proxy
         return proxy
 
@@ -153,7 +155,7 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
         self.api_id = api_id or self.builtin.default_api_id or type(client).__name__.lower()
         self.config_source = CostManagerConfig(self.aicm_client, configs=configs)
         self.extractor = UniversalExtractor(())
-        self._wrap(client, self)
+        self._wrap(client, None if self.disabled else self)
         self._warned_no_config = False
         self._warned_methods: set[str] = set()
         self.limit_guard = LimitGuard(
@@ -202,6 +204,8 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
         A malformed handling config from the service is skipped and logged; offline
         configs were checked when the manager was built.
         """
+        if self.disabled:
+            return []  # turned off: GET /configs is never asked
         configs = await self.config_source.get_config(self.api_id)
         self.extractor = UniversalExtractor(configs)
         logger.info("%d config(s) loaded for %r", len(configs), self.api_id)

@@ -57,7 +57,7 @@ from .owner import DeliveryOwner
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AsyncTracker", "Timestamp"]
+__all__ = ["DISABLED_STATUS", "AsyncTracker", "Timestamp", "disabled_result"]
 
 logger = logging.getLogger("aicm.tracker")
 _delivery_logger = logging.getLogger("aicm.delivery")
@@ -75,6 +75,13 @@ _RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
 # Loading a config happens while the caller waits: never sleep long between attempts.
 _MAX_CONFIG_RETRY_DELAY: Final = 2.0
 _KNOWN_CONFIGS_SHOWN: Final = 10
+#: The status of a record a tracker accepted with the kill switch on: nothing was sent.
+DISABLED_STATUS: Final = "disabled"
+
+
+def disabled_result(record: WireRecord) -> RecordResult:
+    """What ``track`` returns with the kill switch on: ``status="disabled"``, ``ok`` False."""
+    return RecordResult(response_id=record.response_id, status=DISABLED_STATUS)
 
 
 def llm_options(
@@ -159,7 +166,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             anonymize_fields=anonymize_fields, anonymizer=anonymizer
         )
         self._schema: UsageSchema | None = None
-        self._schema_loaded = False
+        # Turned off, no config is fetched: usage is recorded as if the config had no schema.
+        self._schema_loaded = self.disabled
         self._api_id: str | None = None
 
     def __repr__(self) -> str:
@@ -215,6 +223,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         """
         if self.config_id is None:
             raise TypeError("a free-form tracker has no config; build it with a config_id")
+        if self.disabled:
+            return None  # turned off: GET /configs is never asked
         answer = await self._fetch_configs()
         for config in answer.service_configs:
             if config.config_id == self.config_id:
@@ -407,7 +417,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         for a config take ``track(usage, ...)``. ``IMMEDIATE`` returns the service's
         verdict; the queues return ``RecordResult(response_id, status="enqueued")`` once
         the record is queued (on disk, for ``PERSISTENT_QUEUE``). Bad input raises before
-        anything is queued or sent.
+        anything is queued or sent. With the kill switch on, the call is checked the same
+        way and returns ``RecordResult(response_id, status="disabled")``: nothing is sent.
         """
         if self._closed:
             self._check_open()
@@ -422,7 +433,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             self.limit_guard.after_record(record)  # raises once the record is on its way
             return enqueued_result(record.response_id)
         result = await self.submit(record)
-        self.limit_guard.after_record(record)
+        if not self.disabled:
+            self.limit_guard.after_record(record)
         return result
 
     async def track_llm_usage(
@@ -456,6 +468,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
     async def submit(self, record: WireRecord) -> RecordResult:
         """Deliver an already-built record per this tracker's delivery type."""
         self._check_open()
+        if self.disabled:
+            return disabled_result(record)
         if self.delivery_type is DeliveryType.IMMEDIATE:
             return (await self._send_now([record]))[0]
         self._check_started()
@@ -526,6 +540,22 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             )
         if self.config_id is not None and not self._schema_loaded:
             await self.load_schema()
+        built = self.build_batch(records)
+        if self.disabled:
+            return [disabled_result(r) for r in built]
+        if not built:
+            return []
+        if self.delivery_type is DeliveryType.IMMEDIATE:
+            return await self._send_now(built)
+        self._check_started()
+        for record in built:
+            await self.engine.aput(record)
+        return [enqueued_result(r.response_id) for r in built]
+
+    def build_batch(
+        self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
+    ) -> list[WireRecord]:
+        """Check every item of a :meth:`track_batch` call and return the records (pure)."""
         built: list[WireRecord] = []
         for index, item in enumerate(records):
             if isinstance(item, (TrackRecord, UsageRecord)):
@@ -545,11 +575,4 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 if isinstance(exc, AicmError):  # NotSerializableError and kin keep their type
                     raise
                 raise TypeError(f"records[{index}]: {exc}") from None
-        if not built:
-            return []
-        if self.delivery_type is DeliveryType.IMMEDIATE:
-            return await self._send_now(built)
-        self._check_started()
-        for record in built:
-            await self.engine.aput(record)
-        return [enqueued_result(r.response_id) for r in built]
+        return built

@@ -102,9 +102,7 @@ def _positive_float(name: str, value: Any) -> float:
 
 
 def _optional_positive_float(name: str, value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    return _positive_float(name, value)
+    return None if value is None or value == "" else _positive_float(name, value)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -302,11 +300,7 @@ OPTIONS: tuple[Option, ...] = (
         "max_batch_size", 1000, _positive_int, shown_default="`1000`", accepts="a positive integer"
     ),
     _option(
-        "batch_interval",
-        0.5,
-        _positive_float,
-        shown_default="`0.5` s",
-        accepts="a positive number",
+        "batch_interval", 0.5, _positive_float, shown_default="`0.5` s", accepts="a positive number"
     ),
     _option(
         "block_timeout",
@@ -387,6 +381,14 @@ OPTIONS: tuple[Option, ...] = (
         "`api_id`, bare `service_key`, `client_customer_key`); see "
         "[the /track record](tracker.md#the-track-record)",
     ),
+    _option(
+        "disabled",
+        False,
+        _bool,
+        shown_default="`false`",
+        accepts=_FLAG + "; `true`: aicm records and sends nothing, wrapped clients work "
+        "untouched; see [turning aicm off](#turning-aicm-off)",
+    ),
     # Usage limits the service triggers (docs/limits.md).
     _option(
         "enforce_limits",
@@ -458,6 +460,8 @@ class Settings:
     enforce_limits: bool = True
     limits_public_key: str | None = attrs.field(default=None, repr=False)
     track_format: TrackFormat = TrackFormat.CURRENT
+    #: the kill switch: every tracker, manager and wrapper accepts calls and does nothing
+    disabled: bool = False
     ini_path: str | None = None
 
     @property

@@ -15,8 +15,13 @@ from typing import TYPE_CHECKING, Any, overload
 import anyio
 import anyio.to_thread
 
-from .._api.options import LlmTrackOptions, TrackerOptions, TrackOptions, check_option_names
-from .._api.tracker import AsyncTracker, llm_options
+from .._api.options import (
+    LlmTrackOptions,
+    TrackerOptions,
+    TrackOptions,
+    resolve_options,
+)
+from .._api.tracker import AsyncTracker, disabled_result, llm_options
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, enqueued_result
 from .._core.settings import DeliveryType, OnFull
@@ -53,7 +58,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         service_id: str | None = None,
         **options: Unpack[TrackerOptions],
     ) -> None:
-        check_option_names(type(self).__name__, options, tracker=True)
+        # Resolved here first: with the kill switch on, the delivery worker is never started.
+        settings = resolve_options(options, owner=type(self).__name__, tracker=True)
 
         def build() -> AsyncTracker:
             # Built on the runtime's loop: the engine's events belong to that loop.
@@ -61,12 +67,12 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
                 return AsyncTracker(**options)
             return AsyncTracker(config_id, service_id, **options)  # type: ignore[arg-type]
 
-        super().__init__(build)
+        super().__init__(build, disabled=settings.disabled)
 
     def _start(self) -> None:
         super()._start()
         self._engine = self._async.engine
-        self._queued = self._async.delivery_type is not DeliveryType.IMMEDIATE
+        self._queued = not self.disabled and self._async.delivery_type is not DeliveryType.IMMEDIATE
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncTracker", "Tracker", 1)
@@ -92,7 +98,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
 
         The setup (starting the runtime, loading the config) waits in a worker thread.
         """
-        check_option_names("create_async", options, tracker=True)
+        if resolve_options(options, owner="create_async", tracker=True).disabled:
+            return cls(config_id, service_id, **options)  # type: ignore[arg-type]  # no I/O
         return await anyio.to_thread.run_sync(
             lambda: cls(config_id, service_id, **options)  # type: ignore[arg-type]
         )
@@ -136,6 +143,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         else:
             tracker = self._async
         if not self._queued:
+            if self.disabled:
+                return disabled_result(tracker.build_record(args, kwargs))
             result: RecordResult = self._runtime.call(_track, tracker, args, kwargs)
             return result
         # Built and queued in the caller's thread: no portal round trip on this path.
@@ -194,6 +203,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
                 await anyio.to_thread.run_sync(self._engine.put, record)
             tracker.limit_guard.after_record(record)
             return enqueued_result(record.response_id)
+        if self.disabled:
+            return self.track(*args, **kwargs)  # checked, not sent: nothing to wait for
         # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
         return await anyio.to_thread.run_sync(lambda: self.track(*args, **kwargs))
 
@@ -207,6 +218,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
                 "track_batch() takes an iterable of records (mappings or built records), "
                 f"not a single {type(records).__name__}"
             )
+        if self.disabled:
+            return [disabled_result(r) for r in tracker.build_batch(records)]
         result: list[RecordResult] = self._runtime.call(tracker.track_batch, list(records))
         return result
 
