@@ -102,7 +102,9 @@ class ManagerHook:
         """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
         manager = self._tracking()
         if manager is not None:
-            manager.limit_guard.before_call(call.kwargs, manager.tags()[0])
+            guard = manager.limit_guard
+            if guard.book.limits:  # the call's customer key is asked only when it matters
+                guard.before_call(call.kwargs, manager.tags()[0])
 
     def on_call(self, call: Call, response: Any) -> None:
         """A tracked call returned: queue its records without blocking."""
@@ -252,8 +254,15 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
             if chunks is not None:
                 return self.builtin.records_for_stream(path, kwargs, chunks, tags)
             return self.builtin.records_for_call(path, kwargs, response, tags)
-        ids: CallTags = {"api_id": self.api_id, "client_customer_key": key, "context": ctx}
-        payloads = _extract(self.extractor, call, response, chunks, ids)
+        payloads = _extract(
+            self.extractor,
+            call,
+            response,
+            chunks,
+            api_id=self.api_id,
+            client_customer_key=key,
+            context=ctx,
+        )
         records: list[WireRecord] = list(self.usage_records(payloads, tags))
         if not records:
             self._report_no_record(call, response, chunks)
@@ -320,11 +329,10 @@ def _extract(
     call: Call,
     response: Any,
     chunks: list[Any] | None,
-    tags: CallTags | None = None,
+    **tags: Unpack[CallTags],
 ) -> list[dict[str, Any]]:
     """The payloads ``extractor`` makes of a call's ``response``, or of a stream's ``chunks``."""
     path, args, kwargs, func = call.path, call.args, call.kwargs, call.func
-    tags = tags or {}
     if chunks is not None:
         return extractor.extract_stream_end(
             path, chunks, args=args, kwargs=kwargs, func=func, **tags

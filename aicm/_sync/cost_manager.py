@@ -33,7 +33,8 @@ class _ThreadHook(ManagerHook):
 
     def _tracking(self) -> AsyncCostManager[Any] | None:
         # A closed manager passes calls through untracked, and records none in flight.
-        return None if self._facade.closed else self._facade._live()
+        facade = self._facade
+        return None if facade._closed else facade._live()
 
     _recording = _tracking
 
