@@ -119,7 +119,10 @@ class AicmSpanProcessor(SpanProcessor):
         """Nothing is done when a span starts."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Hand a GenAI span's call to the recording thread (never raises)."""
+        """Hand a GenAI span's call to the recording thread (never raises); with the
+        tracker's kill switch on, do nothing."""
+        if self.tracker.disabled:
+            return
         try:
             attributes = span.attributes
             if not attributes or not any(key in attributes for key in GENAI_KEYS):

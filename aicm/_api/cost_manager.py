@@ -49,13 +49,15 @@ class WrapsClient(Generic[ClientT]):
     _wrapped: ClientT
     _proxy: Any
 
-    def _wrap(self, client: ClientT, hook: ManagerHook) -> None:
+    def _wrap(self, client: ClientT, hook: ManagerHook | None) -> None:
+        """Track ``client``'s calls through ``hook``; None (the kill switch): do not wrap."""
         self._wrapped = client
-        self._proxy = TrackedProxy(client, extractor_hook=hook)
+        self._proxy = client if hook is None else TrackedProxy(client, extractor_hook=hook)
 
     @property
     def client(self) -> ClientT:
-        """The wrapped client, tracked: use it exactly as the client itself."""
+        """The wrapped client, tracked: use it exactly as the client itself (with the kill
+        switch on, the client itself)."""
         proxy: ClientT = self._proxy
         return proxy
 
@@ -100,7 +102,9 @@ class ManagerHook:
         """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
         manager = self._tracking()
         if manager is not None:
-            manager.limit_guard.before_call(call.kwargs, manager.tags()[0])
+            guard = manager.limit_guard
+            if guard.book.limits:  # the call's customer key is asked only when it matters
+                guard.before_call(call.kwargs, manager.tags()[0])
 
     def on_call(self, call: Call, response: Any) -> None:
         """A tracked call returned: queue its records without blocking."""
@@ -151,7 +155,7 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
         self.api_id = api_id or self.builtin.default_api_id or type(client).__name__.lower()
         self.config_source = CostManagerConfig(self.aicm_client, configs=configs)
         self.extractor = UniversalExtractor(())
-        self._wrap(client, self)
+        self._wrap(client, None if self.disabled else self)
         self._warned_no_config = False
         self._warned_methods: set[str] = set()
         self.limit_guard = LimitGuard(
@@ -200,6 +204,8 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
         A malformed handling config from the service is skipped and logged; offline
         configs were checked when the manager was built.
         """
+        if self.disabled:
+            return []  # turned off: GET /configs is never asked
         configs = await self.config_source.get_config(self.api_id)
         self.extractor = UniversalExtractor(configs)
         logger.info("%d config(s) loaded for %r", len(configs), self.api_id)
@@ -248,8 +254,15 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
             if chunks is not None:
                 return self.builtin.records_for_stream(path, kwargs, chunks, tags)
             return self.builtin.records_for_call(path, kwargs, response, tags)
-        ids: CallTags = {"api_id": self.api_id, "client_customer_key": key, "context": ctx}
-        payloads = _extract(self.extractor, call, response, chunks, ids)
+        payloads = _extract(
+            self.extractor,
+            call,
+            response,
+            chunks,
+            api_id=self.api_id,
+            client_customer_key=key,
+            context=ctx,
+        )
         records: list[WireRecord] = list(self.usage_records(payloads, tags))
         if not records:
             self._report_no_record(call, response, chunks)
@@ -316,11 +329,10 @@ def _extract(
     call: Call,
     response: Any,
     chunks: list[Any] | None,
-    tags: CallTags | None = None,
+    **tags: Unpack[CallTags],
 ) -> list[dict[str, Any]]:
     """The payloads ``extractor`` makes of a call's ``response``, or of a stream's ``chunks``."""
     path, args, kwargs, func = call.path, call.args, call.kwargs, call.func
-    tags = tags or {}
     if chunks is not None:
         return extractor.extract_stream_end(
             path, chunks, args=args, kwargs=kwargs, func=func, **tags

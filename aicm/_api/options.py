@@ -66,6 +66,7 @@ class DeliveryOptions(TypedDict, total=False):
     track_format: TrackFormat | str | None
     enforce_limits: bool | None
     limits_public_key: str | None
+    disabled: bool | None
     transport: httpx.AsyncBaseTransport | None
 
 

@@ -6,6 +6,9 @@ task group of the caller (``async with``, or :meth:`DeliveryOwner.start`), or, *
 on the process's shared delivery worker (the sync facades' runtime) when it is used
 without ``async with``: then everything that touches the engine or the service runs on
 the worker's loop, and the caller's loop (asyncio or trio) only waits for it in a thread.
+
+With the kill switch on (``disabled=True``, ``AICM_DISABLED=1`` or ``disabled`` in the INI
+file) an owner starts nothing: no log file, no queue, no request, no worker thread.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import anyio.to_thread
+import attrs
 
 from .._core.exceptions import AicmError, ClosedError
 from .._core.settings import DeliveryType
 from .._delivery.engine import DeadLetterRecord, DeliveryEngine
-from .._delivery.health import DeliveryHealth
+from .._delivery.health import DeliveryHealth, unregister_engine
 from .._delivery.worker import shared_runtime
 from .._io.http import AsyncCostManagerClient
 from .._io.logfile import configure_logging
@@ -49,8 +53,11 @@ class DeliveryOwner(AsyncWithLifecycle):
     def __init__(self, **options: Any) -> None:
         self.settings = resolve_options(options, owner=type(self).__name__)
         self.delivery_type = self.settings.delivery_type or self.default_delivery
+        #: True when the kill switch is on: calls are accepted and nothing is recorded.
+        self.disabled = self.settings.disabled
         self._options = options
-        configure_logging(log_file=self.settings.log_file, log_level=self.settings.log_level)
+        if not self.disabled:  # turned off: not even a log file
+            configure_logging(log_file=self.settings.log_file, log_level=self.settings.log_level)
         self._build_delivery()
 
     def _build_delivery(self) -> None:
@@ -60,9 +67,12 @@ class DeliveryOwner(AsyncWithLifecycle):
         self.engine = DeliveryEngine(
             self.aicm_client,
             self.settings,
-            delivery_type=self.delivery_type,
+            # Turned off: an engine with no queue (no file), never started, not counted.
+            delivery_type=DeliveryType.IMMEDIATE if self.disabled else self.delivery_type,
             on_discard=self._options.get("on_discard"),
         )
+        if self.disabled:
+            unregister_engine(self.engine)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._loop_thread: int | None = None
@@ -108,6 +118,8 @@ class DeliveryOwner(AsyncWithLifecycle):
         self._task_group = task_group
         self._token = anyio.lowlevel.current_token()
         self._loop_thread = threading.get_ident()
+        if self.disabled:
+            return  # turned off: no configs, no limits, no actor
         try:
             # Configs first: if they raise, no actor is left running in the caller's group.
             await self._prepare()
@@ -197,7 +209,10 @@ class DeliveryOwner(AsyncWithLifecycle):
                 await event.wait()
 
     def health(self) -> DeliveryHealth:
-        """A snapshot of this object's delivery."""
+        """A snapshot of this object's delivery (all zeros, ``delivery_type="disabled"``,
+        when the kill switch is on)."""
+        if self.disabled:
+            return attrs.evolve(self.engine.health(), delivery_type="disabled")
         return self.engine.health()
 
     def dead_letters(self) -> list[DeadLetterRecord]:
@@ -216,9 +231,9 @@ class DeliveryOwner(AsyncWithLifecycle):
 
         Everything that touches the engine or the network then runs on that worker's loop,
         so this object can be used from any event loop, asyncio or trio, without blocking
-        it. Does nothing when already started or closed.
+        it. Does nothing when already started or closed, or when the kill switch is on.
         """
-        if self._task_group is not None or self._closed:
+        if self._task_group is not None or self._closed or self.disabled:
             return
         # A thread lock, not an anyio one: callers may come from different event loops.
         await anyio.to_thread.run_sync(self._attach_blocking)

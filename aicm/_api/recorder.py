@@ -141,9 +141,12 @@ class AsyncRecorder(DeliveryOwner):
                 if key is not None and payload.get("client_customer_key") is None:
                     payload["client_customer_key"] = key
                 if ctx is not None and payload.get("context") is None:
-                    payload["context"] = ctx
+                    payload["context"] = to_plain(ctx, field="context")  # the record's own
             try:
-                records.append(UsageRecord.build(payload, max_bytes=self.settings.max_record_bytes))
+                # Extracted payloads are fresh plain dicts already: not converted again.
+                records.append(
+                    UsageRecord.build(payload, max_bytes=self.settings.max_record_bytes, plain=True)
+                )
             except RecordError as exc:
                 self.engine.stats.discard("invalid_payload")
                 logger.warning("an extracted payload was not recordable: %s", exc)

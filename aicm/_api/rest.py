@@ -371,6 +371,8 @@ class AsyncRestUsageWrapper(RestUsageRecorder):
 
     async def request(self, method: str, url: str | httpx.URL, **kwargs: Any) -> httpx.Response:
         """Send a request through the wrapped client and record its usage."""
+        if self.disabled:  # the kill switch: the call as the client makes it, nothing else
+            return await self.http.request(method, self.url_for(url) or url, **kwargs)
         full = self.call_target(method, url)
         if full is None:
             return await self.http.request(method, url, **kwargs)

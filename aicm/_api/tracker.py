@@ -21,10 +21,7 @@ from .._core.exceptions import (
     AicmError,
     ClosedError,
     NotSerializableError,
-    RateLimitedError,
     RecordError,
-    ServerError,
-    TransportError,
     UnknownConfigError,
     shown,
 )
@@ -38,12 +35,12 @@ from .._core.models import (
     WireRecord,
     enqueued_result,
     normalize_timestamp,
+    one_customer_key,
 )
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, TrackFormat
-from .._core.validator import UsageSchema, compile_schema
 from .._io.http import AsyncCostManagerClient
-from .._providers import llm_usage as _llm
+from .._io.retrying import retrying_or_raise
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .limits import LimitGuard, fetch_at_start
 from .options import (
@@ -58,7 +55,9 @@ from .owner import DeliveryOwner
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AsyncTracker", "Timestamp"]
+    from .._core.validator import UsageSchema
+
+__all__ = ["DISABLED_STATUS", "AsyncTracker", "Timestamp", "disabled_result"]
 
 logger = logging.getLogger("aicm.tracker")
 _delivery_logger = logging.getLogger("aicm.delivery")
@@ -72,10 +71,16 @@ _TRACK_OPTION_SET: Final = frozenset(_TRACK_OPTIONS)
 _build_track = TrackRecord.build
 _FREE_FORM: Final = ("api_id", "service_key", "usage")
 _CONFIG_FORM: Final = ("usage",)
-_RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
 # Loading a config happens while the caller waits: never sleep long between attempts.
 _MAX_CONFIG_RETRY_DELAY: Final = 2.0
 _KNOWN_CONFIGS_SHOWN: Final = 10
+#: The status of a record a tracker accepted with the kill switch on: nothing was sent.
+DISABLED_STATUS: Final = "disabled"
+
+
+def disabled_result(record: WireRecord) -> RecordResult:
+    """What ``track`` returns with the kill switch on: ``status="disabled"``, ``ok`` False."""
+    return RecordResult(response_id=record.response_id, status=DISABLED_STATUS)
 
 
 def llm_options(
@@ -92,6 +97,8 @@ def llm_options(
     response_id = rest.pop("response_id", None)
     if stream:  # its record is made once it ends: bad options raise now, not then
         check_anonymize_options(rest.get("anonymize_fields"), rest.get("anonymizer"), method)
+    from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
     return response_id, _llm.track_options(**rest)
 
 
@@ -160,7 +167,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             anonymize_fields=anonymize_fields, anonymizer=anonymizer
         )
         self._schema: UsageSchema | None = None
-        self._schema_loaded = False
+        # Turned off, no config is fetched: usage is recorded as if the config had no schema.
+        self._schema_loaded = self.disabled
         self._api_id: str | None = None
 
     def __repr__(self) -> str:
@@ -216,12 +224,16 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         """
         if self.config_id is None:
             raise TypeError("a free-form tracker has no config; build it with a config_id")
+        if self.disabled:
+            return None  # turned off: GET /configs is never asked
         answer = await self._fetch_configs()
         for config in answer.service_configs:
             if config.config_id == self.config_id:
                 schema = config.manual_usage_schema
                 # No schema: nothing to check. An empty one, {}, accepts only {} (as
                 # docs/validation.md says), so the two are told apart.
+                from .._core.validator import compile_schema  # only a config's schema
+
                 self._schema = None if schema is None else compile_schema(schema)
                 self._api_id = config.api_id
                 self._schema_loaded = True
@@ -230,19 +242,18 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
 
     async def _fetch_configs(self) -> ConfigsResponse:
         settings = self.settings
-        policy = RetryPolicy(base=settings.backoff_base, cap=settings.backoff_cap)
-        attempt = 1
-        while True:
-            try:
-                return await self.aicm_client.get_configs()
-            except _RETRYABLE as exc:
-                if attempt >= settings.max_attempts:
-                    raise
-                retry_after = getattr(exc, "retry_after", None)
-                delay = min(policy.delay(attempt, retry_after=retry_after), _MAX_CONFIG_RETRY_DELAY)
-                logger.info("loading configs failed (%s); retrying in %.2fs", exc, delay)
-                await anyio.sleep(delay)
-                attempt += 1
+        policy = RetryPolicy(
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            attempts=settings.max_attempts,
+            max_sleep=_MAX_CONFIG_RETRY_DELAY,
+        )
+
+        def retried(exc: Exception, attempt: int, delay: float) -> None:
+            delay = min(delay, _MAX_CONFIG_RETRY_DELAY)
+            logger.info("loading configs failed (%s); retrying in %.2fs", exc, delay)
+
+        return await retrying_or_raise(self.aicm_client.get_configs, policy, on_retry=retried)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -362,12 +373,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 )
             payload["response_id"] = response_id
         if customer_key is not None:
-            if client_customer_key is not None and client_customer_key != customer_key:
-                raise RecordError(
-                    "give client_customer_key or customer_key, not two different keys",
-                    field="customer_key",
-                )
-            client_customer_key = customer_key
+            client_customer_key = one_customer_key(client_customer_key, customer_key)
         if client_customer_key is not None:
             if not isinstance(client_customer_key, str) or not client_customer_key:
                 raise RecordError(
@@ -408,7 +414,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         for a config take ``track(usage, ...)``. ``IMMEDIATE`` returns the service's
         verdict; the queues return ``RecordResult(response_id, status="enqueued")`` once
         the record is queued (on disk, for ``PERSISTENT_QUEUE``). Bad input raises before
-        anything is queued or sent.
+        anything is queued or sent. With the kill switch on, the call is checked the same
+        way and returns ``RecordResult(response_id, status="disabled")``: nothing is sent.
         """
         if self._closed:
             self._check_open()
@@ -423,7 +430,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             self.limit_guard.after_record(record)  # raises once the record is on its way
             return enqueued_result(record.response_id)
         result = await self.submit(record)
-        self.limit_guard.after_record(record)
+        if not self.disabled:
+            self.limit_guard.after_record(record)
         return result
 
     async def track_llm_usage(
@@ -438,6 +446,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         allows. ``anonymize_fields`` name usage fields replaced by ``anonymizer(value)``.
         """
         response_id, track_options = llm_options("track_llm_usage", options)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         return await _llm.atrack_response(
             self.track, service_key, response, response_id=response_id, options=track_options
         )
@@ -451,12 +461,16 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
         """
         response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.atrack_stream(recorder, service_key, stream, response_id=response_id)
 
     async def submit(self, record: WireRecord) -> RecordResult:
         """Deliver an already-built record per this tracker's delivery type."""
         self._check_open()
+        if self.disabled:
+            return disabled_result(record)
         if self.delivery_type is DeliveryType.IMMEDIATE:
             return (await self._send_now([record]))[0]
         self._check_started()
@@ -558,6 +572,22 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             )
         if self.config_id is not None and not self._schema_loaded:
             await self.load_schema()
+        built = self.build_batch(records)
+        if self.disabled:
+            return [disabled_result(r) for r in built]
+        if not built:
+            return []
+        if self.delivery_type is DeliveryType.IMMEDIATE:
+            return await self._send_now(built)
+        self._check_started()
+        for record in built:
+            await self.engine.aput(record)
+        return [enqueued_result(r.response_id) for r in built]
+
+    def build_batch(
+        self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
+    ) -> list[WireRecord]:
+        """Check every item of a :meth:`track_batch` call and return the records (pure)."""
         built: list[WireRecord] = []
         for index, item in enumerate(records):
             if isinstance(item, (TrackRecord, UsageRecord)):
@@ -577,11 +607,4 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 if isinstance(exc, AicmError):  # NotSerializableError and kin keep their type
                     raise
                 raise TypeError(f"records[{index}]: {exc}") from None
-        if not built:
-            return []
-        if self.delivery_type is DeliveryType.IMMEDIATE:
-            return await self._send_now(built)
-        self._check_started()
-        for record in built:
-            await self.engine.aput(record)
-        return [enqueued_result(r.response_id) for r in built]
+        return built

@@ -392,6 +392,10 @@ class _CompiledConfig:
                     call.method,
                 )
                 continue
+            t = type(value)
+            if t is str or t is int or t is bool:  # most values: plain already
+                payload[key] = value
+                continue
             plain = plain_value(value, field, config_id, source, read=read)
             if plain is not MISSING:
                 payload[key] = plain
@@ -408,7 +412,7 @@ class UniversalExtractor:
     :class:`~aicm._core.exceptions.HandlingConfigError` here, naming the config and field.
     """
 
-    __slots__ = ("_compiled", "_routes")
+    __slots__ = ("_compiled", "_configs", "_routes")
 
     def __init__(self, configs: Iterable[ServiceConfig | HandlingConfig]) -> None:
         compiled: list[_CompiledConfig] = []
@@ -419,12 +423,13 @@ class UniversalExtractor:
                 parsed = HandlingConfig.from_mapping(cfg.handling_config, config_id=cfg.config_id)
                 compiled.append(_CompiledConfig(parsed))
         self._compiled = tuple(compiled)
+        self._configs = tuple(c.config for c in compiled)
         self._routes: dict[str, tuple[_CompiledConfig, ...]] = {}
 
     @property
     def configs(self) -> tuple[HandlingConfig, ...]:
         """The parsed handling configs, in the order given."""
-        return tuple(c.config for c in self._compiled)
+        return self._configs
 
     def tracks(self, method: str) -> bool:
         """True when some config tracks ``method`` (cached per method key)."""

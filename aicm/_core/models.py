@@ -44,6 +44,7 @@ __all__ = [
     "enqueued_result",
     "new_response_id",
     "normalize_timestamp",
+    "one_customer_key",
     "structure_config",
     "utc_now_iso",
     "vendor_service_key",
@@ -202,6 +203,17 @@ def vendor_service_key(api_id: str, service_key: str) -> str:
     return f"{API_VENDORS.get(api_id, api_id)}::{service_key}"
 
 
+def one_customer_key(client_customer_key: Any, customer_key: str) -> str:
+    """The customer of a record given ``customer_key`` (another name for
+    ``client_customer_key``: give one, or both equal), or a :class:`RecordError`."""
+    if client_customer_key is not None and client_customer_key != customer_key:
+        raise RecordError(
+            "give client_customer_key or customer_key, not two different keys",
+            field="customer_key",
+        )
+    return customer_key
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class TrackRecord:
     """One usage event for ``POST /track``. Build it with :meth:`build` to validate.
@@ -243,12 +255,7 @@ class TrackRecord:
         equal); ``legacy`` picks the older wire record.
         """
         if customer_key is not None:
-            if client_customer_key is not None and client_customer_key != customer_key:
-                raise RecordError(
-                    "give client_customer_key or customer_key, not two different keys",
-                    field="customer_key",
-                )
-            client_customer_key = customer_key
+            client_customer_key = one_customer_key(client_customer_key, customer_key)
         if type(api_id) is not str or not api_id or not api_id.isascii():
             _check_id(api_id, "api_id")
         if type(service_key) is not str or not service_key or not service_key.isascii():
@@ -347,9 +354,22 @@ class UsageRecord:
     payload: dict[str, JSONValue]
 
     @classmethod
-    def build(cls, payload: Mapping[str, Any], *, max_bytes: int = 65536) -> UsageRecord:
-        """Validate ``payload``; without a ``response_id`` it gets a fresh one."""
-        plain = to_plain(payload, field="payload")
+    def build(
+        cls, payload: Mapping[str, Any], *, max_bytes: int = 65536, plain: bool = False
+    ) -> UsageRecord:
+        """Validate ``payload``; without a ``response_id`` it gets a fresh one.
+
+        ``plain=True`` says ``payload`` is already a fresh dict of plain JSON data that
+        the record may own (what the extractor builds): it is not converted again.
+        """
+        bound = _plain_bound(payload, 0) if plain and type(payload) is dict else -1
+        if bound >= 0:
+            return cls._checked(payload, max_bytes, bound)
+        return cls._checked(to_plain(payload, field="payload"), max_bytes, -1)
+
+    @classmethod
+    def _checked(cls, plain: Any, max_bytes: int, bound: int) -> UsageRecord:
+        """The record of ``plain``, whose JSON size is at most ``bound`` (-1: not known)."""
         if type(plain) is not dict:
             raise NotSerializableError("a usage record must be a mapping", field="payload")
         rid = plain.get("response_id")
@@ -365,15 +385,75 @@ class UsageRecord:
         ts = plain.get("timestamp")
         if "timestamp" in plain and not (type(ts) is str and _CANONICAL_TS.match(ts)):
             plain["timestamp"] = normalize_timestamp(ts)
-        check_size(plain, field="payload", limit=max_bytes)
-        return cls(response_id=rid, payload=plain)
+        if bound < 0 or bound + _ID_AND_TIME_SLACK > max_bytes:
+            check_size(plain, field="payload", limit=max_bytes)
+        # Checked above: built without attrs' __init__, as TrackRecords are (one per call).
+        record: UsageRecord = _new_object(cls)
+        _set_usage_id(record, rid)
+        _set_usage_payload(record, plain)
+        return record
 
     def wire(self) -> dict[str, JSONValue]:
         """The record as the wire contract sends it."""
         return self.payload
 
 
+_set_usage_id = UsageRecord.__dict__["response_id"].__set__
+_set_usage_payload = UsageRecord.__dict__["payload"].__set__
+
 WireRecord = TrackRecord | UsageRecord
+
+# Ints to_plain takes as they are (it checks bigger ones against the 64-bit range), and the
+# nesting it follows without a closer look.
+_PLAIN_INT_BITS = 60
+_PLAIN_DEPTH = 32
+# JSON bytes one number, bool or null takes at most (a double's repr is under 25).
+_SCALAR_BOUND = 32
+# What setting response_id (a new uuid, or an int made text) and normalising the timestamp
+# may add to a payload's JSON size, at most.
+_ID_AND_TIME_SLACK = 1024
+
+
+def _plain_bound(value: Any, depth: int) -> int:
+    """An upper bound of ``value``'s JSON size in bytes when ``to_plain(value)`` would be an
+    equal copy (str-keyed dicts, lists, ASCII strings, small ints, bools, None, finite
+    floats); -1 otherwise, and ``to_plain`` converts it or names the problem."""
+    t = type(value)
+    if t is dict:
+        if depth > _PLAIN_DEPTH:
+            return -1
+        total = 2
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii():
+                return -1
+            tv = type(v)
+            if tv is str and v.isascii():
+                total += 6 * (len(k) + len(v)) + 8
+            elif (tv is int and v.bit_length() <= _PLAIN_INT_BITS) or tv is bool or v is None:
+                total += 6 * len(k) + 4 + _SCALAR_BOUND
+            else:
+                inner = _plain_bound(v, depth + 1)
+                if inner < 0:
+                    return -1
+                total += 6 * len(k) + 4 + inner
+        return total
+    if t is list:
+        if depth > _PLAIN_DEPTH:
+            return -1
+        total = 2
+        for v in value:
+            inner = _plain_bound(v, depth + 1)
+            if inner < 0:
+                return -1
+            total += inner + 1
+        return total
+    if t is str:
+        return 6 * len(value) + 2 if value.isascii() else -1
+    if t is int:
+        return _SCALAR_BOUND if value.bit_length() <= _PLAIN_INT_BITS else -1
+    if t is float:
+        return _SCALAR_BOUND if math.isfinite(value) else -1
+    return _SCALAR_BOUND if t is bool or value is None else -1
 
 
 @attrs.frozen(kw_only=True, slots=True)

@@ -297,7 +297,7 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None) -> Any:
         for k, v in value.items():
             if type(k) is not str:
                 raise _NotFast
-            if dropped is not None and (v is None or is_credential_name(k)):
+            if dropped is not None and (v is None or (k not in _PLAIN_KEYS and _unsent_key(k))):
                 if v is not None:
                     dropped.append(k)
                 continue
@@ -310,8 +310,27 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None) -> Any:
     if t is list or t is tuple:
         return [_fast_plain(v, depth + 1, dropped) for v in value]
     if hasattr(t, "__pydantic_serializer__"):
-        return _fast_plain(value.model_dump(mode="json"), depth + 1, dropped)
+        # Keys whose value is None are left out below anyway (a value the config read):
+        # pydantic leaving out its own unset fields first spares building and walking them.
+        return _fast_plain(
+            value.model_dump(mode="json", exclude_none=dropped is not None), depth + 1, dropped
+        )
     raise _NotFast
+
+
+# Keys already judged not to name a credential: one set lookup per key on the hot path
+# instead of a call. Bounded like every cache here.
+_PLAIN_KEYS: set[str] = set()
+
+
+def _unsent_key(key: str) -> bool:
+    """True when ``key`` names a credential; remembers the keys that do not."""
+    if is_credential_name(key):
+        return True
+    if len(_PLAIN_KEYS) >= MAX_CACHE:
+        _PLAIN_KEYS.clear()
+    _PLAIN_KEYS.add(key)
+    return False
 
 
 def _urls_to_text(value: Any, depth: int) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._api.cost_manager import AsyncCostManager, ManagerHook, WrapsClient
-from .._api.options import DeliveryOptions
+from .._api.options import DeliveryOptions, resolve_options
 from .._core.models import ServiceConfig, WireRecord
 from .facade import SyncFacade
 
@@ -33,7 +33,8 @@ class _ThreadHook(ManagerHook):
 
     def _tracking(self) -> AsyncCostManager[Any] | None:
         # A closed manager passes calls through untracked, and records none in flight.
-        return None if self._facade.closed else self._facade._live()
+        facade = self._facade
+        return None if facade._closed else facade._live()
 
     _recording = _tracking
 
@@ -69,8 +70,10 @@ class CostManager(SyncFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
                 **options,
             )
 
-        super().__init__(build)
-        self._wrap(client, _ThreadHook(self))
+        # Resolved here first: with the kill switch on, the delivery worker is never started.
+        settings = resolve_options(options, owner=type(self).__name__)
+        super().__init__(build, disabled=settings.disabled)
+        self._wrap(client, None if self.disabled else _ThreadHook(self))
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncCostManager", "CostManager", 1)
@@ -91,6 +94,8 @@ class CostManager(SyncFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
         return manager.scope(client_customer_key=client_customer_key, context=context)
 
     def load_configs(self) -> list[ServiceConfig]:
-        """Reload the handling configs from their source (blocking)."""
+        """Reload the handling configs from their source (blocking; none when turned off)."""
+        if self.disabled:
+            return []
         configs: list[ServiceConfig] = self._runtime.call(self._live().load_configs)
         return configs

@@ -51,17 +51,27 @@ class SyncFacade(ClosesOnExit, Generic[A]):
     """Builds the async object inside the runtime's loop, starts it in the runtime's task
     group, and forwards lifecycle calls. After a fork the child builds a fresh one on
     first use: the parent's queue and worker are the parent's.
+
+    With the kill switch on (``disabled``) the runtime is never started: the async object
+    is built in the caller's thread, and every call is answered there.
     """
 
-    def __init__(self, factory: Callable[[], A]) -> None:
+    def __init__(self, factory: Callable[[], A], *, disabled: bool = False) -> None:
         self._factory = factory
         self._closed = False
+        #: True when the kill switch is on: calls are accepted and nothing is recorded.
+        self.disabled = disabled
         self._runtime: SharedRuntime = shared_runtime()
         self._start()
 
     def _start(self) -> None:
         runtime = self._runtime
-        self._async: A = runtime.call(self._factory)
+        if self.disabled:
+            # Nothing to run, so no worker thread: the twin only holds settings and state.
+            self._async: A = self._factory()
+            self._generation = runtime.generation
+            return
+        self._async = runtime.call(self._factory)
         self._generation = runtime.generation
         try:
             runtime.call(self._async.start, runtime.task_group)
@@ -106,7 +116,7 @@ class SyncFacade(ClosesOnExit, Generic[A]):
 
     def flush(self, timeout: float | None = None) -> int:
         """Deliver everything queued within ``timeout`` s; return how many records are left."""
-        if self._closed or self._generation != self._runtime.generation:
+        if self._closed or self.disabled or self._generation != self._runtime.generation:
             return 0
         left: int = self._runtime.call(self._async.flush, timeout)
         return left
@@ -117,7 +127,7 @@ class SyncFacade(ClosesOnExit, Generic[A]):
             return 0
         self._closed = True
         self._runtime.unregister(self)
-        if self._generation != self._runtime.generation:
+        if self.disabled or self._generation != self._runtime.generation:
             return 0
         left: int = self._runtime.call(self._async.aclose, timeout)
         return left
@@ -126,6 +136,8 @@ class SyncFacade(ClosesOnExit, Generic[A]):
         """:meth:`close` for async code (asyncio or trio): waits in a worker thread, never
         on the caller's loop. On the runtime's own loop (closing at interpreter exit) it
         closes there."""
+        if self.disabled:
+            return self.close(timeout)
         if self._runtime.on_loop_thread():
             self._closed = True
             self._runtime.unregister(self)

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._api.recorder import DeliveryOptions
+from .._api.recorder import DeliveryOptions, resolve_options
 from .._api.rest import RestUsageRecorder, rest_call
 from .facade import SyncFacade
 
@@ -58,7 +58,9 @@ class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
                 **options,
             )
 
-        super().__init__(build)
+        # Resolved here first: with the kill switch on, the delivery worker is never started.
+        settings = resolve_options(options, owner=type(self).__name__)
+        super().__init__(build, disabled=settings.disabled)
         self.session = session
 
     def __repr__(self) -> str:
@@ -78,6 +80,8 @@ class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
 
     def request(self, method: str, url: Any, **kwargs: Any) -> Any:
         """Send a request with the wrapped session and record its usage."""
+        if self.disabled:  # the kill switch: the call as the session makes it, nothing else
+            return self.session.request(method, self._async.url_for(url) or url, **kwargs)
         recorder = self._async if self._closed else self._live()
         full = recorder.call_target(method, url)
         if full is None:

@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING, Any, overload
 import anyio
 import anyio.to_thread
 
-from .._api.options import LlmTrackOptions, TrackerOptions, TrackOptions, check_option_names
-from .._api.tracker import AsyncTracker, llm_options
+from .._api.options import (
+    LlmTrackOptions,
+    TrackerOptions,
+    TrackOptions,
+    resolve_options,
+)
+from .._api.tracker import AsyncTracker, disabled_result, llm_options
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, enqueued_result
 from .._core.settings import DeliveryType, OnFull
-from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
 
@@ -54,7 +58,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         service_id: str | None = None,
         **options: Unpack[TrackerOptions],
     ) -> None:
-        check_option_names(type(self).__name__, options, tracker=True)
+        # Resolved here first: with the kill switch on, the delivery worker is never started.
+        settings = resolve_options(options, owner=type(self).__name__, tracker=True)
 
         def build() -> AsyncTracker:
             # Built on the runtime's loop: the engine's events belong to that loop.
@@ -62,12 +67,12 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
                 return AsyncTracker(**options)
             return AsyncTracker(config_id, service_id, **options)  # type: ignore[arg-type]
 
-        super().__init__(build)
+        super().__init__(build, disabled=settings.disabled)
 
     def _start(self) -> None:
         super()._start()
         self._engine = self._async.engine
-        self._queued = self._async.delivery_type is not DeliveryType.IMMEDIATE
+        self._queued = not self.disabled and self._async.delivery_type is not DeliveryType.IMMEDIATE
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncTracker", "Tracker", 1)
@@ -93,7 +98,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
 
         The setup (starting the runtime, loading the config) waits in a worker thread.
         """
-        check_option_names("create_async", options, tracker=True)
+        if resolve_options(options, owner="create_async", tracker=True).disabled:
+            return cls(config_id, service_id, **options)  # type: ignore[arg-type]  # no I/O
         return await anyio.to_thread.run_sync(
             lambda: cls(config_id, service_id, **options)  # type: ignore[arg-type]
         )
@@ -137,6 +143,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         else:
             tracker = self._async
         if not self._queued:
+            if self.disabled:
+                return disabled_result(tracker.build_record(args, kwargs))
             # Sent from this thread with a blocking client where it can be (the service's
             # answer is waited for anyway; a trip to the loop would double the CPU).
             result = tracker.track_blocking(args, kwargs)
@@ -155,6 +163,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         """Record the usage a provider's answer reports; return ``response``
         (see :meth:`AsyncTracker.track_llm_usage`)."""
         response_id, track_options = llm_options("track_llm_usage", options)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         return _llm.track_response(
             self.track, service_key, response, response_id=response_id, options=track_options
         )
@@ -164,6 +174,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     ) -> Iterator[Any]:
         """Yield ``stream``'s events untouched; record its usage once it ends or is left."""
         response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.track_stream(recorder, service_key, stream, response_id=response_id)
 
@@ -199,6 +211,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
                 await anyio.to_thread.run_sync(self._engine.put, record)
             tracker.limit_guard.after_record(record)
             return enqueued_result(record.response_id)
+        if self.disabled:
+            return self.track(*args, **kwargs)  # checked, not sent: nothing to wait for
         # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
         return await anyio.to_thread.run_sync(lambda: self.track(*args, **kwargs))
 
@@ -212,6 +226,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
                 "track_batch() takes an iterable of records (mappings or built records), "
                 f"not a single {type(records).__name__}"
             )
+        if self.disabled:
+            return [disabled_result(r) for r in tracker.build_batch(records)]
         result: list[RecordResult] = self._runtime.call(tracker.track_batch, list(records))
         return result
 

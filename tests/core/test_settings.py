@@ -77,6 +77,7 @@ SAMPLES: dict[str, tuple[Sample, Sample]] = {
     "max_age": (Sample(100.0, "100", 100.0), Sample(200.0, "200", 200.0)),
     "close_timeout": (Sample(9.0, "9", 9.0), Sample(8.0, "8", 8.0)),
     "enforce_limits": (Sample(False, "off", False), Sample(True, "yes", True)),
+    "disabled": (Sample(True, "ON", True), Sample(False, "No", False)),
     "limits_public_key": (
         Sample(
             "-----BEGIN PUBLIC KEY-----\nWIN\n-----END PUBLIC KEY-----",
@@ -118,6 +119,7 @@ BAD_TEXT: dict[str, str] = {
     "max_age": "never",
     "close_timeout": "0",
     "enforce_limits": "sometimes",
+    "disabled": "kinda",
     "limits_public_key": "not-a-pem-key",
     "track_format": "v2",
 }
