@@ -25,12 +25,10 @@ from .._core.exceptions import (
     UnknownConfigError,
     shown,
 )
-from .._core.jsonplain import dumps
 from .._core.models import (
     ConfigsResponse,
     RecordResult,
     TrackRecord,
-    TrackResult,
     UsageRecord,
     WireRecord,
     enqueued_result,
@@ -39,6 +37,7 @@ from .._core.models import (
 )
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, TrackFormat
+from .._delivery.immediate import failure_logged, log_sending, verdicts
 from .._io.http import AsyncCostManagerClient
 from .._io.retrying import retrying_or_raise
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
@@ -490,15 +489,12 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             )
 
     async def _send_now(self, records: Sequence[WireRecord]) -> list[RecordResult]:
-        self._log_sending(records)
-        try:
+        log_sending(records, log_bodies=self.settings.log_bodies)
+        with failure_logged(len(records)):
             # The engine splits by endpoint (a batch may mix /track and /track-usage) and
             # into requests of at most 1000 records.
             answer = await self.engine.send_now(records)
-        except AicmError as exc:
-            logger.warning("immediate delivery of %d record(s) failed: %s", len(records), exc)
-            raise
-        return self._verdicts(records, answer)
+        return verdicts(records, answer)
 
     def track_blocking(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RecordResult | None:
         """An IMMEDIATE :meth:`track` from a plain thread (the sync facade), sent with the
@@ -514,45 +510,12 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             return None
         record = self.build_record(args, kwargs)
         self._check_open()
-        records = (record,)
-        self._log_sending(records)
-        try:
-            answer = self.engine.send_now_blocking(records)
-        except AicmError as exc:
-            logger.warning("immediate delivery of %d record(s) failed: %s", 1, exc)
-            raise
-        result = self._verdicts(records, answer)[0]
+        log_sending((record,), log_bodies=self.settings.log_bodies)
+        with failure_logged(1):
+            answer = self.engine.send_now_blocking((record,))
+        result = verdicts((record,), answer)[0]
         self.limit_guard.after_record(record)
         return result
-
-    def _log_sending(self, records: Sequence[WireRecord]) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            for record in records:
-                if self.settings.log_bodies:
-                    body = dumps(record.wire())
-                    logger.debug("sending %s now: %s", record.response_id, body)
-                else:
-                    logger.debug("sending %s now", record.response_id)
-
-    def _verdicts(self, records: Sequence[WireRecord], answer: TrackResult) -> list[RecordResult]:
-        verdicts = {r.response_id: r for r in answer.results}
-        results: list[RecordResult] = []
-        for record in records:
-            # A 2xx without a verdict for this record still means delivered.
-            verdict = verdicts.get(record.response_id) or RecordResult(
-                response_id=record.response_id, status="queued"
-            )
-            if verdict.ok:
-                logger.debug("delivered %s: %s", record.response_id, verdict.status)
-            else:
-                logger.warning(
-                    "the service refused %s: %s %s",
-                    record.response_id,
-                    verdict.status,
-                    "; ".join(verdict.errors),
-                )
-            results.append(verdict)
-        return results
 
     async def track_batch(
         self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]

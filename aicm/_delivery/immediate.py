@@ -20,9 +20,18 @@ from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
 from .._io.retrying import GaveUp, retrying, retrying_blocking
 from .health import DeliveryStats
 
-__all__ = ["Immediate", "send_now", "send_now_blocking"]
+__all__ = [
+    "Immediate",
+    "failure_logged",
+    "log_sending",
+    "send_now",
+    "send_now_blocking",
+    "verdicts",
+]
 
 logger = logging.getLogger("aicm.delivery")
+# What a tracker's IMMEDIATE call logs of its records goes out under the tracker's name.
+_tracker_logger = logging.getLogger("aicm.tracker")
 
 # The longest a caller sits between two attempts; a service asking (Retry-After) for
 # more is not tried again: the caller gets the error at once.
@@ -193,3 +202,46 @@ def send_now_blocking(
                 retrying_blocking(attempt, sending.policy, on_retry=sending.retried(n), rng=how.rng)
             )
     return sending.result()
+
+
+def log_sending(records: Sequence[WireRecord], *, log_bodies: bool) -> None:
+    """Log (DEBUG) each record about to be sent, with its body when ``log_bodies``."""
+    if _tracker_logger.isEnabledFor(logging.DEBUG):
+        for record in records:
+            if log_bodies:
+                body = dumps(record.wire())
+                _tracker_logger.debug("sending %s now: %s", record.response_id, body)
+            else:
+                _tracker_logger.debug("sending %s now", record.response_id)
+
+
+@contextlib.contextmanager
+def failure_logged(n: int) -> Iterator[None]:
+    """Around an IMMEDIATE send of ``n`` records: its failure is logged (WARNING), then raised."""
+    try:
+        yield
+    except AicmError as exc:
+        _tracker_logger.warning("immediate delivery of %d record(s) failed: %s", n, exc)
+        raise
+
+
+def verdicts(records: Sequence[WireRecord], answer: TrackResult) -> list[RecordResult]:
+    """Each record's result in ``answer``, in order (logged; refusals at WARNING)."""
+    by_id = {r.response_id: r for r in answer.results}
+    results: list[RecordResult] = []
+    for record in records:
+        # A 2xx without a verdict for this record still means delivered.
+        verdict = by_id.get(record.response_id) or RecordResult(
+            response_id=record.response_id, status="queued"
+        )
+        if verdict.ok:
+            _tracker_logger.debug("delivered %s: %s", record.response_id, verdict.status)
+        else:
+            _tracker_logger.warning(
+                "the service refused %s: %s %s",
+                record.response_id,
+                verdict.status,
+                "; ".join(verdict.errors),
+            )
+        results.append(verdict)
+    return results
