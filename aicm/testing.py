@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import anyio
 import httpx
@@ -52,6 +52,8 @@ from ._core.wire import (
 from ._io import http as _http
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .collector import Faults, LocalCollector
 
 __all__ = [
@@ -65,7 +67,6 @@ __all__ = [
 #: The API key the pytest fixtures set when ``AICM_API_KEY`` is not set.
 TEST_API_KEY = "aicm-test-key"
 
-_UNSET: Any = object()
 # The fake service's endpoints, as the wire contract names their kinds of batch.
 _KINDS: Mapping[str, Kind] = {"/track": "track", "/track-usage": "track_usage"}
 
@@ -105,6 +106,21 @@ def _json_response(
         content=body,
         headers={"Content-Type": "application/json", **(headers or {})},
     )
+
+
+class _RecordFields(TypedDict, total=False):
+    """What :meth:`CapturedRecords.find` and :meth:`~CapturedRecords.assert_tracked` match
+    a record on: each field given (see ``assert_tracked``)."""
+
+    api_id: str | None
+    service_key: str | None
+    usage: Any
+    response_id: str | None
+    client_customer_key: str | None
+    customer_key: str | None
+    context: Mapping[str, Any] | None
+    config_id: str | None
+    service_id: str | None
 
 
 class CapturedRecords:
@@ -278,20 +294,13 @@ class CapturedRecords:
 
     # -- asserting ----------------------------------------------------------------------
 
-    def find(
-        self,
-        *,
-        api_id: str | None = None,
-        service_key: str | None = None,
-        usage: Any = None,
-        response_id: str | None = None,
-        client_customer_key: str | None = _UNSET,
-        customer_key: str | None = _UNSET,
-        context: Mapping[str, Any] | None = _UNSET,
-        config_id: str | None = None,
-        service_id: str | None = None,
-    ) -> list[dict[str, Any]]:
+    def find(self, **fields: Unpack[_RecordFields]) -> list[dict[str, Any]]:
         """The records that match every given field (see :meth:`assert_tracked`)."""
+        api_id, service_key = fields.get("api_id"), fields.get("service_key")
+        usage, response_id = fields.get("usage"), fields.get("response_id")
+        config_id, service_id = fields.get("config_id"), fields.get("service_id")
+        # A customer or context given as None matches records without one.
+        customers = [fields[k] for k in ("client_customer_key", "customer_key") if k in fields]
         with self._lock:
             configs = {c["config_id"]: c["api_id"] for c in self._configs}
             pool = [dict(r) for _, r in self._records]
@@ -307,9 +316,8 @@ class CapturedRecords:
                 and (service_key is None or _service_matches(record, service_key))
                 and (usage is None or record_usage == usage)
                 and (response_id is None or record.get("response_id") == response_id)
-                and (client_customer_key is _UNSET or record_customer == client_customer_key)
-                and (customer_key is _UNSET or record_customer == customer_key)
-                and (context is _UNSET or record.get("context") == context)
+                and all(record_customer == customer for customer in customers)
+                and ("context" not in fields or record.get("context") == fields["context"])
                 and (config_id is None or record.get("config_id") == config_id)
                 and (service_id is None or record.get("service_id") == service_id)
             ):
@@ -317,18 +325,7 @@ class CapturedRecords:
         return found
 
     def assert_tracked(
-        self,
-        *,
-        api_id: str | None = None,
-        service_key: str | None = None,
-        usage: Any = None,
-        response_id: str | None = None,
-        client_customer_key: str | None = _UNSET,
-        customer_key: str | None = _UNSET,
-        context: Mapping[str, Any] | None = _UNSET,
-        config_id: str | None = None,
-        service_id: str | None = None,
-        count: int | None = None,
+        self, *, count: int | None = None, **fields: Unpack[_RecordFields]
     ) -> list[dict[str, Any]]:
         """Assert records matching every given field arrived; return them.
 
@@ -341,9 +338,8 @@ class CapturedRecords:
         ``count`` the number of matches must be exactly that, else at least one. It checks
         what arrived so far: ``flush()`` the tracker (or :meth:`wait_for`) first.
         """
-        fields = {k: v for k, v in locals().items() if k not in ("self", "count")}
         found = self.find(**fields)
-        wanted = {k: v for k, v in fields.items() if v is not None and v is not _UNSET}
+        wanted = {k: v for k, v in fields.items() if v is not None}
         if (count is None and not found) or (count is not None and len(found) != count):
             expected = "at least 1" if count is None else str(count)
             shown = "\n  ".join(json.dumps(r, sort_keys=True) for r in self.records[:10])

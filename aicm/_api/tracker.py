@@ -21,10 +21,7 @@ from .._core.exceptions import (
     AicmError,
     ClosedError,
     NotSerializableError,
-    RateLimitedError,
     RecordError,
-    ServerError,
-    TransportError,
     UnknownConfigError,
     shown,
 )
@@ -37,12 +34,12 @@ from .._core.models import (
     WireRecord,
     enqueued_result,
     normalize_timestamp,
+    one_customer_key,
 )
 from .._core.policy import RetryPolicy
 from .._core.settings import DeliveryType, TrackFormat
-from .._core.validator import UsageSchema, compile_schema
 from .._io.http import AsyncCostManagerClient
-from .._providers import llm_usage as _llm
+from .._io.retrying import retrying_or_raise
 from .conveniences import TrackConveniences, TrackDefaults, check_anonymize_options
 from .limits import LimitGuard, fetch_at_start
 from .options import (
@@ -56,6 +53,8 @@ from .owner import DeliveryOwner
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from .._core.validator import UsageSchema
 
 __all__ = ["DISABLED_STATUS", "AsyncTracker", "Timestamp", "disabled_result"]
 
@@ -71,7 +70,6 @@ _TRACK_OPTION_SET: Final = frozenset(_TRACK_OPTIONS)
 _build_track = TrackRecord.build
 _FREE_FORM: Final = ("api_id", "service_key", "usage")
 _CONFIG_FORM: Final = ("usage",)
-_RETRYABLE: Final = (TransportError, ServerError, RateLimitedError)
 # Loading a config happens while the caller waits: never sleep long between attempts.
 _MAX_CONFIG_RETRY_DELAY: Final = 2.0
 _KNOWN_CONFIGS_SHOWN: Final = 10
@@ -98,6 +96,8 @@ def llm_options(
     response_id = rest.pop("response_id", None)
     if stream:  # its record is made once it ends: bad options raise now, not then
         check_anonymize_options(rest.get("anonymize_fields"), rest.get("anonymizer"), method)
+    from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
     return response_id, _llm.track_options(**rest)
 
 
@@ -231,6 +231,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 schema = config.manual_usage_schema
                 # No schema: nothing to check. An empty one, {}, accepts only {} (as
                 # docs/validation.md says), so the two are told apart.
+                from .._core.validator import compile_schema  # only a config's schema
+
                 self._schema = None if schema is None else compile_schema(schema)
                 self._api_id = config.api_id
                 self._schema_loaded = True
@@ -239,19 +241,18 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
 
     async def _fetch_configs(self) -> ConfigsResponse:
         settings = self.settings
-        policy = RetryPolicy(base=settings.backoff_base, cap=settings.backoff_cap)
-        attempt = 1
-        while True:
-            try:
-                return await self.aicm_client.get_configs()
-            except _RETRYABLE as exc:
-                if attempt >= settings.max_attempts:
-                    raise
-                retry_after = getattr(exc, "retry_after", None)
-                delay = min(policy.delay(attempt, retry_after=retry_after), _MAX_CONFIG_RETRY_DELAY)
-                logger.info("loading configs failed (%s); retrying in %.2fs", exc, delay)
-                await anyio.sleep(delay)
-                attempt += 1
+        policy = RetryPolicy(
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            attempts=settings.max_attempts,
+            max_sleep=_MAX_CONFIG_RETRY_DELAY,
+        )
+
+        def retried(exc: Exception, attempt: int, delay: float) -> None:
+            delay = min(delay, _MAX_CONFIG_RETRY_DELAY)
+            logger.info("loading configs failed (%s); retrying in %.2fs", exc, delay)
+
+        return await retrying_or_raise(self.aicm_client.get_configs, policy, on_retry=retried)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -371,12 +372,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
                 )
             payload["response_id"] = response_id
         if customer_key is not None:
-            if client_customer_key is not None and client_customer_key != customer_key:
-                raise RecordError(
-                    "give client_customer_key or customer_key, not two different keys",
-                    field="customer_key",
-                )
-            client_customer_key = customer_key
+            client_customer_key = one_customer_key(client_customer_key, customer_key)
         if client_customer_key is not None:
             if not isinstance(client_customer_key, str) or not client_customer_key:
                 raise RecordError(
@@ -449,6 +445,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         allows. ``anonymize_fields`` name usage fields replaced by ``anonymizer(value)``.
         """
         response_id, track_options = llm_options("track_llm_usage", options)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         return await _llm.atrack_response(
             self.track, service_key, response, response_id=response_id, options=track_options
         )
@@ -462,6 +460,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
         """
         response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.atrack_stream(recorder, service_key, stream, response_id=response_id)
 

@@ -44,6 +44,7 @@ __all__ = [
     "enqueued_result",
     "new_response_id",
     "normalize_timestamp",
+    "one_customer_key",
     "structure_config",
     "utc_now_iso",
     "vendor_service_key",
@@ -202,6 +203,17 @@ def vendor_service_key(api_id: str, service_key: str) -> str:
     return f"{API_VENDORS.get(api_id, api_id)}::{service_key}"
 
 
+def one_customer_key(client_customer_key: Any, customer_key: str) -> str:
+    """The customer of a record given ``customer_key`` (another name for
+    ``client_customer_key``: give one, or both equal), or a :class:`RecordError`."""
+    if client_customer_key is not None and client_customer_key != customer_key:
+        raise RecordError(
+            "give client_customer_key or customer_key, not two different keys",
+            field="customer_key",
+        )
+    return customer_key
+
+
 @attrs.frozen(kw_only=True, slots=True)
 class TrackRecord:
     """One usage event for ``POST /track``. Build it with :meth:`build` to validate.
@@ -243,12 +255,7 @@ class TrackRecord:
         equal); ``legacy`` picks the older wire record.
         """
         if customer_key is not None:
-            if client_customer_key is not None and client_customer_key != customer_key:
-                raise RecordError(
-                    "give client_customer_key or customer_key, not two different keys",
-                    field="customer_key",
-                )
-            client_customer_key = customer_key
+            client_customer_key = one_customer_key(client_customer_key, customer_key)
         if type(api_id) is not str or not api_id or not api_id.isascii():
             _check_id(api_id, "api_id")
         if type(service_key) is not str or not service_key or not service_key.isascii():

@@ -28,6 +28,7 @@ __all__ = [
     "CustomService",
     "CustomServiceSummary",
     "Customer",
+    "LimitTerms",
     "Page",
     "Service",
     "UsageEvent",
@@ -228,13 +229,21 @@ class CustomServiceSummary:
 
 
 @attrs.frozen(kw_only=True)
-class UsageLimit:
-    """A spending alert or limit: ``amount`` USD per ``period`` (``day`` or ``month``)."""
+class LimitTerms:
+    """What every usage limit states, as the service answers it and the local collector
+    stores it: ``threshold_type`` ``alert`` or ``limit``, ``amount`` USD per ``period``
+    (``day`` or ``month``)."""
 
     uuid: str
     threshold_type: str
     amount: Decimal
     period: str
+
+
+@attrs.frozen(kw_only=True)
+class UsageLimit(LimitTerms):
+    """A spending alert or limit: ``amount`` USD per ``period`` (``day`` or ``month``)."""
+
     service: str | None = None
     client: str | None = None
     notification_list: tuple[str, ...] | None = None
@@ -300,24 +309,27 @@ def _keeping_extra(cls: type[_T]) -> Callable[[Any, type], _T]:
 converter.register_structure_hook(Decimal, _decimal)
 converter.register_structure_hook(dt.datetime, _datetime)
 converter.register_structure_hook(bool, _strict_bool)
-# Dependencies first: a generated function looks up its fields' hooks when it is made.
-for _cls in (
-    UsageEvent,
-    UsageRollup,
-    CostEvent,
-    CostEventRecord,
-    Customer,
-    Vendor,
-    Service,
-    Webhook,
-    WebhookList,
-    CustomCostUnit,
-    CustomService,
-    CustomServiceSummary,
-    UsageLimit,
-    UsageLimitProgress,
-):
-    converter.register_structure_hook(_cls, _keeping_extra(_cls))
+# Each class's function is generated the first time an answer holds one (cattrs keeps it),
+# not at import: a program that only tracks never reads these answers.
+_KEEPING_EXTRA = frozenset(
+    {
+        UsageEvent,
+        UsageRollup,
+        CostEvent,
+        CostEventRecord,
+        Customer,
+        Vendor,
+        Service,
+        Webhook,
+        WebhookList,
+        CustomCostUnit,
+        CustomService,
+        CustomServiceSummary,
+        UsageLimit,
+        UsageLimitProgress,
+    }
+)
+converter.register_structure_hook_factory(_KEEPING_EXTRA.__contains__, _keeping_extra)
 
 
 def structure_answer(data: Any, cls: type[_T], *, where: str) -> _T:

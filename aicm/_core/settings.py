@@ -101,10 +101,6 @@ def _positive_float(name: str, value: Any) -> float:
     return number
 
 
-def _optional_positive_float(name: str, value: Any) -> float | None:
-    return None if value is None or value == "" else _positive_float(name, value)
-
-
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -151,10 +147,20 @@ def _str(name: str, value: Any) -> str:
     return value
 
 
-def _optional_str(name: str, value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return _str(name, value)
+_V = TypeVar("_V")
+
+
+def _optional(convert: Callable[[str, Any], _V]) -> Callable[[str, Any], _V | None]:
+    """``convert``, taking None or "" (an empty environment variable or INI value) as unset."""
+
+    def optional(name: str, value: Any) -> _V | None:
+        return None if value is None or value == "" else convert(name, value)
+
+    return optional
+
+
+_optional_str = _optional(_str)
+_optional_positive_float = _optional(_positive_float)
 
 
 def _api_base(name: str, value: Any) -> str:
@@ -227,6 +233,12 @@ def _option(name: str, default: Any, convert: Callable[[str, Any], Any], **rest:
     return Option(name=name, default=default, convert=convert, **rest)
 
 
+def _seconds(name: str, default: float, accepts: str = "a positive number", **rest: Any) -> Option:
+    """A duration in seconds."""
+    shown = f"`{default}` s"
+    return _option(name, default, _positive_float, shown_default=shown, accepts=accepts, **rest)
+
+
 # The one place every setting and its default live.
 OPTIONS: tuple[Option, ...] = (
     _option(
@@ -285,11 +297,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _option("log_file", None, _optional_str, shown_default="none", accepts="a file path"),
     _option("log_bodies", False, _bool, shown_default="`false`", accepts=_FLAG),
-    _option(
+    _seconds(
         "timeout",
         10.0,
-        _positive_float,
-        shown_default="`10.0` s",
         accepts="a positive number: each phase of a request (connect, write, read); a whole "
         "request is bounded by twice it",
     ),
@@ -299,9 +309,7 @@ OPTIONS: tuple[Option, ...] = (
     _option(
         "max_batch_size", 1000, _positive_int, shown_default="`1000`", accepts="a positive integer"
     ),
-    _option(
-        "batch_interval", 0.5, _positive_float, shown_default="`0.5` s", accepts="a positive number"
-    ),
+    _seconds("batch_interval", 0.5),
     _option(
         "block_timeout",
         None,
@@ -324,36 +332,13 @@ OPTIONS: tuple[Option, ...] = (
         shown_default="`65536`",
         accepts="a positive integer",
     ),
-    _option(
-        "backoff_base",
-        0.5,
-        _positive_float,
-        argument=None,
-        shown_default="`0.5` s",
-        accepts="a positive number",
-    ),
-    _option(
-        "backoff_cap",
-        60.0,
-        _positive_float,
-        argument=None,
-        shown_default="`60.0` s",
-        accepts="a positive number",
-    ),
-    _option(
-        "auth_retry_interval",
-        60.0,
-        _positive_float,
-        argument=None,
-        shown_default="`60.0` s",
-        accepts="a positive number",
-    ),
-    _option(
+    _seconds("backoff_base", 0.5, argument=None),
+    _seconds("backoff_cap", 60.0, argument=None),
+    _seconds("auth_retry_interval", 60.0, argument=None),
+    _seconds(
         "lease_seconds",
         60.0,
-        _positive_float,
         argument=None,
-        shown_default="`60.0` s",
         accepts="a positive number; keep it above twice `timeout` (a warning says so)",
     ),
     _option(
@@ -363,14 +348,7 @@ OPTIONS: tuple[Option, ...] = (
         shown_default="none (records never expire)",
         accepts="a positive number of seconds",
     ),
-    _option(
-        "close_timeout",
-        2.0,
-        _positive_float,
-        argument=None,
-        shown_default="`2.0` s",
-        accepts="a positive number",
-    ),
+    _seconds("close_timeout", 2.0, argument=None),
     _option(
         "track_format",
         TrackFormat.CURRENT,

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -43,8 +44,10 @@ from .health import (
 )
 from .immediate import send_now
 from .loss import report_dropped, report_pending
-from .sqlite_store import SqliteQueue, SqliteStore
 from .store import DeadLetterRecord, Item, MemoryStore, Store
+
+if TYPE_CHECKING:
+    from .sqlite_store import SqliteQueue
 
 __all__ = ["DeadLetterRecord", "DeliveryEngine"]
 
@@ -107,6 +110,8 @@ class DeliveryEngine:
             )
             self.store, self.buffer = memory, memory.buffer
         elif delivery_type is DeliveryType.PERSISTENT_QUEUE:
+            from .sqlite_store import SqliteStore  # the SQLite queue only when it is used
+
             self.store = SqliteStore(self, settings, batch_limit=self._batch_limit)
             client.limits.share_through(self.db_path)  # other processes learn our limits
         register_engine(self)
@@ -121,6 +126,8 @@ class DeliveryEngine:
     @property
     def queue(self) -> SqliteQueue | None:
         """The open SQLite queue of a persistent engine (else None)."""
+        from .sqlite_store import SqliteStore
+
         return self.store.queue if isinstance(self.store, SqliteStore) else None
 
     def __repr__(self) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
+import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -41,6 +42,8 @@ __all__ = [
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
+# A declaration's ``**filters: Unpack[Name]`` (annotations are strings here).
+_UNPACK = re.compile(r"Unpack\[(\w+)\]")
 
 DateLike = dt.date | str
 """A date filter: a :class:`datetime.date` (or datetime) or an ISO-8601 string."""
@@ -168,65 +171,92 @@ class Sender(Protocol):
 
 
 def _signature(declare: Callable[..., Any]) -> inspect.Signature:
-    """A declaration's signature as its method's callers see it: no ``self``, no ``Call``."""
+    """A declaration's signature as its method's callers see it: no ``self``, no ``Call``,
+    and ``**filters: Unpack[SomeFilters]`` spelled out as its keyword-only parameters."""
     signature = inspect.signature(declare)
-    return signature.replace(
-        parameters=list(signature.parameters.values())[1:],
-        return_annotation=inspect.Signature.empty,
-    )
+    parameters: list[inspect.Parameter] = []
+    for parameter in list(signature.parameters.values())[1:]:
+        unpacked = _UNPACK.fullmatch(str(parameter.annotation))
+        if parameter.kind is not parameter.VAR_KEYWORD or unpacked is None:
+            parameters.append(parameter)
+            continue
+        fields: dict[str, Any] = declare.__globals__[unpacked[1]].__annotations__
+        keywords = [  # a TypedDict holds its string annotations as ForwardRefs
+            inspect.Parameter(
+                name, parameter.KEYWORD_ONLY, default=None, annotation=kind.__forward_arg__
+            )
+            for name, kind in fields.items()
+        ]
+        first_keyword = next(
+            (i for i, p in enumerate(parameters) if p.kind is p.KEYWORD_ONLY), len(parameters)
+        )
+        parameters[first_keyword:first_keyword] = keywords
+    return signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty)
 
 
-class Api(Generic[_P, _R]):
-    """A method of the API from its declaration (a function returning a :class:`Call`):
-    on an instance, the coroutine function that sends the call and reads the answer."""
+class _Declared(Generic[_P, _R]):
+    """A method built from its declaration (a function returning a :class:`Call`); the
+    subclass says what it does on an instance (:meth:`_bind`)."""
 
     def __init__(self, declare: Callable[Concatenate[Any, _P], Call[_R]]) -> None:
         self.declare = declare
         self.__doc__ = declare.__doc__
         self.signature = _signature(declare)
 
-    @overload
-    def __get__(self, instance: None, owner: type) -> Api[_P, _R]: ...
-    @overload
-    def __get__(self, instance: Sender, owner: type) -> Callable[_P, Coroutine[Any, Any, _R]]: ...
     def __get__(self, instance: Sender | None, owner: type) -> Any:
         if instance is None:
             return self
-        declare = self.declare
-
-        @functools.wraps(declare)
-        async def method(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            return await instance._send(declare(instance, *args, **kwargs))
-
+        method = functools.wraps(self.declare)(self._bind(instance))
         method.__signature__ = self.signature  # type: ignore[attr-defined]
         return method
 
+    def _bind(self, instance: Sender) -> Callable[_P, Any]:
+        raise NotImplementedError
 
-class PagesApi(Generic[_P, _T]):
+
+class Api(_Declared[_P, _R]):
+    """A method of the API from its declaration: on an instance, the coroutine function
+    that sends the call and reads the answer."""
+
+    if TYPE_CHECKING:
+
+        @overload
+        def __get__(self, instance: None, owner: type) -> Api[_P, _R]: ...
+        @overload
+        def __get__(
+            self, instance: Sender, owner: type
+        ) -> Callable[_P, Coroutine[Any, Any, _R]]: ...
+        def __get__(self, instance: Sender | None, owner: type) -> Any: ...
+
+    def _bind(self, instance: Sender) -> Callable[_P, Coroutine[Any, Any, _R]]:
+        declare = self.declare
+
+        async def method(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            return await instance._send(declare(instance, *args, **kwargs))
+
+        return method
+
+
+class PagesApi(_Declared[_P, Page[_T]]):
     """An ``iter_*`` method from the declaration of its first page: on an instance, an
     async iterator over every item, fetching the next page as the caller reaches it."""
 
-    def __init__(self, declare: Callable[Concatenate[Any, _P], Call[Page[_T]]]) -> None:
-        self.declare = declare
-        self.__doc__ = declare.__doc__
-        self.signature = _signature(declare)
+    if TYPE_CHECKING:
 
-    @overload
-    def __get__(self, instance: None, owner: type) -> PagesApi[_P, _T]: ...
-    @overload
-    def __get__(self, instance: Sender, owner: type) -> Callable[_P, AsyncIterator[_T]]: ...
-    def __get__(self, instance: Sender | None, owner: type) -> Any:
-        if instance is None:
-            return self
+        @overload
+        def __get__(self, instance: None, owner: type) -> PagesApi[_P, _T]: ...
+        @overload
+        def __get__(self, instance: Sender, owner: type) -> Callable[_P, AsyncIterator[_T]]: ...
+        def __get__(self, instance: Sender | None, owner: type) -> Any: ...
+
+    def _bind(self, instance: Sender) -> Callable[_P, AsyncIterator[_T]]:
         declare = self.declare
 
-        @functools.wraps(declare)
         async def method(*args: _P.args, **kwargs: _P.kwargs) -> AsyncIterator[_T]:
             first = await instance._send(declare(instance, *args, **kwargs))
             async for item in instance._iterate(first):
                 yield item
 
-        method.__signature__ = self.signature  # type: ignore[attr-defined]
         return method
 
 

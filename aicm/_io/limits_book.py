@@ -33,7 +33,6 @@ from .._core.limits import (
     verify_answer,
 )
 from .._core.settings import Settings
-from .sqlite.schema import SCHEMA_VERSION, open_existing
 
 __all__ = ["LimitBook", "SharedLimits", "limit_book"]
 
@@ -94,6 +93,8 @@ class SharedLimits:
         except sqlite3.Error as exc:
             self._trouble("store", exc)
             return
+        from .sqlite.schema import SCHEMA_VERSION  # only a persistent queue shares limits
+
         try:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             if version != SCHEMA_VERSION:
@@ -119,6 +120,8 @@ class SharedLimits:
         """The stored answer and when it was stored, or None."""
         if not self.path.exists():
             return None
+        from .sqlite.schema import open_existing  # only a persistent queue shares limits
+
         try:
             conn = open_existing(self.path, timeout=0.2)
         except sqlite3.Error as exc:

@@ -17,7 +17,7 @@ import anyio
 from .._core.exceptions import APIStatusError, RateLimitedError, ServerError, TransportError
 from .._core.policy import RetryPolicy
 
-__all__ = ["RETRYABLE", "GaveUp", "retrying"]
+__all__ = ["RETRYABLE", "GaveUp", "retrying", "retrying_or_raise"]
 
 _T = TypeVar("_T")
 
@@ -74,3 +74,18 @@ async def retrying(
                 on_retry(exc, attempt, delay)
             await anyio.sleep(min(delay, policy.max_sleep))
             attempt += 1
+
+
+async def retrying_or_raise(
+    call: Callable[[], Awaitable[_T]],
+    policy: RetryPolicy,
+    *,
+    on_retry: Callable[[Exception, int, float], None] | None = None,
+) -> _T:
+    """:func:`retrying`, raising the last failure itself (as the call raised it) when the
+    loop gives up: for callers whose own callers expect the service's error."""
+    try:
+        return await retrying(call, policy, on_retry=on_retry)
+    except GaveUp as gave_up:
+        last = gave_up.last
+    raise last  # outside the handler: its cause and context stay the call's own

@@ -11,20 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
-import anyio
 import httpx
 
-from .._core.exceptions import (
-    APIStatusError,
-    NotFoundError,
-    RateLimitedError,
-    ServerError,
-    TransportError,
-    UnexpectedAnswerError,
-)
+from .._core.exceptions import APIStatusError, NotFoundError, UnexpectedAnswerError
 from .._core.jsonplain import dumps, loads
 from .._core.policy import RetryPolicy
 from .._core.service_models import (
@@ -57,8 +49,11 @@ from .api_calls import (
     nothing,
     page,
 )
+from .retrying import retrying_or_raise
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .._core.settings import Settings
 
 __all__ = ["API_ATTEMPTS", "DateLike", "ServiceApiMethods"]
@@ -75,6 +70,45 @@ MAX_API_ANSWER_BYTES = 16 << 20
 # A retry waits at most this long (a longer Retry-After is raised to the caller, who can
 # decide; an API call should not stall for a minute inside the SDK).
 _MAX_RETRY_WAIT = 5.0
+
+
+# The filters of a listing, written once for its ``list_*`` page and its ``iter_*`` walk
+# (which has no ``offset``). Every key is optional; None means "not filtered".
+
+
+class _UsageEventFilters(TypedDict, total=False):
+    customer_key: str | None
+    config_id: str | None
+    service_id: str | None
+    start_date: DateLike | None
+    end_date: DateLike | None
+    limit: int | None
+
+
+class _RollupFilters(TypedDict, total=False):
+    customer_key: str | None
+    service_id: str | None
+    start_date: DateLike | None
+    end_date: DateLike | None
+    limit: int | None
+
+
+class _CostEventFilters(TypedDict, total=False):
+    response_id: str | None
+    api_key_id: Iterable[str] | None
+    customer_key: Iterable[str] | None
+    service_key: Iterable[str] | None
+    start_date: DateLike | None
+    end_date: DateLike | None
+    limit: int | None
+
+
+class _CustomerFilters(TypedDict, total=False):
+    customer_key: str | None
+    name: str | None
+    phone: str | None
+    email: str | None
+    limit: int | None
 
 
 def _detail(text: str) -> str | None:
@@ -117,15 +151,14 @@ class ServiceApiMethods:
 
         def _auth(self) -> dict[str, str]: ...
 
-        async def _request(
+        async def _request(  # what this class needs of the client's own
             self,
             method: str,
             path: str,
             *,
-            content: bytes | None = None,
+            content: bytes | None,
             headers: dict[str, str],
-            params: dict[str, str] | None = None,
-            limit: int = ...,
+            limit: int,
         ) -> httpx.Response: ...
 
         def _raise_for_response(self, response: httpx.Response, text: str) -> None: ...
@@ -161,23 +194,22 @@ class ServiceApiMethods:
         headers = self._auth()
         if body is not None:
             headers["Content-Type"] = "application/json"
-        policy = RetryPolicy(base=self.settings.backoff_base, cap=self.settings.backoff_cap)
-        attempts = API_ATTEMPTS if retry else 1
-        for attempt in range(1, attempts + 1):
-            try:
-                response = await self._request(
-                    method, path, content=body, headers=headers, limit=MAX_API_ANSWER_BYTES
-                )
-                text: str = response.text
-                self._raise_for_api_answer(response, text)
-                break
-            except (ServerError, RateLimitedError, TransportError) as exc:
-                if attempt == attempts:
-                    raise
-                delay = policy.delay(attempt, retry_after=getattr(exc, "retry_after", None))
-                if delay > _MAX_RETRY_WAIT:
-                    raise
-                await anyio.sleep(delay)
+        policy = RetryPolicy(
+            base=self.settings.backoff_base,
+            cap=self.settings.backoff_cap,
+            attempts=API_ATTEMPTS if retry else 1,
+            max_delay=_MAX_RETRY_WAIT,
+        )
+
+        async def once() -> tuple[httpx.Response, str]:
+            response = await self._request(
+                method, path, content=body, headers=headers, limit=MAX_API_ANSWER_BYTES
+            )
+            text: str = response.text
+            self._raise_for_api_answer(response, text)
+            return response, text
+
+        response, text = await retrying_or_raise(once, policy)
         if body_truncated(response):
             raise UnexpectedAnswerError(
                 f"{method} {path}: the service's answer is larger than {MAX_API_ANSWER_BYTES}"
@@ -228,32 +260,15 @@ class ServiceApiMethods:
 
     @Api
     def list_usage_events(
-        self,
-        *,
-        customer_key: str | None = None,
-        config_id: str | None = None,
-        service_id: str | None = None,
-        start_date: DateLike | None = None,
-        end_date: DateLike | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
+        self, *, offset: int | None = None, **filters: Unpack[_UsageEventFilters]
     ) -> Call[Page[UsageEvent]]:
         """One page of ``GET /usage/events/``: the usage records the service received."""
-        return get("/usage/events/", locals(), page(UsageEvent))
+        return get("/usage/events/", {**filters, "offset": offset}, page(UsageEvent))
 
     @PagesApi
-    def iter_usage_events(
-        self,
-        *,
-        customer_key: str | None = None,
-        config_id: str | None = None,
-        service_id: str | None = None,
-        start_date: DateLike | None = None,
-        end_date: DateLike | None = None,
-        limit: int | None = None,
-    ) -> Call[Page[UsageEvent]]:
+    def iter_usage_events(self, **filters: Unpack[_UsageEventFilters]) -> Call[Page[UsageEvent]]:
         """Every usage event matching the filters, page after page."""
-        return get("/usage/events/", locals(), page(UsageEvent))
+        return get("/usage/events/", filters, page(UsageEvent))
 
     @Api
     def get_usage_event(self, event_id: str) -> Call[UsageEvent]:
@@ -264,65 +279,36 @@ class ServiceApiMethods:
     def list_usage_rollups(
         self,
         *,
-        customer_key: str | None = None,
-        service_id: str | None = None,
         granularity: str = "daily",
-        start_date: DateLike | None = None,
-        end_date: DateLike | None = None,
-        limit: int | None = None,
         offset: int | None = None,
+        **filters: Unpack[_RollupFilters],
     ) -> Call[Page[UsageRollup]]:
         """One page of ``GET /usage/rollups/``: usage and cost per service (and customer)
         per day (``granularity="daily"``) or hour (``"hourly"``)."""
-        return get("/usage/rollups/", locals(), page(UsageRollup))
+        arguments = {**filters, "granularity": granularity, "offset": offset}
+        return get("/usage/rollups/", arguments, page(UsageRollup))
 
     @PagesApi
     def iter_usage_rollups(
-        self,
-        *,
-        customer_key: str | None = None,
-        service_id: str | None = None,
-        granularity: str = "daily",
-        start_date: DateLike | None = None,
-        end_date: DateLike | None = None,
-        limit: int | None = None,
+        self, *, granularity: str = "daily", **filters: Unpack[_RollupFilters]
     ) -> Call[Page[UsageRollup]]:
         """Every rollup matching the filters, page after page."""
-        return get("/usage/rollups/", locals(), page(UsageRollup))
+        return get("/usage/rollups/", {**filters, "granularity": granularity}, page(UsageRollup))
 
     # -- costs -----------------------------------------------------------------------------
 
     @Api
     def list_cost_events(
-        self,
-        *,
-        response_id: str | None = None,
-        api_key_id: Iterable[str] | None = None,
-        customer_key: Iterable[str] | None = None,
-        service_key: Iterable[str] | None = None,
-        start_date: DateLike | None = None,
-        end_date: DateLike | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
+        self, *, offset: int | None = None, **filters: Unpack[_CostEventFilters]
     ) -> Call[Page[CostEvent]]:
         """One page of ``GET /costs/``: priced cost units. The list filters take several
         values (``customer_key=["acme", "globex"]``)."""
-        return get("/costs/", locals(), page(CostEvent))
+        return get("/costs/", {**filters, "offset": offset}, page(CostEvent))
 
     @PagesApi
-    def iter_cost_events(
-        self,
-        *,
-        response_id: str | None = None,
-        api_key_id: Iterable[str] | None = None,
-        customer_key: Iterable[str] | None = None,
-        service_key: Iterable[str] | None = None,
-        start_date: DateLike | None = None,
-        end_date: DateLike | None = None,
-        limit: int | None = None,
-    ) -> Call[Page[CostEvent]]:
+    def iter_cost_events(self, **filters: Unpack[_CostEventFilters]) -> Call[Page[CostEvent]]:
         """Every cost event matching the filters, page after page."""
-        return get("/costs/", locals(), page(CostEvent))
+        return get("/costs/", filters, page(CostEvent))
 
     @Api
     def list_cost_events_by_response_id(self, response_id: str) -> Call[list[CostEventRecord]]:
@@ -333,30 +319,15 @@ class ServiceApiMethods:
 
     @Api
     def list_customers(
-        self,
-        *,
-        customer_key: str | None = None,
-        name: str | None = None,
-        phone: str | None = None,
-        email: str | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
+        self, *, offset: int | None = None, **filters: Unpack[_CustomerFilters]
     ) -> Call[Page[Customer]]:
         """One page of ``GET /customers/``."""
-        return get("/customers/", locals(), page(Customer))
+        return get("/customers/", {**filters, "offset": offset}, page(Customer))
 
     @PagesApi
-    def iter_customers(
-        self,
-        *,
-        customer_key: str | None = None,
-        name: str | None = None,
-        phone: str | None = None,
-        email: str | None = None,
-        limit: int | None = None,
-    ) -> Call[Page[Customer]]:
+    def iter_customers(self, **filters: Unpack[_CustomerFilters]) -> Call[Page[Customer]]:
         """Every customer matching the filters, page after page."""
-        return get("/customers/", locals(), page(Customer))
+        return get("/customers/", filters, page(Customer))
 
     @Api
     def create_customer(

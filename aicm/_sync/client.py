@@ -6,8 +6,10 @@ belongs to that loop; every method is one portal call into it. No behaviour live
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import httpx
 
@@ -18,7 +20,24 @@ from .._io.http import AsyncCostManagerClient
 from .facade import ClosesOnExit
 from .service_api import ServiceApiSyncMethods
 
-__all__ = ["CostManagerClient"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ClientOptions", "CostManagerClient"]
+
+
+class ClientOptions(TypedDict, total=False):
+    """The options of :class:`AsyncCostManagerClient`, which the sync client passes on
+    as they are (a test checks the two agree)."""
+
+    aicm_api_key: str | None
+    aicm_api_base: str | None
+    aicm_api_url: str | None
+    aicm_ini_path: str | None
+    timeout: float | None
+    transport: httpx.AsyncBaseTransport | None
+    verify: bool | ssl.SSLContext
+    settings: Settings | None
 
 
 class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
@@ -28,33 +47,10 @@ class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
     call :meth:`close`.
     """
 
-    def __init__(
-        self,
-        *,
-        aicm_api_key: str | None = None,
-        aicm_api_base: str | None = None,
-        aicm_api_url: str | None = None,
-        aicm_ini_path: str | None = None,
-        timeout: float | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool = True,
-        settings: Settings | None = None,
-    ) -> None:
-        def build() -> AsyncCostManagerClient:
-            return AsyncCostManagerClient(
-                aicm_api_key=aicm_api_key,
-                aicm_api_base=aicm_api_base,
-                aicm_api_url=aicm_api_url,
-                aicm_ini_path=aicm_ini_path,
-                timeout=timeout,
-                transport=transport,
-                verify=verify,
-                settings=settings,
-            )
-
-        self._build = build
+    def __init__(self, **connection: Unpack[ClientOptions]) -> None:
+        self._build = functools.partial(AsyncCostManagerClient, **connection)
         self._runtime: SharedRuntime = shared_runtime()
-        self._async: AsyncCostManagerClient = self._runtime.call(build)
+        self._async: AsyncCostManagerClient = self._runtime.call(self._build)
         self._generation = self._runtime.generation
 
     def _live(self) -> AsyncCostManagerClient:

@@ -25,7 +25,6 @@ from .._api.tracker import AsyncTracker, disabled_result, llm_options
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord, enqueued_result
 from .._core.settings import DeliveryType, OnFull
-from .._providers import llm_usage as _llm
 from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
 
@@ -159,6 +158,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         """Record the usage a provider's answer reports; return ``response``
         (see :meth:`AsyncTracker.track_llm_usage`)."""
         response_id, track_options = llm_options("track_llm_usage", options)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         return _llm.track_response(
             self.track, service_key, response, response_id=response_id, options=track_options
         )
@@ -168,6 +169,8 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     ) -> Iterator[Any]:
         """Yield ``stream``'s events untouched; record its usage once it ends or is left."""
         response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
+        from .._providers import llm_usage as _llm  # only LLM answers need the providers
+
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.track_stream(recorder, service_key, stream, response_id=response_id)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from starlette.applications import Starlette
@@ -24,11 +23,14 @@ from starlette.types import Receive, Scope, Send
 from aicm._core.jsonplain import loads
 from aicm._core.wire import Kind
 from aicm.collector._api_requests import answer_response, json_response
-from aicm.collector._collector import Collector, ConfigsSource
+from aicm.collector._collector import Collector, CollectorOptions
 from aicm.collector._faults import Faults, RequestFaults, faults_from_mapping, faults_to_json
 from aicm.collector._limits import LimitError
 from aicm.collector._service_api import service_api_routes
 from aicm.collector._store import kind_from_name
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["API_URL", "build_app", "create_app"]
 
@@ -342,13 +344,7 @@ def build_app(collector: Collector, *, owns_collector: bool = False) -> Starlett
 
 
 def create_app(
-    *,
-    configs: ConfigsSource | None = None,
-    configs_path: str | os.PathLike[str] | None = None,
-    db_path: str | os.PathLike[str] | None = None,
-    faults: Faults | Mapping[str, Any] | None = None,
-    seed: int = 0,
-    data_dir: str | os.PathLike[str] | None = None,
+    *, faults: Faults | Mapping[str, Any] | None = None, **options: Unpack[CollectorOptions]
 ) -> Starlette:
     """An ASGI app of a new collector, for any ASGI server.
 
@@ -359,12 +355,5 @@ def create_app(
     """
     if faults is not None and not isinstance(faults, Faults):
         faults = faults_from_mapping(faults)
-    collector = Collector(
-        configs=configs,
-        configs_path=configs_path,
-        db_path=db_path,
-        faults=faults,
-        seed=seed,
-        data_dir=data_dir,
-    )
+    collector = Collector(faults=faults, **options)
     return build_app(collector, owns_collector=True)

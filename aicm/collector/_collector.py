@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 import anyio
 
@@ -34,7 +34,10 @@ from aicm.collector._stats import CollectorStats
 from aicm.collector._store import GroupWriter, RecordStore
 from aicm.collector._usage import custom_prices
 
-__all__ = ["Collector", "ConfigsSource", "default_data_dir", "load_configs"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["Collector", "CollectorOptions", "ConfigsSource", "default_data_dir", "load_configs"]
 
 
 def default_data_dir() -> Path:
@@ -46,6 +49,19 @@ def default_data_dir() -> Path:
 
 #: Configs as given in Python: ``{"service_configs": [...]}`` or the bare list.
 ConfigsSource: TypeAlias = Sequence[Mapping[str, Any]] | Mapping[str, Any]
+
+
+class CollectorOptions(TypedDict, total=False):
+    """What a collector holds, as :class:`Collector`, ``LocalCollector`` and ``create_app``
+    take it: the configs it serves (``configs``, or a JSON/YAML ``configs_path``), the
+    SQLite file of its records (``db_path``; None keeps them in memory), the ``seed`` of
+    its faults, and the ``data_dir`` of its signing key and usage limits."""
+
+    configs: ConfigsSource | None
+    configs_path: str | os.PathLike[str] | None
+    db_path: str | os.PathLike[str] | None
+    seed: int
+    data_dir: str | os.PathLike[str] | None
 
 
 def load_configs(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -86,16 +102,13 @@ class Collector:
     def __init__(
         self,
         *,
-        configs: ConfigsSource | None = None,
-        configs_path: str | os.PathLike[str] | None = None,
-        db_path: str | os.PathLike[str] | None = None,
         faults: Faults | None = None,
-        seed: int = 0,
-        data_dir: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Mapping[str, float]] | None = None,
+        **options: Unpack[CollectorOptions],
     ) -> None:
+        configs, configs_path = options.get("configs"), options.get("configs_path")
         # No data directory: a temporary one, removed on close (tests, the demo).
-        directory, self._own_data_dir = data_dir_for(configs, configs_path, data_dir)
+        directory, self._own_data_dir = data_dir_for(configs, configs_path, options.get("data_dir"))
         self.data_dir = Path(directory)
         if prices is None:
             from aicm.cli._pricing import default_prices
@@ -113,9 +126,9 @@ class Collector:
         self._configs: list[dict[str, Any]] = []
         self._configs_cache: dict[str | None, tuple[bytes, str]] = {}
         self.set_configs(initial if initial is not None else [])
-        self.faults = FaultInjector(faults, seed=seed)
+        self.faults = FaultInjector(faults, seed=options.get("seed", 0))
         self.stats = CollectorStats()
-        self.store = RecordStore(db_path)
+        self.store = RecordStore(options.get("db_path"))
         self._rows_lock = threading.Lock()
         self._stored_version = 0  # bumped whenever records are stored or forgotten
         self._rows_cache: tuple[tuple[int, float], list[UsageRow]] | None = None

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 from aicm._core.limits import api_key_id_of
+from aicm._core.service_models import LimitTerms
 from aicm._core.settings import key_fingerprint
 from aicm._core.wire import record_moment
 from aicm.cli._pricing import PriceTable, price_usage
@@ -103,13 +104,9 @@ def period_bounds(period: str, now: dt.datetime) -> tuple[dt.datetime, dt.dateti
 
 
 @attrs.frozen(kw_only=True)
-class UsageLimit:
-    """One stored usage limit."""
+class UsageLimit(LimitTerms):
+    """One stored usage limit: its terms, whom it concerns, and until when."""
 
-    uuid: str
-    threshold_type: str
-    amount: Decimal
-    period: str
     service_key: str | None = None
     customer_key: str | None = None
     api_key_id: str | None = None

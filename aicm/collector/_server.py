@@ -7,20 +7,22 @@ faults) reads the same store and counters from the caller's thread, under locks.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from aicm.collector._app import API_URL, build_app
-from aicm.collector._collector import Collector, ConfigsSource, data_dir_for
+from aicm.collector._collector import Collector, CollectorOptions, ConfigsSource, data_dir_for
 from aicm.collector._faults import Faults
 from aicm.collector._store import kind_from_name
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["CollectorServer", "LocalCollector", "uvicorn_config"]
 
@@ -120,25 +122,17 @@ class LocalCollector:
     def __init__(
         self,
         *,
-        configs: ConfigsSource | None = None,
-        configs_path: str | os.PathLike[str] | None = None,
-        db_path: str | os.PathLike[str] | None = None,
         faults: Faults | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-        seed: int = 0,
-        data_dir: str | os.PathLike[str] | None = None,
+        **options: Unpack[CollectorOptions],
     ) -> None:
         # No data directory: a temporary one for this object's life, so a restart keeps
         # the signing key and the usage limits, as `aicm serve` keeps them on disk.
-        self.data_dir, self._own_data_dir = data_dir_for(configs, configs_path, data_dir)
-        self._options: dict[str, Any] = {
-            "configs": configs,
-            "configs_path": configs_path,
-            "db_path": db_path,
-            "seed": seed,
-            "data_dir": self.data_dir,
-        }
+        self.data_dir, self._own_data_dir = data_dir_for(
+            options.get("configs"), options.get("configs_path"), options.get("data_dir")
+        )
+        self._options: CollectorOptions = {**options, "data_dir": self.data_dir}
         self._faults = faults or Faults()
         self.host = host
         self._port = port

@@ -50,6 +50,8 @@ TITLE = "3. End to end: records/s delivered"
 
 SYNC_MEM = "aicm Tracker MEM_QUEUE -> collector (sync)"
 ASYNC_MEM = "aicm AsyncTracker MEM_QUEUE -> collector (asyncio)"
+SYNC_PQ = "aicm Tracker PERSISTENT_QUEUE -> collector (sync)"
+POST_FLOOR = "floor: pre-serialised 1000-record POSTs -> collector"
 
 
 def run(ctx: Context) -> ScenarioResult:
@@ -123,13 +125,7 @@ def run(ctx: Context) -> ScenarioResult:
 
         phases.append(
             (
-                result.measure(
-                    "aicm Tracker PERSISTENT_QUEUE -> collector (sync)",
-                    "aicm",
-                    "e2e",
-                    rate,
-                    "higher",
-                ),
+                result.measure(SYNC_PQ, "aicm", "e2e", rate, "higher"),
                 pq_round,
             )
         )
@@ -216,13 +212,7 @@ def run(ctx: Context) -> ScenarioResult:
 
         phases.append(
             (
-                result.measure(
-                    "floor: pre-serialised 1000-record POSTs -> collector",
-                    "floor",
-                    "e2e",
-                    rate,
-                    "higher",
-                ),
+                result.measure(POST_FLOOR, "floor", "e2e", rate, "higher"),
                 floor_round,
             )
         )
@@ -263,6 +253,16 @@ def run(ctx: Context) -> ScenarioResult:
             ">=",
             100_000,
             "rec/s",
+        )
+    )
+    mine, bare = result.get(SYNC_PQ).median, result.get(POST_FLOOR).median
+    result.targets.append(
+        Target(
+            "PERSISTENT_QUEUE end to end (sync) / the pre-serialised 1000-record POST floor",
+            None if mine is None or not bare else mine / bare,
+            ">=",
+            0.5,
+            "x",
         )
     )
     result.notes.append(

@@ -99,3 +99,15 @@ def test_every_async_method_has_its_sync_twin_with_the_same_signature() -> None:
         assert twin.api is api
         assert twin.__doc__ == api.__doc__
         assert "self" not in api.signature.parameters
+
+
+def test_the_sync_client_takes_exactly_the_async_clients_options() -> None:
+    """``CostManagerClient(**options)`` passes them on: its TypedDict names each option of
+    ``AsyncCostManagerClient`` with the same type, and no other."""
+    from aicm import AsyncCostManagerClient
+    from aicm._sync.client import ClientOptions
+
+    parameters = inspect.signature(AsyncCostManagerClient.__init__).parameters
+    declared = {name: str(p.annotation) for name, p in parameters.items() if name != "self"}
+    options = {name: kind.__forward_arg__ for name, kind in ClientOptions.__annotations__.items()}
+    assert options == declared

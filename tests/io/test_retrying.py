@@ -10,7 +10,7 @@ import pytest
 
 from aicm._core.exceptions import ClientRequestError, RateLimitedError, TransportError
 from aicm._core.policy import RetryPolicy
-from aicm._io.retrying import GaveUp, retrying
+from aicm._io.retrying import GaveUp, retrying, retrying_or_raise
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +99,19 @@ async def test_max_sleep_caps_each_wait(anyio_backend: str) -> None:
     with anyio.fail_after(2):
         assert await retrying(call, attrs.evolve(FAST, max_sleep=0.01)) == "ok"
     assert anyio.current_time() - started < 1.0
+
+
+async def test_retrying_or_raise_raises_the_calls_own_last_error(anyio_backend: str) -> None:
+    """Given up, ``retrying_or_raise`` raises the last failure itself, its cause intact,
+    with nothing of the loop chained to it; a success is returned as is."""
+    cause = OSError("connection reset")
+    last = TransportError("third")
+    last.__cause__ = cause
+    call = Flaky(TransportError("first"), TransportError("second"), last)
+    with pytest.raises(TransportError) as caught:
+        await retrying_or_raise(call, FAST)
+    assert caught.value is last
+    assert caught.value.__cause__ is cause
+    assert not isinstance(caught.value.__context__, GaveUp)
+    assert call.calls == 3
+    assert await retrying_or_raise(Flaky(TransportError("once")), FAST) == "ok"

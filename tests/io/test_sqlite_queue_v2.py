@@ -434,3 +434,114 @@ def test_the_child_of_a_fork_gets_fresh_write_locks(tmp_path: Path) -> None:
         fresh.release()
     finally:
         held.release()
+
+
+# -- adds on the event loop: never waiting there -------------------------------------------
+
+
+async def _add_while_held(queue: SqliteQueue, hold: threading.Event, rid: str) -> int:
+    """Add ``rid`` while something holds the file; how often the event loop ticked
+    meanwhile (it must go on running: the add waits off the loop)."""
+    ticks = 0
+    added = anyio.Event()
+
+    async def add() -> None:
+        await queue.add("/track", rid, "{}")
+        added.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(add)
+        with anyio.move_on_after(0.3):
+            while True:
+                await anyio.sleep(0.01)
+                ticks += 1
+        assert not added.is_set()  # still waiting for the lock
+        hold.set()
+        with anyio.fail_after(10):
+            await added.wait()
+    return ticks
+
+
+@pytest.mark.anyio
+async def test_an_add_waits_for_another_process_write_lock_off_the_event_loop(
+    path: Path,
+) -> None:
+    """While another connection (as another process would) holds SQLite's write lock, an
+    add waits for it in SQLite, not on the event loop, and commits once it is free."""
+    opened: list[SqliteQueue] = []
+    try:
+        queue = await open_queue(path, opened)
+        await queue.add("/track", "warm-up", "{}")
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Event()
+        thread = threading.Thread(target=lambda: (release.wait(10), other.execute("COMMIT")))
+        thread.start()
+        try:
+            ticks = await _add_while_held(queue, release, "r")
+        finally:
+            release.set()
+            thread.join()
+            other.close()
+        assert ticks >= 10
+        assert [r[0] for r in select(path, "SELECT response_id FROM records ORDER BY id")] == [
+            "warm-up",
+            "r",
+        ]
+    finally:
+        await close_all(opened)
+
+
+@pytest.mark.anyio
+async def test_an_add_waits_for_this_process_file_lock_off_the_event_loop(path: Path) -> None:
+    """While another thread of this process holds the file's lock, an add waits for it off
+    the event loop, and commits once it is free."""
+    opened: list[SqliteQueue] = []
+    try:
+        queue = await open_queue(path, opened)
+        await queue.add("/track", "warm-up", "{}")
+        lock = gate.file_lock(path)
+        release = threading.Event()
+        held = threading.Event()
+
+        def hold() -> None:
+            with lock:
+                held.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        held.wait(5)
+        try:
+            ticks = await _add_while_held(queue, release, "r")
+        finally:
+            release.set()
+            thread.join()
+        assert ticks >= 10
+        assert [r[0] for r in select(path, "SELECT response_id FROM records ORDER BY id")] == [
+            "warm-up",
+            "r",
+        ]
+        assert queue.commits == 2
+    finally:
+        await close_all(opened)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_add_still_commits_its_row_and_the_queue_goes_on(path: Path) -> None:
+    """An add cancelled as it starts committing still commits what it gathered (its own
+    row, and any other caller's), then takes its cancellation; later adds commit too."""
+    opened: list[SqliteQueue] = []
+    try:
+        queue = await open_queue(path, opened)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await queue.add("/track", "cancelled", "{}")
+        assert scope.cancelled_caught
+        await queue.add("/track", "after", "{}")
+        assert [r[0] for r in select(path, "SELECT response_id FROM records ORDER BY id")] == [
+            "cancelled",
+            "after",
+        ]
+    finally:
+        await close_all(opened)

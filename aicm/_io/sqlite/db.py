@@ -112,6 +112,12 @@ class AsyncDB:
             fn, self._conn, self.lock, *args, limiter=self._limiter
         )
 
+    def run_now(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(connection, file_lock, *args)`` on the calling thread: only for an
+        operation that gives up rather than wait (``writer.insert(..., wait=False)``), and never
+        while :meth:`run` has one under way."""
+        return fn(self._conn, self.lock, *args)
+
     def _close(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         del lock
         with FORK_GATE:

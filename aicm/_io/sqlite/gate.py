@@ -32,9 +32,10 @@ class ForkGate:
 
     Every operation on a connection (a transaction from its first statement to its commit
     or rollback, a read, an open, a close) runs inside the gate, on the thread that runs
-    the operation (a worker thread for async callers: an event loop never enters it), never
-    nested. An ``os.register_at_fork`` hook closes the gate, waits (at most
-    ``FORK_WAIT_SECONDS``) until no operation is under way, and reopens it after the fork;
+    the operation (for async callers mostly a worker thread; an event loop enters it only
+    for a small commit that takes no lock it would wait for), never nested. An
+    ``os.register_at_fork`` hook closes the gate, waits (at most ``FORK_WAIT_SECONDS``)
+    until no operation is under way, and reopens it after the fork;
     the child starts with a fresh gate.
     """
 

@@ -22,7 +22,7 @@ from .claims import Scope
 from .db import AsyncDB, on_asyncio, open_async_db
 from .moves import OpenedFile, rescue_rows
 from .schema import MAX_ID, disk_full, write_error
-from .writer import RowTuple, insert
+from .writer import RowTuple, impatient, insert, patiently
 
 __all__ = ["SqliteQueue"]
 
@@ -33,6 +33,11 @@ _T = TypeVar("_T")
 # behind it) measured no faster than one: the callers' Python, not the commit, is the
 # bound, and one at a time makes fewer, larger commits.
 _COMMITS_IN_FLIGHT = 1
+
+
+# Group commits of at most this many rows are made on the event loop itself when they
+# need not wait for a lock (see writer.insert); larger ones on the connection's thread.
+_ROWS_COMMITTED_ON_LOOP = 4
 
 
 def _ignore_commit(n: int, committed: bool = True) -> None:
@@ -125,7 +130,8 @@ class SqliteQueue:
         # checkpoints, which need not hold the write lock for long, or at all.
         self._writes: AsyncDB | None = None
         self._opening_writes = anyio.Lock()
-        self._new_done: Callable[[], _Done] = _FutureEvent if on_asyncio() else anyio.Event
+        self._asyncio = on_asyncio()
+        self._new_done: Callable[[], _Done] = _FutureEvent if self._asyncio else anyio.Event
         self._open = _Commit(self._new_done())  # the rows waiting for the next transaction
         self._committers = 0  # callers committing for everyone (see _join)
         self.commits = 0  # add transactions: fewer than calls when calls overlap
@@ -179,40 +185,62 @@ class SqliteQueue:
         """
         if self._committers < _COMMITS_IN_FLIGHT:
             self._committers += 1
+            interrupted: BaseException | None = None
             try:
-                # Shielded: a cancelled committer must still commit the rows it took (and
-                # other callers' rows with them); the write takes milliseconds.
-                with anyio.CancelScope(shield=True):
-                    while True:
-                        # Let the tasks that are ready to run add their rows first: one
-                        # commit then carries many callers.
+                # Let the tasks that are ready to run add their rows first: one commit
+                # then carries many callers. Those who arrive while it is under way make
+                # the next one; those who come later find no committer and commit
+                # themselves. A committer cancelled here still commits the rows it
+                # gathered (other callers' with them), then takes its cancellation.
+                try:
+                    if self._asyncio:  # (what anyio's checkpoint does there, without its look-ups)
+                        await asyncio.sleep(0)
+                    else:
                         await anyio.lowlevel.checkpoint()
-                        if not self._open.rows:
-                            break
-                        commit, self._open = self._open, _Commit(self._new_done())
-                        n = len(commit.rows)
-                        self.before_commit(n)
-                        try:
-                            writes = self._writes or await self._open_writes()
-                            await writes.run(
-                                insert, commit.rows, self.api_root, self.key_fp, time.time()
-                            )
-                            self.commits += 1
-                            opened = self._writes_opened
-                            if opened is not None and opened.moved(self.path):
-                                await self._follow_the_path_for_writes(writes, opened)
-                        except Exception as exc:
-                            commit.error = exc
-                            self.after_commit(n, False)
-                        else:
-                            self.after_commit(n, True)
-                        commit.done.set()
+                except BaseException as exc:
+                    interrupted = exc
+                while self._open.rows:
+                    await self._commit_open()
             finally:
                 self._committers -= 1
+            if interrupted is not None:
+                raise interrupted
         if not batch.done.is_set():
             await batch.done.wait()
         if batch.error is not None:
             self._raise(batch.error)
+
+    async def _commit_open(self) -> None:
+        """Commit the rows gathered so far, for all their callers."""
+        commit, self._open = self._open, _Commit(self._new_done())
+        rows, n = commit.rows, len(commit.rows)
+        self.before_commit(n)
+        try:
+            now = time.time()
+            writes = self._writes
+            # A few rows are committed right here when nothing holds the file: a commit
+            # that short takes about as long as the hop to the connection's thread and
+            # back. More rows are event-loop time that the thread spends instead. Awaits
+            # are shielded: the rows taken must be committed, the caller cancelled or not.
+            if (
+                writes is None
+                or n > _ROWS_COMMITTED_ON_LOOP
+                or not writes.run_now(insert, rows, self.api_root, self.key_fp, now, False)
+            ):
+                with anyio.CancelScope(shield=True):
+                    writes = writes or await self._open_writes()
+                    await writes.run(patiently, insert, rows, self.api_root, self.key_fp, now)
+            self.commits += 1
+            opened = self._writes_opened
+            if writes is not None and opened is not None and opened.moved(self.path):
+                with anyio.CancelScope(shield=True):
+                    await self._follow_the_path_for_writes(writes, opened)
+        except Exception as exc:
+            commit.error = exc
+            self.after_commit(n, False)
+        else:
+            self.after_commit(n, True)
+        commit.done.set()
 
     def _raise(self, error: BaseException) -> NoReturn:
         if isinstance(error, QueueStoreError):
@@ -222,7 +250,9 @@ class SqliteQueue:
     async def _open_writes(self) -> AsyncDB:
         async with self._opening_writes:
             if self._writes is None:
-                self._writes = await open_async_db(self.path)
+                writes = await open_async_db(self.path)
+                await writes.run(impatient)  # (see writer.insert)
+                self._writes = writes
                 self._writes_opened = OpenedFile(self.path)
             return self._writes
 
@@ -230,7 +260,7 @@ class SqliteQueue:
         """The file was deleted or replaced: move the rows (these commits' with them) into
         the file at the path, and write there next; raises QueueStoreError if impossible."""
         try:
-            await writes.run(rescue_rows, self.path, opened)
+            await writes.run(patiently, rescue_rows, self.path, opened)
         except sqlite3.Error as exc:
             raise QueueStoreError(f"moving rows into {self.path} failed: {exc}") from exc
         self._writes = None

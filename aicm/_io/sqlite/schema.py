@@ -147,9 +147,15 @@ def foreign(path: Path) -> QueueStoreError:
     return QueueStoreError(f"{path} is an SQLite file but not an aicm queue file")
 
 
+# How long a queue connection waits for another's write lock (SQLite's busy handler),
+# and the setting of one that never waits (writer.impatient).
+BUSY_WAIT = "PRAGMA busy_timeout = 30000"
+BUSY_NO_WAIT = "PRAGMA busy_timeout = 0"
+
+
 def _setup(conn: sqlite3.Connection, path: Path) -> None:
     try:
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(BUSY_WAIT)
         # Look before writing anything: the switch to WAL rewrites the file's header, and
         # another program's database must be refused exactly as it was.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -169,7 +175,7 @@ def _setup(conn: sqlite3.Connection, path: Path) -> None:
 
 def tune(conn: sqlite3.Connection) -> None:
     """Per-connection settings of every queue connection."""
-    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute(BUSY_WAIT)
     # WAL + NORMAL: a committed record survives a process crash (kill -9); an OS crash
     # may lose the last commits. That is the trade every embedded queue here makes.
     conn.execute("PRAGMA synchronous = NORMAL")

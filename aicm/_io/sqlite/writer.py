@@ -7,16 +7,23 @@ import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..._core.exceptions import QueueStoreError
 from .gate import FORK_GATE, file_lock
 from .moves import OpenedFile, rescue_rows, retire
-from .schema import LAST_ID, connect, in_transaction, write_error
+from .schema import BUSY_NO_WAIT, BUSY_WAIT, LAST_ID, connect, rollback, write_error
 
-__all__ = ["INSERT", "RowTuple", "SyncWriter", "insert"]
+__all__ = [
+    "INSERT",
+    "RowTuple",
+    "SyncWriter",
+    "impatient",
+    "insert",
+    "patiently",
+]
 
 # A row to write, as the hot paths pass it: (endpoint, response_id, body).
 RowTuple = tuple[str, str, str]
@@ -34,6 +41,10 @@ INSERT = (
 # then (id, endpoint, response_id, body) of each row; at most ROWS_PER_INSERT rows (4
 # parameters each, within the 999 that old SQLite builds allow).
 ROWS_PER_INSERT = 240
+
+_T = TypeVar("_T")
+
+_SQLITE_BUSY = 5  # SQLite's primary result code (extended codes add bits above 0xFF)
 
 
 @functools.lru_cache(maxsize=ROWS_PER_INSERT)
@@ -54,20 +65,61 @@ def insert(
     api_root: str,
     key_fp: str,
     now: float,
-) -> None:
-    """Commit ``rows``, in a few statements however many there are.
+    wait: bool = True,
+) -> bool:
+    """Commit ``rows``, in a few statements however many there are; True once done.
 
     One statement alone is its own transaction (no BEGIN, no COMMIT). Several rows go in
     multi-row INSERTs, not one per row: each statement hands the GIL to the event loop
     and takes it back, and that round trip, not SQLite, is what a row would cost.
+
+    With ``wait`` false, nothing is written and the answer is False when that would mean
+    waiting: for the file's lock held by another thread of this process, or SQLite's
+    write lock held by another process. That is for an event loop (see
+    ``SqliteQueue``): ``conn`` must then not wait in SQLite either (:func:`impatient`),
+    whose busy handler sleeps.
     """
+    with FORK_GATE:
+        if not lock.acquire(blocking=wait):
+            return False
+        try:
+            _commit(conn, rows, api_root, key_fp, now)
+        except sqlite3.OperationalError as exc:
+            if not wait and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_BUSY:
+                return False  # (the statement or transaction left nothing behind)
+            raise
+        finally:
+            lock.release()
+    return True
+
+
+def patiently(
+    conn: sqlite3.Connection, lock: threading.Lock, fn: Callable[..., _T], *args: Any
+) -> _T:
+    """``fn(conn, lock, *args)`` on an :func:`impatient` connection, waiting for locks
+    meanwhile as every queue connection does."""
+    conn.execute(BUSY_WAIT)  # (a setting of the connection: the file is not touched)
+    try:
+        return fn(conn, lock, *args)
+    finally:
+        conn.execute(BUSY_NO_WAIT)
+
+
+def impatient(conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    """Make ``conn`` give up at once on a lock held elsewhere (for ``insert(wait=False)``)."""
+    del lock
+    conn.execute(BUSY_NO_WAIT)
+
+
+def _commit(
+    conn: sqlite3.Connection, rows: Sequence[RowTuple], api_root: str, key_fp: str, now: float
+) -> None:
     if len(rows) == 1:
         endpoint, response_id, body = rows[0]
-        with FORK_GATE, lock:
-            conn.execute(INSERT, (endpoint, response_id, body, api_root, key_fp, now, now))
+        conn.execute(INSERT, (endpoint, response_id, body, api_root, key_fp, now, now))
         return
-
-    def work() -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
         (last,) = conn.execute(LAST_ID).fetchone()
         for start in range(0, len(rows), ROWS_PER_INSERT):
             chunk = rows[start : start + ROWS_PER_INSERT]
@@ -76,8 +128,10 @@ def insert(
                 params.append(offset)
                 params.extend(row)
             conn.execute(_insert_rows_sql(len(chunk)), params)
-
-    in_transaction(conn, lock, work)
+        conn.commit()
+    except BaseException:
+        rollback(conn)
+        raise
 
 
 class SyncWriter:
