@@ -35,6 +35,7 @@ __all__ = [
     "dumps_canonical",
     "loads",
     "plain_mapping",
+    "plain_size_bound",
     "stdlib_dumps",
     "stdlib_loads",
     "to_plain",
@@ -218,6 +219,53 @@ def _size_bound(value: JSONValue, limit: int) -> int:
     if t is int and value.bit_length() > _FAST_INT_BITS:  # type: ignore[union-attr]
         return len(str(value)) + 2
     return _NUMBER_BOUND
+
+
+def plain_size_bound(value: Any) -> int:
+    """An upper bound of ``value``'s JSON size in bytes when :func:`to_plain` would return an
+    equal copy of it (str-keyed dicts, lists, ASCII strings, ints of at most 60 bits, bools,
+    None, finite floats); -1 otherwise (then :func:`to_plain` converts it or names the
+    problem). One walk, for data that is plain already (an extracted payload)."""
+    return _plain_bound(value, 0)
+
+
+def _plain_bound(value: Any, depth: int) -> int:
+    t = type(value)
+    if t is dict:
+        if depth >= _MAX_DEPTH:
+            return -1
+        total = 2
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii():
+                return -1
+            tv = type(v)
+            if tv is str and v.isascii():
+                total += 6 * (len(k) + len(v)) + 8
+            elif (tv is int and v.bit_length() <= _FAST_INT_BITS) or tv is bool or v is None:
+                total += 6 * len(k) + 4 + _NUMBER_BOUND
+            else:
+                inner = _plain_bound(v, depth + 1)
+                if inner < 0:
+                    return -1
+                total += 6 * len(k) + 4 + inner
+        return total
+    if t is list:
+        if depth >= _MAX_DEPTH:
+            return -1
+        total = 2
+        for v in value:
+            inner = _plain_bound(v, depth + 1)
+            if inner < 0:
+                return -1
+            total += inner + 1
+        return total
+    if t is str:
+        return 6 * len(value) + 2 if value.isascii() else -1
+    if t is int:
+        return _NUMBER_BOUND if value.bit_length() <= _FAST_INT_BITS else -1
+    if t is float:
+        return _NUMBER_BOUND if math.isfinite(value) else -1
+    return _NUMBER_BOUND if t is bool or value is None else -1
 
 
 # Ints beyond this many bits go through an exact check: str() of them is costly, and
