@@ -267,6 +267,11 @@ def _seconds(name: str, default: float, accepts: str = "a positive number", **re
     return _option(name, default, _positive_float, shown_default=shown, accepts=accepts, **rest)
 
 
+def _no_limit(name: str, unset: str, accepts: str = "a positive number") -> Option:
+    """A duration in seconds that is unset (no limit) by default."""
+    return _option(name, None, _optional_positive_float, shown_default=unset, accepts=accepts)
+
+
 def _count(name: str, default: int, **rest: Any) -> Option:
     """A positive integer."""
     return _option(name, default, _positive_int, shown_default=f"`{default}`", **rest)
@@ -350,13 +355,7 @@ OPTIONS: tuple[Option, ...] = (
     _count("queue_size", 10_000),
     _count("max_batch_size", 1000),
     _seconds("batch_interval", 0.5),
-    _option(
-        "block_timeout",
-        None,
-        _optional_positive_float,
-        shown_default="none (wait for room without limit)",
-        accepts="a positive number",
-    ),
+    _no_limit("block_timeout", "none (wait for room without limit)"),
     _count("max_attempts", 3, argument=None),
     _count("max_record_bytes", 64 * 1024),
     _seconds("backoff_base", 0.5, argument=None),
@@ -368,13 +367,7 @@ OPTIONS: tuple[Option, ...] = (
         argument=None,
         accepts="a positive number; keep it above twice `timeout` (a warning says so)",
     ),
-    _option(
-        "max_age",
-        None,
-        _optional_positive_float,
-        shown_default="none (records never expire)",
-        accepts="a positive number of seconds",
-    ),
+    _no_limit("max_age", "none (records never expire)", "a positive number of seconds"),
     _seconds("close_timeout", 2.0, argument=None),
     _option(
         "track_format",
