@@ -1,7 +1,7 @@
 """The keyword options every tracker, cost manager and wrapper takes, and their resolution
 (layer 4).
 
-The settings among them are declared once, in :data:`aicm._core.settings.OPTIONS`; the
+The settings among them are declared once, in `aicm._core.settings.OPTIONS`; the
 ``TypedDict`` here is their static type, so that ``mypy`` checks a user's call
 (``Tracker(timeout="soon")`` and a misspelled name are type errors). Their lines for those
 settings are written from that list by ``python scripts/options.py`` (a test fails while
@@ -74,7 +74,7 @@ class DeliveryOptions(TypedDict, total=False):
 
 
 class TrackerOptions(DeliveryOptions, total=False):
-    """:class:`DeliveryOptions`, and the anonymisation every ``track`` call of a tracker gets."""
+    """`DeliveryOptions`, and the anonymisation every ``track`` call of a tracker gets."""
 
     # BEGIN generated from OPTIONS by scripts/options.py: do not edit
     # END generated
@@ -120,7 +120,7 @@ class UnknownOptionError(ConfigError, TypeError):
 
 
 def check_option_names(owner: str, names: Collection[str], *, tracker: bool = False) -> None:
-    """Raise :class:`UnknownOptionError` naming ``owner`` for any name that is no option."""
+    """Raise `UnknownOptionError` naming ``owner`` for any name that is no option."""
     known = _EVERY_CLASS | (_TRACKER_ONLY if tracker else frozenset())
     unknown = sorted(set(names) - known)
     if not unknown:

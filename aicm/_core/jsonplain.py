@@ -98,7 +98,7 @@ def dumps(value: Any) -> str:
 
 
 def dumps_bytes(value: Any) -> bytes:
-    """:func:`dumps` as UTF-8 bytes (an HTTP body)."""
+    """`dumps()` as UTF-8 bytes (an HTTP body)."""
     if _orjson is not None:
         try:
             data: bytes = _orjson.dumps(value)
@@ -132,7 +132,8 @@ def to_plain(value: Any, *, field: str = "usage") -> JSONValue:
 
     Dataclasses, objects with ``model_dump()`` (pydantic v2) or ``dict()`` (pydantic v1),
     enums, datetimes, dates, UUIDs, Decimals, tuples and sets are converted; anything else
-    raises :class:`NotSerializableError` naming the path of the offending value.
+    raises [`NotSerializableError`][aicm.NotSerializableError] naming the path of the offending
+    value.
     """
     return _plain(value, field, 0)
 
@@ -141,7 +142,7 @@ def plain_mapping(value: Any, *, field: str) -> tuple[dict[str, JSONValue], int]
     """Return ``value`` (a mapping) as a fresh plain dict, and an upper bound of its JSON size.
 
     The common case, a flat dict of strings and numbers, takes one pass; anything else
-    goes through :func:`to_plain`.
+    goes through `to_plain()`.
     """
     if type(value) is dict:
         bound = 2
@@ -177,7 +178,8 @@ def plain_mapping(value: Any, *, field: str) -> tuple[dict[str, JSONValue], int]
 
 
 def check_size(value: JSONValue, *, field: str, limit: int) -> int:
-    """Raise :class:`RecordTooLargeError` when ``value`` serialises to more than ``limit`` bytes.
+    """Raise [`RecordTooLargeError`][aicm.RecordTooLargeError] when ``value`` serialises to more
+    than ``limit`` bytes.
 
     Returns an upper bound of the size (the exact size when it had to be computed).
     """
@@ -222,9 +224,9 @@ def _size_bound(value: JSONValue, limit: int) -> int:
 
 
 def plain_size_bound(value: Any) -> int:
-    """An upper bound of ``value``'s JSON size in bytes when :func:`to_plain` would return an
+    """An upper bound of ``value``'s JSON size in bytes when `to_plain()` would return an
     equal copy of it (str-keyed dicts, lists, ASCII strings, ints of at most 60 bits, bools,
-    None, finite floats); -1 otherwise (then :func:`to_plain` converts it or names the
+    None, finite floats); -1 otherwise (then `to_plain()` converts it or names the
     problem). One walk, for data that is plain already (an extracted payload)."""
     return _plain_bound(value, 0)
 

@@ -205,7 +205,7 @@ def vendor_service_key(api_id: str, service_key: str) -> str:
 
 def one_customer_key(client_customer_key: Any, customer_key: str) -> str:
     """The customer of a record given ``customer_key`` (another name for
-    ``client_customer_key``: give one, or both equal), or a :class:`RecordError`."""
+    ``client_customer_key``: give one, or both equal), or a [`RecordError`][aicm.RecordError]."""
     if client_customer_key is not None and client_customer_key != customer_key:
         raise RecordError(
             "give client_customer_key or customer_key, not two different keys",
@@ -216,9 +216,9 @@ def one_customer_key(client_customer_key: Any, customer_key: str) -> str:
 
 @attrs.frozen(kw_only=True, slots=True)
 class TrackRecord:
-    """One usage event for ``POST /track``. Build it with :meth:`build` to validate.
+    """One usage event for ``POST /track``. Build it with `build()` to validate.
 
-    :meth:`wire` sends the service's current record (``service_key`` ``"vendor::model"``,
+    `wire()` sends the service's current record (``service_key`` ``"vendor::model"``,
     ``customer_key``), or with ``legacy`` the older one (``api_id``, the bare
     ``service_key``, ``client_customer_key``).
     """
@@ -249,7 +249,7 @@ class TrackRecord:
         customer_key: str | None = None,
         legacy: bool = False,
     ) -> TrackRecord:
-        """Validate every field and return the record, or raise a :class:`RecordError`.
+        """Validate every field and return the record, or raise a [`RecordError`][aicm.RecordError].
 
         ``customer_key`` is another name for ``client_customer_key`` (give one, or both
         equal); ``legacy`` picks the older wire record.
@@ -565,7 +565,8 @@ _Config = TypeVar("_Config", ServiceConfig, ConfigsResponse)
 
 
 def structure_config(data: Any, cls: type[_Config], *, where: str) -> _Config:
-    """Structure ``data`` as ``cls``, or raise :class:`ConfigError` naming every field at fault.
+    """Structure ``data`` as ``cls``, or raise [`ConfigError`][aicm.ConfigError] naming every field
+    at fault.
 
     The message reads ``<where>: handling_config: expected an object, got str``, one
     ``path: problem`` per fault, joined by ``; ``.

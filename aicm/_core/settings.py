@@ -53,9 +53,9 @@ class OnFull(str, enum.Enum):
     """What ``track`` does when the queue is full."""
 
     BLOCK = "block"
-    """Wait for room (up to ``block_timeout``, then :class:`QueueFullError`)."""
+    """Wait for room (up to ``block_timeout``, then [`QueueFullError`][aicm.QueueFullError])."""
     RAISE = "raise"
-    """Raise :class:`QueueFullError` at once."""
+    """Raise [`QueueFullError`][aicm.QueueFullError] at once."""
     BACKPRESSURE = "backpressure"
     """Drop the oldest queued record, count it, and call ``on_discard(record)``."""
 
@@ -422,7 +422,8 @@ DEFAULTS: Mapping[str, Any] = {name: opt.default for name, opt in _OPTIONS.items
 
 @attrs.frozen(kw_only=True)
 class Settings:
-    """Resolved settings. Build with :func:`resolve_settings`; the repr never shows the key."""
+    """Resolved settings. Build with [`resolve_settings()`][aicm.resolve_settings]; the repr never
+    shows the key."""
 
     # BEGIN generated from OPTIONS by scripts/options.py: do not edit
     api_key: str | None = attrs.field(repr=False)
@@ -460,7 +461,8 @@ class Settings:
         return self.api_base + self.api_url
 
     def require_api_key(self) -> str:
-        """Return the API key, or raise :class:`MissingApiKeyError` saying where to set it."""
+        """Return the API key, or raise [`MissingApiKeyError`][aicm.MissingApiKeyError] saying where
+        to set it."""
         if not self.api_key:
             raise MissingApiKeyError(
                 "no API key: pass aicm_api_key=... or set the AICM_API_KEY environment "
@@ -562,8 +564,8 @@ def resolve_settings(
 
     ``explicit`` takes setting names (``api_key``, ``api_base``, ``delivery_type``...);
     ``None`` means "not given". The INI file is ``ini_path``, else ``AICM_INI_PATH``, else
-    :func:`default_ini_path`; a missing file is fine, a malformed one raises
-    :class:`ConfigError` naming the file and line.
+    `default_ini_path()`; a missing file is fine, a malformed one raises
+    [`ConfigError`][aicm.ConfigError] naming the file and line.
     """
     env = os.environ if environ is None else environ
     unknown = set(explicit) - set(_OPTIONS)
