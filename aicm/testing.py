@@ -18,7 +18,7 @@ In pytest, the ``aicm_capture`` fixture does the same and also sets a dummy API 
 queue file in the test's temporary folder: add ``pytest_plugins = ["aicm.testing"]`` to
 your top-level ``conftest.py`` (or import the fixture there).
 
-:func:`local_collector` runs the real local collector (the ``collector`` extra) on a
+`local_collector()` runs the real local collector (the ``collector`` extra) on a
 loopback port, for tests that want real HTTP and fault injection.
 """
 
@@ -109,7 +109,7 @@ def _json_response(
 
 
 class _RecordFields(TypedDict, total=False):
-    """What :meth:`CapturedRecords.find` and :meth:`~CapturedRecords.assert_tracked` match
+    """What `CapturedRecords.find()` and `assert_tracked()` match
     a record on: each field given (see ``assert_tracked``)."""
 
     api_id: str | None
@@ -128,7 +128,7 @@ class CapturedRecords:
 
     Records are kept as the service would store them: each ``(service, response_id)``
     once, in arrival order, as the SDK sent them. A resend of a stored record is answered
-    ``queued`` again and counted in :attr:`duplicates`.
+    ``queued`` again and counted in `duplicates`.
     """
 
     def __init__(self, configs: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -270,7 +270,7 @@ class CapturedRecords:
         """Block until at least ``n`` records arrived; return them all.
 
         Raises ``AssertionError`` after ``timeout`` s. From async code whose own event loop
-        runs the delivery (``AsyncTracker``), await :meth:`wait_for_async` instead.
+        runs the delivery (``AsyncTracker``), await `wait_for_async()` instead.
         """
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -284,7 +284,7 @@ class CapturedRecords:
         return self.records
 
     async def wait_for_async(self, n: int, *, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """:meth:`wait_for` for async code (asyncio or trio): never blocks the event loop."""
+        """`wait_for()` for async code (asyncio or trio): never blocks the event loop."""
         deadline = time.monotonic() + timeout
         while len(self) < n:
             if time.monotonic() >= deadline:
@@ -295,7 +295,7 @@ class CapturedRecords:
     # -- asserting ----------------------------------------------------------------------
 
     def find(self, **fields: Unpack[_RecordFields]) -> list[dict[str, Any]]:
-        """The records that match every given field (see :meth:`assert_tracked`)."""
+        """The records that match every given field (see `assert_tracked()`)."""
         api_id, service_key = fields.get("api_id"), fields.get("service_key")
         usage, response_id = fields.get("usage"), fields.get("response_id")
         config_id, service_id = fields.get("config_id"), fields.get("service_id")
@@ -336,7 +336,7 @@ class CapturedRecords:
         service_key="gpt-5-mini"`` matches ``service_key`` ``"openai::gpt-5-mini"``, and
         ``client_customer_key`` and ``customer_key`` match either record's customer. With
         ``count`` the number of matches must be exactly that, else at least one. It checks
-        what arrived so far: ``flush()`` the tracker (or :meth:`wait_for`) first.
+        what arrived so far: ``flush()`` the tracker (or `wait_for()`) first.
         """
         found = self.find(**fields)
         wanted = {k: v for k, v in fields.items() if v is not None}
@@ -351,7 +351,7 @@ class CapturedRecords:
 
 
 class CaptureTransport(httpx.AsyncBaseTransport):
-    """An ``httpx`` transport that answers the aicm wire contract from a :class:`CapturedRecords`.
+    """An ``httpx`` transport that answers the aicm wire contract from a `CapturedRecords`.
 
     It checks the ``Authorization`` header (a missing or empty bearer key gets 401, as
     from the service), serves ``/track``, ``/track-usage`` and ``/configs`` under any API
@@ -432,7 +432,7 @@ else:
 
     @pytest.fixture
     def aicm_capture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[CapturedRecords]:
-        """Capture every aicm record of the test in memory (see :func:`capture`).
+        """Capture every aicm record of the test in memory (see `capture()`).
 
         Also sets ``AICM_API_KEY`` (when unset) to a dummy key, and ``AICM_DB_PATH`` to a
         file in the test's temporary folder, so persistent queues never touch yours.

@@ -54,7 +54,8 @@ def load_service_configs(source: Any) -> list[ServiceConfig]:
 def handling_config_of(config: ServiceConfig) -> HandlingConfig | None:
     """The parsed handling config of ``config``; None for a manual-usage config (none, or ``{}``).
 
-    Raises :class:`HandlingConfigError` naming the config and the field when it is malformed.
+    Raises [`HandlingConfigError`][aicm.HandlingConfigError] naming the config and the field when it
+    is malformed.
     """
     raw = config.handling_config
     if raw is None or (isinstance(raw, Mapping) and not raw):
@@ -67,9 +68,9 @@ class CostManagerConfig:
     offline, taken from ``configs`` (a JSON file path, a list, or the service's answer).
 
     Offline configs are checked when given: a malformed handling config raises
-    :class:`HandlingConfigError` naming the config and the field, at once. A malformed one
-    from the service is skipped and logged instead, so one bad config on the server never
-    stops the others, nor the application.
+    [`HandlingConfigError`][aicm.HandlingConfigError] naming the config and the field, at once. A
+    malformed one from the service is skipped and logged instead, so one bad config on the server
+    never stops the others, nor the application.
     """
 
     def __init__(
@@ -94,8 +95,8 @@ class CostManagerConfig:
         """The configs of ``api_id`` that have a usable handling config.
 
         Manual-usage configs (no handling config) are left out. Raises what the service
-        client raises (:class:`TransportError`, :class:`APIStatusError`...) when the
-        service cannot answer.
+        client raises ([`TransportError`][aicm.TransportError],
+        [`APIStatusError`][aicm.APIStatusError]...) when the service cannot answer.
         """
         if self._local is not None:
             return [

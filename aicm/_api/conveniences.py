@@ -1,7 +1,7 @@
 """Tracker defaults and anonymisation: a customer key and context for every call, and
 sensitive usage fields replaced before a record is built (layer 3, pure).
 
-A tracker holds one :class:`TrackDefaults`. Its :meth:`~TrackDefaults.prepare` runs on a
+A tracker holds one `TrackDefaults`. Its `prepare()` runs on a
 ``track`` call's arguments before the record is built, so an anonymised value never
 reaches the queue (memory or file), the log, or the wire.
 """
@@ -177,7 +177,7 @@ class TrackDefaults:
         self.context: dict[str, Any] | None = None
         self.anonymize_fields = _fields(anonymize_fields, "anonymize_fields")
         self.anonymizer = _anonymizer(anonymizer, "anonymizer")
-        #: whether any call needs :meth:`prepare` (read on every track's fast path)
+        #: whether any call needs `prepare()` (read on every track's fast path)
         self.active = bool(self.anonymize_fields)
 
     def copy(self) -> TrackDefaults:

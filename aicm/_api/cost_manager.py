@@ -2,8 +2,8 @@
 
 ``tracker.client`` is a transparent proxy of the wrapped client. When a call's dotted
 path (``chat.completions.create``) is tracked by one of the ``api_id``'s handling configs,
-the :class:`UniversalExtractor` turns the call and its response (or, for a stream, the
-chunks seen) into ``/track-usage`` payloads, which are queued for delivery. Nothing that
+the [`UniversalExtractor`][aicm.UniversalExtractor] turns the call and its response (or, for a
+stream, the chunks seen) into ``/track-usage`` payloads, which are queued for delivery. Nothing that
 goes wrong in tracking ever reaches the user's call.
 """
 
@@ -70,8 +70,8 @@ class WrapsClient(Generic[ClientT]):
 class ManagerHook:
     """The proxy hook of a cost manager (see ``proxy.ExtractorHook``).
 
-    It asks the manager :meth:`_tracking` gives (None once closed: calls pass through
-    untracked) and queues the records it makes with :meth:`_emit`. The async manager is
+    It asks the manager `_tracking()` gives (None once closed: calls pass through
+    untracked) and queues the records it makes with `_emit()`. The async manager is
     its own hook; the sync facade's hook queues from the caller's thread.
     """
 
@@ -99,7 +99,8 @@ class ManagerHook:
         return extractor.tracks(path) or manager.builtin.tracks(extractor, path)
 
     def before_call(self, call: Call) -> None:
-        """Raise :class:`UsageLimitExceeded` before a tracked call a hard usage limit covers."""
+        """Raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] before a tracked call a hard usage
+        limit covers."""
         manager = self._tracking()
         if manager is not None:
             guard = manager.limit_guard
@@ -128,10 +129,10 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
     built-in while no config for its ``api_id`` is loaded; a config always wins. Configs
     come from the service (``GET /configs?api_id=...``) when delivery starts, or, offline, from
     ``configs`` (a JSON file path or a list). Delivery defaults to ``MEM_QUEUE``; any
-    :class:`DeliveryType` works. ``client_customer_key`` and ``context`` tag every record;
-    :meth:`scope` tags the calls made inside a ``with`` block.
+    [`DeliveryType`][aicm.DeliveryType] works. ``client_customer_key`` and ``context`` tag every
+    record; `scope()` tags the calls made inside a ``with`` block.
 
-    Use ``async with AsyncCostManager(client) as tracker:`` (or :meth:`start` in a task
+    Use ``async with AsyncCostManager(client) as tracker:`` (or `start()` in a task
     group of yours): configs load and delivery runs there. Calls made before that, or
     after it is closed, are passed through untracked.
     """

@@ -21,8 +21,8 @@ class AsyncWithLifecycle:
     The tasks run in a task group held by a helper task whose scope is shielded, so that a
     cancelled body still delivers what it queued (``aclose`` is bounded by its own
     deadline); and no exception the body raises, nor one raised while starting, comes
-    out wrapped in an ``ExceptionGroup``. Subclasses provide :meth:`_before_enter`,
-    :meth:`_start_in` and ``aclose``.
+    out wrapped in an ``ExceptionGroup``. Subclasses provide `_before_enter()`,
+    `_start_in()` and ``aclose``.
     """
 
     _exit_stack: contextlib.AsyncExitStack | None = None

@@ -1,10 +1,10 @@
 """Enforcing the usage limits the service triggered: before a wrapped call, after a track (layer 4).
 
-A :class:`LimitGuard` belongs to one tracker or cost manager. It reads the process's
-:class:`~aicm._io.limits_book.LimitBook` for its service and key, and raises
-:class:`UsageLimitExceeded` when a hard limit covers what is about to happen. Alerts never
-raise (the book warns once per alert event). ``enforce_limits=False`` turns refusals off:
-a hard limit is then reported once per event with a WARNING.
+A `LimitGuard` belongs to one tracker or cost manager. It reads the process's
+`LimitBook` for its service and key, and raises
+[`UsageLimitExceeded`][aicm.UsageLimitExceeded] when a hard limit covers what is about to happen.
+Alerts never raise (the book warns once per alert event). ``enforce_limits=False`` turns refusals
+off: a hard limit is then reported once per event with a WARNING.
 """
 
 from __future__ import annotations
@@ -104,15 +104,16 @@ class LimitGuard:
         return (*(f"{self.vendor}::{m}" for m in models), *models)
 
     def before_call(self, kwargs: Mapping[str, Any], customer_key: str | None) -> None:
-        """Raise :class:`UsageLimitExceeded` if a hard limit covers this call (before it runs)."""
+        """Raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] if a hard limit covers this call
+        (before it runs)."""
         if not self.book.limits:
             return
         keys = self.service_keys(requested_model(kwargs))
         self._enforce(keys, customer_key, response_id=None)
 
     def before_service_call(self, service_key: str, customer_key: str | None) -> None:
-        """Raise :class:`UsageLimitExceeded` if a hard limit covers a call of ``service_key``
-        (a REST service's ``service_id``) about to be made."""
+        """Raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] if a hard limit covers a call of
+        ``service_key`` (a REST service's ``service_id``) about to be made."""
         if not self.book.limits:
             return
         self._enforce((service_key,), customer_key, response_id=None)
@@ -143,7 +144,7 @@ class LimitGuard:
     # -- a tracked record ---------------------------------------------------------------------
 
     def after_record(self, record: object) -> None:
-        """:meth:`after_track` for a built record: a ``/track`` one (its ``"vendor::model"``
+        """`after_track()` for a built record: a ``/track`` one (its ``"vendor::model"``
         service key as the current record sends it, whatever the record's form) or a
         ``/track-usage`` one (its payload's ``service_id`` and ``client_customer_key``)."""
         if not self.book.limits:
@@ -169,8 +170,8 @@ class LimitGuard:
     def after_track(
         self, *, service_key: str | None, customer_key: str | None, response_id: str | None
     ) -> None:
-        """Raise :class:`UsageLimitExceeded` (with ``response_id``) if a hard limit covers a
-        record just handed to delivery."""
+        """Raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] (with ``response_id``) if a hard
+        limit covers a record just handed to delivery."""
         if not self.book.limits:
             return
         self._enforce((service_key,) if service_key else (), customer_key, response_id=response_id)
@@ -273,10 +274,10 @@ async def fetch_at_start(
 
     Only with ``enforce_limits`` and an API key, and only when the process's book for this
     service and key is not fresh (nobody here asked or was told in the last
-    :data:`REFRESH_AFTER` s, and no shared queue file holds an answer that recent). The
+    `REFRESH_AFTER` s, and no shared queue file holds an answer that recent). The
     request runs in the background (``start_background(func, name)``), bounded by
     ``timeout``, its failures logged at INFO; the start waits for it at most
-    :data:`START_WAIT` s, so a service that does not answer holds nothing up.
+    `START_WAIT` s, so a service that does not answer holds nothing up.
     """
     if not settings.enforce_limits or settings.api_key is None:
         return

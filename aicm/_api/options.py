@@ -1,11 +1,12 @@
 """The keyword options every tracker, cost manager and wrapper takes, and their resolution
 (layer 4).
 
-The settings among them are declared once, in :data:`aicm._core.settings.OPTIONS`; the
+The settings among them are declared once, in `aicm._core.settings.OPTIONS`; the
 ``TypedDict`` here is their static type, so that ``mypy`` checks a user's call
-(``Tracker(timeout="soon")`` and a misspelled name are type errors). A test checks that it
-names exactly the options that list gives the classes, plus the three that are not
-settings (``aicm_ini_path``, ``on_discard``, ``transport``).
+(``Tracker(timeout="soon")`` and a misspelled name are type errors). Their lines for those
+settings are written from that list by ``python scripts/options.py`` (a test fails while
+they are stale); the three options that are not settings (``aicm_ini_path``,
+``on_discard``, ``transport``) and the trackers' anonymisation are written by hand.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import httpx
 
 from .._core.exceptions import ConfigError
 from .._core.models import WireRecord
-from .._core.settings import ARGUMENTS, DeliveryType, OnFull, Settings, TrackFormat
+from .._core.settings import ARGUMENTS, OPTIONS, DeliveryType, OnFull, Settings, TrackFormat
 from .._core.settings import resolve_settings as _resolve_settings
 from .conveniences import Anonymizer
 
@@ -45,33 +46,38 @@ class DeliveryOptions(TypedDict, total=False):
     ``None`` means "not given": the environment, the INI file and the default decide.
     """
 
+    aicm_ini_path: str | None
+    on_discard: Callable[[WireRecord], object] | None
+    # BEGIN generated from OPTIONS by scripts/options.py: do not edit
     aicm_api_key: str | None
     aicm_api_base: str | None
     aicm_api_url: str | None
-    aicm_ini_path: str | None
     delivery_type: DeliveryType | str | None
     delivery_on_full: OnFull | str | None
-    on_discard: Callable[[WireRecord], object] | None
+    db_path: str | None
+    log_level: str | None
+    log_file: str | None
+    log_bodies: bool | None
+    timeout: float | None
     queue_size: int | None
     max_batch_size: int | None
     batch_interval: float | None
     block_timeout: float | None
-    timeout: float | None
-    db_path: str | None
-    max_age: float | None
     max_record_bytes: int | None
-    log_file: str | None
-    log_level: str | None
-    log_bodies: bool | None
+    max_age: float | None
     track_format: TrackFormat | str | None
+    disabled: bool | None
     enforce_limits: bool | None
     limits_public_key: str | None
-    disabled: bool | None
+    # END generated
     transport: httpx.AsyncBaseTransport | None
 
 
 class TrackerOptions(DeliveryOptions, total=False):
-    """:class:`DeliveryOptions`, and the anonymisation every ``track`` call of a tracker gets."""
+    """`DeliveryOptions`, and the anonymisation every ``track`` call of a tracker gets."""
+
+    # BEGIN generated from OPTIONS by scripts/options.py: do not edit
+    # END generated
 
     anonymize_fields: Iterable[str] | None
     anonymizer: Anonymizer | None
@@ -102,7 +108,11 @@ class LlmTrackOptions(TypedDict, total=False):
 
 #: Options that are not settings: what the object is built with.
 NOT_SETTINGS: Final = frozenset({"aicm_ini_path", "on_discard", "transport"})
-_TRACKER_ONLY: Final = frozenset({"anonymize_fields", "anonymizer"})
+#: Options only the trackers take: their anonymisation and any setting declared tracker-only.
+_TRACKER_ONLY: Final = frozenset({"anonymize_fields", "anonymizer"}) | {
+    o.argument for o in OPTIONS if o.tracker_only and o.argument is not None
+}
+_EVERY_CLASS: Final = (ARGUMENTS.keys() - _TRACKER_ONLY) | NOT_SETTINGS
 
 
 class UnknownOptionError(ConfigError, TypeError):
@@ -110,8 +120,8 @@ class UnknownOptionError(ConfigError, TypeError):
 
 
 def check_option_names(owner: str, names: Collection[str], *, tracker: bool = False) -> None:
-    """Raise :class:`UnknownOptionError` naming ``owner`` for any name that is no option."""
-    known = ARGUMENTS.keys() | NOT_SETTINGS | (_TRACKER_ONLY if tracker else frozenset())
+    """Raise `UnknownOptionError` naming ``owner`` for any name that is no option."""
+    known = _EVERY_CLASS | (_TRACKER_ONLY if tracker else frozenset())
     unknown = sorted(set(names) - known)
     if not unknown:
         return

@@ -2,7 +2,7 @@
 (layer 4).
 
 Every tracker, cost manager and REST wrapper delivers through one. It runs either in a
-task group of the caller (``async with``, or :meth:`DeliveryOwner.start`), or, *detached*,
+task group of the caller (``async with``, or `DeliveryOwner.start()`), or, *detached*,
 on the process's shared delivery worker (the sync facades' runtime) when it is used
 without ``async with``: then everything that touches the engine or the service runs on
 the worker's loop, and the caller's loop (asyncio or trio) only waits for it in a thread.
@@ -40,12 +40,12 @@ logger = logging.getLogger("aicm")
 
 
 class DeliveryOwner(AsyncWithLifecycle):
-    """Owns a :class:`DeliveryEngine`, its HTTP client and their lifecycle.
+    """Owns a `DeliveryEngine`, its HTTP client and their lifecycle.
 
     ``async with`` starts delivery in a task group of the caller's task and closes it on
-    exit; :meth:`start` does the same in a task group the caller supplies; :meth:`attach`
+    exit; `start()` does the same in a task group the caller supplies; `attach()`
     starts it on the process's shared worker instead. Subclasses decide what to record,
-    and load what they need in :meth:`_prepare` and :meth:`_after_start`.
+    and load what they need in `_prepare()` and `_after_start()`.
     """
 
     default_delivery: ClassVar[DeliveryType] = DeliveryType.MEM_QUEUE
@@ -102,13 +102,13 @@ class DeliveryOwner(AsyncWithLifecycle):
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`aclose` was called."""
+        """True once `aclose()` was called."""
         return self._closed
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Prepare (see :meth:`_prepare`) and start delivery in ``task_group``.
+        """Prepare (see `_prepare()`) and start delivery in ``task_group``.
 
-        Everything this object spawns is cancelled by :meth:`aclose`, so the task group
+        Everything this object spawns is cancelled by `aclose()`, so the task group
         can end once it is closed.
         """
         if self._closed:
@@ -137,7 +137,7 @@ class DeliveryOwner(AsyncWithLifecycle):
         """What the subclass starts once delivery runs (the queue is open)."""
 
     def _start_background(self, func: Callable[[], Awaitable[object]], name: str) -> None:
-        """Run ``func`` in the task group until it returns or :meth:`aclose` cancels it.
+        """Run ``func`` in the task group until it returns or `aclose()` cancels it.
 
         It must not raise: a failing task would tear down the caller's task group, or the
         shared worker every facade of the process relies on.

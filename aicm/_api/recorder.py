@@ -83,9 +83,9 @@ class CallScope:
 
 
 class AsyncRecorder(DeliveryOwner):
-    """A :class:`DeliveryOwner` that records what wrapped calls yield (cost managers, REST).
+    """A `DeliveryOwner` that records what wrapped calls yield (cost managers, REST).
 
-    ``client_customer_key`` and ``context`` tag every record; :meth:`scope` tags the calls
+    ``client_customer_key`` and ``context`` tag every record; `scope()` tags the calls
     made inside a ``with`` block. A handling config may map them itself; when it does not,
     they are added to the record as ``client_customer_key`` and ``context``.
     """

@@ -1,6 +1,6 @@
 """The REST wrappers' async core, and ``AsyncRestUsageWrapper`` for ``httpx.AsyncClient`` (layer 4).
 
-A call's identity comes from its URL (see :func:`rest_call`): the hostname is the
+A call's identity comes from its URL (see `rest_call()`): the hostname is the
 ``api_id`` the configs are asked for, host (with a non-default port) + path is the
 ``service_id``, and ``"METHOD /path"`` is
 the method key the handling configs' ``tracked_methods`` match (templates like
@@ -161,9 +161,9 @@ class RestUsageRecorder(AsyncRecorder):
     """Everything the REST wrappers share except sending: identity, configs, extraction.
 
     Configs for each host come from the service (``GET /configs?api_id=<host>``), once
-    per host, or, offline, from ``configs``. :class:`AsyncRestUsageWrapper` and the sync
-    ``RestUsageWrapper`` send with the user's own client and hand the answer to
-    :meth:`records_for_response`.
+    per host, or, offline, from ``configs``. [`AsyncRestUsageWrapper`][aicm.AsyncRestUsageWrapper]
+    and the sync ``RestUsageWrapper`` send with the user's own client and hand the answer to
+    `records_for_response()`.
     """
 
     default_delivery = DeliveryType.MEM_QUEUE
@@ -217,8 +217,8 @@ class RestUsageRecorder(AsyncRecorder):
     def call_target(self, method: str, url: object) -> str | None:
         """Where a wrapped call to ``url`` goes, tracked; None: send ``url`` as given, untracked.
 
-        Raises :class:`UsageLimitExceeded` when a hard usage limit covers the call, before
-        it costs anything (once closed, calls pass through unchecked).
+        Raises [`UsageLimitExceeded`][aicm.UsageLimitExceeded] when a hard usage limit covers the
+        call, before it costs anything (once closed, calls pass through unchecked).
         """
         full = self.url_for(url)
         if full is None:  # a URL only the user's client can read (or refuse)
@@ -234,7 +234,8 @@ class RestUsageRecorder(AsyncRecorder):
         logger.exception("tracking %s %s failed; the response is returned as is", method, url)
 
     def check_limits(self, method: str, url: str) -> None:
-        """Raise :class:`UsageLimitExceeded` before a request a hard usage limit covers.
+        """Raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] before a request a hard usage limit
+        covers.
 
         Only a request the host's configs track (once they are loaded) is checked, on its
         ``service_id`` and the customer key of the call; a check that fails otherwise is
@@ -340,9 +341,9 @@ class AsyncRestUsageWrapper(RestUsageRecorder):
 
     Use it with ``async with`` (delivery runs in your task group), or simply call it (as
     the AICostManager docs do): the first call attaches it to the process's shared delivery
-    worker, and records are delivered from there; call :meth:`aclose` (or :meth:`flush`) to
+    worker, and records are delivered from there; call `aclose()` (or `flush()`) to
     deliver what is queued before your program ends. Takes the options of every tracker
-    (:class:`DeliveryOptions`); delivery defaults to ``MEM_QUEUE``.
+    (`DeliveryOptions`); delivery defaults to ``MEM_QUEUE``.
     """
 
     def __init__(

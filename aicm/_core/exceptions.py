@@ -190,7 +190,7 @@ class UsageLimitExceeded(AicmError):
     """A usage limit the service triggered covers this call or record.
 
     ``limit_id`` and ``limit_message`` name the first limit that applies (``limits``
-    holds every one, as :class:`aicm.TriggeredLimit`); ``matched`` says what
+    holds every one, as [`aicm.TriggeredLimit`][aicm.TriggeredLimit]); ``matched`` says what
     matched it (``service_key``, ``customer_key``). Raised before the provider call by a
     wrapped client, so nothing was spent; raised by ``Tracker.track`` after its record
     was handed to delivery, with that record's ``response_id``.

@@ -1,7 +1,7 @@
 """Turn a tracked call or a finished stream into usage payloads by handling configs (layer 1, pure).
 
-:class:`UniversalExtractor` compiles every config once: paths become step tuples and each
-``payload_mapping`` entry a small getter, so a call costs a dict lookup per config plus the
+[`UniversalExtractor`][aicm.UniversalExtractor] compiles every config once: paths become step tuples
+and each ``payload_mapping`` entry a small getter, so a call costs a dict lookup per config plus the
 getters it needs. Nothing here does I/O or raises for the data it meets: a path that does
 not resolve is left out of the payload (logged at debug on ``aicm.extractor``), a value JSON
 cannot carry is left out with a warning. Only a malformed config raises, when the extractor
@@ -409,7 +409,7 @@ class UniversalExtractor:
     """Config-driven extraction of usage payloads from calls of a wrapped client.
 
     Configs without a ``handling_config`` are skipped; a malformed one raises
-    :class:`~aicm._core.exceptions.HandlingConfigError` here, naming the config and field.
+    `HandlingConfigError` here, naming the config and field.
     """
 
     __slots__ = ("_compiled", "_configs", "_routes")
@@ -492,7 +492,7 @@ class UniversalExtractor:
     ) -> list[dict[str, Any]]:
         """The payloads for a stream that ended (exhausted, closed early or failed).
 
-        Each config sees the response :func:`accumulate_stream` builds from ``chunks`` with
+        Each config sees the response `accumulate_stream()` builds from ``chunks`` with
         its ``streaming.final_fields``. A stream left before its first chunk was still a
         request the provider billed: its payloads come from the request alone (an empty
         response), with no usage and no response id.

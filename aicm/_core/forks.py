@@ -4,7 +4,7 @@
 ``multiprocessing``). A fork made by C code (uWSGI without ``py-call-osafterfork``, a
 ``ctypes`` call of libc's ``fork()``) skips them: the child would go on with the parent's
 response-id prefix, worker thread and queues. Every hook aicm needs in a child is
-registered here instead, and :func:`check` (called on the track path) notices such a
+registered here instead, and `check()` (called on the track path) notices such a
 fork and runs them.
 
 Noticing costs one byte read, not a ``getpid()`` system call: on Linux the byte lives in

@@ -127,7 +127,7 @@ class StreamingConfig:
 
 @attrs.frozen(kw_only=True)
 class HandlingConfig:
-    """A validated handling config; build it with :meth:`from_mapping`."""
+    """A validated handling config; build it with `from_mapping()`."""
 
     config_id: str
     tracked_methods: tuple[str, ...]
@@ -151,8 +151,8 @@ class HandlingConfig:
     def from_mapping(cls, data: object, *, config_id: str) -> HandlingConfig:
         """Validate a handling-config mapping and compile it.
 
-        Every problem is collected; a :class:`HandlingConfigError` names the config and the
-        first bad field, and its message lists them all.
+        Every problem is collected; a [`HandlingConfigError`][aicm.HandlingConfigError] names the
+        config and the first bad field, and its message lists them all.
         """
         if not isinstance(data, Mapping):
             raise HandlingConfigError(
@@ -202,7 +202,7 @@ class HandlingConfig:
 def parse_path(text: object, *, config_id: str | None = None, field: str = "path") -> FieldPath:
     """Compile a dotted path (``choices.0.message.content``; ``""`` is the whole object).
 
-    Raises :class:`HandlingConfigError` for a non-string or malformed path.
+    Raises [`HandlingConfigError`][aicm.HandlingConfigError] for a non-string or malformed path.
     """
     problems = _Problems()
     steps = _parse_path(text, field, problems)

@@ -35,6 +35,7 @@ __all__ = [
     "dumps_canonical",
     "loads",
     "plain_mapping",
+    "plain_size_bound",
     "stdlib_dumps",
     "stdlib_loads",
     "to_plain",
@@ -97,7 +98,7 @@ def dumps(value: Any) -> str:
 
 
 def dumps_bytes(value: Any) -> bytes:
-    """:func:`dumps` as UTF-8 bytes (an HTTP body)."""
+    """`dumps()` as UTF-8 bytes (an HTTP body)."""
     if _orjson is not None:
         try:
             data: bytes = _orjson.dumps(value)
@@ -131,7 +132,8 @@ def to_plain(value: Any, *, field: str = "usage") -> JSONValue:
 
     Dataclasses, objects with ``model_dump()`` (pydantic v2) or ``dict()`` (pydantic v1),
     enums, datetimes, dates, UUIDs, Decimals, tuples and sets are converted; anything else
-    raises :class:`NotSerializableError` naming the path of the offending value.
+    raises [`NotSerializableError`][aicm.NotSerializableError] naming the path of the offending
+    value.
     """
     return _plain(value, field, 0)
 
@@ -140,7 +142,7 @@ def plain_mapping(value: Any, *, field: str) -> tuple[dict[str, JSONValue], int]
     """Return ``value`` (a mapping) as a fresh plain dict, and an upper bound of its JSON size.
 
     The common case, a flat dict of strings and numbers, takes one pass; anything else
-    goes through :func:`to_plain`.
+    goes through `to_plain()`.
     """
     if type(value) is dict:
         bound = 2
@@ -176,7 +178,8 @@ def plain_mapping(value: Any, *, field: str) -> tuple[dict[str, JSONValue], int]
 
 
 def check_size(value: JSONValue, *, field: str, limit: int) -> int:
-    """Raise :class:`RecordTooLargeError` when ``value`` serialises to more than ``limit`` bytes.
+    """Raise [`RecordTooLargeError`][aicm.RecordTooLargeError] when ``value`` serialises to more
+    than ``limit`` bytes.
 
     Returns an upper bound of the size (the exact size when it had to be computed).
     """
@@ -218,6 +221,53 @@ def _size_bound(value: JSONValue, limit: int) -> int:
     if t is int and value.bit_length() > _FAST_INT_BITS:  # type: ignore[union-attr]
         return len(str(value)) + 2
     return _NUMBER_BOUND
+
+
+def plain_size_bound(value: Any) -> int:
+    """An upper bound of ``value``'s JSON size in bytes when `to_plain()` would return an
+    equal copy of it (str-keyed dicts, lists, ASCII strings, ints of at most 60 bits, bools,
+    None, finite floats); -1 otherwise (then `to_plain()` converts it or names the
+    problem). One walk, for data that is plain already (an extracted payload)."""
+    return _plain_bound(value, 0)
+
+
+def _plain_bound(value: Any, depth: int) -> int:
+    t = type(value)
+    if t is dict:
+        if depth >= _MAX_DEPTH:
+            return -1
+        total = 2
+        for k, v in value.items():
+            if type(k) is not str or not k.isascii():
+                return -1
+            tv = type(v)
+            if tv is str and v.isascii():
+                total += 6 * (len(k) + len(v)) + 8
+            elif (tv is int and v.bit_length() <= _FAST_INT_BITS) or tv is bool or v is None:
+                total += 6 * len(k) + 4 + _NUMBER_BOUND
+            else:
+                inner = _plain_bound(v, depth + 1)
+                if inner < 0:
+                    return -1
+                total += 6 * len(k) + 4 + inner
+        return total
+    if t is list:
+        if depth >= _MAX_DEPTH:
+            return -1
+        total = 2
+        for v in value:
+            inner = _plain_bound(v, depth + 1)
+            if inner < 0:
+                return -1
+            total += inner + 1
+        return total
+    if t is str:
+        return 6 * len(value) + 2 if value.isascii() else -1
+    if t is int:
+        return _NUMBER_BOUND if value.bit_length() <= _FAST_INT_BITS else -1
+    if t is float:
+        return _NUMBER_BOUND if math.isfinite(value) else -1
+    return _NUMBER_BOUND if t is bool or value is None else -1
 
 
 # Ints beyond this many bits go through an exact check: str() of them is costly, and

@@ -3,12 +3,12 @@
 The service answers ingest requests and ``GET /triggered-limits`` with ``triggered_limits:
 {version, key_id, public_key, encrypted_payload}``. ``encrypted_payload`` is an RS256 JWT
 (issuer ``aicm-api``) whose ``triggered_limits`` claim lists the limits in force. This
-module turns such an answer into :class:`TriggeredLimit` values (or says why it cannot),
-and decides which of them a call or a record falls under. No I/O, no state.
+module turns such an answer into [`TriggeredLimit`][aicm.TriggeredLimit] values (or says why it
+cannot), and decides which of them a call or a record falls under. No I/O, no state.
 
 pyjwt and cryptography are imported on first use: ``import aicm`` does not pay for them,
-and without them (the ``aicm-sdk[limits]`` extra) :func:`verify_answer` raises
-:class:`LimitsUnavailableError`.
+and without them (the ``aicm-sdk[limits]`` extra) `verify_answer()` raises
+`LimitsUnavailableError`.
 """
 
 from __future__ import annotations
@@ -245,9 +245,9 @@ def verify_answer(answer: object, *, pinned_key: str | None = None) -> VerifiedL
 
     With ``pinned_key`` (a PEM public key) only that key is trusted; without it the
     ``public_key`` the answer itself carries is used, which proves the payload is intact
-    but not who made it. Raises :class:`LimitsPayloadError` (why, in ``reason``) for a
+    but not who made it. Raises `LimitsPayloadError` (why, in ``reason``) for a
     payload that is malformed, signed by another key, altered, expired or not issued by
-    ``aicm-api``; :class:`LimitsUnavailableError` when pyjwt/cryptography are missing.
+    ``aicm-api``; `LimitsUnavailableError` when pyjwt/cryptography are missing.
     """
     if not isinstance(answer, Mapping):
         raise LimitsPayloadError(f"triggered_limits is {type(answer).__name__}, not an object")

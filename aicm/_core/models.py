@@ -27,7 +27,7 @@ from .exceptions import (
 )
 from .forks import after_fork_in_child
 from .forks import check as check_fork
-from .jsonplain import JSONValue, check_size, plain_mapping, to_plain
+from .jsonplain import JSONValue, check_size, plain_mapping, plain_size_bound, to_plain
 from .wire import ACCEPTED_STATUSES, BATCH_KEYS
 
 __all__ = [
@@ -205,7 +205,7 @@ def vendor_service_key(api_id: str, service_key: str) -> str:
 
 def one_customer_key(client_customer_key: Any, customer_key: str) -> str:
     """The customer of a record given ``customer_key`` (another name for
-    ``client_customer_key``: give one, or both equal), or a :class:`RecordError`."""
+    ``client_customer_key``: give one, or both equal), or a [`RecordError`][aicm.RecordError]."""
     if client_customer_key is not None and client_customer_key != customer_key:
         raise RecordError(
             "give client_customer_key or customer_key, not two different keys",
@@ -216,9 +216,9 @@ def one_customer_key(client_customer_key: Any, customer_key: str) -> str:
 
 @attrs.frozen(kw_only=True, slots=True)
 class TrackRecord:
-    """One usage event for ``POST /track``. Build it with :meth:`build` to validate.
+    """One usage event for ``POST /track``. Build it with `build()` to validate.
 
-    :meth:`wire` sends the service's current record (``service_key`` ``"vendor::model"``,
+    `wire()` sends the service's current record (``service_key`` ``"vendor::model"``,
     ``customer_key``), or with ``legacy`` the older one (``api_id``, the bare
     ``service_key``, ``client_customer_key``).
     """
@@ -249,7 +249,7 @@ class TrackRecord:
         customer_key: str | None = None,
         legacy: bool = False,
     ) -> TrackRecord:
-        """Validate every field and return the record, or raise a :class:`RecordError`.
+        """Validate every field and return the record, or raise a [`RecordError`][aicm.RecordError].
 
         ``customer_key`` is another name for ``client_customer_key`` (give one, or both
         equal); ``legacy`` picks the older wire record.
@@ -362,7 +362,7 @@ class UsageRecord:
         ``plain=True`` says ``payload`` is already a fresh dict of plain JSON data that
         the record may own (what the extractor builds): it is not converted again.
         """
-        bound = _plain_bound(payload, 0) if plain and type(payload) is dict else -1
+        bound = plain_size_bound(payload) if plain and type(payload) is dict else -1
         if bound >= 0:
             return cls._checked(payload, max_bytes, bound)
         return cls._checked(to_plain(payload, field="payload"), max_bytes, -1)
@@ -403,57 +403,9 @@ _set_usage_payload = UsageRecord.__dict__["payload"].__set__
 
 WireRecord = TrackRecord | UsageRecord
 
-# Ints to_plain takes as they are (it checks bigger ones against the 64-bit range), and the
-# nesting it follows without a closer look.
-_PLAIN_INT_BITS = 60
-_PLAIN_DEPTH = 32
-# JSON bytes one number, bool or null takes at most (a double's repr is under 25).
-_SCALAR_BOUND = 32
 # What setting response_id (a new uuid, or an int made text) and normalising the timestamp
 # may add to a payload's JSON size, at most.
 _ID_AND_TIME_SLACK = 1024
-
-
-def _plain_bound(value: Any, depth: int) -> int:
-    """An upper bound of ``value``'s JSON size in bytes when ``to_plain(value)`` would be an
-    equal copy (str-keyed dicts, lists, ASCII strings, small ints, bools, None, finite
-    floats); -1 otherwise, and ``to_plain`` converts it or names the problem."""
-    t = type(value)
-    if t is dict:
-        if depth > _PLAIN_DEPTH:
-            return -1
-        total = 2
-        for k, v in value.items():
-            if type(k) is not str or not k.isascii():
-                return -1
-            tv = type(v)
-            if tv is str and v.isascii():
-                total += 6 * (len(k) + len(v)) + 8
-            elif (tv is int and v.bit_length() <= _PLAIN_INT_BITS) or tv is bool or v is None:
-                total += 6 * len(k) + 4 + _SCALAR_BOUND
-            else:
-                inner = _plain_bound(v, depth + 1)
-                if inner < 0:
-                    return -1
-                total += 6 * len(k) + 4 + inner
-        return total
-    if t is list:
-        if depth > _PLAIN_DEPTH:
-            return -1
-        total = 2
-        for v in value:
-            inner = _plain_bound(v, depth + 1)
-            if inner < 0:
-                return -1
-            total += inner + 1
-        return total
-    if t is str:
-        return 6 * len(value) + 2 if value.isascii() else -1
-    if t is int:
-        return _SCALAR_BOUND if value.bit_length() <= _PLAIN_INT_BITS else -1
-    if t is float:
-        return _SCALAR_BOUND if math.isfinite(value) else -1
-    return _SCALAR_BOUND if t is bool or value is None else -1
 
 
 @attrs.frozen(kw_only=True, slots=True)
@@ -613,7 +565,8 @@ _Config = TypeVar("_Config", ServiceConfig, ConfigsResponse)
 
 
 def structure_config(data: Any, cls: type[_Config], *, where: str) -> _Config:
-    """Structure ``data`` as ``cls``, or raise :class:`ConfigError` naming every field at fault.
+    """Structure ``data`` as ``cls``, or raise [`ConfigError`][aicm.ConfigError] naming every field
+    at fault.
 
     The message reads ``<where>: handling_config: expected an object, got str``, one
     ``path: problem`` per fault, joined by ``; ``.

@@ -137,9 +137,10 @@ class RetryPolicy:
 class Answer:
     """One request's outcome as a value: the service's result, or the error a caller sees.
 
-    ``outcome`` is :attr:`Outcome.DELIVERED` with ``result`` set, or another outcome with
-    ``error`` set (the :class:`APIStatusError` subclass, :class:`TransportError` or
-    :class:`MissingApiKeyError` that :meth:`unwrap` raises).
+    ``outcome`` is `Outcome.DELIVERED` with ``result`` set, or another outcome with
+    ``error`` set (the [`APIStatusError`][aicm.APIStatusError] subclass,
+    [`TransportError`][aicm.TransportError] or [`MissingApiKeyError`][aicm.MissingApiKeyError] that
+    `unwrap()` raises).
     """
 
     outcome: Outcome
@@ -159,7 +160,7 @@ class Answer:
 
 
 def answer_error(error: APIStatusError | TransportError | MissingApiKeyError) -> Answer:
-    """The :class:`Answer` for a request that ended in ``error`` (classified by its status)."""
+    """The `Answer` for a request that ended in ``error`` (classified by its status)."""
     if isinstance(error, APIStatusError):
         return Answer(classify_status(error.status_code).outcome, error=error)
     if isinstance(error, MissingApiKeyError):

@@ -1,9 +1,9 @@
 """The service's API objects (usage, costs, customers, ...) as attrs records (layer 1, pure).
 
 Every record keeps the fields the service sends that aicm does not know yet in ``extra``,
-so a newer service never breaks an older SDK. Money is :class:`~decimal.Decimal` (the
-service sends numbers or strings); times are timezone-aware :class:`~datetime.datetime`.
-All structuring goes through the one converter of :mod:`aicm._core.models`.
+so a newer service never breaks an older SDK. Money is `Decimal` (the
+service sends numbers or strings); times are timezone-aware `datetime`.
+All structuring goes through the one converter of `aicm._core.models`.
 """
 
 from __future__ import annotations
@@ -333,8 +333,8 @@ converter.register_structure_hook_factory(_KEEPING_EXTRA.__contains__, _keeping_
 
 
 def structure_answer(data: Any, cls: type[_T], *, where: str) -> _T:
-    """``data`` (a decoded JSON answer) as ``cls``, or :class:`UnexpectedAnswerError`
-    naming every field at fault."""
+    """``data`` (a decoded JSON answer) as ``cls``, or
+    [`UnexpectedAnswerError`][aicm.UnexpectedAnswerError] naming every field at fault."""
     try:
         return converter.structure(data, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -343,7 +343,8 @@ def structure_answer(data: Any, cls: type[_T], *, where: str) -> _T:
 
 
 def structure_page(data: Any, item_type: type[_T], *, where: str) -> Page[_T]:
-    """A paginated answer (``count``, ``next``, ``previous``, ``results``) as a :class:`Page`."""
+    """A paginated answer (``count``, ``next``, ``previous``, ``results``) as a
+    [`Page`][aicm.Page]."""
     if not isinstance(data, Mapping):
         raise UnexpectedAnswerError(f"{where}: expected an object, got {_type_name(data)}")
     results = data.get("results", [])

@@ -33,7 +33,6 @@ __all__ = [
     "default_ini_path",
     "key_fingerprint",
     "resolve_settings",
-    "settings_table",
 ]
 
 logger = logging.getLogger("aicm")
@@ -54,9 +53,9 @@ class OnFull(str, enum.Enum):
     """What ``track`` does when the queue is full."""
 
     BLOCK = "block"
-    """Wait for room (up to ``block_timeout``, then :class:`QueueFullError`)."""
+    """Wait for room (up to ``block_timeout``, then [`QueueFullError`][aicm.QueueFullError])."""
     RAISE = "raise"
-    """Raise :class:`QueueFullError` at once."""
+    """Raise [`QueueFullError`][aicm.QueueFullError] at once."""
     BACKPRESSURE = "backpressure"
     """Drop the oldest queued record, count it, and call ``on_discard(record)``."""
 
@@ -204,9 +203,10 @@ _FLAG = "`1/0`, `true/false`, `yes/no`, `on/off`"
 class Option:
     """One setting: its default, how a value is checked, and where it may come from.
 
-    ``OPTIONS`` below is the one list: settings resolution reads it, the classes' keyword
-    options (``DeliveryOptions``) and ``Settings`` are checked against it by a test, and the
-    table in docs/settings.md is generated from it (``python scripts/settings_table.py``).
+    ``OPTIONS`` below is the one list: settings resolution reads it, and
+    ``python scripts/options.py`` writes from it the ``Settings`` fields, the classes' keyword
+    options (``DeliveryOptions``, ``TrackerOptions``) and the table in docs/settings.md; a test
+    fails while any of them is stale.
     """
 
     name: str
@@ -218,6 +218,16 @@ class Option:
     #: the docs table's "default" and "accepts" cells
     shown_default: str
     accepts: str
+    #: the ``Settings`` field's type, as Python source (``"float | None"``)
+    type_hint: str
+    #: the keyword option's type, ``| None`` added; None: ``type_hint`` without ``| None``
+    argument_hint: str | None = None
+    #: the ``Settings`` field has the option's default (older code builds it without one)
+    field_default: bool = False
+    #: the ``Settings`` field and its repr hide the value (a key)
+    secret: bool = False
+    #: only the trackers take the keyword (``TrackerOptions``), not every class
+    tracker_only: bool = False
 
     @argument.default
     def _argument(self) -> str | None:
@@ -229,7 +239,25 @@ class Option:
         return "AICM_" + self.name.upper()
 
 
+#: The ``Settings`` type of an option whose converter says it.
+_TYPE_HINTS: Mapping[Callable[[str, Any], Any], str] = {
+    _positive_float: "float",
+    _positive_int: "int",
+    _bool: "bool",
+    _optional_str: "str | None",
+    _optional_positive_float: "float | None",
+    _log_level: "str | None",
+    _public_key: "str | None",
+    _api_base: "str",
+    _api_url: "str",
+}
+
+
 def _option(name: str, default: Any, convert: Callable[[str, Any], Any], **rest: Any) -> Option:
+    if convert in _TYPE_HINTS:
+        rest.setdefault("type_hint", _TYPE_HINTS[convert])
+    if convert is _positive_int:
+        rest.setdefault("accepts", "a positive integer")
     return Option(name=name, default=default, convert=convert, **rest)
 
 
@@ -237,6 +265,22 @@ def _seconds(name: str, default: float, accepts: str = "a positive number", **re
     """A duration in seconds."""
     shown = f"`{default}` s"
     return _option(name, default, _positive_float, shown_default=shown, accepts=accepts, **rest)
+
+
+def _no_limit(name: str, unset: str, accepts: str = "a positive number") -> Option:
+    """A duration in seconds that is unset (no limit) by default."""
+    return _option(name, None, _optional_positive_float, shown_default=unset, accepts=accepts)
+
+
+def _count(name: str, default: int, **rest: Any) -> Option:
+    """A positive integer."""
+    return _option(name, default, _positive_int, shown_default=f"`{default}`", **rest)
+
+
+def _flag(name: str, default: bool, accepts: str = _FLAG, **rest: Any) -> Option:
+    """A true/false setting."""
+    shown = f"`{str(default).lower()}`"
+    return _option(name, default, _bool, shown_default=shown, accepts=accepts, **rest)
 
 
 # The one place every setting and its default live.
@@ -249,6 +293,7 @@ OPTIONS: tuple[Option, ...] = (
         ini=False,
         shown_default="none",
         accepts="any string",
+        secret=True,
     ),
     _option(
         "api_base",
@@ -273,6 +318,8 @@ OPTIONS: tuple[Option, ...] = (
         shown_default="per class: `immediate` for `Tracker`, `mem_queue` for `CostManager` "
         "and the REST wrappers",
         accepts="`immediate`, `mem_queue`, `persistent_queue` (any case)",
+        type_hint="DeliveryType | None",
+        argument_hint="DeliveryType | str",
     ),
     _option(
         "delivery_on_full",
@@ -280,6 +327,8 @@ OPTIONS: tuple[Option, ...] = (
         _enum(OnFull),
         shown_default="`block`",
         accepts="`block`, `raise`, `backpressure`",
+        type_hint="OnFull",
+        argument_hint="OnFull | str",
     ),
     _option(
         "db_path",
@@ -296,42 +345,19 @@ OPTIONS: tuple[Option, ...] = (
         accepts="`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL` (any case)",
     ),
     _option("log_file", None, _optional_str, shown_default="none", accepts="a file path"),
-    _option("log_bodies", False, _bool, shown_default="`false`", accepts=_FLAG),
+    _flag("log_bodies", False),
     _seconds(
         "timeout",
         10.0,
         accepts="a positive number: each phase of a request (connect, write, read); a whole "
         "request is bounded by twice it",
     ),
-    _option(
-        "queue_size", 10_000, _positive_int, shown_default="`10000`", accepts="a positive integer"
-    ),
-    _option(
-        "max_batch_size", 1000, _positive_int, shown_default="`1000`", accepts="a positive integer"
-    ),
+    _count("queue_size", 10_000),
+    _count("max_batch_size", 1000),
     _seconds("batch_interval", 0.5),
-    _option(
-        "block_timeout",
-        None,
-        _optional_positive_float,
-        shown_default="none (wait for room without limit)",
-        accepts="a positive number",
-    ),
-    _option(
-        "max_attempts",
-        3,
-        _positive_int,
-        argument=None,
-        shown_default="`3`",
-        accepts="a positive integer",
-    ),
-    _option(
-        "max_record_bytes",
-        64 * 1024,
-        _positive_int,
-        shown_default="`65536`",
-        accepts="a positive integer",
-    ),
+    _no_limit("block_timeout", "none (wait for room without limit)"),
+    _count("max_attempts", 3, argument=None),
+    _count("max_record_bytes", 64 * 1024),
     _seconds("backoff_base", 0.5, argument=None),
     _seconds("backoff_cap", 60.0, argument=None),
     _seconds("auth_retry_interval", 60.0, argument=None),
@@ -341,13 +367,7 @@ OPTIONS: tuple[Option, ...] = (
         argument=None,
         accepts="a positive number; keep it above twice `timeout` (a warning says so)",
     ),
-    _option(
-        "max_age",
-        None,
-        _optional_positive_float,
-        shown_default="none (records never expire)",
-        accepts="a positive number of seconds",
-    ),
+    _no_limit("max_age", "none (records never expire)", "a positive number of seconds"),
     _seconds("close_timeout", 2.0, argument=None),
     _option(
         "track_format",
@@ -358,23 +378,24 @@ OPTIONS: tuple[Option, ...] = (
         '`service_key` `"vendor::model"`, `customer_key`) or `legacy` (the older one: '
         "`api_id`, bare `service_key`, `client_customer_key`); see "
         "[the /track record](tracker.md#the-track-record)",
+        type_hint="TrackFormat",
+        argument_hint="TrackFormat | str",
+        field_default=True,
     ),
-    _option(
+    _flag(
         "disabled",
         False,
-        _bool,
-        shown_default="`false`",
         accepts=_FLAG + "; `true`: aicm records and sends nothing, wrapped clients work "
         "untouched; see [turning aicm off](#turning-aicm-off)",
+        field_default=True,
     ),
     # Usage limits the service triggers (docs/limits.md).
-    _option(
+    _flag(
         "enforce_limits",
         True,
-        _bool,
-        shown_default="`true`",
         accepts=_FLAG + "; `false`: usage limits are reported (one WARNING per event), never "
         "enforced; see [usage limits](limits.md)",
+        field_default=True,
     ),
     _option(
         "limits_public_key",
@@ -384,6 +405,8 @@ OPTIONS: tuple[Option, ...] = (
         accepts="the service's PEM public key (`\\n` may stand for its line breaks); only "
         "limits it signed are trusted; see "
         "[usage limits](limits.md#where-limits-come-from-and-how-aicm-trusts-them)",
+        field_default=True,
+        secret=True,
     ),
 )
 
@@ -393,26 +416,16 @@ _OPTIONS: Mapping[str, Option] = {option.name: option for option in OPTIONS}
 ARGUMENTS: Mapping[str, str] = {o.argument: o.name for o in OPTIONS if o.argument is not None}
 
 
-def settings_table() -> str:
-    """The Markdown table of every setting, as docs/settings.md shows it."""
-    rows = [
-        "| setting | environment variable | INI key | default | accepts |",
-        "|---|---|---|---|---|",
-    ]
-    for o in OPTIONS:
-        ini = f"`{o.name}`" if o.ini else "— (never read from a file)"
-        rows.append(f"| `{o.name}` | `{o.env}` | {ini} | {o.shown_default} | {o.accepts} |")
-    return "\n".join(rows) + "\n"
-
-
 DEFAULTS: Mapping[str, Any] = {name: opt.default for name, opt in _OPTIONS.items()}
 """Every setting's default value, by name."""
 
 
 @attrs.frozen(kw_only=True)
 class Settings:
-    """Resolved settings. Build with :func:`resolve_settings`; the repr never shows the key."""
+    """Resolved settings. Build with [`resolve_settings()`][aicm.resolve_settings]; the repr never
+    shows the key."""
 
+    # BEGIN generated from OPTIONS by scripts/options.py: do not edit
     api_key: str | None = attrs.field(repr=False)
     api_base: str
     api_url: str
@@ -435,11 +448,11 @@ class Settings:
     lease_seconds: float
     max_age: float | None
     close_timeout: float
+    track_format: TrackFormat = TrackFormat.CURRENT
+    disabled: bool = False
     enforce_limits: bool = True
     limits_public_key: str | None = attrs.field(default=None, repr=False)
-    track_format: TrackFormat = TrackFormat.CURRENT
-    #: the kill switch: every tracker, manager and wrapper accepts calls and does nothing
-    disabled: bool = False
+    # END generated
     ini_path: str | None = None
 
     @property
@@ -448,7 +461,8 @@ class Settings:
         return self.api_base + self.api_url
 
     def require_api_key(self) -> str:
-        """Return the API key, or raise :class:`MissingApiKeyError` saying where to set it."""
+        """Return the API key, or raise [`MissingApiKeyError`][aicm.MissingApiKeyError] saying where
+        to set it."""
         if not self.api_key:
             raise MissingApiKeyError(
                 "no API key: pass aicm_api_key=... or set the AICM_API_KEY environment "
@@ -550,8 +564,8 @@ def resolve_settings(
 
     ``explicit`` takes setting names (``api_key``, ``api_base``, ``delivery_type``...);
     ``None`` means "not given". The INI file is ``ini_path``, else ``AICM_INI_PATH``, else
-    :func:`default_ini_path`; a missing file is fine, a malformed one raises
-    :class:`ConfigError` naming the file and line.
+    `default_ini_path()`; a missing file is fine, a malformed one raises
+    [`ConfigError`][aicm.ConfigError] naming the file and line.
     """
     env = os.environ if environ is None else environ
     unknown = set(explicit) - set(_OPTIONS)

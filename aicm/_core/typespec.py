@@ -1,4 +1,4 @@
-"""The manual-usage schema's type strings, parsed into :class:`TypeSpec` trees (layer 1, pure).
+"""The manual-usage schema's type strings, parsed into `TypeSpec` trees (layer 1, pure).
 
 A type string such as ``"Optional[List[Dict[str, int]]]"`` is tokenized and parsed by a
 small recursive-descent parser; nothing is ever ``eval``-ed. ``validator.py`` compiles the
@@ -252,5 +252,6 @@ def _suggest(name: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def parse_type(text: str) -> TypeSpec:
-    """The tree of ``text``; :class:`SchemaError` naming the problem if it is malformed."""
+    """The tree of ``text``; [`SchemaError`][aicm.SchemaError] naming the problem if it is
+    malformed."""
     return _Parser(text).parse()

@@ -1,9 +1,9 @@
 """The manual-usage schema type language: check values against type strings (layer 1, pure).
 
-A type string is parsed into an immutable :class:`TypeSpec` tree (``typespec.py``); each
+A type string is parsed into an immutable `TypeSpec` tree (``typespec.py``); each
 tree is compiled once into a checker closure, and a ``manual_usage_schema`` is compiled
-into a :class:`UsageSchema` whose ``validate`` reports every problem of a usage dict in
-one :class:`UsageValidationError`.
+into a `UsageSchema` whose ``validate`` reports every problem of a usage dict in
+one [`UsageValidationError`][aicm.UsageValidationError].
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class TypeValidator:
     admits it; ``tuple`` also accepts a list and ``set`` a frozenset or a list, since JSON
     carries both as arrays; ``dict`` accepts any mapping.
 
-    Every method also takes an already parsed :class:`TypeSpec`. Parsing and compiling
+    Every method also takes an already parsed `TypeSpec`. Parsing and compiling
     are cached by type string.
     """
 
@@ -191,7 +191,7 @@ class TypeValidator:
 
     @staticmethod
     def parse(type_string: str) -> TypeSpec:
-        """The tree of ``type_string``; :class:`SchemaError` if it is malformed."""
+        """The tree of ``type_string``; [`SchemaError`][aicm.SchemaError] if it is malformed."""
         return _spec_of(type_string)
 
     @staticmethod
@@ -261,7 +261,8 @@ class UsageSchema:
         return tuple(field.name for field in self.fields)
 
     def validate(self, usage: Mapping[str, Any]) -> None:
-        """Return if ``usage`` matches; else raise one :class:`UsageValidationError`.
+        """Return if ``usage`` matches; else raise one
+        [`UsageValidationError`][aicm.UsageValidationError].
 
         The error lists every problem: ``errors`` (field -> message), ``missing_fields``
         and ``extra_fields``.
@@ -300,12 +301,12 @@ class UsageSchema:
 
 
 def compile_schema(schema: Mapping[str, Any], *, allow_extra: bool = False) -> UsageSchema:
-    """Compile a ``manual_usage_schema`` into a :class:`UsageSchema`.
+    """Compile a ``manual_usage_schema`` into a `UsageSchema`.
 
     Two forms are accepted: ``{field: type_string}``, and
     ``{"fields": {field: type_string | {"type": type_string, "required": bool}}}`` (other
     top-level keys of the second form are ignored, so the service may add metadata).
-    Every bad field is reported in one :class:`SchemaError` that names each field.
+    Every bad field is reported in one [`SchemaError`][aicm.SchemaError] that names each field.
     Results are cached when the schema holds only plain JSON values.
     """
     if not isinstance(schema, Mapping):

@@ -1,9 +1,9 @@
 """Values read out of calls and answers, made plain JSON a record may carry (layer 1, pure).
 
-:func:`resolve_path` walks a compiled path through mappings, lists and public attributes;
-:func:`plain_value` turns what it found into plain JSON data, leaving out what a record
+`resolve_path()` walks a compiled path through mappings, lists and public attributes;
+`plain_value()` turns what it found into plain JSON data, leaving out what a record
 must never carry: HTTP messages, headers and cookie jars, credential-named keys, and
-nested fields that did not resolve (None); :func:`accumulate_stream` builds the answer of
+nested fields that did not resolve (None); `accumulate_stream()` builds the answer of
 a finished stream from its chunks. None of them raises for the data it meets.
 """
 
@@ -46,7 +46,7 @@ class _Missing:
 
 
 MISSING: Final[Any] = _Missing()
-"""What :func:`resolve_path` returns when a path does not resolve."""
+"""What `resolve_path()` returns when a path does not resolve."""
 
 MAX_CACHE: Final = 4096
 """The bound of every per-key cache here and in the extractor (REST keys carry ids)."""
@@ -59,7 +59,7 @@ _SENTINEL_TYPE_NAMES: Final = frozenset({"NotGiven", "Omit"})
 def resolve_path(obj: Any, steps: FieldPath) -> Any:
     """Walk ``steps`` through mappings (by key), lists (by index) and public attributes.
 
-    Returns :data:`MISSING` when a step cannot be taken; ``None`` part-way is missing too.
+    Returns `MISSING` when a step cannot be taken; ``None`` part-way is missing too.
     """
     cur = obj
     for key, index in steps:
@@ -271,11 +271,11 @@ _WARNED: set[tuple[str, str, str]] = set()
 
 
 class _NotFast(Exception):
-    """The value needs :func:`to_plain`'s full treatment (or its error message)."""
+    """The value needs `to_plain()`'s full treatment (or its error message)."""
 
 
 def _fast_plain(value: Any, depth: int, dropped: list[str] | None) -> Any:
-    """A fresh plain copy of JSON-shaped data and pydantic models, else :class:`_NotFast`.
+    """A fresh plain copy of JSON-shaped data and pydantic models, else `_NotFast`.
 
     ``to_plain`` builds a path string for every value it visits, which costs ~15 us for an
     openai usage block; this handles the common shapes without it and leaves everything

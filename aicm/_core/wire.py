@@ -4,7 +4,7 @@ The request body of ``/track`` and ``/track-usage`` (``{"tracked": [...]}``,
 ``{"usage_records": [...]}``, at most 1000 records), the per-record checks the service
 makes, the dedup key, the per-record results and the answer, and the ``GET /configs``
 document with its ETag. The local collector and the in-memory fake of
-:mod:`aicm.testing` both answer through these functions, so the two cannot drift apart.
+`aicm.testing` both answer through these functions, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ def normalise_configs(document: Any, *, source: str = "configs") -> list[dict[st
 
     Each config must be an object with string ``config_id`` and ``api_id``;
     ``handling_config`` defaults to ``{}`` and ``manual_usage_schema`` to ``None``.
-    Raises :class:`~aicm._core.exceptions.ConfigError` (a ``ValueError``) naming the first
+    Raises `ConfigError` (a ``ValueError``) naming the first
     problem.
     """
     if isinstance(document, dict):

@@ -29,8 +29,8 @@ _monotonic = time.monotonic
 class Waker:
     """Wakes one task on one event loop from any thread, without losing a wake.
 
-    Level-triggered: a :meth:`wake` that comes while nobody waits is kept, and the next
-    :meth:`wait` returns at once. The actor therefore never sleeps through a flush or a
+    Level-triggered: a `wake()` that comes while nobody waits is kept, and the next
+    `wait()` returns at once. The actor therefore never sleeps through a flush or a
     close that arrived while it was busy (say, awaiting a SQLite read).
     """
 
@@ -81,7 +81,7 @@ class _WakesAtCount:
     def wait_for(self, waker: Waker, count: int) -> bool:
         """Ask producers to wake ``waker`` once ``count`` have come.
 
-        False if they already have (nothing to wait for); else call :meth:`cancel_wait`
+        False if they already have (nothing to wait for); else call `cancel_wait()`
         after the wait.
         """
         with self._lock:
@@ -176,7 +176,7 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
             self.put_when_full(item)
 
     def put_when_full(self, item: T) -> None:
-        """:meth:`put` once :meth:`try_put` found the queue full: raise or block per policy."""
+        """`put()` once `try_put()` found the queue full: raise or block per policy."""
         if self.on_full is OnFull.RAISE:
             raise QueueFullError(f"the delivery queue is full ({self.maxsize} records)")
         deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout
@@ -305,7 +305,7 @@ class Doorbell(_WakesAtCount):
 
     @property
     def count(self) -> int:
-        """Records rung in since the last :meth:`reset`."""
+        """Records rung in since the last `reset()`."""
         return self._count
 
     @property

@@ -1,6 +1,6 @@
 """What the delivery actor does with an answer: pure decisions, no I/O, no clock (layer 3).
 
-Each function takes what happened (an :class:`~aicm._core.policy.Answer`, a batch, the time
+Each function takes what happened (an `Answer`, a batch, the time
 as the caller read it) and returns what to do; the engine carries it out. Status classes
 (DESIGN section 3): 2xx delivered, except the records the answer refuses one by one;
 408/425/429/5xx and no answer retried with backoff (a ``Retry-After`` wins); 401/403, no

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import anyio.abc
@@ -126,9 +126,7 @@ class DeliveryEngine:
     @property
     def queue(self) -> SqliteQueue | None:
         """The open SQLite queue of a persistent engine (else None)."""
-        from .sqlite_store import SqliteStore
-
-        return self.store.queue if isinstance(self.store, SqliteStore) else None
+        return cast("SqliteQueue | None", getattr(self.store, "queue", None))
 
     def __repr__(self) -> str:
         return f"DeliveryEngine({self.delivery_type.value}, api_root={self.settings.api_root!r})"

@@ -54,7 +54,7 @@ class DeliveryHealth:
 
 
 class DeliveryStats:
-    """Mutable counters an engine updates; read only through :meth:`snapshot`."""
+    """Mutable counters an engine updates; read only through `snapshot()`."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -158,7 +158,8 @@ after_fork_in_child(_after_fork_in_child)
 
 
 def register_engine(engine: _HasHealth) -> None:
-    """Make ``engine`` count in :func:`get_global_delivery_health` while it lives."""
+    """Make ``engine`` count in [`get_global_delivery_health()`][aicm.get_global_delivery_health]
+    while it lives."""
     with _engines_lock:
         _engines.add(engine)
 

@@ -2,8 +2,8 @@
 
 The delivery engine talks to one store. A store takes records from producers (any
 thread, or the engine's loop), hands the actor its next batch, and settles what the actor
-reports: acked, dead-lettered, or given back to be tried again. :class:`MemoryStore`
-keeps them in a bounded :class:`RecordBuffer`; ``SqliteStore`` (sqlite_store.py) in a
+reports: acked, dead-lettered, or given back to be tried again. `MemoryStore`
+keeps them in a bounded `RecordBuffer`; ``SqliteStore`` (sqlite_store.py) in a
 SQLite file.
 """
 

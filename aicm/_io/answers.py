@@ -136,7 +136,7 @@ def error_for_answer(
     request_url: str | None = None,
     api_base: str | None = None,
 ) -> APIStatusError | None:
-    """The :class:`APIStatusError` subclass a non-2xx answer means (None for a 2xx).
+    """The [`APIStatusError`][aicm.APIStatusError] subclass a non-2xx answer means (None for a 2xx).
 
     ``location`` (the ``Location`` header), ``request_url`` and ``api_base`` let a
     redirect's error say where the service sent the request and what to set instead.

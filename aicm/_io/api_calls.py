@@ -1,8 +1,8 @@
 """How a management API method is declared, and the descriptors that run it (layer 2).
 
-A method of :class:`~aicm._io.service_api.ServiceApiMethods` is a function returning a
-:class:`Call` (method, path, arguments, how to read the answer); :class:`Api` and
-:class:`PagesApi` turn it into the coroutine function (or async iterator) callers use,
+A method of `ServiceApiMethods` is a function returning a
+`Call` (method, path, arguments, how to read the answer); `Api` and
+`PagesApi` turn it into the coroutine function (or async iterator) callers use,
 with the declaration's signature and docstring, and the sync client builds its twins
 from the same declarations.
 """
@@ -46,7 +46,7 @@ _P = ParamSpec("_P")
 _UNPACK = re.compile(r"Unpack\[(\w+)\]")
 
 DateLike = dt.date | str
-"""A date filter: a :class:`datetime.date` (or datetime) or an ISO-8601 string."""
+"""A date filter: a `datetime.date` (or datetime) or an ISO-8601 string."""
 
 FilterValue = str | int | bool | dt.date | Iterable[str] | None
 
@@ -195,8 +195,8 @@ def _signature(declare: Callable[..., Any]) -> inspect.Signature:
 
 
 class _Declared(Generic[_P, _R]):
-    """A method built from its declaration (a function returning a :class:`Call`); the
-    subclass says what it does on an instance (:meth:`_bind`)."""
+    """A method built from its declaration (a function returning a `Call`); the
+    subclass says what it does on an instance (`_bind()`)."""
 
     def __init__(self, declare: Callable[Concatenate[Any, _P], Call[_R]]) -> None:
         self.declare = declare
@@ -261,5 +261,5 @@ class PagesApi(_Declared[_P, Page[_T]]):
 
 
 def get(path: str, arguments: Mapping[str, Any], read: Reader[_R]) -> Call[_R]:
-    """A ``GET`` :class:`Call`."""
+    """A ``GET`` `Call`."""
     return Call("GET", path, arguments, read)

@@ -1,6 +1,6 @@
 """The service's management API on the async client: usage, costs, customers, limits, ... (layer 2).
 
-:class:`ServiceApiMethods` is mixed into :class:`~aicm._io.http.AsyncCostManagerClient`, so
+`ServiceApiMethods` is mixed into `AsyncCostManagerClient`, so
 these calls share its settings, connection pool, API key and error mapping. Reads, updates
 and deletes are retried on a transient failure (5xx, 429, no answer) with the delivery
 backoff settings; a create is sent once, so a retry never makes a second customer.
@@ -142,8 +142,8 @@ def _services_of(vendor: str) -> Reader[list[Service]]:
 class ServiceApiMethods:
     """The service's API beyond ingest; mixed into ``AsyncCostManagerClient``.
 
-    Each method is a declaration: its signature, and the :class:`Call` it makes (method,
-    path, arguments, how to read the answer); :meth:`_send` does the rest.
+    Each method is a declaration: its signature, and the `Call` it makes (method,
+    path, arguments, how to read the answer); `_send()` does the rest.
     """
 
     if TYPE_CHECKING:
@@ -272,7 +272,8 @@ class ServiceApiMethods:
 
     @Api
     def get_usage_event(self, event_id: str) -> Call[UsageEvent]:
-        """``GET /usage/event/{event_id}/``; :class:`NotFoundError` when there is none."""
+        """``GET /usage/event/{event_id}/``; [`NotFoundError`][aicm.NotFoundError] when there is
+        none."""
         return get("/usage/event/{event_id}/", locals(), model(UsageEvent))
 
     @Api

@@ -1,9 +1,9 @@
 """Built-in tracking of well-known AI providers: usage recorded with no handling config.
 
-:func:`builtin_for` recognises a client by its package and class (never by its lower-cased
-class name, which is generic for some SDKs) and returns the :class:`Builtin` that reads its
-calls; :func:`builtin_for_vendor` returns the one that reads a vendor's answers (for
-``track_llm_usage``). :func:`track_record` turns a :class:`Usage` into the service's
+`builtin_for()` recognises a client by its package and class (never by its lower-cased
+class name, which is generic for some SDKs) and returns the `Builtin` that reads its
+calls; `builtin_for_vendor()` returns the one that reads a vendor's answers (for
+``track_llm_usage``). `track_record()` turns a `Usage` into the service's
 ``/track`` record. Each provider's module documents which calls it reads.
 """
 

@@ -100,8 +100,8 @@ class Builtin:
     """A provider's built-in tracking: which calls it reads and how.
 
     ``read(path, kwargs, response)`` and ``read_stream(path, kwargs, chunks)`` find the
-    model, id and usage of one call; :meth:`usage` and :meth:`stream_usage` give them as a
-    :class:`Usage` under this built-in's vendor, or None when no model is known.
+    model, id and usage of one call; `usage()` and `stream_usage()` give them as a
+    `Usage` under this built-in's vendor, or None when no model is known.
     """
 
     name: str
@@ -117,13 +117,13 @@ class Builtin:
         return path in self.paths
 
     def usage(self, path: str, kwargs: Mapping[str, Any], response: Any) -> Usage | None:
-        """The :class:`Usage` of a call that returned ``response``."""
+        """The `Usage` of a call that returned ``response``."""
         return self._usage(self.read(path, kwargs, response), kwargs)
 
     def stream_usage(
         self, path: str, kwargs: Mapping[str, Any], chunks: Sequence[Any]
     ) -> Usage | None:
-        """The :class:`Usage` of a streamed call, from the ``chunks`` it yielded."""
+        """The `Usage` of a streamed call, from the ``chunks`` it yielded."""
         return self._usage(self.read_stream(path, kwargs, chunks), kwargs)
 
     def _usage(self, found: Found | None, kwargs: Mapping[str, Any]) -> Usage | None:

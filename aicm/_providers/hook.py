@@ -1,6 +1,7 @@
-"""The built-ins as a :class:`~aicm.AsyncCostManager` uses them: when, and which records.
+"""The built-ins as a [`AsyncCostManager`][aicm.AsyncCostManager] uses them: when, and which
+records.
 
-A manager asks :meth:`BuiltinTracking.tracks` for each call path its configs do not track;
+A manager asks `BuiltinTracking.tracks()` for each call path its configs do not track;
 the built-in answers only while the manager has no config for its ``api_id`` at all (none
 served, none passed, or not loaded yet), so a config for that ``api_id`` always wins.
 """

@@ -84,8 +84,8 @@ def llm_track(
 ) -> LlmTrack | None:
     """What to record for ``response``, or None when it reports no usage (nothing to bill).
 
-    Raises :class:`RecordError` when ``service_key`` is not a string, or when neither it nor
-    the answer names the model (a Bedrock answer: pass ``"amazon-bedrock::<modelId>"``).
+    Raises [`RecordError`][aicm.RecordError] when ``service_key`` is not a string, or when neither
+    it nor the answer names the model (a Bedrock answer: pass ``"amazon-bedrock::<modelId>"``).
     """
     builtin, model = _builtin(service_key)
     found = builtin.usage("", _model_kwargs(model), response)
@@ -138,7 +138,7 @@ def atrack_stream(
     *,
     response_id: str | None = None,
 ) -> AsyncIterator[Any]:
-    """The async twin of :func:`track_stream`, for an async iterable ``stream``."""
+    """The async twin of `track_stream()`, for an async iterable ``stream``."""
     _builtin(service_key)
     return _atrack_stream(record, service_key, stream, response_id)
 
@@ -208,7 +208,7 @@ def track_response(
     options: Mapping[str, Any],
 ) -> Any:
     """Record ``response`` with the tracker's ``track`` (sync), passing it ``options`` (see
-    :func:`track_options`); return ``response``."""
+    `track_options()`); return ``response``."""
     found = llm_track(service_key, response, response_id=response_id)
     if found is not None:
         attach_result(response, _record_with(track, found, options))
@@ -233,7 +233,7 @@ async def atrack_response(
 def stream_recorder(
     track: Callable[..., Any], options: Mapping[str, Any]
 ) -> Callable[[LlmTrack], Any]:
-    """The ``record`` callable of :func:`track_stream` / :func:`atrack_stream` for a tracker."""
+    """The ``record`` callable of `track_stream()` / `atrack_stream()` for a tracker."""
 
     def record(found: LlmTrack) -> Any:
         return _record_with(track, found, options)

@@ -1,6 +1,6 @@
 """One vocabulary for every vendor's usage: the token counts ``genai-prices`` prices by (pure).
 
-:func:`normalize_usage` maps a recorded usage object onto:
+`normalize_usage()` maps a recorded usage object onto:
 
 ``input_tokens``
     all input, cache reads and writes included (Anthropic and Bedrock report cached input

@@ -1,4 +1,5 @@
-"""``CostManagerClient``: the sync facade over :class:`AsyncCostManagerClient` (layer 5).
+"""``CostManagerClient``: the sync facade over
+[`AsyncCostManagerClient`][aicm.AsyncCostManagerClient] (layer 5).
 
 The async client is built inside the shared runtime's event loop, so its connection pool
 belongs to that loop; every method is one portal call into it. No behaviour lives here.
@@ -27,8 +28,8 @@ __all__ = ["ClientOptions", "CostManagerClient"]
 
 
 class ClientOptions(TypedDict, total=False):
-    """The options of :class:`AsyncCostManagerClient`, which the sync client passes on
-    as they are (a test checks the two agree)."""
+    """The options of [`AsyncCostManagerClient`][aicm.AsyncCostManagerClient], which the sync client
+    passes on as they are (a test checks the two agree)."""
 
     aicm_api_key: str | None
     aicm_api_base: str | None
@@ -43,8 +44,8 @@ class ClientOptions(TypedDict, total=False):
 class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
     """The AICostManager HTTP API from sync code: ``track``, ``track_usage``, ``get_configs``.
 
-    Takes :class:`AsyncCostManagerClient`'s options and raises its errors. Use ``with`` or
-    call :meth:`close`.
+    Takes [`AsyncCostManagerClient`][aicm.AsyncCostManagerClient]'s options and raises its errors.
+    Use ``with`` or call `close()`.
     """
 
     def __init__(self, **connection: Unpack[ClientOptions]) -> None:
@@ -74,17 +75,17 @@ class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
         return self._async.api_root
 
     def track(self, records: Iterable[TrackRecord | Mapping[str, Any]]) -> TrackResult:
-        """POST ``/track`` (see :meth:`AsyncCostManagerClient.track`)."""
+        """POST ``/track`` (see `AsyncCostManagerClient.track()`)."""
         result: TrackResult = self._runtime.call(self._live().track, list(records))
         return result
 
     def track_usage(self, records: Iterable[UsageRecord | Mapping[str, Any]]) -> TrackResult:
-        """POST ``/track-usage`` (see :meth:`AsyncCostManagerClient.track_usage`)."""
+        """POST ``/track-usage`` (see `AsyncCostManagerClient.track_usage()`)."""
         result: TrackResult = self._runtime.call(self._live().track_usage, list(records))
         return result
 
     def get_configs(self, api_id: str | None = None) -> ConfigsResponse:
-        """GET ``/configs`` with ETag (see :meth:`AsyncCostManagerClient.get_configs`)."""
+        """GET ``/configs`` with ETag (see `AsyncCostManagerClient.get_configs()`)."""
         configs: ConfigsResponse = self._runtime.call(self._live().get_configs, api_id)
         return configs
 

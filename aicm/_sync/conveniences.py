@@ -13,7 +13,7 @@ __all__ = ["TrackConveniencesSync"]
 
 
 class TrackConveniencesSync(TrackConveniences):
-    """The setters of :class:`~aicm._api.conveniences.TrackConveniences` for the facade:
+    """The setters of `TrackConveniences` for the facade:
     they act on the async tracker's defaults, which a forked child's new tracker inherits."""
 
     if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""``CostManager``: the sync facade over :class:`AsyncCostManager` (layer 5).
+"""``CostManager``: the sync facade over [`AsyncCostManager`][aicm.AsyncCostManager] (layer 5).
 
 The wrapped client's calls run in the caller's thread as always; the facade's proxy
 extracts with the async manager's pure methods and queues the records right there.
@@ -43,11 +43,12 @@ class _ThreadHook(ManagerHook):
 
 
 class CostManager(SyncFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
-    """Wrap ``client`` from sync code; the same options as :class:`AsyncCostManager`.
+    """Wrap ``client`` from sync code; the same options as
+    [`AsyncCostManager`][aicm.AsyncCostManager].
 
     Configs are loaded when it is built (blocking). ``tracker.client`` is the tracked
     client; its calls run in the caller's thread as always, and records go out through
-    the process's shared delivery worker. After :meth:`close` calls pass through untracked.
+    the process's shared delivery worker. After `close()` calls pass through untracked.
     """
 
     def __init__(

@@ -92,7 +92,7 @@ class SyncFacade(ClosesOnExit, Generic[A]):
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called."""
+        """True once `close()` was called."""
         return self._closed
 
     def _emit(self, records: Sequence[WireRecord]) -> None:
@@ -133,7 +133,7 @@ class SyncFacade(ClosesOnExit, Generic[A]):
         return left
 
     async def aclose(self, timeout: float | None = None) -> int:
-        """:meth:`close` for async code (asyncio or trio): waits in a worker thread, never
+        """`close()` for async code (asyncio or trio): waits in a worker thread, never
         on the caller's loop. On the runtime's own loop (closing at interpreter exit) it
         closes there."""
         if self.disabled:

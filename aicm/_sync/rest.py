@@ -1,4 +1,4 @@
-"""``RestUsageWrapper``: the sync REST wrapper, over :class:`RestUsageRecorder` (layer 5).
+"""``RestUsageWrapper``: the sync REST wrapper, over `RestUsageRecorder` (layer 5).
 
 The user's own ``requests.Session`` or ``httpx.Client`` makes the call, in the caller's
 thread; the response comes back as that library's object, untouched. Extraction uses the
@@ -26,9 +26,9 @@ __all__ = ["RestUsageWrapper"]
 class RestUsageWrapper(SyncFacade[RestUsageRecorder]):
     """Wrap a ``requests.Session`` or an ``httpx.Client``: calls to ``base_url`` are tracked.
 
-    Takes the same options as :class:`AsyncRestUsageWrapper`; the base URL's configs are
-    loaded when it is built. A ``requests`` call made with ``stream=True`` is passed
-    through untracked: its body is the caller's to read. After :meth:`close` calls pass
+    Takes the same options as [`AsyncRestUsageWrapper`][aicm.AsyncRestUsageWrapper]; the base URL's
+    configs are loaded when it is built. A ``requests`` call made with ``stream=True`` is passed
+    through untracked: its body is the caller's to read. After `close()` calls pass
     through untracked.
     """
 

@@ -1,8 +1,8 @@
 """The service's management API on the sync client: one portal call per method (layer 5).
 
-:class:`ServiceApiSyncMethods` is mixed into :class:`~aicm._sync.client.CostManagerClient`.
+`ServiceApiSyncMethods` is mixed into `CostManagerClient`.
 Each method is the twin of the declaration on
-:class:`~aicm._io.service_api.ServiceApiMethods` (same name, arguments, docstring and
+`ServiceApiMethods` (same name, arguments, docstring and
 result type), run in the shared runtime. An ``iter_*`` fetches one page per portal call,
 as the caller consumes it.
 """
@@ -79,7 +79,7 @@ _A = ServiceApiMethods
 
 
 class ServiceApiSyncMethods:
-    """The sync twins of :class:`~aicm._io.service_api.ServiceApiMethods` (see there)."""
+    """The sync twins of `ServiceApiMethods` (see there)."""
 
     if TYPE_CHECKING:
         _runtime: SharedRuntime

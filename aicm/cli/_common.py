@@ -1,8 +1,8 @@
 """What every ``aicm`` subcommand shares besides its output: exit codes, errors, the way a
 command and its options are declared, and the formats of numbers, sizes and ages (layer 6).
 
-Nothing here needs ``rich``: the collector prices usage through :mod:`aicm.cli._pricing`,
-which raises :class:`CommandError`, without the ``cli`` extra.
+Nothing here needs ``rich``: the collector prices usage through `aicm.cli._pricing`,
+which raises `CommandError`, without the ``cli`` extra.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def add_number(
     metavar: str,
     help: str,
 ) -> None:
-    """Add an option taking a :func:`number` (its default, if any, said in its help)."""
+    """Add an option taking a `number()` (its default, if any, said in its help)."""
     said = "" if default is None else " (default: %(default)s)"
     parser.add_argument(flag, type=number(kind), default=default, metavar=metavar, help=help + said)
 

@@ -1,7 +1,7 @@
 """``aicm costs`` and ``aicm usage``: what the service (or a local collector) computed (layer 6).
 
-Both read the service's management API through :class:`~aicm.CostManagerClient`: ``costs``
-sums the daily usage rollups by day, service and/or customer; ``usage`` lists the usage
+Both read the service's management API through [`CostManagerClient`][aicm.CostManagerClient]:
+``costs`` sums the daily usage rollups by day, service and/or customer; ``usage`` lists the usage
 events. The API key comes from ``AICM_API_KEY`` (or the INI file), never the command line;
 ``--api-base`` points at the service, or at ``aicm serve``.
 """

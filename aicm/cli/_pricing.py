@@ -1,6 +1,6 @@
 """Price tables and the cost of usage: pure functions, no I/O but reading the table (layer 6).
 
-:func:`price_usage` prices one record: by the table when it lists the service, else by
+`price_usage()` prices one record: by the table when it lists the service, else by
 ``genai-prices`` (pydantic's maintained price data) for a model it knows; anything else is
 unpriced, never $0.
 
@@ -196,7 +196,7 @@ def price_usage(prices: PriceTable, service: str, usage: Any) -> Priced:
 
     The table's rates win (a user's override file, the shipped REST services); else a model
     is priced by ``genai-prices`` from its usage in that package's vocabulary (see
-    :func:`aicm._providers.normalize.normalize_usage`). A service neither knows, or a usage
+    `aicm._providers.normalize.normalize_usage()`). A service neither knows, or a usage
     in no known shape, is ``priced=False``: never counted as $0.
     """
     rates = rates_for(prices, service)

@@ -2,8 +2,8 @@
 
 The one code path from stored records to a cost table: ``aicm report`` reads a collector's
 database file (by default the one ``aicm serve`` keeps), ``aicm demo`` the database of the
-collector it ran; both go through :func:`read_collector_db`, :func:`usage_events` and
-:func:`summarise`, then one renderer.
+collector it ran; both go through `read_collector_db()`, `usage_events()` and
+`summarise()`, then one renderer.
 The file is opened read-only (it may belong to a running collector); the rows are decoded
 by the collector's store module, as the collector itself reads them.
 """
@@ -207,7 +207,7 @@ def summarise(
 ) -> dict[str, Any]:
     """Usage and cost of ``events`` grouped ``by`` the given dimensions (JSON-ready).
 
-    Each record is priced by :func:`~aicm.cli._pricing.price_usage`: the table's rates for
+    Each record is priced by `price_usage()`: the table's rates for
     a service it lists, else genai-prices for a model it knows. Returns ``{"by",
     "records", "cost_usd", "rows", "by_service", "by_customer", "unpriced",
     "unpriced_records", "unpriced_by_service"}``: ``rows`` grouped as asked, sorted; totals

@@ -1,6 +1,6 @@
 """``aicm serve``: run the local collector in the foreground (layer 6).
 
-Its records are kept in a file that lasts (:func:`default_collector_db`), so the collector
+Its records are kept in a file that lasts (`default_collector_db()`), so the collector
 stopped and started again still holds, and ``aicm report`` still finds, what it received.
 """
 

@@ -34,7 +34,7 @@ def json_response(data: Any, status_code: int = 200) -> Response:
 
 
 def answer_response(answer: Answer) -> Response:
-    """A ready :class:`~aicm.collector._logic.Answer` as a Starlette response."""
+    """A ready `Answer` as a Starlette response."""
     return Response(
         answer.body,
         status_code=answer.status_code,

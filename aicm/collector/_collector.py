@@ -52,7 +52,7 @@ ConfigsSource: TypeAlias = Sequence[Mapping[str, Any]] | Mapping[str, Any]
 
 
 class CollectorOptions(TypedDict, total=False):
-    """What a collector holds, as :class:`Collector`, ``LocalCollector`` and ``create_app``
+    """What a collector holds, as `Collector`, ``LocalCollector`` and ``create_app``
     take it: the configs it serves (``configs``, or a JSON/YAML ``configs_path``), the
     SQLite file of its records (``db_path``; None keeps them in memory), the ``seed`` of
     its faults, and the ``data_dir`` of its signing key and usage limits."""

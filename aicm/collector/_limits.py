@@ -7,7 +7,7 @@ what an SDK does with each is its own business. A limit may carry an explicit
 ``expires_at``: its event then ends at that moment rather than at the end of the period.
 
 Limits live in ``limits.json`` in the collector's data directory, written atomically.
-Usage is priced with the price table ``aicm report`` uses (:mod:`aicm.cli._pricing`).
+Usage is priced with the price table ``aicm report`` uses (`aicm.cli._pricing`).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def api_key_id(token: str) -> str:
 
     A key without one gets a one-way fingerprint (the one ``aicm`` gives keys in queue
     files), so the key itself never appears in an answer. The SDK computes the same id
-    (:func:`aicm._core.limits.api_key_id_of`): the limits it is sent name its key.
+    (`aicm._core.limits.api_key_id_of()`): the limits it is sent name its key.
     """
     return api_key_id_of(token) or key_fingerprint(token)
 
@@ -190,7 +190,7 @@ def _expires_at(value: Any, problems: list[str]) -> str | None:
 def build_limit(data: Any, *, base: UsageLimit | None = None) -> UsageLimit:
     """A limit from a create (``base`` None) or a partial update of ``base``.
 
-    Raises :class:`LimitError` naming every problem at once.
+    Raises `LimitError` naming every problem at once.
     """
     if not isinstance(data, Mapping):
         raise LimitError("a usage limit must be a JSON object")
@@ -321,7 +321,7 @@ class LimitBook:
             return self._limits.get(uid)
 
     def create(self, data: Any) -> UsageLimit:
-        """Store a new limit from a create body; :class:`LimitError` if it is not one."""
+        """Store a new limit from a create body; `LimitError` if it is not one."""
         limit = build_limit(data)
         with self._lock:
             self._limits[limit.uuid] = limit
@@ -445,7 +445,7 @@ class LimitBook:
 def rows_from_records(
     track: Iterable[Mapping[str, Any]], track_usage: Iterable[Mapping[str, Any]]
 ) -> list[UsageRow]:
-    """Stored records of both endpoints as :class:`UsageRow` (those with a readable time).
+    """Stored records of both endpoints as `UsageRow` (those with a readable time).
 
     A ``/track`` record's service is its ``"vendor::model"`` key (the older record's is
     built from its ``api_id``), a ``/track-usage`` record's its ``service_id``, else its

@@ -1,8 +1,8 @@
 """The collector's HTTP-side request logic as pure functions (layer 6, sans-IO).
 
 The answer value the Starlette app sends and the API-key check; the wire contract itself
-(batch bodies, per-record checks, results, configs) is :mod:`aicm._core.wire`, shared
-with :mod:`aicm.testing`.
+(batch bodies, per-record checks, results, configs) is `aicm._core.wire`, shared
+with `aicm.testing`.
 """
 
 from __future__ import annotations

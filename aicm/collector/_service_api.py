@@ -1,6 +1,6 @@
 """The service's management API on the collector (layer 6): usage, costs, customers, ...
 
-What the collector answers is computed from what it stored (:mod:`._usage`). Customers,
+What the collector answers is computed from what it stored (`._usage`). Customers,
 webhooks and custom services are kept as given in the collector's SQLite store, so they
 outlive a restart on the same file (they are cleared with the records). Vendors and
 services come from the price data (the table, genai-prices' models) and the records

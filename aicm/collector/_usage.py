@@ -1,7 +1,7 @@
 """Usage events, cost events and rollups computed from the stored records (layer 6, pure).
 
 A ``/track`` or ``/track-usage`` record is a usage event, priced as every report prices
-(:func:`aicm.cli._pricing.price_usage`): the collector's price table and the custom
+(`aicm.cli._pricing.price_usage()`): the collector's price table and the custom
 services created, else genai-prices for a model it knows. A priced event has one cost
 event per priced metric; an unpriced one has none and is counted as unpriced, never as
 $0. Rollups sum both per service, customer and day or hour.
@@ -183,7 +183,7 @@ def priced_event(
     prices: PriceTable, service: str, usage: Any
 ) -> tuple[bool, float, tuple[CostLine, ...]]:
     """Whether ``usage`` of ``service`` is priced, its quantity, and one cost line per
-    priced metric, by :func:`aicm.cli._pricing.price_usage` (the pricing of every report):
+    priced metric, by `aicm.cli._pricing.price_usage()` (the pricing of every report):
     the table's rates, else genai-prices; unpriced usage has no lines."""
     price = price_usage(prices, service, usage)
     lines = tuple(

@@ -744,3 +744,74 @@ def test_a_timestamp_whose_zone_raises_is_an_invalid_timestamp() -> None:
     with pytest.raises(InvalidTimestampError) as info:
         build({"n": 1}, timestamp=RAISING["tzinfo"])
     assert info.value.field == "timestamp"
+
+
+# -- UsageRecord.build(plain=True): an extracted payload is taken without a second copy ---
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels):
+        value = {"in": value}
+    return value
+
+
+_PLAIN_PAYLOADS: list[dict[str, Any]] = [
+    {"response_id": "r", "usage": {"prompt_tokens": 12, "details": {"cached": 0}}},
+    {"response_id": 7, "timestamp": "2024-01-01T01:00:00+01:00", "items": [1, 2.5, None]},
+    {"service_id": "m", "flag": True, "nothing": None},  # no response_id: a fresh one
+]
+_NOT_PLAIN_PAYLOADS: list[dict[str, Any]] = [
+    {"response_id": "r", "text": "caf\u00e9"},  # non-ASCII: to_plain checks it
+    {"response_id": "r", "big": 2**70},  # beyond 64 bits: refused
+    {"response_id": "r", "bad": "\ud800"},  # a lone surrogate: refused
+    {"response_id": "r", "nan": math.nan},  # not finite: refused
+    {"response_id": "r", "tuple": (1, 2)},  # not JSON-shaped: converted
+    {"response_id": "r", "deep": _deep(70)},  # deeper than to_plain follows: refused
+]
+
+
+def _same_build(payload: dict[str, Any], **kwargs: Any) -> tuple[Any, Any]:
+    """``build(copy, plain=True)`` and ``build(payload)``: each a record or the error raised."""
+    out = []
+    for plain in (True, False):
+        try:
+            out.append(UsageRecord.build(_copy(payload), plain=plain, **kwargs))
+        except RecordError as exc:
+            out.append((type(exc), str(exc)))
+    return out[0], out[1]
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy keeping tuples, NaN and surrogates (what the payload holds)."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("payload", _PLAIN_PAYLOADS + _NOT_PLAIN_PAYLOADS)
+def test_plain_build_makes_the_record_the_full_conversion_makes(payload: dict[str, Any]) -> None:
+    with_plain, converted = _same_build(payload)
+    if isinstance(converted, UsageRecord):
+        assert isinstance(with_plain, UsageRecord)
+        if "response_id" not in payload:  # a fresh id each: compare the rest
+            assert with_plain.payload.keys() == converted.payload.keys()
+            assert {k: v for k, v in with_plain.payload.items() if k != "response_id"} == {
+                k: v for k, v in converted.payload.items() if k != "response_id"
+            }
+        else:
+            assert with_plain == converted
+    else:
+        assert with_plain == converted  # the same error, the same message
+
+
+def test_plain_build_still_refuses_a_payload_over_the_size_limit() -> None:
+    payload = {"response_id": "r", "text": "x" * 5000}
+    with_plain, converted = _same_build(payload, max_bytes=4096)
+    assert with_plain == converted
+    assert with_plain[0] is RecordTooLargeError
+    # Just under the limit once measured exactly: the bound alone would have refused it.
+    fits = {"response_id": "r", "text": "x" * 3900}
+    assert isinstance(UsageRecord.build(fits, plain=True, max_bytes=4096), UsageRecord)

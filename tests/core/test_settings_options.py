@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
+import shutil
+import subprocess
+import sys
+import textwrap
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,11 +30,27 @@ from aicm import (
 )
 from aicm._api.options import NOT_SETTINGS, DeliveryOptions, TrackerOptions, TrackOptions
 from aicm._api.tracker import _TRACK_OPTIONS
-from aicm._core.settings import ARGUMENTS, OPTIONS, Settings, resolve_settings, settings_table
+from aicm._core.settings import ARGUMENTS, OPTIONS, Settings, resolve_settings
 from aicm.collector import LocalCollector
 from tests.core.test_settings import SAMPLES
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "settings.md"
+
+
+def load_generator() -> Any:
+    """``scripts/options.py``, the generator of everything written from ``OPTIONS``."""
+    spec = importlib.util.spec_from_file_location(
+        "aicm_options_script", ROOT / "scripts/options.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generator = load_generator()
 
 # Every public call that takes the options, with the TypedDict its ``**options`` must be.
 FACADE_CALLS: list[tuple[Callable[..., Any], type]] = [
@@ -55,17 +76,104 @@ def test_settings_fields_are_the_options() -> None:
 
 
 def test_delivery_options_name_every_argument() -> None:
-    """The classes' TypedDict holds exactly the list's arguments and the three non-settings."""
-    assert option_keys(DeliveryOptions) == set(ARGUMENTS) | NOT_SETTINGS
-    assert option_keys(TrackerOptions) - option_keys(DeliveryOptions) == {
-        "anonymize_fields",
-        "anonymizer",
-    }
+    """The classes' TypedDict holds exactly the list's arguments and the three non-settings;
+    the trackers' adds their anonymisation and the tracker-only arguments."""
+    tracker_only = {o.argument for o in OPTIONS if o.tracker_only}
+    assert option_keys(DeliveryOptions) == set(ARGUMENTS) - tracker_only | NOT_SETTINGS
+    assert (
+        option_keys(TrackerOptions) - option_keys(DeliveryOptions)
+        == {
+            "anonymize_fields",
+            "anonymizer",
+        }
+        | tracker_only
+    )
 
 
 def test_docs_table_is_generated_from_the_list() -> None:
-    """docs/settings.md shows the table the list gives (``python scripts/settings_table.py``)."""
-    assert settings_table() in DOCS.read_text(encoding="utf-8")
+    """docs/settings.md shows the table the list gives (``python scripts/options.py``)."""
+    assert generator.docs_table() in DOCS.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("relative", list(generator.REGIONS), ids=str)
+def test_generated_regions_are_current(relative: Path) -> None:
+    """Each region generated from ``OPTIONS`` (the ``Settings`` fields, the typed options, the
+    docs table) is what the generator writes from the list now."""
+    text = (ROOT / relative).read_text(encoding="utf-8")
+    expected = [make(OPTIONS) for make in generator.REGIONS[relative]]
+    assert generator.region_bodies(text) == expected, (
+        f"{relative} is stale: run `python scripts/options.py` after changing OPTIONS"
+    )
+
+
+def test_generated_python_is_ruff_formatted() -> None:
+    """The generated lines are as ``ruff format`` leaves them (the regions are checked above,
+    so a formatting change there would make that test and ``ruff format --check`` disagree)."""
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    for relative in (generator.SETTINGS, generator.TYPED_OPTIONS):
+        text = (ROOT / relative).read_text(encoding="utf-8")
+        done = subprocess.run(
+            [ruff, "format", "--check", "--config", str(ROOT / "pyproject.toml"), "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_adding_an_option_is_one_edit(tmp_path: Path) -> None:
+    """One new entry in ``OPTIONS`` and one run of the generator: the option is a ``Settings``
+    field, a keyword of every class's typed options (or the trackers' alone), is read from the
+    environment and shows in the docs table."""
+    shutil.copytree(ROOT / "aicm", tmp_path / "aicm", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "options.py", tmp_path / "scripts" / "options.py")
+    (tmp_path / "docs").mkdir()
+    shutil.copy(DOCS, tmp_path / "docs" / "settings.md")
+    settings = tmp_path / "aicm" / "_core" / "settings.py"
+    head = "OPTIONS: tuple[Option, ...] = (\n"
+    new = '    _count("widget_count", 7),\n    _seconds("grace", 1.5, tracker_only=True),\n'
+    text = settings.read_text(encoding="utf-8")
+    assert head in text
+    settings.write_text(text.replace(head, head + new), encoding="utf-8")
+
+    env = {"PYTHONPATH": str(tmp_path), "AICM_WIDGET_COUNT": "9", "PATH": ""}
+    run = [sys.executable, str(tmp_path / "scripts" / "options.py")]
+    subprocess.run(run, env=env, check=True, capture_output=True, cwd=tmp_path)
+    check = textwrap.dedent(
+        """
+        import typing
+
+        import attrs
+        from aicm import AsyncTracker, CostManager
+        from aicm._api.options import DeliveryOptions, TrackerOptions, resolve_options
+        from aicm._core.settings import Settings
+
+        fields = {f.name: f for f in attrs.fields(Settings)}
+        assert fields["widget_count"].type == "int", fields["widget_count"].type
+        assert fields["grace"].type == "float"
+        assert typing.get_type_hints(DeliveryOptions)["widget_count"] == int | None
+        assert "grace" not in DeliveryOptions.__optional_keys__
+        assert {"widget_count", "grace"} <= TrackerOptions.__optional_keys__
+        assert resolve_options({}).widget_count == 9
+        assert resolve_options({"grace": 2}, tracker=True).grace == 2.0
+        try:
+            resolve_options({"grace": 2}, owner="CostManager")
+        except TypeError as error:
+            assert "grace" in str(error)
+        else:
+            raise AssertionError("a tracker-only option taken by CostManager")
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.stdout.strip() == "ok", done.stderr
+    table = (tmp_path / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert "| `widget_count` | `AICM_WIDGET_COUNT` | `widget_count` | `7` |" in table
+    assert "| `grace` | `AICM_GRACE` | `grace` | `1.5` s |" in table
 
 
 def test_docs_name_the_settings_that_are_no_argument() -> None:

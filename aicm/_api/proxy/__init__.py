@@ -10,7 +10,7 @@ exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collect
 before its first chunk (the request was made: ``chunks`` is then empty). A helper stream's
 ``get_final_*``/``until_done`` read the rest through the wrapper first. A hook may also
 have ``before_call(call)``, run before a tracked call is made; the
-:class:`~aicm.UsageLimitExceeded` it raises refuses the call.
+[`UsageLimitExceeded`][aicm.UsageLimitExceeded] it raises refuses the call.
 
 What the client hands out stays tracked by the same hook: the clients ``with_options`` and
 ``copy`` return, and the ``with_raw_response``/``with_streaming_response`` namespaces, whose

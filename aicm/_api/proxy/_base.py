@@ -1,9 +1,9 @@
 """The one base of aicm's transparent proxies: everything not intercepted is the target's.
 
-:class:`ProxyBase` makes a wrapper pass for its target: ``isinstance`` and ``type``-free
+`ProxyBase` makes a wrapper pass for its target: ``isinstance`` and ``type``-free
 checks see the target's class, ``__wrapped__`` is the target, ``dir()`` and ``repr()`` are
 the target's, and attributes set or deleted on the wrapper land on the target (the
-wrapper's own state lives in slots named ``_aicm_*``). :class:`Delegate` adds the lookup:
+wrapper's own state lives in slots named ``_aicm_*``). `Delegate` adds the lookup:
 every attribute the wrapper does not define is read from the target. The tracked client
 proxy defines its own, faster lookup on the base instead.
 
@@ -65,7 +65,7 @@ class ProxyBase:
 
 
 class Delegate(ProxyBase):
-    """A :class:`ProxyBase` that reads every attribute it does not define from its target."""
+    """A `ProxyBase` that reads every attribute it does not define from its target."""
 
     __slots__ = ()
 

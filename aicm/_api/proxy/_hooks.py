@@ -1,8 +1,8 @@
 """What a tracked proxy asks and tells about calls: the hook protocol, and one tracked call.
 
-Every hook is called through :class:`Call`, which logs and swallows whatever a hook raises
-(but the :class:`~aicm.UsageLimitExceeded` that refuses a call), so tracking never breaks
-the user's call.
+Every hook is called through `Call`, which logs and swallows whatever a hook raises
+(but the [`UsageLimitExceeded`][aicm.UsageLimitExceeded] that refuses a call), so tracking never
+breaks the user's call.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ logger = logging.getLogger("aicm.cost_manager")
 
 
 class ExtractorHook(Protocol):
-    """What a :class:`TrackedProxy` asks and tells about calls (the CostManager implements it).
+    """What a `TrackedProxy` asks and tells about calls (the CostManager implements it).
 
     A hook may also have ``before_call(call)``, run before a tracked call is made; the
-    :class:`~aicm.UsageLimitExceeded` it raises refuses the call.
+    [`UsageLimitExceeded`][aicm.UsageLimitExceeded] it raises refuses the call.
     """
 
     def should_track(self, path: str) -> bool:
@@ -61,7 +61,7 @@ def _ignore_call(*_: Any) -> None:
 
 @attrs.frozen(kw_only=True)
 class ProxyHooks:
-    """An :class:`ExtractorHook` made of three plain callables."""
+    """An `ExtractorHook` made of three plain callables."""
 
     should_track: Callable[[str], bool] = _never
     on_call: OnCall = _ignore_call

@@ -1,6 +1,6 @@
 """Stream wrappers: every chunk passes through untouched, and the stream is reported once.
 
-A stream's :class:`StreamState` reports it when the stream is exhausted, closed, left by
+A stream's `StreamState` reports it when the stream is exhausted, closed, left by
 ``with``/``async with``, fails, or is garbage-collected, even before its first chunk (the
 request was made: the chunks are then empty). A helper stream's ``get_final_*`` and
 ``until_done`` read the rest through the wrapper first.

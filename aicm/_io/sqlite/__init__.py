@@ -1,13 +1,13 @@
 """The durable SQLite queue (layer 2): one file, group-committed writes, leased claims.
 
-- :mod:`.schema`: the file's schema; opening, checking and tuning a queue file.
-- :mod:`.gate`: the fork gate and this process's write lock per file.
-- :mod:`.writer`: inserts, and :class:`SyncWriter` for plain threads.
-- :mod:`.claims`: claims, leases, acks, releases, dead letters (the actor's transactions).
-- :mod:`.db` and :mod:`.queue`: :class:`SqliteQueue`, the async side, one worker-thread
+- `.schema`: the file's schema; opening, checking and tuning a queue file.
+- `.gate`: the fork gate and this process's write lock per file.
+- `.writer`: inserts, and `SyncWriter` for plain threads.
+- `.claims`: claims, leases, acks, releases, dead letters (the actor's transactions).
+- `.db` and `.queue`: `SqliteQueue`, the async side, one worker-thread
   hop per operation on asyncio and trio alike.
-- :mod:`.moves`: a queue file deleted or replaced under a running process.
-- :mod:`.admin`: the ``aicm queue`` command's reads and repairs.
+- `.moves`: a queue file deleted or replaced under a running process.
+- `.admin`: the ``aicm queue`` command's reads and repairs.
 """
 
 from __future__ import annotations

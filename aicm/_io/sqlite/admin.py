@@ -163,7 +163,8 @@ def _admin(path: Path, op: str, *, write: bool, work: Callable[[sqlite3.Connecti
 
 
 def check_queue_file(path: Path) -> None:
-    """Raise :class:`QueueStoreError` unless ``path`` is an existing, readable queue file."""
+    """Raise [`QueueStoreError`][aicm.QueueStoreError] unless ``path`` is an existing, readable
+    queue file."""
     _admin(path, "check", write=False, work=lambda conn: None)
 
 

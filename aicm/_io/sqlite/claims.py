@@ -8,9 +8,9 @@ it. An ack, a release or a dead-lettering touches a row only while the caller st
 its lease.
 
 Each function taking ``(conn, lock, ...)`` is one whole operation on a connection (opened
-by :func:`~.schema.connect`, so in autocommit mode), run by the connection's own thread:
+by `connect()`, so in autocommit mode), run by the connection's own thread:
 inside the fork gate, and when it writes, holding the file's lock in this process. Each
-call is one hop for an :class:`~.db.AsyncDB`.
+call is one hop for an `AsyncDB`.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class AsyncDB:
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(connection, file_lock, *args)`` on the connection's thread (one of the
-        operations of :mod:`.claims` or :mod:`.writer`)."""
+        operations of `.claims` or `.writer`)."""
         if self._thread is not None:
             return await self._thread.run(functools.partial(fn, self._conn, self.lock, *args))
         return await anyio.to_thread.run_sync(
@@ -115,7 +115,7 @@ class AsyncDB:
     def run_now(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(connection, file_lock, *args)`` on the calling thread: only for an
         operation that gives up rather than wait (``writer.insert(..., wait=False)``), and never
-        while :meth:`run` has one under way."""
+        while `run()` has one under way."""
         return fn(self._conn, self.lock, *args)
 
     def _close(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
@@ -130,7 +130,7 @@ class AsyncDB:
             self._stop()
 
     def retire(self) -> None:
-        """Stop using the connection without closing it (see :func:`.moves.retire`)."""
+        """Stop using the connection without closing it (see `.moves.retire()`)."""
         retire(self._conn)
         self._stop()
 

@@ -1,8 +1,8 @@
 """Process-wide guards of queue connections: the fork gate and one write lock per file.
 
-Every use of a queue connection passes through :data:`FORK_GATE`, so that a ``fork()``
-never lands inside a transaction (see :class:`ForkGate`). Every write transaction also
-holds its file's lock in this process (:func:`file_lock`), so that this process's
+Every use of a queue connection passes through `FORK_GATE`, so that a ``fork()``
+never lands inside a transaction (see `ForkGate`). Every write transaction also
+holds its file's lock in this process (`file_lock()`), so that this process's
 connections queue for each other on a lock instead of in SQLite's busy handler, which
 sleeps.
 """

@@ -176,7 +176,7 @@ def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
 def rescue_rows(
     conn: sqlite3.Connection, lock: threading.Lock, path: Path, opened: OpenedFile
 ) -> int:
-    """:func:`_move_rows` as one operation on ``conn`` (an AsyncDB's ``run`` passes the
+    """`_move_rows()` as one operation on ``conn`` (an AsyncDB's ``run`` passes the
     connection and the file's lock); 0 when the path still names the opened file."""
     with FORK_GATE, lock:
         if not opened.moved(path):

@@ -431,7 +431,7 @@ class SqliteQueue:
             self._unwritten_kills.update(why)
 
     async def checkpoint(self) -> None:
-        """Copy the WAL into the file (see :func:`.claims.checkpoint`); the actor calls this."""
+        """Copy the WAL into the file (see `.claims.checkpoint()`); the actor calls this."""
         try:
             await self._guard("checkpoint", claims.checkpoint)
         except QueueStoreError as exc:

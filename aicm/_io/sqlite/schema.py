@@ -215,7 +215,7 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
 
 
 def open_in_gate(path: Path, *, check_same_thread: bool) -> sqlite3.Connection:
-    """:func:`connect`, for a caller already inside the fork gate."""
+    """`connect()`, for a caller already inside the fork gate."""
     prepare_file(path)
     try:
         conn = sqlite3.connect(
@@ -235,7 +235,7 @@ def open_existing(
     path: Path, *, timeout: float, write: bool = False, autocommit: bool = False
 ) -> sqlite3.Connection:
     """A connection to an existing SQLite file, read-only unless ``write`` (never creates
-    one). Raises :class:`sqlite3.Error` when it cannot be opened."""
+    one). Raises `sqlite3.Error` when it cannot be opened."""
     uri = f"{path.resolve().as_uri()}?mode={'rw' if write else 'ro'}"
     return sqlite3.connect(
         uri, uri=True, timeout=timeout, isolation_level=None if autocommit else "DEFERRED"

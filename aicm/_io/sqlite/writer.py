@@ -1,5 +1,5 @@
-"""Writing rows: one transaction per group of callers, from threads (:class:`SyncWriter`)
-or from an event loop (``SqliteQueue.add``, through :func:`insert`)."""
+"""Writing rows: one transaction per group of callers, from threads (`SyncWriter`)
+or from an event loop (``SqliteQueue.add``, through `insert()`)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def insert(
     With ``wait`` false, nothing is written and the answer is False when that would mean
     waiting: for the file's lock held by another thread of this process, or SQLite's
     write lock held by another process. That is for an event loop (see
-    ``SqliteQueue``): ``conn`` must then not wait in SQLite either (:func:`impatient`),
+    ``SqliteQueue``): ``conn`` must then not wait in SQLite either (`impatient()`),
     whose busy handler sleeps.
     """
     with FORK_GATE:
@@ -96,7 +96,7 @@ def insert(
 def patiently(
     conn: sqlite3.Connection, lock: threading.Lock, fn: Callable[..., _T], *args: Any
 ) -> _T:
-    """``fn(conn, lock, *args)`` on an :func:`impatient` connection, waiting for locks
+    """``fn(conn, lock, *args)`` on an `impatient()` connection, waiting for locks
     meanwhile as every queue connection does."""
     conn.execute(BUSY_WAIT)  # (a setting of the connection: the file is not touched)
     try:
@@ -137,7 +137,7 @@ def _commit(
 class SyncWriter:
     """Durable writes from plain threads, group-committed.
 
-    Every caller's rows are committed before :meth:`add` returns; concurrent callers
+    Every caller's rows are committed before `add()` returns; concurrent callers
     share one transaction (the first to arrive commits for all who queued behind it).
     """
 
@@ -176,12 +176,13 @@ class SyncWriter:
         self._opened = None
 
     def add(self, endpoint: str, response_id: str, body: str) -> None:
-        """Commit one row; raises :class:`QueueStoreError` if it could not be written."""
+        """Commit one row; raises [`QueueStoreError`][aicm.QueueStoreError] if it could not be
+        written."""
         self.write(((endpoint, response_id, body),))
 
     def write(self, rows: Sequence[RowTuple]) -> None:
-        """Commit ``rows`` (endpoint, response_id, body); raises :class:`QueueStoreError`
-        if they could not be written."""
+        """Commit ``rows`` (endpoint, response_id, body); raises
+        [`QueueStoreError`][aicm.QueueStoreError] if they could not be written."""
         cond = self._cond
         with cond:
             self._pending.extend(rows)
