@@ -39,3 +39,20 @@ def test_shown_files_match_the_files_the_tests_run() -> None:
             f"{page.relative_to(REPO)} shows an older copy of docs/{m['name']}: "
             "paste the file's current text into the block"
         )
+
+
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|attr|exc|mod|data|obj|const):`")
+
+
+def test_docstrings_use_mkdocstrings_cross_references() -> None:
+    """The API reference renders docstrings with mkdocstrings, where a Sphinx role such as
+    ``:class:`X``` shows as raw text: link with ``[`X`][aicm.X]`` or write ``X`` as code."""
+    sources = sorted((REPO / "aicm").rglob("*.py"))
+    assert len(sources) > 50
+    found = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in sources
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if SPHINX_ROLE.search(line)
+    ]
+    assert not found, f"Sphinx roles in docstrings: {found[:10]}"

@@ -118,7 +118,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
     """Record usage events and deliver them (see the module docstring).
 
     Queued delivery (``MEM_QUEUE``, ``PERSISTENT_QUEUE``) runs an actor in a task group,
-    so use ``async with AsyncTracker(...) as tracker:`` (or :meth:`start` in a task group
+    so use ``async with AsyncTracker(...) as tracker:`` (or `start()` in a task group
     of your own); ``IMMEDIATE`` (the default) also works without it. All options are
     keyword-only and fall back to the environment, the INI file and the defaults.
     """
@@ -200,7 +200,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         """Load the schema (config form) and start delivery in ``task_group``.
 
         ``async with`` does this for you. Call it to run the delivery actor in a task group
-        you already have, and call :meth:`aclose` before that task group ends.
+        you already have, and call `aclose()` before that task group ends.
         """
         self._check_open()
         await super().start(task_group)
@@ -218,8 +218,8 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         """Fetch this tracker's config from ``GET /configs`` and compile its schema.
 
         Returns the compiled schema, or None when the config has no ``manual_usage_schema``
-        (usage is then not checked). Raises :class:`UnknownConfigError` when the service has
-        no such config. Transient failures are retried like an ``IMMEDIATE`` send.
+        (usage is then not checked). Raises [`UnknownConfigError`][aicm.UnknownConfigError] when the
+        service has no such config. Transient failures are retried like an ``IMMEDIATE`` send.
         """
         if self.config_id is None:
             raise TypeError("a free-form tracker has no config; build it with a config_id")
@@ -263,8 +263,9 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
     def build_record(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> WireRecord:
         """Check a ``track`` call's arguments and return the record it would send.
 
-        Raises :class:`TypeError` for a call that fits neither form, and a
-        :class:`RecordError` or :class:`UsageValidationError` for bad values.
+        Raises `TypeError` for a call that fits neither form, and a
+        [`RecordError`][aicm.RecordError] or [`UsageValidationError`][aicm.UsageValidationError] for
+        bad values.
         """
         if (
             len(args) == 3
@@ -457,7 +458,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         """Yield an async ``stream``'s events untouched; record its usage once it ends.
 
         ``async for event in tracker.track_llm_stream_usage("openai", stream):``. A stream
-        left early is recorded with what it reported so far. See :meth:`track_llm_usage`.
+        left early is recorded with what it reported so far. See `track_llm_usage()`.
         """
         response_id, track_options = llm_options("track_llm_stream_usage", options, stream=True)
         from .._providers import llm_usage as _llm  # only LLM answers need the providers
@@ -497,7 +498,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         return verdicts(records, answer)
 
     def track_blocking(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RecordResult | None:
-        """An IMMEDIATE :meth:`track` from a plain thread (the sync facade), sent with the
+        """An IMMEDIATE `track()` from a plain thread (the sync facade), sent with the
         client's blocking twin: the same checks, attempts, errors and counts, without a
         trip to the event loop. None when it must run on the loop instead (a config not
         loaded yet, a client with an injected transport); nothing was done then.
@@ -550,7 +551,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
     def build_batch(
         self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
     ) -> list[WireRecord]:
-        """Check every item of a :meth:`track_batch` call and return the records (pure)."""
+        """Check every item of a `track_batch()` call and return the records (pure)."""
         built: list[WireRecord] = []
         for index, item in enumerate(records):
             if isinstance(item, (TrackRecord, UsageRecord)):

@@ -1,10 +1,10 @@
 """The delivery engine: queue records, and an actor that batches, sends, retries, acks (layer 3).
 
 One engine serves one tracker. ``IMMEDIATE`` sends in the caller's task. A queue keeps
-records in a :class:`Store`: a :class:`MemoryStore` for ``MEM_QUEUE``, a
-:class:`SqliteStore` (the file is written first) for ``PERSISTENT_QUEUE``. Either way one
+records in a `Store`: a `MemoryStore` for ``MEM_QUEUE``, a
+`SqliteStore` (the file is written first) for ``PERSISTENT_QUEUE``. Either way one
 actor task, started in a task group the owner supplies, takes the store's batches, sends
-each, and carries out what :func:`decide` makes of the answer: delivered, retry later,
+each, and carries out what `decide()` makes of the answer: delivered, retry later,
 pause, dead letter, or split.
 
 The actor never dies of an error: whatever it holds when something unexpected happens
@@ -229,7 +229,7 @@ class DeliveryEngine:
         return await send_now(self.client, records, self._immediate())
 
     def send_now_blocking(self, records: Sequence[WireRecord]) -> TrackResult:
-        """:meth:`send_now` from a plain thread (only where ``client.can_block``)."""
+        """`send_now()` from a plain thread (only where ``client.can_block``)."""
         return send_now_blocking(self.client, records, self._immediate())
 
     def _immediate(self) -> Immediate:

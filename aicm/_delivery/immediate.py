@@ -117,7 +117,8 @@ class _Sending:
     @contextlib.contextmanager
     def request(self, n: int) -> Iterator[Callable[[TrackResult], None]]:
         """Around a request's attempts: gives the function that takes its result; a
-        failure is counted, and running out of attempts raises :class:`DeliveryError`."""
+        failure is counted, and running out of attempts raises
+        [`DeliveryError`][aicm.DeliveryError]."""
         try:
             yield functools.partial(self._delivered, n=n)
         except GaveUp as gave_up:
@@ -164,8 +165,8 @@ async def send_now(
     """Send ``records`` now, by endpoint, at most 1000 a request, each request up to
     ``how.attempts`` times on retryable failures; ``how.stats`` counts what happens.
 
-    Raises :class:`DeliveryError` when a request runs out of attempts (or the service asks
-    for a longer wait than a caller should sit through), naming every record of the call.
+    Raises [`DeliveryError`][aicm.DeliveryError] when a request runs out of attempts (or the service
+    asks for a longer wait than a caller should sit through), naming every record of the call.
     """
     sending = _Sending(records, how)
     for endpoint, encoded in _requests(records):
@@ -187,7 +188,7 @@ async def send_now(
 def send_now_blocking(
     client: AsyncCostManagerClient, records: Sequence[WireRecord], how: Immediate
 ) -> TrackResult:
-    """:func:`send_now` from a plain thread, with the client's blocking twin (only where
+    """`send_now()` from a plain thread, with the client's blocking twin (only where
     ``client.can_block``): the same requests, attempts, waits, errors and counts."""
     sending = _Sending(records, how)
     for endpoint, encoded in _requests(records):

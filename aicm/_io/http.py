@@ -93,7 +93,7 @@ def set_default_transport(
     ``None`` restores the network. Returns the transport it replaces, so a caller can put
     it back. Clients already built keep theirs. Every client closes its transport when it
     closes, so a shared one must tolerate ``aclose()`` and carry on. Meant for
-    :mod:`aicm.testing`.
+    `aicm.testing`.
     """
     global _default_transport
     previous, _default_transport = _default_transport, transport
@@ -137,7 +137,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
 
     Connection options fall back to the environment and the INI file (see the settings
     docs). A ``transport`` (any ``httpx.AsyncBaseTransport``) may be injected, e.g. for
-    proxies or tests. Use ``async with`` or call :meth:`aclose`.
+    proxies or tests. Use ``async with`` or call `aclose()`.
     """
 
     def __init__(
@@ -239,7 +239,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         answer's body is read up to ``limit`` bytes (decoded).
 
         A longer body is cut there, the rest never read (the connection is closed), and
-        the response is marked (see :func:`body_truncated`).
+        the response is marked (see `body_truncated()`).
         """
         deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         try:
@@ -310,7 +310,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
             return self._blocking
 
     def _post_blocking(self, path: str, body: bytes) -> httpx.Response:
-        """An ingest POST (see :meth:`_request`) from a plain thread, with the blocking twin."""
+        """An ingest POST (see `_request()`) from a plain thread, with the blocking twin."""
         blocking = self._blocking_http()
         if blocking is None:
             raise ClosedError("this client is closed; create a new one")
@@ -333,7 +333,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
     ) -> Answer:
         """POST already JSON-encoded records (at most 1000) to ``endpoint``; never raises for
-        the service's answer or its absence: the :class:`Answer` holds the result or the error.
+        the service's answer or its absence: the `Answer` holds the result or the error.
 
         With ``only_failures`` the plain successes are left out of the results.
         """
@@ -350,9 +350,9 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return answer
 
     def post_encoded_blocking(self, endpoint: Endpoint, encoded: Sequence[str]) -> Answer:
-        """:meth:`post_encoded` from a plain thread, with a blocking ``httpx.Client``.
+        """`post_encoded()` from a plain thread, with a blocking ``httpx.Client``.
 
-        Only where :attr:`can_block` (no injected transport); the same answers and errors.
+        Only where `can_block` (no injected transport); the same answers and errors.
         """
         body = _ingest_body(endpoint, encoded)
         try:
@@ -388,7 +388,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
     def _judge(
         self, endpoint: Endpoint, response: httpx.Response, *, only_failures: bool
     ) -> tuple[Answer, object]:
-        """The :class:`Answer` an ingest response makes, and the ``triggered_limits`` it
+        """The `Answer` an ingest response makes, and the ``triggered_limits`` it
         carries to absorb (``_NO_LIMITS``: it carries none)."""
         text: str = response.text
         error = self._error_for_response(response, text)
@@ -419,8 +419,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
     ) -> TrackResult:
         """POST already JSON-encoded records (at most 1000) to ``endpoint``.
 
-        Returns the per-record results; raises an :class:`APIStatusError` subclass for an
-        error status and :class:`TransportError` when there is no answer.
+        Returns the per-record results; raises an [`APIStatusError`][aicm.APIStatusError] subclass
+        for an error status and [`TransportError`][aicm.TransportError] when there is no answer.
         """
         answer = await self.post_encoded(endpoint, encoded, only_failures=only_failures)
         return answer.unwrap()
@@ -441,7 +441,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return TrackResult(results=tuple(results), triggered_limits=limits)
 
     async def track(self, records: Iterable[TrackRecord | Mapping[str, Any]]) -> TrackResult:
-        """POST ``/track``: each record a :class:`TrackRecord` or a mapping of its fields.
+        """POST ``/track``: each record a [`TrackRecord`][aicm.TrackRecord] or a mapping of its
+        fields.
 
         A mapping holds ``api_id``, ``service_key`` and ``payload`` (or, in the current
         record's form, a ``"vendor::model"`` ``service_key`` and no ``api_id``) and any of
@@ -455,7 +456,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return await self.send(Endpoint.TRACK, built)
 
     async def track_usage(self, records: Iterable[UsageRecord | Mapping[str, Any]]) -> TrackResult:
-        """POST ``/track-usage``: each record a :class:`UsageRecord` or a mapping."""
+        """POST ``/track-usage``: each record a [`UsageRecord`][aicm.UsageRecord] or a mapping."""
         built = [r if isinstance(r, UsageRecord) else UsageRecord.build(r) for r in records]
         return await self.send(Endpoint.TRACK_USAGE, built)
 
@@ -472,7 +473,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return data
 
     async def refresh_limits(self) -> None:
-        """:meth:`get_triggered_limits` for a manager starting: failures are logged, not raised.
+        """`get_triggered_limits()` for a manager starting: failures are logged, not raised.
 
         Bounded by ``timeout``: a service that does not answer delays a start that little.
         """

@@ -1,9 +1,9 @@
 """The usage limits this process knows, per service and key; shared through a queue file (layer 2).
 
 Every tracker and cost manager talking to one service with one API key reads the same
-:class:`LimitBook`: an answer any of them receives (an ingest answer, ``GET
+`LimitBook`: an answer any of them receives (an ingest answer, ``GET
 /triggered-limits``) updates what all of them enforce. Only a payload whose signature
-checks out is adopted (:func:`aicm._core.limits.verify_answer`); one that does not is
+checks out is adopted (`aicm._core.limits.verify_answer()`); one that does not is
 ignored with one WARNING, and what was known before stays in force.
 
 With a persistent queue, the book is also kept in a small table of the queue's SQLite
@@ -234,14 +234,14 @@ class LimitBook:
         return raw if self._adopt(raw, answer, time.time()) else None
 
     async def aabsorb(self, answer: object) -> None:
-        """:meth:`absorb`, then store what was adopted in the shared queue file, if any."""
+        """`absorb()`, then store what was adopted in the shared queue file, if any."""
         raw = self.absorb(answer)
         shared = self._shared
         if raw is not None and shared is not None:
             await anyio.to_thread.run_sync(shared.write, raw, self._updated_at)
 
     def absorb_blocking(self, answer: object) -> None:
-        """:meth:`aabsorb` from a plain thread (the write, if any, in this thread)."""
+        """`aabsorb()` from a plain thread (the write, if any, in this thread)."""
         raw = self.absorb(answer)
         shared = self._shared
         if raw is not None and shared is not None:

@@ -2,7 +2,7 @@
 
 IMMEDIATE delivery, the service API's calls and a tracker's config fetch all try a call a
 few times on retryable failures; they share this loop, so when the next attempt goes out
-is computed in one place (:meth:`RetryPolicy.next_attempt_at`). The delivery actor, which
+is computed in one place (`RetryPolicy.next_attempt_at()`). The delivery actor, which
 never sleeps in a caller's task, asks the same method for its backoff.
 """
 
@@ -55,7 +55,7 @@ async def retrying(
     most ``policy.max_sleep`` s). It stops at once when the service asks for more than
     ``policy.max_retry_after`` s, or when the wait (asked for or not) is over
     ``policy.max_delay`` s. ``on_retry(error, attempt, delay)`` is told before each sleep.
-    Any other error propagates as is; running out raises :class:`GaveUp`.
+    Any other error propagates as is; running out raises `GaveUp`.
     """
     attempt = 1
     while True:
@@ -75,7 +75,7 @@ async def retrying_or_raise(
     *,
     on_retry: Callable[[Exception, int, float], None] | None = None,
 ) -> _T:
-    """:func:`retrying`, raising the last failure itself (as the call raised it) when the
+    """`retrying()`, raising the last failure itself (as the call raised it) when the
     loop gives up: for callers whose own callers expect the service's error."""
     try:
         return await retrying(call, policy, on_retry=on_retry)
@@ -91,7 +91,7 @@ def retrying_blocking(
     on_retry: Callable[[Exception, int, float], None] | None = None,
     rng: random.Random | None = None,
 ) -> _T:
-    """:func:`retrying` for a plain thread: the same attempts and waits, slept in the thread."""
+    """`retrying()` for a plain thread: the same attempts and waits, slept in the thread."""
     attempt = 1
     while True:
         try:
@@ -107,7 +107,7 @@ def retrying_blocking(
 def _wait_before_next(
     exc: Exception, attempt: int, policy: RetryPolicy, now: float, rng: random.Random | None
 ) -> float:
-    """How long to wait after ``attempt`` failed with ``exc``; raises :class:`GaveUp` when
+    """How long to wait after ``attempt`` failed with ``exc``; raises `GaveUp` when
     no further attempt should be made."""
     if attempt >= policy.attempts:
         raise GaveUp(exc, attempts=attempt) from exc

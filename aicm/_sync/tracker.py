@@ -1,10 +1,11 @@
-"""``Tracker``: the sync facade over :class:`AsyncTracker`, on the shared runtime (layer 5).
+"""``Tracker``: the sync facade over [`AsyncTracker`][aicm.AsyncTracker], on the shared runtime
+(layer 5).
 
 ``track`` calls never cross into the runtime's loop: the record is built and validated in
 the caller's thread (by the async class's own pure method) and handed to the engine's
 thread-safe queue, committed to SQLite, or (IMMEDIATE) sent with a blocking HTTP client,
 right there. Everything else is one portal call into the async class. The ``*_async``
-methods and :meth:`aclose` may be awaited from any event loop (asyncio or trio): they
+methods and `aclose()` may be awaited from any event loop (asyncio or trio): they
 wait in a worker thread, never on the loop.
 """
 
@@ -36,11 +37,11 @@ __all__ = ["Tracker"]
 
 
 class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
-    """Record usage from sync code: :class:`AsyncTracker`'s options and call forms.
+    """Record usage from sync code: [`AsyncTracker`][aicm.AsyncTracker]'s options and call forms.
 
     ``Tracker()`` tracks free-form (``track(api_id, service_key, usage)``);
     ``Tracker(config_id, service_id)`` loads the config's schema now (blocking; use
-    :meth:`create_async` in async code) and tracks ``track(usage)``. Delivery runs on the
+    `create_async()` in async code) and tracks ``track(usage)``. Delivery runs on the
     shared background runtime; ``close()`` (or a ``with`` block) flushes and stops it.
     """
 
@@ -133,10 +134,10 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     ) -> RecordResult: ...
 
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
-        """Record one usage event (see :meth:`AsyncTracker.track`).
+        """Record one usage event (see `AsyncTracker.track()`).
 
         ``IMMEDIATE`` waits for the service's verdict; the queues return once the record is
-        queued. From async code, await :meth:`track_async` instead.
+        queued. From async code, await `track_async()` instead.
         """
         if self._closed or self._generation != self._runtime.generation:
             tracker = self._live()  # raises if closed; restarts in a forked child
@@ -161,7 +162,7 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         self, service_key: str, response: Any, **options: Unpack[LlmTrackOptions]
     ) -> Any:
         """Record the usage a provider's answer reports; return ``response``
-        (see :meth:`AsyncTracker.track_llm_usage`)."""
+        (see `AsyncTracker.track_llm_usage()`)."""
         response_id, track_options = llm_options("track_llm_usage", options)
         from .._providers import llm_usage as _llm  # only LLM answers need the providers
 
@@ -196,7 +197,7 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     ) -> RecordResult: ...
 
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
-        """Like :meth:`track`, safe to await from any event loop: it never blocks the loop."""
+        """Like `track()`, safe to await from any event loop: it never blocks the loop."""
         tracker = self._live()
         buffer = self._engine.buffer
         if buffer is not None and buffer.on_full is not OnFull.BLOCK:
@@ -219,7 +220,7 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
     def track_batch(
         self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
     ) -> list[RecordResult]:
-        """Record many events at once (see :meth:`AsyncTracker.track_batch`)."""
+        """Record many events at once (see `AsyncTracker.track_batch()`)."""
         tracker = self._live()
         if isinstance(records, (Mapping, str, bytes)):
             raise TypeError(
