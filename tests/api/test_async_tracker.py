@@ -524,7 +524,9 @@ async def test_large_max_batch_size_still_delivers(
         delivery_type="mem_queue", max_batch_size=5000, **connection
     ) as tracker:
         await tracker.track_batch(records)
-        left = await tracker.flush(0.5)
+        # The deadline only bounds a hang: two requests of 1,500 records can take longer
+        # than a second on a loaded machine, and how long they take is not what is tested.
+        left = await tracker.flush(30)
     assert (left, configured.count("track")) == (0, 1500)
 
 
