@@ -264,6 +264,10 @@ class _Lane:
         self.first_ready = threading.Event()
         self.thread = threading.Thread(target=self._drive, name=f"lane-{delivery}", daemon=True)
 
+    def kills(self) -> int:
+        """How many of this lane's producers were killed so far."""
+        return sum(1 for run in self.runs if run.killed)
+
     def _args(self, prefix: str) -> list[str]:
         return [self.delivery, prefix, "--rate", str(self.rate), "--db", str(self.db_path)]
 
@@ -331,16 +335,48 @@ class _Lane:
             self.failures.append(f"the queue file still holds {rows} row(s) after the drain")
 
 
+# How long a phase may outlast its seconds while waiting for its first injected fault, and
+# how long after the schedule the lanes may take to reach their ``min_restarts``.
+PHASE_OVERRUN = 30.0
+RESTARTS_WITHIN = 60.0
+
+
+def _fault_kinds(faults: Mapping[str, Any]) -> set[str]:
+    """The collector's fault counters (``stats()["faults"]``) that ``faults`` can raise."""
+    kinds: set[str] = set()
+    if faults.get("failure_rate"):
+        kinds.add("failure")
+    if faults.get("latency"):
+        kinds.add("latency")
+    if faults.get("drop_rate"):
+        kinds.add("drop")
+    if faults.get("require_api_key") not in (None, API_KEY):
+        kinds.add("unauthorized")
+    return kinds
+
+
+def _count(collector: CollectorProcess, kinds: set[str]) -> int:
+    """How many faults of ``kinds`` the collector has injected so far."""
+    counts = collector.stats()["faults"]
+    return sum(int(counts.get(kind, 0)) for kind in kinds)
+
+
 def run_chaos(
     workdir: Path,
     *,
     schedule: Sequence[Phase],
     rates: dict[str, float],
     kill_between: Mapping[str, tuple[float, float] | None],
+    min_restarts: Mapping[str, int] | None = None,
     seed: int = 0,
     log: Callable[[str], None] = lambda _line: None,
 ) -> ChaosResult:
-    """Run ``schedule`` against one lane per delivery type in ``rates``; apply the oracle."""
+    """Run ``schedule`` against one lane per delivery type in ``rates``; apply the oracle.
+
+    A lane named in ``min_restarts`` keeps running, without faults, after the schedule until
+    its producers have been killed that many times: a loaded machine starts producers
+    slowly, and the kills must not depend on how fast it does.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     lanes: list[_Lane] = []
     try:
@@ -363,17 +399,33 @@ def run_chaos(
         for phase in schedule:
             for lane in lanes:
                 lane.collector.set_faults(phase.faults)
-            before = [lane.collector.stats()["faults"] for lane in lanes]
+            kinds = _fault_kinds(phase.faults)
+            before = [_count(lane.collector, kinds) for lane in lanes]
             log(f"  phase {phase.kind:<18} {phase.seconds:5.1f}s")
             time.sleep(phase.seconds)
             if not phase.injects:
                 continue
-            for lane, then in zip(lanes, before, strict=True):
-                now = lane.collector.stats()["faults"]
-                injected = sum(now.values()) - sum(then.values())
-                faults[phase.kind] = faults.get(phase.kind, 0) + injected
+            # The phase goes on until its faults have met a request: on a loaded machine, or
+            # right after a stall whose requests still wait out their latency, none may have
+            # arrived within its seconds. The deadline only bounds a producer that hangs.
+            deadline = time.monotonic() + PHASE_OVERRUN
+            while True:
+                now = [_count(lane.collector, kinds) for lane in lanes]
+                injected = sum(now) - sum(before)
+                if injected > 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            faults[phase.kind] = faults.get(phase.kind, 0) + injected
         for lane in lanes:
             lane.collector.set_faults({})
+        deadline = time.monotonic() + RESTARTS_WITHIN
+        for lane in lanes:
+            wanted = (min_restarts or {}).get(lane.delivery, 0)
+            while lane.kills() < wanted and lane.thread.is_alive():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+        for lane in lanes:
             lane.done.set()
         seconds = time.monotonic() - started
         for lane in lanes:
