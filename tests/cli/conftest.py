@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,9 +87,12 @@ def make_queue(path: Path, collector: LocalCollector) -> None:
     with Tracker(**options) as tracker:
         for rid in DEAD_IDS:
             tracker.track("openai", "gpt-5-mini", {"input_tokens": 1}, response_id=rid)
-        assert tracker.flush(5) == 0
+        assert tracker.flush(30) == 0
         assert tracker.health().dead_lettered == 2
-    collector.set_faults(Faults(failure_rate=1.0))
+    # Each pending row is tried once and refused before the tracker closes (a close that
+    # came first would leave rows never tried, with no error to show); the Retry-After
+    # keeps a second try, which the close would interrupt, from starting.
+    collector.set_faults(Faults(failure_rate=1.0, retry_after=3600))
     tracker = Tracker(**options)
     for i in range(PENDING):
         tracker.track(
@@ -98,8 +102,23 @@ def make_queue(path: Path, collector: LocalCollector) -> None:
             response_id=f"pending-{i}",
             client_customer_key="acme",
         )
-    tracker.close(timeout=0.05)
+    deadline = time.monotonic() + 30
+    while _tried_once(path) < PENDING and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert tracker.close(timeout=5) == PENDING
     collector.set_faults(Faults())
+    assert _tried_once(path) == PENDING
+
+
+def _tried_once(path: Path) -> int:
+    """Pending rows that were sent, refused with an error, and given back (not leased)."""
+    with sqlite3.connect(path) as conn:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM records WHERE state = 0 AND attempts >= 1"
+            " AND last_error IS NOT NULL AND lease_owner IS NULL"
+        ).fetchone()
+    conn.close()
+    return int(n)
 
 
 @pytest.fixture(scope="session")
