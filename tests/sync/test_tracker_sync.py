@@ -32,6 +32,9 @@ CONFIGS = [
     },
 ]
 TICK = 0.01
+# The slow service's latency (or the batch window) the loop must not wait out: long enough
+# that a blocked loop (a gap of WAIT) stands well clear of the gaps a loaded machine makes.
+WAIT = 0.8
 
 
 @pytest.fixture
@@ -83,8 +86,8 @@ async def while_ticking(work: Callable[[], Awaitable[None]]) -> tuple[Ticker, fl
 
 
 def assert_loop_kept_ticking(ticker: Ticker, elapsed: float) -> None:
-    """The loop was never blocked: no gap near the 0.4 s waits, and enough ticks happened."""
-    assert ticker.max_gap < 0.25, f"the loop stalled for {ticker.max_gap:.3f} s"
+    """The loop was never blocked: no gap near the WAIT-long waits, and enough ticks happened."""
+    assert ticker.max_gap < WAIT / 2, f"the loop stalled for {ticker.max_gap:.3f} s"
     assert ticker.ticks >= 0.3 * elapsed / TICK, (ticker.ticks, elapsed)
 
 
@@ -362,8 +365,8 @@ async def test_create_async_unknown_config(
 async def test_create_async_does_not_block_the_loop(
     configured: LocalCollector, connection: dict[str, str]
 ) -> None:
-    """Loading the config (0.4 s of service latency) leaves the caller's loop ticking."""
-    configured.set_faults(Faults(latency=0.4))
+    """Loading the config (WAIT s of service latency) leaves the caller's loop ticking."""
+    configured.set_faults(Faults(latency=WAIT))
     made: list[Tracker] = []
 
     async def work() -> None:
@@ -372,7 +375,7 @@ async def test_create_async_does_not_block_the_loop(
     ticker, elapsed = await while_ticking(work)
     configured.set_faults(Faults())
     await made[0].aclose()
-    assert elapsed >= 0.4
+    assert elapsed >= WAIT
     assert_loop_kept_ticking(ticker, elapsed)
 
 
@@ -401,14 +404,14 @@ async def test_track_async_does_not_block_the_loop(
 ) -> None:
     """While track_async and aclose wait on a slow service (or a full queue), the loop ticks."""
     if mode == "mem_queue_full":
-        # One slot, released only when the actor sends (0.4 s after the oldest record).
+        # One slot, released only when the actor sends (WAIT s after the oldest record).
         options: dict[str, Any] = {
             "delivery_type": "mem_queue",
             "queue_size": 1,
-            "batch_interval": 0.4,
+            "batch_interval": WAIT,
         }
     else:
-        configured.set_faults(Faults(latency=0.4))
+        configured.set_faults(Faults(latency=WAIT))
         options = {"delivery_type": mode}
     tracker = await Tracker.create_async(**options, **connection)
     results: list[RecordResult] = []
@@ -419,7 +422,7 @@ async def test_track_async_does_not_block_the_loop(
         await tracker.aclose()
 
     ticker, elapsed = await while_ticking(work)
-    assert elapsed >= 0.4
+    assert elapsed >= WAIT
     assert_loop_kept_ticking(ticker, elapsed)
     assert sorted(r["response_id"] for r in sent(configured, "track")) == sorted(
         r.response_id for r in results
