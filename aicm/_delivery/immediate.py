@@ -50,19 +50,14 @@ def _unknown_outcome(ids: tuple[str, ...]) -> str:
     )
 
 
-def _requests(
-    records: Sequence[WireRecord],
-) -> Iterator[tuple[Endpoint, list[str]]]:
+def _requests(records: Sequence[WireRecord]) -> Iterator[tuple[Endpoint, list[str]]]:
     """The requests ``records`` make: by endpoint, at most 1000 encoded records each."""
-    groups: dict[Endpoint, list[WireRecord]] = {}
+    groups: dict[Endpoint, list[str]] = {}
     for record in records:
-        groups.setdefault(record.endpoint, []).append(record)
-    for endpoint, group in groups.items():
-        for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
-            yield (
-                endpoint,
-                [dumps(r.wire()) for r in group[start : start + MAX_RECORDS_PER_REQUEST]],
-            )
+        groups.setdefault(record.endpoint, []).append(dumps(record.wire()))
+    for endpoint, encoded in groups.items():
+        for start in range(0, len(encoded), MAX_RECORDS_PER_REQUEST):
+            yield endpoint, encoded[start : start + MAX_RECORDS_PER_REQUEST]
 
 
 @functools.lru_cache(maxsize=32)
@@ -73,8 +68,8 @@ def _caller_policy(policy: RetryPolicy, attempts: int) -> RetryPolicy:
 
 @attrs.frozen
 class Immediate:
-    """What IMMEDIATE sends need of their engine: the health counters to update, the
-    retry policy and its ``attempts``, where the last error goes, the jitter's source."""
+    """What IMMEDIATE sends need of their engine: the health counters, the retry policy
+    and its ``attempts``, where the last error goes, the jitter's source."""
 
     stats: DeliveryStats
     policy: RetryPolicy
@@ -83,16 +78,15 @@ class Immediate:
     rng: random.Random | None = None
 
 
-class _Sending:
-    """One IMMEDIATE call's counting: ``stats`` and the last error, the same for an async
-    send and a blocking one (which may run in many threads at once, hence the lock)."""
+class _Call:
+    """One IMMEDIATE call's counting, the same for an async send and a blocking one (which
+    may run in many threads at once, hence the lock)."""
 
     def __init__(self, records: Sequence[WireRecord], how: Immediate) -> None:
         # Whatever fails, every record of the call is named in the error: those sent may
         # be stored, and a retry of all of them with their ids is safe.
         self.ids = tuple(r.response_id for r in records)
-        self.stats = how.stats
-        self.note_error = how.note_error
+        self.how = how
         self.policy = _caller_policy(how.policy, how.attempts)
         self.results: list[RecordResult] = []
         self.limits: dict[str, Any] = {}
@@ -100,7 +94,7 @@ class _Sending:
     def count(self, **deltas: int) -> None:
         with _stats_lock:
             for name, delta in deltas.items():
-                setattr(self.stats, name, getattr(self.stats, name) + delta)
+                setattr(self.how.stats, name, getattr(self.how.stats, name) + delta)
 
     @contextlib.contextmanager
     def attempt(self, n: int) -> Iterator[None]:
@@ -109,23 +103,10 @@ class _Sending:
         try:
             yield
         except AicmError as exc:
-            self.note_error(exc)
+            self.how.note_error(exc)
             raise
         finally:
             self.count(in_flight=-n)
-
-    @contextlib.contextmanager
-    def request(self, n: int) -> Iterator[Callable[[TrackResult], None]]:
-        """Around a request's attempts: gives the function that takes its result; a
-        failure is counted, and running out of attempts raises
-        [`DeliveryError`][aicm.DeliveryError]."""
-        try:
-            yield functools.partial(self._delivered, n=n)
-        except GaveUp as gave_up:
-            raise self._gave_up(gave_up, n) from gave_up.last
-        except AicmError:
-            self.count(failed=n)
-            raise
 
     def retried(self, n: int) -> Callable[[Exception, int, float], None]:
         def retried(exc: Exception, attempt: int, delay: float) -> None:
@@ -134,22 +115,33 @@ class _Sending:
 
         return retried
 
-    def _gave_up(self, gave_up: GaveUp, n: int) -> DeliveryError:
-        self.count(failed=n)
-        last = gave_up.last
-        if gave_up.asked is not None:
-            # The service asks for a longer pause than a caller should sit through, and
-            # trying again sooner would ignore its Retry-After.
-            message = (
-                f"could not deliver {n} record(s): the service asks to wait"
-                f" {gave_up.asked:g} s before trying again (Retry-After), longer than"
-                f" IMMEDIATE delivery waits ({_MAX_DELAY:g} s): {last}."
-            )
-        else:
-            message = f"could not deliver {n} record(s) after {gave_up.attempts} attempts: {last}."
-        return DeliveryError(message + _unknown_outcome(self.ids), pending=n, response_ids=self.ids)
+    @contextlib.contextmanager
+    def request(self, n: int) -> Iterator[None]:
+        """Around a request's attempts: a failure is counted, and running out of attempts
+        raises [`DeliveryError`][aicm.DeliveryError] naming every record of the call."""
+        try:
+            yield
+        except GaveUp as gave_up:
+            self.count(failed=n)
+            last = gave_up.last
+            if gave_up.asked is not None:
+                # Trying again sooner than the service asks would ignore its Retry-After.
+                message = (
+                    f"could not deliver {n} record(s): the service asks to wait"
+                    f" {gave_up.asked:g} s before trying again (Retry-After), longer than"
+                    f" IMMEDIATE delivery waits ({_MAX_DELAY:g} s): {last}."
+                )
+            else:
+                message = (
+                    f"could not deliver {n} record(s) after {gave_up.attempts} attempts: {last}."
+                )
+            message += _unknown_outcome(self.ids)
+            raise DeliveryError(message, pending=n, response_ids=self.ids) from last
+        except AicmError:
+            self.count(failed=n)
+            raise
 
-    def _delivered(self, result: TrackResult, n: int) -> None:
+    def delivered(self, result: TrackResult, n: int) -> None:
         ok = sum(1 for r in result.results if r.ok) if result.results else n
         self.count(sent=ok, failed=n - ok)
         self.results.extend(result.results)
@@ -165,24 +157,25 @@ async def send_now(
     """Send ``records`` now, by endpoint, at most 1000 a request, each request up to
     ``how.attempts`` times on retryable failures; ``how.stats`` counts what happens.
 
-    Raises [`DeliveryError`][aicm.DeliveryError] when a request runs out of attempts (or the service
-    asks for a longer wait than a caller should sit through), naming every record of the call.
+    Raises [`DeliveryError`][aicm.DeliveryError] when a request runs out of attempts (or the
+    service asks for a longer wait than a caller should sit through), naming every record
+    of the call.
     """
-    sending = _Sending(records, how)
+    call = _Call(records, how)
     for endpoint, encoded in _requests(records):
-        n = len(encoded)
 
         async def attempt(
             endpoint: Endpoint = endpoint, encoded: list[str] = encoded
         ) -> TrackResult:
-            with sending.attempt(len(encoded)):
+            with call.attempt(len(encoded)):
                 return await client.send_encoded(endpoint, encoded)
 
-        with sending.request(n) as delivered:
-            delivered(
-                await retrying(attempt, sending.policy, on_retry=sending.retried(n), rng=how.rng)
+        with call.request(len(encoded)):
+            result = await retrying(
+                attempt, call.policy, on_retry=call.retried(len(encoded)), rng=how.rng
             )
-    return sending.result()
+        call.delivered(result, len(encoded))
+    return call.result()
 
 
 def send_now_blocking(
@@ -190,19 +183,19 @@ def send_now_blocking(
 ) -> TrackResult:
     """`send_now()` from a plain thread, with the client's blocking twin (only where
     ``client.can_block``): the same requests, attempts, waits, errors and counts."""
-    sending = _Sending(records, how)
+    call = _Call(records, how)
     for endpoint, encoded in _requests(records):
-        n = len(encoded)
 
         def attempt(endpoint: Endpoint = endpoint, encoded: list[str] = encoded) -> TrackResult:
-            with sending.attempt(len(encoded)):
+            with call.attempt(len(encoded)):
                 return client.post_encoded_blocking(endpoint, encoded).unwrap()
 
-        with sending.request(n) as delivered:
-            delivered(
-                retrying_blocking(attempt, sending.policy, on_retry=sending.retried(n), rng=how.rng)
+        with call.request(len(encoded)):
+            result = retrying_blocking(
+                attempt, call.policy, on_retry=call.retried(len(encoded)), rng=how.rng
             )
-    return sending.result()
+        call.delivered(result, len(encoded))
+    return call.result()
 
 
 def log_sending(records: Sequence[WireRecord], *, log_bodies: bool) -> None:
