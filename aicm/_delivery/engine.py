@@ -557,11 +557,20 @@ class DeliveryEngine:
             # has not gone out yet.
             in_flight = len(self._held)
             queued, oldest, capacity = self.store.queued(in_flight)
-        return self.stats.snapshot(
+        stats = self.stats
+        return DeliveryHealth(
             worker_alive=self._alive,
             delivery_type=self.delivery_type.value,
             queued=queued,
             in_flight=in_flight,
+            sent=stats.sent,
+            retried=stats.retried,
+            failed=stats.failed,
+            dead_lettered=stats.dead_lettered,
+            discarded=dict(stats.discarded),
             oldest_pending_age=oldest,
-            capacity=capacity,
+            last_error=stats.last_error,
+            queue_utilisation=(queued / capacity) if capacity else 0.0,
+            auth_paused=stats.auth_paused,
+            limits_refused=stats.limits_refused,
         )

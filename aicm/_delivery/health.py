@@ -50,7 +50,7 @@ class DeliveryHealth:
 
 
 class DeliveryStats:
-    """Mutable counters an engine updates; read only through `snapshot()`."""
+    """Mutable counters an engine updates; read through its ``health()``."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -71,34 +71,6 @@ class DeliveryStats:
             self.discarded[reason] += n
         if not said:
             report_dropped(n, reason)
-
-    def snapshot(
-        self,
-        *,
-        worker_alive: bool,
-        delivery_type: str,
-        queued: int,
-        in_flight: int,
-        oldest_pending_age: float | None,
-        capacity: int,
-    ) -> DeliveryHealth:
-        """These counters with what the engine's store reports, as a frozen snapshot."""
-        return DeliveryHealth(
-            worker_alive=worker_alive,
-            delivery_type=delivery_type,
-            queued=queued,
-            in_flight=in_flight,
-            sent=self.sent,
-            retried=self.retried,
-            failed=self.failed,
-            dead_lettered=self.dead_lettered,
-            discarded=dict(self.discarded),
-            oldest_pending_age=oldest_pending_age,
-            last_error=self.last_error,
-            queue_utilisation=(queued / capacity) if capacity else 0.0,
-            auth_paused=self.auth_paused,
-            limits_refused=self.limits_refused,
-        )
 
 
 class _HasHealth(Protocol):

@@ -1,11 +1,9 @@
 """The process's shared delivery worker: one event loop in a daemon thread (layer 3).
 
-Started lazily by the first sync facade; every ``Tracker``, ``CostManager`` and REST
-wrapper shares it ("the global delivery worker"). It is anyio's own
-``start_blocking_portal``, entered once for the life of the process, with one task group
-in which every facade's delivery actor runs. At
-interpreter exit it closes every engine within ``close_timeout``; in a forked child it
-is simply gone, and the next facade call starts a fresh one.
+Started by the first sync facade and shared by every ``Tracker``, ``CostManager`` and
+REST wrapper: anyio's ``start_blocking_portal``, entered once for the life of the
+process, with one task group hosting every facade's delivery actor. At interpreter exit
+it closes every engine within ``close_timeout``; a forked child starts a fresh one.
 """
 
 from __future__ import annotations
@@ -31,8 +29,7 @@ logger = logging.getLogger("aicm.runtime")
 
 
 class SharedRuntime:
-    """An anyio blocking portal (``start_blocking_portal``, entered for the life of the
-    process) with one task group in it that hosts the facades' actors."""
+    """The portal and the task group that hosts the facades' actors."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -51,9 +48,7 @@ class SharedRuntime:
     @property
     def generation(self) -> int:
         """Bumped in every forked child: objects built on an older one are the parent's.
-
-        Reading it notices a fork that skipped Python's hooks, and does their work then.
-        """
+        Reading it notices a fork that skipped Python's hooks, and does their work then."""
         check()
         return self._generation
 
@@ -63,11 +58,10 @@ class SharedRuntime:
         return self._thread is not None and self._thread.is_alive()
 
     def _ensure(self) -> BlockingPortal:
-        portal = self._portal
-        if portal is not None and self._thread is not None and self._thread.is_alive():
-            return portal
+        if self.running and self._portal is not None:
+            return self._portal
         with self._lock:
-            if self._portal is not None and self._thread is not None and self._thread.is_alive():
+            if self.running and self._portal is not None:
                 return self._portal
             started: Future[tuple[BlockingPortal, anyio.abc.TaskGroup, threading.Thread]]
             started = Future()
