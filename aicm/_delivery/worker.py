@@ -38,7 +38,6 @@ class SharedRuntime:
         self._holder: threading.Thread | None = None  # holds the portal's context open
         self._release: threading.Event | None = None  # lets it leave that context
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._stop: anyio.Event | None = None
         # Strong references: an owner dropped without close() still has queued records,
         # and its actor is still running; exit must deliver them.
         self._closables: set[Any] = set()
@@ -100,10 +99,8 @@ class SharedRuntime:
 
     async def _host(self, *, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]) -> None:
         async with anyio.create_task_group() as tg:
-            self._stop = anyio.Event()
             task_status.started(tg)
-            await self._stop.wait()
-            tg.cancel_scope.cancel()
+            await anyio.sleep_forever()  # until shutdown() stops the portal, cancelling this
 
     @property
     def task_group(self) -> anyio.abc.TaskGroup:
@@ -148,9 +145,6 @@ class SharedRuntime:
             return
         try:
             portal.call(self._close_all, timeout)
-            stop = self._stop
-            if stop is not None:
-                portal.call(stop.set)
             # Whatever is still running after the deadline is cancelled, not waited for.
             portal.call(portal.stop, True)
         except Exception:
@@ -175,7 +169,6 @@ class SharedRuntime:
         self._thread = None
         self._portal = self._holder = self._release = None  # the parent's
         self._task_group = None
-        self._stop = None
         self._generation += 1
 
 
