@@ -31,7 +31,7 @@ from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
 from .buffer import RecordBuffer, Waker
 from .decide import Delivered, Pause, Refused, Retry, decide, gate
 from .health import DeliveryHealth, DeliveryStats, register_engine, unregister_engine
-from .immediate import Immediate, send_now, send_now_blocking
+from .immediate import Immediate
 from .loss import report_dropped, report_pending
 from .store import DeadLetterRecord, Item, MemoryStore, Store
 
@@ -62,6 +62,9 @@ class DeliveryEngine:
         self.stats = DeliveryStats()
         self._policy = RetryPolicy(base=settings.backoff_base, cap=settings.backoff_cap)
         self._rng = random.Random()
+        self._immediate = Immediate(
+            client, self.stats, self._policy, settings.max_attempts, self.note_error, self._rng
+        )
         self._on_discard = on_discard
         self._alive = self._started = self._closed = False
         self.closing = False  # a close began
@@ -212,16 +215,13 @@ class DeliveryEngine:
 
     async def send_now(self, records: Sequence[WireRecord]) -> TrackResult:
         """Send ``records`` now (IMMEDIATE): up to ``max_attempts`` on retryable failures."""
-        return await send_now(self.client, records, self._immediate())
+        self._check_open()
+        return await self._immediate.send(records)
 
     def send_now_blocking(self, records: Sequence[WireRecord]) -> TrackResult:
         """`send_now()` from a plain thread (only where ``client.can_block``)."""
-        return send_now_blocking(self.client, records, self._immediate())
-
-    def _immediate(self) -> Immediate:
         self._check_open()
-        attempts = self.settings.max_attempts
-        return Immediate(self.stats, self._policy, attempts, self.note_error, self._rng)
+        return self._immediate.send_blocking(records)
 
     # -- the actor ---------------------------------------------------------------------
 
