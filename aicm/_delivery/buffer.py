@@ -108,7 +108,6 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
         batch_size: int,
         on_full: OnFull = OnFull.BLOCK,
         block_timeout: float | None = None,
-        on_discard: Callable[[T], object] | None = None,
         on_discarded: Callable[[T, str], None] | None = None,
     ) -> None:
         super().__init__()
@@ -122,7 +121,6 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
         self._times: deque[float] = deque()
         self._not_full = threading.Condition(self._lock)
         self._sync_waiters = 0
-        self._on_discard = on_discard
         self._on_discarded = on_discarded
         self._room: anyio.Event | None = None
         self.closed = False
@@ -158,8 +156,8 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
             if waker is not None and len(items) >= self._waiting_for:
                 self._waker = None
                 waker.wake()
-        if dropped is not None:
-            self._discarded(dropped, "backpressure")
+        if dropped is not None and self._on_discarded is not None:
+            self._on_discarded(dropped, "backpressure")
         return True
 
     def put(self, item: T) -> None:
@@ -206,12 +204,6 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
             raise QueueFullError(
                 f"the delivery queue stayed full for {self.block_timeout} s"
             ) from None
-
-    def _discarded(self, item: T, reason: str) -> None:
-        if self._on_discarded is not None:
-            self._on_discarded(item, reason)
-        if self._on_discard is not None:
-            self._on_discard(item)
 
     # -- the consumer ----------------------------------------------------------------
 
