@@ -277,34 +277,24 @@ class Doorbell(_WakesAtCount):
 
     def __init__(self) -> None:
         super().__init__()
-        self._count = 0
-        self._first_at = 0.0
-
-    @property
-    def count(self) -> int:
-        """Records rung in since the last `reset()`."""
-        return self._count
-
-    @property
-    def first_at(self) -> float:
-        """``time.monotonic()`` of the first ring since the last reset."""
-        return self._first_at
+        self.count = 0  # records rung in since the last reset()
+        self.first_at = 0.0  # time.monotonic() of the first of them
 
     def ring(self, n: int = 1) -> None:
         """Note ``n`` new records; wake the actor if it waits for this many."""
         with self._lock:
-            if not self._count:
-                self._first_at = time.monotonic()
-            self._count += n
+            if not self.count:
+                self.first_at = time.monotonic()
+            self.count += n
             waker = self._waker
-            if waker is not None and self._count >= self._waiting_for:
+            if waker is not None and self.count >= self._waiting_for:
                 self._waker = None
                 waker.wake()
 
     def _size(self) -> int:
-        return self._count
+        return self.count
 
     def reset(self) -> None:
         """Start counting afresh (the actor is about to claim what was rung in)."""
         with self._lock:
-            self._count = 0
+            self.count = 0
