@@ -8,6 +8,7 @@ import logging
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,10 +40,8 @@ from .._core.models import (
 from .._core.policy import Answer, Outcome, answer_error
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
-from .answers import error_for_answer
-from .answers import limits_in as _limits_in
-from .answers import parse_results as _parse_results
-from .blocking_http import BlockingHttp, declared_size
+from .answers import BoundedBody, body_truncated, error_for_answer, limits_in, parse_results
+from .blocking_http import BlockingHttp
 from .limits_book import limit_book
 from .service_api import ServiceApiMethods
 
@@ -53,7 +52,6 @@ __all__ = [
     "REQUEST_DEADLINE_FACTOR",
     "USER_AGENT",
     "AsyncCostManagerClient",
-    "body_truncated",
     "set_default_transport",
 ]
 
@@ -71,12 +69,8 @@ REQUEST_DEADLINE_FACTOR = 2.0
 # service (or whatever answers in its place) could grow the process without bound.
 MAX_ANSWER_BYTES = 1 << 20
 MAX_CONFIGS_BYTES = 16 << 20
-# Set on a response whose body was cut at the limit (the rest was never read).
-_TRUNCATED = "aicm_body_truncated"
-# Headers that describe the body as it came over the wire, not as it was read.
 # What _judge gives when an answer names no triggered_limits (None is a value it may name).
 _NO_LIMITS = object()
-_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 # The hook behind aicm.testing's capture: while set, every client built without a
 # ``transport=`` of its own uses this one (an in-process fake of the service) instead of
@@ -118,11 +112,22 @@ def _warn_if_plaintext(api_base: str) -> None:
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _shared_ssl_context() -> ssl.SSLContext:
+def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    return _shared_ssl_context(verify)
+
+
+@functools.lru_cache(maxsize=2)
+def _shared_ssl_context(verify: bool) -> ssl.SSLContext:
     # Loading the CA bundle costs tens of milliseconds; every client can share one context.
-    context: ssl.SSLContext = httpx.create_ssl_context()
+    context: ssl.SSLContext = httpx.create_ssl_context(verify=verify)
     return context
+
+
+def _env_proxies() -> bool:
+    """True when the environment names a proxy (httpx reads the same variables)."""
+    return any(kind in ("http", "https", "all") for kind in urllib.request.getproxies())
 
 
 @attrs.define
@@ -162,7 +167,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
             )
         self.settings = settings
         _warn_if_plaintext(settings.api_base)
-        self._verify = _shared_ssl_context() if verify is True else verify
+        self._verify = _ssl_context(verify)
         transport = transport if transport is not None else _default_transport
         self._http = httpx.AsyncClient(
             base_url=settings.api_root,
@@ -171,12 +176,13 @@ class AsyncCostManagerClient(ServiceApiMethods):
             verify=self._verify,
             headers=_HEADERS,
         )
-        # The blocking twin (see post_encoded_blocking) speaks to the network only: an
-        # injected transport is async, and the sends go through it on the loop instead.
+        # The blocking twin (see post_encoded_blocking) speaks to the network directly:
+        # with an injected transport (async) or a proxy from the environment, the sends
+        # go through this client on the loop instead.
         self._blocking: BlockingHttp | None = None
         self._blocking_lock = threading.Lock()
         self._ingest_parts: dict[tuple[object, str], tuple[httpx.URL, httpx.Headers, Any]] = {}
-        self.can_block = transport is None
+        self.can_block = transport is None and not _env_proxies()
         self._configs: dict[str | None, _CachedConfigs] = {}
         #: The usage limits in force for this service and key (shared in the process).
         self.limits = limit_book(settings)
@@ -236,11 +242,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         request: httpx.Request | None = None,
     ) -> httpx.Response:
         """Send a request (``request``, else one made of the other arguments); the
-        answer's body is read up to ``limit`` bytes (decoded).
-
-        A longer body is cut there, the rest never read (the connection is closed), and
-        the response is marked (see `body_truncated()`).
-        """
+        answer's body is read up to ``limit`` bytes (see `BoundedBody`)."""
         deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         try:
             # httpx's timeout bounds each phase (connect, each write, each read), so a service
@@ -254,15 +256,17 @@ class AsyncCostManagerClient(ServiceApiMethods):
                     )
                 streamed = await self._http.send(request, stream=True)
                 try:
-                    if declared_size(streamed) <= limit:
-                        # The usual answer: its length said up front (and no encoding to
-                        # expand it), so httpx reads exactly that much.
+                    body = BoundedBody(streamed, limit)
+                    if body.whole:
                         await streamed.aread()
                         return streamed
-                    body, truncated = await _read_bounded(streamed, limit)
+                    if body.wanted:
+                        async for chunk in streamed.aiter_bytes():
+                            if body.add(chunk):
+                                break
                 finally:
                     await streamed.aclose()
-                return _bounded_response(streamed, request, body, truncated)
+                return body.response(streamed)
         except (httpx.HTTPError, RuntimeError) as exc:
             raise self._failure(method, path, exc, closed=self._http.is_closed) from exc
         # Only our deadline gets here (the scope swallows only its own cancellation);
@@ -296,17 +300,12 @@ class AsyncCostManagerClient(ServiceApiMethods):
             return blocking
         with self._blocking_lock:
             if self._blocking is None and self.can_block:
-                made = BlockingHttp(
+                self._blocking = BlockingHttp(
                     base_url=self.settings.api_root,
                     timeout=self.settings.timeout,
                     verify=self._verify,
                     headers=_HEADERS,
                 )
-                if made.usable:
-                    self._blocking = made
-                else:
-                    made.close()
-                    self.can_block = False
             return self._blocking
 
     def _post_blocking(self, path: str, body: bytes) -> httpx.Response:
@@ -318,16 +317,11 @@ class AsyncCostManagerClient(ServiceApiMethods):
         started = time.monotonic()
         request = self._ingest_request(blocking.http, path, body)
         try:
-            response, read, truncated = blocking.send(
-                request, deadline=deadline, limit=MAX_ANSWER_BYTES
-            )
+            return blocking.send(request, deadline=deadline, limit=MAX_ANSWER_BYTES)
         except (httpx.HTTPError, RuntimeError) as exc:
             if isinstance(exc, httpx.TimeoutException) and (time.monotonic() - started >= deadline):
                 raise self._past_deadline("POST", path) from exc
             raise self._failure("POST", path, exc, closed=blocking.http.is_closed) from exc
-        if read is None:
-            return response
-        return _bounded_response(response, request, read, truncated)
 
     async def post_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
@@ -404,14 +398,14 @@ class AsyncCostManagerClient(ServiceApiMethods):
                 MAX_ANSWER_BYTES,
             )
             return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
-        parsed = _parse_results(text, only_failures=only_failures)
+        parsed = parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
             logger.warning(
                 "%s answered %s with an unreadable body", endpoint.value, response.status_code
             )
             return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
-        limits = _limits_in(text) if '"triggered_limits"' in text else _NO_LIMITS
+        limits = limits_in(text) if '"triggered_limits"' in text else _NO_LIMITS
         return Answer(Outcome.DELIVERED, result=parsed), limits
 
     async def send_encoded(
@@ -517,41 +511,6 @@ class AsyncCostManagerClient(ServiceApiMethods):
         if etag:
             self._configs[api_id] = _CachedConfigs(etag=etag, value=value)
         return value
-
-
-def _bounded_response(
-    streamed: httpx.Response, request: httpx.Request, body: bytes, truncated: bool
-) -> httpx.Response:
-    """A response holding the ``body`` read of ``streamed`` (marked when it was cut)."""
-    return httpx.Response(
-        streamed.status_code,
-        headers=[
-            (k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _WIRE_HEADERS
-        ],
-        content=body,
-        request=request,
-        extensions={_TRUNCATED: truncated},
-    )
-
-
-def body_truncated(response: httpx.Response) -> bool:
-    """True when ``response``'s body was cut at the read limit (see ``_request``)."""
-    return bool(response.extensions.get(_TRUNCATED))
-
-
-async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """The first ``limit`` bytes of ``response``'s decoded body, and whether there was more."""
-    if declared_size(response) != float("inf"):
-        return b"", True  # over the limit, said up front: nothing of it need be read
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        if size + len(chunk) > limit:
-            parts.append(chunk[: limit - size])
-            return b"".join(parts), True
-        parts.append(chunk)
-        size += len(chunk)
-    return b"".join(parts), False
 
 
 def _ingest_body(endpoint: Endpoint, encoded: Sequence[str]) -> bytes:

@@ -36,6 +36,7 @@ from .._core.service_models import (
     WebhookList,
     structure_page,
 )
+from .answers import body_truncated
 from .api_calls import (
     Api,
     Call,
@@ -189,8 +190,6 @@ class ServiceApiMethods:
         self, method: str, path: str, *, body: bytes | None = None, retry: bool = True
     ) -> Any:
         """One API call: the decoded JSON answer (None for an empty one), or an error."""
-        from .http import body_truncated  # http.py mixes this class in: imported late
-
         headers = self._auth()
         if body is not None:
             headers["Content-Type"] = "application/json"
