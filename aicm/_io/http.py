@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -14,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import attrs
 import httpx
 
 from .._core.exceptions import (
@@ -60,35 +60,27 @@ logger = logging.getLogger("aicm.http")
 USER_AGENT = f"aicm-sdk/{__version__}"
 _HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
 MAX_RECORDS_PER_REQUEST = 1000
-# A whole request (connect, send, read the full answer) may take this many ``timeout``s.
-# ``timeout`` alone bounds each phase; twice it leaves a request slow in one phase its
-# precise httpx error, yet stops a service that keeps each phase short but never finishes.
+# A whole request (connect, send, read the answer) may take this many ``timeout``s: httpx's
+# ``timeout`` bounds each phase, and keeps its precise error for a request slow in one.
 REQUEST_DEADLINE_FACTOR = 2.0
-# The most of one answer aicm reads. An ingest answer is ~100 bytes per record (1000 at
-# most); a configs document is the service's whole set of handling configs. Past these a
-# service (or whatever answers in its place) could grow the process without bound.
+# The most of one answer aicm reads (an ingest answer is ~100 bytes a record; a configs
+# document is every handling config), so no answer can grow the process without bound.
 MAX_ANSWER_BYTES = 1 << 20
 MAX_CONFIGS_BYTES = 16 << 20
 # What _judge gives when an answer names no triggered_limits (None is a value it may name).
 _NO_LIMITS = object()
 
-# The hook behind aicm.testing's capture: while set, every client built without a
-# ``transport=`` of its own uses this one (an in-process fake of the service) instead of
-# the network. Process-wide on purpose: the sync facades build their clients on the shared
-# runtime's thread, where a context variable set by the caller would not be seen.
+# The hook behind aicm.testing's capture. Process-wide on purpose: the sync facades build
+# their clients on the portal's thread, where a caller's context variable is not seen.
 _default_transport: httpx.AsyncBaseTransport | None = None
 
 
 def set_default_transport(
     transport: httpx.AsyncBaseTransport | None,
 ) -> httpx.AsyncBaseTransport | None:
-    """Make clients built from now on without ``transport=`` use ``transport``.
-
-    ``None`` restores the network. Returns the transport it replaces, so a caller can put
-    it back. Clients already built keep theirs. Every client closes its transport when it
-    closes, so a shared one must tolerate ``aclose()`` and carry on. Meant for
-    `aicm.testing`.
-    """
+    """Make clients built from now on without ``transport=`` use ``transport`` (``None``:
+    the network); returns the one it replaces. Every client closes its transport when it
+    closes, so a shared one must survive ``aclose()``. Meant for `aicm.testing`."""
     global _default_transport
     previous, _default_transport = _default_transport, transport
     return previous
@@ -96,16 +88,12 @@ def set_default_transport(
 
 def _warn_if_plaintext(api_base: str) -> None:
     parts = urlsplit(api_base)
-    if parts.scheme != "http":
-        return
     host = parts.hostname or ""
-    if host == "localhost":
+    if parts.scheme != "http" or host == "localhost":
         return
-    try:
+    with contextlib.suppress(ValueError):
         if ipaddress.ip_address(host).is_loopback:
             return
-    except ValueError:
-        pass
     logger.warning(
         "api_base %s uses plain http to a non-loopback host: the API key travels unencrypted",
         api_base,
@@ -130,15 +118,9 @@ def _env_proxies() -> bool:
     return any(kind in ("http", "https", "all") for kind in urllib.request.getproxies())
 
 
-@attrs.define
-class _CachedConfigs:
-    etag: str
-    value: ConfigsResponse
-
-
 class AsyncCostManagerClient(ServiceApiMethods):
     """The AICostManager HTTP API: ``track``, ``track_usage``, ``get_configs``, and the
-    service's management API (usage, costs, customers, limits, ...; see ``ServiceApiMethods``).
+    service's management API (usage, costs, customers, limits, ...).
 
     Connection options fall back to the environment and the INI file (see the settings
     docs). A ``transport`` (any ``httpx.AsyncBaseTransport``) may be injected, e.g. for
@@ -183,7 +165,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         self._blocking_lock = threading.Lock()
         self._ingest_parts: dict[tuple[object, str], tuple[httpx.URL, httpx.Headers, Any]] = {}
         self.can_block = transport is None and not _env_proxies()
-        self._configs: dict[str | None, _CachedConfigs] = {}
+        self._configs: dict[str | None, tuple[str, ConfigsResponse]] = {}  # ETag, answer
         #: The usage limits in force for this service and key (shared in the process).
         self.limits = limit_book(settings)
 
@@ -222,11 +204,6 @@ class AsyncCostManagerClient(ServiceApiMethods):
             api_base=self.settings.api_base,
         )
 
-    def _raise_for_response(self, response: httpx.Response, text: str) -> None:
-        error = self._error_for_response(response, text)
-        if error is not None:
-            raise error
-
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.require_api_key()}"}
 
@@ -245,10 +222,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         answer's body is read up to ``limit`` bytes (see `BoundedBody`)."""
         deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         try:
-            # httpx's timeout bounds each phase (connect, each write, each read), so a service
-            # trickling its answer a byte at a time would hold us forever; the deadline bounds
-            # the whole request, body read included. Our own scope: an outer cancellation
-            # still propagates as a cancellation.
+            # The deadline bounds the whole request, so a trickled answer cannot hold us;
+            # our own scope, so an outer cancellation still propagates as one.
             with anyio.move_on_after(deadline):
                 if request is None:
                     request = self._http.build_request(
@@ -269,8 +244,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
                 return body.response(streamed)
         except (httpx.HTTPError, RuntimeError) as exc:
             raise self._failure(method, path, exc, closed=self._http.is_closed) from exc
-        # Only our deadline gets here (the scope swallows only its own cancellation);
-        # httpcore closed the connection the request held: nothing half-read is pooled.
+        # Only our deadline gets here; httpcore closed the connection: nothing half-read is pooled.
         raise self._past_deadline(method, path)
 
     def _failure(self, method: str, path: str, exc: Exception, *, closed: bool) -> Exception:
@@ -319,18 +293,16 @@ class AsyncCostManagerClient(ServiceApiMethods):
         try:
             return blocking.send(request, deadline=deadline, limit=MAX_ANSWER_BYTES)
         except (httpx.HTTPError, RuntimeError) as exc:
-            if isinstance(exc, httpx.TimeoutException) and (time.monotonic() - started >= deadline):
+            if isinstance(exc, httpx.TimeoutException) and time.monotonic() - started >= deadline:
                 raise self._past_deadline("POST", path) from exc
             raise self._failure("POST", path, exc, closed=blocking.http.is_closed) from exc
 
     async def post_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
     ) -> Answer:
-        """POST already JSON-encoded records (at most 1000) to ``endpoint``; never raises for
-        the service's answer or its absence: the `Answer` holds the result or the error.
-
-        With ``only_failures`` the plain successes are left out of the results.
-        """
+        """POST already JSON-encoded records (at most 1000) to ``endpoint``; the `Answer`
+        holds the result or the error (never raised). ``only_failures`` leaves the plain
+        successes out of the results."""
         body = _ingest_body(endpoint, encoded)
         try:
             request = self._ingest_request(self._http, endpoint.value, body)
@@ -344,10 +316,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return answer
 
     def post_encoded_blocking(self, endpoint: Endpoint, encoded: Sequence[str]) -> Answer:
-        """`post_encoded()` from a plain thread, with a blocking ``httpx.Client``.
-
-        Only where `can_block` (no injected transport); the same answers and errors.
-        """
+        """`post_encoded()` from a plain thread (only where `can_block`): the same answers."""
         body = _ingest_body(endpoint, encoded)
         try:
             response = self._post_blocking(endpoint.value, body)
@@ -411,11 +380,9 @@ class AsyncCostManagerClient(ServiceApiMethods):
     async def send_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
     ) -> TrackResult:
-        """POST already JSON-encoded records (at most 1000) to ``endpoint``.
-
-        Returns the per-record results; raises an [`APIStatusError`][aicm.APIStatusError] subclass
-        for an error status and [`TransportError`][aicm.TransportError] when there is no answer.
-        """
+        """`post_encoded()`'s per-record results; raises an
+        [`APIStatusError`][aicm.APIStatusError] subclass for an error status and
+        [`TransportError`][aicm.TransportError] when there is no answer."""
         answer = await self.post_encoded(endpoint, encoded, only_failures=only_failures)
         return answer.unwrap()
 
@@ -425,10 +392,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         """POST records to ``endpoint``, split into requests of at most 1000."""
         results: list[RecordResult] = []
         limits: dict[str, Any] = {}
-        for start in range(0, max(len(records), 1), MAX_RECORDS_PER_REQUEST):
+        for start in range(0, len(records), MAX_RECORDS_PER_REQUEST):
             chunk = records[start : start + MAX_RECORDS_PER_REQUEST]
-            if not chunk:
-                break
             answer = await self.send_encoded(endpoint, [dumps(r.wire()) for r in chunk])
             results.extend(answer.results)
             limits.update(answer.triggered_limits)
@@ -455,9 +420,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return await self.send(Endpoint.TRACK_USAGE, built)
 
     async def get_triggered_limits(self) -> dict[str, Any]:
-        """GET ``/triggered-limits``: the service's signed document, as sent; the limits in
-        it are also adopted (if verified) by every tracker of this service and key in the
-        process."""
+        """GET ``/triggered-limits``: the service's signed document, as sent; its limits are
+        adopted (if verified) by every tracker of this service and key in the process."""
         data = await super().get_triggered_limits()
         # {"triggered_limits": {...}}, or the limits object itself.
         answer = data.get("triggered_limits", data if "encrypted_payload" in data else {})
@@ -467,10 +431,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return data
 
     async def refresh_limits(self) -> None:
-        """`get_triggered_limits()` for a manager starting: failures are logged, not raised.
-
-        Bounded by ``timeout``: a service that does not answer delays a start that little.
-        """
+        """`get_triggered_limits()` for a manager starting, bounded by ``timeout``: failures
+        are logged, not raised."""
         self.limits.note_asked()  # one refresh at a time is enough
         with anyio.move_on_after(self.settings.timeout):
             try:
@@ -485,14 +447,16 @@ class AsyncCostManagerClient(ServiceApiMethods):
         headers = self._auth()
         cached = self._configs.get(api_id)
         if cached is not None:
-            headers["If-None-Match"] = cached.etag
+            headers["If-None-Match"] = cached[0]
         params = None if api_id is None else {"api_id": api_id}
         response = await self._request(
             "GET", "/configs", headers=headers, params=params, limit=MAX_CONFIGS_BYTES
         )
         if response.status_code == 304 and cached is not None:
-            return cached.value
-        self._raise_for_response(response, response.text)
+            return cached[1]
+        error = self._error_for_response(response, response.text)
+        if error is not None:
+            raise error
         if body_truncated(response):
             raise ConfigError(
                 f"the service's /configs answer is larger than {MAX_CONFIGS_BYTES} bytes;"
@@ -509,7 +473,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
             await self.limits.aabsorb(data["triggered_limits"])
         etag = response.headers.get("ETag")
         if etag:
-            self._configs[api_id] = _CachedConfigs(etag=etag, value=value)
+            self._configs[api_id] = (etag, value)
         return value
 
 

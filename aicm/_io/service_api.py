@@ -1,9 +1,9 @@
 """The service's management API on the async client: usage, costs, customers, limits, ... (layer 2).
 
-`ServiceApiMethods` is mixed into `AsyncCostManagerClient`, so
-these calls share its settings, connection pool, API key and error mapping. Reads, updates
-and deletes are retried on a transient failure (5xx, 429, no answer) with the delivery
-backoff settings; a create is sent once, so a retry never makes a second customer.
+`ServiceApiMethods` is mixed into `AsyncCostManagerClient` (its settings, connection pool,
+API key and error mapping). Reads, updates and deletes are retried on a transient failure
+(5xx, 429, no answer) with the delivery backoff settings; a create is sent once, so a
+retry never makes a second customer.
 """
 
 from __future__ import annotations
@@ -162,29 +162,25 @@ class ServiceApiMethods:
             limit: int,
         ) -> httpx.Response: ...
 
-        def _raise_for_response(self, response: httpx.Response, text: str) -> None: ...
+        def _error_for_response(
+            self, response: httpx.Response, text: str
+        ) -> APIStatusError | None: ...
 
     # -- plumbing --------------------------------------------------------------------------
 
     def _raise_for_api_answer(self, response: httpx.Response, text: str) -> None:
-        if 200 <= response.status_code < 300:
+        """Raise the client's error for a non-2xx answer, with the service's ``detail``."""
+        error = self._error_for_response(response, text)
+        if error is None:
             return
         detail = _detail(text)
-        try:
-            self._raise_for_response(response, text)
-        except APIStatusError as exc:
-            if response.status_code == 404:
-                error = NotFoundError(
-                    f"not found: {detail or response.request.url.path}",
-                    status_code=404,
-                    body=exc.body,
-                )
-                error.detail = detail
-                raise error from None
-            if detail:
-                exc.detail = detail
-                exc.args = (f"{exc.args[0]}: {detail}",)
-            raise
+        if response.status_code == 404:
+            where = detail or response.request.url.path
+            error = NotFoundError(f"not found: {where}", status_code=404, body=error.body)
+        elif detail:
+            error.args = (f"{error.args[0]}: {detail}",)
+        error.detail = detail
+        raise error
 
     async def _call(
         self, method: str, path: str, *, body: bytes | None = None, retry: bool = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -613,3 +614,50 @@ async def test_closed_client_raises_an_aicm_error(connection: dict[str, str]) ->
     await client.aclose()
     with pytest.raises(AicmError):
         await client.track([track_record()])
+
+
+# -- the blocking twin (IMMEDIATE sends from a plain thread) --------------------------------
+
+
+def test_blocking_post_errors_match_the_async_ones(collector: LocalCollector) -> None:
+    """post_encoded_blocking answers each failure with the error post_encoded gives: the
+    same class, URL and httpx error name (the OS's wording may differ), that error chained."""
+    encoded = [json.dumps(track_record())]
+    cases = {
+        "refused": {"aicm_api_key": "k" * 20, "aicm_api_base": "http://127.0.0.1:9"},
+        "dropped": {"aicm_api_key": "k" * 20, "aicm_api_base": collector.api_base},
+    }
+    collector.set_faults(Faults(drop_rate=1.0))
+    for name, connection in cases.items():
+
+        async def main(connection: dict[str, str] = connection) -> tuple[Any, Any]:
+            async with AsyncCostManagerClient(timeout=2, **connection) as client:
+                assert client.can_block
+                on_loop = await client.post_encoded(Endpoint.TRACK, encoded)
+                blocking = await anyio.to_thread.run_sync(
+                    client.post_encoded_blocking, Endpoint.TRACK, encoded
+                )
+                assert client._blocking is not None, "the blocking twin was not used"
+                return on_loop.error, blocking.error
+
+        on_loop, blocking = anyio.run(main)
+        assert isinstance(blocking, TransportError), name
+        head = re.compile(r".* failed: \w+: ")
+        assert (type(blocking), head.match(str(blocking))[0]) == (  # type: ignore[index]
+            type(on_loop),
+            head.match(str(on_loop))[0],  # type: ignore[index]
+        ), name
+        assert isinstance(blocking.__cause__, httpx.TransportError), name
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_in_the_environment_keeps_sends_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """The blocking twin does not go through proxies, so with one configured it is not made:
+    IMMEDIATE sends go through the async client, which honours the proxy as httpx does."""
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    client = AsyncCostManagerClient(aicm_api_key="k" * 20, aicm_api_base="https://service.test")
+    assert not client.can_block
+    monkeypatch.delenv(variable)
+    assert AsyncCostManagerClient(aicm_api_key="k" * 20).can_block
