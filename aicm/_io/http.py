@@ -483,34 +483,24 @@ def _ingest_body(endpoint: Endpoint, encoded: Sequence[str]) -> bytes:
     return f'{{"{endpoint.body_key}":[{",".join(encoded)}]}}'.encode()
 
 
+_TRACK_OPTIONAL = ("response_id", "timestamp", "client_customer_key", "customer_key", "context")
+
+
 def _track_record(data: Mapping[str, Any], *, legacy: bool) -> TrackRecord:
     if not isinstance(data, Mapping):
         raise TypeError(f"a record must be a TrackRecord or a mapping, got {type(data).__name__}")
-    known = {
-        "api_id",
-        "service_key",
-        "payload",
-        "response_id",
-        "timestamp",
-        "client_customer_key",
-        "customer_key",
-        "context",
-    }
-    extra = set(data) - known
+    extra = set(data) - {"api_id", "service_key", "payload", *_TRACK_OPTIONAL}
     if extra:
         raise RecordError(f"unknown record field(s): {', '.join(sorted(extra))}", field="record")
     api_id = data.get("api_id")
     service_key = data.get("service_key")
     if api_id is None and isinstance(service_key, str) and "::" in service_key:
         api_id = service_key.partition("::")[0]  # a current record: its vendor names it
+    optional: dict[str, Any] = {name: data.get(name) for name in _TRACK_OPTIONAL}
     return TrackRecord.build(
         api_id,  # type: ignore[arg-type]  # checked by build()
         service_key,  # type: ignore[arg-type]
         data.get("payload"),
-        response_id=data.get("response_id"),
-        timestamp=data.get("timestamp"),
-        client_customer_key=data.get("client_customer_key"),
-        customer_key=data.get("customer_key"),
-        context=data.get("context"),
+        **optional,
         legacy=legacy,
     )
