@@ -1,10 +1,8 @@
 """How a management API method is declared, and the descriptors that run it (layer 2).
 
-A method of `ServiceApiMethods` is a function returning a
-`Call` (method, path, arguments, how to read the answer); `Api` and
-`PagesApi` turn it into the coroutine function (or async iterator) callers use,
-with the declaration's signature and docstring, and the sync client builds its twins
-from the same declarations.
+A method of `ServiceApiMethods` is a function returning a `Call` (method, path, arguments,
+how to read the answer); `Api` and `PagesApi` turn it into the coroutine function (or async
+iterator) callers use, and the sync client builds its twins from the same declarations.
 """
 
 from __future__ import annotations
@@ -107,12 +105,11 @@ Reader = Callable[[Any, str], _R]
 class Call(Generic[_R]):
     """One request of the management API, as a method declares it.
 
-    ``path`` names its id segments ``{like_this}``; they are taken from ``arguments``
-    (the method's ``locals()``, so a declaration holds no other variable: it would be
-    sent) and escaped. The other arguments that are not None go in
-    the query string of a GET or DELETE, in the JSON body (named ``what`` in errors) of a
-    POST or PUT. ``read`` turns the decoded answer into the method's result. A POST is
-    sent once (a retry could create a second object); other methods are retried.
+    ``path`` names its id segments ``{like_this}``, taken from ``arguments`` (the method's
+    ``locals()``, so a declaration holds no other variable: it would be sent) and escaped.
+    The other arguments that are not None go in the query of a GET or DELETE, in the JSON
+    body (``what`` in errors) of a POST or PUT. ``read`` makes the method's result of the
+    decoded answer. A POST is sent once (a retry could create a second object).
     """
 
     method: str

@@ -64,17 +64,15 @@ _R = TypeVar("_R")
 
 #: Tries of a read, update or delete before its transient failure is raised.
 API_ATTEMPTS = 3
-#: The most of one management answer aicm reads (decoded): a page of events as large as
-#: a caller's ``limit`` asks, the OpenAPI schema. Past it a service (or whatever answers
-#: in its place) could grow the process without bound.
+#: The most of one management answer aicm reads (decoded: a large page, the OpenAPI
+#: schema), so no answer can grow the process without bound.
 MAX_API_ANSWER_BYTES = 16 << 20
-# A retry waits at most this long (a longer Retry-After is raised to the caller, who can
-# decide; an API call should not stall for a minute inside the SDK).
+# A retry waits at most this long: a longer Retry-After is raised to the caller to decide.
 _MAX_RETRY_WAIT = 5.0
 
 
-# The filters of a listing, written once for its ``list_*`` page and its ``iter_*`` walk
-# (which has no ``offset``). Every key is optional; None means "not filtered".
+# The filters of a listing, for its ``list_*`` page and its ``iter_*`` walk (no ``offset``);
+# None means "not filtered".
 
 
 class _UsageEventFilters(TypedDict, total=False):
