@@ -14,16 +14,7 @@ from typing import Any, TypeVar
 from ..._core.exceptions import QueueStoreError
 from .gate import FORK_GATE, file_lock
 from .moves import OpenedFile, rescue_rows, retire
-from .schema import BUSY_NO_WAIT, BUSY_WAIT, LAST_ID, connect, rollback, write_error
-
-__all__ = [
-    "INSERT",
-    "RowTuple",
-    "SyncWriter",
-    "impatient",
-    "insert",
-    "patiently",
-]
+from .schema import BUSY_NO_WAIT, BUSY_WAIT, LAST_ID, connect, raise_write_error, rollback
 
 # A row to write, as the hot paths pass it: (endpoint, response_id, body).
 RowTuple = tuple[str, str, str]
@@ -197,9 +188,7 @@ class SyncWriter:
             if self._done_batch >= mine:
                 failure = self._failed.get(mine)
                 if failure is not None:
-                    if isinstance(failure, QueueStoreError):
-                        raise failure
-                    raise write_error(self.path, failure) from failure
+                    raise_write_error(self.path, failure)
                 return
             # Nobody is committing and our batch is still open: we commit it for everyone in it.
             self._leader = True
@@ -234,9 +223,7 @@ class SyncWriter:
                 if self._waiting:
                     cond.notify_all()
         if error is not None:
-            if isinstance(error, QueueStoreError):
-                raise error
-            raise write_error(self.path, error) from error
+            raise_write_error(self.path, error)
 
     def close(self) -> None:
         """Close the connection (a later write reopens it)."""
