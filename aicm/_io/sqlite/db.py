@@ -42,16 +42,13 @@ class _ConnectionThread:
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
             future, call = job
-            done: Callable[[asyncio.Future[Any], Any], None]
             value: Any
             try:
-                result = call()
+                value, failed = call(), False
             except BaseException as exc:
-                done, value = _fail, exc
-            else:
-                done, value = _succeed, result
+                value, failed = exc, True
             try:
-                future.get_loop().call_soon_threadsafe(done, future, value)
+                future.get_loop().call_soon_threadsafe(_settle, future, failed, value)
             except RuntimeError:
                 pass  # its loop is closed: nobody waits for the answer any more
 
@@ -77,14 +74,13 @@ def on_asyncio() -> bool:
     return True
 
 
-def _succeed(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():  # (cancelled: the caller is gone; the operation ran all the same)
-        future.set_result(result)
-
-
-def _fail(future: asyncio.Future[Any], exc: Any) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _settle(future: asyncio.Future[Any], failed: bool, value: Any) -> None:
+    if future.done():  # cancelled: the caller is gone; the operation ran all the same
+        return
+    if failed:
+        future.set_exception(value)
+    else:
+        future.set_result(value)
 
 
 class AsyncDB:

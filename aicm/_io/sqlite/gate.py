@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..._core.forks import after_fork_in_child
 
-__all__ = ["FORK_GATE", "ForkGate", "FileLocks", "file_lock"]
+__all__ = ["FORK_GATE", "ForkGate", "file_lock"]
 
 # How long a fork() waits for the SQLite operations under way in other threads to end.
 FORK_WAIT_SECONDS = 5.0
@@ -97,47 +97,30 @@ class ForkGate:
 FORK_GATE = ForkGate()
 
 
-class FileLocks:
-    """One lock per queue file, held by every write transaction of this process on it.
-
-    Two connections of one process on one file (the sync facade's writer and its actor's
-    connection, say) would otherwise meet in SQLite's busy handler, which sleeps 1, 2, 5,
-    10 ms ... between tries: an eternity next to a 30 us commit. On the lock, the second
-    writer starts the moment the first commits. Other processes still wait in SQLite.
-
-    Taken inside the fork gate, never the other way round: a thread waiting for the lock
-    then counts as under way, and whoever holds the lock finishes before a fork.
-    """
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
-
-    def get(self, path: Path) -> threading.Lock:
-        key = os.path.realpath(path)
-        with self._guard:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = self._locks[key] = threading.Lock()
-            return lock
-
-    def after_fork_in_child(self) -> None:
-        # A lock held by a thread the child did not inherit would stay held forever.
-        self._guard = threading.Lock()
-        self._locks = {}
-
-
-_FILE_LOCKS = FileLocks()
+# One lock per queue file (by real path), held by every write transaction of this process
+# on it. Two connections of one process on one file (the sync facade's writer and its
+# actor's, say) would otherwise meet in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms
+# ... between tries: an eternity next to a 30 us commit. On the lock, the second writer
+# starts the moment the first commits. Other processes still wait in SQLite. Taken inside
+# the fork gate, never the other way round: a thread waiting for the lock then counts as
+# under way, and whoever holds the lock finishes before a fork.
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
 
 
 def file_lock(path: Path) -> threading.Lock:
     """This process's write lock on the queue file at ``path``."""
-    return _FILE_LOCKS.get(path)
+    key = os.path.realpath(path)
+    with _file_locks_guard:
+        return _file_locks.setdefault(key, threading.Lock())
 
 
 def _after_fork_in_child() -> None:
+    global _file_locks_guard
     FORK_GATE.after_fork_in_child()
-    _FILE_LOCKS.after_fork_in_child()
+    # A lock held by a thread the child did not inherit would stay held forever.
+    _file_locks_guard = threading.Lock()
+    _file_locks.clear()
 
 
 if hasattr(os, "register_at_fork"):

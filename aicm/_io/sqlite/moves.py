@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..._core.exceptions import QueueStoreError
 from .gate import FORK_GATE
-from .schema import DEAD, LAST_ID, PENDING, open_in_gate, rollback
+from .schema import LAST_ID, open_in_gate, rollback
 
 __all__ = ["OpenedFile", "rescue_rows", "retire"]
 
@@ -79,9 +79,13 @@ def retire(conn: sqlite3.Connection) -> None:
         pass  # not CPython: the list's reference keeps it open while the process runs
 
 
+# As _MOVED_ROW takes them, but the id: ``state = 1`` is both the state and the attempts
+# (a dead row stays dead, tried once; a pending one arrives fresh). A created_at that is
+# not a time (another program wrote the row) makes it due now.
 _ROWS_TO_MOVE = (
-    "SELECT endpoint, response_id, body, format, api_root, key_fp, state, created_at,"
-    " last_error, dead_at FROM records ORDER BY id"
+    "SELECT endpoint, response_id, body, format, api_root, key_fp, state = 1, state = 1,"
+    " created_at, CASE WHEN typeof(created_at) IN ('integer', 'real') THEN created_at"
+    " ELSE ? END, last_error, dead_at FROM records ORDER BY id"
 )
 _MOVED_ROW = (
     "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp, state,"
@@ -102,7 +106,7 @@ def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
     """
     try:
         old.execute("BEGIN IMMEDIATE")
-        rows = old.execute(_ROWS_TO_MOVE).fetchall()
+        rows = old.execute(_ROWS_TO_MOVE, (time.time(),)).fetchall()
     except sqlite3.Error as exc:
         rollback(old)
         raise QueueStoreError(
@@ -126,31 +130,7 @@ def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
             new.execute("BEGIN IMMEDIATE")
             try:
                 (last,) = new.execute(LAST_ID).fetchone()
-                now = time.time()
-                params = []
-                for offset, (e, rid, body, fmt, root, fp, state, created, error, dead) in enumerate(
-                    rows, start=int(last) + 1
-                ):
-                    due = created if type(created) in (int, float) else now
-                    # A pending row arrives fresh; a dead one stays dead (tried once).
-                    state, tried = (DEAD, 1) if state == DEAD else (PENDING, 0)
-                    params.append(
-                        (
-                            offset,
-                            e,
-                            rid,
-                            body,
-                            fmt,
-                            root,
-                            fp,
-                            state,
-                            tried,
-                            created,
-                            due,
-                            error,
-                            dead,
-                        )
-                    )
+                params = [(i, *row) for i, row in enumerate(rows, start=int(last) + 1)]
                 new.executemany(_MOVED_ROW, params)
                 new.commit()
             except BaseException:
