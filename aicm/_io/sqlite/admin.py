@@ -18,14 +18,15 @@ from typing import TypeVar
 import attrs
 
 from ..._core.exceptions import QueueStoreError
-from .gate import FORK_GATE, file_lock
 from .schema import (
     DEAD,
+    FORK_GATE,
     MAX_ID,
     PENDING,
     RAISE_FLOOR,
     SCHEMA_VERSION,
     check_queue,
+    file_lock,
     foreign,
     in_transaction,
     open_existing,

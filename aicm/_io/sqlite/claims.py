@@ -23,8 +23,7 @@ from typing import Any, NamedTuple
 
 from ..._core.exceptions import QueueStoreError
 from ..._core.jsonplain import loads
-from .gate import FORK_GATE
-from .schema import MAX_ID, RAISE_FLOOR, in_transaction, open_existing
+from .schema import FORK_GATE, MAX_ID, RAISE_FLOOR, in_transaction, open_existing
 
 Row = tuple[Any, ...]  # (id, endpoint, response_id, body, created_at, attempts)
 _ROW = "SELECT id, endpoint, response_id, body, created_at, attempts FROM records"

@@ -19,22 +19,15 @@ from ..._core.exceptions import QueueStoreError
 from ..owners import new_owner, owner_is_gone
 from . import claims
 from .claims import Scope
-from .db import AsyncDB, on_asyncio, open_async_db
-from .moves import OpenedFile, rescue_rows
+from .db import AsyncDB, OpenedFile, on_asyncio, open_async_db, rescue_rows
 from .schema import MAX_ID, disk_full, raise_write_error
 from .writer import RowTuple, impatient, insert, patiently
-
-__all__ = ["SqliteQueue"]
 
 _T = TypeVar("_T")
 
 # Group commits of at most this many rows are made on the event loop itself when they
 # need not wait for a lock (see writer.insert); larger ones on the connection's thread.
 _ROWS_COMMITTED_ON_LOOP = 4
-
-
-def _ignore_commit(n: int, committed: bool = True) -> None:
-    del n, committed
 
 
 class _FutureEvent:
@@ -118,15 +111,15 @@ class SqliteQueue:
             _FutureEvent if self._asyncio else anyio.Event
         )
         self._open = _Commit(self._new_done())  # the rows waiting for the next transaction
-        # A caller committing for everyone (see _join). One at a time: two (one running,
+        # A caller committing for everyone (see add). One at a time: two (one running,
         # the next queued) measured no faster, and make more, smaller commits.
         self._committing = False
         self.commits = 0  # add transactions: fewer than calls when calls overlap
         # Told of each group commit (its number of rows): before it starts, and after it
         # ends (True when committed). Once per commit, not per caller: a caller cancelled
         # while it waits still has its row committed with the others, and counted.
-        self.before_commit: Callable[[int], None] = _ignore_commit
-        self.after_commit: Callable[[int, bool], None] = _ignore_commit
+        self.before_commit: Callable[[int], None] = lambda n: None
+        self.after_commit: Callable[[int, bool], None] = lambda n, committed: None
 
     @classmethod
     async def open(cls, path: Path, *, api_root: str, key_fp: str) -> SqliteQueue:
@@ -159,22 +152,13 @@ class SqliteQueue:
         return True
 
     async def add(self, endpoint: str, response_id: str, body: str) -> None:
-        """Commit one row; concurrent callers share one transaction (group commit)."""
-        batch = self._open
-        batch.rows.append((endpoint, response_id, body))
-        if not self._committing:
-            await self._join(batch)
-        else:  # _join's path for a caller who is not a committer, inlined: every track()
-            await batch.done.wait()
-            if batch.error is not None:
-                raise_write_error(self.path, batch.error)
-
-    async def _join(self, batch: _Commit) -> None:
-        """Wait until ``batch`` (holding the caller's rows) is committed.
+        """Commit one row; concurrent callers share one transaction (group commit).
 
         A caller who finds no commit under way becomes the committer: it commits the rows
         gathered so far, and goes on committing whatever gathers meanwhile.
         """
+        batch = self._open
+        batch.rows.append((endpoint, response_id, body))
         if not self._committing:
             self._committing = True
             interrupted: BaseException | None = None

@@ -12,9 +12,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..._core.exceptions import QueueStoreError
-from .gate import FORK_GATE, file_lock
-from .moves import OpenedFile, rescue_rows, retire
-from .schema import BUSY_NO_WAIT, BUSY_WAIT, LAST_ID, connect, raise_write_error, rollback
+from .db import OpenedFile, rescue_rows, retire
+from .schema import (
+    BUSY_NO_WAIT,
+    BUSY_WAIT,
+    FORK_GATE,
+    LAST_ID,
+    connect,
+    file_lock,
+    raise_write_error,
+    rollback,
+)
 
 # A row to write, as the hot paths pass it: (endpoint, response_id, body).
 RowTuple = tuple[str, str, str]
