@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import anyio.abc
 import anyio.to_thread
 
-from .._api.owner import DeliveryOwner
+from .._api.owner import DeliveryOwner, built_with, resolved
 from .._api.recorder import AsyncRecorder
 from .._core.exceptions import ClosedError
-from .._core.models import WireRecord
 from .._core.settings import DeliveryType
 from .._delivery.engine import DeadLetterRecord
 from .._delivery.health import DeliveryHealth
@@ -21,11 +20,12 @@ from .._delivery.worker import SharedRuntime, shared_runtime
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ClosesOnExit", "SyncFacade"]
+__all__ = ["ClosesOnExit", "RecorderFacade", "SyncFacade"]
 
 
 #: The async twin: an ``AsyncTracker``, or an ``AsyncRecorder`` (cost managers, REST).
 A = TypeVar("A", bound=DeliveryOwner)
+R = TypeVar("R", bound=AsyncRecorder)
 
 
 class ClosesOnExit:
@@ -56,30 +56,37 @@ class SyncFacade(ClosesOnExit, Generic[A]):
     is built in the caller's thread, and every call is answered there.
     """
 
-    def __init__(self, factory: Callable[[], A], *, disabled: bool = False) -> None:
+    def __init__(
+        self, factory: Callable[[], A], options: Mapping[str, Any], *, tracker: bool = False
+    ) -> None:
         self._factory = factory
         self._closed = False
+        # Resolved once, here: the kill switch decides whether the runtime starts, and the
+        # async object is built with these very settings.
+        self._settings = resolved(options, owner=type(self).__name__, tracker=tracker)
         #: True when the kill switch is on: calls are accepted and nothing is recorded.
-        self.disabled = disabled
+        self.disabled = self._settings.disabled
         self._runtime: SharedRuntime = shared_runtime()
         self._start()
 
     def _start(self) -> None:
         runtime = self._runtime
+        self._generation = runtime.generation
         if self.disabled:
             # Nothing to run, so no worker thread: the twin only holds settings and state.
-            self._async: A = self._factory()
-            self._generation = runtime.generation
+            self._async: A = built_with(self._settings, self._factory)
             return
-        self._async = runtime.call(self._factory)
-        self._generation = runtime.generation
+        self._async = runtime.call(built_with, self._settings, self._factory)
         try:
             runtime.call(self._async.start, runtime.task_group)
         except BaseException:
             runtime.call(self._async.aclose, 0.0)
             raise
-        runtime.close_timeout = max(runtime.close_timeout, self._async.settings.close_timeout)
+        runtime.close_timeout = max(runtime.close_timeout, self._settings.close_timeout)
         runtime.register(self)
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace(type(self._async).__name__, type(self).__name__, 1)
 
     def _live(self) -> A:
         if self._closed:
@@ -94,20 +101,6 @@ class SyncFacade(ClosesOnExit, Generic[A]):
     def closed(self) -> bool:
         """True once `close()` was called."""
         return self._closed
-
-    def _emit(self, records: Sequence[WireRecord]) -> None:
-        """Queue records from the caller's thread (IMMEDIATE: send them through the runtime).
-
-        Never raises: a record that cannot be queued is logged and counted.
-        """
-        if not records:
-            return
-        owner = self._async
-        assert isinstance(owner, AsyncRecorder)  # only recorders' facades emit records
-        if owner.delivery_type is DeliveryType.IMMEDIATE:
-            self._runtime.call(owner.send_guarded, list(records))
-        else:
-            owner.emit_blocking(records)
 
     @property
     def delivery_type(self) -> DeliveryType:
@@ -156,3 +149,17 @@ class SyncFacade(ClosesOnExit, Generic[A]):
     def dead_letters(self) -> list[DeadLetterRecord]:
         """Records the service refused for good (memory queues)."""
         return self._async.dead_letters()
+
+
+class RecorderFacade(SyncFacade[R]):
+    """A facade over a recorder (cost managers, REST wrappers): tags its calls' records."""
+
+    def _open(self) -> R:
+        # Once closed, calls pass through untracked: the twin still answers, nothing starts.
+        return self._async if self._closed else self._live()
+
+    def scope(
+        self, *, client_customer_key: str | None = None, context: Mapping[str, Any] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """``with obj.scope(client_customer_key="acme"):`` tags the calls made inside."""
+        return self._open().scope(client_customer_key=client_customer_key, context=context)

@@ -11,22 +11,17 @@ wait in a worker thread, never on the loop.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
-import anyio
 import anyio.to_thread
 
-from .._api.options import (
-    LlmTrackOptions,
-    TrackerOptions,
-    TrackOptions,
-    resolve_options,
-)
-from .._api.tracker import AsyncTracker, disabled_result, llm_options
+from .._api.options import LlmTrackOptions, TrackerOptions, TrackOptions, resolve_options
+from .._api.owner import built_with
+from .._api.tracker import AsyncTracker, batch_items, disabled_result, llm_options
 from .._core.exceptions import ClosedError
-from .._core.models import RecordResult, TrackRecord, UsageRecord, enqueued_result
-from .._core.settings import DeliveryType, OnFull
+from .._core.models import RecordResult, TrackRecord, UsageRecord
 from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
 
@@ -59,24 +54,13 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         service_id: str | None = None,
         **options: Unpack[TrackerOptions],
     ) -> None:
-        # Resolved here first: with the kill switch on, the delivery worker is never started.
-        settings = resolve_options(options, owner=type(self).__name__, tracker=True)
-
         def build() -> AsyncTracker:
             # Built on the runtime's loop: the engine's events belong to that loop.
             if config_id is None and service_id is None:
                 return AsyncTracker(**options)
             return AsyncTracker(config_id, service_id, **options)  # type: ignore[arg-type]
 
-        super().__init__(build, disabled=settings.disabled)
-
-    def _start(self) -> None:
-        super()._start()
-        self._engine = self._async.engine
-        self._queued = not self.disabled and self._async.delivery_type is not DeliveryType.IMMEDIATE
-
-    def __repr__(self) -> str:
-        return repr(self._async).replace("AsyncTracker", "Tracker", 1)
+        super().__init__(build, options, tracker=True)
 
     @overload
     @classmethod
@@ -99,11 +83,12 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
 
         The setup (starting the runtime, loading the config) waits in a worker thread.
         """
-        if resolve_options(options, owner="create_async", tracker=True).disabled:
-            return cls(config_id, service_id, **options)  # type: ignore[arg-type]  # no I/O
-        return await anyio.to_thread.run_sync(
-            lambda: cls(config_id, service_id, **options)  # type: ignore[arg-type]
-        )
+        settings = resolve_options(options, owner="create_async", tracker=True)
+        new = functools.partial(cls, config_id, service_id, **options)
+        build = functools.partial(built_with, settings, new)
+        if settings.disabled:
+            return build()  # no I/O
+        return await anyio.to_thread.run_sync(build)
 
     @property
     def config_id(self) -> str | None:
@@ -143,20 +128,11 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
             tracker = self._live()  # raises if closed; restarts in a forked child
         else:
             tracker = self._async
-        if not self._queued:
-            if self.disabled:
-                return disabled_result(tracker.build_record(args, kwargs))
-            # Sent from this thread with a blocking client where it can be (the service's
-            # answer is waited for anyway; a trip to the loop would double the CPU).
-            result = tracker.track_blocking(args, kwargs)
-            if result is None:
-                result = self._runtime.call(_track, tracker, args, kwargs)
-            return result
-        # Built and queued in the caller's thread: no portal round trip on this path.
-        record = tracker.build_record(args, kwargs)
-        self._engine.put(record)
-        tracker.limit_guard.after_record(record)  # raises once the record is on its way
-        return enqueued_result(record.response_id)
+        # Queued, or sent with a blocking client, in this thread: no portal round trip.
+        result = tracker.track_from_thread(args, kwargs)
+        if result is None:
+            result = self._runtime.call(functools.partial(tracker.track, *args, **kwargs))
+        return result
 
     def track_llm_usage(
         self, service_key: str, response: Any, **options: Unpack[LlmTrackOptions]
@@ -198,38 +174,21 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
 
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Like `track()`, safe to await from any event loop: it never blocks the loop."""
-        tracker = self._live()
-        buffer = self._engine.buffer
-        if buffer is not None and buffer.on_full is not OnFull.BLOCK:
-            # Building and queueing cost microseconds and cannot block: stay on the loop.
-            record = tracker.build_record(args, kwargs)
-            self._engine.put(record)
-            tracker.limit_guard.after_record(record)
-            return enqueued_result(record.response_id)
-        if buffer is not None:
-            record = tracker.build_record(args, kwargs)
-            if not buffer.try_put(record):
-                await anyio.to_thread.run_sync(self._engine.put, record)
-            tracker.limit_guard.after_record(record)
-            return enqueued_result(record.response_id)
-        if self.disabled:
-            return self.track(*args, **kwargs)  # checked, not sent: nothing to wait for
-        # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
-        return await anyio.to_thread.run_sync(lambda: self.track(*args, **kwargs))
+        # Queueing in memory costs microseconds and never waits: it stays on the loop.
+        result = self._live().track_from_thread(args, kwargs, wait=False)
+        if result is None:
+            # A full queue, a disk commit or the service's answer is waited for in a thread.
+            result = await anyio.to_thread.run_sync(functools.partial(self.track, *args, **kwargs))
+        return result
 
     def track_batch(
         self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
     ) -> list[RecordResult]:
         """Record many events at once (see `AsyncTracker.track_batch()`)."""
         tracker = self._live()
-        if isinstance(records, (Mapping, str, bytes)):
-            raise TypeError(
-                "track_batch() takes an iterable of records (mappings or built records), "
-                f"not a single {type(records).__name__}"
-            )
         if self.disabled:
-            return [disabled_result(r) for r in tracker.build_batch(records)]
-        result: list[RecordResult] = self._runtime.call(tracker.track_batch, list(records))
+            return [disabled_result(r) for r in tracker.build_batch(batch_items(records))]
+        result: list[RecordResult] = self._runtime.call(tracker.track_batch, batch_items(records))
         return result
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -238,9 +197,3 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         if self._closed:
             raise ClosedError("this tracker is closed; create a new one to track more")
         return self
-
-
-async def _track(
-    tracker: AsyncTracker, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> RecordResult:
-    return await tracker.track(*args, **kwargs)
