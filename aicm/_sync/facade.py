@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -20,11 +21,12 @@ from .._delivery.worker import SharedRuntime, shared_runtime
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ClosesOnExit", "RecorderFacade", "SyncFacade"]
+__all__ = ["ClosesOnExit", "OnRuntime", "RecorderFacade", "SyncFacade"]
 
 
 #: The async twin: an ``AsyncTracker``, or an ``AsyncRecorder`` (cost managers, REST).
 A = TypeVar("A", bound=DeliveryOwner)
+T = TypeVar("T")
 R = TypeVar("R", bound=AsyncRecorder)
 
 
@@ -47,36 +49,63 @@ class ClosesOnExit:
         self.close()
 
 
-class SyncFacade(ClosesOnExit, Generic[A]):
-    """Builds the async object inside the runtime's loop, starts it in the runtime's task
-    group, and forwards lifecycle calls. After a fork the child builds a fresh one on
-    first use: the parent's queue and worker are the parent's.
+class OnRuntime(ClosesOnExit, Generic[T]):
+    """An async object built on the shared runtime's loop and called through its portal.
 
-    With the kill switch on (``disabled``) the runtime is never started: the async object
-    is built in the caller's thread, and every call is answered there.
+    A forked child builds a fresh one on first use: the parent's belongs to a loop that
+    is gone.
+    """
+
+    _async: T
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._runtime: SharedRuntime = shared_runtime()
+        self._start()
+
+    def _start(self) -> None:
+        self._generation = self._runtime.generation
+        self._async = self._runtime.call(self._factory)
+
+    def _forked(self) -> bool:
+        """True in a forked child until the object is rebuilt."""
+        return self._generation != self._runtime.generation
+
+    def _live(self) -> T:
+        if self._forked():
+            self._start()
+        return self._async
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace(type(self._async).__name__, type(self).__name__, 1)
+
+
+class SyncFacade(OnRuntime[A]):
+    """Starts the async owner in the runtime's task group and forwards lifecycle calls.
+
+    With the kill switch on (``disabled``) the runtime is never started: the owner is
+    built in the caller's thread, and every call is answered there.
     """
 
     def __init__(
         self, factory: Callable[[], A], options: Mapping[str, Any], *, tracker: bool = False
     ) -> None:
-        self._factory = factory
         self._closed = False
         # Resolved once, here: the kill switch decides whether the runtime starts, and the
-        # async object is built with these very settings.
+        # owner is built with these very settings.
         self._settings = resolved(options, owner=type(self).__name__, tracker=tracker)
         #: True when the kill switch is on: calls are accepted and nothing is recorded.
         self.disabled = self._settings.disabled
-        self._runtime: SharedRuntime = shared_runtime()
-        self._start()
+        super().__init__(functools.partial(built_with, self._settings, factory))
 
     def _start(self) -> None:
         runtime = self._runtime
-        self._generation = runtime.generation
         if self.disabled:
-            # Nothing to run, so no worker thread: the twin only holds settings and state.
-            self._async: A = built_with(self._settings, self._factory)
+            # Nothing to run, so no worker thread: the owner only holds settings and state.
+            self._generation = runtime.generation
+            self._async = self._factory()
             return
-        self._async = runtime.call(built_with, self._settings, self._factory)
+        super()._start()
         try:
             runtime.call(self._async.start, runtime.task_group)
         except BaseException:
@@ -85,17 +114,12 @@ class SyncFacade(ClosesOnExit, Generic[A]):
         runtime.close_timeout = max(runtime.close_timeout, self._settings.close_timeout)
         runtime.register(self)
 
-    def __repr__(self) -> str:
-        return repr(self._async).replace(type(self._async).__name__, type(self).__name__, 1)
-
     def _live(self) -> A:
         if self._closed:
             raise ClosedError(
                 f"this {type(self).__name__} is closed; create a new one to track more"
             )
-        if self._generation != self._runtime.generation:
-            self._start()
-        return self._async
+        return super()._live()
 
     @property
     def closed(self) -> bool:
@@ -109,7 +133,7 @@ class SyncFacade(ClosesOnExit, Generic[A]):
 
     def flush(self, timeout: float | None = None) -> int:
         """Deliver everything queued within ``timeout`` s; return how many records are left."""
-        if self._closed or self.disabled or self._generation != self._runtime.generation:
+        if self._closed or self.disabled or self._forked():
             return 0
         left: int = self._runtime.call(self._async.flush, timeout)
         return left
@@ -120,7 +144,7 @@ class SyncFacade(ClosesOnExit, Generic[A]):
             return 0
         self._closed = True
         self._runtime.unregister(self)
-        if self.disabled or self._generation != self._runtime.generation:
+        if self.disabled or self._forked():
             return 0
         left: int = self._runtime.call(self._async.aclose, timeout)
         return left

@@ -12,17 +12,17 @@ wait in a worker thread, never on the loop.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import anyio.to_thread
 
+from .._api.conveniences import TrackConveniences
 from .._api.options import LlmTrackOptions, TrackerOptions, TrackOptions, resolve_options
 from .._api.owner import built_with
 from .._api.tracker import AsyncTracker, batch_items, disabled_result, llm_options
 from .._core.exceptions import ClosedError
 from .._core.models import RecordResult, TrackRecord, UsageRecord
-from .conveniences import TrackConveniencesSync
 from .facade import SyncFacade
 
 if TYPE_CHECKING:
@@ -30,8 +30,31 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracker"]
 
+R = TypeVar("R", covariant=True)
 
-class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
+
+class _TrackForms(Protocol[R]):
+    """The two call forms of ``track`` (see `AsyncTracker.track()`), returning ``R``."""
+
+    @overload
+    def __call__(
+        self,
+        api_id: str,
+        service_key: str,
+        usage: Mapping[str, Any],
+        **options: Unpack[TrackOptions],
+    ) -> R: ...
+
+    @overload
+    def __call__(self, usage: Mapping[str, Any], **options: Unpack[TrackOptions]) -> R: ...
+
+
+def track_forms(method: Callable[..., R]) -> _TrackForms[R]:
+    """Type ``method`` (``*args, **kwargs``) as taking ``track``'s two call forms."""
+    return method
+
+
+class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
     """Record usage from sync code: [`AsyncTracker`][aicm.AsyncTracker]'s options and call forms.
 
     ``Tracker()`` tracks free-form (``track(api_id, service_key, usage)``);
@@ -54,13 +77,18 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         service_id: str | None = None,
         **options: Unpack[TrackerOptions],
     ) -> None:
-        def build() -> AsyncTracker:
-            # Built on the runtime's loop: the engine's events belong to that loop.
-            if config_id is None and service_id is None:
-                return AsyncTracker(**options)
-            return AsyncTracker(config_id, service_id, **options)  # type: ignore[arg-type]
-
+        # Built on the runtime's loop: the engine's events belong to that loop.
+        build = functools.partial(AsyncTracker, config_id, service_id, **options)
         super().__init__(build, options, tracker=True)
+
+    def _start(self) -> None:
+        defaults = self.__dict__.get("track_defaults")
+        super()._start()
+        # One TrackDefaults for the facade and its twin: a forked child's new twin keeps it.
+        if defaults is None:
+            self.track_defaults = self._async.track_defaults
+        else:
+            self._async.track_defaults = defaults
 
     @overload
     @classmethod
@@ -102,32 +130,16 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
 
     # -- tracking --------------------------------------------------------------------------
 
-    @overload
-    def track(
-        self,
-        api_id: str,
-        service_key: str,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> RecordResult: ...
-
-    @overload
-    def track(
-        self,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> RecordResult: ...
-
+    @track_forms
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Record one usage event (see `AsyncTracker.track()`).
 
         ``IMMEDIATE`` waits for the service's verdict; the queues return once the record is
         queued. From async code, await `track_async()` instead.
         """
+        tracker = self._async
         if self._closed or self._generation != self._runtime.generation:
             tracker = self._live()  # raises if closed; restarts in a forked child
-        else:
-            tracker = self._async
         # Queued, or sent with a blocking client, in this thread: no portal round trip.
         result = tracker.track_from_thread(args, kwargs)
         if result is None:
@@ -156,22 +168,7 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.track_stream(recorder, service_key, stream, response_id=response_id)
 
-    @overload
-    async def track_async(
-        self,
-        api_id: str,
-        service_key: str,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> RecordResult: ...
-
-    @overload
-    async def track_async(
-        self,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> RecordResult: ...
-
+    @track_forms
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Like `track()`, safe to await from any event loop: it never blocks the loop."""
         # Queueing in memory costs microseconds and never waits: it stays on the loop.
