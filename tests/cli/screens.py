@@ -117,6 +117,8 @@ def normal(text: str) -> list[str]:
     """``text`` with what changes from run to run masked: ids, numbers, spacing."""
     # A hex word holding a digit (a uuid, or a piece of one folded over lines) is an id.
     text = re.sub(r"\b[0-9a-f-]*\d[0-9a-f-]*\b", "0", text)
+    # An age (8s, 1m05s, 2h10m): a slow machine may show the next unit up.
+    text = re.sub(r"\b\d+(?:[dhm]\d+)?[dhms]\b", "0s", text)
     text = re.sub(r"\d[\d,.]*", "0", text)
     return [" ".join(line.split()) for line in text.splitlines()]
 
