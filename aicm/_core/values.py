@@ -140,6 +140,7 @@ def plain_value_sized(
     dropped: list[str] | None = [] if read else None
     try:
         plain, bound = _fast_plain(value, 0, dropped)
+        bound = max(bound, -1)
     except Exception:  # _NotFast, or a model_dump() that raised: to_plain names the problem
         dropped = [] if read else None
         plain, bound = _slow_plain(value, field, config_id, dropped), -1
@@ -304,7 +305,7 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
     else `_NotFast`.
 
     Returns ``(plain, bound)``: ``bound`` is an upper bound of the JSON bytes of ``plain``
-    (as `plain_size_bound()` counts them), or -1 where a leaf needs that function's
+    (as `plain_size_bound()` counts them), or negative where a leaf needs that function's
     exact checks (a non-ASCII string, a wide int). ``to_plain`` builds a path string for
     every value it visits, which costs ~15 us for an openai usage block; this handles the
     common shapes without it and leaves everything else, and every error, to ``to_plain``.
@@ -314,10 +315,51 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
     this call, handed back as they are when nothing in them is left out.
     """
     t = type(value)
+    if t is dict:
+        if depth > 32:
+            raise _NotFast
+        out: dict[str, Any] | None = None if owned else {}
+        size = 2
+        for k, v in value.items():
+            ks = _KEY_SIZES.get(k)
+            if ks is None:  # a key not seen yet, or a credential's
+                if type(k) is not str:
+                    raise _NotFast
+                if dropped is not None and is_credential_name(k):
+                    if v is not None:
+                        dropped.append(k)
+                    if out is None:  # an owned dict loses a key: copy what came before it
+                        out = _before(value, k)
+                    continue
+                ks = _key_size(k)
+            if v is None:
+                if dropped is not None:  # a field the answer left unset: not sent as null
+                    if out is None:
+                        out = _before(value, k)
+                    continue
+                bound = _NUMBER_BOUND
+            else:
+                tv = type(v)
+                if tv is int:
+                    bound = _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN
+                elif tv is str:
+                    bound = 6 * len(v) + 2 if v.isascii() else _UNKNOWN
+                elif tv is bool or (tv is float and v - v == 0.0):  # NaN, inf: not fast
+                    bound = _NUMBER_BOUND
+                else:
+                    pv, bound = _fast_plain(v, depth + 1, dropped, owned)
+                    if pv is not v:
+                        if out is None:  # a nested value changed: copy this dict
+                            out = _before(value, k)
+                        v = pv
+            if out is not None:
+                out[k] = v
+            size += ks + bound
+        return (value if out is None else out), size
     if t is str:
-        return value, 6 * len(value) + 2 if value.isascii() else -1
+        return value, 6 * len(value) + 2 if value.isascii() else _UNKNOWN
     if t is int:
-        return value, _NUMBER_BOUND if value.bit_length() <= _FAST_INT_BITS else -1
+        return value, _NUMBER_BOUND if value.bit_length() <= _FAST_INT_BITS else _UNKNOWN
     if t is bool or value is None:
         return value, _NUMBER_BOUND
     if t is float:
@@ -326,42 +368,13 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
         raise _NotFast
     if depth > 32:
         raise _NotFast
-    if t is dict:
-        out: dict[str, Any] | None = None if owned else {}
-        size = 2
-        for k, v in value.items():
-            if type(k) is not str:
-                raise _NotFast
-            if dropped is not None and (v is None or (k not in _PLAIN_KEYS and _unsent_key(k))):
-                if v is not None:
-                    dropped.append(k)
-                if out is None:  # an owned dict loses a key: copy what came before it
-                    out = _before(value, k)
-                continue
-            tv = type(v)
-            if tv is str:
-                pv, bound = v, 6 * len(v) + 2 if v.isascii() else -1
-            elif tv is int:
-                pv, bound = v, _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else -1
-            elif tv is bool or v is None or (tv is float and v - v == 0.0):
-                pv, bound = v, _NUMBER_BOUND
-            else:
-                pv, bound = _fast_plain(v, depth + 1, dropped, owned)
-                if pv is not v and out is None:  # a nested value changed: copy this dict
-                    out = _before(value, k)
-            if out is not None:
-                out[k] = pv
-            if size >= 0:
-                size = size + 6 * len(k) + 4 + bound if bound >= 0 and k.isascii() else -1
-        return (value if out is None else out), size
     if t is list or t is tuple:
         items = []
         size = 2
         for v in value:
             pv, bound = _fast_plain(v, depth + 1, dropped, owned)
             items.append(pv)
-            if size >= 0:
-                size = size + bound + 1 if bound >= 0 else -1
+            size += bound + 1
         return items, size
     if hasattr(t, "__pydantic_serializer__"):
         # Keys whose value is None are left out below anyway (a value the config read):
@@ -370,6 +383,10 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
         dump = value.model_dump(mode="json", exclude_none=dropped is not None)
         return _fast_plain(dump, depth + 1, dropped, True)
     raise _NotFast
+
+
+# A bound no sum of real sizes brings back to zero or more: "needs the exact checks".
+_UNKNOWN: Final = -(1 << 50)
 
 
 def _before(value: dict[str, Any], key: str) -> dict[str, Any]:
@@ -382,19 +399,19 @@ def _before(value: dict[str, Any], key: str) -> dict[str, Any]:
     return out
 
 
-# Keys already judged not to name a credential: one set lookup per key on the hot path
-# instead of a call. Bounded like every cache here.
-_PLAIN_KEYS: set[str] = set()
+# What a key that names no credential adds to a JSON object's size (its quotes, colon and
+# comma; non-ASCII: unknown), by key: one dict lookup per key on the hot path. Bounded like
+# every cache here.
+_KEY_SIZES: dict[str, int] = {}
 
 
-def _unsent_key(key: str) -> bool:
-    """True when ``key`` names a credential; remembers the keys that do not."""
-    if is_credential_name(key):
-        return True
-    if len(_PLAIN_KEYS) >= MAX_CACHE:
-        _PLAIN_KEYS.clear()
-    _PLAIN_KEYS.add(key)
-    return False
+def _key_size(key: str) -> int:
+    size = 6 * len(key) + 4 if key.isascii() else _UNKNOWN
+    if not is_credential_name(key):
+        if len(_KEY_SIZES) >= MAX_CACHE:
+            _KEY_SIZES.clear()
+        _KEY_SIZES[key] = size
+    return size
 
 
 def _urls_to_text(value: Any, depth: int) -> Any:
