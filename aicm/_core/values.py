@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -377,12 +378,93 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
             size += bound + 1
         return items, size
     if hasattr(t, "__pydantic_serializer__"):
+        plan = _MODEL_PLANS.get(t, _UNSEEN)
+        if plan is _UNSEEN:
+            plan = _model_plan(t)
+        if plan is not None and not value.__pydantic_extra__:
+            try:
+                return _plain_fields(value, plan, depth, dropped)
+            except _NotFast:
+                pass  # a value model_dump() converts (an enum, a date...): let it
         # Keys whose value is None are left out below anyway (a value the config read):
         # pydantic leaving out its own unset fields first spares building and walking them.
         # What model_dump() builds is this call's own: its containers need no copy.
         dump = value.model_dump(mode="json", exclude_none=dropped is not None)
         return _fast_plain(dump, depth + 1, dropped, True)
     raise _NotFast
+
+
+def _plain_fields(
+    value: Any, plan: tuple[tuple[str, int], ...], depth: int, dropped: list[str] | None
+) -> tuple[dict[str, Any], int]:
+    """What ``model_dump(mode="json")`` gives for a model whose `_model_plan()` is
+    ``plan``, read from its fields directly, and its size bound; `_NotFast` for a value
+    the dump would convert."""
+    fields = value.__dict__
+    out = {}
+    size = 2
+    for name, ks in plan:
+        v = fields.get(name, _NO_FIELD)
+        if v is None:
+            if dropped is not None:  # a field the answer left unset: not sent as null
+                continue
+            bound = _NUMBER_BOUND
+        else:
+            tv = type(v)
+            if tv is int:
+                bound = _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN
+            elif tv is str:
+                bound = 6 * len(v) + 2 if v.isascii() else _UNKNOWN
+            elif tv is bool or (tv is float and v - v == 0.0):
+                bound = _NUMBER_BOUND
+            elif v is _NO_FIELD:
+                raise _NotFast
+            else:  # a nested model, or a container the model holds: copied
+                v, bound = _fast_plain(v, depth + 1, dropped)
+        out[name] = v
+        size += ks + bound
+    return out, size
+
+
+def _model_plan(t: type[Any]) -> tuple[tuple[str, int], ...] | None:
+    """The fields ``model_dump()`` gives for pydantic model ``t`` and each name's size, when
+    it gives exactly those, by their own names, as they are stored (no serializer of its
+    own, no computed, excluded or aliased field, no root model, no credential-named
+    field); else None. Remembered per type."""
+    plan: tuple[tuple[str, int], ...] | None = None
+    pydantic = sys.modules.get("pydantic")
+    base = getattr(pydantic, "BaseModel", None)
+    try:
+        decorators = t.__pydantic_decorators__
+        if (
+            base is not None
+            and getattr(t, "model_dump", None) is base.model_dump
+            and not getattr(t, "__pydantic_root_model__", False)
+            and not t.model_computed_fields
+            and not decorators.field_serializers
+            and not decorators.model_serializers
+        ):
+            fields = t.model_fields
+            if all(
+                not info.exclude
+                and info.alias is None
+                and info.serialization_alias is None
+                and not is_credential_name(name)
+                and name.isascii()
+                for name, info in fields.items()
+            ):
+                plan = tuple((name, 6 * len(name) + 4) for name in fields)
+    except Exception:  # a model class of a shape not foreseen here: model_dump() it
+        plan = None
+    if len(_MODEL_PLANS) >= MAX_CACHE:
+        _MODEL_PLANS.clear()
+    _MODEL_PLANS[t] = plan
+    return plan
+
+
+_MODEL_PLANS: dict[type[Any], tuple[tuple[str, int], ...] | None] = {}
+_UNSEEN: Final[Any] = object()
+_NO_FIELD: Final[Any] = object()
 
 
 # A bound no sum of real sizes brings back to zero or more: "needs the exact checks".
