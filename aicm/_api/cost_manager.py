@@ -266,8 +266,11 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
                 client_customer_key=key,
                 context=ctx,
             )
-            payloads = [payload for payload, _ in sized]
-            bounds = [bound for _, bound in sized]
+            if len(sized) == 1:  # one config, no list_path: the common case
+                payloads, bounds = [sized[0][0]], [sized[0][1]]
+            else:
+                payloads = [payload for payload, _ in sized]
+                bounds = [bound for _, bound in sized]
         else:
             payloads = _extract(
                 self.extractor,
