@@ -419,8 +419,12 @@ def _plain_fields(
                 bound = _NUMBER_BOUND
             elif v is _NO_FIELD:
                 raise _NotFast
-            else:  # a nested model, or a container the model holds: copied
-                v, bound = _fast_plain(v, depth + 1, dropped)
+            else:
+                inner = _MODEL_PLANS.get(tv)
+                if inner is not None and not v.__pydantic_extra__ and depth < 32:
+                    v, bound = _plain_fields(v, inner, depth + 1, dropped)  # a nested model
+                else:  # a container the model holds (copied), or another value
+                    v, bound = _fast_plain(v, depth + 1, dropped)
         out[name] = v
         size += ks + bound
     return out, size
