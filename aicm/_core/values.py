@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import sys
 import threading
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import ParseResult, SplitResult
@@ -301,7 +302,9 @@ class _NotFast(Exception):
     """The value needs `to_plain()`'s full treatment (or its error message)."""
 
 
-def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool = False) -> Any:
+def _fast_plain(
+    value: Any, depth: int, dropped: list[str] | None, owned: bool = False, models: bool = True
+) -> Any:
     """A plain copy of JSON-shaped data and pydantic models and a bound of its JSON size;
     else `_NotFast`.
 
@@ -313,7 +316,8 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
     Scalars are checked inline: a call per leaf would double the cost. With a ``dropped``
     list (a value the config read), credential keys are left out (and listed there), and
     so are keys whose value is None. ``owned``: containers built by a ``model_dump()`` for
-    this call, handed back as they are when nothing in them is left out.
+    this call, handed back as they are when nothing in them is left out. ``models=False``:
+    a pydantic model inside is `_NotFast` (a model's field holds it: its dump decides).
     """
     t = type(value)
     if t is dict:
@@ -348,7 +352,7 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
                 elif tv is bool or (tv is float and v - v == 0.0):  # NaN, inf: not fast
                     bound = _NUMBER_BOUND
                 else:
-                    pv, bound = _fast_plain(v, depth + 1, dropped, owned)
+                    pv, bound = _fast_plain(v, depth + 1, dropped, owned, models)
                     if pv is not v:
                         if out is None:  # a nested value changed: copy this dict
                             out = _before(value, k)
@@ -373,11 +377,11 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
         items = []
         size = 2
         for v in value:
-            pv, bound = _fast_plain(v, depth + 1, dropped, owned)
+            pv, bound = _fast_plain(v, depth + 1, dropped, owned, models)
             items.append(pv)
             size += bound + 1
         return items, size
-    if hasattr(t, "__pydantic_serializer__"):
+    if models and hasattr(t, "__pydantic_serializer__"):
         plan = _MODEL_PLANS.get(t, _UNSEEN)
         if plan is _UNSEEN:
             plan = _model_plan(t)
@@ -395,15 +399,15 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
 
 
 def _plain_fields(
-    value: Any, plan: tuple[tuple[str, int], ...], depth: int, dropped: list[str] | None
+    value: Any, plan: _Plan, depth: int, dropped: list[str] | None
 ) -> tuple[dict[str, Any], int]:
     """What ``model_dump(mode="json")`` gives for a model whose `_model_plan()` is
     ``plan``, read from its fields directly, and its size bound; `_NotFast` for a value
-    the dump would convert."""
+    the dump would convert or serialize by its declared type (a subclass' instance)."""
     fields = value.__dict__
     out = {}
     size = 2
-    for name, ks in plan:
+    for name, ks, declared in plan:
         v = fields.get(name, _NO_FIELD)
         if v is None:
             if dropped is not None:  # a field the answer left unset: not sent as null
@@ -419,23 +423,27 @@ def _plain_fields(
                 bound = _NUMBER_BOUND
             elif v is _NO_FIELD:
                 raise _NotFast
-            else:
-                inner = _MODEL_PLANS.get(tv)
-                if inner is not None and not v.__pydantic_extra__ and depth < 32:
-                    v, bound = _plain_fields(v, inner, depth + 1, dropped)  # a nested model
-                else:  # a container the model holds (copied), or another value
-                    v, bound = _fast_plain(v, depth + 1, dropped)
+            elif tv is declared:  # a nested model of exactly the field's type
+                inner = _MODEL_PLANS.get(tv, _UNSEEN)
+                if inner is _UNSEEN:
+                    inner = _model_plan(tv)
+                if inner is None or v.__pydantic_extra__ or depth >= 32:
+                    raise _NotFast
+                v, bound = _plain_fields(v, inner, depth + 1, dropped)
+            else:  # a container the model holds (copied); a model inside it is not fast
+                v, bound = _fast_plain(v, depth + 1, dropped, False, False)
         out[name] = v
         size += ks + bound
     return out, size
 
 
-def _model_plan(t: type[Any]) -> tuple[tuple[str, int], ...] | None:
-    """The fields ``model_dump()`` gives for pydantic model ``t`` and each name's size, when
-    it gives exactly those, by their own names, as they are stored (no serializer of its
-    own, no computed, excluded or aliased field, no root model, no credential-named
-    field); else None. Remembered per type."""
-    plan: tuple[tuple[str, int], ...] | None = None
+def _model_plan(t: type[Any]) -> _Plan | None:
+    """The fields ``model_dump()`` gives for pydantic model ``t``, each name's size and the
+    model class its annotation names (``X`` or ``X | None``; else None), when it gives
+    exactly those, by their own names, as they are stored (no serializer of its own, no
+    computed, excluded or aliased field, no root model, no credential-named field); else
+    None. Remembered per type."""
+    plan: _Plan | None = None
     pydantic = sys.modules.get("pydantic")
     base = getattr(pydantic, "BaseModel", None)
     try:
@@ -457,7 +465,10 @@ def _model_plan(t: type[Any]) -> tuple[tuple[str, int], ...] | None:
                 and name.isascii()
                 for name, info in fields.items()
             ):
-                plan = tuple((name, 6 * len(name) + 4) for name in fields)
+                plan = tuple(
+                    (name, 6 * len(name) + 4, _declared_model(info.annotation, base))
+                    for name, info in fields.items()
+                )
     except Exception:  # a model class of a shape not foreseen here: model_dump() it
         plan = None
     if len(_MODEL_PLANS) >= MAX_CACHE:
@@ -466,7 +477,19 @@ def _model_plan(t: type[Any]) -> tuple[tuple[str, int], ...] | None:
     return plan
 
 
-_MODEL_PLANS: dict[type[Any], tuple[tuple[str, int], ...] | None] = {}
+def _declared_model(annotation: Any, base: type[Any]) -> type[Any] | None:
+    """The pydantic model class ``annotation`` names, alone or with None; else None."""
+    if isinstance(annotation, type):
+        return annotation if issubclass(annotation, base) else None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], base):
+        return args[0]
+    return None
+
+
+# A model's fields as its JSON dump gives them: name, the name's size, the declared model.
+_Plan = tuple[tuple[str, int, "type[Any] | None"], ...]
+_MODEL_PLANS: dict[type[Any], _Plan | None] = {}
 _UNSEEN: Final[Any] = object()
 _NO_FIELD: Final[Any] = object()
 

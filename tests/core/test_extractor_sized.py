@@ -202,6 +202,10 @@ class Serialized(pydantic.BaseModel):
         return f"#{a}"
 
 
+class SubInner(Inner):
+    more: str = "a subclass' own field, which the dump by the declared type leaves out"
+
+
 class Outer(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="allow")
 
@@ -221,6 +225,9 @@ MODELS = [
     Outer(tokens=1, inner=Inner(when=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))),
     Outer(tokens=1, extra_map={"password": "p", "k": None, "v": 1}),
     Outer(tokens=1, note="an extra field"),
+    Outer(tokens=1, inner=SubInner(n=1)),  # dumped by the field's declared type
+    Outer(tokens=1, items=[SubInner(n=1)]),
+    Outer(tokens=1, extra_map={"m": Inner(n=1)}),  # a model inside a container
     Outer.model_construct(tokens="not validated"),
     Aliased(total=3),
     Computed(a=2),
