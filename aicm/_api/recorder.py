@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from .._core.exceptions import AicmError, RecordError, shown
 from .._core.jsonplain import to_plain
-from .._core.models import UsageRecord, WireRecord
+from .._core.models import TrackResult, UsageRecord, WireRecord
 from .._core.settings import DeliveryType
 from .options import DeliveryOptions, resolve_options
 from .owner import DeliveryOwner
@@ -183,24 +183,12 @@ class AsyncRecorder(DeliveryOwner):
     async def _enqueue(self, records: Sequence[WireRecord]) -> None:
         """Queue (or, IMMEDIATE, send) records from a task on the engine's loop; never raises."""
         if self.delivery_type is DeliveryType.IMMEDIATE:
-            # Nobody waits for this answer (a wrapped call already returned its own), so a
-            # failure is a loss: counted in health and said out loud like any other drop.
             try:
                 answer = await self.engine.send_now(records)
             except Exception as exc:
-                self.engine.stats.discard("immediate_failed", len(records))
-                logger.warning("immediate delivery of %d record(s) failed: %s", len(records), exc)
-                return
-            refused = [r for r in answer.results if not r.ok]
-            if refused:
-                self.engine.stats.discard("immediate_refused", len(refused))
-                for result in refused:
-                    logger.warning(
-                        "the service refused record %s (%s): %s",
-                        result.response_id,
-                        result.status,
-                        "; ".join(result.errors) or "no reason given",
-                    )
+                self._send_failed(records, exc)
+            else:
+                self._count_refused(answer)
             return
         for i, record in enumerate(records):
             try:
@@ -273,14 +261,48 @@ class AsyncRecorder(DeliveryOwner):
             if not self._handed_off and event is not None:
                 event.set()
 
-    def emit_blocking(self, records: Iterable[WireRecord]) -> None:
-        """Queue records from a plain thread (sync facades); may block per the on-full policy."""
-        for record in records:
-            try:
-                self.engine.put(record)
-            except AicmError as exc:
-                self._dropped([record], exc)
+    def emit_blocking(self, records: Sequence[WireRecord]) -> None:
+        """Queue records from a plain thread (sync facades); may block per the on-full policy.
 
-    async def send_guarded(self, records: Sequence[WireRecord]) -> None:
-        """Send records now (IMMEDIATE) on the engine's loop; a failure is logged, not raised."""
-        await self._enqueue(records)
+        IMMEDIATE sends them from this thread with the client's blocking twin (on the
+        engine's loop when the client cannot block). Never raises: a record that cannot be
+        queued or sent is logged and counted.
+        """
+        if not records:
+            return
+        if self.delivery_type is not DeliveryType.IMMEDIATE:
+            for record in records:
+                try:
+                    self.engine.put(record)
+                except AicmError as exc:
+                    self._dropped([record], exc)
+        elif not self.engine.client.can_block:
+            try:
+                anyio.from_thread.run(self._enqueue, records, token=self._token)
+            except Exception as exc:
+                self._dropped(records, exc)
+        else:
+            try:
+                answer = self.engine.send_now_blocking(records)
+            except Exception as exc:
+                self._send_failed(records, exc)
+            else:
+                self._count_refused(answer)
+
+    def _send_failed(self, records: Sequence[WireRecord], exc: Exception) -> None:
+        # Nobody waits for this answer (a wrapped call already returned its own), so a
+        # failure is a loss: counted in health and said out loud like any other drop.
+        self.engine.stats.discard("immediate_failed", len(records))
+        logger.warning("immediate delivery of %d record(s) failed: %s", len(records), exc)
+
+    def _count_refused(self, answer: TrackResult) -> None:
+        refused = [r for r in answer.results if not r.ok]
+        if refused:
+            self.engine.stats.discard("immediate_refused", len(refused))
+            for result in refused:
+                logger.warning(
+                    "the service refused record %s (%s): %s",
+                    result.response_id,
+                    result.status,
+                    "; ".join(result.errors) or "no reason given",
+                )
