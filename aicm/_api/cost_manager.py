@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 
@@ -282,7 +282,7 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
                 context=ctx,
             )
             bounds = []
-        records: list[WireRecord] = list(self.usage_records(payloads, tags, bounds))
+        records = cast("list[WireRecord]", self.usage_records(payloads, tags, bounds))
         if not records:
             self._report_no_record(call, response, chunks)
         return records
