@@ -10,12 +10,13 @@ a finished stream from its chunks. None of them raises for the data it meets.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import sys
 import threading
-import typing
+import types
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Union, get_args, get_origin
 from urllib.parse import ParseResult, SplitResult
 
 from .exceptions import NotSerializableError, RecordError
@@ -88,8 +89,7 @@ def resolve_path(obj: Any, steps: FieldPath) -> Any:
     return cur
 
 
-# Types that are neither mappings nor sequences (pydantic models, SDK objects): a step
-# into one reads an attribute, without asking the ABCs again for every value.
+# Neither mappings nor sequences (pydantic models, SDK objects): no ABC check per step.
 _ATTRIBUTE_TYPES: set[type] = set()
 
 
@@ -120,12 +120,10 @@ def plain_value(
 ) -> Any:
     """``value`` as plain JSON data, or MISSING (logged) when JSON cannot carry it.
 
-    For a value the config ``read`` (from the call's arguments or its answer), an HTTP
-    message, header or cookie object is never delivered (MISSING), and credential keys
-    (``authorization``, ``api_key``, ``headers``...) are left out of the mappings inside
-    it: both are logged once per config and field. Keys whose value is None (a nested
-    field the answer left unset) are left out of those mappings too, never sent as null.
-    The caller's own tags (``context``) are sent as given.
+    In a value the config ``read`` (from the call or its answer), HTTP messages, headers
+    and cookie jars are never delivered (MISSING) and credential keys (``authorization``,
+    ``api_key``...) are left out, each logged once per config and field; so are keys whose
+    value is None (never sent as null). The caller's own tags (``context``) go as given.
     """
     t = type(value)
     if t is str or t is int or t is bool:
@@ -136,9 +134,8 @@ def plain_value(
 def plain_value_sized(
     value: Any, field: str, config_id: str, source: str = "", *, read: bool = True
 ) -> tuple[Any, int]:
-    """`plain_value()` and an upper bound of its JSON size in bytes (as
-    `plain_size_bound()` counts them), or -1 when not known (then that function, or
-    ``to_plain``, checks the value where the record is built)."""
+    """`plain_value()` and an upper bound of its JSON size as `plain_size_bound()` counts
+    it; -1 when not known (the record checks the value then)."""
     dropped: list[str] | None = [] if read else None
     try:
         plain, bound = _fast_plain(value, 0, dropped)
@@ -305,19 +302,13 @@ class _NotFast(Exception):
 def _fast_plain(
     value: Any, depth: int, dropped: list[str] | None, owned: bool = False, models: bool = True
 ) -> Any:
-    """A plain copy of JSON-shaped data and pydantic models and a bound of its JSON size;
-    else `_NotFast`.
-
-    Returns ``(plain, bound)``: ``bound`` is an upper bound of the JSON bytes of ``plain``
-    (as `plain_size_bound()` counts them), or negative where a leaf needs that function's
-    exact checks (a non-ASCII string, a wide int). ``to_plain`` builds a path string for
-    every value it visits, which costs ~15 us for an openai usage block; this handles the
-    common shapes without it and leaves everything else, and every error, to ``to_plain``.
-    Scalars are checked inline: a call per leaf would double the cost. With a ``dropped``
-    list (a value the config read), credential keys are left out (and listed there), and
-    so are keys whose value is None. ``owned``: containers built by a ``model_dump()`` for
-    this call, handed back as they are when nothing in them is left out. ``models=False``:
-    a pydantic model inside is `_NotFast` (a model's field holds it: its dump decides).
+    """``(plain copy, JSON size bound)`` of JSON-shaped data and pydantic models, else
+    `_NotFast` (``to_plain`` then converts the value or names the problem; it builds a path
+    per value, ~15 us for an openai usage block). The bound is `plain_size_bound()`'s,
+    negative where a leaf needs its exact checks. Scalars are checked inline: a call per
+    leaf would double the cost. With ``dropped`` (a value the config read) credential keys
+    (listed there) and None values are left out. ``owned``: a fresh ``model_dump()``,
+    handed back uncopied when nothing is left out. ``models=False``: a model is `_NotFast`.
     """
     t = type(value)
     if t is dict:
@@ -401,9 +392,8 @@ def _fast_plain(
 def _plain_fields(
     value: Any, plan: _Plan, depth: int, dropped: list[str] | None
 ) -> tuple[dict[str, Any], int]:
-    """What ``model_dump(mode="json")`` gives for a model whose `_model_plan()` is
-    ``plan``, read from its fields directly, and its size bound; `_NotFast` for a value
-    the dump would convert or serialize by its declared type (a subclass' instance)."""
+    """A planned model's ``model_dump(mode="json")``, read from its fields, and its size
+    bound; `_NotFast` for a value the dump converts or types by its field (a subclass)."""
     fields = value.__dict__
     out = {}
     size = 2
@@ -438,11 +428,10 @@ def _plain_fields(
 
 
 def _model_plan(t: type[Any]) -> _Plan | None:
-    """The fields ``model_dump()`` gives for pydantic model ``t``, each name's size and the
-    model class its annotation names (``X`` or ``X | None``; else None), when it gives
-    exactly those, by their own names, as they are stored (no serializer of its own, no
-    computed, excluded or aliased field, no root model, no credential-named field); else
-    None. Remembered per type."""
+    """Each field of pydantic model ``t``: name, name's size, the model its annotation
+    names (``X`` or ``X | None``), when ``model_dump()`` gives those fields as stored (no
+    serializer of its own, computed, excluded, aliased or credential-named field, not a
+    root model); else None. Remembered per type."""
     plan: _Plan | None = None
     pydantic = sys.modules.get("pydantic")
     base = getattr(pydantic, "BaseModel", None)
@@ -479,12 +468,10 @@ def _model_plan(t: type[Any]) -> _Plan | None:
 
 def _declared_model(annotation: Any, base: type[Any]) -> type[Any] | None:
     """The pydantic model class ``annotation`` names, alone or with None; else None."""
-    if isinstance(annotation, type):
-        return annotation if issubclass(annotation, base) else None
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], base):
-        return args[0]
-    return None
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, base) else None
 
 
 # A model's fields as its JSON dump gives them: name, the name's size, the declared model.
@@ -500,17 +487,11 @@ _UNKNOWN: Final = -(1 << 50)
 
 def _before(value: dict[str, Any], key: str) -> dict[str, Any]:
     """A copy of the entries of ``value`` that come before ``key``."""
-    out = {}
-    for k, v in value.items():
-        if k is key:
-            break
-        out[k] = v
-    return out
+    return dict(itertools.takewhile(lambda item: item[0] is not key, value.items()))
 
 
-# What a key that names no credential adds to a JSON object's size (its quotes, colon and
-# comma; non-ASCII: unknown), by key: one dict lookup per key on the hot path. Bounded like
-# every cache here.
+# What a key naming no credential adds to a JSON object's size (quotes, colon, comma;
+# non-ASCII: unknown): one dict lookup per key on the hot path. Bounded like every cache.
 _KEY_SIZES: dict[str, int] = {}
 
 
