@@ -13,10 +13,11 @@ file) an owner starts nothing: no log file, no queue, no request, no worker thre
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import anyio.abc
@@ -25,7 +26,7 @@ import anyio.to_thread
 import attrs
 
 from .._core.exceptions import AicmError, ClosedError
-from .._core.settings import DeliveryType
+from .._core.settings import DeliveryType, Settings
 from .._delivery.engine import DeadLetterRecord, DeliveryEngine
 from .._delivery.health import DeliveryHealth, unregister_engine
 from .._delivery.worker import shared_runtime
@@ -34,9 +35,34 @@ from .._io.logfile import configure_logging
 from .lifecycle import AsyncWithLifecycle
 from .options import resolve_options
 
-__all__ = ["DeliveryOwner"]
+__all__ = ["DeliveryOwner", "built_with", "resolved"]
 
 logger = logging.getLogger("aicm")
+
+T = TypeVar("T")
+
+# Settings already resolved from the options of the owner being built (see built_with).
+_resolved: contextvars.ContextVar[Settings | None] = contextvars.ContextVar(
+    "aicm_resolved_settings", default=None
+)
+
+
+def built_with(settings: Settings, build: Callable[[], T]) -> T:
+    """``build()``, whose owner takes ``settings`` (resolved from the very options it is
+    given) instead of reading the environment and the INI file again."""
+    token = _resolved.set(settings)
+    try:
+        return build()
+    finally:
+        _resolved.reset(token)
+
+
+def resolved(options: Any, *, owner: str, tracker: bool = False) -> Settings:
+    """The settings of ``options``: those `built_with()` gives, else resolved now."""
+    settings = _resolved.get()
+    if settings is None:
+        settings = resolve_options(options, owner=owner, tracker=tracker)
+    return settings
 
 
 class DeliveryOwner(AsyncWithLifecycle):
@@ -51,7 +77,7 @@ class DeliveryOwner(AsyncWithLifecycle):
     default_delivery: ClassVar[DeliveryType] = DeliveryType.MEM_QUEUE
 
     def __init__(self, **options: Any) -> None:
-        self.settings = resolve_options(options, owner=type(self).__name__)
+        self.settings = resolved(options, owner=type(self).__name__)
         self.delivery_type = self.settings.delivery_type or self.default_delivery
         #: True when the kill switch is on: calls are accepted and nothing is recorded.
         self.disabled = self.settings.disabled

@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from .._core.exceptions import AicmError, RecordError, shown
 from .._core.jsonplain import to_plain
-from .._core.models import UsageRecord, WireRecord
+from .._core.models import TrackResult, UsageRecord, WireRecord
 from .._core.settings import DeliveryType
 from .options import DeliveryOptions, resolve_options
 from .owner import DeliveryOwner
@@ -124,28 +124,39 @@ class AsyncRecorder(DeliveryOwner):
         return key, ctx
 
     def usage_records(
-        self, payloads: Iterable[Mapping[str, Any]], tags: Tags | None = None
+        self,
+        payloads: Iterable[Mapping[str, Any]],
+        tags: Tags | None = None,
+        bounds: Sequence[int] = (),
     ) -> list[UsageRecord]:
         """Build ``/track-usage`` records from extracted payloads (pure).
 
         The customer key and context are added where the config did not map them; a
-        payload that cannot be recorded is logged and skipped.
+        payload that cannot be recorded is logged and skipped. ``bounds``: the
+        extractor's upper bound of each payload's JSON size (-1: not known).
         """
         key, ctx = self.tags() if tags is None else tags
         records = []
-        for payload in payloads:
+        for i, payload in enumerate(payloads):
+            bound = bounds[i] if i < len(bounds) else -1
             if (key is not None and payload.get("client_customer_key") is None) or (
                 ctx is not None and payload.get("context") is None
             ):
                 payload = dict(payload)
                 if key is not None and payload.get("client_customer_key") is None:
                     payload["client_customer_key"] = key
+                    # the key's entry: its name and value quoted, a colon and a comma
+                    ok = bound >= 0 and key.isascii()
+                    bound = bound + 6 * (19 + len(key)) + 6 if ok else -1
                 if ctx is not None and payload.get("context") is None:
                     payload["context"] = to_plain(ctx, field="context")  # the record's own
+                    bound = -1  # counted where the record is built
             try:
                 # Extracted payloads are fresh plain dicts already: not converted again.
                 records.append(
-                    UsageRecord.build(payload, max_bytes=self.settings.max_record_bytes, plain=True)
+                    UsageRecord.build(
+                        payload, max_bytes=self.settings.max_record_bytes, plain=True, bound=bound
+                    )
                 )
             except RecordError as exc:
                 self.engine.stats.discard("invalid_payload")
@@ -172,24 +183,12 @@ class AsyncRecorder(DeliveryOwner):
     async def _enqueue(self, records: Sequence[WireRecord]) -> None:
         """Queue (or, IMMEDIATE, send) records from a task on the engine's loop; never raises."""
         if self.delivery_type is DeliveryType.IMMEDIATE:
-            # Nobody waits for this answer (a wrapped call already returned its own), so a
-            # failure is a loss: counted in health and said out loud like any other drop.
             try:
                 answer = await self.engine.send_now(records)
             except Exception as exc:
-                self.engine.stats.discard("immediate_failed", len(records))
-                logger.warning("immediate delivery of %d record(s) failed: %s", len(records), exc)
-                return
-            refused = [r for r in answer.results if not r.ok]
-            if refused:
-                self.engine.stats.discard("immediate_refused", len(refused))
-                for result in refused:
-                    logger.warning(
-                        "the service refused record %s (%s): %s",
-                        result.response_id,
-                        result.status,
-                        "; ".join(result.errors) or "no reason given",
-                    )
+                self._send_failed(records, exc)
+            else:
+                self._count_refused(answer)
             return
         for i, record in enumerate(records):
             try:
@@ -262,14 +261,48 @@ class AsyncRecorder(DeliveryOwner):
             if not self._handed_off and event is not None:
                 event.set()
 
-    def emit_blocking(self, records: Iterable[WireRecord]) -> None:
-        """Queue records from a plain thread (sync facades); may block per the on-full policy."""
-        for record in records:
-            try:
-                self.engine.put(record)
-            except AicmError as exc:
-                self._dropped([record], exc)
+    def emit_blocking(self, records: Sequence[WireRecord]) -> None:
+        """Queue records from a plain thread (sync facades); may block per the on-full policy.
 
-    async def send_guarded(self, records: Sequence[WireRecord]) -> None:
-        """Send records now (IMMEDIATE) on the engine's loop; a failure is logged, not raised."""
-        await self._enqueue(records)
+        IMMEDIATE sends them from this thread with the client's blocking twin (on the
+        engine's loop when the client cannot block). Never raises: a record that cannot be
+        queued or sent is logged and counted.
+        """
+        if not records:
+            return
+        if self.delivery_type is not DeliveryType.IMMEDIATE:
+            for record in records:
+                try:
+                    self.engine.put(record)
+                except AicmError as exc:
+                    self._dropped([record], exc)
+        elif not self.engine.client.can_block:
+            try:
+                anyio.from_thread.run(self._enqueue, records, token=self._token)
+            except Exception as exc:
+                self._dropped(records, exc)
+        else:
+            try:
+                answer = self.engine.send_now_blocking(records)
+            except Exception as exc:
+                self._send_failed(records, exc)
+            else:
+                self._count_refused(answer)
+
+    def _send_failed(self, records: Sequence[WireRecord], exc: Exception) -> None:
+        # Nobody waits for this answer (a wrapped call already returned its own), so a
+        # failure is a loss: counted in health and said out loud like any other drop.
+        self.engine.stats.discard("immediate_failed", len(records))
+        logger.warning("immediate delivery of %d record(s) failed: %s", len(records), exc)
+
+    def _count_refused(self, answer: TrackResult) -> None:
+        refused = [r for r in answer.results if not r.ok]
+        if refused:
+            self.engine.stats.discard("immediate_refused", len(refused))
+            for result in refused:
+                logger.warning(
+                    "the service refused record %s (%s): %s",
+                    result.response_id,
+                    result.status,
+                    "; ".join(result.errors) or "no reason given",
+                )

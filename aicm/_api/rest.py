@@ -14,8 +14,8 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncRestUsageWrapper",
     "HostConfigs",
+    "HttpVerbs",
     "RestCall",
     "RestUsageRecorder",
     "json_body",
@@ -51,6 +52,8 @@ _CONFIG_RETRY_SECONDS = 60.0
 # Hosts whose configs are kept; absolute URLs may name any host, so the cache is bounded.
 _MAX_HOSTS = 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+ResponseT = TypeVar("ResponseT")
 
 
 @attrs.frozen(kw_only=True)
@@ -336,7 +339,43 @@ class RestUsageRecorder(AsyncRecorder):
         return self.usage_records(payloads, tags)
 
 
-class AsyncRestUsageWrapper(RestUsageRecorder):
+class HttpVerbs(Generic[ResponseT]):
+    """``get``, ``post``, ... of a REST wrapper: each is its ``request`` with that method."""
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> ResponseT:
+        """Send a request with the wrapped client and record its usage."""
+        raise NotImplementedError
+
+    def get(self, url: str, **kwargs: Any) -> ResponseT:
+        """``GET url``."""
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> ResponseT:
+        """``POST url``."""
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: str, **kwargs: Any) -> ResponseT:
+        """``PUT url``."""
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> ResponseT:
+        """``PATCH url``."""
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> ResponseT:
+        """``DELETE url``."""
+        return self.request("DELETE", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> ResponseT:
+        """``HEAD url``."""
+        return self.request("HEAD", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> ResponseT:
+        """``OPTIONS url``."""
+        return self.request("OPTIONS", url, **kwargs)
+
+
+class AsyncRestUsageWrapper(RestUsageRecorder, HttpVerbs[Coroutine[Any, Any, httpx.Response]]):
     """Wrap an ``httpx.AsyncClient``: ``get``/``post``/... to ``base_url``, usage recorded.
 
     Use it with ``async with`` (delivery runs in your task group), or simply call it (as
@@ -398,31 +437,3 @@ class AsyncRestUsageWrapper(RestUsageRecorder):
             host, call, kwargs, response.status_code, response.headers, response.json
         )
         await self.emit(records)
-
-    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        """``GET url``."""
-        return await self.request("GET", url, **kwargs)
-
-    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        """``POST url``."""
-        return await self.request("POST", url, **kwargs)
-
-    async def put(self, url: str, **kwargs: Any) -> httpx.Response:
-        """``PUT url``."""
-        return await self.request("PUT", url, **kwargs)
-
-    async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
-        """``PATCH url``."""
-        return await self.request("PATCH", url, **kwargs)
-
-    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
-        """``DELETE url``."""
-        return await self.request("DELETE", url, **kwargs)
-
-    async def head(self, url: str, **kwargs: Any) -> httpx.Response:
-        """``HEAD url``."""
-        return await self.request("HEAD", url, **kwargs)
-
-    async def options(self, url: str, **kwargs: Any) -> httpx.Response:
-        """``OPTIONS url``."""
-        return await self.request("OPTIONS", url, **kwargs)

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from .._core.validator import UsageSchema
 
-__all__ = ["DISABLED_STATUS", "AsyncTracker", "Timestamp", "disabled_result"]
+__all__ = ["DISABLED_STATUS", "AsyncTracker", "Timestamp", "batch_items", "disabled_result"]
 
 logger = logging.getLogger("aicm.tracker")
 _delivery_logger = logging.getLogger("aicm.delivery")
@@ -99,6 +99,18 @@ def llm_options(
     from .._providers import llm_usage as _llm  # only LLM answers need the providers
 
     return response_id, _llm.track_options(**rest)
+
+
+def batch_items(
+    records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord],
+) -> list[Mapping[str, Any] | TrackRecord | UsageRecord]:
+    """The items of a ``track_batch()`` call (a TypeError for a single record given alone)."""
+    if isinstance(records, (Mapping, str, bytes)):
+        raise TypeError(
+            "track_batch() takes an iterable of records (mappings or built records), "
+            f"not a single {type(records).__name__}"
+        )
+    return list(records)
 
 
 def _unknown_config_message(config_id: str, answer: ConfigsResponse) -> str:
@@ -497,23 +509,43 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             answer = await self.engine.send_now(records)
         return verdicts(records, answer)
 
-    def track_blocking(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> RecordResult | None:
-        """An IMMEDIATE `track()` from a plain thread (the sync facade), sent with the
-        client's blocking twin: the same checks, attempts, errors and counts, without a
-        trip to the event loop. None when it must run on the loop instead (a config not
-        loaded yet, a client with an injected transport); nothing was done then.
+    def track_from_thread(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, wait: bool = True
+    ) -> RecordResult | None:
+        """`track()` from outside the engine's loop (the sync facade), with no trip to it:
+        the record is queued (blocking per the on-full policy), sent with the client's
+        blocking twin (IMMEDIATE), or only checked (kill switch), with the same checks,
+        errors and counts. None when it must run on the loop instead (a config not loaded
+        yet, a client with an injected transport) or, without ``wait``, would wait (a full
+        queue, a disk commit, a send); nothing was done then.
         """
         if self._closed:
             self._check_open()
-        if (self.config_id is not None and not self._schema_loaded) or not (
-            self.engine.client.can_block
+        engine = self.engine
+        if engine.store is not None:
+            buffer = engine.buffer
+            if not wait and buffer is None:
+                return None  # a disk commit
+            record = self.build_record(args, kwargs)
+            if wait:
+                engine.put(record)
+            elif buffer is None or not buffer.try_put(record):
+                return None
+            self.limit_guard.after_record(record)  # raises once the record is on its way
+            return enqueued_result(record.response_id)
+        if self.disabled:
+            return disabled_result(self.build_record(args, kwargs))
+        if (
+            not wait
+            or (self.config_id is not None and not self._schema_loaded)
+            or not engine.client.can_block
         ):
             return None
         record = self.build_record(args, kwargs)
         self._check_open()
         log_sending((record,), log_bodies=self.settings.log_bodies)
         with failure_logged(1):
-            answer = self.engine.send_now_blocking((record,))
+            answer = engine.send_now_blocking((record,))
         result = verdicts((record,), answer)[0]
         self.limit_guard.after_record(record)
         return result
@@ -529,11 +561,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         sends them in requests of at most 1000 records and returns each verdict, in order.
         """
         self._check_open()
-        if isinstance(records, (Mapping, str, bytes)):
-            raise TypeError(
-                "track_batch() takes an iterable of records (mappings or built records), "
-                f"not a single {type(records).__name__}"
-            )
+        records = batch_items(records)
         if self.config_id is not None and not self._schema_loaded:
             await self.load_schema()
         built = self.build_batch(records)

@@ -16,9 +16,8 @@ import httpx
 
 from .._core.models import ConfigsResponse, TrackRecord, TrackResult, UsageRecord
 from .._core.settings import Settings
-from .._delivery.worker import SharedRuntime, shared_runtime
 from .._io.http import AsyncCostManagerClient
-from .facade import ClosesOnExit
+from .facade import OnRuntime
 from .service_api import ServiceApiSyncMethods
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ class ClientOptions(TypedDict, total=False):
     settings: Settings | None
 
 
-class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
+class CostManagerClient(OnRuntime[AsyncCostManagerClient], ServiceApiSyncMethods):
     """The AICostManager HTTP API from sync code: ``track``, ``track_usage``, ``get_configs``.
 
     Takes [`AsyncCostManagerClient`][aicm.AsyncCostManagerClient]'s options and raises its errors.
@@ -49,20 +48,7 @@ class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
     """
 
     def __init__(self, **connection: Unpack[ClientOptions]) -> None:
-        self._build = functools.partial(AsyncCostManagerClient, **connection)
-        self._runtime: SharedRuntime = shared_runtime()
-        self._async: AsyncCostManagerClient = self._runtime.call(self._build)
-        self._generation = self._runtime.generation
-
-    def _live(self) -> AsyncCostManagerClient:
-        if self._generation != self._runtime.generation:
-            # A forked child: the parent's connection pool belonged to a loop that is gone.
-            self._async = self._runtime.call(self._build)
-            self._generation = self._runtime.generation
-        return self._async
-
-    def __repr__(self) -> str:
-        return repr(self._async).replace("AsyncCostManagerClient", "CostManagerClient", 1)
+        super().__init__(functools.partial(AsyncCostManagerClient, **connection))
 
     @property
     def settings(self) -> Settings:
@@ -90,6 +76,6 @@ class CostManagerClient(ClosesOnExit, ServiceApiSyncMethods):
         return configs
 
     def close(self) -> None:
-        """Close the connection pool."""
-        if self._generation == self._runtime.generation:
+        """Close the connection pool (a forked child's was the parent's)."""
+        if not self._forked():
             self._runtime.call(self._async.aclose)

@@ -6,17 +6,16 @@ extracts with the async manager's pure methods and queues the records right ther
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._api.cost_manager import AsyncCostManager, ManagerHook, WrapsClient
-from .._api.options import DeliveryOptions, resolve_options
+from .._api.options import DeliveryOptions
 from .._core.models import ServiceConfig, WireRecord
-from .facade import SyncFacade
+from .facade import RecorderFacade
 
 if TYPE_CHECKING:
-    from typing_extensions import Self, Unpack
+    from typing_extensions import Unpack
 
 __all__ = ["CostManager"]
 
@@ -39,10 +38,10 @@ class _ThreadHook(ManagerHook):
     _recording = _tracking
 
     def _emit(self, records: Sequence[WireRecord]) -> None:
-        self._facade._emit(records)
+        self._facade._async.emit_blocking(records)
 
 
-class CostManager(SyncFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
+class CostManager(RecorderFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
     """Wrap ``client`` from sync code; the same options as
     [`AsyncCostManager`][aicm.AsyncCostManager].
 
@@ -71,28 +70,13 @@ class CostManager(SyncFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
                 **options,
             )
 
-        # Resolved here first: with the kill switch on, the delivery worker is never started.
-        settings = resolve_options(options, owner=type(self).__name__)
-        super().__init__(build, disabled=settings.disabled)
+        super().__init__(build, options)
         self._wrap(client, None if self.disabled else _ThreadHook(self))
-
-    def __repr__(self) -> str:
-        return repr(self._async).replace("AsyncCostManager", "CostManager", 1)
-
-    def __enter__(self) -> Self:
-        return self
 
     @property
     def api_id(self) -> str:
         """The api_id whose configs drive extraction."""
         return self._async.api_id
-
-    def scope(
-        self, *, client_customer_key: str | None = None, context: Mapping[str, Any] | None = None
-    ) -> contextlib.AbstractContextManager[None]:
-        """``with manager.scope(client_customer_key="acme"):`` tags the calls made inside."""
-        manager = self._async if self._closed else self._live()
-        return manager.scope(client_customer_key=client_customer_key, context=context)
 
     def load_configs(self) -> list[ServiceConfig]:
         """Reload the handling configs from their source (blocking; none when turned off)."""

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import functools
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import anyio.abc
 import anyio.to_thread
 
-from .._api.owner import DeliveryOwner
+from .._api.owner import DeliveryOwner, built_with, resolved
 from .._api.recorder import AsyncRecorder
 from .._core.exceptions import ClosedError
-from .._core.models import WireRecord
 from .._core.settings import DeliveryType
 from .._delivery.engine import DeadLetterRecord
 from .._delivery.health import DeliveryHealth
@@ -21,11 +21,13 @@ from .._delivery.worker import SharedRuntime, shared_runtime
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ClosesOnExit", "SyncFacade"]
+__all__ = ["ClosesOnExit", "OnRuntime", "RecorderFacade", "SyncFacade"]
 
 
 #: The async twin: an ``AsyncTracker``, or an ``AsyncRecorder`` (cost managers, REST).
 A = TypeVar("A", bound=DeliveryOwner)
+T = TypeVar("T")
+R = TypeVar("R", bound=AsyncRecorder)
 
 
 class ClosesOnExit:
@@ -47,38 +49,69 @@ class ClosesOnExit:
         self.close()
 
 
-class SyncFacade(ClosesOnExit, Generic[A]):
-    """Builds the async object inside the runtime's loop, starts it in the runtime's task
-    group, and forwards lifecycle calls. After a fork the child builds a fresh one on
-    first use: the parent's queue and worker are the parent's.
+class OnRuntime(ClosesOnExit, Generic[T]):
+    """An async object built on the shared runtime's loop and called through its portal.
 
-    With the kill switch on (``disabled``) the runtime is never started: the async object
-    is built in the caller's thread, and every call is answered there.
+    A forked child builds a fresh one on first use: the parent's belongs to a loop that
+    is gone.
     """
 
-    def __init__(self, factory: Callable[[], A], *, disabled: bool = False) -> None:
+    _async: T
+
+    def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
-        self._closed = False
-        #: True when the kill switch is on: calls are accepted and nothing is recorded.
-        self.disabled = disabled
         self._runtime: SharedRuntime = shared_runtime()
         self._start()
 
     def _start(self) -> None:
+        self._generation = self._runtime.generation
+        self._async = self._runtime.call(self._factory)
+
+    def _forked(self) -> bool:
+        """True in a forked child until the object is rebuilt."""
+        return self._generation != self._runtime.generation
+
+    def _live(self) -> T:
+        if self._forked():
+            self._start()
+        return self._async
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace(type(self._async).__name__, type(self).__name__, 1)
+
+
+class SyncFacade(OnRuntime[A]):
+    """Starts the async owner in the runtime's task group and forwards lifecycle calls.
+
+    With the kill switch on (``disabled``) the runtime is never started: the owner is
+    built in the caller's thread, and every call is answered there.
+    """
+
+    def __init__(
+        self, factory: Callable[[], A], options: Mapping[str, Any], *, tracker: bool = False
+    ) -> None:
+        self._closed = False
+        # Resolved once, here: the kill switch decides whether the runtime starts, and the
+        # owner is built with these very settings.
+        self._settings = resolved(options, owner=type(self).__name__, tracker=tracker)
+        #: True when the kill switch is on: calls are accepted and nothing is recorded.
+        self.disabled = self._settings.disabled
+        super().__init__(functools.partial(built_with, self._settings, factory))
+
+    def _start(self) -> None:
         runtime = self._runtime
         if self.disabled:
-            # Nothing to run, so no worker thread: the twin only holds settings and state.
-            self._async: A = self._factory()
+            # Nothing to run, so no worker thread: the owner only holds settings and state.
             self._generation = runtime.generation
+            self._async = self._factory()
             return
-        self._async = runtime.call(self._factory)
-        self._generation = runtime.generation
+        super()._start()
         try:
             runtime.call(self._async.start, runtime.task_group)
         except BaseException:
             runtime.call(self._async.aclose, 0.0)
             raise
-        runtime.close_timeout = max(runtime.close_timeout, self._async.settings.close_timeout)
+        runtime.close_timeout = max(runtime.close_timeout, self._settings.close_timeout)
         runtime.register(self)
 
     def _live(self) -> A:
@@ -86,28 +119,12 @@ class SyncFacade(ClosesOnExit, Generic[A]):
             raise ClosedError(
                 f"this {type(self).__name__} is closed; create a new one to track more"
             )
-        if self._generation != self._runtime.generation:
-            self._start()
-        return self._async
+        return super()._live()
 
     @property
     def closed(self) -> bool:
         """True once `close()` was called."""
         return self._closed
-
-    def _emit(self, records: Sequence[WireRecord]) -> None:
-        """Queue records from the caller's thread (IMMEDIATE: send them through the runtime).
-
-        Never raises: a record that cannot be queued is logged and counted.
-        """
-        if not records:
-            return
-        owner = self._async
-        assert isinstance(owner, AsyncRecorder)  # only recorders' facades emit records
-        if owner.delivery_type is DeliveryType.IMMEDIATE:
-            self._runtime.call(owner.send_guarded, list(records))
-        else:
-            owner.emit_blocking(records)
 
     @property
     def delivery_type(self) -> DeliveryType:
@@ -116,7 +133,7 @@ class SyncFacade(ClosesOnExit, Generic[A]):
 
     def flush(self, timeout: float | None = None) -> int:
         """Deliver everything queued within ``timeout`` s; return how many records are left."""
-        if self._closed or self.disabled or self._generation != self._runtime.generation:
+        if self._closed or self.disabled or self._forked():
             return 0
         left: int = self._runtime.call(self._async.flush, timeout)
         return left
@@ -127,7 +144,7 @@ class SyncFacade(ClosesOnExit, Generic[A]):
             return 0
         self._closed = True
         self._runtime.unregister(self)
-        if self.disabled or self._generation != self._runtime.generation:
+        if self.disabled or self._forked():
             return 0
         left: int = self._runtime.call(self._async.aclose, timeout)
         return left
@@ -156,3 +173,17 @@ class SyncFacade(ClosesOnExit, Generic[A]):
     def dead_letters(self) -> list[DeadLetterRecord]:
         """Records the service refused for good (memory queues)."""
         return self._async.dead_letters()
+
+
+class RecorderFacade(SyncFacade[R]):
+    """A facade over a recorder (cost managers, REST wrappers): tags its calls' records."""
+
+    def _open(self) -> R:
+        # Once closed, calls pass through untracked: the twin still answers, nothing starts.
+        return self._async if self._closed else self._live()
+
+    def scope(
+        self, *, client_customer_key: str | None = None, context: Mapping[str, Any] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """``with obj.scope(client_customer_key="acme"):`` tags the calls made inside."""
+        return self._open().scope(client_customer_key=client_customer_key, context=context)

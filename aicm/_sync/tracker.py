@@ -11,23 +11,18 @@ wait in a worker thread, never on the loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, overload
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-import anyio
 import anyio.to_thread
 
-from .._api.options import (
-    LlmTrackOptions,
-    TrackerOptions,
-    TrackOptions,
-    resolve_options,
-)
-from .._api.tracker import AsyncTracker, disabled_result, llm_options
+from .._api.conveniences import TrackConveniences
+from .._api.options import LlmTrackOptions, TrackerOptions, TrackOptions, resolve_options
+from .._api.owner import built_with
+from .._api.tracker import AsyncTracker, batch_items, disabled_result, llm_options
 from .._core.exceptions import ClosedError
-from .._core.models import RecordResult, TrackRecord, UsageRecord, enqueued_result
-from .._core.settings import DeliveryType, OnFull
-from .conveniences import TrackConveniencesSync
+from .._core.models import RecordResult, TrackRecord, UsageRecord
 from .facade import SyncFacade
 
 if TYPE_CHECKING:
@@ -35,8 +30,31 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracker"]
 
+R = TypeVar("R", covariant=True)
 
-class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
+
+class _TrackForms(Protocol[R]):
+    """The two call forms of ``track`` (see `AsyncTracker.track()`), returning ``R``."""
+
+    @overload
+    def __call__(
+        self,
+        api_id: str,
+        service_key: str,
+        usage: Mapping[str, Any],
+        **options: Unpack[TrackOptions],
+    ) -> R: ...
+
+    @overload
+    def __call__(self, usage: Mapping[str, Any], **options: Unpack[TrackOptions]) -> R: ...
+
+
+def track_forms(method: Callable[..., R]) -> _TrackForms[R]:
+    """Type ``method`` (``*args, **kwargs``) as taking ``track``'s two call forms."""
+    return method
+
+
+class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
     """Record usage from sync code: [`AsyncTracker`][aicm.AsyncTracker]'s options and call forms.
 
     ``Tracker()`` tracks free-form (``track(api_id, service_key, usage)``);
@@ -59,24 +77,18 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         service_id: str | None = None,
         **options: Unpack[TrackerOptions],
     ) -> None:
-        # Resolved here first: with the kill switch on, the delivery worker is never started.
-        settings = resolve_options(options, owner=type(self).__name__, tracker=True)
-
-        def build() -> AsyncTracker:
-            # Built on the runtime's loop: the engine's events belong to that loop.
-            if config_id is None and service_id is None:
-                return AsyncTracker(**options)
-            return AsyncTracker(config_id, service_id, **options)  # type: ignore[arg-type]
-
-        super().__init__(build, disabled=settings.disabled)
+        # Built on the runtime's loop: the engine's events belong to that loop.
+        build = functools.partial(AsyncTracker, config_id, service_id, **options)
+        super().__init__(build, options, tracker=True)
 
     def _start(self) -> None:
+        defaults = self.__dict__.get("track_defaults")
         super()._start()
-        self._engine = self._async.engine
-        self._queued = not self.disabled and self._async.delivery_type is not DeliveryType.IMMEDIATE
-
-    def __repr__(self) -> str:
-        return repr(self._async).replace("AsyncTracker", "Tracker", 1)
+        # One TrackDefaults for the facade and its twin: a forked child's new twin keeps it.
+        if defaults is None:
+            self.track_defaults = self._async.track_defaults
+        else:
+            self._async.track_defaults = defaults
 
     @overload
     @classmethod
@@ -99,11 +111,12 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
 
         The setup (starting the runtime, loading the config) waits in a worker thread.
         """
-        if resolve_options(options, owner="create_async", tracker=True).disabled:
-            return cls(config_id, service_id, **options)  # type: ignore[arg-type]  # no I/O
-        return await anyio.to_thread.run_sync(
-            lambda: cls(config_id, service_id, **options)  # type: ignore[arg-type]
-        )
+        settings = resolve_options(options, owner="create_async", tracker=True)
+        new = functools.partial(cls, config_id, service_id, **options)
+        build = functools.partial(built_with, settings, new)
+        if settings.disabled:
+            return build()  # no I/O
+        return await anyio.to_thread.run_sync(build)
 
     @property
     def config_id(self) -> str | None:
@@ -117,46 +130,21 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
 
     # -- tracking --------------------------------------------------------------------------
 
-    @overload
-    def track(
-        self,
-        api_id: str,
-        service_key: str,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> RecordResult: ...
-
-    @overload
-    def track(
-        self,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> RecordResult: ...
-
+    @track_forms
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Record one usage event (see `AsyncTracker.track()`).
 
         ``IMMEDIATE`` waits for the service's verdict; the queues return once the record is
         queued. From async code, await `track_async()` instead.
         """
+        tracker = self._async
         if self._closed or self._generation != self._runtime.generation:
             tracker = self._live()  # raises if closed; restarts in a forked child
-        else:
-            tracker = self._async
-        if not self._queued:
-            if self.disabled:
-                return disabled_result(tracker.build_record(args, kwargs))
-            # Sent from this thread with a blocking client where it can be (the service's
-            # answer is waited for anyway; a trip to the loop would double the CPU).
-            result = tracker.track_blocking(args, kwargs)
-            if result is None:
-                result = self._runtime.call(_track, tracker, args, kwargs)
-            return result
-        # Built and queued in the caller's thread: no portal round trip on this path.
-        record = tracker.build_record(args, kwargs)
-        self._engine.put(record)
-        tracker.limit_guard.after_record(record)  # raises once the record is on its way
-        return enqueued_result(record.response_id)
+        # Queued, or sent with a blocking client, in this thread: no portal round trip.
+        result = tracker.track_from_thread(args, kwargs)
+        if result is None:
+            result = self._runtime.call(functools.partial(tracker.track, *args, **kwargs))
+        return result
 
     def track_llm_usage(
         self, service_key: str, response: Any, **options: Unpack[LlmTrackOptions]
@@ -180,56 +168,24 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.track_stream(recorder, service_key, stream, response_id=response_id)
 
-    @overload
-    async def track_async(
-        self,
-        api_id: str,
-        service_key: str,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> RecordResult: ...
-
-    @overload
-    async def track_async(
-        self,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> RecordResult: ...
-
+    @track_forms
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Like `track()`, safe to await from any event loop: it never blocks the loop."""
-        tracker = self._live()
-        buffer = self._engine.buffer
-        if buffer is not None and buffer.on_full is not OnFull.BLOCK:
-            # Building and queueing cost microseconds and cannot block: stay on the loop.
-            record = tracker.build_record(args, kwargs)
-            self._engine.put(record)
-            tracker.limit_guard.after_record(record)
-            return enqueued_result(record.response_id)
-        if buffer is not None:
-            record = tracker.build_record(args, kwargs)
-            if not buffer.try_put(record):
-                await anyio.to_thread.run_sync(self._engine.put, record)
-            tracker.limit_guard.after_record(record)
-            return enqueued_result(record.response_id)
-        if self.disabled:
-            return self.track(*args, **kwargs)  # checked, not sent: nothing to wait for
-        # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
-        return await anyio.to_thread.run_sync(lambda: self.track(*args, **kwargs))
+        # Queueing in memory costs microseconds and never waits: it stays on the loop.
+        result = self._live().track_from_thread(args, kwargs, wait=False)
+        if result is None:
+            # A full queue, a disk commit or the service's answer is waited for in a thread.
+            result = await anyio.to_thread.run_sync(functools.partial(self.track, *args, **kwargs))
+        return result
 
     def track_batch(
         self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
     ) -> list[RecordResult]:
         """Record many events at once (see `AsyncTracker.track_batch()`)."""
         tracker = self._live()
-        if isinstance(records, (Mapping, str, bytes)):
-            raise TypeError(
-                "track_batch() takes an iterable of records (mappings or built records), "
-                f"not a single {type(records).__name__}"
-            )
         if self.disabled:
-            return [disabled_result(r) for r in tracker.build_batch(records)]
-        result: list[RecordResult] = self._runtime.call(tracker.track_batch, list(records))
+            return [disabled_result(r) for r in tracker.build_batch(batch_items(records))]
+        result: list[RecordResult] = self._runtime.call(tracker.track_batch, batch_items(records))
         return result
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -238,9 +194,3 @@ class Tracker(TrackConveniencesSync, SyncFacade[AsyncTracker]):
         if self._closed:
             raise ClosedError("this tracker is closed; create a new one to track more")
         return self
-
-
-async def _track(
-    tracker: AsyncTracker, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> RecordResult:
-    return await tracker.track(*args, **kwargs)

@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,33 @@ def test_a_client_with_no_config_warns_once(
     assert len(warnings) == 1
     assert "no handling config for api_id '_calculator'" in warnings[0]
     assert usage_records(collector) == []
+
+
+@pytest.mark.usefixtures("llm_configs")
+def test_immediate_sends_from_the_callers_thread(
+    collector: LocalCollector, connection: dict[str, str], openai_client: openai.OpenAI
+) -> None:
+    """IMMEDIATE: the record goes out from the caller's thread, as the sync Tracker's does,
+    so a busy delivery loop does not hold the wrapped call back."""
+    from aicm._delivery.worker import shared_runtime
+
+    with CostManager(openai_client, delivery_type="immediate", **connection) as tracker:
+        stuck, release = threading.Event(), threading.Event()
+
+        def hold_the_loop() -> None:  # a plain function: it blocks the loop while it runs
+            stuck.set()
+            release.wait(6)
+
+        holder = threading.Thread(target=shared_runtime().call, args=(hold_the_loop,))
+        holder.start()
+        try:
+            assert stuck.wait(5)
+            started = time.monotonic()
+            result = tracker.client.chat.completions.create(**CHAT)
+            took = time.monotonic() - started
+            assert [r["response_id"] for r in usage_records(collector)] == [result.id]
+            assert took < 4, took
+        finally:
+            release.set()
+            holder.join()
+        assert tracker.health().sent == 1
