@@ -6,6 +6,7 @@ extracts with the async manager's pure methods and queues the records right ther
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,26 +23,7 @@ __all__ = ["CostManager"]
 ClientT = TypeVar("ClientT")
 
 
-class _ThreadHook(ManagerHook):
-    """The proxy hook of the sync facade: extract, then queue from the caller's thread."""
-
-    __slots__ = ("_facade",)
-
-    def __init__(self, facade: CostManager[Any]) -> None:
-        self._facade = facade
-
-    def _tracking(self) -> AsyncCostManager[Any] | None:
-        # A closed manager passes calls through untracked, and records none in flight.
-        facade = self._facade
-        return None if facade._closed else facade._live()
-
-    _recording = _tracking
-
-    def _emit(self, records: Sequence[WireRecord]) -> None:
-        self._facade._async.emit_blocking(records)
-
-
-class CostManager(RecorderFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
+class CostManager(RecorderFacade[AsyncCostManager[ClientT]], ManagerHook, WrapsClient[ClientT]):
     """Wrap ``client`` from sync code; the same options as
     [`AsyncCostManager`][aicm.AsyncCostManager].
 
@@ -60,23 +42,33 @@ class CostManager(RecorderFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT
         context: Mapping[str, Any] | None = None,
         **options: Unpack[DeliveryOptions],
     ) -> None:
-        def build() -> AsyncCostManager[ClientT]:
-            return AsyncCostManager(
-                client,
-                api_id=api_id,
-                configs=configs,
-                client_customer_key=client_customer_key,
-                context=context,
-                **options,
-            )
-
+        build = functools.partial(
+            AsyncCostManager,
+            client,
+            api_id=api_id,
+            configs=configs,
+            client_customer_key=client_customer_key,
+            context=context,
+            **options,
+        )
         super().__init__(build, options)
-        self._wrap(client, None if self.disabled else _ThreadHook(self))
+        self._wrap(client, None if self.disabled else self)
 
     @property
     def api_id(self) -> str:
         """The api_id whose configs drive extraction."""
         return self._async.api_id
+
+    # -- the proxy's hook: extract, then queue from the caller's thread -----------------------
+
+    def _tracking(self) -> AsyncCostManager[Any] | None:
+        # A closed manager passes calls through untracked, and records none in flight.
+        return None if self._closed else self._live()
+
+    _recording = _tracking
+
+    def _emit(self, records: Sequence[WireRecord]) -> None:
+        self._async.emit_blocking(records)
 
     def load_configs(self) -> list[ServiceConfig]:
         """Reload the handling configs from their source (blocking; none when turned off)."""

@@ -1,12 +1,9 @@
-"""``Tracker``: the sync facade over [`AsyncTracker`][aicm.AsyncTracker], on the shared runtime
-(layer 5).
+"""``Tracker``: the sync facade over [`AsyncTracker`][aicm.AsyncTracker] (layer 5).
 
-``track`` calls never cross into the runtime's loop: the record is built and validated in
-the caller's thread (by the async class's own pure method) and handed to the engine's
-thread-safe queue, committed to SQLite, or (IMMEDIATE) sent with a blocking HTTP client,
-right there. Everything else is one portal call into the async class. The ``*_async``
-methods and `aclose()` may be awaited from any event loop (asyncio or trio): they
-wait in a worker thread, never on the loop.
+``track()`` builds, checks and queues its record (IMMEDIATE: sends it with a blocking HTTP
+client) in the caller's thread; everything else is one portal call into the async class.
+The ``*_async`` methods and `aclose()` may be awaited from any event loop (asyncio or
+trio): they wait in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
