@@ -168,12 +168,17 @@ class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
     @track_forms
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Like `track()`, safe to await from any event loop: it never blocks the loop."""
-        # Queueing in memory costs microseconds and never waits: it stays on the loop.
-        result = self._live().track_from_thread(args, kwargs, wait=False)
-        if result is None:
-            # A full queue, a disk commit or the service's answer is waited for in a thread.
-            result = await anyio.to_thread.run_sync(functools.partial(self.track, *args, **kwargs))
-        return result
+        tracker = self._live()
+        buffer = tracker.engine.buffer
+        if buffer is None and not self.disabled:
+            # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
+            return await anyio.to_thread.run_sync(functools.partial(self.track, *args, **kwargs))
+        record = tracker.build_record(args, kwargs)  # microseconds: it stays on the loop
+        if buffer is None:
+            return disabled_result(record)
+        if not buffer.try_put(record):  # full: wait in a thread, never on the loop
+            await anyio.to_thread.run_sync(tracker.engine.put, record)
+        return tracker.queued(record)
 
     def track_batch(
         self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]
