@@ -23,7 +23,25 @@ __all__ = ["CostManager"]
 ClientT = TypeVar("ClientT")
 
 
-class CostManager(RecorderFacade[AsyncCostManager[ClientT]], ManagerHook, WrapsClient[ClientT]):
+class _ThreadHook(ManagerHook):
+    """The proxy hook of the sync facade: extract, then queue from the caller's thread."""
+
+    __slots__ = ("_facade",)
+
+    def __init__(self, facade: CostManager[Any]) -> None:
+        self._facade = facade
+
+    def _tracking(self) -> AsyncCostManager[Any] | None:
+        # A closed manager passes calls through untracked, and records none in flight.
+        return None if self._facade._closed else self._facade._live()
+
+    _recording = _tracking
+
+    def _emit(self, records: Sequence[WireRecord]) -> None:
+        self._facade._async.emit_blocking(records)
+
+
+class CostManager(RecorderFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT]):
     """Wrap ``client`` from sync code; the same options as
     [`AsyncCostManager`][aicm.AsyncCostManager].
 
@@ -52,23 +70,12 @@ class CostManager(RecorderFacade[AsyncCostManager[ClientT]], ManagerHook, WrapsC
             **options,
         )
         super().__init__(build, options)
-        self._wrap(client, None if self.disabled else self)
+        self._wrap(client, None if self.disabled else _ThreadHook(self))
 
     @property
     def api_id(self) -> str:
         """The api_id whose configs drive extraction."""
         return self._async.api_id
-
-    # -- the proxy's hook: extract, then queue from the caller's thread -----------------------
-
-    def _tracking(self) -> AsyncCostManager[Any] | None:
-        # A closed manager passes calls through untracked, and records none in flight.
-        return None if self._closed else self._live()
-
-    _recording = _tracking
-
-    def _emit(self, records: Sequence[WireRecord]) -> None:
-        self._async.emit_blocking(records)
 
     def load_configs(self) -> list[ServiceConfig]:
         """Reload the handling configs from their source (blocking; none when turned off)."""

@@ -9,8 +9,8 @@ trio): they wait in a worker thread, never on the loop.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio.to_thread
 
@@ -26,29 +26,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["Tracker"]
-
-R = TypeVar("R", covariant=True)
-
-
-class _TrackForms(Protocol[R]):
-    """The two call forms of ``track`` (see `AsyncTracker.track()`), returning ``R``."""
-
-    @overload
-    def __call__(
-        self,
-        api_id: str,
-        service_key: str,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> R: ...
-
-    @overload
-    def __call__(self, usage: Mapping[str, Any], **options: Unpack[TrackOptions]) -> R: ...
-
-
-def track_forms(method: Callable[..., R]) -> _TrackForms[R]:
-    """Type ``method`` (``*args, **kwargs``) as taking ``track``'s two call forms."""
-    return method
 
 
 class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
@@ -127,7 +104,18 @@ class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
 
     # -- tracking --------------------------------------------------------------------------
 
-    @track_forms
+    @overload
+    def track(
+        self,
+        api_id: str,
+        service_key: str,
+        usage: Mapping[str, Any],
+        **options: Unpack[TrackOptions],
+    ) -> RecordResult: ...
+
+    @overload
+    def track(self, usage: Mapping[str, Any], **options: Unpack[TrackOptions]) -> RecordResult: ...
+
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Record one usage event (see `AsyncTracker.track()`).
 
@@ -165,7 +153,20 @@ class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.track_stream(recorder, service_key, stream, response_id=response_id)
 
-    @track_forms
+    @overload
+    async def track_async(
+        self,
+        api_id: str,
+        service_key: str,
+        usage: Mapping[str, Any],
+        **options: Unpack[TrackOptions],
+    ) -> RecordResult: ...
+
+    @overload
+    async def track_async(
+        self, usage: Mapping[str, Any], **options: Unpack[TrackOptions]
+    ) -> RecordResult: ...
+
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Like `track()`, safe to await from any event loop: it never blocks the loop."""
         tracker = self._live()
