@@ -131,7 +131,7 @@ def _parse_per_record() -> float:
     """The actor's parsing of a 1000-result answer, per record."""
     import json
 
-    from aicm._io import http
+    from aicm._io import answers
 
     body = json.dumps(
         {
@@ -139,10 +139,10 @@ def _parse_per_record() -> float:
             "triggered_limits": {},
         }
     )
-    parse: Callable[[], object] = functools.partial(http._parse_results, body)
+    parse: Callable[[], object] = functools.partial(answers.parse_results, body)
     try:  # the engine asks only for the refused records, where the client supports that
-        functools.partial(http._parse_results, body, only_failures=True)()
-        parse = functools.partial(http._parse_results, body, only_failures=True)
+        functools.partial(answers.parse_results, body, only_failures=True)()
+        parse = functools.partial(answers.parse_results, body, only_failures=True)
     except TypeError:
         pass
     return _best(parse, number=100) / 1000

@@ -255,16 +255,31 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
             if chunks is not None:
                 return self.builtin.records_for_stream(path, kwargs, chunks, tags)
             return self.builtin.records_for_call(path, kwargs, response, tags)
-        payloads = _extract(
-            self.extractor,
-            call,
-            response,
-            chunks,
-            api_id=self.api_id,
-            client_customer_key=key,
-            context=ctx,
-        )
-        records: list[WireRecord] = list(self.usage_records(payloads, tags))
+        if chunks is None:
+            sized = self.extractor.extract_sized(
+                path,
+                args=call.args,
+                kwargs=kwargs,
+                response=response,
+                func=call.func,
+                api_id=self.api_id,
+                client_customer_key=key,
+                context=ctx,
+            )
+            payloads = [payload for payload, _ in sized]
+            bounds = [bound for _, bound in sized]
+        else:
+            payloads = _extract(
+                self.extractor,
+                call,
+                None,
+                chunks,
+                api_id=self.api_id,
+                client_customer_key=key,
+                context=ctx,
+            )
+            bounds = []
+        records: list[WireRecord] = list(self.usage_records(payloads, tags, bounds))
         if not records:
             self._report_no_record(call, response, chunks)
         return records

@@ -124,28 +124,39 @@ class AsyncRecorder(DeliveryOwner):
         return key, ctx
 
     def usage_records(
-        self, payloads: Iterable[Mapping[str, Any]], tags: Tags | None = None
+        self,
+        payloads: Iterable[Mapping[str, Any]],
+        tags: Tags | None = None,
+        bounds: Sequence[int] = (),
     ) -> list[UsageRecord]:
         """Build ``/track-usage`` records from extracted payloads (pure).
 
         The customer key and context are added where the config did not map them; a
-        payload that cannot be recorded is logged and skipped.
+        payload that cannot be recorded is logged and skipped. ``bounds``: the
+        extractor's upper bound of each payload's JSON size (-1: not known).
         """
         key, ctx = self.tags() if tags is None else tags
         records = []
-        for payload in payloads:
+        for i, payload in enumerate(payloads):
+            bound = bounds[i] if i < len(bounds) else -1
             if (key is not None and payload.get("client_customer_key") is None) or (
                 ctx is not None and payload.get("context") is None
             ):
                 payload = dict(payload)
                 if key is not None and payload.get("client_customer_key") is None:
                     payload["client_customer_key"] = key
+                    # the key's entry: its name and value quoted, a colon and a comma
+                    ok = bound >= 0 and key.isascii()
+                    bound = bound + 6 * (19 + len(key)) + 6 if ok else -1
                 if ctx is not None and payload.get("context") is None:
                     payload["context"] = to_plain(ctx, field="context")  # the record's own
+                    bound = -1  # counted where the record is built
             try:
                 # Extracted payloads are fresh plain dicts already: not converted again.
                 records.append(
-                    UsageRecord.build(payload, max_bytes=self.settings.max_record_bytes, plain=True)
+                    UsageRecord.build(
+                        payload, max_bytes=self.settings.max_record_bytes, plain=True, bound=bound
+                    )
                 )
             except RecordError as exc:
                 self.engine.stats.discard("invalid_payload")

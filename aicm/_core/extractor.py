@@ -26,7 +26,7 @@ from .handling import (
     is_private_name,
     refused_segment,
 )
-from .jsonplain import JSONValue, to_plain
+from .jsonplain import _FAST_INT_BITS, _NUMBER_BOUND, JSONValue, plain_size_bound, to_plain
 from .models import ServiceConfig, utc_now_iso
 from .values import (
     MAX_CACHE,
@@ -34,7 +34,7 @@ from .values import (
     USAGE_FIELD,
     accumulate_stream,
     is_http_object,
-    plain_value,
+    plain_value_sized,
     resolve_path,
     warn_once,
 )
@@ -57,6 +57,8 @@ logger = logging.getLogger("aicm.extractor")
 _ID_STEPS: FieldPath = (("id", None),)
 
 Getter = Callable[["_Call", Any, Any], Any]
+# A payload and an upper bound of its JSON size in bytes (-1: not known).
+Sized = tuple[dict[str, Any], int]
 
 
 class CallTags(TypedDict, total=False):
@@ -337,6 +339,7 @@ class _CompiledConfig:
         "refused",
         "static",
         "static_is_flat",
+        "static_size",
     )
 
     def __init__(self, original: HandlingConfig) -> None:
@@ -344,25 +347,28 @@ class _CompiledConfig:
         config = _trusted_part(original)
         # A list_path through a credential or transport name: the config yields nothing.
         self.refused = config.list_path is not None and config.list_path != original.list_path
-        self.entries: tuple[tuple[str, Getter, str, str, bool], ...] = tuple(
+        self.entries: tuple[tuple[str, Getter, str, str, bool, int], ...] = tuple(
             (
                 s.key,
                 _usage_object(s, config, _compile_getter(s, config)),
                 f"payload.{s.key}",
                 s.source,
                 s.kind in _READ_SOURCES,
+                6 * len(s.key) + 4 if s.key.isascii() else -1,  # quotes, colon, comma
             )
             for s in config.payload_mapping
         )
         self.static = config.static_payload_fields
         self.static_is_flat = all(not isinstance(v, (dict, list)) for v in self.static.values())
+        # Keys the mapping also fills are counted twice: still an upper bound.
+        self.static_size = plain_size_bound(to_plain(self.static)) if self.static else 0
         self.list_steps = config.list_path
         final = {f.key: f for f in (config.streaming.final_fields if config.streaming else ())}
         self.final_fields: tuple[ResponseField, ...] = tuple(
             ({"usage": USAGE_FIELD} | final).values()
         )
 
-    def payloads(self, call: _Call, response: Any) -> list[dict[str, Any]]:
+    def payloads(self, call: _Call, response: Any) -> list[Sized]:
         if self.refused:
             return []
         if self.list_steps is None:
@@ -378,10 +384,11 @@ class _CompiledConfig:
             return []
         return [self._payload(call, item, response) for item in items]
 
-    def _payload(self, call: _Call, item: Any, response: Any) -> dict[str, Any]:
+    def _payload(self, call: _Call, item: Any, response: Any) -> Sized:
         config_id = self.config.config_id
         payload: dict[str, Any] = {}
-        for key, getter, field, source, read in self.entries:
+        size = 2  # the payload's JSON bytes at most, as plain_size_bound counts; -1: unknown
+        for key, getter, field, source, read, key_size in self.entries:
             value = getter(call, item, response)
             if value is MISSING or value is None:
                 logger.debug(
@@ -393,16 +400,25 @@ class _CompiledConfig:
                 )
                 continue
             t = type(value)
-            if t is str or t is int or t is bool:  # most values: plain already
+            if t is str:  # most values: plain already
                 payload[key] = value
-                continue
-            plain = plain_value(value, field, config_id, source, read=read)
-            if plain is not MISSING:
+                bound = 6 * len(value) + 2 if value.isascii() else -1
+            elif t is int or t is bool:
+                payload[key] = value
+                bound = _NUMBER_BOUND if t is bool or value.bit_length() <= _FAST_INT_BITS else -1
+            else:
+                plain, bound = plain_value_sized(value, field, config_id, source, read=read)
+                if plain is MISSING:
+                    continue
                 payload[key] = plain
+            if size >= 0:
+                size = size + key_size + bound if bound >= 0 and key_size >= 0 else -1
         if self.static:
             # A fresh copy per payload, so no two records share a nested value.
             payload.update(self.static if self.static_is_flat else to_plain(self.static))  # type: ignore[arg-type]
-        return payload
+            if size >= 0:
+                size = size + self.static_size if self.static_size >= 0 else -1
+        return payload, size
 
 
 class UniversalExtractor:
@@ -469,13 +485,32 @@ class UniversalExtractor:
         ``tags`` are what the payload_mapping's own sources (``service_id``, ``timestamp``...)
         give.
         """
+        return [
+            payload
+            for payload, _ in self.extract_sized(
+                method, args=args, kwargs=kwargs, response=response, func=func, **tags
+            )
+        ]
+
+    def extract_sized(
+        self,
+        method: str,
+        *,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        response: Any,
+        func: Callable[..., Any] | None = None,
+        **tags: Unpack[CallTags],
+    ) -> list[Sized]:
+        """`extract()`, each payload with an upper bound of its JSON size in bytes (-1 when
+        not known), which spares the record a second walk of the payload."""
         routes = self._routes.get(method)
         if routes is None:
             routes = self._route(method)
         if not routes:
             return []
         call = _Call(method, args, kwargs, func, tags)
-        out: list[dict[str, Any]] = []
+        out: list[Sized] = []
         for compiled in routes:
             out.extend(_run(compiled, call, response))
         return out
@@ -509,11 +544,11 @@ class UniversalExtractor:
                 response = built[compiled.final_fields] = accumulate_stream(
                     chunks, compiled.final_fields
                 )
-            out.extend(_run(compiled, call, response))
+            out.extend(payload for payload, _ in _run(compiled, call, response))
         return out
 
 
-def _run(compiled: _CompiledConfig, call: _Call, response: Any) -> list[dict[str, Any]]:
+def _run(compiled: _CompiledConfig, call: _Call, response: Any) -> list[Sized]:
     try:
         return compiled.payloads(call, response)
     except Exception:

@@ -355,14 +355,24 @@ class UsageRecord:
 
     @classmethod
     def build(
-        cls, payload: Mapping[str, Any], *, max_bytes: int = 65536, plain: bool = False
+        cls,
+        payload: Mapping[str, Any],
+        *,
+        max_bytes: int = 65536,
+        plain: bool = False,
+        bound: int = -1,
     ) -> UsageRecord:
         """Validate ``payload``; without a ``response_id`` it gets a fresh one.
 
         ``plain=True`` says ``payload`` is already a fresh dict of plain JSON data that
-        the record may own (what the extractor builds): it is not converted again.
+        the record may own (what the extractor builds): it is not converted again. With
+        it, ``bound`` may give an upper bound of its JSON size that the extractor counted
+        while building it (its plain leaves checked alike): the payload is not walked again.
         """
-        bound = plain_size_bound(payload) if plain and type(payload) is dict else -1
+        if not plain or type(payload) is not dict:
+            bound = -1
+        elif bound < 0:
+            bound = plain_size_bound(payload)
         if bound >= 0:
             return cls._checked(payload, max_bytes, bound)
         return cls._checked(to_plain(payload, field="payload"), max_bytes, -1)

@@ -18,7 +18,7 @@ from urllib.parse import ParseResult, SplitResult
 
 from .exceptions import NotSerializableError, RecordError
 from .handling import FieldPath, ResponseField
-from .jsonplain import JSONValue, to_plain
+from .jsonplain import _FAST_INT_BITS, _NUMBER_BOUND, JSONValue, to_plain
 from .private_names import is_credential_name
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "accumulate_stream",
     "is_http_object",
     "plain_value",
+    "plain_value_sized",
     "resolve_path",
     "warn_once",
 ]
@@ -73,6 +74,11 @@ def resolve_path(obj: Any, steps: FieldPath) -> Any:
                 cur = cur[index]
             except IndexError:
                 return MISSING
+        elif t in _ATTRIBUTE_TYPES and key[:1] != "_":
+            try:
+                cur = getattr(cur, key, MISSING)
+            except Exception:  # a property that raises: a value we cannot read
+                return MISSING
         else:
             cur = _step_other(cur, key, index)
         if cur is MISSING:
@@ -80,15 +86,25 @@ def resolve_path(obj: Any, steps: FieldPath) -> Any:
     return cur
 
 
+# Types that are neither mappings nor sequences (pydantic models, SDK objects): a step
+# into one reads an attribute, without asking the ABCs again for every value.
+_ATTRIBUTE_TYPES: set[type] = set()
+
+
 def _step_other(cur: Any, key: str, index: int | None) -> Any:
     try:
         if isinstance(cur, Mapping):
             return cur.get(key, MISSING)
-        if index is not None and isinstance(cur, Sequence) and not isinstance(cur, (str, bytes)):
-            try:
-                return cur[index]
-            except IndexError:
-                return MISSING
+        if isinstance(cur, Sequence):
+            if index is not None and not isinstance(cur, (str, bytes)):
+                try:
+                    return cur[index]
+                except IndexError:
+                    return MISSING
+        else:
+            if len(_ATTRIBUTE_TYPES) >= MAX_CACHE:
+                _ATTRIBUTE_TYPES.clear()
+            _ATTRIBUTE_TYPES.add(type(cur))
         if key.startswith("_"):
             # Configs come from the service: they read public data only, never private state.
             return MISSING
@@ -112,12 +128,21 @@ def plain_value(
     t = type(value)
     if t is str or t is int or t is bool:
         return value
+    return plain_value_sized(value, field, config_id, source, read=read)[0]
+
+
+def plain_value_sized(
+    value: Any, field: str, config_id: str, source: str = "", *, read: bool = True
+) -> tuple[Any, int]:
+    """`plain_value()` and an upper bound of its JSON size in bytes (as
+    `plain_size_bound()` counts them), or -1 when not known (then that function, or
+    ``to_plain``, checks the value where the record is built)."""
     dropped: list[str] | None = [] if read else None
     try:
-        plain = _fast_plain(value, 0, dropped)
+        plain, bound = _fast_plain(value, 0, dropped)
     except Exception:  # _NotFast, or a model_dump() that raised: to_plain names the problem
         dropped = [] if read else None
-        plain = _slow_plain(value, field, config_id, dropped)
+        plain, bound = _slow_plain(value, field, config_id, dropped), -1
     if plain is _HTTP_OBJECT:
         warn_once(
             config_id,
@@ -125,7 +150,7 @@ def plain_value(
             f"the value is an HTTP {type(value).__name__} object, which is never sent; "
             "left out of the payload",
         )
-        return MISSING
+        return MISSING, -1
     if dropped:
         names = ", ".join(sorted({repr(k) for k in dropped}))
         warn_once(
@@ -133,7 +158,7 @@ def plain_value(
             source or field,
             f"left out the credential or transport key(s) {names} found inside the value",
         )
-    return plain
+    return plain, bound
 
 
 def _slow_plain(value: Any, field: str, config_id: str, dropped: list[str] | None) -> Any:
@@ -274,48 +299,87 @@ class _NotFast(Exception):
     """The value needs `to_plain()`'s full treatment (or its error message)."""
 
 
-def _fast_plain(value: Any, depth: int, dropped: list[str] | None) -> Any:
-    """A fresh plain copy of JSON-shaped data and pydantic models, else `_NotFast`.
+def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool = False) -> Any:
+    """A plain copy of JSON-shaped data and pydantic models and a bound of its JSON size;
+    else `_NotFast`.
 
-    ``to_plain`` builds a path string for every value it visits, which costs ~15 us for an
-    openai usage block; this handles the common shapes without it and leaves everything
-    else, and every error, to ``to_plain``. Scalars are checked inline: a call per leaf
-    would double the cost. With a ``dropped`` list (a value the config read), credential
-    keys are left out (and listed there), and so are keys whose value is None.
+    Returns ``(plain, bound)``: ``bound`` is an upper bound of the JSON bytes of ``plain``
+    (as `plain_size_bound()` counts them), or -1 where a leaf needs that function's
+    exact checks (a non-ASCII string, a wide int). ``to_plain`` builds a path string for
+    every value it visits, which costs ~15 us for an openai usage block; this handles the
+    common shapes without it and leaves everything else, and every error, to ``to_plain``.
+    Scalars are checked inline: a call per leaf would double the cost. With a ``dropped``
+    list (a value the config read), credential keys are left out (and listed there), and
+    so are keys whose value is None. ``owned``: containers built by a ``model_dump()`` for
+    this call, handed back as they are when nothing in them is left out.
     """
     t = type(value)
-    if t is str or t is int or t is bool or value is None:
-        return value
+    if t is str:
+        return value, 6 * len(value) + 2 if value.isascii() else -1
+    if t is int:
+        return value, _NUMBER_BOUND if value.bit_length() <= _FAST_INT_BITS else -1
+    if t is bool or value is None:
+        return value, _NUMBER_BOUND
     if t is float:
         if value - value == 0.0:  # false for NaN and the infinities
-            return value
+            return value, _NUMBER_BOUND
         raise _NotFast
     if depth > 32:
         raise _NotFast
     if t is dict:
-        out = {}
+        out: dict[str, Any] | None = None if owned else {}
+        size = 2
         for k, v in value.items():
             if type(k) is not str:
                 raise _NotFast
             if dropped is not None and (v is None or (k not in _PLAIN_KEYS and _unsent_key(k))):
                 if v is not None:
                     dropped.append(k)
+                if out is None:  # an owned dict loses a key: copy what came before it
+                    out = _before(value, k)
                 continue
             tv = type(v)
-            if tv is str or tv is int or tv is bool or v is None or (tv is float and v - v == 0.0):
-                out[k] = v
+            if tv is str:
+                pv, bound = v, 6 * len(v) + 2 if v.isascii() else -1
+            elif tv is int:
+                pv, bound = v, _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else -1
+            elif tv is bool or v is None or (tv is float and v - v == 0.0):
+                pv, bound = v, _NUMBER_BOUND
             else:
-                out[k] = _fast_plain(v, depth + 1, dropped)
-        return out
+                pv, bound = _fast_plain(v, depth + 1, dropped, owned)
+                if pv is not v and out is None:  # a nested value changed: copy this dict
+                    out = _before(value, k)
+            if out is not None:
+                out[k] = pv
+            if size >= 0:
+                size = size + 6 * len(k) + 4 + bound if bound >= 0 and k.isascii() else -1
+        return (value if out is None else out), size
     if t is list or t is tuple:
-        return [_fast_plain(v, depth + 1, dropped) for v in value]
+        items = []
+        size = 2
+        for v in value:
+            pv, bound = _fast_plain(v, depth + 1, dropped, owned)
+            items.append(pv)
+            if size >= 0:
+                size = size + bound + 1 if bound >= 0 else -1
+        return items, size
     if hasattr(t, "__pydantic_serializer__"):
         # Keys whose value is None are left out below anyway (a value the config read):
         # pydantic leaving out its own unset fields first spares building and walking them.
-        return _fast_plain(
-            value.model_dump(mode="json", exclude_none=dropped is not None), depth + 1, dropped
-        )
+        # What model_dump() builds is this call's own: its containers need no copy.
+        dump = value.model_dump(mode="json", exclude_none=dropped is not None)
+        return _fast_plain(dump, depth + 1, dropped, True)
     raise _NotFast
+
+
+def _before(value: dict[str, Any], key: str) -> dict[str, Any]:
+    """A copy of the entries of ``value`` that come before ``key``."""
+    out = {}
+    for k, v in value.items():
+        if k is key:
+            break
+        out[k] = v
+    return out
 
 
 # Keys already judged not to name a credential: one set lookup per key on the hot path

@@ -1,9 +1,8 @@
 """The bounded in-memory queue between producers on any thread and one delivery actor (layer 3).
 
-Why not an anyio memory object stream: the sync facade's callers live on other threads,
-and a stream may only be used from its own event loop. A sync ``track`` must cost a few
-microseconds, so it cannot pay a portal round trip; instead it appends under a lock and
-wakes the actor only on the transitions the actor waits for (first record, full batch).
+Not an anyio memory object stream: that may only be used from its own event loop, and a
+sync ``track`` on another thread cannot pay a portal round trip. It appends under a lock
+and wakes the actor only on the transitions the actor waits for (first record, full batch).
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ _monotonic = time.monotonic
 class Waker:
     """Wakes one task on one event loop from any thread, without losing a wake.
 
-    Level-triggered: a `wake()` that comes while nobody waits is kept, and the next
-    `wait()` returns at once. The actor therefore never sleeps through a flush or a
-    close that arrived while it was busy (say, awaiting a SQLite read).
+    Level-triggered: a `wake()` while nobody waits makes the next `wait()` return at once,
+    so the actor never sleeps through a flush or close that came while it was busy.
     """
 
     def __init__(self) -> None:
@@ -69,21 +67,20 @@ class Waker:
 
 class _WakesAtCount:
     """Producers on any thread add to a count; the one consumer may sleep until it reaches
-    a mark (a first record, a full batch), and the producer that reaches it wakes it."""
+    a mark, and the producer that reaches it wakes it."""
 
-    _lock: threading.Lock
-    _waker: Waker | None
-    _waiting_for: int
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Set by the consumer before it sleeps; a producer that sees it wakes the consumer.
+        self._waker: Waker | None = None
+        self._waiting_for = 0  # the count the sleeping consumer waits for
 
     def _size(self) -> int:
         raise NotImplementedError
 
     def wait_for(self, waker: Waker, count: int) -> bool:
-        """Ask producers to wake ``waker`` once ``count`` have come.
-
-        False if they already have (nothing to wait for); else call `cancel_wait()`
-        after the wait.
-        """
+        """Ask producers to wake ``waker`` once ``count`` have come; False if they already
+        have, else call `cancel_wait()` after the wait."""
         with self._lock:
             if self._size() >= count:
                 return False
@@ -100,10 +97,8 @@ class _WakesAtCount:
 class RecordBuffer(_WakesAtCount, Generic[T]):
     """A bounded FIFO: producers on any thread, one consumer (the actor) on one loop.
 
-    ``put`` never touches the event loop unless the consumer is asleep waiting for the
-    transition this put makes (the first record, or a full batch). Each record keeps the
-    ``time.monotonic()`` of its arrival, so the batch window and the health's oldest age
-    are measured from the oldest record actually waiting.
+    Each record keeps the ``time.monotonic()`` of its arrival: the batch window and the
+    health's oldest age are measured from the oldest record actually waiting.
     """
 
     def __init__(
@@ -113,9 +108,9 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
         batch_size: int,
         on_full: OnFull = OnFull.BLOCK,
         block_timeout: float | None = None,
-        on_discard: Callable[[T], object] | None = None,
         on_discarded: Callable[[T, str], None] | None = None,
     ) -> None:
+        super().__init__()
         self.maxsize = maxsize
         self.batch_size = batch_size
         self.on_full = on_full
@@ -124,14 +119,9 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
         # would be one more object for the garbage collector to scan, on every track().
         self._items: deque[T] = deque()
         self._times: deque[float] = deque()
-        self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._sync_waiters = 0
-        self._on_discard = on_discard
         self._on_discarded = on_discarded
-        # Set by the consumer before it sleeps; a producer that sees it wakes the consumer.
-        self._waker: Waker | None = None
-        self._waiting_for = 0  # how many records the sleeping consumer waits for
         self._room: anyio.Event | None = None
         self.closed = False
 
@@ -166,8 +156,8 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
             if waker is not None and len(items) >= self._waiting_for:
                 self._waker = None
                 waker.wake()
-        if dropped is not None:
-            self._discarded(dropped, "backpressure")
+        if dropped is not None and self._on_discarded is not None:
+            self._on_discarded(dropped, "backpressure")
         return True
 
     def put(self, item: T) -> None:
@@ -215,12 +205,6 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
                 f"the delivery queue stayed full for {self.block_timeout} s"
             ) from None
 
-    def _discarded(self, item: T, reason: str) -> None:
-        if self._on_discarded is not None:
-            self._on_discarded(item, reason)
-        if self._on_discard is not None:
-            self._on_discard(item)
-
     # -- the consumer ----------------------------------------------------------------
 
     def take(self, limit: int) -> list[T]:
@@ -248,11 +232,9 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
         return batch
 
     def push_front(self, items: list[T], *, queued_at: float | None = None) -> None:
-        """Return records the consumer could not deliver to the head of the queue.
-
-        ``queued_at`` is when they first arrived (``time.monotonic()``), so their age
-        stays true; they may briefly take the queue past ``maxsize`` (they were in it).
-        """
+        """Return records the consumer could not deliver to the head of the queue, with
+        ``queued_at`` when they first arrived (``time.monotonic()``); they may briefly
+        take the queue past ``maxsize`` (they were in it)."""
         at = time.monotonic() if queued_at is None else queued_at
         with self._lock:
             self._items.extendleft(reversed(items))
@@ -278,11 +260,8 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
             return items
 
     def forget_after_fork(self) -> None:
-        """In a forked child: drop the parent's records and locks without touching them.
-
-        A lock some parent thread held at the fork stays held forever in the child, so
-        fresh ones replace them rather than being acquired.
-        """
+        """In a forked child: drop the parent's records and locks without touching them
+        (a lock a parent thread held at the fork stays held forever here)."""
         self._lock = threading.Lock()
         self._not_full = threading.Condition(self._lock)
         self._sync_waiters = 0
@@ -297,37 +276,25 @@ class Doorbell(_WakesAtCount):
     """Counts records written elsewhere (the SQLite file) and wakes the actor, from any thread."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._first_at = 0.0
-        self._waker: Waker | None = None
-        self._waiting_for = 0
-
-    @property
-    def count(self) -> int:
-        """Records rung in since the last `reset()`."""
-        return self._count
-
-    @property
-    def first_at(self) -> float:
-        """``time.monotonic()`` of the first ring since the last reset."""
-        return self._first_at
+        super().__init__()
+        self.count = 0  # records rung in since the last reset()
+        self.first_at = 0.0  # time.monotonic() of the first of them
 
     def ring(self, n: int = 1) -> None:
         """Note ``n`` new records; wake the actor if it waits for this many."""
         with self._lock:
-            if not self._count:
-                self._first_at = time.monotonic()
-            self._count += n
+            if not self.count:
+                self.first_at = time.monotonic()
+            self.count += n
             waker = self._waker
-            if waker is not None and self._count >= self._waiting_for:
+            if waker is not None and self.count >= self._waiting_for:
                 self._waker = None
                 waker.wake()
 
     def _size(self) -> int:
-        return self._count
+        return self.count
 
     def reset(self) -> None:
         """Start counting afresh (the actor is about to claim what was rung in)."""
         with self._lock:
-            self._count = 0
+            self.count = 0

@@ -1,11 +1,11 @@
 """What the delivery actor does with an answer: pure decisions, no I/O, no clock (layer 3).
 
-Each function takes what happened (an `Answer`, a batch, the time
-as the caller read it) and returns what to do; the engine carries it out. Status classes
-(DESIGN section 3): 2xx delivered, except the records the answer refuses one by one;
-408/425/429/5xx and no answer retried with backoff (a ``Retry-After`` wins); 401/403, no
-key and redirects pause delivery, keeping every record; other 4xx dead-letter the records
-the answer names, or split the batch until the bad one stands alone.
+Each function takes what happened (an `Answer`, a batch, the time as the caller read it)
+and returns what to do; the engine carries it out. Status classes (DESIGN section 3): 2xx
+delivered, except the records the answer refuses one by one; 408/425/429/5xx and no
+answer retried with backoff (a ``Retry-After`` wins); 401/403, no key and redirects pause
+delivery, keeping every record; other 4xx dead-letter the records the answer names, or
+split the batch until the bad one stands alone.
 """
 
 from __future__ import annotations
@@ -99,9 +99,8 @@ def reason(result: RecordResult) -> str:
 def settle(items: Sequence[T], result: TrackResult) -> Delivered[T]:
     """Sort a 2xx answer's batch: delivered, or refused by a per-record result.
 
-    Results name failures only (or every record): a record with no result of its own was
-    delivered. Two records with one ``response_id`` are one event to the service, so a
-    verdict on that id is the verdict on both.
+    A record with no result of its own was delivered (results may name failures only).
+    Two records with one ``response_id`` are one event to the service: one verdict.
     """
     refused = {r.response_id: r for r in result.results if not r.ok}
     if not refused:
@@ -127,11 +126,8 @@ def decide(
     auth_retry_interval: float,
     rng: random.Random | None = None,
 ) -> Decision[T]:
-    """What to do with ``items`` after ``answer``.
-
-    ``now`` is the clock the returned times are on; ``failures`` how many retryable
-    failures came in a row before this answer (the backoff grows with them).
-    """
+    """What to do with ``items`` after ``answer``. ``now`` is the clock the returned times
+    are on; ``failures`` the retryable failures in a row before it (the backoff grows)."""
     outcome = answer.outcome
     if outcome is Outcome.DELIVERED:
         return settle(items, answer.result if answer.result is not None else TrackResult())
@@ -169,10 +165,8 @@ class Gate:
 
 def gate(now: float, *, not_before: float, deadline: float) -> Gate:
     """May the actor send at ``now``? ``not_before`` ends a backoff; ``deadline`` a close.
-
     Past the deadline, or when the backoff ends at or after it, the actor stops (keeping
-    what it holds) rather than start an attempt that cannot finish.
-    """
+    what it holds) rather than start an attempt that cannot finish."""
     if now >= deadline:
         return Gate(stop=True)
     wait = not_before - now

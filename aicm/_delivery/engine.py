@@ -1,17 +1,14 @@
 """The delivery engine: queue records, and an actor that batches, sends, retries, acks (layer 3).
 
-One engine serves one tracker. ``IMMEDIATE`` sends in the caller's task. A queue keeps
-records in a `Store`: a `MemoryStore` for ``MEM_QUEUE``, a
-`SqliteStore` (the file is written first) for ``PERSISTENT_QUEUE``. Either way one
-actor task, started in a task group the owner supplies, takes the store's batches, sends
-each, and carries out what `decide()` makes of the answer: delivered, retry later,
-pause, dead letter, or split.
+One engine serves one tracker. ``IMMEDIATE`` sends in the caller's task (immediate.py).
+A queue keeps records in a `Store` (`MemoryStore` or `SqliteStore`); one actor task,
+started in the owner's task group, takes its batches, sends each, and carries out what
+`decide()` makes of the answer.
 
-The actor never dies of an error: whatever it holds when something unexpected happens
-goes back to the store, and it carries on after a backoff. Every record it takes is
-*held* until the service's answer settles it (acked, dead-lettered or given back), so an
-interruption (a close deadline, a cancellation, a bug) can neither lose a record nor send
-an acked one again.
+The actor never dies of an error: what it holds goes back to the store and it carries on
+after a backoff. Every record it takes is *held* until an answer settles it (acked,
+dead-lettered or given back), so an interruption (a close deadline, a cancellation, a
+bug) can neither lose a record nor send an acked one again.
 """
 
 from __future__ import annotations
@@ -21,8 +18,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
 
 import anyio
 import anyio.abc
@@ -34,20 +29,11 @@ from .._core.policy import Answer, RetryPolicy
 from .._core.settings import DeliveryType, Settings
 from .._io.http import MAX_RECORDS_PER_REQUEST, AsyncCostManagerClient
 from .buffer import RecordBuffer, Waker
-from .decide import Delivered, Pause, Refused, Retry, Split, decide, gate
-from .health import (
-    DeliveryHealth,
-    DeliveryStats,
-    discard_record,
-    register_engine,
-    unregister_engine,
-)
-from .immediate import Immediate, send_now, send_now_blocking
+from .decide import Delivered, Pause, Refused, Retry, decide, gate
+from .health import DeliveryHealth, DeliveryStats, register_engine, unregister_engine
+from .immediate import Immediate
 from .loss import report_dropped, report_pending
 from .store import DeadLetterRecord, Item, MemoryStore, Store
-
-if TYPE_CHECKING:
-    from .sqlite_store import SqliteQueue
 
 __all__ = ["DeadLetterRecord", "DeliveryEngine"]
 
@@ -75,13 +61,12 @@ class DeliveryEngine:
         self.delivery_type = delivery_type
         self.stats = DeliveryStats()
         self._policy = RetryPolicy(base=settings.backoff_base, cap=settings.backoff_cap)
-        # One request carries at most MAX_RECORDS_PER_REQUEST records, whatever the setting.
-        self._batch_limit = min(settings.max_batch_size, MAX_RECORDS_PER_REQUEST)
         self._rng = random.Random()
-        self._user_on_discard = on_discard
-        self._alive = False
-        self._started = False
-        self._closed = False
+        self._immediate = Immediate(
+            client, self.stats, self._policy, settings.max_attempts, self.note_error, self._rng
+        )
+        self._on_discard = on_discard
+        self._alive = self._started = self._closed = False
         self.closing = False  # a close began
         self._close_finished: anyio.Event | None = None
         self._left_at_close = 0
@@ -97,14 +82,15 @@ class DeliveryEngine:
         self._held: dict[int, Item] = {}
         self._sending = 0  # sender tasks with a request in flight
         self._slot_freed = anyio.Event()
-        self.store: Store | None = None
+        self.store: Store | None = None  # None for IMMEDIATE
         #: the memory queue (MEM_QUEUE): producers' fast path appends to it directly
         self.buffer: RecordBuffer[WireRecord] | None = None
+        limit = min(settings.max_batch_size, MAX_RECORDS_PER_REQUEST)
         if delivery_type is DeliveryType.MEM_QUEUE:
             memory = MemoryStore(
                 self,
                 settings,
-                batch_limit=self._batch_limit,
+                batch_limit=limit,
                 on_discarded=self.discarded,
                 dead_letter_capacity=dead_letter_capacity,
             )
@@ -112,26 +98,15 @@ class DeliveryEngine:
         elif delivery_type is DeliveryType.PERSISTENT_QUEUE:
             from .sqlite_store import SqliteStore  # the SQLite queue only when it is used
 
-            self.store = SqliteStore(self, settings, batch_limit=self._batch_limit)
-            client.limits.share_through(self.db_path)  # other processes learn our limits
+            self.store = SqliteStore(self, settings, batch_limit=limit)
+            # Other processes sharing the file learn our usage limits through it.
+            client.limits.share_through(settings.resolved_db_path)
         register_engine(self)
-
-    # -- identity ----------------------------------------------------------------------
-
-    @property
-    def db_path(self) -> Path:
-        """The SQLite queue file (persistent queues)."""
-        return self.settings.resolved_db_path
-
-    @property
-    def queue(self) -> SqliteQueue | None:
-        """The open SQLite queue of a persistent engine (else None)."""
-        return cast("SqliteQueue | None", getattr(self.store, "queue", None))
 
     def __repr__(self) -> str:
         return f"DeliveryEngine({self.delivery_type.value}, api_root={self.settings.api_root!r})"
 
-    # -- what the store sees (see store.Actor) -------------------------------------------
+    # -- what the store sees (store.Actor) ---------------------------------------------
 
     @property
     def waker(self) -> Waker:
@@ -193,49 +168,60 @@ class DeliveryEngine:
         if self._closed or self.closing:
             raise ClosedError("this tracker is closed; create a new one to track more")
 
-    def put(self, record: WireRecord) -> None:
-        """Queue ``record`` from a plain thread (the sync facade); blocks per the on-full policy."""
-        if self._closed or self.closing:
-            self._check_open()
+    def _queue(self) -> Store:
+        self._check_open()
         if self.store is None:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
-        self.store.put(record)
+        return self.store
+
+    def put(self, record: WireRecord) -> None:
+        """Queue ``record`` from a plain thread (the sync facade); blocks per the on-full policy."""
+        self._queue().put(record)
         if logger.isEnabledFor(logging.DEBUG):
             self._log_enqueue(record)
 
     async def aput(self, record: WireRecord) -> None:
         """Queue ``record`` from a task on the engine's own event loop."""
-        self._check_open()
-        if self.store is None:
-            raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
-        await self.store.aput(record)
+        await self._queue().aput(record)
         if logger.isEnabledFor(logging.DEBUG):
             self._log_enqueue(record)
 
     def _log_enqueue(self, record: WireRecord) -> None:
-        if self.settings.log_bodies:
-            logger.debug("enqueued %s %s", record.response_id, dumps(record.wire()))
-        else:
-            logger.debug("enqueued %s", record.response_id)
+        body = f" {dumps(record.wire())}" if self.settings.log_bodies else ""
+        logger.debug("enqueued %s%s", record.response_id, body)
 
     def discarded(self, record: WireRecord, reason: str, *, said: bool = False) -> None:
-        """Count a dropped record and tell the user's ``on_discard`` (see ``discard_record``)."""
-        discard_record(self.stats, record, reason, self._user_on_discard, said=said)
+        """Count a dropped record, said on the log or stderr (loss.py) unless the caller
+        says the count itself (``said``), and hand it to the user's ``on_discard``.
+
+        Neither a failing log handler nor ``on_discard`` raising may make a drop raise at
+        the call site or stop the actor.
+        """
+        self.stats.discard(reason, said=said)
+        try:
+            logger.warning("dropped record %s (%s)", record.response_id, reason)
+        except Exception:
+            pass
+        if self._on_discard is not None:
+            try:
+                self._on_discard(record)
+            except Exception:
+                try:
+                    logger.exception("on_discard callback raised; ignored")
+                except Exception:
+                    pass
 
     # -- IMMEDIATE ---------------------------------------------------------------------
 
     async def send_now(self, records: Sequence[WireRecord]) -> TrackResult:
         """Send ``records`` now (IMMEDIATE): up to ``max_attempts`` on retryable failures."""
-        return await send_now(self.client, records, self._immediate())
+        self._check_open()
+        return await self._immediate.send(records)
 
     def send_now_blocking(self, records: Sequence[WireRecord]) -> TrackResult:
         """`send_now()` from a plain thread (only where ``client.can_block``)."""
-        return send_now_blocking(self.client, records, self._immediate())
-
-    def _immediate(self) -> Immediate:
         self._check_open()
-        attempts = self.settings.max_attempts
-        return Immediate(self.stats, self._policy, attempts, self.note_error, self._rng)
+        return self._immediate.send_blocking(records)
 
     # -- the actor ---------------------------------------------------------------------
 
@@ -244,8 +230,8 @@ class DeliveryEngine:
         ``max_in_flight`` at once.
 
         Two requests in flight (a memory queue) keep the service busy while the answer to
-        the other one travels back (and waits for the GIL behind the callers' threads): on
-        a loaded process that doubles the records delivered per second.
+        the other travels back (and waits for the GIL behind the callers' threads): on a
+        loaded process that doubles the records delivered per second.
         """
         async with anyio.create_task_group() as senders:
             while True:
@@ -264,7 +250,7 @@ class DeliveryEngine:
                         await self._slot_freed_wait()
                         continue
                     if items:
-                        self._hold(items)
+                        self._held.update((id(item), item) for item in items)
                         self._sending += 1
                         senders.start_soon(self._send_batch, store, items)
                 except Exception as exc:
@@ -277,7 +263,7 @@ class DeliveryEngine:
     async def _send_batch(self, store: Store, items: list[Item]) -> None:
         """One sender task: deliver ``items``; what is left unsettled goes back."""
         try:
-            await self._deliver_held(items)
+            await self._deliver_held(store, items)
             await store.after_batch()
         except Exception as exc:
             await self._survive(exc)
@@ -292,7 +278,6 @@ class DeliveryEngine:
 
     async def _respect_backoff(self) -> bool:
         """Wait out a backoff after a failure; False when a close deadline ends the actor."""
-        waker = self.waker
         while True:
             deadline = self._deadline if self.closing else float("inf")
             verdict = gate(time.monotonic(), not_before=self.not_before, deadline=deadline)
@@ -300,40 +285,32 @@ class DeliveryEngine:
                 return False  # no attempt fits before the deadline: stop now, keep the rest
             if verdict.wait <= 0:
                 return True
-            await waker.wait(verdict.wait)  # a close may come meanwhile and change the answer
+            await self.waker.wait(verdict.wait)  # a close may come meanwhile
 
-    def _hold(self, items: list[Item]) -> None:
-        """The actor has taken ``items``: held until an answer settles each."""
-        held = self._held
-        for item in items:
-            held[id(item)] = item
-
-    async def _deliver_held(self, items: list[Item]) -> None:
-        """Deliver held ``items``; whatever the answers leave unsettled goes back to the queue."""
+    async def _deliver_held(self, store: Store, items: list[Item]) -> None:
+        """Deliver held ``items``; whatever the answers leave unsettled goes back."""
         try:
             groups: dict[Endpoint, list[Item]] = {}
             for item in items:
                 groups.setdefault(item.endpoint, []).append(item)
             for endpoint, group in groups.items():
-                if not await self._deliver_group(endpoint, group):
+                if not await self._deliver_group(store, endpoint, group):
                     break  # paused (backoff, auth, deadline): the rest is given back
         finally:
-            held = self._held
-            left = [i for i in items if id(i) in held]
-            if left:
-                delay = max(0.0, self.not_before - time.monotonic())
-                await self._release(left, delay, "not sent: delivery was interrupted")
+            left = [i for i in items if id(i) in self._held]
+            delay = max(0.0, self.not_before - time.monotonic())
+            await self._release(left, delay, "not sent: delivery was interrupted")
         self.signal_progress()
 
-    async def _deliver_group(self, endpoint: Endpoint, items: Sequence[Item]) -> bool:
+    async def _deliver_group(self, store: Store, endpoint: Endpoint, items: Sequence[Item]) -> bool:
         """Send ``items``, splitting around records the service refuses.
 
-        Returns False when delivery must pause (a retryable failure, a refused key, the
-        close deadline); what is not settled by then stays held for the caller to give back.
+        False when delivery must pause (a retryable failure, a refused key, the close
+        deadline); what is not settled by then stays held for the caller to give back.
         """
         pending = items
         while pending:
-            if self.closing and time.monotonic() >= self._deadline:  # past a close deadline
+            if self.closing and time.monotonic() >= self._deadline:
                 return False
             answer = await self._post(endpoint, pending)
             if answer.error is not None:
@@ -351,12 +328,18 @@ class DeliveryEngine:
                 self.stats.auth_paused = False
                 self._failures = 0
                 self.not_before = 0.0
-                await self._accepted(decision)
+                await store.ack(decision.done)
+                self._settle(decision.done)
+                self.stats.sent += len(decision.done)
+                if decision.dead:
+                    await self._dead_letter(store, decision.dead)
+                if decision.done:
+                    logger.info("delivered %d record(s)", len(decision.done))
                 return True
             if isinstance(decision, Retry):
                 self.stats.retried += len(pending)
                 self._failures = decision.failures
-                delay = await self._retry_later(pending, decision.at, decision.reason)
+                delay = await self._retry_later(store, pending, decision.at, decision.reason)
                 logger.warning(
                     "delivery of %d record(s) failed (%s); retrying in %.2fs",
                     len(pending),
@@ -366,48 +349,34 @@ class DeliveryEngine:
                 return False
             if isinstance(decision, Pause):
                 # The key, or the API base, needs fixing: keep the records, try again slowly.
-                await self._retry_later(pending, decision.at, decision.reason)
+                await self._retry_later(store, pending, decision.at, decision.reason)
                 self.stats.auth_paused = True
                 logger.error("delivery paused: %s", decision.reason)
                 return False
             if isinstance(decision, Refused):
-                await self._dead_letter(decision.dead)
+                await self._dead_letter(store, decision.dead)
                 pending = decision.again
-            elif isinstance(decision, Split):
-                # The service named no record: halve the batch until the bad ones stand alone.
-                if not await self._deliver_group(endpoint, decision.first):
+            else:  # Split: the service named no record; halve until the bad ones stand alone
+                if not await self._deliver_group(store, endpoint, decision.first):
                     return False
                 pending = decision.rest
         return True
 
     async def _post(self, endpoint: Endpoint, items: Sequence[Item]) -> Answer:
+        bodies = [i.body for i in items]
         if logger.isEnabledFor(logging.DEBUG):
-            bodies = f": {[i.body for i in items]}" if self.settings.log_bodies else ""
-            logger.debug("sending %d record(s) to %s%s", len(items), endpoint.value, bodies)
+            shown = f": {bodies}" if self.settings.log_bodies else ""
+            logger.debug("sending %d record(s) to %s%s", len(items), endpoint.value, shown)
         self.stats.in_flight += len(items)
         try:
-            return await self.client.post_encoded(
-                endpoint, [i.body for i in items], only_failures=True
-            )
+            return await self.client.post_encoded(endpoint, bodies, only_failures=True)
         finally:
             self.stats.in_flight -= len(items)
 
     # -- settling what the actor holds -------------------------------------------------
 
-    async def _accepted(self, decision: Delivered[Item]) -> None:
-        done = decision.done
-        assert self.store is not None
-        await self.store.ack(done)
-        self._settle(done)
-        self.stats.sent += len(done)
-        if decision.dead:
-            await self._dead_letter(decision.dead)
-        if done:
-            logger.info("delivered %d record(s)", len(done))
-
-    async def _dead_letter(self, pairs: Sequence[tuple[Item, str]]) -> None:
-        assert self.store is not None
-        await self.store.dead_letter(pairs, time.time())
+    async def _dead_letter(self, store: Store, pairs: Sequence[tuple[Item, str]]) -> None:
+        await store.dead_letter(pairs, time.time())
         self._settle([i for i, _ in pairs])
         self.dead_lettered([(i.response_id, why) for i, why in pairs])
 
@@ -420,23 +389,28 @@ class DeliveryEngine:
         assert self.store is not None
         report_dropped(len(records), self.store.dead_reason)
 
-    async def _retry_later(self, items: Sequence[Item], at: float, error: str) -> float:
+    async def _retry_later(
+        self, store: Store, items: Sequence[Item], at: float, error: str
+    ) -> float:
         """Give ``items`` back, due at ``at`` (``time.monotonic()``); the delay (s)."""
         self.not_before = at
         delay = max(0.0, at - time.monotonic())
-        await self._give_back(items, delay, error)
+        await self._give_back(store, items, delay, error)
         return delay
 
-    async def _give_back(self, items: Sequence[Item], delay: float, error: str) -> None:
-        """Return unsettled records to the store, due again in ``delay`` s."""
+    async def _give_back(
+        self, store: Store, items: Sequence[Item], delay: float, error: str
+    ) -> None:
+        """Return unsettled records to the store, due again in ``delay`` s (those past
+        ``max_age`` are dead-lettered instead)."""
         if not items:
             return
-        assert self.store is not None
-        old, keep = self.store.expired(items, time.time())
+        old, keep = store.expired(items, time.time())
         if old:
-            await self._dead_letter([(i, f"older than max_age; last error: {error}") for i in old])
+            why = f"older than max_age; last error: {error}"
+            await self._dead_letter(store, [(i, why) for i in old])
         if keep:
-            await self.store.give_back(keep, delay, error)
+            await store.give_back(keep, delay, error)
             self._settle(keep)
 
     def _settle(self, items: Sequence[Item]) -> None:
@@ -447,11 +421,11 @@ class DeliveryEngine:
     async def _release(self, items: list[Item], delay: float, error: str) -> None:
         """Give ``items`` back; never raises (a persistent row whose release fails stays
         leased, and is claimed again when its lease expires)."""
-        if not items:
+        if not items or self.store is None:
             return
         with anyio.CancelScope(shield=True):
             try:
-                await self._give_back(items, delay, error)
+                await self._give_back(self.store, items, delay, error)
             except Exception as exc:
                 self.note_unexpected(exc)
             finally:
@@ -469,8 +443,7 @@ class DeliveryEngine:
         self.stats.last_error = f"{type(exc).__name__}: {exc}"
 
     def note_unexpected(self, exc: BaseException) -> None:
-        """Count and log an error nobody foresaw (the actor carries on)."""
-        self.stats.unexpected_errors += 1
+        """Note and log an error nobody foresaw (the actor carries on)."""
         self.note_error(exc)
         try:
             logger.error("unexpected error in the delivery actor (it carries on)", exc_info=exc)
@@ -565,8 +538,7 @@ class DeliveryEngine:
         self.stats.lock = threading.Lock()
         self._held = {}
         self._alive = False
-        self.closing = True
-        self._closed = True
+        self.closing = self._closed = True
         unregister_engine(self)
 
     # -- health and dead letters -------------------------------------------------------
@@ -577,24 +549,28 @@ class DeliveryEngine:
 
     def health(self) -> DeliveryHealth:
         """A snapshot of this engine's delivery."""
-        held = len(self._held)
         if self.store is None:  # IMMEDIATE: what is in flight is in callers' requests
-            return self.stats.snapshot(
-                worker_alive=self._alive,
-                delivery_type=self.delivery_type.value,
-                queued=0,
-                in_flight=self.stats.in_flight,
-                oldest_pending_age=None,
-                capacity=0,
-            )
-        queued, oldest, capacity = self.store.queued(held)
-        return self.stats.snapshot(
+            queued, oldest, capacity = 0, None, 0
+            in_flight = self.stats.in_flight
+        else:
+            # In flight: every record the actor holds, including a batch whose request
+            # has not gone out yet.
+            in_flight = len(self._held)
+            queued, oldest, capacity = self.store.queued(in_flight)
+        stats = self.stats
+        return DeliveryHealth(
             worker_alive=self._alive,
             delivery_type=self.delivery_type.value,
             queued=queued,
-            # Every record the actor has taken and the service has not settled, including
-            # a batch between being taken and its request going out.
-            in_flight=held,
+            in_flight=in_flight,
+            sent=stats.sent,
+            retried=stats.retried,
+            failed=stats.failed,
+            dead_lettered=stats.dead_lettered,
+            discarded=dict(stats.discarded),
             oldest_pending_age=oldest,
-            capacity=capacity,
+            last_error=stats.last_error,
+            queue_utilisation=(queued / capacity) if capacity else 0.0,
+            auth_paused=stats.auth_paused,
+            limits_refused=stats.limits_refused,
         )

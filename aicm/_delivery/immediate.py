@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import random
 import threading
@@ -24,8 +23,6 @@ __all__ = [
     "Immediate",
     "failure_logged",
     "log_sending",
-    "send_now",
-    "send_now_blocking",
     "verdicts",
 ]
 
@@ -50,159 +47,148 @@ def _unknown_outcome(ids: tuple[str, ...]) -> str:
     )
 
 
-def _requests(
-    records: Sequence[WireRecord],
-) -> Iterator[tuple[Endpoint, list[str]]]:
+def _requests(records: Sequence[WireRecord]) -> Iterator[tuple[Endpoint, list[str]]]:
     """The requests ``records`` make: by endpoint, at most 1000 encoded records each."""
-    groups: dict[Endpoint, list[WireRecord]] = {}
+    groups: dict[Endpoint, list[str]] = {}
     for record in records:
-        groups.setdefault(record.endpoint, []).append(record)
-    for endpoint, group in groups.items():
-        for start in range(0, len(group), MAX_RECORDS_PER_REQUEST):
-            yield (
-                endpoint,
-                [dumps(r.wire()) for r in group[start : start + MAX_RECORDS_PER_REQUEST]],
-            )
+        groups.setdefault(record.endpoint, []).append(dumps(record.wire()))
+    for endpoint, encoded in groups.items():
+        for start in range(0, len(encoded), MAX_RECORDS_PER_REQUEST):
+            yield endpoint, encoded[start : start + MAX_RECORDS_PER_REQUEST]
 
 
-@functools.lru_cache(maxsize=32)
-def _caller_policy(policy: RetryPolicy, attempts: int) -> RetryPolicy:
-    """``policy`` for a caller who waits: ``attempts`` tries, no wait over ``_MAX_DELAY``."""
-    return attrs.evolve(policy, attempts=attempts, max_retry_after=_MAX_DELAY, max_sleep=_MAX_DELAY)
-
-
-@attrs.frozen
 class Immediate:
-    """What IMMEDIATE sends need of their engine: the health counters to update, the
-    retry policy and its ``attempts``, where the last error goes, the jitter's source."""
+    """One engine's IMMEDIATE sending: each request up to ``attempts`` times on retryable
+    failures, counted in the engine's ``stats``, its errors told to ``note_error``.
 
-    stats: DeliveryStats
-    policy: RetryPolicy
-    attempts: int
-    note_error: Callable[[BaseException], None]
-    rng: random.Random | None = None
+    Counting is the same for an async send and a blocking one, which may run in many
+    threads at once (hence the lock).
+    """
 
+    def __init__(
+        self,
+        client: AsyncCostManagerClient,
+        stats: DeliveryStats,
+        policy: RetryPolicy,
+        attempts: int,
+        note_error: Callable[[BaseException], None],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.stats = stats
+        self.note_error = note_error
+        self.rng = rng
+        # A caller waits: no sleep between attempts over _MAX_DELAY.
+        self.policy = attrs.evolve(
+            policy, attempts=attempts, max_retry_after=_MAX_DELAY, max_sleep=_MAX_DELAY
+        )
 
-class _Sending:
-    """One IMMEDIATE call's counting: ``stats`` and the last error, the same for an async
-    send and a blocking one (which may run in many threads at once, hence the lock)."""
+    async def send(self, records: Sequence[WireRecord]) -> TrackResult:
+        """Send ``records`` now, by endpoint, at most 1000 a request.
 
-    def __init__(self, records: Sequence[WireRecord], how: Immediate) -> None:
-        # Whatever fails, every record of the call is named in the error: those sent may
-        # be stored, and a retry of all of them with their ids is safe.
-        self.ids = tuple(r.response_id for r in records)
-        self.stats = how.stats
-        self.note_error = how.note_error
-        self.policy = _caller_policy(how.policy, how.attempts)
-        self.results: list[RecordResult] = []
-        self.limits: dict[str, Any] = {}
+        Raises [`DeliveryError`][aicm.DeliveryError] when a request runs out of attempts
+        (or the service asks for a longer wait than a caller should sit through), naming
+        every record of the call.
+        """
+        answers: list[TrackResult] = []
+        for endpoint, encoded in _requests(records):
 
-    def count(self, **deltas: int) -> None:
+            async def attempt(e: Endpoint = endpoint, encoded: list[str] = encoded) -> TrackResult:
+                with self._attempt(len(encoded)):
+                    return await self.client.send_encoded(e, encoded)
+
+            n = len(encoded)
+            with self._request(records, n):
+                answer = await retrying(
+                    attempt, self.policy, on_retry=self._retried(n), rng=self.rng
+                )
+            answers.append(self._delivered(answer, n))
+        return _merged(answers)
+
+    def send_blocking(self, records: Sequence[WireRecord]) -> TrackResult:
+        """`send()` from a plain thread, with the client's blocking twin (only where
+        ``client.can_block``): the same requests, attempts, waits, errors and counts."""
+        answers: list[TrackResult] = []
+        for endpoint, encoded in _requests(records):
+
+            def attempt(e: Endpoint = endpoint, encoded: list[str] = encoded) -> TrackResult:
+                with self._attempt(len(encoded)):
+                    return self.client.post_encoded_blocking(e, encoded).unwrap()
+
+            n = len(encoded)
+            with self._request(records, n):
+                answer = retrying_blocking(
+                    attempt, self.policy, on_retry=self._retried(n), rng=self.rng
+                )
+            answers.append(self._delivered(answer, n))
+        return _merged(answers)
+
+    def _count(self, **deltas: int) -> None:
         with _stats_lock:
             for name, delta in deltas.items():
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
 
     @contextlib.contextmanager
-    def attempt(self, n: int) -> Iterator[None]:
+    def _attempt(self, n: int) -> Iterator[None]:
         """Around one attempt of a request of ``n`` records: in flight, its error noted."""
-        self.count(in_flight=n)
+        self._count(in_flight=n)
         try:
             yield
         except AicmError as exc:
             self.note_error(exc)
             raise
         finally:
-            self.count(in_flight=-n)
+            self._count(in_flight=-n)
 
-    @contextlib.contextmanager
-    def request(self, n: int) -> Iterator[Callable[[TrackResult], None]]:
-        """Around a request's attempts: gives the function that takes its result; a
-        failure is counted, and running out of attempts raises
-        [`DeliveryError`][aicm.DeliveryError]."""
-        try:
-            yield functools.partial(self._delivered, n=n)
-        except GaveUp as gave_up:
-            raise self._gave_up(gave_up, n) from gave_up.last
-        except AicmError:
-            self.count(failed=n)
-            raise
-
-    def retried(self, n: int) -> Callable[[Exception, int, float], None]:
+    def _retried(self, n: int) -> Callable[[Exception, int, float], None]:
         def retried(exc: Exception, attempt: int, delay: float) -> None:
-            self.count(retried=n)
+            self._count(retried=n)
             logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
 
         return retried
 
-    def _gave_up(self, gave_up: GaveUp, n: int) -> DeliveryError:
-        self.count(failed=n)
-        last = gave_up.last
-        if gave_up.asked is not None:
-            # The service asks for a longer pause than a caller should sit through, and
-            # trying again sooner would ignore its Retry-After.
-            message = (
-                f"could not deliver {n} record(s): the service asks to wait"
-                f" {gave_up.asked:g} s before trying again (Retry-After), longer than"
-                f" IMMEDIATE delivery waits ({_MAX_DELAY:g} s): {last}."
-            )
-        else:
-            message = f"could not deliver {n} record(s) after {gave_up.attempts} attempts: {last}."
-        return DeliveryError(message + _unknown_outcome(self.ids), pending=n, response_ids=self.ids)
+    @contextlib.contextmanager
+    def _request(self, records: Sequence[WireRecord], n: int) -> Iterator[None]:
+        """Around the attempts of a request of ``n`` of ``records``: a failure is counted;
+        running out of attempts raises a `DeliveryError` naming every record of the call
+        (those sent may be stored: a retry of all of them with their ids is safe)."""
+        try:
+            yield
+        except GaveUp as gave_up:
+            self._count(failed=n)
+            last = gave_up.last
+            if gave_up.asked is not None:
+                # Trying again sooner than the service asks would ignore its Retry-After.
+                message = (
+                    f"could not deliver {n} record(s): the service asks to wait"
+                    f" {gave_up.asked:g} s before trying again (Retry-After), longer than"
+                    f" IMMEDIATE delivery waits ({_MAX_DELAY:g} s): {last}."
+                )
+            else:
+                message = (
+                    f"could not deliver {n} record(s) after {gave_up.attempts} attempts: {last}."
+                )
+            ids = tuple(r.response_id for r in records)
+            raise DeliveryError(
+                message + _unknown_outcome(ids), pending=n, response_ids=ids
+            ) from last
+        except AicmError:
+            self._count(failed=n)
+            raise
 
-    def _delivered(self, result: TrackResult, n: int) -> None:
+    def _delivered(self, result: TrackResult, n: int) -> TrackResult:
         ok = sum(1 for r in result.results if r.ok) if result.results else n
-        self.count(sent=ok, failed=n - ok)
-        self.results.extend(result.results)
-        self.limits.update(result.triggered_limits)
-
-    def result(self) -> TrackResult:
-        return TrackResult(results=tuple(self.results), triggered_limits=self.limits)
+        self._count(sent=ok, failed=n - ok)
+        return result
 
 
-async def send_now(
-    client: AsyncCostManagerClient, records: Sequence[WireRecord], how: Immediate
-) -> TrackResult:
-    """Send ``records`` now, by endpoint, at most 1000 a request, each request up to
-    ``how.attempts`` times on retryable failures; ``how.stats`` counts what happens.
-
-    Raises [`DeliveryError`][aicm.DeliveryError] when a request runs out of attempts (or the service
-    asks for a longer wait than a caller should sit through), naming every record of the call.
-    """
-    sending = _Sending(records, how)
-    for endpoint, encoded in _requests(records):
-        n = len(encoded)
-
-        async def attempt(
-            endpoint: Endpoint = endpoint, encoded: list[str] = encoded
-        ) -> TrackResult:
-            with sending.attempt(len(encoded)):
-                return await client.send_encoded(endpoint, encoded)
-
-        with sending.request(n) as delivered:
-            delivered(
-                await retrying(attempt, sending.policy, on_retry=sending.retried(n), rng=how.rng)
-            )
-    return sending.result()
-
-
-def send_now_blocking(
-    client: AsyncCostManagerClient, records: Sequence[WireRecord], how: Immediate
-) -> TrackResult:
-    """`send_now()` from a plain thread, with the client's blocking twin (only where
-    ``client.can_block``): the same requests, attempts, waits, errors and counts."""
-    sending = _Sending(records, how)
-    for endpoint, encoded in _requests(records):
-        n = len(encoded)
-
-        def attempt(endpoint: Endpoint = endpoint, encoded: list[str] = encoded) -> TrackResult:
-            with sending.attempt(len(encoded)):
-                return client.post_encoded_blocking(endpoint, encoded).unwrap()
-
-        with sending.request(n) as delivered:
-            delivered(
-                retrying_blocking(attempt, sending.policy, on_retry=sending.retried(n), rng=how.rng)
-            )
-    return sending.result()
+def _merged(answers: list[TrackResult]) -> TrackResult:
+    """One call's answer: every request's results, and the limits any of them triggered."""
+    limits: dict[str, Any] = {}
+    for answer in answers:
+        limits.update(answer.triggered_limits)
+    results = tuple(r for answer in answers for r in answer.results)
+    return TrackResult(results=results, triggered_limits=limits)
 
 
 def log_sending(records: Sequence[WireRecord], *, log_bodies: bool) -> None:

@@ -45,32 +45,34 @@ _WHY = {
 }
 
 
-class _LossReport:
-    """Counts per reason not said yet, and when each reason was last said."""
+# Counts per reason not said yet, and when each reason was last said.
+_lock = threading.Lock()
+_unsaid: Counter[str] = Counter()
+_said_at: dict[str, float] = {}
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.unsaid: Counter[str] = Counter()
-        self.said_at: dict[str, float] = {}
 
-    def dropped(self, n: int, reason: str) -> None:
-        if n <= 0:
+def report_dropped(n: int, reason: str) -> None:
+    """``n`` records were dropped for ``reason``: say so (now, or in the next line)."""
+    if n <= 0:
+        return
+    now = time.monotonic()
+    with _lock:
+        _unsaid[reason] += n
+        last = _said_at.get(reason)
+        if last is not None and now - last < _INTERVAL:
             return
-        now = time.monotonic()
-        with self.lock:
-            self.unsaid[reason] += n
-            last = self.said_at.get(reason)
-            if last is not None and now - last < _INTERVAL:
-                return
-            self.said_at[reason] = now
-            count = self.unsaid.pop(reason)
-        _say(count, reason)
+        _said_at[reason] = now
+        count = _unsaid.pop(reason)
+    _say(count, reason)
 
-    def pending(self) -> None:
-        with self.lock:
-            unsaid, self.unsaid = self.unsaid, Counter()
-        for reason, count in sorted(unsaid.items()):
-            _say(count, reason)
+
+def report_pending() -> None:
+    """Say every drop not said yet (at close and at exit)."""
+    with _lock:
+        unsaid = sorted(_unsaid.items())
+        _unsaid.clear()
+    for reason, count in unsaid:
+        _say(count, reason)
 
 
 def _say(count: int, reason: str) -> None:
@@ -85,22 +87,12 @@ def _say(count: int, reason: str) -> None:
         pass  # saying it must never break the caller or the actor
 
 
-_report = _LossReport()
-
-
-def report_dropped(n: int, reason: str) -> None:
-    """``n`` records were dropped for ``reason``: say so (now, or in the next line)."""
-    _report.dropped(n, reason)
-
-
-def report_pending() -> None:
-    """Say every drop not said yet (at close and at exit)."""
-    _report.pending()
-
-
 def _after_fork_in_child() -> None:
-    global _report
-    _report = _LossReport()  # the parent says its own; a lock held at the fork stays held
+    # The parent says its own drops; a lock held at the fork would stay held.
+    global _lock
+    _lock = threading.Lock()
+    _unsaid.clear()
+    _said_at.clear()
 
 
 after_fork_in_child(_after_fork_in_child)

@@ -78,12 +78,9 @@ def _unreadable_row(endpoint: object, rid: object, body: object, created: object
 
 
 def _warn_if_lease_is_short(settings: Settings) -> None:
-    """Warn when a request may outlast the lease on the rows it carries.
-
-    A row whose lease ends while its request is still under way may be claimed and sent
-    again by another process sharing the file (the service absorbs the copy by its
-    ``response_id``, but it is one more request, and one more record to dedup).
-    """
+    """Warn when a request may outlast the lease on the rows it carries: another process
+    sharing the file may then claim and send them again (the service absorbs the copy by
+    its ``response_id``, but it is one more request)."""
     longest = REQUEST_DEADLINE_FACTOR * settings.timeout
     if settings.lease_seconds <= longest:
         logger.warning(
@@ -277,9 +274,8 @@ class SqliteStore:
                 doorbell.cancel_wait()
 
     async def _follow_the_path(self, queue: SqliteQueue) -> None:
-        """Before a claim: if the queue file was deleted or replaced, carry on in the file
-        at its path (see SqliteQueue.follow_the_path); if that cannot be, deliver on from
-        the old one meanwhile."""
+        """Before a claim: see SqliteQueue.follow_the_path (on failure, deliver on from the
+        old file meanwhile)."""
         try:
             await queue.follow_the_path()
         except QueueStoreError as exc:
@@ -302,12 +298,9 @@ class SqliteStore:
 
     # -- settling ----------------------------------------------------------------------
 
-    def _rows(self, items: Sequence[Item]) -> list[int]:
-        return [i.row_id for i in items if i.row_id is not None]
-
     async def ack(self, items: Sequence[Item]) -> None:
         assert self.queue is not None
-        await self.queue.ack(self._rows(items))
+        await self.queue.ack([i.row_id for i in items if i.row_id is not None])
         self._count(-len(items))
 
     async def dead_letter(self, pairs: Sequence[tuple[Item, str]], now: float) -> None:
@@ -320,7 +313,8 @@ class SqliteStore:
 
     async def give_back(self, items: Sequence[Item], delay: float, error: str) -> None:
         assert self.queue is not None
-        await self.queue.release(self._rows(items), delay=delay, error=error)
+        rows = [i.row_id for i in items if i.row_id is not None]
+        await self.queue.release(rows, delay=delay, error=error)
 
     # -- flush, close, health ----------------------------------------------------------
 

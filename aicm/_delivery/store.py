@@ -1,10 +1,9 @@
 """Where a queue's records wait: the ``Store`` protocol, and the memory store (layer 3).
 
-The delivery engine talks to one store. A store takes records from producers (any
-thread, or the engine's loop), hands the actor its next batch, and settles what the actor
-reports: acked, dead-lettered, or given back to be tried again. `MemoryStore`
-keeps them in a bounded `RecordBuffer`; ``SqliteStore`` (sqlite_store.py) in a
-SQLite file.
+A store takes records from producers (any thread, or the engine's loop), hands the actor
+its next batch, and settles what the actor reports: acked, dead-lettered, or given back to
+be tried again. `MemoryStore` keeps them in a bounded `RecordBuffer`; ``SqliteStore``
+(sqlite_store.py) in a SQLite file.
 """
 
 from __future__ import annotations
@@ -42,9 +41,7 @@ class DeadLetterRecord:
 
 class Item:
     """A record the actor holds: compared by identity, since two may carry equal data.
-
-    A plain slotted class: the memory actor makes one per record, 1000 per batch.
-    """
+    (A plain slotted class: the memory actor makes one per record, 1000 per batch.)"""
 
     __slots__ = ("body", "created_at", "endpoint", "queued_at", "record", "response_id", "row_id")
 
@@ -175,7 +172,7 @@ class MemoryStore:
         self._dead: deque[DeadLetterRecord] = deque(maxlen=dead_letter_capacity)
 
     async def open(self) -> None:
-        return None
+        pass
 
     def put(self, record: WireRecord) -> None:
         buffer = self.buffer

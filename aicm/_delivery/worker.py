@@ -1,11 +1,9 @@
 """The process's shared delivery worker: one event loop in a daemon thread (layer 3).
 
-Started lazily by the first sync facade; every ``Tracker``, ``CostManager`` and REST
-wrapper shares it ("the global delivery worker"). It is anyio's own
-``start_blocking_portal``, entered once for the life of the process, with one task group
-in which every facade's delivery actor runs. At
-interpreter exit it closes every engine within ``close_timeout``; in a forked child it
-is simply gone, and the next facade call starts a fresh one.
+Started by the first sync facade and shared by every ``Tracker``, ``CostManager`` and
+REST wrapper: anyio's ``start_blocking_portal``, entered once for the life of the
+process, with one task group hosting every facade's delivery actor. At interpreter exit
+it closes every engine within ``close_timeout``; a forked child starts a fresh one.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._core.exceptions import AicmError
@@ -30,18 +29,21 @@ __all__ = ["SharedRuntime", "shared_runtime"]
 logger = logging.getLogger("aicm.runtime")
 
 
+@attrs.frozen
+class _Loop:
+    portal: BlockingPortal
+    task_group: anyio.abc.TaskGroup  # hosts the facades' actors
+    thread: threading.Thread  # the loop's own
+    holder: threading.Thread  # holds the portal's context open...
+    release: threading.Event  # ...until this lets it leave
+
+
 class SharedRuntime:
-    """An anyio blocking portal (``start_blocking_portal``, entered for the life of the
-    process) with one task group in it that hosts the facades' actors."""
+    """The portal and the task group that hosts the facades' actors."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._portal: BlockingPortal | None = None
-        self._holder: threading.Thread | None = None  # holds the portal's context open
-        self._release: threading.Event | None = None  # lets it leave that context
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._stop: anyio.Event | None = None
+        self._loop: _Loop | None = None
         # Strong references: an owner dropped without close() still has queued records,
         # and its actor is still running; exit must deliver them.
         self._closables: set[Any] = set()
@@ -51,24 +53,23 @@ class SharedRuntime:
     @property
     def generation(self) -> int:
         """Bumped in every forked child: objects built on an older one are the parent's.
-
-        Reading it notices a fork that skipped Python's hooks, and does their work then.
-        """
+        Reading it notices a fork that skipped Python's hooks, and does their work then."""
         check()
         return self._generation
 
     @property
     def running(self) -> bool:
         """True while the loop thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._loop is not None and self._loop.thread.is_alive()
 
-    def _ensure(self) -> BlockingPortal:
-        portal = self._portal
-        if portal is not None and self._thread is not None and self._thread.is_alive():
-            return portal
+    def _ensure(self) -> _Loop:
+        loop = self._loop
+        if loop is not None and loop.thread.is_alive():
+            return loop
         with self._lock:
-            if self._portal is not None and self._thread is not None and self._thread.is_alive():
-                return self._portal
+            loop = self._loop
+            if loop is not None and loop.thread.is_alive():
+                return loop
             started: Future[tuple[BlockingPortal, anyio.abc.TaskGroup, threading.Thread]]
             started = Future()
             release = threading.Event()
@@ -77,13 +78,13 @@ class SharedRuntime:
             )
             holder.start()
             try:
-                portal, self._task_group, self._thread = started.result()
+                portal, task_group, thread = started.result()
             except BaseException as exc:
                 raise AicmError("the aicm delivery runtime failed to start") from exc
-            self._thread.name = "aicm-delivery"
-            self._holder, self._release, self._portal = holder, release, portal
+            thread.name = "aicm-delivery"
+            self._loop = loop = _Loop(portal, task_group, thread, holder, release)
             _close_at_process_exit()
-            return portal
+            return loop
 
     def _hold(
         self,
@@ -106,28 +107,24 @@ class SharedRuntime:
 
     async def _host(self, *, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]) -> None:
         async with anyio.create_task_group() as tg:
-            self._stop = anyio.Event()
             task_status.started(tg)
-            await self._stop.wait()
-            tg.cancel_scope.cancel()
+            await anyio.sleep_forever()  # until shutdown() stops the portal, cancelling this
 
     @property
     def task_group(self) -> anyio.abc.TaskGroup:
         """The task group that hosts the facades' actors (starts the runtime if needed)."""
-        self._ensure()
-        assert self._task_group is not None
-        return self._task_group
+        return self._ensure().task_group
 
     def call(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func(*args)`` on the runtime's loop and wait for its result."""
-        portal = self._ensure()
-        if self._thread is threading.current_thread():
+        loop = self._ensure()
+        if loop.thread is threading.current_thread():
             raise AicmError("a sync aicm method was called from aicm's own delivery loop")
-        return portal.call(func, *args)
+        return loop.portal.call(func, *args)
 
     def on_loop_thread(self) -> bool:
         """True when called from the runtime's own loop thread."""
-        return self._thread is threading.current_thread()
+        return self._loop is not None and self._loop.thread is threading.current_thread()
 
     def register(self, closable: Any) -> None:
         """Close ``closable`` (an object with ``aclose(timeout)``) at interpreter exit."""
@@ -149,23 +146,18 @@ class SharedRuntime:
     def shutdown(self, timeout: float | None = None) -> None:
         """Close every registered engine within ``timeout`` s, then stop the loop."""
         timeout = self.close_timeout if timeout is None else timeout
-        portal, thread, holder = self._portal, self._thread, self._holder
-        if portal is None or thread is None or holder is None or not thread.is_alive():
+        loop = self._loop
+        if loop is None or not loop.thread.is_alive():
             return
         try:
-            portal.call(self._close_all, timeout)
-            stop = self._stop
-            if stop is not None:
-                portal.call(stop.set)
+            loop.portal.call(self._close_all, timeout)
             # Whatever is still running after the deadline is cancelled, not waited for.
-            portal.call(portal.stop, True)
+            loop.portal.call(loop.portal.stop, True)
         except Exception:
             logger.exception("stopping the aicm delivery runtime failed")
-        if self._release is not None:
-            self._release.set()
-        holder.join(timeout)
-        self._portal = self._thread = self._holder = self._release = None
-        self._task_group = None
+        loop.release.set()
+        loop.holder.join(timeout)
+        self._loop = None
 
     def _after_fork_in_child(self) -> None:
         # The loop thread did not survive the fork; its objects belong to the parent.
@@ -178,10 +170,7 @@ class SharedRuntime:
                     pass
         self._closables = set()
         self._lock = threading.Lock()
-        self._thread = None
-        self._portal = self._holder = self._release = None  # the parent's
-        self._task_group = None
-        self._stop = None
+        self._loop = None
         self._generation += 1
 
 

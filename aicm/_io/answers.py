@@ -26,9 +26,61 @@ from .._core.jsonplain import loads
 from .._core.models import RecordResult, TrackResult, converter
 from .._core.policy import Outcome, classify_status, parse_retry_after
 
-__all__ = ["error_for_answer", "limits_in", "parse_results"]
+__all__ = ["BoundedBody", "body_truncated", "error_for_answer", "limits_in", "parse_results"]
 
 _BODY_EXCERPT = 2000
+# Set on a response whose body was cut at the limit (the rest was never read).
+_TRUNCATED = "aicm_body_truncated"
+# Headers that describe the body as it came over the wire, not as it was read.
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+class BoundedBody:
+    """A streamed answer's body, read up to ``limit`` bytes (decoded), by the async and
+    the blocking client alike.
+
+    The usual answer states its length (and no encoding to expand it): ``whole``, read it
+    at once. One said to be over the limit is not read at all. Any other is read chunk by
+    chunk while ``wanted`` (`add()` says when to stop); `response()` is then the answer
+    with what was read, marked when it was cut (see `body_truncated()`).
+    """
+
+    def __init__(self, streamed: httpx.Response, limit: int) -> None:
+        declared = streamed.headers.get("Content-Length", "")
+        known = declared.isdigit() and "Content-Encoding" not in streamed.headers
+        self.whole = known and int(declared) <= limit
+        self.truncated = known and not self.whole
+        self.wanted = not known
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Keep ``chunk`` (up to the limit); True when the rest is not to be read."""
+        if self._size + len(chunk) > self._limit:
+            self._parts.append(chunk[: self._limit - self._size])
+            self.truncated = True
+            return True
+        self._parts.append(chunk)
+        self._size += len(chunk)
+        return False
+
+    def response(self, streamed: httpx.Response) -> httpx.Response:
+        """A response holding the body read of ``streamed``."""
+        return httpx.Response(
+            streamed.status_code,
+            headers=[
+                (k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _WIRE_HEADERS
+            ],
+            content=b"".join(self._parts),
+            request=streamed.request,
+            extensions={_TRUNCATED: self.truncated},
+        )
+
+
+def body_truncated(response: httpx.Response) -> bool:
+    """True when ``response``'s body was cut at the read limit (see `BoundedBody`)."""
+    return bool(response.extensions.get(_TRUNCATED))
 
 
 def _is_plain_success(result: object) -> bool:

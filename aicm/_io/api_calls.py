@@ -1,10 +1,8 @@
 """How a management API method is declared, and the descriptors that run it (layer 2).
 
-A method of `ServiceApiMethods` is a function returning a
-`Call` (method, path, arguments, how to read the answer); `Api` and
-`PagesApi` turn it into the coroutine function (or async iterator) callers use,
-with the declaration's signature and docstring, and the sync client builds its twins
-from the same declarations.
+A method of `ServiceApiMethods` is a function returning a `Call` (method, path, arguments,
+how to read the answer); `Api` and `PagesApi` turn it into the coroutine function (or async
+iterator) callers use, and the sync client builds its twins from the same declarations.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ __all__ = [
     "Api",
     "Call",
     "DateLike",
+    "Declared",
     "PagesApi",
     "Reader",
     "Sender",
@@ -106,12 +105,11 @@ Reader = Callable[[Any, str], _R]
 class Call(Generic[_R]):
     """One request of the management API, as a method declares it.
 
-    ``path`` names its id segments ``{like_this}``; they are taken from ``arguments``
-    (the method's ``locals()``, so a declaration holds no other variable: it would be
-    sent) and escaped. The other arguments that are not None go in
-    the query string of a GET or DELETE, in the JSON body (named ``what`` in errors) of a
-    POST or PUT. ``read`` turns the decoded answer into the method's result. A POST is
-    sent once (a retry could create a second object); other methods are retried.
+    ``path`` names its id segments ``{like_this}``, taken from ``arguments`` (the method's
+    ``locals()``, so a declaration holds no other variable: it would be sent) and escaped.
+    The other arguments that are not None go in the query of a GET or DELETE, in the JSON
+    body (``what`` in errors) of a POST or PUT. ``read`` makes the method's result of the
+    decoded answer. A POST is sent once (a retry could create a second object).
     """
 
     method: str
@@ -194,27 +192,31 @@ def _signature(declare: Callable[..., Any]) -> inspect.Signature:
     return signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty)
 
 
-class _Declared(Generic[_P, _R]):
-    """A method built from its declaration (a function returning a `Call`); the
-    subclass says what it does on an instance (`_bind()`)."""
+class Declared(Generic[_P, _R]):
+    """A method built from its declaration (a function returning a `Call`), with its
+    name, signature and docstring; the subclass says what it does on an instance
+    (`_bind()`): the async client's, or the sync client's twin of it."""
 
     def __init__(self, declare: Callable[Concatenate[Any, _P], Call[_R]]) -> None:
         self.declare = declare
         self.__doc__ = declare.__doc__
         self.signature = _signature(declare)
 
-    def __get__(self, instance: Sender | None, owner: type) -> Any:
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type) -> Any:
         if instance is None:
             return self
         method = functools.wraps(self.declare)(self._bind(instance))
         method.__signature__ = self.signature  # type: ignore[attr-defined]
         return method
 
-    def _bind(self, instance: Sender) -> Callable[_P, Any]:
+    def _bind(self, instance: Any) -> Callable[_P, Any]:
         raise NotImplementedError
 
 
-class Api(_Declared[_P, _R]):
+class Api(Declared[_P, _R]):
     """A method of the API from its declaration: on an instance, the coroutine function
     that sends the call and reads the answer."""
 
@@ -237,7 +239,7 @@ class Api(_Declared[_P, _R]):
         return method
 
 
-class PagesApi(_Declared[_P, Page[_T]]):
+class PagesApi(Declared[_P, Page[_T]]):
     """An ``iter_*`` method from the declaration of its first page: on an instance, an
     async iterator over every item, fetching the next page as the caller reaches it."""
 

@@ -2,13 +2,12 @@
 
 The sync ``Tracker`` sends an IMMEDIATE record in the caller's own thread with an
 ``httpx.Client`` rather than a round trip to the shared event loop: half the CPU of the
-async path. The answer is read and judged by the async client's own code, so results,
-errors and limits are the same; only the waiting differs.
+async path. The answer is judged by the async client's own code; only the waiting differs.
 
-httpx bounds each phase of a request (connect, each read, each write), not the whole of
-it. The async client adds a deadline with a cancel scope; here every socket operation
-of the request is given the time left before the same deadline instead, so an answer
-trickled a byte at a time stops at the same point.
+httpx bounds each phase of a request, not the whole of it. The async client adds a
+deadline with a cancel scope; here the client's own transport (an ``httpcore``
+connection pool, public API only) gives every socket operation the time left before the
+same deadline, so an answer trickled a byte at a time stops at the same point.
 """
 
 from __future__ import annotations
@@ -16,15 +15,26 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import httpcore
 import httpx
 
-__all__ = ["BlockingHttp", "declared_size"]
+from .answers import BoundedBody
+
+__all__ = ["BlockingHttp"]
 
 # The deadline of the request this thread is making (monotonic seconds), or None.
 _request = threading.local()
+
+# httpcore's errors; httpx has one of the same name for each (what httpx's own transport raises).
+_CORE_ERRORS = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+)
 
 
 def _time_left(timeout: float | None) -> float | None:
@@ -66,11 +76,8 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._stream.get_extra_info(info)
 
 
-class _DeadlineBackend(httpcore.NetworkBackend):
+class _DeadlineBackend(httpcore.SyncBackend):
     """httpcore's sync network backend, its streams bounded by the request's deadline."""
-
-    def __init__(self, backend: httpcore.NetworkBackend) -> None:
-        self._backend = backend
 
     def connect_tcp(
         self,
@@ -80,9 +87,7 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        stream = self._backend.connect_tcp(
-            host, port, _time_left(timeout), local_address, socket_options
-        )
+        stream = super().connect_tcp(host, port, _time_left(timeout), local_address, socket_options)
         return _DeadlineStream(stream)
 
     def connect_unix_socket(
@@ -91,81 +96,102 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        stream = self._backend.connect_unix_socket(path, _time_left(timeout), socket_options)
+        stream = super().connect_unix_socket(path, _time_left(timeout), socket_options)
         return _DeadlineStream(stream)
 
-    def sleep(self, seconds: float) -> None:
-        self._backend.sleep(seconds)
+
+def _httpx_error(exc: Exception) -> httpx.TransportError:
+    kind = getattr(httpx, type(exc).__name__, httpx.TransportError)
+    if not (isinstance(kind, type) and issubclass(kind, httpx.TransportError)):
+        kind = httpx.TransportError
+    return kind(str(exc))
 
 
-def _bound(transport: httpx.BaseTransport) -> bool:
-    """Put ``transport``'s connections under the deadline; False where it cannot be done."""
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if not isinstance(backend, httpcore.NetworkBackend):
-        return False
-    pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
-    return True
+class _Body(httpx.SyncByteStream):
+    def __init__(self, response: httpcore.Response) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_stream()
+        except _CORE_ERRORS as exc:
+            raise _httpx_error(exc) from exc
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class _DeadlineTransport(httpx.BaseTransport):
+    """What ``httpx.HTTPTransport`` does (with httpx's default pool limits) over a pool
+    whose sockets honour the request deadline."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=_DeadlineBackend(),
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        core = httpcore.Request(
+            request.method,
+            httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        try:
+            answer = self._pool.handle_request(core)
+        except _CORE_ERRORS as exc:
+            raise _httpx_error(exc) from exc
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=_Body(answer),
+            extensions=answer.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 class BlockingHttp:
-    """An ``httpx.Client`` made like the async client, each request under a deadline."""
+    """An ``httpx.Client`` made like the async client (no proxies: the caller checks
+    there are none to honour), each request under a deadline."""
 
     def __init__(
-        self,
-        *,
-        base_url: str,
-        timeout: float,
-        verify: bool | ssl.SSLContext,
-        headers: dict[str, str],
+        self, *, base_url: str, timeout: float, verify: ssl.SSLContext, headers: dict[str, str]
     ) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout, verify=verify, headers=headers)
-        transports = [self.http._transport, *self.http._mounts.values()]
-        #: False when some transport could not be bounded: then this twin is not used.
-        self.usable = all(t is None or _bound(t) for t in transports)
+        transport = _DeadlineTransport(verify)
+        self.http = httpx.Client(
+            base_url=base_url, timeout=timeout, headers=headers, transport=transport
+        )
 
-    def send(
-        self, request: httpx.Request, *, deadline: float, limit: int
-    ) -> tuple[httpx.Response, bytes | None, bool]:
-        """Send ``request``; read its answer's body up to ``limit`` bytes, all within
-        ``deadline`` s. Returns the response, and, when the body had to be read apart
-        (its size not declared, or over ``limit``), that body and whether it was cut.
-
-        Raises ``httpx.TimeoutException`` once the deadline passes.
-        """
+    def send(self, request: httpx.Request, *, deadline: float, limit: int) -> httpx.Response:
+        """Send ``request``; its answer read up to ``limit`` bytes (see `BoundedBody`), all
+        within ``deadline`` s. Raises ``httpx.TimeoutException`` once the deadline passes."""
         _request.deadline = time.monotonic() + deadline
         try:
             streamed = self.http.send(request, stream=True)
             try:
-                size = declared_size(streamed)
-                if size <= limit:
+                body = BoundedBody(streamed, limit)
+                if body.whole:
                     streamed.read()
-                    return streamed, None, False
-                if size != float("inf"):
-                    return streamed, b"", True  # over the limit, said up front
-                parts: list[bytes] = []
-                read = 0
-                for chunk in streamed.iter_bytes():
-                    if read + len(chunk) > limit:
-                        parts.append(chunk[: limit - read])
-                        return streamed, b"".join(parts), True
-                    parts.append(chunk)
-                    read += len(chunk)
-                return streamed, b"".join(parts), False
+                    return streamed
+                for chunk in streamed.iter_bytes() if body.wanted else ():
+                    if body.add(chunk):
+                        break
             finally:
                 streamed.close()
+            return body.response(streamed)
         finally:
             _request.deadline = None
 
     def close(self) -> None:
         """Close the connection pool."""
         self.http.close()
-
-
-def declared_size(response: httpx.Response) -> float:
-    """The body's size as its headers state it, or infinity when they do not say it exactly
-    (chunked, or compressed: the decoded size is unknown until it is decoded)."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and "Content-Encoding" not in response.headers:
-        return int(declared)
-    return float("inf")

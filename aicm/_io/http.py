@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import logging
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import attrs
 import httpx
 
 from .._core.exceptions import (
@@ -39,10 +40,8 @@ from .._core.models import (
 from .._core.policy import Answer, Outcome, answer_error
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
-from .answers import error_for_answer
-from .answers import limits_in as _limits_in
-from .answers import parse_results as _parse_results
-from .blocking_http import BlockingHttp, declared_size
+from .answers import BoundedBody, body_truncated, error_for_answer, limits_in, parse_results
+from .blocking_http import BlockingHttp
 from .limits_book import limit_book
 from .service_api import ServiceApiMethods
 
@@ -53,7 +52,6 @@ __all__ = [
     "REQUEST_DEADLINE_FACTOR",
     "USER_AGENT",
     "AsyncCostManagerClient",
-    "body_truncated",
     "set_default_transport",
 ]
 
@@ -62,39 +60,27 @@ logger = logging.getLogger("aicm.http")
 USER_AGENT = f"aicm-sdk/{__version__}"
 _HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
 MAX_RECORDS_PER_REQUEST = 1000
-# A whole request (connect, send, read the full answer) may take this many ``timeout``s.
-# ``timeout`` alone bounds each phase; twice it leaves a request slow in one phase its
-# precise httpx error, yet stops a service that keeps each phase short but never finishes.
+# A whole request (connect, send, read the answer) may take this many ``timeout``s: httpx's
+# ``timeout`` bounds each phase, and keeps its precise error for a request slow in one.
 REQUEST_DEADLINE_FACTOR = 2.0
-# The most of one answer aicm reads. An ingest answer is ~100 bytes per record (1000 at
-# most); a configs document is the service's whole set of handling configs. Past these a
-# service (or whatever answers in its place) could grow the process without bound.
+# The most of one answer aicm reads (an ingest answer is ~100 bytes a record; a configs
+# document is every handling config), so no answer can grow the process without bound.
 MAX_ANSWER_BYTES = 1 << 20
 MAX_CONFIGS_BYTES = 16 << 20
-# Set on a response whose body was cut at the limit (the rest was never read).
-_TRUNCATED = "aicm_body_truncated"
-# Headers that describe the body as it came over the wire, not as it was read.
 # What _judge gives when an answer names no triggered_limits (None is a value it may name).
 _NO_LIMITS = object()
-_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
-# The hook behind aicm.testing's capture: while set, every client built without a
-# ``transport=`` of its own uses this one (an in-process fake of the service) instead of
-# the network. Process-wide on purpose: the sync facades build their clients on the shared
-# runtime's thread, where a context variable set by the caller would not be seen.
+# The hook behind aicm.testing's capture. Process-wide on purpose: the sync facades build
+# their clients on the portal's thread, where a caller's context variable is not seen.
 _default_transport: httpx.AsyncBaseTransport | None = None
 
 
 def set_default_transport(
     transport: httpx.AsyncBaseTransport | None,
 ) -> httpx.AsyncBaseTransport | None:
-    """Make clients built from now on without ``transport=`` use ``transport``.
-
-    ``None`` restores the network. Returns the transport it replaces, so a caller can put
-    it back. Clients already built keep theirs. Every client closes its transport when it
-    closes, so a shared one must tolerate ``aclose()`` and carry on. Meant for
-    `aicm.testing`.
-    """
+    """Make clients built from now on without ``transport=`` use ``transport`` (``None``:
+    the network); returns the one it replaces. Every client closes its transport when it
+    closes, so a shared one must survive ``aclose()``. Meant for `aicm.testing`."""
     global _default_transport
     previous, _default_transport = _default_transport, transport
     return previous
@@ -102,38 +88,39 @@ def set_default_transport(
 
 def _warn_if_plaintext(api_base: str) -> None:
     parts = urlsplit(api_base)
-    if parts.scheme != "http":
-        return
     host = parts.hostname or ""
-    if host == "localhost":
+    if parts.scheme != "http" or host == "localhost":
         return
-    try:
+    with contextlib.suppress(ValueError):
         if ipaddress.ip_address(host).is_loopback:
             return
-    except ValueError:
-        pass
     logger.warning(
         "api_base %s uses plain http to a non-loopback host: the API key travels unencrypted",
         api_base,
     )
 
 
-@functools.lru_cache(maxsize=1)
-def _shared_ssl_context() -> ssl.SSLContext:
+def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    return _shared_ssl_context(verify)
+
+
+@functools.lru_cache(maxsize=2)
+def _shared_ssl_context(verify: bool) -> ssl.SSLContext:
     # Loading the CA bundle costs tens of milliseconds; every client can share one context.
-    context: ssl.SSLContext = httpx.create_ssl_context()
+    context: ssl.SSLContext = httpx.create_ssl_context(verify=verify)
     return context
 
 
-@attrs.define
-class _CachedConfigs:
-    etag: str
-    value: ConfigsResponse
+def _env_proxies() -> bool:
+    """True when the environment names a proxy (httpx reads the same variables)."""
+    return any(kind in ("http", "https", "all") for kind in urllib.request.getproxies())
 
 
 class AsyncCostManagerClient(ServiceApiMethods):
     """The AICostManager HTTP API: ``track``, ``track_usage``, ``get_configs``, and the
-    service's management API (usage, costs, customers, limits, ...; see ``ServiceApiMethods``).
+    service's management API (usage, costs, customers, limits, ...).
 
     Connection options fall back to the environment and the INI file (see the settings
     docs). A ``transport`` (any ``httpx.AsyncBaseTransport``) may be injected, e.g. for
@@ -162,7 +149,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
             )
         self.settings = settings
         _warn_if_plaintext(settings.api_base)
-        self._verify = _shared_ssl_context() if verify is True else verify
+        self._verify = _ssl_context(verify)
         transport = transport if transport is not None else _default_transport
         self._http = httpx.AsyncClient(
             base_url=settings.api_root,
@@ -171,13 +158,14 @@ class AsyncCostManagerClient(ServiceApiMethods):
             verify=self._verify,
             headers=_HEADERS,
         )
-        # The blocking twin (see post_encoded_blocking) speaks to the network only: an
-        # injected transport is async, and the sends go through it on the loop instead.
+        # The blocking twin (see post_encoded_blocking) speaks to the network directly:
+        # with an injected transport (async) or a proxy from the environment, the sends
+        # go through this client on the loop instead.
         self._blocking: BlockingHttp | None = None
         self._blocking_lock = threading.Lock()
         self._ingest_parts: dict[tuple[object, str], tuple[httpx.URL, httpx.Headers, Any]] = {}
-        self.can_block = transport is None
-        self._configs: dict[str | None, _CachedConfigs] = {}
+        self.can_block = transport is None and not _env_proxies()
+        self._configs: dict[str | None, tuple[str, ConfigsResponse]] = {}  # ETag, answer
         #: The usage limits in force for this service and key (shared in the process).
         self.limits = limit_book(settings)
 
@@ -216,11 +204,6 @@ class AsyncCostManagerClient(ServiceApiMethods):
             api_base=self.settings.api_base,
         )
 
-    def _raise_for_response(self, response: httpx.Response, text: str) -> None:
-        error = self._error_for_response(response, text)
-        if error is not None:
-            raise error
-
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.require_api_key()}"}
 
@@ -236,17 +219,11 @@ class AsyncCostManagerClient(ServiceApiMethods):
         request: httpx.Request | None = None,
     ) -> httpx.Response:
         """Send a request (``request``, else one made of the other arguments); the
-        answer's body is read up to ``limit`` bytes (decoded).
-
-        A longer body is cut there, the rest never read (the connection is closed), and
-        the response is marked (see `body_truncated()`).
-        """
+        answer's body is read up to ``limit`` bytes (see `BoundedBody`)."""
         deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         try:
-            # httpx's timeout bounds each phase (connect, each write, each read), so a service
-            # trickling its answer a byte at a time would hold us forever; the deadline bounds
-            # the whole request, body read included. Our own scope: an outer cancellation
-            # still propagates as a cancellation.
+            # The deadline bounds the whole request, so a trickled answer cannot hold us;
+            # our own scope, so an outer cancellation still propagates as one.
             with anyio.move_on_after(deadline):
                 if request is None:
                     request = self._http.build_request(
@@ -254,19 +231,20 @@ class AsyncCostManagerClient(ServiceApiMethods):
                     )
                 streamed = await self._http.send(request, stream=True)
                 try:
-                    if declared_size(streamed) <= limit:
-                        # The usual answer: its length said up front (and no encoding to
-                        # expand it), so httpx reads exactly that much.
+                    body = BoundedBody(streamed, limit)
+                    if body.whole:
                         await streamed.aread()
                         return streamed
-                    body, truncated = await _read_bounded(streamed, limit)
+                    if body.wanted:
+                        async for chunk in streamed.aiter_bytes():
+                            if body.add(chunk):
+                                break
                 finally:
                     await streamed.aclose()
-                return _bounded_response(streamed, request, body, truncated)
+                return body.response(streamed)
         except (httpx.HTTPError, RuntimeError) as exc:
             raise self._failure(method, path, exc, closed=self._http.is_closed) from exc
-        # Only our deadline gets here (the scope swallows only its own cancellation);
-        # httpcore closed the connection the request held: nothing half-read is pooled.
+        # Only our deadline gets here; httpcore closed the connection: nothing half-read is pooled.
         raise self._past_deadline(method, path)
 
     def _failure(self, method: str, path: str, exc: Exception, *, closed: bool) -> Exception:
@@ -296,17 +274,12 @@ class AsyncCostManagerClient(ServiceApiMethods):
             return blocking
         with self._blocking_lock:
             if self._blocking is None and self.can_block:
-                made = BlockingHttp(
+                self._blocking = BlockingHttp(
                     base_url=self.settings.api_root,
                     timeout=self.settings.timeout,
                     verify=self._verify,
                     headers=_HEADERS,
                 )
-                if made.usable:
-                    self._blocking = made
-                else:
-                    made.close()
-                    self.can_block = False
             return self._blocking
 
     def _post_blocking(self, path: str, body: bytes) -> httpx.Response:
@@ -318,25 +291,18 @@ class AsyncCostManagerClient(ServiceApiMethods):
         started = time.monotonic()
         request = self._ingest_request(blocking.http, path, body)
         try:
-            response, read, truncated = blocking.send(
-                request, deadline=deadline, limit=MAX_ANSWER_BYTES
-            )
+            return blocking.send(request, deadline=deadline, limit=MAX_ANSWER_BYTES)
         except (httpx.HTTPError, RuntimeError) as exc:
-            if isinstance(exc, httpx.TimeoutException) and (time.monotonic() - started >= deadline):
+            if isinstance(exc, httpx.TimeoutException) and time.monotonic() - started >= deadline:
                 raise self._past_deadline("POST", path) from exc
             raise self._failure("POST", path, exc, closed=blocking.http.is_closed) from exc
-        if read is None:
-            return response
-        return _bounded_response(response, request, read, truncated)
 
     async def post_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
     ) -> Answer:
-        """POST already JSON-encoded records (at most 1000) to ``endpoint``; never raises for
-        the service's answer or its absence: the `Answer` holds the result or the error.
-
-        With ``only_failures`` the plain successes are left out of the results.
-        """
+        """POST already JSON-encoded records (at most 1000) to ``endpoint``; the `Answer`
+        holds the result or the error (never raised). ``only_failures`` leaves the plain
+        successes out of the results."""
         body = _ingest_body(endpoint, encoded)
         try:
             request = self._ingest_request(self._http, endpoint.value, body)
@@ -350,10 +316,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return answer
 
     def post_encoded_blocking(self, endpoint: Endpoint, encoded: Sequence[str]) -> Answer:
-        """`post_encoded()` from a plain thread, with a blocking ``httpx.Client``.
-
-        Only where `can_block` (no injected transport); the same answers and errors.
-        """
+        """`post_encoded()` from a plain thread (only where `can_block`): the same answers."""
         body = _ingest_body(endpoint, encoded)
         try:
             response = self._post_blocking(endpoint.value, body)
@@ -404,24 +367,22 @@ class AsyncCostManagerClient(ServiceApiMethods):
                 MAX_ANSWER_BYTES,
             )
             return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
-        parsed = _parse_results(text, only_failures=only_failures)
+        parsed = parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
             logger.warning(
                 "%s answered %s with an unreadable body", endpoint.value, response.status_code
             )
             return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
-        limits = _limits_in(text) if '"triggered_limits"' in text else _NO_LIMITS
+        limits = limits_in(text) if '"triggered_limits"' in text else _NO_LIMITS
         return Answer(Outcome.DELIVERED, result=parsed), limits
 
     async def send_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
     ) -> TrackResult:
-        """POST already JSON-encoded records (at most 1000) to ``endpoint``.
-
-        Returns the per-record results; raises an [`APIStatusError`][aicm.APIStatusError] subclass
-        for an error status and [`TransportError`][aicm.TransportError] when there is no answer.
-        """
+        """`post_encoded()`'s per-record results; raises an
+        [`APIStatusError`][aicm.APIStatusError] subclass for an error status and
+        [`TransportError`][aicm.TransportError] when there is no answer."""
         answer = await self.post_encoded(endpoint, encoded, only_failures=only_failures)
         return answer.unwrap()
 
@@ -431,10 +392,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         """POST records to ``endpoint``, split into requests of at most 1000."""
         results: list[RecordResult] = []
         limits: dict[str, Any] = {}
-        for start in range(0, max(len(records), 1), MAX_RECORDS_PER_REQUEST):
+        for start in range(0, len(records), MAX_RECORDS_PER_REQUEST):
             chunk = records[start : start + MAX_RECORDS_PER_REQUEST]
-            if not chunk:
-                break
             answer = await self.send_encoded(endpoint, [dumps(r.wire()) for r in chunk])
             results.extend(answer.results)
             limits.update(answer.triggered_limits)
@@ -461,9 +420,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return await self.send(Endpoint.TRACK_USAGE, built)
 
     async def get_triggered_limits(self) -> dict[str, Any]:
-        """GET ``/triggered-limits``: the service's signed document, as sent; the limits in
-        it are also adopted (if verified) by every tracker of this service and key in the
-        process."""
+        """GET ``/triggered-limits``: the service's signed document, as sent; its limits are
+        adopted (if verified) by every tracker of this service and key in the process."""
         data = await super().get_triggered_limits()
         # {"triggered_limits": {...}}, or the limits object itself.
         answer = data.get("triggered_limits", data if "encrypted_payload" in data else {})
@@ -473,10 +431,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return data
 
     async def refresh_limits(self) -> None:
-        """`get_triggered_limits()` for a manager starting: failures are logged, not raised.
-
-        Bounded by ``timeout``: a service that does not answer delays a start that little.
-        """
+        """`get_triggered_limits()` for a manager starting, bounded by ``timeout``: failures
+        are logged, not raised."""
         self.limits.note_asked()  # one refresh at a time is enough
         with anyio.move_on_after(self.settings.timeout):
             try:
@@ -491,14 +447,16 @@ class AsyncCostManagerClient(ServiceApiMethods):
         headers = self._auth()
         cached = self._configs.get(api_id)
         if cached is not None:
-            headers["If-None-Match"] = cached.etag
+            headers["If-None-Match"] = cached[0]
         params = None if api_id is None else {"api_id": api_id}
         response = await self._request(
             "GET", "/configs", headers=headers, params=params, limit=MAX_CONFIGS_BYTES
         )
         if response.status_code == 304 and cached is not None:
-            return cached.value
-        self._raise_for_response(response, response.text)
+            return cached[1]
+        error = self._error_for_response(response, response.text)
+        if error is not None:
+            raise error
         if body_truncated(response):
             raise ConfigError(
                 f"the service's /configs answer is larger than {MAX_CONFIGS_BYTES} bytes;"
@@ -515,43 +473,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
             await self.limits.aabsorb(data["triggered_limits"])
         etag = response.headers.get("ETag")
         if etag:
-            self._configs[api_id] = _CachedConfigs(etag=etag, value=value)
+            self._configs[api_id] = (etag, value)
         return value
-
-
-def _bounded_response(
-    streamed: httpx.Response, request: httpx.Request, body: bytes, truncated: bool
-) -> httpx.Response:
-    """A response holding the ``body`` read of ``streamed`` (marked when it was cut)."""
-    return httpx.Response(
-        streamed.status_code,
-        headers=[
-            (k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _WIRE_HEADERS
-        ],
-        content=body,
-        request=request,
-        extensions={_TRUNCATED: truncated},
-    )
-
-
-def body_truncated(response: httpx.Response) -> bool:
-    """True when ``response``'s body was cut at the read limit (see ``_request``)."""
-    return bool(response.extensions.get(_TRUNCATED))
-
-
-async def _read_bounded(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """The first ``limit`` bytes of ``response``'s decoded body, and whether there was more."""
-    if declared_size(response) != float("inf"):
-        return b"", True  # over the limit, said up front: nothing of it need be read
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        if size + len(chunk) > limit:
-            parts.append(chunk[: limit - size])
-            return b"".join(parts), True
-        parts.append(chunk)
-        size += len(chunk)
-    return b"".join(parts), False
 
 
 def _ingest_body(endpoint: Endpoint, encoded: Sequence[str]) -> bytes:
@@ -560,34 +483,24 @@ def _ingest_body(endpoint: Endpoint, encoded: Sequence[str]) -> bytes:
     return f'{{"{endpoint.body_key}":[{",".join(encoded)}]}}'.encode()
 
 
+_TRACK_OPTIONAL = ("response_id", "timestamp", "client_customer_key", "customer_key", "context")
+
+
 def _track_record(data: Mapping[str, Any], *, legacy: bool) -> TrackRecord:
     if not isinstance(data, Mapping):
         raise TypeError(f"a record must be a TrackRecord or a mapping, got {type(data).__name__}")
-    known = {
-        "api_id",
-        "service_key",
-        "payload",
-        "response_id",
-        "timestamp",
-        "client_customer_key",
-        "customer_key",
-        "context",
-    }
-    extra = set(data) - known
+    extra = set(data) - {"api_id", "service_key", "payload", *_TRACK_OPTIONAL}
     if extra:
         raise RecordError(f"unknown record field(s): {', '.join(sorted(extra))}", field="record")
     api_id = data.get("api_id")
     service_key = data.get("service_key")
     if api_id is None and isinstance(service_key, str) and "::" in service_key:
         api_id = service_key.partition("::")[0]  # a current record: its vendor names it
+    optional: dict[str, Any] = {name: data.get(name) for name in _TRACK_OPTIONAL}
     return TrackRecord.build(
         api_id,  # type: ignore[arg-type]  # checked by build()
         service_key,  # type: ignore[arg-type]
         data.get("payload"),
-        response_id=data.get("response_id"),
-        timestamp=data.get("timestamp"),
-        client_customer_key=data.get("client_customer_key"),
-        customer_key=data.get("customer_key"),
-        context=data.get("context"),
+        **optional,
         legacy=legacy,
     )

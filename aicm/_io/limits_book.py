@@ -1,15 +1,12 @@
 """The usage limits this process knows, per service and key; shared through a queue file (layer 2).
 
-Every tracker and cost manager talking to one service with one API key reads the same
-`LimitBook`: an answer any of them receives (an ingest answer, ``GET
-/triggered-limits``) updates what all of them enforce. Only a payload whose signature
-checks out is adopted (`aicm._core.limits.verify_answer()`); one that does not is
-ignored with one WARNING, and what was known before stays in force.
+Every tracker and cost manager of one service and API key reads the same `LimitBook`: an
+answer any of them receives updates what all of them enforce. Only a payload whose
+signature checks out is adopted (`aicm._core.limits.verify_answer()`); another is ignored
+with one WARNING, and what was known before stays in force.
 
-With a persistent queue, the book is also kept in a small table of the queue's SQLite
-file, so other processes sharing that file learn a limit as soon as any of them is told
-(they read it at most once a second) and each verifies it itself. The INI file is never
-written.
+With a persistent queue the book is also kept in a table of the queue's SQLite file, so
+processes sharing that file learn a limit within a second (each verifies it itself).
 """
 
 from __future__ import annotations
@@ -68,9 +65,8 @@ def _canonical(answer: Mapping[str, object]) -> str:
 class SharedLimits:
     """The last ``triggered_limits`` answer for one service and key, in a queue file.
 
-    One row per (API root, key fingerprint) in its own table; the raw answer is stored,
-    never the key, and every reader verifies it again. The table is only created in a file
-    that already holds a queue of this aicm's schema (a file aicm opened as its queue).
+    One row per (API root, key fingerprint); the raw answer is stored, never the key. The
+    table is only created in a file that holds a queue of this aicm's schema.
     """
 
     def __init__(self, path: Path, *, api_root: str, key_fp: str) -> None:
@@ -145,10 +141,7 @@ class SharedLimits:
 
 
 class LimitBook:
-    """The limits in force for one service and API key (see the module docstring).
-
-    Thread-safe: answers are absorbed on event loops, limits are read from any thread.
-    """
+    """The limits in force for one service and API key; thread-safe."""
 
     def __init__(
         self, *, api_root: str, key_fp: str, api_key_id: str | None, pinned_key: str | None
@@ -194,9 +187,9 @@ class LimitBook:
         self.heard_at = self._fetched_at = time.monotonic()
 
     def claim_start_fetch(self, fresh_for: float) -> bool:
-        """True when a starting tracker should ask the service for its limits (and from
-        now on the book counts as asked); False when this process asked or was told less
-        than ``fresh_for`` s ago, or the shared queue file holds an answer that recent."""
+        """True when a starting tracker should ask the service for its limits (the book
+        then counts as asked); False when it was asked or told, here or through the shared
+        queue file, less than ``fresh_for`` s ago."""
         self.limits  # noqa: B018  # a shared queue file is read first
         now = time.monotonic()
         with self._lock:
@@ -208,14 +201,12 @@ class LimitBook:
             return True
 
     def absorb(self, answer: object) -> str | None:
-        """Adopt a ``triggered_limits`` answer if its signature checks out.
+        """Adopt a ``triggered_limits`` answer if its signature checks out; its JSON when
+        that changed the limits in force (to share), else None.
 
-        Returns the answer's JSON when it was adopted and changed the limits in force (so
-        a caller may share it), else None. None says nothing; ``{}`` says no limit is in
-        force, which only a book without a pinned key believes (unsigned, it could come
-        from anyone); a bad answer is ignored with one WARNING. An answer without a
-        ``public_key`` is checked with the last key that verified one (the service may
-        send its key only with ``GET /triggered-limits``).
+        ``{}`` (no limit in force) is believed only without a pinned key: unsigned, it could
+        come from anyone. An answer without a ``public_key`` is checked with the last key
+        that verified one (the service may send it only with ``GET /triggered-limits``).
         """
         self.heard_at = time.monotonic()
         if answer is None:

@@ -1,9 +1,8 @@
 """The one retry loop for calls made in the caller's task: attempts, backoff, Retry-After (layer 2).
 
-IMMEDIATE delivery, the service API's calls and a tracker's config fetch all try a call a
-few times on retryable failures; they share this loop, so when the next attempt goes out
-is computed in one place (`RetryPolicy.next_attempt_at()`). The delivery actor, which
-never sleeps in a caller's task, asks the same method for its backoff.
+IMMEDIATE delivery, the service API's calls and a tracker's config fetch share it; when the
+next attempt goes out is computed in one place (`RetryPolicy.next_attempt_at()`), which the
+delivery engine asks for its own backoff too.
 """
 
 from __future__ import annotations
@@ -27,12 +26,8 @@ RETRYABLE: tuple[type[Exception], ...] = (TransportError, ServerError, RateLimit
 
 
 class GaveUp(Exception):
-    """The retry loop stopped: ``last`` is the final failure, after ``attempts`` attempts.
-
-    ``asked`` is set when it stopped early because the wait before the next attempt (the
-    service's ``Retry-After``, or the backoff) is longer than the caller allows. Internal:
-    callers turn it into their own error (or raise ``last``).
-    """
+    """The retry loop stopped: ``last`` is the final failure, after ``attempts`` attempts;
+    ``asked`` is the wait (``Retry-After`` or backoff) when one too long stopped it early."""
 
     def __init__(self, last: Exception, *, attempts: int, asked: float | None = None) -> None:
         super().__init__(str(last))
@@ -51,11 +46,10 @@ async def retrying(
 ) -> _T:
     """Await ``call()`` up to ``policy.attempts`` times while it raises a ``retryable`` error.
 
-    Between attempts it sleeps the policy's backoff, or the service's ``Retry-After`` (at
-    most ``policy.max_sleep`` s). It stops at once when the service asks for more than
-    ``policy.max_retry_after`` s, or when the wait (asked for or not) is over
-    ``policy.max_delay`` s. ``on_retry(error, attempt, delay)`` is told before each sleep.
-    Any other error propagates as is; running out raises `GaveUp`.
+    Between attempts it sleeps the backoff or the service's ``Retry-After`` (at most
+    ``policy.max_sleep`` s); it stops when the service asks for more than
+    ``policy.max_retry_after`` s or the wait is over ``policy.max_delay`` s, raising
+    `GaveUp`. ``on_retry(error, attempt, delay)`` is told before each sleep.
     """
     attempt = 1
     while True:
@@ -75,8 +69,7 @@ async def retrying_or_raise(
     *,
     on_retry: Callable[[Exception, int, float], None] | None = None,
 ) -> _T:
-    """`retrying()`, raising the last failure itself (as the call raised it) when the
-    loop gives up: for callers whose own callers expect the service's error."""
+    """`retrying()`, raising the call's own last failure when the loop gives up."""
     try:
         return await retrying(call, policy, on_retry=on_retry)
     except GaveUp as gave_up:
@@ -107,8 +100,7 @@ def retrying_blocking(
 def _wait_before_next(
     exc: Exception, attempt: int, policy: RetryPolicy, now: float, rng: random.Random | None
 ) -> float:
-    """How long to wait after ``attempt`` failed with ``exc``; raises `GaveUp` when
-    no further attempt should be made."""
+    """How long to wait after ``attempt`` failed with ``exc``; `GaveUp` when no more."""
     if attempt >= policy.attempts:
         raise GaveUp(exc, attempts=attempt) from exc
     asked = exc.retry_after if isinstance(exc, APIStatusError) else None

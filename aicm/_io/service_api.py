@@ -1,9 +1,9 @@
 """The service's management API on the async client: usage, costs, customers, limits, ... (layer 2).
 
-`ServiceApiMethods` is mixed into `AsyncCostManagerClient`, so
-these calls share its settings, connection pool, API key and error mapping. Reads, updates
-and deletes are retried on a transient failure (5xx, 429, no answer) with the delivery
-backoff settings; a create is sent once, so a retry never makes a second customer.
+`ServiceApiMethods` is mixed into `AsyncCostManagerClient` (its settings, connection pool,
+API key and error mapping). Reads, updates and deletes are retried on a transient failure
+(5xx, 429, no answer) with the delivery backoff settings; a create is sent once, so a
+retry never makes a second customer.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .._core.service_models import (
     WebhookList,
     structure_page,
 )
+from .answers import body_truncated
 from .api_calls import (
     Api,
     Call,
@@ -63,17 +64,15 @@ _R = TypeVar("_R")
 
 #: Tries of a read, update or delete before its transient failure is raised.
 API_ATTEMPTS = 3
-#: The most of one management answer aicm reads (decoded): a page of events as large as
-#: a caller's ``limit`` asks, the OpenAPI schema. Past it a service (or whatever answers
-#: in its place) could grow the process without bound.
+#: The most of one management answer aicm reads (decoded: a large page, the OpenAPI
+#: schema), so no answer can grow the process without bound.
 MAX_API_ANSWER_BYTES = 16 << 20
-# A retry waits at most this long (a longer Retry-After is raised to the caller, who can
-# decide; an API call should not stall for a minute inside the SDK).
+# A retry waits at most this long: a longer Retry-After is raised to the caller to decide.
 _MAX_RETRY_WAIT = 5.0
 
 
-# The filters of a listing, written once for its ``list_*`` page and its ``iter_*`` walk
-# (which has no ``offset``). Every key is optional; None means "not filtered".
+# The filters of a listing, for its ``list_*`` page and its ``iter_*`` walk (no ``offset``);
+# None means "not filtered".
 
 
 class _UsageEventFilters(TypedDict, total=False):
@@ -161,36 +160,30 @@ class ServiceApiMethods:
             limit: int,
         ) -> httpx.Response: ...
 
-        def _raise_for_response(self, response: httpx.Response, text: str) -> None: ...
+        def _error_for_response(
+            self, response: httpx.Response, text: str
+        ) -> APIStatusError | None: ...
 
     # -- plumbing --------------------------------------------------------------------------
 
     def _raise_for_api_answer(self, response: httpx.Response, text: str) -> None:
-        if 200 <= response.status_code < 300:
+        """Raise the client's error for a non-2xx answer, with the service's ``detail``."""
+        error = self._error_for_response(response, text)
+        if error is None:
             return
         detail = _detail(text)
-        try:
-            self._raise_for_response(response, text)
-        except APIStatusError as exc:
-            if response.status_code == 404:
-                error = NotFoundError(
-                    f"not found: {detail or response.request.url.path}",
-                    status_code=404,
-                    body=exc.body,
-                )
-                error.detail = detail
-                raise error from None
-            if detail:
-                exc.detail = detail
-                exc.args = (f"{exc.args[0]}: {detail}",)
-            raise
+        if response.status_code == 404:
+            where = detail or response.request.url.path
+            error = NotFoundError(f"not found: {where}", status_code=404, body=error.body)
+        elif detail:
+            error.args = (f"{error.args[0]}: {detail}",)
+        error.detail = detail
+        raise error
 
     async def _call(
         self, method: str, path: str, *, body: bytes | None = None, retry: bool = True
     ) -> Any:
         """One API call: the decoded JSON answer (None for an empty one), or an error."""
-        from .http import body_truncated  # http.py mixes this class in: imported late
-
         headers = self._auth()
         if body is not None:
             headers["Content-Type"] = "application/json"

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .._core.service_models import Page
-from .._io.api_calls import Api, PagesApi
+from .._io.api_calls import Api, Declared, PagesApi
 from .._io.service_api import ServiceApiMethods
 
 if TYPE_CHECKING:
@@ -25,45 +25,36 @@ __all__ = ["ServiceApiSyncMethods"]
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
-_R_co = TypeVar("_R_co", covariant=True)
+_R = TypeVar("_R")
 
 
-class SyncMethod(Protocol[_P, _R_co]):
-    """A bound sync method of the management API (its twin's signature)."""
-
-    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R_co: ...
-
-
-class _Twin(Generic[_P, _R_co]):
+class _Twin(Declared[_P, _R]):
     """The sync twin of an async method: a portal call to it, or (``pages``) an iterator
     over the items of every page, one portal call per page."""
 
-    def __init__(self, api: Api[_P, Any] | PagesApi[_P, Any], *, pages: bool) -> None:
-        self.api, self.pages = api, pages
-        self.__doc__ = api.__doc__
+    def __init__(self, api: Api[_P, Any] | PagesApi[_P, Any]) -> None:
+        super().__init__(api.declare)  # type: ignore[arg-type]  # _R: what the twin returns
+        self.api = api
+        self.pages = isinstance(api, PagesApi)
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+    if TYPE_CHECKING:
 
-    @overload
-    def __get__(self, instance: None, owner: type) -> _Twin[_P, _R_co]: ...
-    @overload
-    def __get__(self, instance: ServiceApiSyncMethods, owner: type) -> SyncMethod[_P, _R_co]: ...
-    def __get__(self, instance: ServiceApiSyncMethods | None, owner: type) -> Any:
-        if instance is None:
-            return self
-        declare, pages = self.api.declare, self.pages
-        name = self.name
+        @overload
+        def __get__(self, instance: None, owner: type) -> _Twin[_P, _R]: ...
+        @overload
+        def __get__(self, instance: ServiceApiSyncMethods, owner: type) -> Callable[_P, _R]: ...
+        def __get__(self, instance: ServiceApiSyncMethods | None, owner: type) -> Any: ...
 
-        @functools.wraps(declare)
-        def method(*args: Any, **kwargs: Any) -> Any:
+    def _bind(self, instance: ServiceApiSyncMethods) -> Callable[_P, Any]:
+        declare, pages, name = self.declare, self.pages, self.name
+
+        def method(*args: _P.args, **kwargs: _P.kwargs) -> Any:
             live = instance._live()
             if pages:
                 first = instance._run(live._send, declare(live, *args, **kwargs))
                 return instance._pages(first)
             return instance._run(getattr(live, name), *args, **kwargs)
 
-        method.__signature__ = self.api.signature  # type: ignore[attr-defined]
         return method
 
 
@@ -72,7 +63,7 @@ def _twin(api: PagesApi[_P, _T]) -> _Twin[_P, Iterator[_T]]: ...
 @overload
 def _twin(api: Api[_P, _T]) -> _Twin[_P, _T]: ...
 def _twin(api: Api[_P, Any] | PagesApi[_P, Any]) -> _Twin[_P, Any]:
-    return _Twin(api, pages=isinstance(api, PagesApi))
+    return _Twin(api)
 
 
 _A = ServiceApiMethods

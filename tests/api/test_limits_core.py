@@ -17,7 +17,7 @@ from aicm._core.limits import (
     vendor_of,
     verify_answer,
 )
-from aicm._io.http import _limits_in
+from aicm._io.answers import limits_in as _limits_in
 from aicm._io.limits_book import LimitBook, SharedLimits
 from tests.api.limits_support import keypair, limit, signed
 

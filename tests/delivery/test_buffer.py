@@ -16,19 +16,17 @@ from aicm._delivery.buffer import Doorbell, RecordBuffer, Waker
 
 def buffer(
     maxsize: int = 10, on_full: OnFull = OnFull.BLOCK, block_timeout: float | None = None
-) -> tuple[RecordBuffer[str], list[tuple[str, str]], list[str]]:
-    """A buffer, and the (record, reason) pairs and records its discard hooks were given."""
+) -> tuple[RecordBuffer[str], list[tuple[str, str]]]:
+    """A buffer, and the (record, reason) pairs its discard hook was given."""
     discarded: list[tuple[str, str]] = []
-    told: list[str] = []
     buf: RecordBuffer[str] = RecordBuffer(
         maxsize,
         batch_size=4,
         on_full=on_full,
         block_timeout=block_timeout,
-        on_discard=told.append,
         on_discarded=lambda item, why: discarded.append((item, why)),
     )
-    return buf, discarded, told
+    return buf, discarded
 
 
 def fill(buf: RecordBuffer[str], *items: str) -> None:
@@ -41,7 +39,7 @@ def fill(buf: RecordBuffer[str], *items: str) -> None:
 
 def test_take_returns_the_oldest_first_up_to_the_limit() -> None:
     """Records leave in the order they came, at most ``limit`` at a time."""
-    buf, _, _ = buffer()
+    buf, _ = buffer()
     fill(buf, "a", "b", "c", "d", "e")
     assert buf.take(2) == ["a", "b"]
     assert len(buf) == 3
@@ -52,7 +50,7 @@ def test_take_returns_the_oldest_first_up_to_the_limit() -> None:
 
 def test_oldest_at_is_the_arrival_of_the_oldest_waiting_record() -> None:
     """``oldest_at`` follows the head of the queue; 0 when empty."""
-    buf, _, _ = buffer()
+    buf, _ = buffer()
     assert buf.oldest_at == 0.0
     before = time.monotonic()
     fill(buf, "a")
@@ -69,7 +67,7 @@ def test_oldest_at_is_the_arrival_of_the_oldest_waiting_record() -> None:
 def test_push_front_returns_records_to_the_head_with_their_age() -> None:
     """Records given back go before newer ones, in their order, keeping when they came;
     they may take the queue past its size (they were in it)."""
-    buf, _, _ = buffer(maxsize=3)
+    buf, _ = buffer(maxsize=3)
     fill(buf, "c", "d", "e")
     buf.push_front(["a", "b"], queued_at=5.0)
     assert len(buf) == 5
@@ -79,7 +77,7 @@ def test_push_front_returns_records_to_the_head_with_their_age() -> None:
 
 def test_clear_empties_and_returns_everything() -> None:
     """``clear`` hands back every record still queued."""
-    buf, _, _ = buffer()
+    buf, _ = buffer()
     fill(buf, "a", "b")
     assert buf.clear() == ["a", "b"]
     assert len(buf) == 0
@@ -90,7 +88,7 @@ def test_clear_empties_and_returns_everything() -> None:
 
 def test_raise_refuses_a_record_when_full() -> None:
     """``raise``: try_put says no, put raises QueueFullError naming the size; nothing is lost."""
-    buf, discarded, _ = buffer(maxsize=2, on_full=OnFull.RAISE)
+    buf, discarded = buffer(maxsize=2, on_full=OnFull.RAISE)
     fill(buf, "a", "b")
     assert not buf.try_put("c")
     with pytest.raises(QueueFullError, match=r"full \(2 records\)"):
@@ -100,18 +98,17 @@ def test_raise_refuses_a_record_when_full() -> None:
 
 
 def test_backpressure_drops_the_oldest_and_says_so() -> None:
-    """``backpressure``: a full queue drops its oldest record, through both hooks."""
-    buf, discarded, told = buffer(maxsize=2, on_full=OnFull.BACKPRESSURE)
+    """``backpressure``: a full queue drops its oldest record, through its hook."""
+    buf, discarded = buffer(maxsize=2, on_full=OnFull.BACKPRESSURE)
     fill(buf, "a", "b", "c", "d")
     assert buf.take(10) == ["c", "d"]
     assert discarded == [("a", "backpressure"), ("b", "backpressure")]
-    assert told == ["a", "b"]
 
 
 def test_block_waits_for_room_then_appends() -> None:
     """``block``: a producer thread waits while the queue is full, and appends as soon as
     the consumer takes a record."""
-    buf, _, _ = buffer(maxsize=1)
+    buf, _ = buffer(maxsize=1)
     fill(buf, "a")
     done = threading.Event()
 
@@ -130,7 +127,7 @@ def test_block_waits_for_room_then_appends() -> None:
 
 def test_block_times_out() -> None:
     """``block`` with a timeout: QueueFullError once the queue stayed full that long."""
-    buf, _, _ = buffer(maxsize=1, block_timeout=0.05)
+    buf, _ = buffer(maxsize=1, block_timeout=0.05)
     fill(buf, "a")
     started = time.monotonic()
     with pytest.raises(QueueFullError, match=r"stayed full for 0\.05 s"):
@@ -141,7 +138,7 @@ def test_block_times_out() -> None:
 
 def test_close_releases_a_blocked_producer_and_refuses_new_records() -> None:
     """A producer blocked on a full queue gets QueueFullError at close; later puts too."""
-    buf, _, _ = buffer(maxsize=1)
+    buf, _ = buffer(maxsize=1)
     fill(buf, "a")
     raised: list[BaseException] = []
 
@@ -164,7 +161,7 @@ def test_close_releases_a_blocked_producer_and_refuses_new_records() -> None:
 
 def test_forget_after_fork_drops_records_and_refuses_more() -> None:
     """In a forked child the parent's records are not the child's to send."""
-    buf, _, _ = buffer()
+    buf, _ = buffer()
     fill(buf, "a")
     buf.forget_after_fork()
     assert len(buf) == 0
@@ -181,7 +178,7 @@ async def test_a_producer_thread_wakes_the_consumer_at_the_count_it_waits_for(
 ) -> None:
     """The consumer sleeps until the batch is full; the producer thread that fills it
     wakes it, and not before."""
-    buf, _, _ = buffer()
+    buf, _ = buffer()
     waker = Waker()
     assert buf.wait_for(waker, 3)
     woke_at: list[int] = []
@@ -203,7 +200,7 @@ async def test_a_producer_thread_wakes_the_consumer_at_the_count_it_waits_for(
 @pytest.mark.anyio
 async def test_wait_for_a_count_already_reached_needs_no_wait(anyio_backend: str) -> None:
     """wait_for says False when the records are already there."""
-    buf, _, _ = buffer()
+    buf, _ = buffer()
     fill(buf, "a", "b")
     assert not buf.wait_for(Waker(), 2)
     assert buf.wait_for(Waker(), 3)
@@ -225,7 +222,7 @@ async def test_a_wake_that_comes_first_is_kept(anyio_backend: str) -> None:
 @pytest.mark.anyio
 async def test_aput_waits_for_room_on_a_full_queue(anyio_backend: str) -> None:
     """``aput`` on a full ``block`` queue waits for the consumer to take, then appends."""
-    buf, _, _ = buffer(maxsize=1)
+    buf, _ = buffer(maxsize=1)
     fill(buf, "a")
     async with anyio.create_task_group() as tg:
         tg.start_soon(buf.aput, "b")
@@ -238,11 +235,11 @@ async def test_aput_waits_for_room_on_a_full_queue(anyio_backend: str) -> None:
 @pytest.mark.anyio
 async def test_aput_raises_or_times_out_when_full(anyio_backend: str) -> None:
     """``aput``: QueueFullError at once under ``raise``, after the timeout under ``block``."""
-    strict, _, _ = buffer(maxsize=1, on_full=OnFull.RAISE)
+    strict, _ = buffer(maxsize=1, on_full=OnFull.RAISE)
     fill(strict, "a")
     with pytest.raises(QueueFullError, match="is full"):
         await strict.aput("b")
-    patient, _, _ = buffer(maxsize=1, block_timeout=0.05)
+    patient, _ = buffer(maxsize=1, block_timeout=0.05)
     fill(patient, "a")
     with pytest.raises(QueueFullError, match="stayed full"):
         await patient.aput("b")

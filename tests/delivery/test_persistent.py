@@ -239,7 +239,7 @@ async def test_concurrent_tracks_share_commits(
     async with AsyncTracker(
         **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=60
     ) as tracker:
-        queue = tracker.engine.queue
+        queue = tracker.engine.store.queue
         assert queue is not None
         before = queue.commits
         async with anyio.create_task_group() as tg:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -613,3 +614,151 @@ async def test_closed_client_raises_an_aicm_error(connection: dict[str, str]) ->
     await client.aclose()
     with pytest.raises(AicmError):
         await client.track([track_record()])
+
+
+# -- the blocking twin (IMMEDIATE sends from a plain thread) --------------------------------
+
+
+def test_blocking_post_errors_match_the_async_ones(collector: LocalCollector) -> None:
+    """post_encoded_blocking answers each failure with the error post_encoded gives: the
+    same class, URL and httpx error name (the OS's wording may differ), that error chained."""
+    encoded = [json.dumps(track_record())]
+    cases = {
+        "refused": {"aicm_api_key": "k" * 20, "aicm_api_base": "http://127.0.0.1:9"},
+        "dropped": {"aicm_api_key": "k" * 20, "aicm_api_base": collector.api_base},
+    }
+    collector.set_faults(Faults(drop_rate=1.0))
+    for name, connection in cases.items():
+
+        async def main(connection: dict[str, str] = connection) -> tuple[Any, Any]:
+            async with AsyncCostManagerClient(timeout=2, **connection) as client:
+                assert client.can_block
+                on_loop = await client.post_encoded(Endpoint.TRACK, encoded)
+                blocking = await anyio.to_thread.run_sync(
+                    client.post_encoded_blocking, Endpoint.TRACK, encoded
+                )
+                assert client._blocking is not None, "the blocking twin was not used"
+                return on_loop.error, blocking.error
+
+        on_loop, blocking = anyio.run(main)
+        assert isinstance(blocking, TransportError), name
+        head = re.compile(r".* failed: \w+: ")
+        assert (type(blocking), head.match(str(blocking))[0]) == (  # type: ignore[index]
+            type(on_loop),
+            head.match(str(on_loop))[0],  # type: ignore[index]
+        ), name
+        assert isinstance(blocking.__cause__, httpx.TransportError), name
+
+
+@pytest.mark.parametrize("variable", ["HTTPS_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_in_the_environment_keeps_sends_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """The blocking twin does not go through proxies, so with one configured it is not made:
+    IMMEDIATE sends go through the async client, which honours the proxy as httpx does."""
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    client = AsyncCostManagerClient(aicm_api_key="k" * 20, aicm_api_base="https://service.test")
+    assert not client.can_block
+    monkeypatch.delenv(variable)
+    assert AsyncCostManagerClient(aicm_api_key="k" * 20).can_block
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (PEM files: cert, key)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_blocking_post_over_tls_verifies_the_certificate(tmp_path: Path) -> None:
+    """The blocking twin speaks TLS with the client's SSL context: a service whose
+    certificate that context trusts gets the records; with the default trust store the
+    same service is refused, as the async client refuses it."""
+    import http.server
+    import ssl
+    import threading
+
+    cert, key = _self_signed(tmp_path)
+    received: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            answer = b'{"results": [{"response_id": "r1", "status": "queued"}]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(cert, key)
+    server.socket = serving.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    encoded = [json.dumps(track_record(response_id="r1"))]
+    try:
+        trusting = ssl.create_default_context(cafile=str(cert))
+
+        async def main(verify: ssl.SSLContext | bool) -> tuple[Any, Any]:
+            async with AsyncCostManagerClient(
+                aicm_api_key="k" * 20, aicm_api_base=base, timeout=5, verify=verify
+            ) as client:
+                blocking = await anyio.to_thread.run_sync(
+                    client.post_encoded_blocking, Endpoint.TRACK, encoded
+                )
+                assert client._blocking is not None
+                on_loop = await client.post_encoded(Endpoint.TRACK, encoded)
+                return blocking, on_loop
+
+        blocking, on_loop = anyio.run(main, trusting)
+        assert blocking.error is None
+        assert on_loop.error is None
+        assert [r.response_id for r in blocking.unwrap().results] == ["r1"]
+        assert len(received) == 2
+        blocking, on_loop = anyio.run(main, True)
+        assert isinstance(blocking.error, TransportError)
+        assert "ConnectError" in str(blocking.error)
+        assert "CERTIFICATE" in str(blocking.error)
+        assert type(on_loop.error) is type(blocking.error)
+        assert len(received) == 2
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -16,10 +16,9 @@ import anyio.to_thread
 import pytest
 
 from aicm import QueueStoreError
-from aicm._io.sqlite import SCHEMA_VERSION, SqliteQueue, SyncWriter, check_queue_file, gate
+from aicm._io.sqlite import SCHEMA_VERSION, SqliteQueue, SyncWriter, check_queue_file, schema
 from aicm._io.sqlite.db import open_async_db
-from aicm._io.sqlite.gate import ForkGate
-from aicm._io.sqlite.schema import SCHEMA, connect
+from aicm._io.sqlite.schema import SCHEMA, ForkGate, connect
 from aicm._io.sqlite.writer import INSERT, insert
 from tests.sqlite_support import queue_row
 
@@ -161,12 +160,12 @@ async def test_a_child_forked_during_an_async_write_can_write(tmp_path: Path) ->
 @forks
 def test_a_stuck_operation_delays_a_fork_only_so_long(monkeypatch: pytest.MonkeyPatch) -> None:
     """An operation that never ends holds a fork back for _FORK_WAIT_SECONDS, then no more."""
-    monkeypatch.setattr(gate, "FORK_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(schema, "FORK_WAIT_SECONDS", 0.2)
     inside = threading.Event()
     release = threading.Event()
 
     def stuck() -> None:
-        with gate.FORK_GATE:
+        with schema.FORK_GATE:
             inside.set()
             release.wait(10)
 

@@ -18,10 +18,9 @@ from aicm._io.sqlite import (
     SyncWriter,
     claims,
     count_pending,
-    gate,
     purge_rows,
 )
-from aicm._io.sqlite.schema import RECORDS_TABLE, connect
+from aicm._io.sqlite.schema import RECORDS_TABLE, connect, file_lock
 from aicm._io.sqlite.writer import ROWS_PER_INSERT
 from tests.sqlite_support import add_all, claim, queue_row
 
@@ -390,10 +389,10 @@ def test_one_write_lock_per_file_in_a_process(tmp_path: Path) -> None:
     path.touch()
     link = tmp_path / "link.db"
     link.symlink_to(path)
-    lock = gate.file_lock(path)
-    assert gate.file_lock(tmp_path / "." / "q.db") is lock
-    assert gate.file_lock(link) is lock
-    assert gate.file_lock(tmp_path / "other.db") is not lock
+    lock = file_lock(path)
+    assert file_lock(tmp_path / "." / "q.db") is lock
+    assert file_lock(link) is lock
+    assert file_lock(tmp_path / "other.db") is not lock
 
 
 def test_a_writer_waits_for_the_process_lock_then_commits(path: Path) -> None:
@@ -401,7 +400,7 @@ def test_a_writer_waits_for_the_process_lock_then_commits(path: Path) -> None:
     the lock, not in SQLite), and commits as soon as it is free."""
     writer = SyncWriter(path, api_root=ROOT, key_fp=KEY_FP)
     writer.add("/track", "warm-up", "{}")
-    lock = gate.file_lock(path)
+    lock = file_lock(path)
     done = threading.Event()
     lock.acquire()
     try:
@@ -419,19 +418,19 @@ def test_a_writer_waits_for_the_process_lock_then_commits(path: Path) -> None:
     ]
 
 
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_the_child_of_a_fork_gets_fresh_write_locks(tmp_path: Path) -> None:
-    """After a fork, the child's locks are new: one the parent's thread held is not held."""
-    locks = gate.FileLocks()
-    held = locks.get(tmp_path / "q.db")
+    """After a fork, the child's locks are new: one the parent held is not held there."""
+    held = file_lock(tmp_path / "q.db")
     held.acquire()
     try:
-        child = gate.FileLocks()
-        child.__dict__.update(locks.__dict__)  # what fork() copies
-        child.after_fork_in_child()
-        fresh = child.get(tmp_path / "q.db")
-        assert fresh is not held
-        assert fresh.acquire(blocking=False)
-        fresh.release()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            fresh = file_lock(tmp_path / "q.db")
+            os._exit(0 if fresh is not held and fresh.acquire(blocking=False) else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
     finally:
         held.release()
 
@@ -500,7 +499,7 @@ async def test_an_add_waits_for_this_process_file_lock_off_the_event_loop(path: 
     try:
         queue = await open_queue(path, opened)
         await queue.add("/track", "warm-up", "{}")
-        lock = gate.file_lock(path)
+        lock = file_lock(path)
         release = threading.Event()
         held = threading.Event()
 

@@ -13,8 +13,7 @@ import pytest
 from aicm._io.sqlite import claims, count_pending, list_queue, purge_rows, retry_dead
 from aicm._io.sqlite.claims import Scope
 from aicm._io.sqlite.db import open_async_db
-from aicm._io.sqlite.gate import file_lock
-from aicm._io.sqlite.schema import DEAD, PENDING, connect
+from aicm._io.sqlite.schema import DEAD, PENDING, connect, file_lock
 from aicm._io.sqlite.writer import insert
 
 ROOT = "http://127.0.0.1:9/api/v1"

@@ -1,12 +1,12 @@
 """The durable SQLite queue (layer 2): one file, group-committed writes, leased claims.
 
-- `.schema`: the file's schema; opening, checking and tuning a queue file.
-- `.gate`: the fork gate and this process's write lock per file.
+- `.schema`: the file's schema; opening, checking and tuning a queue file; the fork gate
+  and this process's write lock per file.
 - `.writer`: inserts, and `SyncWriter` for plain threads.
 - `.claims`: claims, leases, acks, releases, dead letters (the actor's transactions).
-- `.db` and `.queue`: `SqliteQueue`, the async side, one worker-thread
-  hop per operation on asyncio and trio alike.
-- `.moves`: a queue file deleted or replaced under a running process.
+- `.db`: async access to a connection, one thread hop per operation on asyncio and trio
+  alike; a queue file deleted or replaced under a running process.
+- `.queue`: `SqliteQueue`, the async side: group-committed adds and the actor's calls.
 - `.admin`: the ``aicm queue`` command's reads and repairs.
 """
 

@@ -18,33 +18,19 @@ from typing import TypeVar
 import attrs
 
 from ..._core.exceptions import QueueStoreError
-from .gate import FORK_GATE, file_lock
 from .schema import (
     DEAD,
+    FORK_GATE,
     MAX_ID,
     PENDING,
     RAISE_FLOOR,
     SCHEMA_VERSION,
+    check_queue,
+    file_lock,
     foreign,
-    holds_a_queue,
-    newer,
+    in_transaction,
     open_existing,
-    rollback,
 )
-
-__all__ = [
-    "PurgeOutcome",
-    "QueueEntry",
-    "QueueSummary",
-    "RetargetOutcome",
-    "RetryOutcome",
-    "check_queue_file",
-    "list_queue",
-    "purge_rows",
-    "retarget_rows",
-    "retry_dead",
-    "summarize_queue",
-]
 
 _T = TypeVar("_T")
 
@@ -110,7 +96,7 @@ def _size_on_disk(path: Path) -> int:
     return total
 
 
-def _admin_connect(path: Path, *, write: bool) -> sqlite3.Connection:
+def _connect(path: Path, *, write: bool) -> sqlite3.Connection:
     """Open an existing queue file (never create one) and check it is a queue."""
     if not path.exists():
         raise QueueStoreError(f"no queue file at {path}")
@@ -119,23 +105,18 @@ def _admin_connect(path: Path, *, write: bool) -> sqlite3.Connection:
     if path.stat().st_size == 0:
         raise QueueStoreError(f"{path} is empty: not an aicm queue file")
     try:
-        # (Transactions are explicit: BEGIN IMMEDIATE ... COMMIT.)
         conn = open_existing(path, timeout=_ADMIN_BUSY_MS / 1000, write=write, autocommit=True)
     except sqlite3.Error as exc:
         raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {_ADMIN_BUSY_MS}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        is_queue = version == SCHEMA_VERSION and holds_a_queue(conn, version)
-    except sqlite3.DatabaseError as exc:
+        if check_queue(conn, path) != SCHEMA_VERSION:
+            raise foreign(path)
+    except BaseException as exc:
         conn.close()
-        raise QueueStoreError(f"{path} is not a usable queue file: {exc}") from exc
-    if version > SCHEMA_VERSION:
-        conn.close()
-        raise newer(path, version)
-    if not is_queue:
-        conn.close()
-        raise foreign(path)
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise QueueStoreError(f"{path} is not a usable queue file: {exc}") from exc
+        raise
     return conn
 
 
@@ -143,22 +124,16 @@ def _admin(path: Path, op: str, *, write: bool, work: Callable[[sqlite3.Connecti
     """``work(conn)`` on a connection of its own; with ``write``, in one IMMEDIATE
     transaction holding this process's lock on the file."""
     with FORK_GATE:
-        conn = _admin_connect(path, write=write)
-        try:
-            if not write:
-                return work(conn)
-            with file_lock(path):
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    rollback(conn)
-                    raise
-                return result
-        except sqlite3.Error as exc:
-            raise QueueStoreError(f"{op} on {path} failed: {exc}") from exc
-        finally:
+        conn = _connect(path, write=write)
+    try:
+        if write:
+            return in_transaction(conn, file_lock(path), lambda: work(conn))
+        with FORK_GATE:
+            return work(conn)
+    except sqlite3.Error as exc:
+        raise QueueStoreError(f"{op} on {path} failed: {exc}") from exc
+    finally:
+        with FORK_GATE:
             conn.close()
 
 
@@ -246,35 +221,15 @@ def retry_dead(path: Path, ids: Sequence[int] | None = None) -> RetryOutcome:
             " dead_at = NULL, attempts = max(attempts, 1) WHERE state = 1"
         )
         if ids is None:
-            retried = conn.execute(revive, (now,)).rowcount
-            missing: list[int] = []
-        else:
-            wanted = sorted(set(ids))
-            dead = (
-                {
-                    int(r[0])
-                    for r in conn.execute(
-                        "SELECT id FROM records WHERE state = 1 AND id IN"
-                        f" ({', '.join('?' for _ in wanted)})",
-                        wanted,
-                    ).fetchall()
-                }
-                if wanted
-                else set()
-            )
-            retried = 0
-            for i in sorted(dead):
-                retried += conn.execute(revive + " AND id = ?", (now, i)).rowcount
-            missing = [i for i in wanted if i not in dead]
-        return RetryOutcome(retried=retried, not_dead=tuple(missing))
+            return RetryOutcome(retried=conn.execute(revive, (now,)).rowcount, not_dead=())
+        wanted = sorted(set(ids))
+        among = f" AND id IN ({', '.join('?' * len(wanted))})"
+        found = conn.execute("SELECT id FROM records WHERE state = 1" + among, wanted)
+        dead = {int(r[0]) for r in found.fetchall()}
+        retried = conn.execute(revive + among, (now, *wanted)).rowcount
+        return RetryOutcome(retried=retried, not_dead=tuple(i for i in wanted if i not in dead))
 
     return _admin(path, "retry", write=True, work=work)
-
-
-def _raise_floor_to_newest(conn: sqlite3.Connection) -> None:
-    """Before deleting rows: no id in use now may be given to a later row."""
-    (top,) = conn.execute(MAX_ID).fetchone()
-    conn.execute(RAISE_FLOOR, (top, top))
 
 
 def purge_rows(path: Path, *, state: str) -> PurgeOutcome:
@@ -286,7 +241,8 @@ def purge_rows(path: Path, *, state: str) -> PurgeOutcome:
         now = time.time()
         deleted = 0
         kept = 0
-        _raise_floor_to_newest(conn)
+        (top,) = conn.execute(MAX_ID).fetchone()  # no id in use now may be given again
+        conn.execute(RAISE_FLOOR, (top, top))
         if state in ("dead", "all"):
             deleted += conn.execute("DELETE FROM records WHERE state = 1").rowcount
         if state in ("pending", "all"):

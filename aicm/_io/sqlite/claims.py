@@ -23,12 +23,10 @@ from typing import Any, NamedTuple
 
 from ..._core.exceptions import QueueStoreError
 from ..._core.jsonplain import loads
-from .gate import FORK_GATE
-from .schema import MAX_ID, RAISE_FLOOR, in_transaction, open_existing
-
-__all__ = ["Scope", "ack", "claim", "count_pending", "peek", "release", "settle_unwritten"]
+from .schema import FORK_GATE, MAX_ID, RAISE_FLOOR, in_transaction, open_existing
 
 Row = tuple[Any, ...]  # (id, endpoint, response_id, body, created_at, attempts)
+_ROW = "SELECT id, endpoint, response_id, body, created_at, attempts FROM records"
 
 
 class Scope(NamedTuple):
@@ -63,44 +61,41 @@ _RAISE_MARK = (
     " ON CONFLICT (api_root, key_fp) DO UPDATE SET upto = max(upto, excluded.upto)"
 )
 _LEASED_WHERE = (
-    " FROM records WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
+    " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
     " AND next_attempt_at = ? AND lease_owner = ?"
 )
-_LEASED = "SELECT id, endpoint, response_id, body, created_at, attempts" + _LEASED_WHERE
+_LEASED = _ROW + _LEASED_WHERE
 # The same rows as one JSON text: one step of the statement, not one per row (each step
 # is a round trip through the GIL). The time as text: JSON numbers keep 15 digits only.
 _LEASED_JSON = (
     "SELECT json_group_array(json_array(id, endpoint, response_id, body,"
-    " printf('%!.17g', created_at), attempts))" + _LEASED_WHERE
+    " printf('%!.17g', created_at), attempts)) FROM records" + _LEASED_WHERE
 )
 # With no room on the disk for a lease (see SqliteQueue: "disk full"), due rows are read,
 # not leased: the same rows a claim would take, in the same order.
 _PEEK_TRIED = (
-    "SELECT id, endpoint, response_id, body, created_at, attempts FROM records"
-    " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
+    _ROW + " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
     " AND (next_attempt_at <= ? OR (lease_owner IS NULL AND id <= ?) OR lease_owner = ?)"
     " ORDER BY next_attempt_at, id LIMIT ?"
 )
 _PEEK_FRESH = (
-    "SELECT id, endpoint, response_id, body, created_at, attempts FROM records WHERE id > ?"
-    " AND api_root = ? AND key_fp = ? AND state = 0 AND attempts = 0 ORDER BY id LIMIT ?"
+    _ROW + " WHERE id > ? AND api_root = ? AND key_fp = ? AND state = 0 AND attempts = 0"
+    " ORDER BY id LIMIT ?"
 )
 _DELETE_IDS = "DELETE FROM records WHERE id IN ({})"
+# Dead-lettering a row by id (while the disk was full, its lease unwritten), or one the
+# caller still leases (KILL).
 _KILL_ID = (
     "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
     " WHERE id = ? AND state = 0"
 )
-# Acks, releases and dead-letterings name their rows in one statement per chunk of ids,
-# and only touch rows the caller still holds: a lease that expired and was taken over
-# belongs to its new owner.
+KILL = _KILL_ID + " AND lease_owner = ?"
+# Acks and releases name their rows in one statement per chunk of ids, and only touch
+# rows the caller still holds: a lease that expired and was taken over is its new owner's.
 _ACK = "DELETE FROM records WHERE lease_owner = ? AND id IN ({})"
 _RELEASE = (
     "UPDATE records SET lease_owner = NULL, next_attempt_at = ?, last_error = ?"
     " WHERE lease_owner = ? AND id IN ({})"
-)
-KILL = (
-    "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
-    " WHERE id = ? AND lease_owner = ? AND state = 0"
 )
 # Tried rows: in a backoff, or leased (maybe by a crashed owner). Fresh rows are left out:
 # their writer rings the actor's doorbell, and they wait for a batch window.

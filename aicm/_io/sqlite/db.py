@@ -1,12 +1,24 @@
-"""Async access to a queue connection: each operation is one call on the connection's thread."""
+"""Queue connections: async access (each operation one call on the connection's thread),
+and a queue file deleted or replaced under a running process (its rows follow the path).
+
+A connection keeps using the file it opened: once that file is unlinked (deleted, or
+replaced by a rename), rows committed through it go to an inode no later process can
+find. Each holder of a connection notes the file's identity when it opens it, and looks
+again after each group commit (the writers) and before each claim (the actor). When the
+path names another file, or none, the rows still readable through the old connection
+are moved into the file at the path (created if missing), and the holder reopens there.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,57 +27,156 @@ import anyio
 import anyio.to_thread
 
 from ..._core.exceptions import QueueStoreError
-from .gate import FORK_GATE, file_lock
-from .moves import retire
-from .schema import connect
-
-__all__ = ["AsyncDB", "on_asyncio", "open_async_db"]
+from .schema import FORK_GATE, LAST_ID, connect, file_lock, open_in_gate, rollback
 
 _T = TypeVar("_T")
 
+logger = logging.getLogger("aicm.delivery")
 
-class _ConnectionThread:
-    """A thread of one connection's own, serving asyncio callers.
+FileIdentity = tuple[int, int]  # (st_dev, st_ino)
 
-    One hop each way per operation: a job on a queue, and the result handed back with
-    ``call_soon_threadsafe``. ``loop.run_in_executor`` on a one-worker executor measured
-    about twice as slow per operation (it chains a concurrent future to an asyncio one),
-    and anyio's worker threads slower still.
+
+def file_identity(path: Path | str) -> FileIdentity | None:
+    """The identity of the file at ``path`` now, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class OpenedFile:
+    """What a connection's holder knows of the file it opened: it, and its shared memory.
+
+    SQLite keeps a WAL file and a shared-memory file beside the database. When only the
+    database is deleted those stay, still in use by the old connections: a new database
+    at the same path must not start with them (their pages are the old file's).
     """
 
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None]
-        self._jobs = queue.SimpleQueue()
-        self._stopped = False
-        threading.Thread(target=self._serve, name="aicm-queue", daemon=True).start()
+    __slots__ = ("file", "shm")
 
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, call = job
-            done: Callable[[asyncio.Future[Any], Any], None]
-            value: Any
+    def __init__(self, path: Path) -> None:
+        self.file = file_identity(path)
+        # (Noted again once the connection has used it: SQLite makes it on first use.)
+        self.shm = file_identity(f"{path}-shm")
+
+    def moved(self, path: Path) -> bool:
+        """Whether ``path`` names another file than the one opened (or none)."""
+        if self.file is None or file_identity(path) == self.file:
+            if self.shm is None:
+                self.shm = file_identity(f"{path}-shm")
+            return False
+        return True
+
+
+# Connections to a queue file that was deleted or replaced, kept open for good. Closing
+# the last connection to a file in WAL mode deletes, by name, the WAL and shared-memory
+# files at its path: by now those are the new file's, in use. Each is also given one
+# reference nobody holds, so that it is never freed, and so never closed, at exit either.
+_RETIRED: list[object] = []
+
+
+def retire(conn: sqlite3.Connection) -> None:
+    """Stop using ``conn`` without ever closing it (see above)."""
+    _RETIRED.append(conn)
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+    except (ImportError, AttributeError):
+        pass  # not CPython: the list's reference keeps it open while the process runs
+
+
+# As _MOVED_ROW takes them, but the id: ``state = 1`` is both the state and the attempts
+# (a dead row stays dead, tried once; a pending one arrives fresh). A created_at that is
+# not a time (another program wrote the row) makes it due now.
+_ROWS_TO_MOVE = (
+    "SELECT endpoint, response_id, body, format, api_root, key_fp, state = 1, state = 1,"
+    " created_at, CASE WHEN typeof(created_at) IN ('integer', 'real') THEN created_at"
+    " ELSE ? END, last_error, dead_at FROM records ORDER BY id"
+)
+_MOVED_ROW = (
+    "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp, state,"
+    " attempts, created_at, next_attempt_at, last_error, dead_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
+    """Move every row readable through ``old`` into the queue file at ``path`` now.
+
+    Inside the fork gate and holding the file's lock in this process. The old file's
+    write lock is taken first, so that processes sharing the old file move its rows one
+    at a time (the second finds none left). Pending rows arrive fresh and unleased (one
+    in flight is sent again: the service counts a repeated response_id once); dead rows
+    stay dead. Returns how many rows were moved. Raises QueueStoreError (rows left where
+    they were) when the file at ``path`` cannot be created or is not a queue.
+    """
+    try:
+        old.execute("BEGIN IMMEDIATE")
+        rows = old.execute(_ROWS_TO_MOVE, (time.time(),)).fetchall()
+    except sqlite3.Error as exc:
+        rollback(old)
+        raise QueueStoreError(
+            f"cannot read the rows of the deleted queue file {path}: {exc}"
+        ) from exc
+    try:
+        shm = file_identity(f"{path}-shm")
+        if shm is not None and (
+            file_identity(path) is None or opened.shm is None or shm == opened.shm
+        ):
+            # The old file's WAL and shared memory (no file at the path has any other, or
+            # they are the ones the old connection noted): the old connections keep them
+            # open; the file at the path must start without them.
+            for suffix in ("-wal", "-shm"):
+                try:
+                    os.unlink(f"{path}{suffix}")
+                except FileNotFoundError:
+                    pass
+        new = open_in_gate(path, check_same_thread=True)
+        try:
+            new.execute("BEGIN IMMEDIATE")
             try:
-                result = call()
-            except BaseException as exc:
-                done, value = _fail, exc
-            else:
-                done, value = _succeed, result
-            try:
-                future.get_loop().call_soon_threadsafe(done, future, value)
-            except RuntimeError:
-                pass  # its loop is closed: nobody waits for the answer any more
+                (last,) = new.execute(LAST_ID).fetchone()
+                params = [(i, *row) for i, row in enumerate(rows, start=int(last) + 1)]
+                new.executemany(_MOVED_ROW, params)
+                new.commit()
+            except BaseException:
+                rollback(new)
+                raise
+        finally:
+            new.close()
+        old.execute("DELETE FROM records")
+        old.commit()
+    except (sqlite3.Error, QueueStoreError) as exc:
+        rollback(old)
+        raise QueueStoreError(
+            f"the queue file {path} was deleted or replaced while in use, and its rows could"
+            f" not be moved into a file there ({exc}); they stay in the deleted file, which"
+            " this process alone still reads and delivers from"
+        ) from exc
+    except BaseException:
+        rollback(old)
+        raise
+    return len(rows)
 
-    async def run(self, call: Callable[[], _T]) -> _T:
-        if self._stopped:  # (no thread would ever answer)
-            raise sqlite3.ProgrammingError("the queue connection is closed")
-        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((future, call))
-        return await future
 
-    def stop(self) -> None:
-        """End the thread once the jobs before this call are done."""
-        self._stopped = True
-        self._jobs.put(None)
+def rescue_rows(
+    conn: sqlite3.Connection, lock: threading.Lock, path: Path, opened: OpenedFile
+) -> int:
+    """`_move_rows()` as one operation on ``conn`` (an AsyncDB's ``run`` passes the
+    connection and the file's lock); 0 when the path still names the opened file."""
+    with FORK_GATE, lock:
+        if not opened.moved(path):
+            return 0
+        moved = _move_rows(conn, path, opened)
+    logger.warning(
+        "the queue file %s was deleted or replaced while in use: %d row(s) moved into %s",
+        path,
+        moved,
+        path,
+    )
+    return moved
 
 
 def on_asyncio() -> bool:
@@ -77,40 +188,68 @@ def on_asyncio() -> bool:
     return True
 
 
-def _succeed(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():  # (cancelled: the caller is gone; the operation ran all the same)
-        future.set_result(result)
+def _settle(future: asyncio.Future[Any], failed: bool, value: Any) -> None:
+    if future.done():  # cancelled: the caller is gone; the operation ran all the same
+        return
+    if failed:
+        future.set_exception(value)
+    else:
+        future.set_result(value)
 
 
-def _fail(future: asyncio.Future[Any], exc: Any) -> None:
-    if not future.done():
-        future.set_exception(exc)
+_Job = tuple[asyncio.Future[Any], Callable[[], Any]]
 
 
 class AsyncDB:
     """One ``sqlite3`` connection for async callers, one operation at a time.
 
     Each operation is one whole function (a transaction, a read) run off the event loop:
-    one thread hop however many statements it runs. On asyncio the connection has a
-    thread of its own; on trio, anyio's worker threads, one call at a time.
+    one thread hop however many statements it runs. On trio, anyio's worker threads run
+    them, one call at a time. On asyncio the connection has a thread of its own: a job
+    on a queue, and the result handed back with ``call_soon_threadsafe``
+    (``loop.run_in_executor`` on a one-worker executor measured about twice as slow per
+    operation, since it chains a concurrent future to an asyncio one; anyio's worker
+    threads slower still).
     """
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         self._conn = conn
         self.lock = lock  # the file's write lock in this process
-        self._thread: _ConnectionThread | None = None
         self._limiter = anyio.CapacityLimiter(1)
+        self._jobs: queue.SimpleQueue[_Job | None] | None = None
+        self._stopped = False
         if on_asyncio():
-            self._thread = _ConnectionThread()
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(
+                target=self._serve, args=(self._jobs,), name="aicm-queue", daemon=True
+            ).start()
+
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while (job := jobs.get()) is not None:
+            future, call = job
+            value: Any
+            try:
+                value, failed = call(), False
+            except BaseException as exc:
+                value, failed = exc, True
+            try:
+                future.get_loop().call_soon_threadsafe(_settle, future, failed, value)
+            except RuntimeError:
+                pass  # its loop is closed: nobody waits for the answer any more
 
     async def run(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(connection, file_lock, *args)`` on the connection's thread (one of the
         operations of `.claims` or `.writer`)."""
-        if self._thread is not None:
-            return await self._thread.run(functools.partial(fn, self._conn, self.lock, *args))
-        return await anyio.to_thread.run_sync(
-            fn, self._conn, self.lock, *args, limiter=self._limiter
-        )
+        if self._jobs is None:
+            return await anyio.to_thread.run_sync(
+                fn, self._conn, self.lock, *args, limiter=self._limiter
+            )
+        if self._stopped:  # (no thread would ever answer)
+            raise sqlite3.ProgrammingError("the queue connection is closed")
+        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((future, functools.partial(fn, self._conn, self.lock, *args)))
+        return await future
 
     def run_now(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn(connection, file_lock, *args)`` on the calling thread: only for an
@@ -130,13 +269,15 @@ class AsyncDB:
             self._stop()
 
     def retire(self) -> None:
-        """Stop using the connection without closing it (see `.moves.retire()`)."""
+        """Stop using the connection without closing it (see `retire()`)."""
         retire(self._conn)
         self._stop()
 
     def _stop(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
+        """End the connection's thread once the jobs before this call are done."""
+        if self._jobs is not None:
+            self._stopped = True
+            self._jobs.put(None)
 
 
 async def open_async_db(path: Path) -> AsyncDB:

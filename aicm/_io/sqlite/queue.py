@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -19,46 +19,23 @@ from ..._core.exceptions import QueueStoreError
 from ..owners import new_owner, owner_is_gone
 from . import claims
 from .claims import Scope
-from .db import AsyncDB, on_asyncio, open_async_db
-from .moves import OpenedFile, rescue_rows
-from .schema import MAX_ID, disk_full, write_error
+from .db import AsyncDB, OpenedFile, on_asyncio, open_async_db, rescue_rows
+from .schema import MAX_ID, disk_full, raise_write_error
 from .writer import RowTuple, impatient, insert, patiently
 
-__all__ = ["SqliteQueue"]
-
 _T = TypeVar("_T")
-
-
-# Group commits under way at once in a SqliteQueue. Two (one running, the next queued
-# behind it) measured no faster than one: the callers' Python, not the commit, is the
-# bound, and one at a time makes fewer, larger commits.
-_COMMITS_IN_FLIGHT = 1
-
 
 # Group commits of at most this many rows are made on the event loop itself when they
 # need not wait for a lock (see writer.insert); larger ones on the connection's thread.
 _ROWS_COMMITTED_ON_LOOP = 4
 
 
-def _ignore_commit(n: int, committed: bool = True) -> None:
-    del n, committed
-
-
-class _Done(Protocol):
-    """What a group commit's callers wait on: ``anyio.Event``'s own methods."""
-
-    def set(self) -> None: ...
-    def is_set(self) -> bool: ...
-    async def wait(self) -> None: ...
-
-
 class _FutureEvent:
     """``anyio.Event`` for asyncio, on a plain future per waiter.
 
     Every ``track()`` on a persistent queue waits once for its commit, and anyio's event
-    (an asyncio.Event inside) costs 0.7 us more per wait. A waiter gets a future of its
-    own, not a shared one: cancelling a task cancels the future it awaits, and that must
-    not end the other callers' wait.
+    costs 0.7 us more per wait. Each waiter has a future of its own: cancelling a task
+    cancels the future it awaits, and that must not end the other callers' wait.
     """
 
     __slots__ = ("_set", "_waiters")
@@ -91,7 +68,7 @@ class _Commit:
 
     __slots__ = ("done", "error", "rows")
 
-    def __init__(self, done: _Done) -> None:
+    def __init__(self, done: _FutureEvent | anyio.Event) -> None:
         self.rows: list[RowTuple] = []
         self.done = done
         self.error: BaseException | None = None
@@ -109,7 +86,6 @@ class SqliteQueue:
         self._db_opened = OpenedFile(path)
         self._following = False  # moving rows out of a deleted file (see follow_the_path)
         self._following_lock = anyio.Lock()
-        self._writes_opened: OpenedFile | None = None
         self.path = path
         self.api_root = api_root
         self.key_fp = key_fp
@@ -125,30 +101,30 @@ class SqliteQueue:
         self._unwritten_acks: set[int] = set()
         self._unwritten_kills: dict[int, str] = {}
         self._hurried = 0  # ids up to here are due now, backoff or not (a flush's hurry)
-        # Adds commit on a connection (and so a thread) of their own, opened on the
-        # first one: on the actor's, they would wait behind its claims, reads and
-        # checkpoints, which need not hold the write lock for long, or at all.
+        # Adds commit on a connection (and so a thread) of their own, opened on the first
+        # one: on the actor's, they would wait behind its claims, reads and checkpoints.
         self._writes: AsyncDB | None = None
+        self._writes_opened: OpenedFile | None = None
         self._opening_writes = anyio.Lock()
         self._asyncio = on_asyncio()
-        self._new_done: Callable[[], _Done] = _FutureEvent if self._asyncio else anyio.Event
+        self._new_done: Callable[[], _FutureEvent | anyio.Event] = (
+            _FutureEvent if self._asyncio else anyio.Event
+        )
         self._open = _Commit(self._new_done())  # the rows waiting for the next transaction
-        self._committers = 0  # callers committing for everyone (see _join)
+        # A caller committing for everyone (see add). One at a time: two (one running,
+        # the next queued) measured no faster, and make more, smaller commits.
+        self._committing = False
         self.commits = 0  # add transactions: fewer than calls when calls overlap
         # Told of each group commit (its number of rows): before it starts, and after it
         # ends (True when committed). Once per commit, not per caller: a caller cancelled
         # while it waits still has its row committed with the others, and counted.
-        self.before_commit: Callable[[int], None] = _ignore_commit
-        self.after_commit: Callable[[int, bool], None] = _ignore_commit
+        self.before_commit: Callable[[int], None] = lambda n: None
+        self.after_commit: Callable[[int, bool], None] = lambda n, committed: None
 
     @classmethod
     async def open(cls, path: Path, *, api_root: str, key_fp: str) -> SqliteQueue:
         """Open or create the queue file at ``path``."""
-        try:
-            db = await open_async_db(path)
-        except sqlite3.Error as exc:
-            raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
-        return cls(db, path, api_root=api_root, key_fp=key_fp)
+        return cls(await open_async_db(path), path, api_root=api_root, key_fp=key_fp)
 
     async def _guard(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
         if not self._following and self._db_opened.moved(self.path):
@@ -165,35 +141,33 @@ class SqliteQueue:
                 raise QueueStoreError(f"{op} on {self.path} failed: {exc}") from exc
         return result
 
+    async def _write(self, op: str, fn: Callable[..., object], *args: Any) -> bool:
+        """`_guard()` for a write that may wait for room: False when the disk is full."""
+        try:
+            await self._guard(op, fn, *args)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return False
+        return True
+
     async def add(self, endpoint: str, response_id: str, body: str) -> None:
-        """Commit one row; concurrent callers share one transaction (group commit)."""
+        """Commit one row; concurrent callers share one transaction (group commit).
+
+        A caller who finds no commit under way becomes the committer: it commits the rows
+        gathered so far, and goes on committing whatever gathers meanwhile.
+        """
         batch = self._open
         batch.rows.append((endpoint, response_id, body))
-        if self._committers < _COMMITS_IN_FLIGHT:
-            await self._join(batch)
-        else:  # _join's path for a caller who is not a committer, inlined: every track()
-            await batch.done.wait()
-            if batch.error is not None:
-                self._raise(batch.error)
-
-    async def _join(self, batch: _Commit) -> None:
-        """Wait until ``batch`` (holding the caller's rows) is committed.
-
-        A caller who finds fewer than ``_COMMITS_IN_FLIGHT`` commits under way becomes a
-        committer: it commits the rows gathered so far, and goes on committing whatever
-        gathers meanwhile (callers arriving during a commit join the next one).
-        """
-        if self._committers < _COMMITS_IN_FLIGHT:
-            self._committers += 1
+        if not self._committing:
+            self._committing = True
             interrupted: BaseException | None = None
             try:
                 # Let the tasks that are ready to run add their rows first: one commit
-                # then carries many callers. Those who arrive while it is under way make
-                # the next one; those who come later find no committer and commit
-                # themselves. A committer cancelled here still commits the rows it
-                # gathered (other callers' with them), then takes its cancellation.
+                # then carries many callers. A committer cancelled here still commits the
+                # rows it gathered (other callers' with them), then takes its cancellation.
                 try:
-                    if self._asyncio:  # (what anyio's checkpoint does there, without its look-ups)
+                    if self._asyncio:  # (anyio's checkpoint there, without its look-ups)
                         await asyncio.sleep(0)
                     else:
                         await anyio.lowlevel.checkpoint()
@@ -202,13 +176,13 @@ class SqliteQueue:
                 while self._open.rows:
                     await self._commit_open()
             finally:
-                self._committers -= 1
+                self._committing = False
             if interrupted is not None:
                 raise interrupted
         if not batch.done.is_set():
             await batch.done.wait()
         if batch.error is not None:
-            self._raise(batch.error)
+            raise_write_error(self.path, batch.error)
 
     async def _commit_open(self) -> None:
         """Commit the rows gathered so far, for all their callers."""
@@ -218,10 +192,9 @@ class SqliteQueue:
         try:
             now = time.time()
             writes = self._writes
-            # A few rows are committed right here when nothing holds the file: a commit
-            # that short takes about as long as the hop to the connection's thread and
-            # back. More rows are event-loop time that the thread spends instead. Awaits
-            # are shielded: the rows taken must be committed, the caller cancelled or not.
+            # A few rows are committed right here when nothing holds the file: that takes
+            # about as long as the hop to the connection's thread and back. Awaits are
+            # shielded: the rows taken must be committed, the caller cancelled or not.
             if (
                 writes is None
                 or n > _ROWS_COMMITTED_ON_LOOP
@@ -241,11 +214,6 @@ class SqliteQueue:
         else:
             self.after_commit(n, True)
         commit.done.set()
-
-    def _raise(self, error: BaseException) -> NoReturn:
-        if isinstance(error, QueueStoreError):
-            raise error
-        raise write_error(self.path, error) from error
 
     async def _open_writes(self) -> AsyncDB:
         async with self._opening_writes:
@@ -319,14 +287,8 @@ class SqliteQueue:
         skip = frozenset(
             self._peeked | self._leased_out | self._unwritten_acks | self._unwritten_kills.keys()
         )
-        rows = await self._guard(
-            "read",
-            claims.peek,
-            self.scope,
-            limit,
-            (now, self._hurried),
-            skip,
-        )
+        due = (now, self._hurried)
+        rows = await self._guard("read", claims.peek, self.scope, limit, due, skip)
         self._peeked.update(r[0] for r in rows)
         return rows
 
@@ -334,23 +296,16 @@ class SqliteQueue:
         """Record what the service settled while the disk was full, if there is room now."""
         acks = sorted(self._unwritten_acks)
         kills = sorted(self._unwritten_kills.items())
-        try:
-            await self._guard("ack", claims.settle_unwritten, acks, kills, time.time())
-        except QueueStoreError as exc:
-            if not disk_full(exc):
-                raise
-            return
-        self._unwritten_acks.difference_update(acks)
-        for i, _ in kills:
-            self._unwritten_kills.pop(i, None)
+        if await self._write("ack", claims.settle_unwritten, acks, kills, time.time()):
+            self._unwritten_acks.difference_update(acks)
+            for i, _ in kills:
+                self._unwritten_kills.pop(i, None)
 
     def _split(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
         """``ids`` read while the disk was full, and the leased ones (no longer held)."""
         self._leased_out.difference_update(ids)
         peeked = self._peeked
-        if not peeked:
-            return [], list(ids)
-        read = [i for i in ids if i in peeked]
+        read = [i for i in ids if i in peeked] if peeked else []
         if not read:
             return [], list(ids)
         peeked.difference_update(read)
@@ -358,10 +313,10 @@ class SqliteQueue:
         return read, [i for i in ids if i not in taken]
 
     async def free_dead_leases(self) -> int:
-        """Make rows leased by processes of this host that no longer run due now.
+        """Make rows leased by processes of this host that no longer run due now; how many.
 
-        Returns how many rows were freed. A lease whose owner cannot be judged (another
-        host, another platform) is left to expire by itself.
+        A lease whose owner cannot be judged (another host, another platform) is left to
+        expire by itself.
         """
         now = time.time()
         owners = await self._read(claims.LEASE_OWNERS, (self.api_root, self.key_fp, now))
@@ -369,12 +324,11 @@ class SqliteQueue:
         if not gone:
             return 0
         try:
-            rows: int = await self._guard("free leases", claims.free_leases, self.scope, gone, now)
+            return await self._guard("free leases", claims.free_leases, self.scope, gone, now)
         except QueueStoreError as exc:
             if not disk_full(exc):
                 raise
             return 0  # (the leases run out by themselves)
-        return rows
 
     async def ack(self, ids: Sequence[int]) -> None:
         """Delete delivered rows (those this owner still holds).
@@ -385,30 +339,22 @@ class SqliteQueue:
         if not ids:
             return
         read, leased = self._split(ids)
-        try:
-            if leased:
-                await self._guard("ack", claims.ack, self.owner, leased)
-            if read:
-                await self._guard("ack", claims.settle_unwritten, read, (), time.time())
-        except QueueStoreError as exc:
-            if not disk_full(exc):
-                raise
+        done = not leased or await self._write("ack", claims.ack, self.owner, leased)
+        if done and read:
+            done = await self._write("ack", claims.settle_unwritten, read, (), time.time())
+        if not done:
             self._unwritten_acks.update(ids)
 
     async def release(self, ids: Sequence[int], *, delay: float, error: str) -> None:
-        """Give leased rows back, due again in ``delay`` seconds."""
-        if not ids:
-            return
+        """Give leased rows back, due again in ``delay`` seconds.
+
+        With the disk full they stay leased to this owner in the file: claims made by
+        reading take them again (see claims.peek); other processes wait for the lease.
+        """
         _, leased = self._split(ids)  # rows only read were never taken from the file
         if leased:
             due = time.time() + delay
-            try:
-                await self._guard("release", claims.release, self.owner, leased, due, error)
-            except QueueStoreError as exc:
-                if not disk_full(exc):
-                    raise
-                # Still leased to this owner in the file: claims made by reading take
-                # them again (see claims.peek); other processes wait for the lease to end.
+            await self._write("release", claims.release, self.owner, leased, due, error)
 
     async def kill(self, reasons: Sequence[tuple[int, str]]) -> None:
         """Dead-letter rows (those this owner still holds), each with its reason."""
@@ -417,26 +363,18 @@ class SqliteQueue:
         now = time.time()
         read, leased = self._split([i for i, _ in reasons])
         why = dict(reasons)
-        try:
-            if leased:
-                params = [(why[i], now, i, self.owner) for i in leased]
-                await self._guard("dead-letter", claims.write_many, claims.KILL, params)
-            if read:
-                await self._guard(
-                    "dead-letter", claims.settle_unwritten, (), [(i, why[i]) for i in read], now
-                )
-        except QueueStoreError as exc:
-            if not disk_full(exc):
-                raise
+        kills = [(why[i], now, i, self.owner) for i in leased]
+        done = not leased or await self._write("dead-letter", claims.write_many, claims.KILL, kills)
+        if done and read:
+            unwritten = [(i, why[i]) for i in read]
+            done = await self._write("dead-letter", claims.settle_unwritten, (), unwritten, now)
+        if not done:
             self._unwritten_kills.update(why)
 
     async def checkpoint(self) -> None:
-        """Copy the WAL into the file (see `.claims.checkpoint()`); the actor calls this."""
-        try:
-            await self._guard("checkpoint", claims.checkpoint)
-        except QueueStoreError as exc:
-            if not disk_full(exc):
-                raise  # (full: the WAL stays as it is until there is room)
+        """Copy the WAL into the file (see `.claims.checkpoint()`); the actor calls this.
+        With the disk full the WAL stays as it is until there is room."""
+        await self._write("checkpoint", claims.checkpoint)
 
     async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return await self._guard("read", claims.read, sql, params)
@@ -460,10 +398,8 @@ class SqliteQueue:
         return int(rows[0][0])
 
     async def pending_upto(self, max_id: int) -> int:
-        """How many pending rows of this root and key have ``id <= max_id``.
-
-        Rows delivered or dead-lettered while the disk was full count as settled.
-        """
+        """How many pending rows of this root and key have ``id <= max_id``; rows delivered
+        or dead-lettered while the disk was full count as settled."""
         rows = await self._read(claims.PENDING_UPTO, (self.api_root, self.key_fp, max_id))
         settled = self._unwritten_acks | self._unwritten_kills.keys()
         return max(0, int(rows[0][0]) - sum(1 for i in settled if i <= max_id))
@@ -472,11 +408,7 @@ class SqliteQueue:
         """Make rows waiting out a backoff due now (a flush wants them delivered)."""
         params = [(self.api_root, self.key_fp, time.time(), max_id)]
         self._hurried = max(self._hurried, max_id)  # for claims made by reading
-        try:
-            await self._guard("hurry", claims.write_many, claims.HURRY, params)
-        except QueueStoreError as exc:
-            if not disk_full(exc):
-                raise
+        await self._write("hurry", claims.write_many, claims.HURRY, params)
 
     @property
     def settled_unwritten(self) -> int:
@@ -496,11 +428,3 @@ class SqliteQueue:
                 await writes.close()
         finally:
             await self.db.close()
-
-
-# -- administration (the ``aicm queue`` command) -----------------------------------------
-#
-# Plain synchronous functions, each on its own short-lived connection: they may run while
-# trackers in other processes use the file. Reads open it read-only; every write is one
-# short transaction that never touches a row under a live lease. A file that does not
-# exist, is not SQLite, or holds no queue raises QueueStoreError and is left as it was.

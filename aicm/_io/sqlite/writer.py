@@ -12,29 +12,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..._core.exceptions import QueueStoreError
-from .gate import FORK_GATE, file_lock
-from .moves import OpenedFile, rescue_rows, retire
-from .schema import BUSY_NO_WAIT, BUSY_WAIT, LAST_ID, connect, rollback, write_error
-
-__all__ = [
-    "INSERT",
-    "RowTuple",
-    "SyncWriter",
-    "impatient",
-    "insert",
-    "patiently",
-]
+from .db import OpenedFile, rescue_rows, retire
+from .schema import (
+    BUSY_NO_WAIT,
+    BUSY_WAIT,
+    FORK_GATE,
+    LAST_ID,
+    connect,
+    file_lock,
+    raise_write_error,
+    rollback,
+)
 
 # A row to write, as the hot paths pass it: (endpoint, response_id, body).
 RowTuple = tuple[str, str, str]
 
+_INTO = (
+    "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp,"
+    " created_at, next_attempt_at) VALUES "
+)
 # One row: its parameters are (endpoint, response_id, body, api_root, key_fp, created_at,
 # next_attempt_at). Its id is above the newest row's and the id floor (NULL, and so
 # SQLite's own choice of id, if ``id_floor`` lost its row).
-INSERT = (
-    "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp,"
-    " created_at, next_attempt_at) VALUES ("
-    "(SELECT max(coalesce((SELECT max(id) FROM records), 0), upto) + 1 FROM id_floor),"
+INSERT = _INTO + (
+    "((SELECT max(coalesce((SELECT max(id) FROM records), 0), upto) + 1 FROM id_floor),"
     " ?, ?, ?, 1, ?, ?, ?, ?)"
 )
 # An INSERT of n rows with their ids: the parameters are the root, the key and the time,
@@ -49,12 +50,8 @@ _SQLITE_BUSY = 5  # SQLite's primary result code (extended codes add bits above 
 
 @functools.lru_cache(maxsize=ROWS_PER_INSERT)
 def _insert_rows_sql(n: int) -> str:
-    values = ", ".join(
+    return _INTO + ", ".join(
         f"(?{k}, ?{k + 1}, ?{k + 2}, ?{k + 3}, 1, ?1, ?2, ?3, ?3)" for k in range(4, 4 * n + 4, 4)
-    )
-    return (
-        "INSERT INTO records (id, endpoint, response_id, body, format, api_root, key_fp,"
-        f" created_at, next_attempt_at) VALUES {values}"
     )
 
 
@@ -134,11 +131,22 @@ def _commit(
         raise
 
 
+class _Batch:
+    """One group commit: the rows of every caller in it, and its outcome."""
+
+    __slots__ = ("done", "error", "rows")
+
+    def __init__(self) -> None:
+        self.rows: list[RowTuple] = []
+        self.done = False
+        self.error: BaseException | None = None
+
+
 class SyncWriter:
     """Durable writes from plain threads, group-committed.
 
-    Every caller's rows are committed before `add()` returns; concurrent callers
-    share one transaction (the first to arrive commits for all who queued behind it).
+    Every caller's rows are committed before `add()` returns; concurrent callers share
+    one transaction (the first to arrive commits for all who queued behind it).
     """
 
     def __init__(self, path: Path, *, api_root: str, key_fp: str) -> None:
@@ -148,11 +156,8 @@ class SyncWriter:
         self._conn: sqlite3.Connection | None = None
         self._lock = file_lock(path)
         self._cond = threading.Condition(threading.Lock())
-        self._pending: list[RowTuple] = []
-        self._open_batch = 0  # the number of the batch now accumulating
-        self._done_batch = -1  # the last batch committed (or failed)
-        self._failed: dict[int, BaseException] = {}
-        self._leader = False
+        self._batch = _Batch()  # the rows waiting for the next transaction
+        self._leader = False  # a caller is committing for everyone
         self._waiting = 0  # callers waiting for a leader's commit
         self._io = threading.Lock()  # the connection: one leader's commit, or close()
         self._opened: OpenedFile | None = None
@@ -185,58 +190,37 @@ class SyncWriter:
         [`QueueStoreError`][aicm.QueueStoreError] if they could not be written."""
         cond = self._cond
         with cond:
-            self._pending.extend(rows)
-            mine = self._open_batch
+            batch = self._batch
+            batch.rows.extend(rows)
             if self._leader:
                 self._waiting += 1
                 try:
-                    while self._done_batch < mine and self._leader:
+                    while self._leader and not batch.done:
                         cond.wait()
                 finally:
                     self._waiting -= 1
-            if self._done_batch >= mine:
-                failure = self._failed.get(mine)
-                if failure is not None:
-                    if isinstance(failure, QueueStoreError):
-                        raise failure
-                    raise write_error(self.path, failure) from failure
-                return
-            # Nobody is committing and our batch is still open: we commit it for everyone in it.
-            self._leader = True
-            batch, self._pending = self._pending, []
-            number = self._open_batch
-            self._open_batch += 1
-        error: BaseException | None = None
-        try:
-            with self._io:
-                insert(
-                    self._connection(),
-                    self._lock,
-                    batch,
-                    self._api_root,
-                    self._key_fp,
-                    time.time(),
-                )
-                self.commits += 1
-                self._follow_the_path()
-        except BaseException as exc:
-            error = exc
-            if not isinstance(exc, (sqlite3.Error, QueueStoreError)):
-                raise
-        finally:
-            with cond:
-                if error is not None:
-                    self._failed[number] = error
-                    for old in [n for n in self._failed if n < number - 1000]:
-                        del self._failed[old]
-                self._done_batch = number
-                self._leader = False
-                if self._waiting:
-                    cond.notify_all()
-        if error is not None:
-            if isinstance(error, QueueStoreError):
-                raise error
-            raise write_error(self.path, error) from error
+            if not batch.done:  # nobody is committing it: we commit it for everyone in it
+                self._leader = True
+                self._batch = _Batch()
+        if not batch.done:
+            try:
+                with self._io:
+                    conn = self._connection()
+                    insert(conn, self._lock, batch.rows, self._api_root, self._key_fp, time.time())
+                    self.commits += 1
+                    self._follow_the_path()
+            except BaseException as exc:
+                batch.error = exc
+                if not isinstance(exc, (sqlite3.Error, QueueStoreError)):
+                    raise
+            finally:
+                with cond:
+                    batch.done = True
+                    self._leader = False
+                    if self._waiting:
+                        cond.notify_all()
+        if batch.error is not None:
+            raise_write_error(self.path, batch.error)
 
     def close(self) -> None:
         """Close the connection (a later write reopens it)."""

@@ -1,0 +1,166 @@
+"""The size bound the extractor counts while building a payload, and the record built on it.
+
+The bound spares the record a second walk of the payload, so it must never be below the
+payload's real JSON size, must be unknown (-1) wherever that walk's exact checks are
+needed, and must leave the answer the call returned untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pydantic
+import pytest
+from openai.types.chat import ChatCompletion
+
+from aicm._core.exceptions import NotSerializableError, RecordTooLargeError
+from aicm._core.extractor import UniversalExtractor
+from aicm._core.jsonplain import plain_size_bound
+from aicm._core.models import ServiceConfig, UsageRecord
+
+OPENAI_CHAT: dict[str, Any] = {
+    "tracked_methods": ["chat.completions.create"],
+    "request_fields": ["model"],
+    "payload_mapping": {
+        "config_id": "config_identifier",
+        "service_id": "request_data.model",
+        "timestamp": "timestamp",
+        "response_id": "response_id",
+        "usage": "usage_data",
+    },
+}
+
+ANSWER: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1700000000,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 9,
+        "completion_tokens": 2,
+        "total_tokens": 11,
+        "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": None},
+    },
+}
+
+
+def extractor(handling: dict[str, Any] = OPENAI_CHAT) -> UniversalExtractor:
+    return UniversalExtractor([ServiceConfig(config_id="c", api_id="a", handling_config=handling)])
+
+
+def sized(response: Any, **kwargs: Any) -> tuple[dict[str, Any], int]:
+    [(payload, bound)] = extractor().extract_sized(
+        "chat.completions.create",
+        kwargs={"model": "gpt-4o-mini", **kwargs},
+        response=response,
+        timestamp="2024-01-01T00:00:00Z",
+    )
+    return payload, bound
+
+
+def json_sizes(payload: dict[str, Any]) -> list[int]:
+    """The payload's JSON size as every encoder a record may go through writes it."""
+    return [
+        len(json.dumps(payload).encode()),
+        len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()),
+    ]
+
+
+def test_a_chat_completion_gives_the_same_payload_and_a_bound_above_its_size() -> None:
+    answer = ChatCompletion.model_validate(ANSWER)
+    payload, bound = sized(answer)
+    assert (
+        payload
+        == extractor().extract(
+            "chat.completions.create",
+            kwargs={"model": "gpt-4o-mini"},
+            response=answer,
+            timestamp="2024-01-01T00:00:00Z",
+        )[0]
+    )
+    assert payload["usage"] == {
+        "prompt_tokens": 9,
+        "completion_tokens": 2,
+        "total_tokens": 11,
+        "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},  # None left out
+    }
+    assert bound >= max(json_sizes(payload))
+    assert bound <= plain_size_bound(payload)  # never looser than the walk it replaces
+
+
+def test_a_dict_answer_is_copied_and_bounded() -> None:
+    answer = json.loads(json.dumps(ANSWER))
+    payload, bound = sized(answer)
+    assert bound >= max(json_sizes(payload))
+    payload["usage"]["prompt_tokens_details"]["cached_tokens"] = 99
+    assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] == 3
+
+
+class Usage(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    prompt_tokens: int
+    details: dict[str, Any] | None = None
+
+
+class Answer(pydantic.BaseModel):
+    id: str
+    usage: Usage
+
+
+def test_credential_keys_inside_a_model_are_dropped_and_the_model_is_untouched() -> None:
+    usage = Usage(prompt_tokens=5, details={"api_key": "sk-secret", "n": 1}, authorization="x")
+    answer = Answer(id="r1", usage=usage)
+    payload, bound = sized(answer)
+    assert payload["usage"] == {"prompt_tokens": 5, "details": {"n": 1}}
+    assert bound >= max(json_sizes(payload))
+    assert usage.details == {"api_key": "sk-secret", "n": 1}
+    assert usage.model_extra == {"authorization": "x"}
+    again, _ = sized(answer)
+    assert again["usage"] == payload["usage"]
+    assert again["usage"] is not payload["usage"]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "caf\u00e9",  # non-ASCII: the exact walk checks its encoding
+        2**70,  # wider than the fast check's ints
+    ],
+)
+def test_values_that_need_the_exact_checks_leave_the_bound_unknown(odd: Any) -> None:
+    payload, bound = sized(Answer(id="r1", usage=Usage(prompt_tokens=1, note=odd)))
+    assert payload["usage"]["note"] == odd
+    assert bound == -1
+
+
+def test_a_non_ascii_request_value_leaves_the_bound_unknown() -> None:
+    _, bound = sized(ChatCompletion.model_validate(ANSWER), model="gpt-\u00e9")
+    assert bound == -1
+
+
+def test_an_unknown_bound_still_gets_the_records_exact_checks() -> None:
+    payload, bound = sized(Answer(id="r1", usage=Usage(prompt_tokens=1, note="a\ud800b")))
+    assert bound == -1
+    with pytest.raises(NotSerializableError):
+        UsageRecord.build(payload, plain=True, bound=bound)
+
+
+def test_a_record_over_the_limit_is_refused_with_a_known_bound() -> None:
+    payload, bound = sized(Answer(id="r1", usage=Usage(prompt_tokens=1, note="x" * 3000)))
+    assert bound >= 0
+    with pytest.raises(RecordTooLargeError):
+        UsageRecord.build(payload, plain=True, bound=bound, max_bytes=2048)
+    record = UsageRecord.build(payload, plain=True, bound=bound, max_bytes=64 * 1024)
+    assert record.payload["usage"]["note"] == "x" * 3000
