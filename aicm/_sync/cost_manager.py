@@ -60,16 +60,8 @@ class CostManager(RecorderFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT
         context: Mapping[str, Any] | None = None,
         **options: Unpack[DeliveryOptions],
     ) -> None:
-        build = functools.partial(
-            AsyncCostManager,
-            client,
-            api_id=api_id,
-            configs=configs,
-            client_customer_key=client_customer_key,
-            context=context,
-            **options,
-        )
-        super().__init__(build, options)
+        build = functools.partial(AsyncCostManager, client, api_id=api_id)
+        super().__init__(build, configs, client_customer_key, context, options)
         self._wrap(client, None if self.disabled else _ThreadHook(self))
 
     @property

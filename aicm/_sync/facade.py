@@ -169,6 +169,18 @@ class SyncFacade(OnRuntime[A]):
 class RecorderFacade(SyncFacade[R]):
     """A facade over a recorder (cost managers, REST wrappers): tags its calls' records."""
 
+    def __init__(
+        self,
+        build: Callable[..., R],
+        configs: Any,
+        client_customer_key: str | None,
+        context: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> None:
+        """``build`` takes the keywords every recorder takes besides its own."""
+        tags = {"client_customer_key": client_customer_key, "context": context}
+        super().__init__(functools.partial(build, configs=configs, **tags, **options), options)
+
     def _open(self) -> R:
         # Once closed, calls pass through untracked: the twin still answers, nothing starts.
         return self._async if self._closed else self._live()
