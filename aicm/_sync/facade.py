@@ -98,12 +98,10 @@ class SyncFacade(OnRuntime[A]):
             return
         super()._start()
         try:
-            runtime.call(self._async.start, runtime.task_group)
+            runtime.call(self._async._start_on_worker, runtime, self)
         except BaseException:
             runtime.call(self._async.aclose, 0.0)
             raise
-        runtime.close_timeout = max(runtime.close_timeout, self._settings.close_timeout)
-        runtime.register(self)
 
     def _live(self) -> A:
         if self._closed:
