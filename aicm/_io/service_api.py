@@ -102,11 +102,16 @@ class _CostEventFilters(TypedDict, total=False):
     limit: int | None
 
 
-class _CustomerFilters(TypedDict, total=False):
+class _CustomerFields(TypedDict, total=False):
+    """A customer's fields: the filters of its listing, and what an update may change."""
+
     customer_key: str | None
     name: str | None
     phone: str | None
     email: str | None
+
+
+class _CustomerFilters(_CustomerFields, total=False):
     limit: int | None
 
 
@@ -342,16 +347,11 @@ class ServiceApiMethods:
 
     @Api
     def update_customer(
-        self,
-        customer_id: str,
-        *,
-        customer_key: str | None = None,
-        name: str | None = None,
-        phone: str | None = None,
-        email: str | None = None,
+        self, customer_id: str, **fields: Unpack[_CustomerFields]
     ) -> Call[Customer]:
         """``PUT /customers/{uuid}/``: the fields given change, the others stay."""
-        return Call("PUT", "/customers/{customer_id}/", locals(), model(Customer), "customer")
+        arguments = {**fields, "customer_id": customer_id}
+        return Call("PUT", "/customers/{customer_id}/", arguments, model(Customer), "customer")
 
     @Api
     def delete_customer(self, customer_id: str) -> Call[None]:
