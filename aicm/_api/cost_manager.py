@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 
@@ -266,8 +266,11 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
                 client_customer_key=key,
                 context=ctx,
             )
-            payloads = [payload for payload, _ in sized]
-            bounds = [bound for _, bound in sized]
+            if len(sized) == 1:  # one config, no list_path: the common case
+                payloads, bounds = [sized[0][0]], [sized[0][1]]
+            else:
+                payloads = [payload for payload, _ in sized]
+                bounds = [bound for _, bound in sized]
         else:
             payloads = _extract(
                 self.extractor,
@@ -279,7 +282,7 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
                 context=ctx,
             )
             bounds = []
-        records: list[WireRecord] = list(self.usage_records(payloads, tags, bounds))
+        records = cast("list[WireRecord]", self.usage_records(payloads, tags, bounds))
         if not records:
             self._report_no_record(call, response, chunks)
         return records

@@ -59,11 +59,9 @@ def requested_model(kwargs: Mapping[str, Any]) -> str | None:
 def served_model(response: Any) -> str | None:
     """The model a provider says served a call (``response.model``, Gemini's
     ``model_version``), if it says."""
+    is_mapping = isinstance(response, Mapping)  # asked once: an ABC check is not free
     for name in ("model", "model_version"):
-        if isinstance(response, Mapping):
-            model = response.get(name)
-        else:
-            model = getattr(response, name, None)
+        model = response.get(name) if is_mapping else getattr(response, name, None)
         if isinstance(model, str) and model:
             return model
     return None

@@ -510,6 +510,8 @@ class UniversalExtractor:
         if not routes:
             return []
         call = _Call(method, args, kwargs, func, tags)
+        if len(routes) == 1:
+            return _run(routes[0], call, response)
         out: list[Sized] = []
         for compiled in routes:
             out.extend(_run(compiled, call, response))

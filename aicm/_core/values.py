@@ -10,10 +10,13 @@ a finished stream from its chunks. None of them raises for the data it meets.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import sys
 import threading
+import types
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Union, get_args, get_origin
 from urllib.parse import ParseResult, SplitResult
 
 from .exceptions import NotSerializableError, RecordError
@@ -86,8 +89,7 @@ def resolve_path(obj: Any, steps: FieldPath) -> Any:
     return cur
 
 
-# Types that are neither mappings nor sequences (pydantic models, SDK objects): a step
-# into one reads an attribute, without asking the ABCs again for every value.
+# Neither mappings nor sequences (pydantic models, SDK objects): no ABC check per step.
 _ATTRIBUTE_TYPES: set[type] = set()
 
 
@@ -118,12 +120,10 @@ def plain_value(
 ) -> Any:
     """``value`` as plain JSON data, or MISSING (logged) when JSON cannot carry it.
 
-    For a value the config ``read`` (from the call's arguments or its answer), an HTTP
-    message, header or cookie object is never delivered (MISSING), and credential keys
-    (``authorization``, ``api_key``, ``headers``...) are left out of the mappings inside
-    it: both are logged once per config and field. Keys whose value is None (a nested
-    field the answer left unset) are left out of those mappings too, never sent as null.
-    The caller's own tags (``context``) are sent as given.
+    In a value the config ``read`` (from the call or its answer), HTTP messages, headers
+    and cookie jars are never delivered (MISSING) and credential keys (``authorization``,
+    ``api_key``...) are left out, each logged once per config and field; so are keys whose
+    value is None (never sent as null). The caller's own tags (``context``) go as given.
     """
     t = type(value)
     if t is str or t is int or t is bool:
@@ -134,12 +134,12 @@ def plain_value(
 def plain_value_sized(
     value: Any, field: str, config_id: str, source: str = "", *, read: bool = True
 ) -> tuple[Any, int]:
-    """`plain_value()` and an upper bound of its JSON size in bytes (as
-    `plain_size_bound()` counts them), or -1 when not known (then that function, or
-    ``to_plain``, checks the value where the record is built)."""
+    """`plain_value()` and an upper bound of its JSON size as `plain_size_bound()` counts
+    it; -1 when not known (the record checks the value then)."""
     dropped: list[str] | None = [] if read else None
     try:
         plain, bound = _fast_plain(value, 0, dropped)
+        bound = max(bound, -1)
     except Exception:  # _NotFast, or a model_dump() that raised: to_plain names the problem
         dropped = [] if read else None
         plain, bound = _slow_plain(value, field, config_id, dropped), -1
@@ -299,25 +299,63 @@ class _NotFast(Exception):
     """The value needs `to_plain()`'s full treatment (or its error message)."""
 
 
-def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool = False) -> Any:
-    """A plain copy of JSON-shaped data and pydantic models and a bound of its JSON size;
-    else `_NotFast`.
-
-    Returns ``(plain, bound)``: ``bound`` is an upper bound of the JSON bytes of ``plain``
-    (as `plain_size_bound()` counts them), or -1 where a leaf needs that function's
-    exact checks (a non-ASCII string, a wide int). ``to_plain`` builds a path string for
-    every value it visits, which costs ~15 us for an openai usage block; this handles the
-    common shapes without it and leaves everything else, and every error, to ``to_plain``.
-    Scalars are checked inline: a call per leaf would double the cost. With a ``dropped``
-    list (a value the config read), credential keys are left out (and listed there), and
-    so are keys whose value is None. ``owned``: containers built by a ``model_dump()`` for
-    this call, handed back as they are when nothing in them is left out.
+def _fast_plain(
+    value: Any, depth: int, dropped: list[str] | None, owned: bool = False, models: bool = True
+) -> Any:
+    """``(plain copy, JSON size bound)`` of JSON-shaped data and pydantic models, else
+    `_NotFast` (``to_plain`` then converts the value or names the problem; it builds a path
+    per value, ~15 us for an openai usage block). The bound is `plain_size_bound()`'s,
+    negative where a leaf needs its exact checks. Scalars are checked inline: a call per
+    leaf would double the cost. With ``dropped`` (a value the config read) credential keys
+    (listed there) and None values are left out. ``owned``: a fresh ``model_dump()``,
+    handed back uncopied when nothing is left out. ``models=False``: a model is `_NotFast`.
     """
     t = type(value)
+    if t is dict:
+        if depth > 32:
+            raise _NotFast
+        out: dict[str, Any] | None = None if owned else {}
+        size = 2
+        for k, v in value.items():
+            ks = _KEY_SIZES.get(k)
+            if ks is None:  # a key not seen yet, or a credential's
+                if type(k) is not str:
+                    raise _NotFast
+                if dropped is not None and is_credential_name(k):
+                    if v is not None:
+                        dropped.append(k)
+                    if out is None:  # an owned dict loses a key: copy what came before it
+                        out = _before(value, k)
+                    continue
+                ks = _key_size(k)
+            if v is None:
+                if dropped is not None:  # a field the answer left unset: not sent as null
+                    if out is None:
+                        out = _before(value, k)
+                    continue
+                bound = _NUMBER_BOUND
+            else:
+                tv = type(v)
+                if tv is int:
+                    bound = _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN
+                elif tv is str:
+                    bound = 6 * len(v) + 2 if v.isascii() else _UNKNOWN
+                elif tv is bool or (tv is float and v - v == 0.0):  # NaN, inf: not fast
+                    bound = _NUMBER_BOUND
+                else:
+                    pv, bound = _fast_plain(v, depth + 1, dropped, owned, models)
+                    if pv is not v:
+                        if out is None:  # a nested value changed: copy this dict
+                            out = _before(value, k)
+                        v = pv
+            if out is not None:
+                out[k] = v
+            size += ks + bound
+        return (value if out is None else out), size
     if t is str:
-        return value, 6 * len(value) + 2 if value.isascii() else -1
+        return value, 6 * len(value) + 2 if value.isascii() else _UNKNOWN
     if t is int:
-        return value, _NUMBER_BOUND if value.bit_length() <= _FAST_INT_BITS else -1
+        return value, _NUMBER_BOUND if value.bit_length() <= _FAST_INT_BITS else _UNKNOWN
     if t is bool or value is None:
         return value, _NUMBER_BOUND
     if t is float:
@@ -326,44 +364,23 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
         raise _NotFast
     if depth > 32:
         raise _NotFast
-    if t is dict:
-        out: dict[str, Any] | None = None if owned else {}
-        size = 2
-        for k, v in value.items():
-            if type(k) is not str:
-                raise _NotFast
-            if dropped is not None and (v is None or (k not in _PLAIN_KEYS and _unsent_key(k))):
-                if v is not None:
-                    dropped.append(k)
-                if out is None:  # an owned dict loses a key: copy what came before it
-                    out = _before(value, k)
-                continue
-            tv = type(v)
-            if tv is str:
-                pv, bound = v, 6 * len(v) + 2 if v.isascii() else -1
-            elif tv is int:
-                pv, bound = v, _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else -1
-            elif tv is bool or v is None or (tv is float and v - v == 0.0):
-                pv, bound = v, _NUMBER_BOUND
-            else:
-                pv, bound = _fast_plain(v, depth + 1, dropped, owned)
-                if pv is not v and out is None:  # a nested value changed: copy this dict
-                    out = _before(value, k)
-            if out is not None:
-                out[k] = pv
-            if size >= 0:
-                size = size + 6 * len(k) + 4 + bound if bound >= 0 and k.isascii() else -1
-        return (value if out is None else out), size
     if t is list or t is tuple:
         items = []
         size = 2
         for v in value:
-            pv, bound = _fast_plain(v, depth + 1, dropped, owned)
+            pv, bound = _fast_plain(v, depth + 1, dropped, owned, models)
             items.append(pv)
-            if size >= 0:
-                size = size + bound + 1 if bound >= 0 else -1
+            size += bound + 1
         return items, size
-    if hasattr(t, "__pydantic_serializer__"):
+    if models and hasattr(t, "__pydantic_serializer__"):
+        plan = _MODEL_PLANS.get(t, _UNSEEN)
+        if plan is _UNSEEN:
+            plan = _model_plan(t)
+        if plan is not None and not value.__pydantic_extra__:
+            try:
+                return _plain_fields(value, plan, depth, dropped)
+            except _NotFast:
+                pass  # a value model_dump() converts (an enum, a date...): let it
         # Keys whose value is None are left out below anyway (a value the config read):
         # pydantic leaving out its own unset fields first spares building and walking them.
         # What model_dump() builds is this call's own: its containers need no copy.
@@ -372,29 +389,119 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
     raise _NotFast
 
 
+def _plain_fields(
+    value: Any, plan: _Plan, depth: int, dropped: list[str] | None
+) -> tuple[dict[str, Any], int]:
+    """A planned model's ``model_dump(mode="json")``, read from its fields, and its size
+    bound; `_NotFast` for a value the dump converts or types by its field (a subclass)."""
+    fields = value.__dict__
+    out = {}
+    size = 2
+    for name, ks, declared in plan:
+        v = fields.get(name, _NO_FIELD)
+        if v is None:
+            if dropped is not None:  # a field the answer left unset: not sent as null
+                continue
+            bound = _NUMBER_BOUND
+        else:
+            tv = type(v)
+            if tv is int:
+                bound = _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN
+            elif tv is str:
+                bound = 6 * len(v) + 2 if v.isascii() else _UNKNOWN
+            elif tv is bool or (tv is float and v - v == 0.0):
+                bound = _NUMBER_BOUND
+            elif v is _NO_FIELD:
+                raise _NotFast
+            elif tv is declared:  # a nested model of exactly the field's type
+                inner = _MODEL_PLANS.get(tv, _UNSEEN)
+                if inner is _UNSEEN:
+                    inner = _model_plan(tv)
+                if inner is None or v.__pydantic_extra__ or depth >= 32:
+                    raise _NotFast
+                v, bound = _plain_fields(v, inner, depth + 1, dropped)
+            else:  # a container the model holds (copied); a model inside it is not fast
+                v, bound = _fast_plain(v, depth + 1, dropped, False, False)
+        out[name] = v
+        size += ks + bound
+    return out, size
+
+
+def _model_plan(t: type[Any]) -> _Plan | None:
+    """Each field of pydantic model ``t``: name, name's size, the model its annotation
+    names (``X`` or ``X | None``), when ``model_dump()`` gives those fields as stored (no
+    serializer of its own, computed, excluded, aliased or credential-named field, not a
+    root model); else None. Remembered per type."""
+    plan: _Plan | None = None
+    pydantic = sys.modules.get("pydantic")
+    base = getattr(pydantic, "BaseModel", None)
+    try:
+        decorators = t.__pydantic_decorators__
+        if (
+            base is not None
+            and getattr(t, "model_dump", None) is base.model_dump
+            and not getattr(t, "__pydantic_root_model__", False)
+            and not t.model_computed_fields
+            and not decorators.field_serializers
+            and not decorators.model_serializers
+        ):
+            fields = t.model_fields
+            if all(
+                not info.exclude
+                and info.alias is None
+                and info.serialization_alias is None
+                and not is_credential_name(name)
+                and name.isascii()
+                for name, info in fields.items()
+            ):
+                plan = tuple(
+                    (name, 6 * len(name) + 4, _declared_model(info.annotation, base))
+                    for name, info in fields.items()
+                )
+    except Exception:  # a model class of a shape not foreseen here: model_dump() it
+        plan = None
+    if len(_MODEL_PLANS) >= MAX_CACHE:
+        _MODEL_PLANS.clear()
+    _MODEL_PLANS[t] = plan
+    return plan
+
+
+def _declared_model(annotation: Any, base: type[Any]) -> type[Any] | None:
+    """The pydantic model class ``annotation`` names, alone or with None; else None."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, base) else None
+
+
+# A model's fields as its JSON dump gives them: name, the name's size, the declared model.
+_Plan = tuple[tuple[str, int, "type[Any] | None"], ...]
+_MODEL_PLANS: dict[type[Any], _Plan | None] = {}
+_UNSEEN: Final[Any] = object()
+_NO_FIELD: Final[Any] = object()
+
+
+# A bound no sum of real sizes brings back to zero or more: "needs the exact checks".
+_UNKNOWN: Final = -(1 << 50)
+
+
 def _before(value: dict[str, Any], key: str) -> dict[str, Any]:
     """A copy of the entries of ``value`` that come before ``key``."""
-    out = {}
-    for k, v in value.items():
-        if k is key:
-            break
-        out[k] = v
-    return out
+    return dict(itertools.takewhile(lambda item: item[0] is not key, value.items()))
 
 
-# Keys already judged not to name a credential: one set lookup per key on the hot path
-# instead of a call. Bounded like every cache here.
-_PLAIN_KEYS: set[str] = set()
+# What a key naming no credential adds to a JSON object's size (quotes, colon, comma;
+# non-ASCII: unknown): one dict lookup per key on the hot path. Bounded like every cache.
+_KEY_SIZES: dict[str, int] = {}
 
 
-def _unsent_key(key: str) -> bool:
-    """True when ``key`` names a credential; remembers the keys that do not."""
-    if is_credential_name(key):
-        return True
-    if len(_PLAIN_KEYS) >= MAX_CACHE:
-        _PLAIN_KEYS.clear()
-    _PLAIN_KEYS.add(key)
-    return False
+def _key_size(key: str) -> int:
+    size = 6 * len(key) + 4 if key.isascii() else _UNKNOWN
+    if not is_credential_name(key):
+        if len(_KEY_SIZES) >= MAX_CACHE:
+            _KEY_SIZES.clear()
+        _KEY_SIZES[key] = size
+    return size
 
 
 def _urls_to_text(value: Any, depth: int) -> Any:

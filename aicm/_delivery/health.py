@@ -64,6 +64,12 @@ class DeliveryStats:
         self.auth_paused = False
         self.limits_refused = 0
 
+    def add(self, **deltas: int) -> None:
+        """Add to counters from any thread (IMMEDIATE sends count from callers' threads)."""
+        with self.lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
     def discard(self, reason: str, n: int = 1, *, said: bool = False) -> None:
         """Count ``n`` records dropped for ``reason``, and say so (see loss.py) unless the
         caller has (``said``): no drop goes unseen, logging configured or not."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -33,8 +32,6 @@ _tracker_logger = logging.getLogger("aicm.tracker")
 # The longest a caller sits between two attempts; a service asking (Retry-After) for
 # more is not tried again: the caller gets the error at once.
 _MAX_DELAY = 5.0
-# Health counts are updated by callers' tasks and, for the sync facade, their threads.
-_stats_lock = threading.Lock()
 
 
 def _unknown_outcome(ids: tuple[str, ...]) -> str:
@@ -62,7 +59,7 @@ class Immediate:
     failures, counted in the engine's ``stats``, its errors told to ``note_error``.
 
     Counting is the same for an async send and a blocking one, which may run in many
-    threads at once (hence the lock).
+    threads at once (``stats.add`` takes the counters' lock).
     """
 
     def __init__(
@@ -123,26 +120,21 @@ class Immediate:
             answers.append(self._delivered(answer, n))
         return _merged(answers)
 
-    def _count(self, **deltas: int) -> None:
-        with _stats_lock:
-            for name, delta in deltas.items():
-                setattr(self.stats, name, getattr(self.stats, name) + delta)
-
     @contextlib.contextmanager
     def _attempt(self, n: int) -> Iterator[None]:
         """Around one attempt of a request of ``n`` records: in flight, its error noted."""
-        self._count(in_flight=n)
+        self.stats.add(in_flight=n)
         try:
             yield
         except AicmError as exc:
             self.note_error(exc)
             raise
         finally:
-            self._count(in_flight=-n)
+            self.stats.add(in_flight=-n)
 
     def _retried(self, n: int) -> Callable[[Exception, int, float], None]:
         def retried(exc: Exception, attempt: int, delay: float) -> None:
-            self._count(retried=n)
+            self.stats.add(retried=n)
             logger.info("attempt %d failed (%s); retrying in %.2fs", attempt, exc, delay)
 
         return retried
@@ -155,7 +147,7 @@ class Immediate:
         try:
             yield
         except GaveUp as gave_up:
-            self._count(failed=n)
+            self.stats.add(failed=n)
             last = gave_up.last
             if gave_up.asked is not None:
                 # Trying again sooner than the service asks would ignore its Retry-After.
@@ -173,12 +165,12 @@ class Immediate:
                 message + _unknown_outcome(ids), pending=n, response_ids=ids
             ) from last
         except AicmError:
-            self._count(failed=n)
+            self.stats.add(failed=n)
             raise
 
     def _delivered(self, result: TrackResult, n: int) -> TrackResult:
         ok = sum(1 for r in result.results if r.ok) if result.results else n
-        self._count(sent=ok, failed=n - ok)
+        self.stats.add(sent=ok, failed=n - ok)
         return result
 
 

@@ -7,6 +7,8 @@ needed, and must leave the answer the call returned untouched.
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
 import json
 from typing import Any
 
@@ -16,8 +18,10 @@ from openai.types.chat import ChatCompletion
 
 from aicm._core.exceptions import NotSerializableError, RecordTooLargeError
 from aicm._core.extractor import UniversalExtractor
+from aicm._core.handling import is_credential_name
 from aicm._core.jsonplain import plain_size_bound
 from aicm._core.models import ServiceConfig, UsageRecord
+from aicm._core.values import plain_value_sized
 
 OPENAI_CHAT: dict[str, Any] = {
     "tracked_methods": ["chat.completions.create"],
@@ -164,3 +168,96 @@ def test_a_record_over_the_limit_is_refused_with_a_known_bound() -> None:
         UsageRecord.build(payload, plain=True, bound=bound, max_bytes=2048)
     record = UsageRecord.build(payload, plain=True, bound=bound, max_bytes=64 * 1024)
     assert record.payload["usage"]["note"] == "x" * 3000
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Inner(pydantic.BaseModel):
+    n: int | None = None
+    when: dt.datetime | None = None
+
+
+class Aliased(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(serialize_by_alias=True)
+
+    total: int = pydantic.Field(serialization_alias="sum")
+
+
+class Computed(pydantic.BaseModel):
+    a: int
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def double(self) -> int:
+        return 2 * self.a
+
+
+class Serialized(pydantic.BaseModel):
+    a: int
+
+    @pydantic.field_serializer("a")
+    def _a(self, a: int) -> str:
+        return f"#{a}"
+
+
+class SubInner(Inner):
+    more: str = "a subclass' own field, which the dump by the declared type leaves out"
+
+
+class Outer(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    tokens: int
+    ratio: float = 0.5
+    label: str | None = None
+    colour: Colour | None = None
+    inner: Inner | None = None
+    items: list[Inner] = []
+    extra_map: dict[str, Any] = {}
+
+
+MODELS = [
+    Outer(tokens=1),
+    Outer(tokens=1, label="x", inner=Inner(n=2), items=[Inner(n=3), Inner()]),
+    Outer(tokens=1, colour=Colour.RED),  # an enum the dump turns into its value
+    Outer(tokens=1, inner=Inner(when=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))),
+    Outer(tokens=1, extra_map={"password": "p", "k": None, "v": 1}),
+    Outer(tokens=1, note="an extra field"),
+    Outer(tokens=1, inner=SubInner(n=1)),  # dumped by the field's declared type
+    Outer(tokens=1, items=[SubInner(n=1)]),
+    Outer(tokens=1, extra_map={"m": Inner(n=1)}),  # a model inside a container
+    Outer.model_construct(tokens="not validated"),
+    Aliased(total=3),
+    Computed(a=2),
+    Serialized(a=2),
+    ChatCompletion.model_validate(ANSWER),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: type(m).__name__)
+def test_a_model_is_made_plain_as_its_json_dump_says(model: pydantic.BaseModel) -> None:
+    """Read from the fields directly or dumped, a model gives what its JSON dump gives,
+    without None fields and credential keys, and a bound above its size."""
+
+    def expected(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: expected(v)
+                for k, v in value.items()
+                if v is not None and not is_credential_name(k)
+            }
+        if isinstance(value, list):
+            return [expected(v) for v in value]
+        return value
+
+    dump = model.model_dump(mode="json", exclude_none=True)
+    plain, bound = plain_value_sized(model, "payload.usage", "c")
+    assert plain == expected(dump)
+    assert json.dumps(plain) == json.dumps(expected(dump))  # the same order
+    if bound >= 0:
+        assert bound >= max(json_sizes(plain))
+    again, _ = plain_value_sized(model, "payload.usage", "c")
+    assert again == plain  # the type's plan, once made, gives the same

@@ -7,7 +7,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ._base import Delegate, ProxyBase, unwrap
-from ._hooks import Call, ExtractorHook, should_track
+from ._hooks import Call, ExtractorHook, logger, should_track
 from ._responses import after_raw_acall, after_raw_call
 from ._streams import after_call
 
@@ -197,7 +197,12 @@ class _TrackedCallable(TrackedProxy):
         func = _get(self, "_aicm_target")
         hook: ExtractorHook = _get(self, "_aicm_hook")
         path: str = _get(self, "_aicm_path")
-        if not should_track(hook, path):
+        try:  # should_track(hook, path), inline: this runs on every call
+            tracked = hook.should_track(path)
+        except Exception:
+            logger.exception("should_track(%r) failed; call not tracked", path)
+            tracked = False
+        if not tracked:
             return func(*args, **kwargs)
         # A tracked call begins here: anything that must happen before the provider is
         # called (path, arguments and the hook are all known) belongs right here.

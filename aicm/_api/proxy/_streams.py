@@ -37,9 +37,10 @@ _DRAINING = frozenset(
 def after_call(call: Call, result: Any) -> Any:
     """What the caller gets for ``result``: a tracked wrapper of a stream, else ``result``
     itself, reported at once."""
-    wrapped = _wrap_stream(call, result)
-    if wrapped is not None:
-        return wrapped
+    if _TYPE_KINDS.get(type(result), "unseen") is not None:  # a stream, or a type not seen
+        wrapped = _wrap_stream(call, result)
+        if wrapped is not None:
+            return wrapped
     call.report(result)
     return result
 
