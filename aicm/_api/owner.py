@@ -280,10 +280,12 @@ class DeliveryOwner(AsyncWithLifecycle):
                 self._detached = False
                 raise
 
-    async def _start_on_worker(self, runtime: Any) -> None:
+    async def _start_on_worker(self, runtime: Any, closable: Any = None) -> None:
+        """Start in the shared worker's task group; ``closable`` (this object by default)
+        is closed at interpreter exit and told of a fork."""
         await self.start(runtime.task_group)
         runtime.close_timeout = max(runtime.close_timeout, self.settings.close_timeout)
-        runtime.register(self)
+        runtime.register(self if closable is None else closable)
 
     def _on_engine_thread(self) -> bool:
         return self._loop_thread is not None and threading.get_ident() == self._loop_thread

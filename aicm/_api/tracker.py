@@ -439,8 +439,7 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
             # The memory queue took it at once: no await on the hot path.
             if _delivery_logger.isEnabledFor(logging.DEBUG):
                 _delivery_logger.debug("enqueued %s", record.response_id)
-            self.limit_guard.after_record(record)  # raises once the record is on its way
-            return enqueued_result(record.response_id)
+            return self.queued(record)
         result = await self.submit(record)
         if not self.disabled:
             self.limit_guard.after_record(record)
@@ -478,6 +477,11 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.atrack_stream(recorder, service_key, stream, response_id=response_id)
 
+    def queued(self, record: WireRecord) -> RecordResult:
+        """What `track()` returns for a record just queued (a usage limit may raise now)."""
+        self.limit_guard.after_record(record)  # raises once the record is on its way
+        return enqueued_result(record.response_id)
+
     async def submit(self, record: WireRecord) -> RecordResult:
         """Deliver an already-built record per this tracker's delivery type."""
         self._check_open()
@@ -510,36 +514,22 @@ class AsyncTracker(TrackConveniences, DeliveryOwner):
         return verdicts(records, answer)
 
     def track_from_thread(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, wait: bool = True
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> RecordResult | None:
-        """`track()` from outside the engine's loop (the sync facade), with no trip to it:
-        the record is queued (blocking per the on-full policy), sent with the client's
-        blocking twin (IMMEDIATE), or only checked (kill switch), with the same checks,
-        errors and counts. None when it must run on the loop instead (a config not loaded
-        yet, a client with an injected transport) or, without ``wait``, would wait (a full
-        queue, a disk commit, a send); nothing was done then.
-        """
+        """`track()` from a thread outside the engine's loop (the sync facade), not going to
+        that loop: queued (blocking per the on-full policy), sent with the blocking client
+        (IMMEDIATE), or only checked (kill switch). None, with nothing done, when it must
+        run on the loop (a config not loaded yet, a client with an injected transport)."""
         if self._closed:
             self._check_open()
         engine = self.engine
         if engine.store is not None:
-            buffer = engine.buffer
-            if not wait and buffer is None:
-                return None  # a disk commit
             record = self.build_record(args, kwargs)
-            if wait:
-                engine.put(record)
-            elif buffer is None or not buffer.try_put(record):
-                return None
-            self.limit_guard.after_record(record)  # raises once the record is on its way
-            return enqueued_result(record.response_id)
+            engine.put(record)
+            return self.queued(record)
         if self.disabled:
             return disabled_result(self.build_record(args, kwargs))
-        if (
-            not wait
-            or (self.config_id is not None and not self._schema_loaded)
-            or not engine.client.can_block
-        ):
+        if (self.config_id is not None and not self._schema_loaded) or not engine.client.can_block:
             return None
         record = self.build_record(args, kwargs)
         self._check_open()

@@ -6,6 +6,7 @@ extracts with the async manager's pure methods and queues the records right ther
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,8 +33,7 @@ class _ThreadHook(ManagerHook):
 
     def _tracking(self) -> AsyncCostManager[Any] | None:
         # A closed manager passes calls through untracked, and records none in flight.
-        facade = self._facade
-        return None if facade._closed else facade._live()
+        return None if self._facade._closed else self._facade._live()
 
     _recording = _tracking
 
@@ -60,17 +60,8 @@ class CostManager(RecorderFacade[AsyncCostManager[ClientT]], WrapsClient[ClientT
         context: Mapping[str, Any] | None = None,
         **options: Unpack[DeliveryOptions],
     ) -> None:
-        def build() -> AsyncCostManager[ClientT]:
-            return AsyncCostManager(
-                client,
-                api_id=api_id,
-                configs=configs,
-                client_customer_key=client_customer_key,
-                context=context,
-                **options,
-            )
-
-        super().__init__(build, options)
+        build = functools.partial(AsyncCostManager, client, api_id=api_id)
+        super().__init__(build, configs, client_customer_key, context, options)
         self._wrap(client, None if self.disabled else _ThreadHook(self))
 
     @property

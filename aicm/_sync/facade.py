@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
@@ -21,7 +20,7 @@ from .._delivery.worker import SharedRuntime, shared_runtime
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["ClosesOnExit", "OnRuntime", "RecorderFacade", "SyncFacade"]
+__all__ = ["OnRuntime", "RecorderFacade", "SyncFacade"]
 
 
 #: The async twin: an ``AsyncTracker``, or an ``AsyncRecorder`` (cost managers, REST).
@@ -30,27 +29,9 @@ T = TypeVar("T")
 R = TypeVar("R", bound=AsyncRecorder)
 
 
-class ClosesOnExit:
-    """``with obj:`` gives ``obj`` and calls its ``close()`` when the block ends."""
-
-    def close(self) -> object:
-        """Release what the object holds."""
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class OnRuntime(ClosesOnExit, Generic[T]):
-    """An async object built on the shared runtime's loop and called through its portal.
+class OnRuntime(Generic[T]):
+    """An async object built on the shared runtime's loop and called through its portal;
+    ``with obj:`` closes it at the end of the block.
 
     A forked child builds a fresh one on first use: the parent's belongs to a loop that
     is gone.
@@ -78,6 +59,16 @@ class OnRuntime(ClosesOnExit, Generic[T]):
 
     def __repr__(self) -> str:
         return repr(self._async).replace(type(self._async).__name__, type(self).__name__, 1)
+
+    def close(self) -> object:
+        """Release what the object holds."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class SyncFacade(OnRuntime[A]):
@@ -107,12 +98,10 @@ class SyncFacade(OnRuntime[A]):
             return
         super()._start()
         try:
-            runtime.call(self._async.start, runtime.task_group)
+            runtime.call(self._async._start_on_worker, runtime, self)
         except BaseException:
             runtime.call(self._async.aclose, 0.0)
             raise
-        runtime.close_timeout = max(runtime.close_timeout, self._settings.close_timeout)
-        runtime.register(self)
 
     def _live(self) -> A:
         if self._closed:
@@ -177,6 +166,18 @@ class SyncFacade(OnRuntime[A]):
 
 class RecorderFacade(SyncFacade[R]):
     """A facade over a recorder (cost managers, REST wrappers): tags its calls' records."""
+
+    def __init__(
+        self,
+        build: Callable[..., R],
+        configs: Any,
+        client_customer_key: str | None,
+        context: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+    ) -> None:
+        """``build`` takes the keywords every recorder takes besides its own."""
+        tags = {"client_customer_key": client_customer_key, "context": context}
+        super().__init__(functools.partial(build, configs=configs, **tags, **options), options)
 
     def _open(self) -> R:
         # Once closed, calls pass through untracked: the twin still answers, nothing starts.

@@ -8,6 +8,7 @@ process's shared worker.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -48,16 +49,8 @@ class RestUsageWrapper(RecorderFacade[RestUsageRecorder], HttpVerbs[Any]):
                 f"httpx.AsyncClient goes with AsyncRestUsageWrapper), got {type(session).__name__}"
             )
 
-        def build() -> RestUsageRecorder:
-            return RestUsageRecorder(
-                base_url=base_url,
-                configs=configs,
-                client_customer_key=client_customer_key,
-                context=context,
-                **options,
-            )
-
-        super().__init__(build, options)
+        build = functools.partial(RestUsageRecorder, base_url=base_url)
+        super().__init__(build, configs, client_customer_key, context, options)
         self.session = session
 
     @property

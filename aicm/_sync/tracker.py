@@ -1,19 +1,16 @@
-"""``Tracker``: the sync facade over [`AsyncTracker`][aicm.AsyncTracker], on the shared runtime
-(layer 5).
+"""``Tracker``: the sync facade over [`AsyncTracker`][aicm.AsyncTracker] (layer 5).
 
-``track`` calls never cross into the runtime's loop: the record is built and validated in
-the caller's thread (by the async class's own pure method) and handed to the engine's
-thread-safe queue, committed to SQLite, or (IMMEDIATE) sent with a blocking HTTP client,
-right there. Everything else is one portal call into the async class. The ``*_async``
-methods and `aclose()` may be awaited from any event loop (asyncio or trio): they
-wait in a worker thread, never on the loop.
+``track()`` builds, checks and queues its record (IMMEDIATE: sends it with a blocking HTTP
+client) in the caller's thread; everything else is one portal call into the async class.
+The ``*_async`` methods and `aclose()` may be awaited from any event loop (asyncio or
+trio): they wait in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, overload
 
 import anyio.to_thread
 
@@ -29,29 +26,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["Tracker"]
-
-R = TypeVar("R", covariant=True)
-
-
-class _TrackForms(Protocol[R]):
-    """The two call forms of ``track`` (see `AsyncTracker.track()`), returning ``R``."""
-
-    @overload
-    def __call__(
-        self,
-        api_id: str,
-        service_key: str,
-        usage: Mapping[str, Any],
-        **options: Unpack[TrackOptions],
-    ) -> R: ...
-
-    @overload
-    def __call__(self, usage: Mapping[str, Any], **options: Unpack[TrackOptions]) -> R: ...
-
-
-def track_forms(method: Callable[..., R]) -> _TrackForms[R]:
-    """Type ``method`` (``*args, **kwargs``) as taking ``track``'s two call forms."""
-    return method
 
 
 class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
@@ -130,7 +104,18 @@ class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
 
     # -- tracking --------------------------------------------------------------------------
 
-    @track_forms
+    @overload
+    def track(
+        self,
+        api_id: str,
+        service_key: str,
+        usage: Mapping[str, Any],
+        **options: Unpack[TrackOptions],
+    ) -> RecordResult: ...
+
+    @overload
+    def track(self, usage: Mapping[str, Any], **options: Unpack[TrackOptions]) -> RecordResult: ...
+
     def track(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Record one usage event (see `AsyncTracker.track()`).
 
@@ -168,15 +153,33 @@ class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
         recorder = _llm.stream_recorder(self.track, track_options)
         return _llm.track_stream(recorder, service_key, stream, response_id=response_id)
 
-    @track_forms
+    @overload
+    async def track_async(
+        self,
+        api_id: str,
+        service_key: str,
+        usage: Mapping[str, Any],
+        **options: Unpack[TrackOptions],
+    ) -> RecordResult: ...
+
+    @overload
+    async def track_async(
+        self, usage: Mapping[str, Any], **options: Unpack[TrackOptions]
+    ) -> RecordResult: ...
+
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Like `track()`, safe to await from any event loop: it never blocks the loop."""
-        # Queueing in memory costs microseconds and never waits: it stays on the loop.
-        result = self._live().track_from_thread(args, kwargs, wait=False)
-        if result is None:
-            # A full queue, a disk commit or the service's answer is waited for in a thread.
-            result = await anyio.to_thread.run_sync(functools.partial(self.track, *args, **kwargs))
-        return result
+        tracker = self._live()
+        buffer = tracker.engine.buffer
+        if buffer is None and not self.disabled:
+            # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
+            return await anyio.to_thread.run_sync(functools.partial(self.track, *args, **kwargs))
+        record = tracker.build_record(args, kwargs)  # microseconds: it stays on the loop
+        if buffer is None:
+            return disabled_result(record)
+        if not buffer.try_put(record):  # full: wait in a thread, never on the loop
+            await anyio.to_thread.run_sync(tracker.engine.put, record)
+        return tracker.queued(record)
 
     def track_batch(
         self, records: Iterable[Mapping[str, Any] | TrackRecord | UsageRecord]

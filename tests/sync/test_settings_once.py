@@ -22,6 +22,7 @@ from aicm.collector import LocalCollector
 
 _opened: list[str] = []
 _watching: list[str] = []
+_hooked: list[bool] = []
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -29,9 +30,6 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     path = args[0] if event == "open" and _watching else None
     if isinstance(path, (str, os.PathLike)) and os.fspath(path) == _watching[0]:
         _opened.append(_watching[0])
-
-
-sys.addaudithook(_audit)
 
 
 class _Client:
@@ -46,6 +44,9 @@ def ini(tmp_path: Path, collector: LocalCollector) -> Iterator[Callable[[], int]
     """An INI file naming the collector; gives how many times it has been opened."""
     path = tmp_path / "aicm.ini"
     path.write_text(f"[aicm]\napi_base = {collector.api_base}\n", encoding="utf-8")
+    if not _hooked:
+        sys.addaudithook(_audit)  # once per process: audit hooks stay for its lifetime
+        _hooked.append(True)
     _opened.clear()
     _watching[:] = [str(path)]
     try:

@@ -39,22 +39,27 @@ _LIVE_LEASE = "(lease_owner IS NOT NULL AND next_attempt_at > ?)"
 _STATE_NAMES = {PENDING: "pending", DEAD: "dead"}
 
 
-@attrs.frozen(kw_only=True)
-class QueueEntry:
-    """One row of a queue file, as an administrator sees it (the body is the record JSON)."""
+def _state_name(state: int) -> str:
+    return _STATE_NAMES.get(state, str(state))
 
-    id: int
-    state: str
-    endpoint: str
-    response_id: str
-    api_root: str
-    attempts: int
-    created_at: float
-    next_attempt_at: float
-    leased: bool
+
+@attrs.frozen
+class QueueEntry:
+    """One row of a queue file, as an administrator sees it (the body is the record JSON);
+    built from list_queue's columns, in their order."""
+
+    id: int = attrs.field(converter=int)
+    state: str = attrs.field(converter=_state_name)
+    endpoint: str = attrs.field(converter=str)
+    response_id: str = attrs.field(converter=str)
+    api_root: str = attrs.field(converter=str)
+    attempts: int = attrs.field(converter=int)
+    created_at: float = attrs.field(converter=float)
+    next_attempt_at: float = attrs.field(converter=float)
+    leased: bool = attrs.field(converter=bool)
     last_error: str | None
-    dead_at: float | None
-    body: str
+    dead_at: float | None = attrs.field(converter=attrs.converters.optional(float))
+    body: str = attrs.field(converter=str)
 
 
 @attrs.frozen(kw_only=True)
@@ -189,23 +194,7 @@ def list_queue(path: Path, *, state: str | None = None, limit: int = 50) -> list
             f" FROM records WHERE state IN ({marks}) ORDER BY id LIMIT ?",
             (now, *states, limit),
         ).fetchall()
-        return [
-            QueueEntry(
-                id=int(r[0]),
-                state=_STATE_NAMES.get(int(r[1]), str(r[1])),
-                endpoint=str(r[2]),
-                response_id=str(r[3]),
-                api_root=str(r[4]),
-                attempts=int(r[5]),
-                created_at=float(r[6]),
-                next_attempt_at=float(r[7]),
-                leased=bool(r[8]),
-                last_error=r[9],
-                dead_at=None if r[10] is None else float(r[10]),
-                body=str(r[11]),
-            )
-            for r in rows
-        ]
+        return [QueueEntry(*r) for r in rows]
 
     return _admin(path, "list", write=False, work=work)
 

@@ -254,20 +254,21 @@ def _id_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
         yield chunk
 
 
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
+def _by_ids(conn: sqlite3.Connection, sql: str, head: tuple[Any, ...], ids: Sequence[int]) -> None:
+    """``sql`` (its ``IN ({})`` filled) with ``head`` then each chunk of ``ids``."""
+    for chunk in _id_chunks(ids):
+        conn.execute(sql.format(", ".join("?" * len(chunk))), (*head, *chunk))
 
 
 def _delete(conn: sqlite3.Connection, ids: Sequence[int], owner: str | None) -> None:
-    """Delete rows by id (only those ``owner`` leases, unless None), in one transaction's
-    statements; the id floor first goes up to the highest (ids are never used again)."""
+    """Delete rows by id (only those ``owner`` leases, unless None); the id floor first
+    goes up to the highest (ids are never used again)."""
     top = max(ids)
     conn.execute(RAISE_FLOOR, (top, top))
-    for chunk in _id_chunks(ids):
-        if owner is None:
-            conn.execute(_DELETE_IDS.format(_marks(len(chunk))), chunk)
-        else:
-            conn.execute(_ACK.format(_marks(len(chunk))), (owner, *chunk))
+    if owner is None:
+        _by_ids(conn, _DELETE_IDS, (), ids)
+    else:
+        _by_ids(conn, _ACK, (owner,), ids)
 
 
 def settle_unwritten(
@@ -302,12 +303,7 @@ def release(
     error: str,
 ) -> None:
     """Give rows ``owner`` still leases back, due again at ``due`` (epoch seconds)."""
-
-    def work() -> None:
-        for chunk in _id_chunks(ids):
-            conn.execute(_RELEASE.format(_marks(len(chunk))), (due, error, owner, *chunk))
-
-    in_transaction(conn, lock, work)
+    in_transaction(conn, lock, lambda: _by_ids(conn, _RELEASE, (due, error, owner), ids))
 
 
 def free_leases(
@@ -361,14 +357,12 @@ def count_pending(path: Path, *, api_root: str, key_fp: str) -> tuple[int, float
     with FORK_GATE:
         try:
             conn = open_existing(path, timeout=5.0)
+            try:
+                count, oldest = conn.execute(_COUNT_TRIED, (api_root, key_fp)).fetchone()
+                fresh, fresh_oldest = conn.execute(_COUNT_FRESH, (api_root, key_fp)).fetchone()
+            finally:
+                conn.close()
         except sqlite3.Error as exc:
             raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
-        try:
-            count, oldest = conn.execute(_COUNT_TRIED, (api_root, key_fp)).fetchone()
-            fresh, fresh_oldest = conn.execute(_COUNT_FRESH, (api_root, key_fp)).fetchone()
-        except sqlite3.Error as exc:
-            raise QueueStoreError(f"cannot read the queue file {path}: {exc}") from exc
-        finally:
-            conn.close()
     times = [float(t) for t in (oldest, fresh_oldest) if t is not None]
     return int(count) + int(fresh), (min(times) if times else None)

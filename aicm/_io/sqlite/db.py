@@ -212,9 +212,10 @@ class AsyncDB:
     threads slower still).
     """
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
-        self.lock = lock  # the file's write lock in this process
+        self.lock = file_lock(path)  # the file's write lock in this process
+        self.opened = OpenedFile(path)
         self._limiter = anyio.CapacityLimiter(1)
         self._jobs: queue.SimpleQueue[_Job | None] | None = None
         self._stopped = False
@@ -286,4 +287,4 @@ async def open_async_db(path: Path) -> AsyncDB:
         conn = await anyio.to_thread.run_sync(lambda: connect(path, check_same_thread=False))
     except sqlite3.Error as exc:
         raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
-    return AsyncDB(conn, file_lock(path))
+    return AsyncDB(conn, path)

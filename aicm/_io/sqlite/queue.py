@@ -19,7 +19,7 @@ from ..._core.exceptions import QueueStoreError
 from ..owners import new_owner, owner_is_gone
 from . import claims
 from .claims import Scope
-from .db import AsyncDB, OpenedFile, on_asyncio, open_async_db, rescue_rows
+from .db import AsyncDB, on_asyncio, open_async_db, rescue_rows
 from .schema import MAX_ID, disk_full, raise_write_error
 from .writer import RowTuple, impatient, insert, patiently
 
@@ -83,7 +83,6 @@ class SqliteQueue:
 
     def __init__(self, db: AsyncDB, path: Path, *, api_root: str, key_fp: str) -> None:
         self.db = db  # the actor's: claims, acks, reads, checkpoints
-        self._db_opened = OpenedFile(path)
         self._following = False  # moving rows out of a deleted file (see follow_the_path)
         self._following_lock = anyio.Lock()
         self.path = path
@@ -104,7 +103,6 @@ class SqliteQueue:
         # Adds commit on a connection (and so a thread) of their own, opened on the first
         # one: on the actor's, they would wait behind its claims, reads and checkpoints.
         self._writes: AsyncDB | None = None
-        self._writes_opened: OpenedFile | None = None
         self._opening_writes = anyio.Lock()
         self._asyncio = on_asyncio()
         self._new_done: Callable[[], _FutureEvent | anyio.Event] = (
@@ -127,7 +125,7 @@ class SqliteQueue:
         return cls(await open_async_db(path), path, api_root=api_root, key_fp=key_fp)
 
     async def _guard(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
-        if not self._following and self._db_opened.moved(self.path):
+        if not self._following and self.db.opened.moved(self.path):
             # Every read and write goes to the file at the path: a flush counting rows
             # in the deleted file would find none left.
             try:
@@ -204,10 +202,9 @@ class SqliteQueue:
                     writes = writes or await self._open_writes()
                     await writes.run(patiently, insert, rows, self.api_root, self.key_fp, now)
             self.commits += 1
-            opened = self._writes_opened
-            if writes is not None and opened is not None and opened.moved(self.path):
+            if writes is not None and writes.opened.moved(self.path):
                 with anyio.CancelScope(shield=True):
-                    await self._follow_the_path_for_writes(writes, opened)
+                    await self._follow_the_path_for_writes(writes)
         except Exception as exc:
             commit.error = exc
             self.after_commit(n, False)
@@ -221,18 +218,16 @@ class SqliteQueue:
                 writes = await open_async_db(self.path)
                 await writes.run(impatient)  # (see writer.insert)
                 self._writes = writes
-                self._writes_opened = OpenedFile(self.path)
             return self._writes
 
-    async def _follow_the_path_for_writes(self, writes: AsyncDB, opened: OpenedFile) -> None:
+    async def _follow_the_path_for_writes(self, writes: AsyncDB) -> None:
         """The file was deleted or replaced: move the rows (these commits' with them) into
         the file at the path, and write there next; raises QueueStoreError if impossible."""
         try:
-            await writes.run(patiently, rescue_rows, self.path, opened)
+            await writes.run(patiently, rescue_rows, self.path, writes.opened)
         except sqlite3.Error as exc:
             raise QueueStoreError(f"moving rows into {self.path} failed: {exc}") from exc
         self._writes = None
-        self._writes_opened = None
         writes.retire()
 
     async def follow_the_path(self) -> None:
@@ -240,16 +235,15 @@ class SqliteQueue:
         one still holds into the file at the path, and go on there. When that cannot be
         done the actor goes on delivering from the old file (raises QueueStoreError)."""
         async with self._following_lock:
-            if not self._db_opened.moved(self.path):
+            if not self.db.opened.moved(self.path):
                 return
             self._following = True
             try:
-                await self._guard("move rows", rescue_rows, self.path, self._db_opened)
+                await self._guard("move rows", rescue_rows, self.path, self.db.opened)
                 new_db = await open_async_db(self.path)
             finally:
                 self._following = False
             old, self.db = self.db, new_db
-            self._db_opened = OpenedFile(self.path)
             self._last_lease_until = 0.0
             old.retire()
 
