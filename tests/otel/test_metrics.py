@@ -92,13 +92,18 @@ async def test_metrics_of_async_trackers(
     reader: InMemoryMetricReader,
     anyio_backend: str,
 ) -> None:
-    collector.set_faults(Faults(latency=0.3))
+    # The service answers slowly, so the batch is seen in flight; the deadline only
+    # bounds a hang.
+    collector.set_faults(Faults(latency=2.0))
     async with AsyncTracker(delivery_type="mem_queue", batch_interval=0.01, **connection) as t:
         await t.track("openai", "gpt-4o", {"input_tokens": 1})
-        await anyio.sleep(0.1)  # the batch is on its way, the service is slow to answer
-        points = await anyio.to_thread.run_sync(read, reader)
-        assert value(points, "in_flight") == 1
+        with anyio.fail_after(10):
+            while True:
+                points = await anyio.to_thread.run_sync(read, reader)
+                if value(points, "in_flight") == 1:
+                    break
+                await anyio.sleep(0.01)
         assert value(points, "queued") == 0
-        await t.flush(5)
+        await t.flush(15)
         points = await anyio.to_thread.run_sync(read, reader)
         assert value(points, "in_flight") == 0
