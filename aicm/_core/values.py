@@ -299,16 +299,13 @@ class _NotFast(Exception):
     """The value needs `to_plain()`'s full treatment (or its error message)."""
 
 
-def _fast_plain(
-    value: Any, depth: int, dropped: list[str] | None, owned: bool = False, models: bool = True
-) -> Any:
+def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool = False) -> Any:
     """``(plain copy, JSON size bound)`` of JSON-shaped data and pydantic models, else
     `_NotFast` (``to_plain`` then converts the value or names the problem; it builds a path
-    per value, ~15 us for an openai usage block). The bound is `plain_size_bound()`'s,
-    negative where a leaf needs its exact checks. Scalars are checked inline: a call per
-    leaf would double the cost. With ``dropped`` (a value the config read) credential keys
-    (listed there) and None values are left out. ``owned``: a fresh ``model_dump()``,
-    handed back uncopied when nothing is left out. ``models=False``: a model is `_NotFast`.
+    per value). The bound is `plain_size_bound()`'s, negative where a leaf needs its exact
+    checks. Scalars are checked inline: a call per leaf would double the cost. With
+    ``dropped`` (a value the config read) credential keys (listed there) and None values
+    are left out. ``owned``: a fresh ``model_dump()``, handed back uncopied if nothing is.
     """
     t = type(value)
     if t is dict:
@@ -343,7 +340,7 @@ def _fast_plain(
                 elif tv is bool or (tv is float and v - v == 0.0):  # NaN, inf: not fast
                     bound = _NUMBER_BOUND
                 else:
-                    pv, bound = _fast_plain(v, depth + 1, dropped, owned, models)
+                    pv, bound = _fast_plain(v, depth + 1, dropped, owned)
                     if pv is not v:
                         if out is None:  # a nested value changed: copy this dict
                             out = _before(value, k)
@@ -368,11 +365,11 @@ def _fast_plain(
         items = []
         size = 2
         for v in value:
-            pv, bound = _fast_plain(v, depth + 1, dropped, owned, models)
+            pv, bound = _fast_plain(v, depth + 1, dropped, owned)
             items.append(pv)
             size += bound + 1
         return items, size
-    if models and hasattr(t, "__pydantic_serializer__"):
+    if hasattr(t, "__pydantic_serializer__"):
         plan = _MODEL_PLANS.get(t, _UNSEEN)
         if plan is _UNSEEN:
             plan = _model_plan(t)
@@ -381,9 +378,8 @@ def _fast_plain(
                 return _plain_fields(value, plan, depth, dropped)
             except _NotFast:
                 pass  # a value model_dump() converts (an enum, a date...): let it
-        # Keys whose value is None are left out below anyway (a value the config read):
-        # pydantic leaving out its own unset fields first spares building and walking them.
-        # What model_dump() builds is this call's own: its containers need no copy.
+        # None values are left out below anyway (a value the config read): pydantic leaving
+        # them out first spares walking them. What model_dump() builds needs no copy.
         dump = value.model_dump(mode="json", exclude_none=dropped is not None)
         return _fast_plain(dump, depth + 1, dropped, True)
     raise _NotFast
@@ -404,34 +400,34 @@ def _plain_fields(
                 continue
             bound = _NUMBER_BOUND
         else:
+            # The dump converts a value of another type than declared (int in a float field).
             tv = type(v)
+            if tv is not declared:
+                raise _NotFast
             if tv is int:
                 bound = _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN
             elif tv is str:
                 bound = 6 * len(v) + 2 if v.isascii() else _UNKNOWN
             elif tv is bool or (tv is float and v - v == 0.0):
                 bound = _NUMBER_BOUND
-            elif v is _NO_FIELD:
+            elif tv is float:
                 raise _NotFast
-            elif tv is declared:  # a nested model of exactly the field's type
+            else:  # a nested model of exactly the field's type
                 inner = _MODEL_PLANS.get(tv, _UNSEEN)
                 if inner is _UNSEEN:
                     inner = _model_plan(tv)
                 if inner is None or v.__pydantic_extra__ or depth >= 32:
                     raise _NotFast
                 v, bound = _plain_fields(v, inner, depth + 1, dropped)
-            else:  # a container the model holds (copied); a model inside it is not fast
-                v, bound = _fast_plain(v, depth + 1, dropped, False, False)
         out[name] = v
         size += ks + bound
     return out, size
 
 
 def _model_plan(t: type[Any]) -> _Plan | None:
-    """Each field of pydantic model ``t``: name, name's size, the model its annotation
-    names (``X`` or ``X | None``), when ``model_dump()`` gives those fields as stored (no
-    serializer of its own, computed, excluded, aliased or credential-named field, not a
-    root model); else None. Remembered per type."""
+    """Each field of model ``t``: name, name's size, declared type (int, str, bool, float or a
+    model, alone or with None), when ``model_dump()`` gives them as stored (no serializer,
+    encoder, metadata, computed, excluded, aliased or credential-named field); else None."""
     plan: _Plan | None = None
     pydantic = sys.modules.get("pydantic")
     base = getattr(pydantic, "BaseModel", None)
@@ -444,20 +440,22 @@ def _model_plan(t: type[Any]) -> _Plan | None:
             and not t.model_computed_fields
             and not decorators.field_serializers
             and not decorators.model_serializers
+            and not t.model_config.get("json_encoders")
         ):
             fields = t.model_fields
+            kinds = {name: _declared(info.annotation, base) for name, info in fields.items()}
             if all(
-                not info.exclude
+                kinds[name] is not None
+                and not info.exclude
+                and getattr(info, "exclude_if", None) is None
+                and not info.metadata
                 and info.alias is None
                 and info.serialization_alias is None
                 and not is_credential_name(name)
                 and name.isascii()
                 for name, info in fields.items()
             ):
-                plan = tuple(
-                    (name, 6 * len(name) + 4, _declared_model(info.annotation, base))
-                    for name, info in fields.items()
-                )
+                plan = tuple((n, 6 * len(n) + 4, k) for n, k in kinds.items() if k is not None)
     except Exception:  # a model class of a shape not foreseen here: model_dump() it
         plan = None
     if len(_MODEL_PLANS) >= MAX_CACHE:
@@ -466,16 +464,18 @@ def _model_plan(t: type[Any]) -> _Plan | None:
     return plan
 
 
-def _declared_model(annotation: Any, base: type[Any]) -> type[Any] | None:
-    """The pydantic model class ``annotation`` names, alone or with None; else None."""
+def _declared(annotation: Any, base: type[Any]) -> type[Any] | None:
+    """The scalar type or pydantic model class ``annotation`` names, alone or with None."""
     if get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         annotation = args[0] if len(args) == 1 else None
+    if annotation in (int, str, bool, float):
+        return annotation  # type: ignore[no-any-return]
     return annotation if isinstance(annotation, type) and issubclass(annotation, base) else None
 
 
-# A model's fields as its JSON dump gives them: name, the name's size, the declared model.
-_Plan = tuple[tuple[str, int, "type[Any] | None"], ...]
+# A model's fields as its JSON dump gives them: name, the name's size, the declared type.
+_Plan = tuple[tuple[str, int, type[Any]], ...]
 _MODEL_PLANS: dict[type[Any], _Plan | None] = {}
 _UNSEEN: Final[Any] = object()
 _NO_FIELD: Final[Any] = object()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-from typing import Any
+import warnings
+from typing import Annotated, Any
 
 import pydantic
 import pytest
@@ -202,6 +203,31 @@ class Serialized(pydantic.BaseModel):
         return f"#{a}"
 
 
+class Rounded(pydantic.BaseModel):
+    cost: Annotated[float, pydantic.PlainSerializer(lambda v: round(v, 2))]
+
+
+class Shouted(pydantic.BaseModel):
+    name: Annotated[str, pydantic.WrapSerializer(lambda v, handler: handler(v).upper())]
+
+
+class HoldsRounded(pydantic.BaseModel):
+    inner: Rounded
+
+
+class ExcludedIfOne(pydantic.BaseModel):
+    x: int = pydantic.Field(default=0, exclude_if=lambda v: v == 1)
+
+
+with warnings.catch_warnings():  # json_encoders is deprecated, and still honoured by the dump
+    warnings.simplefilter("ignore")
+
+    class Encoded(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(json_encoders={float: lambda v: round(v, 2)})
+
+        x: float
+
+
 class SubInner(Inner):
     more: str = "a subclass' own field, which the dump by the declared type leaves out"
 
@@ -229,6 +255,13 @@ MODELS = [
     Outer(tokens=1, items=[SubInner(n=1)]),
     Outer(tokens=1, extra_map={"m": Inner(n=1)}),  # a model inside a container
     Outer.model_construct(tokens="not validated"),
+    Outer.model_construct(tokens=True),  # a bool in an int field: the dump gives 1
+    Outer.model_construct(tokens=1, ratio=1),  # an int in a float field: the dump gives 1.0
+    Rounded(cost=1.23456),  # serializers in a field's metadata
+    Shouted(name="abc"),
+    HoldsRounded(inner=Rounded(cost=0.123456)),
+    ExcludedIfOne(x=1),
+    Encoded(x=1.23456),
     Aliased(total=3),
     Computed(a=2),
     Serialized(a=2),
