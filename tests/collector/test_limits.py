@@ -23,7 +23,14 @@ from .helpers import track_record, usage_record
 #: Keys in the service's shape: the id is the part after the last dot.
 KEY = "sk-secret-part.key-0001"
 OTHER_KEY = "sk-other-part.key-0002"
-NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def now() -> dt.datetime:
+    """The time to stamp a record with: read at each use, so a run that crosses midnight
+    UTC still stamps its records in the day the collector counts them in."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
 # gpt-5-mini's default price: 2.5e-07 $ per input token, so 4,000,000 tokens cost $1.
 DOLLAR_OF_TOKENS = 4_000_000
 
@@ -35,7 +42,7 @@ def current(
     record = track_record(
         service_key=service,
         payload={"input_tokens": tokens},
-        timestamp=NOW.isoformat().replace("+00:00", "Z"),
+        timestamp=now().isoformat().replace("+00:00", "Z"),
     )
     del record["api_id"]
     if customer is not None:
@@ -215,7 +222,7 @@ async def test_limits_match_their_key_customer_and_expiry(
         service_key="gpt-5-mini",
         payload={"input_tokens": DOLLAR_OF_TOKENS},
         client_customer_key="acme",
-        timestamp=NOW.isoformat(),
+        timestamp=now().isoformat(),
     )
     answer = await api.post("/track", json={"tracked": [legacy]})
     events = claims(answer.json()["triggered_limits"], collector.public_key)["triggered_limits"]
@@ -234,7 +241,7 @@ async def test_usage_in_openai_names_counts_in_every_record_form(
     whose service_id is the model: 0.60 dollars each at gpt-4o-mini's prices."""
     collector = no_limits
     usage = {"prompt_tokens": 2_000_000, "completion_tokens": 500_000, "total_tokens": 2_500_000}
-    stamp = NOW.isoformat().replace("+00:00", "Z")
+    stamp = now().isoformat().replace("+00:00", "Z")
     limit = collector.add_limit(threshold_type="limit", amount="1.8", period="day")
     records = [
         ("/track", "tracked", current(0, service="openai::gpt-4o-mini") | {"payload": usage}),
