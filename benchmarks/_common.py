@@ -271,6 +271,23 @@ def rotate(items: Sequence[Any], round_index: int) -> list[Any]:
     return [*items[k:], *items[:k]]
 
 
+def run_timed_phases(
+    ctx: Context,
+    phases: Sequence[tuple[Measure, Callable[[], Sequence[int]], Callable[[], object]]],
+    overhead_ns: float,
+) -> None:
+    """Run ``(measure, timed round, settle)`` phases: a warm-up round each (not in quick
+    runs), then ``ctx.rounds`` rounds in rotating order, each round's per-call times
+    added to its measure less the timer's overhead, and its settle step (a flush) after."""
+    for _, round_fn, settle in phases if not ctx.quick else []:
+        round_fn()
+        settle()
+    for r in range(ctx.rounds):
+        for measure, round_fn, settle in rotate(phases, r):
+            measure.add_samples(round_fn(), overhead_ns=overhead_ns)
+            settle()
+
+
 def closed_port() -> int:
     """A loopback port nothing listens on: connections are refused at once (a server down)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -33,6 +33,7 @@ from .._common import (
     Target,
     child_env,
     rotate,
+    run_timed_phases,
     start_server,
     time_calls,
     timer_overhead_ns,
@@ -266,13 +267,7 @@ def _isolated(
                 lambda: p.call(amanager.flush, 60),
             ),
         ]
-        for _, round_fn, settle in phases if not ctx.quick else []:  # warm-up
-            round_fn()
-            settle()
-        for r in range(ctx.rounds):
-            for measure, round_fn, settle in rotate(phases, r):
-                measure.add_samples(round_fn(), overhead_ns=overhead)
-                settle()
+        run_timed_phases(ctx, phases, overhead)
         sent = manager.health().sent + amanager.health().sent
 
     for kind, direct_name, tracked_name in (

@@ -19,7 +19,7 @@ from .._common import (
     Measure,
     ScenarioResult,
     Target,
-    rotate,
+    run_timed_phases,
     time_calls,
     timer_overhead_ns,
 )
@@ -163,13 +163,7 @@ def run(ctx: Context) -> ScenarioResult:
             )
         )
 
-        for _, round_fn, settle in phases if not ctx.quick else []:  # warm-up
-            round_fn()
-            settle()
-        for r in range(ctx.rounds):
-            for measure, round_fn, settle in rotate(phases, r):
-                measure.add_samples(round_fn(), overhead_ns=overhead)
-                settle()
+        run_timed_phases(ctx, phases, overhead)
         sent = manager.health().sent + amanager.health().sent
 
     for kind, direct_name, proxied_name in (
