@@ -3,17 +3,19 @@
 Every record is committed before ``track`` returns (group commit: concurrent producers
 share one transaction). The actor claims rows under a lease, and acks, dead-letters or
 releases them as the service answers; rows of a process that ended are free at once.
-The file is the truth: other processes (or trackers) may share it.
+The file is the truth: other processes (or trackers) may share it. Rows name their API
+root and a fingerprint of the key, never the key.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 
@@ -22,14 +24,20 @@ from .._core.jsonplain import dumps
 from .._core.models import Endpoint, WireRecord
 from .._core.settings import Settings
 from .._io.http import REQUEST_DEADLINE_FACTOR
-from .._io.sqlite import SqliteQueue, SyncWriter, count_pending
+from .._io.owners import new_owner, owner_is_gone
+from .._io.sqlite import AsyncWriter, SyncWriter, claims, count_pending
+from .._io.sqlite.claims import Scope
+from .._io.sqlite.db import AsyncDB, open_async_db, rescue_rows
+from .._io.sqlite.schema import MAX_ID, disk_full
 from .buffer import Doorbell
 from .decide import expired
 from .store import Actor, DeadLetterRecord, Item
 
-__all__ = ["SqliteQueue", "SqliteStore"]
+__all__ = ["SqliteStore"]
 
 logger = logging.getLogger("aicm.delivery")
+
+_T = TypeVar("_T")
 
 # While rows under someone's lease wait, how often (s) the actor looks whether their
 # owner process has ended (then they are free at once, see owners.py).
@@ -94,7 +102,8 @@ def _warn_if_lease_is_short(settings: Settings) -> None:
 
 
 class SqliteStore:
-    """Records in a SQLite queue file, claimed one batch at a time."""
+    """Records in a SQLite queue file, claimed one batch at a time under this process's
+    lease (``owner``): one per (file, API root, key fingerprint)."""
 
     max_in_flight: ClassVar[int] = 1
     dead_reason: ClassVar[str] = "dead_row"
@@ -104,18 +113,33 @@ class SqliteStore:
         self.settings = settings
         self._limit = batch_limit
         self.path: Path = settings.resolved_db_path
+        self._root = settings.api_root
         self._key_fp = settings.key_fingerprint
+        self.owner = new_owner()
+        self._scope = Scope(self._root, self._key_fp, self.owner)
         self.doorbell = Doorbell()
         self.writer: SyncWriter | None = SyncWriter(
-            self.path, api_root=settings.api_root, key_fp=self._key_fp
+            self.path, api_root=self._root, key_fp=self._key_fp
         )
-        self.queue: SqliteQueue | None = None
+        self.loop_writer: AsyncWriter | None = None  # track() on the loop; made by open()
+        self.db: AsyncDB | None = None  # the actor's: claims, settling, reads, checkpoints
+        self._following: anyio.Lock | None = None  # moving rows out of a deleted file
         # Pending rows as this process knows them (producers on any thread add, the actor
         # removes), and when the oldest of them was written.
         self._count_lock = threading.Lock()
         self.backlog = 0
         self._oldest_pending = 0.0
         self._owners_checked = 0.0  # time.monotonic() of the last look for ended owners
+        self._last_lease_until = 0.0
+        # Disk full: rows read instead of leased (held by this process alone, in memory),
+        # and what the service settled that the file could not record yet (acked ids;
+        # dead-lettered ids and why). Those are left out of claims, and written when the
+        # disk has room again. See claim().
+        self._peeked: set[int] = set()
+        self._leased_out: set[int] = set()  # leased by claims, not settled yet
+        self._unwritten_acks: set[int] = set()
+        self._unwritten_kills: dict[int, str] = {}
+        self._hurried = 0  # ids up to here are due now, backoff or not (a flush's hurry)
         self._started = False  # the actor has asked for its first batch
         self._claimed = 0  # rows in the batch the actor took last (0: it took none since)
         self._rechecked = False
@@ -146,19 +170,26 @@ class SqliteStore:
         settings = self.settings
         settings.require_api_key()
         _warn_if_lease_is_short(settings)
-        queue = await SqliteQueue.open(self.path, api_root=settings.api_root, key_fp=self._key_fp)
+        self._following = anyio.Lock()
+        db = self.db = await open_async_db(self.path)
         try:
-            await self._free_dead_leases(queue)
-            backlog = await queue.pending_upto(await queue.max_id())
-            oldest = await queue.oldest_pending_at()
+            await self._free_dead_leases()
+            backlog = await self._pending_upto(await self.mark())
+            oldest = await self._oldest_pending_at()
         except BaseException:
+            self.db = None
             with anyio.CancelScope(shield=True):
-                await queue.close()
+                await db.close()
             raise
-        self.queue = queue
         self._count(backlog, oldest=oldest)
-        queue.before_commit = self._count
-        queue.after_commit = self._committed
+        # Counted and rung once per group commit, not per caller.
+        self.loop_writer = AsyncWriter(
+            self.path,
+            api_root=self._root,
+            key_fp=self._key_fp,
+            counted=self._count,
+            committed=self._committed,
+        )
 
     def put(self, record: WireRecord) -> None:
         writer = self.writer
@@ -174,16 +205,66 @@ class SqliteStore:
         self.doorbell.ring()
 
     async def aput(self, record: WireRecord) -> None:
-        if self.queue is None:
+        if self.loop_writer is None:
             raise AicmError("this tracker has not been started; use `async with`")
-        # Counted and rung once per group commit: see the queue's hooks set in open().
-        await self.queue.add(record.endpoint.value, record.response_id, dumps(record.wire()))
+        await self.loop_writer.add(record.endpoint.value, record.response_id, dumps(record.wire()))
+
+    # -- the actor's connection --------------------------------------------------------
+
+    async def _run(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn`` (an operation of `.claims`) on the actor's connection, shielded;
+        QueueStoreError when SQLite fails."""
+        if not self._following_now() and self._moved():
+            # Every read and write goes to the file at the path: a flush counting rows
+            # in the deleted file would find none left.
+            try:
+                await self._follow_the_path()
+            except QueueStoreError:
+                pass  # the path cannot take them: carry on with the old file
+        assert self.db is not None
+        with anyio.CancelScope(shield=True):
+            try:
+                result = await self.db.run(fn, *args)
+            except sqlite3.Error as exc:
+                raise QueueStoreError(f"{op} on {self.path} failed: {exc}") from exc
+        return result
+
+    async def _write(self, op: str, fn: Callable[..., object], *args: Any) -> bool:
+        """`_run()` for a write that may wait for room: False when the disk is full."""
+        try:
+            await self._run(op, fn, *args)
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return False
+        return True
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return await self._run("read", claims.read, sql, params)
+
+    def _moved(self) -> bool:
+        return self.db is not None and self.db.opened.moved(self.path)
+
+    def _following_now(self) -> bool:
+        return self._following is not None and self._following.locked()
+
+    async def _follow_the_path(self) -> None:
+        """If the file was deleted or replaced, move what the old one still holds into the
+        file at the path, and go on there. When that cannot be done the actor goes on
+        delivering from the old file (raises QueueStoreError)."""
+        assert self._following is not None
+        async with self._following:
+            if not self._moved():
+                return
+            assert self.db is not None
+            await self._run("move rows", rescue_rows, self.path, self.db.opened)
+            old, self.db = self.db, await open_async_db(self.path)
+            self._last_lease_until = 0.0
+            old.retire()
 
     # -- the actor's batches -----------------------------------------------------------
 
     async def next_batch(self) -> list[Item] | None:
-        queue = self.queue
-        assert queue is not None
         actor = self._actor
         if not self._started:
             self._started = True
@@ -192,27 +273,25 @@ class SqliteStore:
             # first track() commits (they go through a connection of their own) and take
             # them one by one.
             if self.backlog == 0:
-                await self._wait(queue)
+                await self._wait()
                 return []
         elif self._claimed:
             claimed, self._claimed = self._claimed, 0
             if claimed < self._limit and not actor.closing:
-                await self._idle(queue)
+                await self._idle()
                 return []
             # A full batch (more may be due now), or closing: claim again at once.
         self.doorbell.reset()
-        await self._follow_the_path(queue)
-        rows = await queue.claim_tuples(self._limit, lease_seconds=self.settings.lease_seconds)
-        if rows:
-            items, unreadable = claimed_items(rows)
-            if unreadable:
-                # Sent, the service would refuse them; given back, they would hold up the
-                # rows claimed with them: dead-lettered at once.
-                await queue.kill(unreadable)
-                self._count(-len(unreadable))
-                actor.dead_lettered([(f"in row {i}", why) for i, why in unreadable])
+        try:
+            await self._follow_the_path()
+        except QueueStoreError as exc:
+            # Logged once, not per claim: the engine's last error says it already.
+            if actor.stats.last_error != f"{type(exc).__name__}: {exc}":
+                logger.error("%s", exc)
+            actor.note_error(exc)
+        items = await self.claim(self._limit)
+        if self._claimed:
             self._rechecked = False
-            self._claimed = len(rows)
             return items
         if actor.closing:
             if self._rechecked:
@@ -221,21 +300,67 @@ class SqliteStore:
             # claim once more before stopping.
             self._rechecked = True
             return []
-        await self._idle(queue)
+        await self._idle()
         return []
 
-    async def _idle(self, queue: SqliteQueue) -> None:
-        self._count(0, oldest=await queue.oldest_pending_at())
+    async def claim(self, limit: int) -> list[Item]:
+        """Lease up to ``limit`` due rows of this root and key for ``lease_seconds``, in id
+        order: rows tried before and due again first (oldest due first), then fresh rows
+        (oldest first). Rows aicm cannot have written are dead-lettered instead."""
+        now = time.time()
+        if self._unwritten_acks or self._unwritten_kills:
+            await self._write_unwritten()
+        rows: list[Any] = []
+        leased = False
+        if not self._peeked:
+            # Each claim's expiry differs from the last one's: it names the claim's rows.
+            until = max(now + self.settings.lease_seconds, self._last_lease_until + 0.001)
+            self._last_lease_until = until
+            try:
+                rows = await self._run("claim", claims.claim, self._scope, limit, now, until)
+            except QueueStoreError as exc:
+                if not disk_full(exc):
+                    raise
+            else:
+                leased = True
+                self._hurried = 0
+                self._leased_out.update(r[0] for r in rows)
+        if not leased:
+            # No room on the disk for a lease: delivering what is queued must not need
+            # any. Due rows are read instead, and held in this process's memory while they
+            # are sent; another process sharing the file may send them too (the service
+            # counts a repeated response_id once).
+            skip = frozenset(
+                self._peeked
+                | self._leased_out
+                | self._unwritten_acks
+                | self._unwritten_kills.keys()
+            )
+            due = (now, self._hurried)
+            rows = await self._run("read", claims.peek, self._scope, limit, due, skip)
+            self._peeked.update(r[0] for r in rows)
+        self._claimed = len(rows)
+        items, unreadable = claimed_items(rows)
+        if unreadable:
+            # Sent, the service would refuse them; given back, they would hold up the rows
+            # claimed with them: dead-lettered at once.
+            await self._kill(unreadable)
+            self._count(-len(unreadable))
+            self._actor.dead_lettered([(f"in row {i}", why) for i, why in unreadable])
+        return items
+
+    async def _idle(self) -> None:
+        self._count(0, oldest=await self._oldest_pending_at())
         self._actor.signal_progress()
-        await self._wait(queue)
+        await self._wait()
 
     async def after_batch(self) -> None:
         # The actor copies the WAL into the file, between its batches: not the producers,
-        # whose track() calls would wait for it.
-        if self.queue is not None:
-            await self.queue.checkpoint()
+        # whose track() calls would wait for it. With the disk full the WAL stays as it is.
+        if self.db is not None:
+            await self._write("checkpoint", claims.checkpoint)
 
-    async def _wait(self, queue: SqliteQueue) -> None:
+    async def _wait(self) -> None:
         """Sleep until there is something to claim: fresh rows (after a batch window), a
         retry or an expired lease falling due, a flush or a close."""
         actor = self._actor
@@ -244,13 +369,13 @@ class SqliteStore:
         if doorbell.count == 0:
             # Nothing rung in. Fresh rows of a process that died before claiming them are
             # only found by a claim: wake at least every lease_seconds for those.
-            due = await queue.next_retry_due()
+            due = await self.next_retry_due()
             idle = self.settings.lease_seconds
             timeout = idle if due is None else min(max(due - time.time(), 0.0), idle)
             if timeout > 0 and due is not None:
                 # Rows wait for a lease or a backoff to end: one a process that has ended
                 # held is free now, and those of a process that ends meanwhile soon.
-                if await self._free_dead_leases(queue):
+                if await self._free_dead_leases():
                     return
                 timeout = min(timeout, _DEAD_OWNER_POLL)
             if timeout <= 0:
@@ -273,91 +398,166 @@ class SqliteStore:
             finally:
                 doorbell.cancel_wait()
 
-    async def _follow_the_path(self, queue: SqliteQueue) -> None:
-        """Before a claim: see SqliteQueue.follow_the_path (on failure, deliver on from the
-        old file meanwhile)."""
-        try:
-            await queue.follow_the_path()
-        except QueueStoreError as exc:
-            # Logged once, not per claim: the engine's last error says it already.
-            if self._actor.stats.last_error != f"{type(exc).__name__}: {exc}":
-                logger.error("%s", exc)
-            self._actor.note_error(exc)
-
-    async def _free_dead_leases(self, queue: SqliteQueue) -> int:
-        """Take back rows leased by processes of this host that have ended (at most once
-        per _DEAD_OWNER_POLL while running); how many were freed."""
+    async def _free_dead_leases(self) -> int:
+        """Make rows leased by processes of this host that have ended due now (at most once
+        per _DEAD_OWNER_POLL); how many. A lease whose owner cannot be judged (another
+        host, another platform) is left to expire by itself."""
         now = time.monotonic()
         if self._owners_checked and now - self._owners_checked < _DEAD_OWNER_POLL:
             return 0
         self._owners_checked = now
-        freed = await queue.free_dead_leases()
+        owners = await self._read(claims.LEASE_OWNERS, (self._root, self._key_fp, time.time()))
+        gone = [o for (o,) in owners if o != self.owner and owner_is_gone(str(o))]
+        if not gone:
+            return 0
+        try:
+            freed = await self._run(
+                "free leases", claims.free_leases, self._scope, gone, time.time()
+            )
+        except QueueStoreError as exc:
+            if not disk_full(exc):
+                raise
+            return 0  # (the leases run out by themselves)
         if freed:
             logger.info("%d queued record(s) leased by an ended process are due again", freed)
         return freed
 
     # -- settling ----------------------------------------------------------------------
 
+    def _split(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """``ids`` read while the disk was full, and the leased ones (no longer held)."""
+        self._leased_out.difference_update(ids)
+        peeked = self._peeked
+        read = [i for i in ids if i in peeked] if peeked else []
+        if not read:
+            return [], list(ids)
+        peeked.difference_update(read)
+        taken = set(read)
+        return read, [i for i in ids if i not in taken]
+
+    async def _write_unwritten(self) -> None:
+        """Record what the service settled while the disk was full, if there is room now."""
+        acks = sorted(self._unwritten_acks)
+        kills = sorted(self._unwritten_kills.items())
+        if await self._write("ack", claims.settle_unwritten, acks, kills, time.time()):
+            self._unwritten_acks.difference_update(acks)
+            for i, _ in kills:
+                self._unwritten_kills.pop(i, None)
+
     async def ack(self, items: Sequence[Item]) -> None:
-        assert self.queue is not None
-        await self.queue.ack([i.row_id for i in items if i.row_id is not None])
+        """Delete the delivered rows this owner still holds. With the disk full the
+        deletion waits in memory (the rows are left out of claims meanwhile); a process
+        starting before it is written sends them again."""
+        ids = [i.row_id for i in items if i.row_id is not None]
+        if ids:
+            read, leased = self._split(ids)
+            done = not leased or await self._write("ack", claims.ack, self.owner, leased)
+            if done and read:
+                done = await self._write("ack", claims.settle_unwritten, read, (), time.time())
+            if not done:
+                self._unwritten_acks.update(ids)
         self._count(-len(items))
 
     async def dead_letter(self, pairs: Sequence[tuple[Item, str]], now: float) -> None:
-        assert self.queue is not None
-        await self.queue.kill([(i.row_id, why) for i, why in pairs if i.row_id is not None])
+        await self._kill([(i.row_id, why) for i, why in pairs if i.row_id is not None])
         self._count(-len(pairs))
+
+    async def _kill(self, reasons: Sequence[tuple[int, str]]) -> None:
+        """Dead-letter rows this owner still holds, each with its reason."""
+        if not reasons:
+            return
+        now = time.time()
+        read, leased = self._split([i for i, _ in reasons])
+        why = dict(reasons)
+        kills = [(why[i], now, i, self.owner) for i in leased]
+        done = not leased or await self._write("dead-letter", claims.write_many, claims.KILL, kills)
+        if done and read:
+            unwritten = [(i, why[i]) for i in read]
+            done = await self._write("dead-letter", claims.settle_unwritten, (), unwritten, now)
+        if not done:
+            self._unwritten_kills.update(why)
 
     def expired(self, items: Sequence[Item], now: float) -> tuple[list[Item], list[Item]]:
         return expired(items, now=now, max_age=self.settings.max_age)
 
     async def give_back(self, items: Sequence[Item], delay: float, error: str) -> None:
-        assert self.queue is not None
-        rows = [i.row_id for i in items if i.row_id is not None]
-        await self.queue.release(rows, delay=delay, error=error)
+        """Give leased rows back, due again in ``delay`` s. With the disk full they stay
+        leased to this owner in the file: claims made by reading take them again (see
+        claims.peek); other processes wait for the lease."""
+        _, leased = self._split([i.row_id for i in items if i.row_id is not None])
+        if leased:  # (rows only read were never taken from the file)
+            due = time.time() + delay
+            await self._write("release", claims.release, self.owner, leased, due, error)
 
     # -- flush, close, health ----------------------------------------------------------
 
+    async def next_retry_due(self) -> float | None:
+        """When the earliest retried or leased row of this root and key is due (epoch s)."""
+        rows = await self._read(claims.NEXT_RETRY, (self._root, self._key_fp))
+        value = rows[0][0] if rows else None
+        return None if value is None else float(value)
+
+    async def _oldest_pending_at(self) -> float:
+        """When the oldest pending row of this root and key was written (0.0: none)."""
+        rows = await self._read(claims.OLDEST, (self._root, self._key_fp))
+        # Not a number: a row another program wrote (the actor dead-letters it when it
+        # claims it); its age is unknown until then.
+        return float(rows[0][0]) if rows and type(rows[0][0]) in (int, float) else 0.0
+
     async def mark(self) -> int:
-        assert self.queue is not None
-        return await self.queue.max_id()
+        return int((await self._read(MAX_ID, ()))[0][0])  # the highest row id in the file
 
     async def hurry(self, mark: int) -> None:
-        assert self.queue is not None
-        await self.queue.hurry(mark)
+        params = [(self._root, self._key_fp, time.time(), mark)]
+        self._hurried = max(self._hurried, mark)  # for claims made by reading
+        await self._write("hurry", claims.write_many, claims.HURRY, params)
+
+    async def _pending_upto(self, mark: int) -> int:
+        """Pending rows of this root and key with ``id <= mark``; rows delivered or
+        dead-lettered while the disk was full count as settled."""
+        rows = await self._read(claims.PENDING_UPTO, (self._root, self._key_fp, mark))
+        settled = self._unwritten_acks | self._unwritten_kills.keys()
+        return max(0, int(rows[0][0]) - sum(1 for i in settled if i <= mark))
 
     async def left(self, mark: int, held: int) -> int:
-        assert self.queue is not None
-        return await self.queue.pending_upto(mark)  # rows in flight stay in the file
+        return await self._pending_upto(mark)  # rows in flight stay in the file
 
     async def left_idle(self) -> int:
-        if self.queue is None:
+        if self.db is None:
             return self.backlog
-        return await self.queue.pending_upto(await self.queue.max_id())
+        return await self._pending_upto(await self.mark())
 
     async def close(self) -> int:
         if self._closed:
             return 0
         self._closed = True
         left = 0
-        if self.queue is not None:
+        if self.db is not None:
             try:
-                left = await self.queue.pending_upto(await self.queue.max_id())
+                left = await self._pending_upto(await self.mark())
             except AicmError as exc:
                 self._actor.note_unexpected(exc)
                 left = self.backlog
             if left:
                 logger.warning("closed with %d record(s) still queued in %s", left, self.path)
-            await self.queue.close()
+            if self._unwritten_acks or self._unwritten_kills:
+                try:
+                    await self._write_unwritten()
+                except QueueStoreError:
+                    pass  # the rows stay pending: a later process sends them again
+            try:
+                if self.loop_writer is not None:
+                    await self.loop_writer.close()
+            finally:
+                await self.db.close()
         if self.writer is not None:
             await anyio.to_thread.run_sync(self.writer.close)
         return left
 
     def forget_after_fork(self) -> list[object]:
         """Drop the parent's handles (returned, for the caller to keep referenced)."""
-        handles: list[object] = [h for h in (self.writer, self.queue) if h is not None]
-        self.writer = None
-        self.queue = None
+        handles: list[object] = [h for h in (self.writer, self.loop_writer, self.db) if h]
+        self.writer = self.loop_writer = self.db = None
         self._count_lock = threading.Lock()
         self.backlog = 0
         self._oldest_pending = 0.0
@@ -369,13 +569,11 @@ class SqliteStore:
         backlog: int = self.backlog
         since: float | None = self._oldest_pending
         try:
-            backlog, since = count_pending(
-                self.path, api_root=self.settings.api_root, key_fp=self._key_fp
-            )
+            backlog, since = count_pending(self.path, api_root=self._root, key_fp=self._key_fp)
         except QueueStoreError:
             pass  # unreadable right now: the engine's own count is the next best
-        if self.queue is not None:  # delivered while the disk was full: not queued
-            backlog -= self.queue.settled_unwritten
+        # Delivered while the disk was full: not queued.
+        backlog -= len(self._unwritten_acks) + len(self._unwritten_kills)
         queued = max(0, backlog - held)
         oldest = max(0.0, time.time() - since) if backlog and since else None
         return queued, oldest, 0

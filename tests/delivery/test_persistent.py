@@ -19,13 +19,11 @@ from delivery_helpers import API, SERVICE, USAGE, new_ids, stored_ids, wait_unti
 from aicm import AsyncTracker, QueueStoreError, Tracker, TrackRecord
 from aicm._core.settings import key_fingerprint
 from aicm._delivery.sqlite_store import SqliteStore
-from aicm._io.sqlite import SqliteQueue
+from aicm._delivery.store import Item
 from aicm.collector import Faults, LocalCollector
-from tests.sqlite_support import add_all, queue_row
+from tests.sqlite_support import add_all, claim, loop_writer, queue_row, sqlite_stores
 
 pytestmark = pytest.mark.anyio
-
-ROOT = "http://127.0.0.1:9/api/v1"
 
 
 def rows(db_path: str, where: str = "1") -> list[tuple[str, str, str, int]]:
@@ -92,55 +90,49 @@ def test_file_is_private_and_never_holds_the_key(
 
 
 async def test_two_owners_never_claim_the_same_live_row(db_path: str) -> None:
-    """Two queues on one file claiming concurrently split the rows; none is claimed twice."""
-    fp = key_fingerprint("k")
-    first = await SqliteQueue.open(Path(db_path), api_root=ROOT, key_fp=fp)
-    second = await SqliteQueue.open(Path(db_path), api_root=ROOT, key_fp=fp)
-    try:
+    """Two stores on one file claiming concurrently split the rows; none is claimed twice."""
+    async with sqlite_stores() as open_store:
+        first = await open_store(db_path)
+        second = await open_store(db_path)
         ids = new_ids(200)
         await add_all(first, [queue_row(rid) for rid in ids])
-        claimed: dict[str, list[int]] = {"first": [], "second": []}
+        claimed: dict[str, list[Item]] = {"first": [], "second": []}
 
-        async def drain(name: str, queue: SqliteQueue) -> None:
-            while got := await queue.claim_tuples(7, lease_seconds=60):
-                claimed[name].extend(r[0] for r in got)
+        async def drain(name: str, store: SqliteStore) -> None:
+            while got := await store.claim(7):
+                claimed[name].extend(got)
                 await anyio.sleep(0.001)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(drain, "first", first)
             tg.start_soon(drain, "second", second)
-        both = claimed["first"] + claimed["second"]
+        both = [i.row_id for i in claimed["first"] + claimed["second"]]
         assert len(both) == 200
         assert len(set(both)) == 200
         # A live lease is not the other's to release or to hurry.
-        await second.release(claimed["first"], delay=0, error="not mine")
+        await second.give_back(claimed["first"], 0, "not mine")
         await second.hurry(10**9)
-        assert await second.claim_tuples(500, lease_seconds=60) == []
-    finally:
-        await first.close()
-        await second.close()
+        assert await second.claim(500) == []
 
 
 async def test_a_crashed_owners_rows_are_claimed_after_the_lease(db_path: str) -> None:
     """Rows leased by an owner that died come back once the lease expires, not before."""
-    fp = key_fingerprint("k")
-    crashed = await SqliteQueue.open(Path(db_path), api_root=ROOT, key_fp=fp)
-    await add_all(crashed, [queue_row(rid) for rid in new_ids(4)])
-    taken = await crashed.claim_tuples(10, lease_seconds=0.3)
-    assert len(taken) == 4
-    await crashed.close()  # it dies holding the lease
-    survivor = await SqliteQueue.open(Path(db_path), api_root=ROOT, key_fp=fp)
-    try:
-        assert await survivor.claim_tuples(10, lease_seconds=60) == []
+    async with sqlite_stores() as open_store:
+        crashed = await open_store(db_path, lease_seconds=0.3)
+        await add_all(crashed, [queue_row(rid) for rid in new_ids(4)])
+        taken = await claim(crashed, 10)
+        assert len(taken) == 4
+    # It died holding the lease (its owner id names this process, which lives on).
+    async with sqlite_stores() as open_store:
+        survivor = await open_store(db_path)
+        assert await survivor.claim(10) == []
         due = await survivor.next_retry_due()
         assert due is not None
         assert due > time.time()
         await anyio.sleep(0.35)
-        again = await survivor.claim_tuples(10, lease_seconds=60)
-        assert [r[0] for r in again] == [r[0] for r in taken]
-        assert all(r[5] == 2 for r in again)
-    finally:
-        await survivor.close()
+        again = await claim(survivor, 10)
+        assert [r.id for r in again] == [r.id for r in taken]
+        assert all(r.attempts == 2 for r in again)
 
 
 async def test_rows_of_another_root_or_key_are_not_sent(
@@ -148,10 +140,10 @@ async def test_rows_of_another_root_or_key_are_not_sent(
 ) -> None:
     """A tracker sends only its own API root's and key's rows from a shared file."""
     theirs = new_ids(3, "theirs")
-    for root, key in ((collector.url, "someone-elses-key"), (ROOT, api_key)):
-        other = await SqliteQueue.open(Path(db_path), api_root=root, key_fp=key_fingerprint(key))
-        await add_all(other, [queue_row(rid) for rid in theirs])
-        await other.close()
+    for base, key in ((collector.api_base, "someone-elses-key"), ("http://127.0.0.1:9", api_key)):
+        async with sqlite_stores() as open_store:
+            other = await open_store(db_path, api_base=base, key=key)
+            await add_all(other, [queue_row(rid) for rid in theirs])
     ours = new_ids(3, "ours")
     async with AsyncTracker(
         **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=0.01
@@ -172,19 +164,18 @@ async def test_rows_aicm_cannot_have_written_are_dead_lettered_alone(
     with them are delivered, and opening the file does not fail on them either."""
     ids = new_ids(6)
     # Queued for this collector and key (as a tracker would), then damaged in place.
-    queue = await SqliteQueue.open(
-        Path(db_path), api_root=collector.url, key_fp=key_fingerprint(api_key)
-    )
-    await add_all(
-        queue,
-        [
-            queue_row(
-                rid, json.dumps(TrackRecord.build(API, SERVICE, USAGE, response_id=rid).wire())
-            )
-            for rid in ids
-        ],
-    )
-    await queue.close()
+    async with sqlite_stores() as open_store:
+        queue = await open_store(db_path, api_base=collector.api_base, key=api_key)
+        await add_all(
+            queue,
+            [
+                queue_row(
+                    rid,
+                    json.dumps(TrackRecord.build(API, SERVICE, USAGE, response_id=rid).wire()),
+                )
+                for rid in ids
+            ],
+        )
     with sqlite3.connect(db_path) as conn:
         conn.execute("UPDATE records SET body = ? WHERE response_id = ?", (b"\xff\xfe", ids[0]))
         conn.execute("UPDATE records SET endpoint = '/nowhere' WHERE response_id = ?", (ids[1],))
@@ -239,8 +230,9 @@ async def test_concurrent_tracks_share_commits(
     async with AsyncTracker(
         **connection, delivery_type="persistent_queue", db_path=db_path, batch_interval=60
     ) as tracker:
-        queue = tracker.engine.store.queue
-        assert queue is not None
+        store = tracker.engine.store
+        assert isinstance(store, SqliteStore)
+        queue = loop_writer(store)
         before = queue.commits
         async with anyio.create_task_group() as tg:
             for rid in ids:
@@ -379,12 +371,13 @@ def test_corrupt_file_is_refused_and_left_alone(connection: dict[str, str], tmp_
 
 
 async def test_corrupt_file_is_refused_by_the_queue(tmp_path: Path) -> None:
-    """SqliteQueue.open refuses a corrupt file with QueueStoreError and leaves it as it was."""
+    """Opening a store refuses a corrupt file with QueueStoreError and leaves it as it was."""
     path = tmp_path / "corrupt.db"
     garbage = os.urandom(8192)
     path.write_bytes(garbage)
     with pytest.raises(QueueStoreError, match=str(path)):
-        await SqliteQueue.open(path, api_root=ROOT, key_fp="fp")
+        async with sqlite_stores() as open_store:
+            await open_store(path)
     assert path.read_bytes() == garbage
 
 

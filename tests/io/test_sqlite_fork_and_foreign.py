@@ -16,11 +16,11 @@ import anyio.to_thread
 import pytest
 
 from aicm import QueueStoreError
-from aicm._io.sqlite import SCHEMA_VERSION, SqliteQueue, SyncWriter, check_queue_file, schema
+from aicm._io.sqlite import SCHEMA_VERSION, SyncWriter, check_queue_file, schema
 from aicm._io.sqlite.db import open_async_db
 from aicm._io.sqlite.schema import SCHEMA, ForkGate, connect
 from aicm._io.sqlite.writer import INSERT, insert
-from tests.sqlite_support import queue_row
+from tests.sqlite_support import queue_row, sqlite_stores
 
 ROOT = "http://127.0.0.1:9/api/v1"
 KEY_FP = "fp"
@@ -323,12 +323,13 @@ def test_a_foreign_database_is_refused_and_left_alone(
 
 
 @pytest.mark.anyio
-async def test_a_foreign_database_is_refused_by_the_async_queue(tmp_path: Path) -> None:
-    """SqliteQueue.open refuses another program's SQLite file and leaves it as it was."""
+async def test_a_foreign_database_is_refused_by_the_sqlite_store(tmp_path: Path) -> None:
+    """Opening a store refuses another program's SQLite file and leaves it as it was."""
     path = tmp_path / "theirs.db"
     before = make_database(path, theirs_records)
     with pytest.raises(QueueStoreError, match=str(path)):
-        await SqliteQueue.open(path, api_root=ROOT, key_fp=KEY_FP)
+        async with sqlite_stores() as open_store:
+            await open_store(path)
     assert path.read_bytes() == before
 
 

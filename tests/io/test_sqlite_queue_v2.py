@@ -12,21 +12,15 @@ import anyio
 import pytest
 
 from aicm import QueueStoreError
-from aicm._io.sqlite import (
-    SCHEMA_VERSION,
-    SqliteQueue,
-    SyncWriter,
-    claims,
-    count_pending,
-    purge_rows,
-)
+from aicm._core.settings import key_fingerprint
+from aicm._delivery.sqlite_store import SqliteStore
+from aicm._io.sqlite import SCHEMA_VERSION, SyncWriter, claims, count_pending, purge_rows
 from aicm._io.sqlite.schema import RECORDS_TABLE, connect, file_lock
 from aicm._io.sqlite.writer import ROWS_PER_INSERT
-from tests.sqlite_support import add_all, claim, queue_row
+from tests.sqlite_support import KEY, ROOT, add_all, claim, loop_writer, queue_row, sqlite_stores
 
-ROOT = "http://127.0.0.1:9/api/v1"
-OTHER_ROOT = "http://127.0.0.1:10/api/v1"
-KEY_FP = "fp"
+OTHER_BASE = "http://127.0.0.1:10"
+KEY_FP = key_fingerprint(KEY)
 
 
 def rids(n: int, prefix: str = "r") -> list[str]:
@@ -47,21 +41,6 @@ def select(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[
 def path(tmp_path: Path) -> Path:
     """A queue file path (not created yet)."""
     return tmp_path / "queue.db"
-
-
-async def open_queue(
-    path: Path, opened: list[SqliteQueue], *, root: str = ROOT, key_fp: str = KEY_FP
-) -> SqliteQueue:
-    """Open a queue on ``path`` and note it for closing."""
-    queue = await SqliteQueue.open(path, api_root=root, key_fp=key_fp)
-    opened.append(queue)
-    return queue
-
-
-async def close_all(opened: list[SqliteQueue]) -> None:
-    """Close the queues a test opened."""
-    for queue in opened:
-        await queue.close()
 
 
 # -- the schema ----------------------------------------------------------------------------
@@ -124,21 +103,18 @@ def test_a_version_2_file_without_its_tables_is_refused(path: Path) -> None:
 @pytest.mark.anyio
 async def test_an_id_is_never_reused_after_the_newest_rows_are_acked(path: Path) -> None:
     """Delivering every row, the newest included, does not let a new row take an old id."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
         await add_all(queue, [queue_row(r) for r in rids(5)])
-        claimed = await claim(queue, 10, lease_seconds=60)
+        claimed = await claim(queue, 10)
         top = max(r.id for r in claimed)
-        await queue.ack([r.id for r in claimed])
+        await queue.ack([r.item for r in claimed])
         assert select(path, "SELECT count(*) FROM records") == [(0,)]
-        await queue.add("/track", "after", "{}")
+        await loop_writer(queue).add("/track", "after", "{}")
         await add_all(queue, [queue_row(r) for r in rids(3, "batch")])
         new_ids = [int(str(r[0])) for r in select(path, "SELECT id FROM records ORDER BY id")]
         assert min(new_ids) == top + 1
         assert new_ids == list(range(top + 1, top + 5))
-    finally:
-        await close_all(opened)
 
 
 def test_an_id_is_never_reused_after_a_purge(path: Path) -> None:
@@ -173,19 +149,16 @@ def test_a_large_group_commit_gets_distinct_growing_ids(path: Path) -> None:
 @pytest.mark.anyio
 async def test_concurrent_adds_share_commits_and_lose_nothing(path: Path) -> None:
     """200 concurrent adds: all committed, in far fewer commits, each id once."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
         names = rids(200)
         async with anyio.create_task_group() as tg:
             for rid in names:
-                tg.start_soon(queue.add, "/track", rid, "{}")
+                tg.start_soon(loop_writer(queue).add, "/track", rid, "{}")
         found = select(path, "SELECT id, response_id FROM records")
         assert sorted(str(r[1]) for r in found) == sorted(names)
         assert len({r[0] for r in found}) == 200
-        assert 1 <= queue.commits < 50
-    finally:
-        await close_all(opened)
+        assert 1 <= loop_writer(queue).commits < 50
 
 
 # -- leases: only the holder acks, releases or dead-letters ------------------------------
@@ -195,40 +168,34 @@ async def test_concurrent_adds_share_commits_and_lose_nothing(path: Path) -> Non
 async def test_a_stale_owner_cannot_touch_a_row_leased_again(path: Path) -> None:
     """Once a lease expired and another owner took the row, the first owner's ack, release
     and dead-lettering leave it alone; the new owner's ack deletes it."""
-    opened: list[SqliteQueue] = []
-    try:
-        first = await open_queue(path, opened)
-        second = await open_queue(path, opened)
+    async with sqlite_stores() as open_store:
+        first = await open_store(path, lease_seconds=0.05)
+        second = await open_store(path)
         await add_all(first, [queue_row("r")])
-        (mine,) = await claim(first, 1, lease_seconds=0.05)
+        (mine,) = await claim(first, 1)
         await anyio.sleep(0.1)
-        (theirs,) = await claim(second, 1, lease_seconds=60)
+        (theirs,) = await claim(second, 1)
         assert theirs.id == mine.id
-        await first.ack([mine.id])
-        await first.release([mine.id], delay=0, error="late")
-        await first.kill([(mine.id, "late")])
+        await first.ack([mine.item])
+        await first.give_back([mine.item], 0, "late")
+        await first.dead_letter([(mine.item, "late")], time.time())
         assert select(path, "SELECT lease_owner, state, last_error FROM records") == [
             (second.owner, 0, None)
         ]
-        await second.ack([theirs.id])
+        await second.ack([theirs.item])
         assert select(path, "SELECT count(*) FROM records") == [(0,)]
-    finally:
-        await close_all(opened)
 
 
 @pytest.mark.anyio
 async def test_an_expired_lease_of_the_same_owner_can_still_be_acked(path: Path) -> None:
     """A lease past its expiry that nobody took over is still the owner's to ack."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path, lease_seconds=0.01)
         await add_all(queue, [queue_row("r")])
-        (row,) = await claim(queue, 1, lease_seconds=0.01)
+        (row,) = await claim(queue, 1)
         await anyio.sleep(0.05)
-        await queue.ack([row.id])
+        await queue.ack([row.item])
         assert select(path, "SELECT count(*) FROM records") == [(0,)]
-    finally:
-        await close_all(opened)
 
 
 # -- claims ------------------------------------------------------------------------------
@@ -238,36 +205,32 @@ async def test_an_expired_lease_of_the_same_owner_can_still_be_acked(path: Path)
 async def test_claims_take_due_retries_first_then_fresh_rows_oldest_first(path: Path) -> None:
     """A claim takes rows due again before fresh ones, fresh ones in the order written, and
     never a row whose backoff is still running."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
         await add_all(queue, [queue_row(r) for r in rids(3, "old")])
-        old = await claim(queue, 3, lease_seconds=60)
-        await queue.release([old[0].id], delay=0, error="503")
-        await queue.release([old[1].id], delay=60, error="503")
-        await queue.release([old[2].id], delay=0, error="503")
+        old = await claim(queue, 3)
+        await queue.give_back([old[0].item], 0, "503")
+        await queue.give_back([old[1].item], 60, "503")
+        await queue.give_back([old[2].item], 0, "503")
         await add_all(queue, [queue_row(r) for r in rids(4, "new")])
-        got = await claim(queue, 3, lease_seconds=60)
+        got = await claim(queue, 3)
         assert sorted(r.response_id for r in got) == ["new0", "old0", "old2"]
         assert [r.id for r in got] == sorted(r.id for r in got)
         assert {r.response_id: r.attempts for r in got} == {"old0": 2, "old2": 2, "new0": 1}
-        rest = await claim(queue, 10, lease_seconds=60)
+        rest = await claim(queue, 10)
         assert [r.response_id for r in rest] == ["new1", "new2", "new3"]
-        assert await claim(queue, 10, lease_seconds=60) == []
-    finally:
-        await close_all(opened)
+        assert await claim(queue, 10) == []
 
 
 @pytest.mark.anyio
 async def test_claims_keep_each_root_and_key_apart(path: Path) -> None:
     """Rows of two roots (and two keys) interleaved in one file: each queue claims its own,
     every one of them, however the claims and writes interleave."""
-    opened: list[SqliteQueue] = []
-    try:
+    async with sqlite_stores() as open_store:
         queues = {
-            "a": await open_queue(path, opened),
-            "b": await open_queue(path, opened, root=OTHER_ROOT),
-            "c": await open_queue(path, opened, key_fp="other-fp"),
+            "a": await open_store(path),
+            "b": await open_store(path, api_base=OTHER_BASE),
+            "c": await open_store(path, key="other-key-0123456789abcdef"),
         }
         written: dict[str, list[str]] = {name: [] for name in queues}
         claimed: dict[str, list[str]] = {name: [] for name in queues}
@@ -277,35 +240,30 @@ async def test_claims_keep_each_root_and_key_apart(path: Path) -> None:
                 written[name] += batch
                 await add_all(queue, [queue_row(r) for r in batch])
             for name, queue in queues.items():
-                got = await claim(queue, 3, lease_seconds=60)
+                got = await claim(queue, 3)
                 claimed[name] += [r.response_id for r in got]
-                await queue.ack([r.id for r in got])
+                await queue.ack([r.item for r in got])
         for name, queue in queues.items():
-            while got := await claim(queue, 5, lease_seconds=60):
+            while got := await claim(queue, 5):
                 claimed[name] += [r.response_id for r in got]
-                await queue.ack([r.id for r in got])
+                await queue.ack([r.item for r in got])
             assert claimed[name] == written[name]
-    finally:
-        await close_all(opened)
 
 
 @pytest.mark.anyio
 async def test_the_mark_moves_past_rows_that_are_not_fresh(path: Path) -> None:
     """A claim that finds fewer fresh rows than it wants moves the mark to the newest row, so
     the next one does not read the rows below it again; rows written later are claimed."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
-        other = await open_queue(path, opened, root=OTHER_ROOT)
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
+        other = await open_store(path, api_base=OTHER_BASE)
         await add_all(other, [queue_row(r) for r in rids(5, "theirs")])
         await add_all(queue, [queue_row(r) for r in rids(2, "mine")])
-        assert len(await claim(queue, 10, lease_seconds=60)) == 2
+        assert len(await claim(queue, 10)) == 2
         assert select(path, "SELECT upto FROM claim_marks WHERE api_root = ?", (ROOT,)) == [(7,)]
         await add_all(queue, [queue_row("later")])
-        assert [r.response_id for r in await claim(queue, 10, lease_seconds=60)] == ["later"]
-        assert len(await claim(other, 10, lease_seconds=60)) == 5
-    finally:
-        await close_all(opened)
+        assert [r.response_id for r in await claim(queue, 10)] == ["later"]
+        assert len(await claim(other, 10)) == 5
 
 
 @pytest.mark.anyio
@@ -315,21 +273,18 @@ async def test_claimed_rows_come_back_exactly_as_written(
     """Claimed rows carry the written body and response id and the exact creation time,
     through SQLite's JSON functions and without them alike."""
     body = '{"text": "quote \\" backslash \\\\ tab \\t \\u001e é 𝄞"}'
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
         for use_json in (True, False):
             monkeypatch.setattr(claims, "_json_functions", use_json)
             rid = f"id \x1e 'quoted' {use_json}"
-            await queue.add("/track/usage", rid, body)
-            (row,) = await claim(queue, 5, lease_seconds=60)
+            await loop_writer(queue).add("/track-usage", rid, body)
+            (row,) = await claim(queue, 5)
             (created,) = select(path, "SELECT created_at FROM records WHERE id = ?", (row.id,))[0]
-            assert (row.endpoint, row.response_id, row.body) == ("/track/usage", rid, body)
+            assert (row.endpoint, row.response_id, row.body) == ("/track-usage", rid, body)
             assert row.created_at == created
             assert isinstance(row.created_at, float)
             assert row.attempts == 1
-    finally:
-        await close_all(opened)
 
 
 # -- counting ----------------------------------------------------------------------------
@@ -337,29 +292,26 @@ async def test_claimed_rows_come_back_exactly_as_written(
 
 @pytest.mark.anyio
 async def test_pending_counts_fresh_and_tried_rows_up_to_an_id(path: Path) -> None:
-    """pending_upto and count_pending count fresh, leased and retried rows, not dead ones nor
-    other roots' rows, nor rows above the id asked about."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
-        other = await open_queue(path, opened, root=OTHER_ROOT)
+    """A store's ``left`` and count_pending count fresh, leased and retried rows, not dead
+    ones nor other roots' rows, nor (``left``) rows above the mark asked about."""
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
+        other = await open_store(path, api_base=OTHER_BASE)
         await add_all(queue, [queue_row(r) for r in rids(6)])
         await add_all(other, [queue_row(r) for r in rids(2, "theirs")])
-        got = await claim(queue, 3, lease_seconds=60)
-        await queue.release([got[0].id], delay=30, error="503")
-        await queue.kill([(got[1].id, "400")])
-        upto = await queue.max_id()
-        assert await queue.pending_upto(upto) == 5
+        got = await claim(queue, 3)
+        await queue.give_back([got[0].item], 30, "503")
+        await queue.dead_letter([(got[1].item, "400")], time.time())
+        upto = await queue.mark()
+        assert await queue.left(upto, held=0) == 5
         await add_all(queue, [queue_row("later")])
-        assert await queue.pending_upto(upto) == 5
-        assert await queue.pending_upto(await queue.max_id()) == 6
+        assert await queue.left(upto, held=0) == 5
+        assert await queue.left(await queue.mark(), held=0) == 6
         count, oldest = count_pending(path, api_root=ROOT, key_fp=KEY_FP)
         assert count == 6
         assert oldest is not None
         assert oldest <= time.time()
         assert await queue.next_retry_due() is not None
-    finally:
-        await close_all(opened)
 
 
 # -- the WAL and the write lock -----------------------------------------------------------
@@ -368,19 +320,16 @@ async def test_pending_counts_fresh_and_tried_rows_up_to_an_id(path: Path) -> No
 @pytest.mark.anyio
 async def test_a_checkpoint_copies_the_whole_wal(path: Path) -> None:
     """After the actor's checkpoint, with no writer busy, every WAL frame is in the file."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
         await add_all(queue, [queue_row(r) for r in rids(50)])
-        await queue.checkpoint()
+        await queue.after_batch()
         conn = sqlite3.connect(path)
         try:
             _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             conn.close()
         assert frames == copied
-    finally:
-        await close_all(opened)
 
 
 def test_one_write_lock_per_file_in_a_process(tmp_path: Path) -> None:
@@ -438,14 +387,14 @@ def test_the_child_of_a_fork_gets_fresh_write_locks(tmp_path: Path) -> None:
 # -- adds on the event loop: never waiting there -------------------------------------------
 
 
-async def _add_while_held(queue: SqliteQueue, hold: threading.Event, rid: str) -> int:
+async def _add_while_held(queue: SqliteStore, hold: threading.Event, rid: str) -> int:
     """Add ``rid`` while something holds the file; how often the event loop ticked
     meanwhile (it must go on running: the add waits off the loop)."""
     ticks = 0
     added = anyio.Event()
 
     async def add() -> None:
-        await queue.add("/track", rid, "{}")
+        await loop_writer(queue).add("/track", rid, "{}")
         added.set()
 
     async with anyio.create_task_group() as tg:
@@ -467,10 +416,9 @@ async def test_an_add_waits_for_another_process_write_lock_off_the_event_loop(
 ) -> None:
     """While another connection (as another process would) holds SQLite's write lock, an
     add waits for it in SQLite, not on the event loop, and commits once it is free."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
-        await queue.add("/track", "warm-up", "{}")
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
+        await loop_writer(queue).add("/track", "warm-up", "{}")
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
         release = threading.Event()
@@ -487,18 +435,15 @@ async def test_an_add_waits_for_another_process_write_lock_off_the_event_loop(
             "warm-up",
             "r",
         ]
-    finally:
-        await close_all(opened)
 
 
 @pytest.mark.anyio
 async def test_an_add_waits_for_this_process_file_lock_off_the_event_loop(path: Path) -> None:
     """While another thread of this process holds the file's lock, an add waits for it off
     the event loop, and commits once it is free."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
-        await queue.add("/track", "warm-up", "{}")
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
+        await loop_writer(queue).add("/track", "warm-up", "{}")
         lock = file_lock(path)
         release = threading.Event()
         held = threading.Event()
@@ -521,26 +466,21 @@ async def test_an_add_waits_for_this_process_file_lock_off_the_event_loop(path: 
             "warm-up",
             "r",
         ]
-        assert queue.commits == 2
-    finally:
-        await close_all(opened)
+        assert loop_writer(queue).commits == 2
 
 
 @pytest.mark.anyio
 async def test_a_cancelled_add_still_commits_its_row_and_the_queue_goes_on(path: Path) -> None:
     """An add cancelled as it starts committing still commits what it gathered (its own
     row, and any other caller's), then takes its cancellation; later adds commit too."""
-    opened: list[SqliteQueue] = []
-    try:
-        queue = await open_queue(path, opened)
+    async with sqlite_stores() as open_store:
+        queue = await open_store(path)
         with anyio.CancelScope() as scope:
             scope.cancel()
-            await queue.add("/track", "cancelled", "{}")
+            await loop_writer(queue).add("/track", "cancelled", "{}")
         assert scope.cancelled_caught
-        await queue.add("/track", "after", "{}")
+        await loop_writer(queue).add("/track", "after", "{}")
         assert [r[0] for r in select(path, "SELECT response_id FROM records ORDER BY id")] == [
             "cancelled",
             "after",
         ]
-    finally:
-        await close_all(opened)

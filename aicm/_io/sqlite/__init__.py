@@ -2,11 +2,12 @@
 
 - `.schema`: the file's schema; opening, checking and tuning a queue file; the fork gate
   and this process's write lock per file.
-- `.writer`: inserts, and `SyncWriter` for plain threads.
-- `.claims`: claims, leases, acks, releases, dead letters (the actor's transactions).
+- `.writer`: inserts, group-committed from plain threads (`SyncWriter`) or an event loop
+  (`AsyncWriter`).
+- `.claims`: claims, leases, acks, releases, dead letters (the actor's transactions; the
+  actor itself is ``SqliteStore`` in ``aicm._delivery.sqlite_store``).
 - `.db`: async access to a connection, one thread hop per operation on asyncio and trio
   alike; a queue file deleted or replaced under a running process.
-- `.queue`: `SqliteQueue`, the async side: group-committed adds and the actor's calls.
 - `.admin`: the ``aicm queue`` command's reads and repairs.
 """
 
@@ -26,18 +27,17 @@ from .admin import (
     summarize_queue,
 )
 from .claims import count_pending
-from .queue import SqliteQueue
 from .schema import SCHEMA_VERSION
-from .writer import SyncWriter
+from .writer import AsyncWriter, SyncWriter
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AsyncWriter",
     "PurgeOutcome",
     "QueueEntry",
     "QueueSummary",
     "RetargetOutcome",
     "RetryOutcome",
-    "SqliteQueue",
     "SyncWriter",
     "check_queue_file",
     "count_pending",
