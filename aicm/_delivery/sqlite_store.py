@@ -57,19 +57,12 @@ def claimed_items(
     append = items.append
     for row_id, e, rid, body, created, _ in rows:
         endpoint = endpoints.get(e)
-        if (
-            endpoint is not None
-            and type(body) is str
-            and type(rid) is str
-            and type(created) is float
-        ):
+        if endpoint and type(body) is str and type(rid) is str and type(created) is float:
             append(Item(endpoint, rid, body, created, row_id))
-            continue
-        problem = _unreadable_row(e, rid, body, created)  # the rare case: say what is wrong
-        if problem is None:  # a created_at stored as an integer
-            append(Item(endpoints[e], rid, body, float(created), row_id))
-        else:
+        elif problem := _unreadable_row(e, rid, body, created):
             unreadable.append((row_id, problem))
+        else:  # a created_at stored as an integer
+            append(Item(endpoints[e], rid, body, float(created), row_id))
     return items, unreadable
 
 

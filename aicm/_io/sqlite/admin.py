@@ -1,9 +1,9 @@
 """Administration of queue files (the ``aicm queue`` command).
 
-Plain synchronous functions, each on its own short-lived connection: they may run while
-trackers in other processes use the file. Reads open it read-only; every write is one
-short transaction that never touches a row under a live lease. A file that does not
-exist, is not SQLite, or holds no queue raises QueueStoreError and is left as it was.
+Each function runs on a short-lived connection of its own, so it may run while trackers
+use the file: reads open it read-only; a write is one short transaction that leaves rows
+under a live lease alone. A file that does not exist, is not SQLite, or holds no queue
+raises QueueStoreError and is left as it was.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .schema import (
 
 _T = TypeVar("_T")
 
-_ADMIN_BUSY_MS = 5000
+_BUSY_SECONDS = 5.0  # how long a command waits for a tracker's write lock
 _LIVE_LEASE = "(lease_owner IS NOT NULL AND next_attempt_at > ?)"
 _STATE_NAMES = {PENDING: "pending", DEAD: "dead"}
 
@@ -110,11 +110,10 @@ def _connect(path: Path, *, write: bool) -> sqlite3.Connection:
     if path.stat().st_size == 0:
         raise QueueStoreError(f"{path} is empty: not an aicm queue file")
     try:
-        conn = open_existing(path, timeout=_ADMIN_BUSY_MS / 1000, write=write, autocommit=True)
+        conn = open_existing(path, timeout=_BUSY_SECONDS, write=write, autocommit=True)
     except sqlite3.Error as exc:
         raise QueueStoreError(f"cannot open the queue file {path}: {exc}") from exc
     try:
-        conn.execute(f"PRAGMA busy_timeout = {_ADMIN_BUSY_MS}")
         if check_queue(conn, path) != SCHEMA_VERSION:
             raise foreign(path)
     except BaseException as exc:

@@ -3,14 +3,11 @@
 A row is *pending* (state 0) until the service answers 2xx, when it is deleted, or until
 it is dead-lettered (state 1). Claiming a row leases it: the claimant's id goes in
 ``lease_owner`` and ``next_attempt_at`` moves to the lease's expiry, so a crashed owner's
-rows become claimable again by themselves and a live owner's rows are never taken from
-it. An ack, a release or a dead-lettering touches a row only while the caller still holds
-its lease.
+rows become claimable again by themselves. An ack, a release or a dead-lettering touches a
+row only while the caller still holds its lease.
 
-Each function taking ``(conn, lock, ...)`` is one whole operation on a connection (opened
-by `connect()`, so in autocommit mode), run by the connection's own thread:
-inside the fork gate, and when it writes, holding the file's lock in this process. Each
-call is one hop for an `AsyncDB`.
+Each function taking ``(conn, lock, ...)`` is one whole operation (one hop for an
+`AsyncDB`): inside the fork gate and, when it writes, holding the file's lock.
 """
 
 from __future__ import annotations
@@ -38,10 +35,9 @@ class Scope(NamedTuple):
 
 
 # A claim leases due tried rows first (oldest due first), then fresh rows (oldest first),
-# in one transaction of a few statements, whatever the number of rows: each row a
-# statement returns is one more round trip through the GIL, and the producers wait for
-# the write lock meanwhile. The claimed rows are read after the commit; ``next_attempt_at``
-# (the lease's expiry, unique to each claim of an owner) tells them apart.
+# in a few statements whatever the number of rows (each row a statement returns is a
+# round trip through the GIL, while producers wait for the write lock). The rows are read
+# after the commit, found by ``next_attempt_at``: the lease's expiry, unique per claim.
 _LEASE_TRIED = (
     "UPDATE records SET lease_owner = ?, next_attempt_at = ?, attempts = attempts + 1"
     " WHERE id IN (SELECT id FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
@@ -65,14 +61,14 @@ _LEASED_WHERE = (
     " AND next_attempt_at = ? AND lease_owner = ?"
 )
 _LEASED = _ROW + _LEASED_WHERE
-# The same rows as one JSON text: one step of the statement, not one per row (each step
-# is a round trip through the GIL). The time as text: JSON numbers keep 15 digits only.
+# The same rows as one JSON text: one step of the statement, not one per row. The time as
+# text: JSON numbers keep 15 digits only.
 _LEASED_JSON = (
     "SELECT json_group_array(json_array(id, endpoint, response_id, body,"
     " printf('%!.17g', created_at), attempts)) FROM records" + _LEASED_WHERE
 )
-# With no room on the disk for a lease (see SqliteQueue: "disk full"), due rows are read,
-# not leased: the same rows a claim would take, in the same order.
+# With no room on the disk for a lease, due rows are read, not leased: the same rows a
+# claim would take, in the same order.
 _PEEK_TRIED = (
     _ROW + " WHERE api_root = ? AND key_fp = ? AND state = 0 AND attempts > 0"
     " AND (next_attempt_at <= ? OR (lease_owner IS NULL AND id <= ?) OR lease_owner = ?)"
@@ -83,22 +79,22 @@ _PEEK_FRESH = (
     " ORDER BY id LIMIT ?"
 )
 _DELETE_IDS = "DELETE FROM records WHERE id IN ({})"
-# Dead-lettering a row by id (while the disk was full, its lease unwritten), or one the
-# caller still leases (KILL).
+# Dead-lettering a row by id (its lease unwritten for want of room), or one the caller
+# still leases (KILL).
 _KILL_ID = (
     "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
     " WHERE id = ? AND state = 0"
 )
 KILL = _KILL_ID + " AND lease_owner = ?"
-# Acks and releases name their rows in one statement per chunk of ids, and only touch
-# rows the caller still holds: a lease that expired and was taken over is its new owner's.
+# Acks and releases touch only rows the caller still holds: a lease that expired and was
+# taken over is its new owner's.
 _ACK = "DELETE FROM records WHERE lease_owner = ? AND id IN ({})"
 _RELEASE = (
     "UPDATE records SET lease_owner = NULL, next_attempt_at = ?, last_error = ?"
     " WHERE lease_owner = ? AND id IN ({})"
 )
 # Tried rows: in a backoff, or leased (maybe by a crashed owner). Fresh rows are left out:
-# their writer rings the actor's doorbell, and they wait for a batch window.
+# their writer rings the actor's doorbell.
 NEXT_RETRY = (
     "SELECT min(next_attempt_at) FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
     " AND attempts > 0"
@@ -115,8 +111,8 @@ OLDEST = (
     "SELECT created_at FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
     " ORDER BY id LIMIT 1"
 )
-# Owners of live leases on rows of a root and key (from the index of tried rows), and the
-# release of one owner's leases when that owner is gone (see owners.owner_is_gone).
+# Owners of live leases on rows of a root and key, and the release of one owner's leases
+# when that owner is gone (see owners.owner_is_gone).
 LEASE_OWNERS = (
     "SELECT DISTINCT lease_owner FROM records WHERE api_root = ? AND key_fp = ? AND state = 0"
     " AND attempts > 0 AND next_attempt_at > ? AND lease_owner IS NOT NULL"
@@ -140,9 +136,9 @@ _COUNT_FRESH = (
     " AND state = 0 AND attempts = 0"
 )
 
-# Ids per statement: at most 512, padded to a power of two (repeating the last id), so a
-# handful of statement shapes serve every batch size from SQLite's statement cache, and
-# no statement comes near the 999 parameters old SQLite builds allow.
+# Ids per statement, padded to a power of two (repeating the last id): a handful of
+# statement shapes serve every batch size from the statement cache, within the 999
+# parameters old SQLite builds allow.
 _IDS_PER_STATEMENT = 512
 
 
@@ -163,8 +159,8 @@ def peek(
     """The rows a claim would lease, read without writing (ids in ``skip`` left out).
 
     ``due`` is (now, hurried): tried rows due by now, or unleased with an id up to
-    ``hurried``, are due. Rows still leased by the scope's owner count as due: the owner
-    holds only those in ``skip`` (the rest it could not give back, for want of room).
+    ``hurried``, are due; so are those the scope's owner leases (it holds only ``skip``;
+    the rest it could not give back, for want of room).
     """
     del lock  # a read
     root, fp, owner = scope
@@ -184,8 +180,7 @@ def peek(
     return sorted(rows)
 
 
-# Whether SQLite's JSON functions are there to use (see _LEASED_JSON): SQLite has them
-# built in since 3.38, and most earlier builds compile them in.
+# Whether SQLite's JSON functions are there (built in since 3.38, in most earlier builds).
 _json_functions = True
 
 
@@ -336,12 +331,9 @@ def read(
 
 
 def checkpoint(conn: sqlite3.Connection, lock: threading.Lock) -> None:
-    """Copy the WAL into the file, so that the next write may start the WAL afresh.
-
-    First without the file's lock, so this process's writers go on meanwhile; then, if
-    they added pages during that, those few pages holding it: a WAL restarts only once all
-    of it is copied, and without restarts it would grow while writers never pause.
-    """
+    """Copy the WAL into the file, so that the next write may start the WAL afresh: first
+    without the file's lock (this process's writers go on), then the few pages they added
+    meanwhile holding it (a WAL restarts only once all of it is copied)."""
     with FORK_GATE:
         _, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if pages > copied >= 0:
@@ -350,10 +342,8 @@ def checkpoint(conn: sqlite3.Connection, lock: threading.Lock) -> None:
 
 
 def count_pending(path: Path, *, api_root: str, key_fp: str) -> tuple[int, float | None]:
-    """Pending rows of one root and key, and the oldest one's creation time (read-only).
-
-    Opens its own short-lived connection, so any thread may ask while others write.
-    """
+    """Pending rows of one root and key, and the oldest one's creation time: read on a
+    short-lived connection of its own, so any thread may ask."""
     with FORK_GATE:
         try:
             conn = open_existing(path, timeout=5.0)

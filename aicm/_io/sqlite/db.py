@@ -1,12 +1,12 @@
 """Queue connections: async access (each operation one call on the connection's thread),
 and a queue file deleted or replaced under a running process (its rows follow the path).
 
-A connection keeps using the file it opened: once that file is unlinked (deleted, or
-replaced by a rename), rows committed through it go to an inode no later process can
-find. Each holder of a connection notes the file's identity when it opens it, and looks
-again after each group commit (the writers) and before each claim (the actor). When the
-path names another file, or none, the rows still readable through the old connection
-are moved into the file at the path (created if missing), and the holder reopens there.
+A connection keeps using the file it opened: once that file is deleted or replaced, rows
+committed through it go to an inode no later process can find. So each holder notes the
+file's identity when it opens it, and looks again after each group commit (the writers)
+and before each claim (the actor); when the path names another file, or none, the rows
+still readable through the old connection move into the file at the path (created if
+missing), and the holder reopens there.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import anyio
 import anyio.to_thread
 
 from ..._core.exceptions import QueueStoreError
-from .schema import FORK_GATE, LAST_ID, connect, file_lock, open_in_gate, rollback
+from .schema import FORK_GATE, LAST_ID, connect, file_lock, immediate, open_in_gate, rollback
 
 _T = TypeVar("_T")
 
@@ -46,12 +46,9 @@ def file_identity(path: Path | str) -> FileIdentity | None:
 
 
 class OpenedFile:
-    """What a connection's holder knows of the file it opened: it, and its shared memory.
-
-    SQLite keeps a WAL file and a shared-memory file beside the database. When only the
-    database is deleted those stay, still in use by the old connections: a new database
-    at the same path must not start with them (their pages are the old file's).
-    """
+    """The identity of the file a connection opened, and of its shared-memory file: when
+    only the database is deleted, its WAL and shared memory stay, still in use by the old
+    connections, and a new database at the path must not start with them."""
 
     __slots__ = ("file", "shm")
 
@@ -69,10 +66,9 @@ class OpenedFile:
         return True
 
 
-# Connections to a queue file that was deleted or replaced, kept open for good. Closing
-# the last connection to a file in WAL mode deletes, by name, the WAL and shared-memory
-# files at its path: by now those are the new file's, in use. Each is also given one
-# reference nobody holds, so that it is never freed, and so never closed, at exit either.
+# Connections to a deleted or replaced queue file, kept open for good: closing the last
+# connection to a WAL file deletes, by name, the WAL and shared memory at its path, by
+# now the new file's. One reference nobody holds keeps each from being closed at exit.
 _RETIRED: list[object] = []
 
 
@@ -103,14 +99,13 @@ _MOVED_ROW = (
 
 
 def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
-    """Move every row readable through ``old`` into the queue file at ``path`` now.
+    """Move every row readable through ``old`` into the queue file at ``path``; how many.
 
-    Inside the fork gate and holding the file's lock in this process. The old file's
-    write lock is taken first, so that processes sharing the old file move its rows one
-    at a time (the second finds none left). Pending rows arrive fresh and unleased (one
-    in flight is sent again: the service counts a repeated response_id once); dead rows
-    stay dead. Returns how many rows were moved. Raises QueueStoreError (rows left where
-    they were) when the file at ``path`` cannot be created or is not a queue.
+    The old file's write lock is taken first: processes sharing it move its rows one at
+    a time (the second finds none left). Pending rows arrive fresh and unleased (one in
+    flight is sent again: the service counts a repeated response_id once); dead rows stay
+    dead. Raises QueueStoreError (rows left where they were) when the file at ``path``
+    cannot be created or is not a queue.
     """
     try:
         old.execute("BEGIN IMMEDIATE")
@@ -135,37 +130,34 @@ def _move_rows(old: sqlite3.Connection, path: Path, opened: OpenedFile) -> int:
                     pass
         new = open_in_gate(path, check_same_thread=True)
         try:
-            new.execute("BEGIN IMMEDIATE")
-            try:
-                (last,) = new.execute(LAST_ID).fetchone()
-                params = [(i, *row) for i, row in enumerate(rows, start=int(last) + 1)]
-                new.executemany(_MOVED_ROW, params)
-                new.commit()
-            except BaseException:
-                rollback(new)
-                raise
+            immediate(new, lambda: new.executemany(_MOVED_ROW, _numbered(new, rows)))
         finally:
             new.close()
         old.execute("DELETE FROM records")
         old.commit()
-    except (sqlite3.Error, QueueStoreError) as exc:
+    except BaseException as exc:
         rollback(old)
+        if not isinstance(exc, (sqlite3.Error, QueueStoreError)):
+            raise
         raise QueueStoreError(
             f"the queue file {path} was deleted or replaced while in use, and its rows could"
             f" not be moved into a file there ({exc}); they stay in the deleted file, which"
             " this process alone still reads and delivers from"
         ) from exc
-    except BaseException:
-        rollback(old)
-        raise
     return len(rows)
+
+
+def _numbered(conn: sqlite3.Connection, rows: list[Any]) -> list[tuple[Any, ...]]:
+    """``rows`` with the ids they take in ``conn``'s file, in order."""
+    (last,) = conn.execute(LAST_ID).fetchone()
+    return [(i, *row) for i, row in enumerate(rows, start=int(last) + 1)]
 
 
 def rescue_rows(
     conn: sqlite3.Connection, lock: threading.Lock, path: Path, opened: OpenedFile
 ) -> int:
-    """`_move_rows()` as one operation on ``conn`` (an AsyncDB's ``run`` passes the
-    connection and the file's lock); 0 when the path still names the opened file."""
+    """`_move_rows()` as one operation on ``conn`` (as `AsyncDB.run` calls it); 0 when the
+    path still names the opened file."""
     with FORK_GATE, lock:
         if not opened.moved(path):
             return 0
@@ -205,11 +197,9 @@ class AsyncDB:
 
     Each operation is one whole function (a transaction, a read) run off the event loop:
     one thread hop however many statements it runs. On trio, anyio's worker threads run
-    them, one call at a time. On asyncio the connection has a thread of its own: a job
-    on a queue, and the result handed back with ``call_soon_threadsafe``
-    (``loop.run_in_executor`` on a one-worker executor measured about twice as slow per
-    operation, since it chains a concurrent future to an asyncio one; anyio's worker
-    threads slower still).
+    them. On asyncio the connection has a thread of its own, fed by a queue, answering
+    with ``call_soon_threadsafe`` (``run_in_executor`` measured twice as slow per
+    operation, anyio's worker threads slower still).
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
@@ -253,9 +243,8 @@ class AsyncDB:
         return await future
 
     def run_now(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(connection, file_lock, *args)`` on the calling thread: only for an
-        operation that gives up rather than wait (``writer.insert(..., wait=False)``), and never
-        while `run()` has one under way."""
+        """``fn(connection, file_lock, *args)`` on the calling thread: only for one that
+        gives up rather than wait (``insert(..., wait=False)``), never while `run()` runs."""
         return fn(self._conn, self.lock, *args)
 
     def _close(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:

@@ -1,12 +1,8 @@
 """The queue file: its schema, opening one (create, check, tune: WAL, NORMAL sync), and
-the process-wide guards of its connections.
+the process-wide guards of its connections: `FORK_GATE`, and a write lock per file.
 
-A queue file is refused, and left exactly as it was, when it holds another program's
-tables or a newer schema version than this aicm knows. Every use of a queue connection
-passes through `FORK_GATE`, so that a ``fork()`` never lands inside a transaction (see
-`ForkGate`). Every write transaction also holds its file's lock in this process
-(`file_lock()`), so that this process's connections queue for each other on a lock
-instead of in SQLite's busy handler, which sleeps.
+A file holding another program's tables, or a newer schema version, is refused and left
+exactly as it was.
 """
 
 from __future__ import annotations
@@ -31,18 +27,13 @@ FORK_WAIT_SECONDS = 5.0
 class ForkGate:
     """Keeps ``fork()`` out of SQLite transactions: a fork waits until none is under way.
 
-    SQLite's unix VFS keeps, per process, an in-memory record of the locks its connections
-    hold on each file. A fork copies that record but not the fcntl locks themselves, so a
-    child forked while this process held a write lock sees it held by a sibling connection
-    that does not exist, and its own connection stays "database is locked" for good.
-
-    Every operation on a connection (a transaction from its first statement to its commit
-    or rollback, a read, an open, a close) runs inside the gate, on the thread that runs
-    the operation (for async callers mostly a worker thread; an event loop enters it only
-    for a small commit that takes no lock it would wait for), never nested. An
-    ``os.register_at_fork`` hook closes the gate, waits (at most ``FORK_WAIT_SECONDS``)
-    until no operation is under way, and reopens it after the fork;
-    the child starts with a fresh gate.
+    SQLite's unix VFS keeps, per process, a record of the locks its connections hold. A
+    fork copies the record but not the fcntl locks, so a child forked inside a write
+    transaction sees the lock held by a connection that does not exist, and stays
+    "database is locked" for good. Every operation on a connection (a transaction, a read,
+    an open, a close) runs inside the gate, never nested; an ``os.register_at_fork`` hook
+    waits (at most ``FORK_WAIT_SECONDS``) until none is under way. The child starts with a
+    fresh gate.
     """
 
     def __init__(self) -> None:
@@ -99,12 +90,10 @@ FORK_GATE = ForkGate()
 
 
 # One lock per queue file (by real path), held by every write transaction of this process
-# on it. Two connections of one process on one file (the sync facade's writer and its
-# actor's, say) would otherwise meet in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms
-# ... between tries: an eternity next to a 30 us commit. On the lock, the second writer
-# starts the moment the first commits. Other processes still wait in SQLite. Taken inside
-# the fork gate, never the other way round: a thread waiting for the lock then counts as
-# under way, and whoever holds the lock finishes before a fork.
+# on it: two connections of one process would otherwise meet in SQLite's busy handler,
+# which sleeps 1, 2, 5, 10 ms ... between tries (a commit takes 30 us). Other processes
+# still wait in SQLite. Taken inside the fork gate, never the other way round, so that
+# whoever holds it finishes before a fork.
 _file_locks: dict[str, threading.Lock] = {}
 _file_locks_guard = threading.Lock()
 
@@ -182,10 +171,10 @@ MAX_ID = "SELECT coalesce(max(id), 0) FROM records"
 _TABLES = frozenset({"records", "id_floor", "claim_marks"})
 _QUEUE_COLUMNS = frozenset(line.split()[0] for line in RECORDS_TABLE.strip("()\n").split(",\n"))
 
-# The delivery actor checkpoints the WAL between its batches (SqliteQueue.checkpoint), so
-# that no track() commit pays for a copy and two fsyncs on crossing SQLite's default 1000
-# pages. A connection still checkpoints by itself at this many pages (16 MiB at 4 KiB), so
-# the WAL stays bounded while no actor runs.
+# The delivery actor checkpoints the WAL between its batches, so that no track() commit
+# pays for a copy and two fsyncs on crossing SQLite's default 1000 pages. Connections
+# still checkpoint by themselves at this many pages (16 MiB), so the WAL stays bounded
+# while no actor runs.
 _AUTOCHECKPOINT_PAGES = 4000
 _SQLITE_FULL = 13  # SQLite's result code (sqlite3.SQLITE_FULL from Python 3.11)
 # How long a queue connection waits for another's write lock (SQLite's busy handler),
@@ -238,24 +227,18 @@ def _setup(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
         if version < SCHEMA_VERSION:
-            _create(conn, path)
+            immediate(conn, lambda: _create(conn, path))
     except sqlite3.DatabaseError as exc:
         raise QueueStoreError(f"{path} is not a usable queue file: {exc}") from exc
 
 
 def _create(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the schema (or finish a creation cut short) in one transaction, looking again
-    under the write lock: another process may have done it meanwhile."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if check_queue(conn, path) < SCHEMA_VERSION:
-            for statement in SCHEMA_STATEMENTS:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        rollback(conn)
-        raise
+    """Create the schema (or finish a creation cut short), looking again under the write
+    lock: another process may have done it meanwhile."""
+    if check_queue(conn, path) < SCHEMA_VERSION:
+        for statement in SCHEMA_STATEMENTS:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -327,14 +310,19 @@ def rollback(conn: sqlite3.Connection) -> None:
         pass
 
 
+def immediate(conn: sqlite3.Connection, work: Callable[[], _T]) -> _T:
+    """``work()`` in one IMMEDIATE transaction (SQLite's write lock from the start)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        conn.commit()
+    except BaseException:
+        rollback(conn)
+        raise
+    return result
+
+
 def in_transaction(conn: sqlite3.Connection, lock: threading.Lock, work: Callable[[], _T]) -> _T:
-    """Run ``work()`` in one IMMEDIATE transaction (the write lock from the start)."""
+    """`immediate()` inside the fork gate, holding the file's lock in this process."""
     with FORK_GATE, lock:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work()
-            conn.commit()
-        except BaseException:
-            rollback(conn)
-            raise
-        return result
+        return immediate(conn, work)

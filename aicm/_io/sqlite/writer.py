@@ -24,8 +24,8 @@ from .schema import (
     LAST_ID,
     connect,
     file_lock,
+    immediate,
     raise_write_error,
-    rollback,
 )
 
 # A row to write, as the hot paths pass it: (endpoint, response_id, body).
@@ -85,7 +85,10 @@ def insert(
         if not lock.acquire(blocking=wait):
             return False
         try:
-            _commit(conn, rows, api_root, key_fp, now)
+            if len(rows) == 1:
+                conn.execute(INSERT, (*rows[0], api_root, key_fp, now, now))
+            else:
+                immediate(conn, lambda: _insert_many(conn, rows, api_root, key_fp, now))
         except sqlite3.OperationalError as exc:
             if not wait and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == _SQLITE_BUSY:
                 return False  # (the statement or transaction left nothing behind)
@@ -113,27 +116,17 @@ def impatient(conn: sqlite3.Connection, lock: threading.Lock) -> None:
     conn.execute(BUSY_NO_WAIT)
 
 
-def _commit(
+def _insert_many(
     conn: sqlite3.Connection, rows: Sequence[RowTuple], api_root: str, key_fp: str, now: float
 ) -> None:
-    if len(rows) == 1:
-        endpoint, response_id, body = rows[0]
-        conn.execute(INSERT, (endpoint, response_id, body, api_root, key_fp, now, now))
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        (last,) = conn.execute(LAST_ID).fetchone()
-        for start in range(0, len(rows), ROWS_PER_INSERT):
-            chunk = rows[start : start + ROWS_PER_INSERT]
-            params: list[Any] = [api_root, key_fp, now]
-            for offset, row in enumerate(chunk, start=last + start + 1):
-                params.append(offset)
-                params.extend(row)
-            conn.execute(_insert_rows_sql(len(chunk)), params)
-        conn.commit()
-    except BaseException:
-        rollback(conn)
-        raise
+    (last,) = conn.execute(LAST_ID).fetchone()
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        params: list[Any] = [api_root, key_fp, now]
+        for offset, row in enumerate(chunk, start=last + start + 1):
+            params.append(offset)
+            params.extend(row)
+        conn.execute(_insert_rows_sql(len(chunk)), params)
 
 
 class _Commit(Generic[_D]):
