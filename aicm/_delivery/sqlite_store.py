@@ -337,7 +337,7 @@ class SqliteStore:
         if unreadable:
             # Sent, the service would refuse them; given back, they would hold up the rows
             # claimed with them: dead-lettered at once.
-            await self._kill(unreadable)
+            await self._settle([], dict(unreadable))
             self._count(-len(unreadable))
             self._actor.dead_lettered([(f"in row {i}", why) for i, why in unreadable])
         return items
@@ -417,58 +417,50 @@ class SqliteStore:
 
     # -- settling ----------------------------------------------------------------------
 
-    def _split(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
-        """``ids`` read while the disk was full, and the leased ones (no longer held)."""
+    def _unhold(self, ids: Sequence[int]) -> set[int]:
+        """Settled ``ids`` are no longer held; those read while the disk was full (not
+        leased in the file) are returned."""
         self._leased_out.difference_update(ids)
-        peeked = self._peeked
-        read = [i for i in ids if i in peeked] if peeked else []
-        if not read:
-            return [], list(ids)
-        peeked.difference_update(read)
-        taken = set(read)
-        return read, [i for i in ids if i not in taken]
+        read = self._peeked.intersection(ids) if self._peeked else set()
+        self._peeked.difference_update(read)
+        return read
 
     async def _write_unwritten(self) -> None:
         """Record what the service settled while the disk was full, if there is room now."""
         acks = sorted(self._unwritten_acks)
         kills = sorted(self._unwritten_kills.items())
-        if await self._write("ack", claims.settle_unwritten, acks, kills, time.time()):
+        if await self._write("ack", claims.settle, None, acks, kills, time.time()):
             self._unwritten_acks.difference_update(acks)
             for i, _ in kills:
                 self._unwritten_kills.pop(i, None)
 
+    async def _settle(self, acked: list[int], killed: dict[int, str]) -> None:
+        """Delete delivered rows and dead-letter refused ones, of those this owner holds.
+
+        With the disk full this waits in memory (the rows are left out of claims
+        meanwhile); a process starting before it is written sends them again.
+        """
+        op = "ack" if acked else "dead-letter"
+        read = self._unhold([*acked, *killed])
+        now = time.time()
+        done = True
+        # Leased rows (this owner's in the file), then rows read, whose lease is unwritten.
+        for owner, was_read in ((self.owner, False), (None, True)):
+            ack = [i for i in acked if (i in read) is was_read]
+            kill = [(i, why) for i, why in killed.items() if (i in read) is was_read]
+            if done and (ack or kill):
+                done = await self._write(op, claims.settle, owner, ack, kill, now)
+        if not done:
+            self._unwritten_acks.update(acked)
+            self._unwritten_kills.update(killed)
+
     async def ack(self, items: Sequence[Item]) -> None:
-        """Delete the delivered rows this owner still holds. With the disk full the
-        deletion waits in memory (the rows are left out of claims meanwhile); a process
-        starting before it is written sends them again."""
-        ids = [i.row_id for i in items if i.row_id is not None]
-        if ids:
-            read, leased = self._split(ids)
-            done = not leased or await self._write("ack", claims.ack, self.owner, leased)
-            if done and read:
-                done = await self._write("ack", claims.settle_unwritten, read, (), time.time())
-            if not done:
-                self._unwritten_acks.update(ids)
+        await self._settle([i.row_id for i in items if i.row_id is not None], {})
         self._count(-len(items))
 
     async def dead_letter(self, pairs: Sequence[tuple[Item, str]], now: float) -> None:
-        await self._kill([(i.row_id, why) for i, why in pairs if i.row_id is not None])
+        await self._settle([], {i.row_id: why for i, why in pairs if i.row_id is not None})
         self._count(-len(pairs))
-
-    async def _kill(self, reasons: Sequence[tuple[int, str]]) -> None:
-        """Dead-letter rows this owner still holds, each with its reason."""
-        if not reasons:
-            return
-        now = time.time()
-        read, leased = self._split([i for i, _ in reasons])
-        why = dict(reasons)
-        kills = [(why[i], now, i, self.owner) for i in leased]
-        done = not leased or await self._write("dead-letter", claims.write_many, claims.KILL, kills)
-        if done and read:
-            unwritten = [(i, why[i]) for i in read]
-            done = await self._write("dead-letter", claims.settle_unwritten, (), unwritten, now)
-        if not done:
-            self._unwritten_kills.update(why)
 
     def expired(self, items: Sequence[Item], now: float) -> tuple[list[Item], list[Item]]:
         return expired(items, now=now, max_age=self.settings.max_age)
@@ -477,8 +469,9 @@ class SqliteStore:
         """Give leased rows back, due again in ``delay`` s. With the disk full they stay
         leased to this owner in the file: claims made by reading take them again (see
         claims.peek); other processes wait for the lease."""
-        _, leased = self._split([i.row_id for i in items if i.row_id is not None])
-        if leased:  # (rows only read were never taken from the file)
+        ids = [i.row_id for i in items if i.row_id is not None]
+        read = self._unhold(ids)  # (rows only read were never taken from the file)
+        if leased := [i for i in ids if i not in read]:
             due = time.time() + delay
             await self._write("release", claims.release, self.owner, leased, due, error)
 

@@ -121,10 +121,10 @@ def test_an_ack_deletes_only_the_rows_the_owner_holds(store: Store) -> None:
     store.claim(1)  # a: mine
     store.claim(1, scope=THEIRS)  # b: theirs
     a, b = store.ids("a", "b")
-    claims.ack(store.conn, store.lock, MINE.owner, [a, b])
+    claims.settle(store.conn, store.lock, MINE.owner, [a, b], (), time.time())
     assert [r[0] for r in store.select("SELECT response_id FROM records")] == ["b"]
     # No id named in an ack is ever given to a new row: not even the newest one's.
-    claims.ack(store.conn, store.lock, THEIRS.owner, [b])
+    claims.settle(store.conn, store.lock, THEIRS.owner, [b], (), time.time())
     store.add("c")
     assert store.ids("c") == [b + 1]
 
@@ -156,9 +156,9 @@ def test_a_dead_letter_keeps_the_row_with_its_reason_and_out_of_claims(store: St
     store.claim()
     (a,) = store.ids("a")
     now = time.time()
-    claims.write_many(store.conn, store.lock, claims.KILL, [("400: bad", now, a, "x")])
+    claims.settle(store.conn, store.lock, "x", (), [(a, "400: bad")], now)
     assert store.row("a") == (PENDING, 1, "owner-a", None, 0)  # not the holder: untouched
-    claims.write_many(store.conn, store.lock, claims.KILL, [("400: bad", now, a, MINE.owner)])
+    claims.settle(store.conn, store.lock, MINE.owner, (), [(a, "400: bad")], now)
     assert store.row("a") == (DEAD, 1, None, "400: bad", 1)
     claims.release(store.conn, store.lock, MINE.owner, store.ids("b"), 0.0, "503")
     assert store.claim() == ["b"]
@@ -170,7 +170,7 @@ def test_settling_unwritten_outcomes_needs_no_lease(store: Store) -> None:
     store.add("a", "b", "c")
     store.claim(scope=THEIRS)
     a, b = store.ids("a", "b")
-    claims.settle_unwritten(store.conn, store.lock, [a], [(b, "400")], time.time())
+    claims.settle(store.conn, store.lock, None, [a], [(b, "400")], time.time())
     assert [r[0] for r in store.select("SELECT response_id FROM records ORDER BY id")] == [
         "b",
         "c",
@@ -232,7 +232,7 @@ def test_retrying_a_dead_row_makes_it_claimable_again(store: Store) -> None:
     store.add("a")
     store.claim()
     (a,) = store.ids("a")
-    claims.write_many(store.conn, store.lock, claims.KILL, [("400", time.time(), a, MINE.owner)])
+    claims.settle(store.conn, store.lock, MINE.owner, (), [(a, "400")], time.time())
     assert [e.response_id for e in list_queue(store.path, state="dead")] == ["a"]
     outcome = retry_dead(store.path, [a, a + 100])
     assert (outcome.retried, outcome.not_dead) == (1, (a + 100,))

@@ -78,17 +78,16 @@ _PEEK_FRESH = (
     _ROW + " WHERE id > ? AND api_root = ? AND key_fp = ? AND state = 0 AND attempts = 0"
     " ORDER BY id LIMIT ?"
 )
-_DELETE_IDS = "DELETE FROM records WHERE id IN ({})"
-# Dead-lettering a row by id (its lease unwritten for want of room), or one the caller
-# still leases (KILL).
-_KILL_ID = (
-    "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?, dead_at = ?"
-    " WHERE id = ? AND state = 0"
+# Acks, dead-letterings and releases touch only rows the caller (?1) still holds: a lease
+# that expired and was taken over is its new owner's. With no caller (NULL), acks and
+# dead-letterings touch any: the service settled them while the disk was full, and
+# their lease was never written.
+_HELD = "(?1 IS NULL OR lease_owner = ?1)"
+_ACK = f"DELETE FROM records WHERE {_HELD} AND id IN ({{}})"
+_KILL = (
+    "UPDATE records SET state = 1, lease_owner = NULL, last_error = ?2, dead_at = ?3"
+    f" WHERE {_HELD} AND id = ?4 AND state = 0"
 )
-KILL = _KILL_ID + " AND lease_owner = ?"
-# Acks and releases touch only rows the caller still holds: a lease that expired and was
-# taken over is its new owner's.
-_ACK = "DELETE FROM records WHERE lease_owner = ? AND id IN ({})"
 _RELEASE = (
     "UPDATE records SET lease_owner = NULL, next_attempt_at = ?, last_error = ?"
     " WHERE lease_owner = ? AND id IN ({})"
@@ -255,38 +254,26 @@ def _by_ids(conn: sqlite3.Connection, sql: str, head: tuple[Any, ...], ids: Sequ
         conn.execute(sql.format(", ".join("?" * len(chunk))), (*head, *chunk))
 
 
-def _delete(conn: sqlite3.Connection, ids: Sequence[int], owner: str | None) -> None:
-    """Delete rows by id (only those ``owner`` leases, unless None); the id floor first
-    goes up to the highest (ids are never used again)."""
-    top = max(ids)
-    conn.execute(RAISE_FLOOR, (top, top))
-    if owner is None:
-        _by_ids(conn, _DELETE_IDS, (), ids)
-    else:
-        _by_ids(conn, _ACK, (owner,), ids)
-
-
-def settle_unwritten(
+def settle(
     conn: sqlite3.Connection,
     lock: threading.Lock,
+    owner: str | None,
     acked: Sequence[int],
     killed: Sequence[tuple[int, str]],
     now: float,
 ) -> None:
-    """Delete delivered rows and dead-letter refused ones, by id, whoever leases them."""
+    """Delete delivered rows and dead-letter refused ones (id, why): those ``owner`` still
+    leases, or, with None, whoever leases them."""
 
     def work() -> None:
         if acked:
-            _delete(conn, acked, None)
+            top = max(acked)
+            conn.execute(RAISE_FLOOR, (top, top))  # first: ids are never used again
+            _by_ids(conn, _ACK, (owner,), acked)
         if killed:
-            conn.executemany(_KILL_ID, [(why, now, i) for i, why in killed])
+            conn.executemany(_KILL, [(owner, why, now, i) for i, why in killed])
 
     in_transaction(conn, lock, work)
-
-
-def ack(conn: sqlite3.Connection, lock: threading.Lock, owner: str, ids: Sequence[int]) -> None:
-    """Delete delivered rows that ``owner`` still leases."""
-    in_transaction(conn, lock, lambda: _delete(conn, ids, owner))
 
 
 def release(
