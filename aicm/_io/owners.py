@@ -1,13 +1,11 @@
 """Lease owners: an id naming this process and its host, and whether an owner is gone (layer 2).
 
-A queue row under lease carries its owner's id. The id says which process holds it (its
-pid and, on Linux, the kernel's start time of that process, so that a reused pid is not
-taken for the old process) and on which host (a digest of the host name, the boot and
-the pid namespace: pids mean something only within one namespace of one boot). Another
-process on the same host can then tell that a lease's owner no longer exists and take
-its rows at once, instead of waiting for the lease to run out. An owner on another host
-(a file shared over a network file system) or one whose liveness cannot be told is
-always taken to be alive: its leases expire by themselves.
+A queue row under lease carries its owner's id: the pid and, on Linux, the kernel's start
+time of that process (a reused pid is not the old process), and a digest of the host
+name, the boot and the pid namespace (where a pid means something). Another process on
+the same host can then take the rows of an owner that no longer exists at once, instead
+of waiting for the lease to run out. An owner on another host, or whose liveness cannot
+be told, is taken to be alive: its leases expire by themselves.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -239,18 +239,11 @@ def claim(
         return sorted(conn.execute(_LEASED, params).fetchall())
 
 
-def _id_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
-    """``ids`` in chunks of at most _IDS_PER_STATEMENT, each padded to a power of two."""
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):
-        chunk = list(ids[start : start + _IDS_PER_STATEMENT])
-        size = 1 << (len(chunk) - 1).bit_length()
-        chunk.extend([chunk[-1]] * (size - len(chunk)))
-        yield chunk
-
-
 def _by_ids(conn: sqlite3.Connection, sql: str, head: tuple[Any, ...], ids: Sequence[int]) -> None:
     """``sql`` (its ``IN ({})`` filled) with ``head`` then each chunk of ``ids``."""
-    for chunk in _id_chunks(ids):
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = list(ids[start : start + _IDS_PER_STATEMENT])
+        chunk += [chunk[-1]] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
         conn.execute(sql.format(", ".join("?" * len(chunk))), (*head, *chunk))
 
 

@@ -71,15 +71,12 @@ def insert(
 ) -> bool:
     """Commit ``rows``, in a few statements however many there are; True once done.
 
-    One statement alone is its own transaction (no BEGIN, no COMMIT). Several rows go in
-    multi-row INSERTs, not one per row: each statement hands the GIL to the event loop
-    and takes it back, and that round trip, not SQLite, is what a row would cost.
+    One row is one statement, its own transaction. Several go in multi-row INSERTs: each
+    statement is a round trip through the GIL, and that, not SQLite, is what a row costs.
 
-    With ``wait`` false, nothing is written and the answer is False when that would mean
-    waiting: for the file's lock held by another thread of this process, or SQLite's
-    write lock held by another process. That is for an event loop (`AsyncWriter`):
-    ``conn`` must then not wait in SQLite either (`impatient()`), whose busy handler
-    sleeps.
+    With ``wait`` false (for an event loop, on an `impatient()` connection), nothing is
+    written and the answer is False when writing would wait for a lock: the file's, held
+    by another thread, or SQLite's, held by another process.
     """
     with FORK_GATE:
         if not lock.acquire(blocking=wait):
@@ -141,11 +138,8 @@ class _Commit(Generic[_D]):
 
 
 class SyncWriter:
-    """Durable writes from plain threads, group-committed.
-
-    Every caller's rows are committed before `add()` returns; concurrent callers share
-    one transaction (the first to arrive commits for all who queued behind it).
-    """
+    """Durable writes from plain threads, committed before `add()` returns; concurrent
+    callers share one transaction (the first commits for all who queued behind it)."""
 
     def __init__(self, path: Path, *, api_root: str, key_fp: str) -> None:
         self.path = path
@@ -179,13 +173,12 @@ class SyncWriter:
         self._opened = None
 
     def add(self, endpoint: str, response_id: str, body: str) -> None:
-        """Commit one row; raises [`QueueStoreError`][aicm.QueueStoreError] if it could not be
-        written."""
+        """Commit one row (see `write()`)."""
         self.write(((endpoint, response_id, body),))
 
     def write(self, rows: Sequence[RowTuple]) -> None:
-        """Commit ``rows`` (endpoint, response_id, body); raises
-        [`QueueStoreError`][aicm.QueueStoreError] if they could not be written."""
+        """Commit ``rows``; raises [`QueueStoreError`][aicm.QueueStoreError] if they could
+        not be written."""
         cond = self._cond
         with cond:
             batch = self._batch
@@ -269,11 +262,10 @@ class _FutureEvent:
 class AsyncWriter:
     """Durable writes from tasks of one event loop, group-committed.
 
-    Its connection (and thread) is its own, opened on the first `add()`: on the actor's,
-    adds would wait behind its claims, reads and checkpoints. ``counted(n)`` is told of
-    each group commit of ``n`` rows before it starts, and ``committed(n, ok)`` after it
-    ends: once per commit, not per caller (a caller cancelled while it waits still has
-    its row committed with the others).
+    Its connection is its own, opened on the first `add()` (on the actor's, adds would
+    wait behind claims and checkpoints). ``counted(n)`` hears of each commit of ``n``
+    rows before it starts, ``committed(n, ok)`` after: once per commit, not per caller (a
+    caller cancelled while it waits still has its row committed with the others).
     """
 
     def __init__(
@@ -303,12 +295,9 @@ class AsyncWriter:
         self.commits = 0  # transactions committed: fewer than adds when adds overlap
 
     async def add(self, endpoint: str, response_id: str, body: str) -> None:
-        """Commit one row; concurrent callers share one transaction. Raises
-        [`QueueStoreError`][aicm.QueueStoreError] if it could not be written.
-
-        A caller who finds no commit under way commits the rows gathered so far, and goes
-        on committing whatever gathers meanwhile.
-        """
+        """Commit one row; raises [`QueueStoreError`][aicm.QueueStoreError] if it could not
+        be written. A caller who finds no commit under way commits for everyone: the rows
+        gathered so far, then whatever gathers meanwhile."""
         commit = self._open
         commit.rows.append((endpoint, response_id, body))
         if not self._committing:
