@@ -137,14 +137,22 @@ class _Commit(Generic[_D]):
         self.error: BaseException | None = None
 
 
-class SyncWriter:
-    """Durable writes from plain threads, committed before `add()` returns; concurrent
-    callers share one transaction (the first commits for all who queued behind it)."""
+class _Writer:
+    """What both writers keep: the file, whose rows they write, and their commits."""
 
     def __init__(self, path: Path, *, api_root: str, key_fp: str) -> None:
         self.path = path
         self._api_root = api_root
         self._key_fp = key_fp
+        self.commits = 0  # transactions committed: fewer than rows when callers overlap
+
+
+class SyncWriter(_Writer):
+    """Durable writes from plain threads, committed before `add()` returns; concurrent
+    callers share one transaction (the first commits for all who queued behind it)."""
+
+    def __init__(self, path: Path, *, api_root: str, key_fp: str) -> None:
+        super().__init__(path, api_root=api_root, key_fp=key_fp)
         self._conn: sqlite3.Connection | None = None
         self._lock = file_lock(path)
         self._cond = threading.Condition(threading.Lock())
@@ -153,7 +161,6 @@ class SyncWriter:
         self._waiting = 0  # callers waiting for a leader's commit
         self._io = threading.Lock()  # the connection: one leader's commit, or close()
         self._opened: OpenedFile | None = None
-        self.commits = 0  # transactions committed: fewer than writes when calls overlap
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -259,7 +266,7 @@ class _FutureEvent:
         await waiter
 
 
-class AsyncWriter:
+class AsyncWriter(_Writer):
     """Durable writes from tasks of one event loop, group-committed.
 
     Its connection is its own, opened on the first `add()` (on the actor's, adds would
@@ -277,9 +284,7 @@ class AsyncWriter:
         counted: Callable[[int], None],
         committed: Callable[[int, bool], None],
     ) -> None:
-        self.path = path
-        self._api_root = api_root
-        self._key_fp = key_fp
+        super().__init__(path, api_root=api_root, key_fp=key_fp)
         self._counted = counted
         self._committed = committed
         self._db: AsyncDB | None = None
@@ -292,7 +297,6 @@ class AsyncWriter:
         # A caller committing for everyone (see add). One at a time: two (one running,
         # the next queued) measured no faster, and make more, smaller commits.
         self._committing = False
-        self.commits = 0  # transactions committed: fewer than adds when adds overlap
 
     async def add(self, endpoint: str, response_id: str, body: str) -> None:
         """Commit one row; raises [`QueueStoreError`][aicm.QueueStoreError] if it could not
