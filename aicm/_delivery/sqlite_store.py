@@ -167,7 +167,7 @@ class SqliteStore:
         db = self.db = await open_async_db(self.path)
         try:
             await self._free_dead_leases()
-            backlog = await self._pending_upto(await self.mark())
+            backlog = await self.left(await self.mark())
             oldest = await self._oldest_pending_at()
         except BaseException:
             self.db = None
@@ -498,20 +498,17 @@ class SqliteStore:
         self._hurried = max(self._hurried, mark)  # for claims made by reading
         await self._write("hurry", claims.write_many, claims.HURRY, params)
 
-    async def _pending_upto(self, mark: int) -> int:
-        """Pending rows of this root and key with ``id <= mark``; rows delivered or
-        dead-lettered while the disk was full count as settled."""
+    async def left(self, mark: int, held: int = 0) -> int:
+        """Pending rows of this root and key with ``id <= mark`` (those in flight stay in
+        the file); rows delivered or dead-lettered while the disk was full are settled."""
         rows = await self._read(claims.PENDING_UPTO, (self._root, self._key_fp, mark))
         settled = self._unwritten_acks | self._unwritten_kills.keys()
         return max(0, int(rows[0][0]) - sum(1 for i in settled if i <= mark))
 
-    async def left(self, mark: int, held: int) -> int:
-        return await self._pending_upto(mark)  # rows in flight stay in the file
-
     async def left_idle(self) -> int:
         if self.db is None:
             return self.backlog
-        return await self._pending_upto(await self.mark())
+        return await self.left(await self.mark())
 
     async def close(self) -> int:
         if self._closed:
@@ -520,7 +517,7 @@ class SqliteStore:
         left = 0
         if self.db is not None:
             try:
-                left = await self._pending_upto(await self.mark())
+                left = await self.left(await self.mark())
             except AicmError as exc:
                 self._actor.note_unexpected(exc)
                 left = self.backlog
@@ -542,12 +539,12 @@ class SqliteStore:
 
     def forget_after_fork(self) -> list[object]:
         """Drop the parent's handles (returned, for the caller to keep referenced)."""
-        handles: list[object] = [h for h in (self.writer, self.loop_writer, self.db) if h]
+        handles = [self.writer, self.loop_writer, self.db]
         self.writer = self.loop_writer = self.db = None
         self._count_lock = threading.Lock()
         self.backlog = 0
         self._oldest_pending = 0.0
-        return handles
+        return [h for h in handles if h is not None]
 
     def queued(self, held: int) -> tuple[int, float | None, int]:
         # The file is the truth: other processes (or trackers) on it deliver rows too.
