@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 
-from .._core.exceptions import AicmError, MissingApiKeyError, shown
+from .._core.exceptions import AicmError, MissingApiKeyError, UsageLimitExceeded, shown
 from .._core.extractor import CallTags, UniversalExtractor, accumulate_stream, resolve_path
 from .._core.handling import HandlingConfig
 from .._core.models import ServiceConfig, WireRecord
@@ -81,8 +81,9 @@ class ManagerHook:
         """The manager that tracks calls now; None once closed."""
         raise NotImplementedError
 
-    def _recording(self) -> AsyncCostManager[Any] | None:
-        """The manager that records a tracked call that has just ended; None: not recorded."""
+    def _recording(self, began: AsyncCostManager[Any] | None) -> AsyncCostManager[Any] | None:
+        """The manager that records a tracked call that has just ended (``began``: the one
+        its `begin_call()` found, if any); None: not recorded."""
         return self._tracking()
 
     def _emit(self, records: Sequence[WireRecord]) -> None:
@@ -103,19 +104,36 @@ class ManagerHook:
         limit covers."""
         manager = self._tracking()
         if manager is not None:
-            guard = manager.limit_guard
-            if guard.book.limits:  # the call's customer key is asked only when it matters
-                guard.before_call(call.kwargs, manager.tags()[0])
+            _check_limits(manager, call)
+
+    def begin_call(self, call: Call) -> bool:
+        """`should_track()` and `before_call()` in one (the proxy asks this alone): True when
+        the call is tracked; the manager found is kept for the call's end."""
+        manager = self._tracking()
+        if manager is None:
+            return False
+        extractor, path = manager.extractor, call.path
+        if not (extractor.tracks(path) or manager.builtin.tracks(extractor, path)):
+            return False
+        call.tracker = manager
+        if manager.limit_guard.book.limits:
+            try:
+                _check_limits(manager, call)
+            except UsageLimitExceeded:
+                raise
+            except Exception:
+                logger.exception("checking usage limits for %s failed; the call is made", path)
+        return True
 
     def on_call(self, call: Call, response: Any) -> None:
         """A tracked call returned: queue its records without blocking."""
-        manager = self._recording()
+        manager = self._recording(call.tracker)
         if manager is not None:
             self._emit(manager.records_after_call(call, response))
 
     def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
         """A tracked stream ended: queue its records without blocking."""
-        manager = self._recording()
+        manager = self._recording(call.tracker)
         if manager is not None:  # None: a stream that outlived its manager
             self._emit(manager.records_after_stream(call, chunks))
 
@@ -233,7 +251,7 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
     def _tracking(self) -> AsyncCostManager[Any] | None:
         return None if self._closed else self
 
-    def _recording(self) -> AsyncCostManager[Any] | None:
+    def _recording(self, began: AsyncCostManager[Any] | None) -> AsyncCostManager[Any] | None:
         return self  # a call that was in flight when the manager closed is still recorded
 
     _emit = AsyncRecorder.emit_nowait
@@ -341,6 +359,12 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
         records = self._records(call, None, chunks)
         self.limit_guard.after_call(call.kwargs, chunks[-1] if chunks else None, records)
         return records
+
+
+def _check_limits(manager: AsyncCostManager[Any], call: Call) -> None:
+    guard = manager.limit_guard
+    if guard.book.limits:  # the call's customer key is asked only when it matters
+        guard.before_call(call.kwargs, manager.tags()[0])
 
 
 def _extract(

@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import types
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Union, get_args, get_origin
 from urllib.parse import ParseResult, SplitResult
 
@@ -375,7 +375,7 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
             plan = _model_plan(t)
         if plan is not None and not value.__pydantic_extra__:
             try:
-                return _plain_fields(value, plan, depth, dropped)
+                return plan(value, depth, dropped)
             except _NotFast:
                 pass  # a value model_dump() converts (an enum, a date...): let it
         # None values are left out below anyway (a value the config read): pydantic leaving
@@ -385,49 +385,11 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
     raise _NotFast
 
 
-def _plain_fields(
-    value: Any, plan: _Plan, depth: int, dropped: list[str] | None
-) -> tuple[dict[str, Any], int]:
-    """A planned model's ``model_dump(mode="json")``, read from its fields, and its size
-    bound; `_NotFast` for a value the dump converts or types by its field (a subclass)."""
-    fields = value.__dict__
-    out = {}
-    size = 2
-    for name, ks, declared in plan:
-        v = fields.get(name, _NO_FIELD)
-        if v is None:
-            if dropped is not None:  # a field the answer left unset: not sent as null
-                continue
-            bound = _NUMBER_BOUND
-        else:
-            # The dump converts a value of another type than declared (int in a float field).
-            tv = type(v)
-            if tv is not declared:
-                raise _NotFast
-            if tv is int:
-                bound = _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN
-            elif tv is str:
-                bound = 6 * len(v) + 2 if v.isascii() else _UNKNOWN
-            elif tv is bool or (tv is float and v - v == 0.0):
-                bound = _NUMBER_BOUND
-            elif tv is float:
-                raise _NotFast
-            else:  # a nested model of exactly the field's type
-                inner = _MODEL_PLANS.get(tv, _UNSEEN)
-                if inner is _UNSEEN:
-                    inner = _model_plan(tv)
-                if inner is None or v.__pydantic_extra__ or depth >= 32:
-                    raise _NotFast
-                v, bound = _plain_fields(v, inner, depth + 1, dropped)
-        out[name] = v
-        size += ks + bound
-    return out, size
-
-
 def _model_plan(t: type[Any]) -> _Plan | None:
-    """Each field of model ``t``: name, name's size, declared type (int, str, bool, float or a
-    model, alone or with None), when ``model_dump()`` gives them as stored (no serializer,
-    encoder, metadata, computed, excluded, aliased or credential-named field); else None."""
+    """The converter of model ``t`` (see `_compile_plan`), when ``model_dump()`` gives its
+    fields as stored (no serializer, encoder, metadata, computed, excluded, aliased or
+    credential-named field; each field an int, str, bool, float or model, alone or with
+    None); else None."""
     plan: _Plan | None = None
     pydantic = sys.modules.get("pydantic")
     base = getattr(pydantic, "BaseModel", None)
@@ -455,7 +417,7 @@ def _model_plan(t: type[Any]) -> _Plan | None:
                 and name.isascii()
                 for name, info in fields.items()
             ):
-                plan = tuple((n, 6 * len(n) + 4, k) for n, k in kinds.items() if k is not None)
+                plan = _compile_plan(t, [(n, k) for n, k in kinds.items() if k is not None])
     except Exception:  # a model class of a shape not foreseen here: model_dump() it
         plan = None
     if len(_MODEL_PLANS) >= MAX_CACHE:
@@ -474,9 +436,84 @@ def _declared(annotation: Any, base: type[Any]) -> type[Any] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, base) else None
 
 
-# A model's fields as its JSON dump gives them: name, the name's size, the declared type.
-_Plan = tuple[tuple[str, int, type[Any]], ...]
+# ``(model, depth, dropped) -> (model_dump(mode="json"), size bound)`` of one model class.
+_Plan = Callable[[Any, int, "list[str] | None"], tuple[dict[str, Any], int]]
 _MODEL_PLANS: dict[type[Any], _Plan | None] = {}
+
+
+# One field of a planned model, by its declared type: ``v`` is the field's value, not None.
+# Each raises `_NotFast` for a value the dump converts or types by its field (a subclass,
+# another type than declared, NaN, a model with extra fields or too deep).
+_FIELD_CODE: Final = {
+    int: """
+    elif type(v) is int:
+        out[N{i}] = v
+        size += K{i} + (_NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN)""",
+    str: """
+    elif type(v) is str:
+        out[N{i}] = v
+        size += K{i} + (6 * len(v) + 2 if v.isascii() else _UNKNOWN)""",
+    bool: """
+    elif type(v) is bool:
+        out[N{i}] = v
+        size += K{i} + _NUMBER_BOUND""",
+    float: """
+    elif type(v) is float and v - v == 0.0:
+        out[N{i}] = v
+        size += K{i} + _NUMBER_BOUND""",
+}
+_MODEL_FIELD_CODE: Final = """
+    elif type(v) is T{i}:
+        if depth >= 32 or v.__pydantic_extra__:
+            raise _NotFast
+        inner = _MODEL_PLANS.get(T{i}, _UNSEEN)
+        if inner is _UNSEEN:
+            inner = _model_plan(T{i})
+        if inner is None:
+            raise _NotFast
+        out[N{i}], bound = inner(v, depth + 1, dropped)
+        size += K{i} + bound"""
+
+
+def _compile_plan(t: type[Any], fields: list[tuple[str, type[Any]]]) -> _Plan:
+    """A function that reads model ``t``'s ``fields`` (name, declared type) in order and
+    returns what ``model_dump(mode="json")`` gives and its JSON size bound, as
+    `_fast_plain()` counts it; with ``dropped``, None fields are left out.
+
+    Generated once per model class, so a call is straight attribute reads: a loop over
+    the fields costs twice as much. Field names and types enter the code only as names
+    bound in its namespace (``N0``, ``T0``), never as text.
+    """
+    names: dict[str, Any] = {
+        "_NotFast": _NotFast,
+        "_NO_FIELD": _NO_FIELD,
+        "_NUMBER_BOUND": _NUMBER_BOUND,
+        "_FAST_INT_BITS": _FAST_INT_BITS,
+        "_UNKNOWN": _UNKNOWN,
+        "_MODEL_PLANS": _MODEL_PLANS,
+        "_UNSEEN": _UNSEEN,
+        "_model_plan": _model_plan,
+    }
+    lines = ["def plan(value, depth, dropped):", "    fields = value.__dict__", "    out = {}"]
+    lines.append("    size = 2")
+    for i, (name, declared) in enumerate(fields):
+        names[f"N{i}"], names[f"K{i}"], names[f"T{i}"] = name, 6 * len(name) + 4, declared
+        lines.append(f"""
+    v = fields.get(N{i}, _NO_FIELD)
+    if v is None:
+        if dropped is None:  # a field the answer left unset: not sent as null when read
+            out[N{i}] = None
+            size += K{i} + _NUMBER_BOUND""")
+        lines.append(_FIELD_CODE.get(declared, _MODEL_FIELD_CODE).format(i=i))
+        lines.append("""
+    else:
+        raise _NotFast""")
+    lines.append("    return out, size")
+    exec(compile("\n".join(lines), f"<aicm plan of {t.__qualname__}>", "exec"), names)
+    plan: _Plan = names["plan"]
+    return plan
+
+
 _UNSEEN: Final[Any] = object()
 _NO_FIELD: Final[Any] = object()
 

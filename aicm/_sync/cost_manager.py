@@ -35,7 +35,11 @@ class _ThreadHook(ManagerHook):
         # A closed manager passes calls through untracked, and records none in flight.
         return None if self._facade._closed else self._facade._live()
 
-    _recording = _tracking
+    def _recording(self, began: AsyncCostManager[Any] | None) -> AsyncCostManager[Any] | None:
+        # The manager begin_call found (forks checked then) unless closed since.
+        if began is None:
+            return self._tracking()
+        return None if self._facade._closed else began
 
     def _emit(self, records: Sequence[WireRecord]) -> None:
         self._facade._async.emit_blocking(records)

@@ -232,6 +232,22 @@ class SubInner(Inner):
     more: str = "a subclass' own field, which the dump by the declared type leaves out"
 
 
+class Scalars(pydantic.BaseModel):
+    n: int
+    s: str | None = None
+    b: bool
+    f: float = 1.0
+
+
+class SameNames(pydantic.BaseModel):
+    """The field names of `Scalars`, other types: a plan is the class's own."""
+
+    n: str
+    s: int
+    b: float
+    f: bool
+
+
 class Outer(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="allow")
 
@@ -266,6 +282,12 @@ MODELS = [
     Computed(a=2),
     Serialized(a=2),
     ChatCompletion.model_validate(ANSWER),
+    Outer(tokens=1, label="non-ASCII \u00e9"),
+    Scalars(n=1, s="s", b=True, f=0.25),
+    Scalars.model_construct(n=1, s="s", b=1, f=0.25),  # an int in a bool field
+    Scalars.model_construct(n=1, s=2, b=True, f=0.25),  # an int in a str field
+    Scalars.model_construct(n=1, s="s", b=True),  # a field never set
+    SameNames(n="text", s=1, b=0.5, f=True),
 ]
 
 
@@ -294,3 +316,16 @@ def test_a_model_is_made_plain_as_its_json_dump_says(model: pydantic.BaseModel) 
         assert bound >= max(json_sizes(plain))
     again, _ = plain_value_sized(model, "payload.usage", "c")
     assert again == plain  # the type's plan, once made, gives the same
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: type(m).__name__)
+def test_a_model_the_caller_gave_keeps_its_none_fields(model: pydantic.BaseModel) -> None:
+    """A value the config did not read (the caller's own) gives the whole JSON dump,
+    None fields included, in the same order."""
+    dump = model.model_dump(mode="json")
+    for _ in range(2):  # planned on the first use, then reused
+        plain, bound = plain_value_sized(model, "payload.context", "c", read=False)
+        assert json.dumps(plain) == json.dumps(dump)
+        if bound >= 0:
+            assert bound >= max(json_sizes(plain))
