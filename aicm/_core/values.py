@@ -442,25 +442,26 @@ _MODEL_PLANS: dict[type[Any], _Plan | None] = {}
 
 
 # One field of a planned model, by its declared type: ``v`` is the field's value, not None.
-# Each raises `_NotFast` for a value the dump converts or types by its field (a subclass,
-# another type than declared, NaN, a model with extra fields or too deep).
+# A value the dump converts or types by its field (a subclass, another type than declared,
+# NaN, a model with extra fields or too deep) raises `_NotFast`. ``{n}``: the field name's
+# literal, ``{k}``: its size, ``{i}``: the index naming its declared type (``T{i}``).
 _FIELD_CODE: Final = {
     int: """
     elif type(v) is int:
-        out[N{i}] = v
-        size += K{i} + (_NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN)""",
+        out[{n}] = v
+        size += {k} + ({number} if -{limit} < v < {limit} else {unknown})""",
     str: """
     elif type(v) is str:
-        out[N{i}] = v
-        size += K{i} + (6 * len(v) + 2 if v.isascii() else _UNKNOWN)""",
+        out[{n}] = v
+        size += {k} + (6 * len(v) + 2 if v.isascii() else {unknown})""",
     bool: """
     elif type(v) is bool:
-        out[N{i}] = v
-        size += K{i} + _NUMBER_BOUND""",
+        out[{n}] = v
+        size += {k} + {number}""",
     float: """
     elif type(v) is float and v - v == 0.0:
-        out[N{i}] = v
-        size += K{i} + _NUMBER_BOUND""",
+        out[{n}] = v
+        size += {k} + {number}""",
 }
 _MODEL_FIELD_CODE: Final = """
     elif type(v) is T{i}:
@@ -471,8 +472,8 @@ _MODEL_FIELD_CODE: Final = """
             inner = _model_plan(T{i})
         if inner is None:
             raise _NotFast
-        out[N{i}], bound = inner(v, depth + 1, dropped)
-        size += K{i} + bound"""
+        out[{n}], bound = inner(v, depth + 1, dropped)
+        size += {k} + bound"""
 
 
 def _compile_plan(t: type[Any], fields: list[tuple[str, type[Any]]]) -> _Plan:
@@ -480,34 +481,41 @@ def _compile_plan(t: type[Any], fields: list[tuple[str, type[Any]]]) -> _Plan:
     returns what ``model_dump(mode="json")`` gives and its JSON size bound, as
     `_fast_plain()` counts it; with ``dropped``, None fields are left out.
 
-    Generated once per model class, so a call is straight attribute reads: a loop over
-    the fields costs twice as much. Field names and types enter the code only as names
-    bound in its namespace (``N0``, ``T0``), never as text.
+    Generated once per model class, so a call is straight reads of constants: a loop over
+    the fields costs twice as much. Field names enter the code as ``repr()`` literals
+    (always valid Python), types only as names bound in its namespace (``T0``).
     """
     names: dict[str, Any] = {
         "_NotFast": _NotFast,
-        "_NO_FIELD": _NO_FIELD,
-        "_NUMBER_BOUND": _NUMBER_BOUND,
-        "_FAST_INT_BITS": _FAST_INT_BITS,
-        "_UNKNOWN": _UNKNOWN,
         "_MODEL_PLANS": _MODEL_PLANS,
         "_UNSEEN": _UNSEEN,
         "_model_plan": _model_plan,
     }
+    consts = {
+        "number": _NUMBER_BOUND,
+        "unknown": _UNKNOWN,
+        "limit": 1 << _FAST_INT_BITS,  # |v| < 2**bits: v.bit_length() <= bits
+    }
     lines = ["def plan(value, depth, dropped):", "    fields = value.__dict__", "    out = {}"]
     lines.append("    size = 2")
+    lines.append("    try:")
+    body = []
     for i, (name, declared) in enumerate(fields):
-        names[f"N{i}"], names[f"K{i}"], names[f"T{i}"] = name, 6 * len(name) + 4, declared
-        lines.append(f"""
-    v = fields.get(N{i}, _NO_FIELD)
+        names[f"T{i}"] = declared
+        n, k = repr(str(name)), 6 * len(name) + 4
+        body.append(f"""
+    v = fields[{n}]
     if v is None:
         if dropped is None:  # a field the answer left unset: not sent as null when read
-            out[N{i}] = None
-            size += K{i} + _NUMBER_BOUND""")
-        lines.append(_FIELD_CODE.get(declared, _MODEL_FIELD_CODE).format(i=i))
-        lines.append("""
+            out[{n}] = None
+            size += {k} + {_NUMBER_BOUND}""")
+        body.append(_FIELD_CODE.get(declared, _MODEL_FIELD_CODE).format(i=i, n=n, k=k, **consts))
+        body.append("""
     else:
         raise _NotFast""")
+    lines.extend("    " + line for line in "".join(body).splitlines() if line)
+    lines.append("    except KeyError:  # a field never set (model_construct): the dump decides")
+    lines.append("        raise _NotFast from None")
     lines.append("    return out, size")
     exec(compile("\n".join(lines), f"<aicm plan of {t.__qualname__}>", "exec"), names)
     plan: _Plan = names["plan"]
@@ -515,7 +523,6 @@ def _compile_plan(t: type[Any], fields: list[tuple[str, type[Any]]]) -> _Plan:
 
 
 _UNSEEN: Final[Any] = object()
-_NO_FIELD: Final[Any] = object()
 
 
 # A bound no sum of real sizes brings back to zero or more: "needs the exact checks".
