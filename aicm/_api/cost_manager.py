@@ -285,7 +285,10 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
                 context=ctx,
             )
             if len(sized) == 1:  # one config, no list_path: the common case
-                payloads, bounds = [sized[0][0]], [sized[0][1]]
+                record = self.usage_record(sized[0][0], sized[0][1], key, ctx)
+                if record is not None:
+                    return [record]
+                payloads, bounds = [], []
             else:
                 payloads = [payload for payload, _ in sized]
                 bounds = [bound for _, bound in sized]
