@@ -511,7 +511,13 @@ class UniversalExtractor:
             return []
         call = _Call(method, args, kwargs, func, tags)
         if len(routes) == 1:
-            return _run(routes[0], call, response)
+            compiled = routes[0]
+            if compiled.list_steps is None and not compiled.refused:  # the common case
+                try:
+                    return [compiled._payload(call, response, response)]
+                except Exception:
+                    return _failed(compiled, call)
+            return _run(compiled, call, response)
         out: list[Sized] = []
         for compiled in routes:
             out.extend(_run(compiled, call, response))
@@ -554,8 +560,10 @@ def _run(compiled: _CompiledConfig, call: _Call, response: Any) -> list[Sized]:
     try:
         return compiled.payloads(call, response)
     except Exception:
-        # A bug here must cost one config's payloads, never the caller's call.
-        logger.exception(
-            "config %r: extraction failed for %s", compiled.config.config_id, call.method
-        )
-        return []
+        return _failed(compiled, call)
+
+
+def _failed(compiled: _CompiledConfig, call: _Call) -> list[Sized]:
+    # A bug here must cost one config's payloads, never the caller's call.
+    logger.exception("config %r: extraction failed for %s", compiled.config.config_id, call.method)
+    return []
