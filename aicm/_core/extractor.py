@@ -324,6 +324,9 @@ def _trusted_part(config: HandlingConfig) -> HandlingConfig:
     )
 
 
+# A bound no sum of real sizes brings back to zero or more (as in `.values`).
+_UNKNOWN: Final = -(1 << 50)
+
 # Stands in for a refused list_path: no payload is built from it.
 _REFUSED_SEGMENT: Final = "\x00refused"
 
@@ -354,7 +357,7 @@ class _CompiledConfig:
                 f"payload.{s.key}",
                 s.source,
                 s.kind in _READ_SOURCES,
-                6 * len(s.key) + 4 if s.key.isascii() else -1,  # quotes, colon, comma
+                6 * len(s.key) + 4 if s.key.isascii() else _UNKNOWN,  # quotes, colon, comma
             )
             for s in config.payload_mapping
         )
@@ -387,7 +390,9 @@ class _CompiledConfig:
     def _payload(self, call: _Call, item: Any, response: Any) -> Sized:
         config_id = self.config.config_id
         payload: dict[str, Any] = {}
-        size = 2  # the payload's JSON bytes at most, as plain_size_bound counts; -1: unknown
+        # The payload's JSON bytes at most, as plain_size_bound counts: an unknown part adds
+        # _UNKNOWN, which no sum of real sizes brings back to zero or more.
+        size = 2
         for key, getter, field, source, read, key_size in self.entries:
             value = getter(call, item, response)
             if value is MISSING or value is None:
@@ -402,23 +407,24 @@ class _CompiledConfig:
             t = type(value)
             if t is str:  # most values: plain already
                 payload[key] = value
-                bound = 6 * len(value) + 2 if value.isascii() else -1
+                size += key_size + (6 * len(value) + 2 if value.isascii() else _UNKNOWN)
             elif t is int or t is bool:
                 payload[key] = value
-                bound = _NUMBER_BOUND if t is bool or value.bit_length() <= _FAST_INT_BITS else -1
+                if t is bool or value.bit_length() <= _FAST_INT_BITS:
+                    size += key_size + _NUMBER_BOUND
+                else:
+                    size = _UNKNOWN
             else:
                 plain, bound = plain_value_sized(value, field, config_id, source, read=read)
                 if plain is MISSING:
                     continue
                 payload[key] = plain
-            if size >= 0:
-                size = size + key_size + bound if bound >= 0 and key_size >= 0 else -1
+                size += key_size + (bound if bound >= 0 else _UNKNOWN)
         if self.static:
             # A fresh copy per payload, so no two records share a nested value.
             payload.update(self.static if self.static_is_flat else to_plain(self.static))  # type: ignore[arg-type]
-            if size >= 0:
-                size = size + self.static_size if self.static_size >= 0 else -1
-        return payload, size
+            size += self.static_size if self.static_size >= 0 else _UNKNOWN
+        return payload, (size if size >= 0 else -1)
 
 
 class UniversalExtractor:

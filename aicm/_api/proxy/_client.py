@@ -101,18 +101,19 @@ class TrackedProxy(ProxyBase):
         if name in _PROXY_NAMES:
             return _get(self, name)
         value = getattr(_get(self, "_aicm_target"), name)
-        vtype = type(value)
-        if vtype in _PASSTHROUGH_TYPES:
-            return value
         children: dict[str, TrackedProxy] = _get(self, "_aicm_children")
         child = children.get(name)
+        vtype = type(value)
         if child is not None:
             cached = _get(child, "_aicm_target")
             # Bound methods are new objects on each access but equal while they wrap the
             # same function and instance; anything else must be the very same object, so
-            # a replaced attribute is never served from a stale cache.
+            # a replaced attribute is never served from a stale cache (a child is never
+            # made of a passthrough value, so the very same object is never one).
             if cached is value or (vtype is types.MethodType and cached == value):
                 return child
+        if vtype in _PASSTHROUGH_TYPES:
+            return value
         hook: ExtractorHook = _get(self, "_aicm_hook")
         own_path: str = _get(self, "_aicm_path")
         path = f"{own_path}.{name}" if own_path else name
