@@ -228,8 +228,13 @@ class AsyncRecorder(DeliveryOwner):
                 "%d record(s) dropped: start delivery first (`async with ...`)", len(records)
             )
             return
-        rest = [r for r in records if not self._try_put(r)]
-        if not rest:
+        rest = None  # a plain loop: most calls queue their one record at once
+        for record in records:
+            if not self._try_put(record):
+                if rest is None:
+                    rest = []
+                rest.append(record)
+        if rest is None:
             return
         if self._on_engine_thread():
             self._spawn_enqueue(rest)
