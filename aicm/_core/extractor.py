@@ -27,6 +27,7 @@ from .handling import (
     refused_segment,
 )
 from .jsonplain import _FAST_INT_BITS, _NUMBER_BOUND, JSONValue, plain_size_bound, to_plain
+from .model_plans import UNKNOWN as _UNKNOWN
 from .models import ServiceConfig, utc_now_iso
 from .values import (
     MAX_CACHE,
@@ -325,9 +326,6 @@ def _trusted_part(config: HandlingConfig) -> HandlingConfig:
     )
 
 
-# A bound no sum of real sizes brings back to zero or more (as in `.values`).
-_UNKNOWN: Final = -(1 << 50)
-
 # Stands in for a refused list_path: no payload is built from it.
 _REFUSED_SEGMENT: Final = "\x00refused"
 
@@ -342,14 +340,7 @@ class _CompiledConfig:
         config = _trusted_part(original)
         # A list_path through a credential or transport name: the config yields nothing.
         self.refused = config.list_path is not None and config.list_path != original.list_path
-        mapping = config.payload_mapping
-        # (call, item, response) -> (payload, JSON size bound or -1)
-        self.build = _compile_payload(
-            original.config_id,
-            mapping,
-            [_usage_object(s, config, _compile_getter(s, config)) for s in mapping],
-            config.static_payload_fields,
-        )
+        self.build = _compile_payload(config)  # (call, item, response) -> Sized
         self.list_steps = config.list_path
         final = {f.key: f for f in (config.streaming.final_fields if config.streaming else ())}
         self.final_fields: tuple[ResponseField, ...] = tuple(
@@ -379,9 +370,8 @@ def _left_out(config_id: str, key: str, source: str, call: _Call) -> None:
     )
 
 
-# One payload_mapping entry of a generated payload builder: ``v`` is what its source gave.
-# ``{i}`` indexes the names bound in the builder's namespace (the key, its size, the source
-# and its field name); ``{read}`` is True for a value the config read from the call.
+# One payload_mapping entry of a payload builder, ``v`` its source's value: ``{i}`` indexes
+# the names bound in the builder's namespace, ``{read}``: a value the config read.
 _ENTRY_CODE: Final = """
     if v is MISSING or v is None:
         _left_out(CID, K{i}, S{i}, call)
@@ -403,13 +393,8 @@ _ENTRY_CODE: Final = """
                 size += KS{i} + (bound if bound >= 0 else _UNKNOWN)"""
 
 
-def _compile_payload(
-    config_id: str,
-    mapping: Sequence[PayloadSource],
-    getters: Sequence[Getter],
-    static: Mapping[str, Any],
-) -> PayloadBuilder:
-    """The function that builds one payload of ``config_id`` from a call, an item of its
+def _compile_payload(config: HandlingConfig) -> PayloadBuilder:
+    """The function that builds one payload of ``config`` from a call, an item of its
     answer (the answer itself without ``list_path``) and the answer: ``(payload, bound)``,
     the bound an upper bound of its JSON size as plain_size_bound counts it (-1: unknown).
 
@@ -417,6 +402,7 @@ def _compile_payload(
     the config's own id without a getter. What the config says (keys, sources, ids)
     enters the code only as names bound in its namespace, never as text.
     """
+    config_id, static = config.config_id, config.static_payload_fields
     names: dict[str, Any] = {
         "CID": config_id,
         "MISSING": MISSING,
@@ -428,10 +414,10 @@ def _compile_payload(
         "to_plain": to_plain,
     }
     lines = ["def build(call, item, response):", "    payload = {}", "    size = 2"]
-    for i, (source, getter) in enumerate(zip(mapping, getters, strict=True)):
+    for i, source in enumerate(config.payload_mapping):
         key = source.key
         names.update({f"K{i}": key, f"S{i}": source.source, f"F{i}": f"payload.{key}"})
-        names[f"G{i}"] = getter
+        names[f"G{i}"] = _usage_object(source, config, _compile_getter(source, config))
         names[f"KS{i}"] = 6 * len(key) + 4 if key.isascii() else _UNKNOWN  # quotes, colon, comma
         own_id = source.kind is SourceKind.CONFIG_IDENTIFIER and key != "usage"
         if own_id and isinstance(config_id, str):  # always the same str: its size is known
@@ -451,10 +437,8 @@ def _compile_payload(
         names["STATIC"] = static
         names["STATIC_SIZE"] = static_size if static_size >= 0 else _UNKNOWN
         # A fresh copy per payload, so no two records share a nested value.
-        lines.append(
-            "    payload.update(STATIC)" if flat else "    payload.update(to_plain(STATIC))"
-        )
-        lines.append("    size += STATIC_SIZE")
+        update = "STATIC" if flat else "to_plain(STATIC)"
+        lines += [f"    payload.update({update})", "    size += STATIC_SIZE"]
     lines.append("    return payload, (size if size >= 0 else -1)")
     exec(compile("\n".join(lines), "<aicm payload builder>", "exec"), names)
     built: PayloadBuilder = names["build"]
@@ -520,10 +504,9 @@ class UniversalExtractor:
         """The payloads of every config tracking ``method`` for one call and its response.
 
         ``request_fields`` are read from ``kwargs``, then from ``args`` bound to ``func``'s
-        signature; ``response`` is what the call returned (for REST, the decoded JSON
-        body). With ``list_path`` a config yields one payload per element of that list.
-        ``tags`` are what the payload_mapping's own sources (``service_id``, ``timestamp``...)
-        give.
+        signature; ``response`` is what the call returned (for REST, the decoded JSON body).
+        With ``list_path`` a config yields one payload per element of that list. ``tags``
+        give the payload_mapping's own sources (``service_id``, ``timestamp``...).
         """
         return [
             payload
