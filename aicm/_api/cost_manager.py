@@ -99,16 +99,10 @@ class ManagerHook:
         extractor = manager.extractor
         return extractor.tracks(path) or manager.builtin.tracks(extractor, path)
 
-    def before_call(self, call: Call) -> None:
-        """Raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] before a tracked call a hard usage
-        limit covers."""
-        manager = self._tracking()
-        if manager is not None:
-            _check_limits(manager, call)
-
     def begin_call(self, call: Call) -> bool:
-        """`should_track()` and `before_call()` in one (the proxy asks this alone): True when
-        the call is tracked; the manager found is kept for the call's end."""
+        """True when the call is tracked (the proxy asks this alone, not `should_track()`);
+        raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] when a hard usage limit covers
+        it. The manager found is kept for the call's end."""
         manager = self._tracking()
         if manager is None:
             return False
@@ -116,9 +110,10 @@ class ManagerHook:
         if not (extractor.tracks(path) or manager.builtin.tracks(extractor, path)):
             return False
         call.tracker = manager
-        if manager.limit_guard.book.limits:
+        guard = manager.limit_guard
+        if guard.book.limits:  # the call's customer key is asked only when it matters
             try:
-                _check_limits(manager, call)
+                guard.before_call(call.kwargs, manager.tags()[0])
             except UsageLimitExceeded:
                 raise
             except Exception:
@@ -362,12 +357,6 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
         records = self._records(call, None, chunks)
         self.limit_guard.after_call(call.kwargs, chunks[-1] if chunks else None, records)
         return records
-
-
-def _check_limits(manager: AsyncCostManager[Any], call: Call) -> None:
-    guard = manager.limit_guard
-    if guard.book.limits:  # the call's customer key is asked only when it matters
-        guard.before_call(call.kwargs, manager.tags()[0])
 
 
 def _extract(
