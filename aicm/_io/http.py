@@ -41,7 +41,7 @@ from .._core.policy import Answer, Outcome, answer_error
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
 from .answers import BoundedBody, body_truncated, error_for_answer, limits_in, parse_results
-from .blocking_http import BlockingHttp
+from .blocking_http import blocking_client, send_blocking
 from .limits_book import limit_book
 from .service_api import ServiceApiMethods
 
@@ -100,12 +100,6 @@ def _warn_if_plaintext(api_base: str) -> None:
     )
 
 
-def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    return _shared_ssl_context(verify)
-
-
 @functools.lru_cache(maxsize=2)
 def _shared_ssl_context(verify: bool) -> ssl.SSLContext:
     # Loading the CA bundle costs tens of milliseconds; every client can share one context.
@@ -149,7 +143,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
             )
         self.settings = settings
         _warn_if_plaintext(settings.api_base)
-        self._verify = _ssl_context(verify)
+        self._verify = verify if isinstance(verify, ssl.SSLContext) else _shared_ssl_context(verify)
+        self._deadline = settings.timeout * REQUEST_DEADLINE_FACTOR
         transport = transport if transport is not None else _default_transport
         self._http = httpx.AsyncClient(
             base_url=settings.api_root,
@@ -161,7 +156,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         # The blocking twin (see post_encoded_blocking) speaks to the network directly:
         # with an injected transport (async) or a proxy from the environment, the sends
         # go through this client on the loop instead.
-        self._blocking: BlockingHttp | None = None
+        self._blocking: httpx.Client | None = None
         self._blocking_lock = threading.Lock()
         self._ingest_parts: dict[tuple[object, str], tuple[httpx.URL, httpx.Headers, Any]] = {}
         self.can_block = transport is None and not _env_proxies()
@@ -220,11 +215,10 @@ class AsyncCostManagerClient(ServiceApiMethods):
     ) -> httpx.Response:
         """Send a request (``request``, else one made of the other arguments); the
         answer's body is read up to ``limit`` bytes (see `BoundedBody`)."""
-        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         try:
             # The deadline bounds the whole request, so a trickled answer cannot hold us;
             # our own scope, so an outer cancellation still propagates as one.
-            with anyio.move_on_after(deadline):
+            with anyio.move_on_after(self._deadline):
                 if request is None:
                     request = self._http.build_request(
                         method, path, content=content, headers=headers, params=params
@@ -260,21 +254,20 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return exc
 
     def _past_deadline(self, method: str, path: str) -> TransportError:
-        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         return TransportError(
             f"{method} {self.settings.api_root}{path} failed: the request took longer than"
-            f" {deadline:g} s in all ({REQUEST_DEADLINE_FACTOR:g} x the {self.settings.timeout:g} s"
-            " timeout)"
+            f" {self._deadline:g} s in all ({REQUEST_DEADLINE_FACTOR:g} x the"
+            f" {self.settings.timeout:g} s timeout)"
         )
 
-    def _blocking_http(self) -> BlockingHttp | None:
+    def _blocking_http(self) -> httpx.Client | None:
         """The blocking twin of this client, made on first use; None where there is none."""
         blocking = self._blocking
         if blocking is not None or not self.can_block:
             return blocking
         with self._blocking_lock:
             if self._blocking is None and self.can_block:
-                self._blocking = BlockingHttp(
+                self._blocking = blocking_client(
                     base_url=self.settings.api_root,
                     timeout=self.settings.timeout,
                     verify=self._verify,
@@ -287,15 +280,15 @@ class AsyncCostManagerClient(ServiceApiMethods):
         blocking = self._blocking_http()
         if blocking is None:
             raise ClosedError("this client is closed; create a new one")
-        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         started = time.monotonic()
-        request = self._ingest_request(blocking.http, path, body)
+        request = self._ingest_request(blocking, path, body)
         try:
-            return blocking.send(request, deadline=deadline, limit=MAX_ANSWER_BYTES)
+            return send_blocking(blocking, request, deadline=self._deadline, limit=MAX_ANSWER_BYTES)
         except (httpx.HTTPError, RuntimeError) as exc:
-            if isinstance(exc, httpx.TimeoutException) and time.monotonic() - started >= deadline:
+            late = time.monotonic() - started >= self._deadline
+            if isinstance(exc, httpx.TimeoutException) and late:
                 raise self._past_deadline("POST", path) from exc
-            raise self._failure("POST", path, exc, closed=blocking.http.is_closed) from exc
+            raise self._failure("POST", path, exc, closed=blocking.is_closed) from exc
 
     async def post_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
@@ -333,10 +326,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         """The POST of ``body`` to ``path`` that ``client.build_request`` would make, made
         from parts worked out once per client and path: httpx's merging of the URL and
         headers on each call costs more than the rest of the request's making."""
-        headers = {
-            "Authorization": f"Bearer {self.settings.require_api_key()}",
-            "Content-Type": "application/json",
-        }
+        headers = self._auth()
+        headers["Content-Type"] = "application/json"
         if client.cookies:  # the service set a cookie: httpx sends it back
             return client.build_request("POST", path, content=body, headers=headers)
         parts = self._ingest_parts.get((client, path))
@@ -357,21 +348,17 @@ class AsyncCostManagerClient(ServiceApiMethods):
         error = self._error_for_response(response, text)
         if error is not None:
             return answer_error(error), _NO_LIMITS
-        if body_truncated(response):
-            # 2xx: delivered, whatever the body would have said; its results stay unread.
-            logger.warning(
-                "%s answered %s with a body over %d bytes; it was not read further, and the "
-                "records count as delivered",
-                endpoint.value,
-                response.status_code,
-                MAX_ANSWER_BYTES,
-            )
-            return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
-        parsed = parse_results(text, only_failures=only_failures)
+        truncated = body_truncated(response)
+        parsed = None if truncated else parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
             logger.warning(
-                "%s answered %s with an unreadable body", endpoint.value, response.status_code
+                "%s answered %s with %s; the records count as delivered",
+                endpoint.value,
+                response.status_code,
+                f"a body over {MAX_ANSWER_BYTES} bytes, not read further"
+                if truncated
+                else "an unreadable body",
             )
             return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
         limits = limits_in(text) if '"triggered_limits"' in text else _NO_LIMITS

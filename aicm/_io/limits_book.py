@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from .._core.forks import after_fork_in_child
 from .._core.limits import (
     LimitsPayloadError,
     LimitsUnavailableError,
@@ -226,15 +226,13 @@ class LimitBook:
 
     async def aabsorb(self, answer: object) -> None:
         """`absorb()`, then store what was adopted in the shared queue file, if any."""
-        raw = self.absorb(answer)
-        shared = self._shared
+        raw, shared = self.absorb(answer), self._shared
         if raw is not None and shared is not None:
             await anyio.to_thread.run_sync(shared.write, raw, self._updated_at)
 
     def absorb_blocking(self, answer: object) -> None:
         """`aabsorb()` from a plain thread (the write, if any, in this thread)."""
-        raw = self.absorb(answer)
-        shared = self._shared
+        raw, shared = self.absorb(answer), self._shared
         if raw is not None and shared is not None:
             shared.write(raw, self._updated_at)
 
@@ -353,5 +351,4 @@ def _after_fork_in_child() -> None:
         book._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)

@@ -75,21 +75,16 @@ _MAX_RETRY_WAIT = 5.0
 # None means "not filtered".
 
 
-class _UsageEventFilters(TypedDict, total=False):
-    customer_key: str | None
-    config_id: str | None
-    service_id: str | None
-    start_date: DateLike | None
-    end_date: DateLike | None
-    limit: int | None
-
-
 class _RollupFilters(TypedDict, total=False):
     customer_key: str | None
     service_id: str | None
     start_date: DateLike | None
     end_date: DateLike | None
     limit: int | None
+
+
+class _UsageEventFilters(_RollupFilters, total=False):
+    config_id: str | None
 
 
 class _CostEventFilters(TypedDict, total=False):

@@ -1,10 +1,8 @@
 """The service's management API on the sync client: one portal call per method (layer 5).
 
-`ServiceApiSyncMethods` is mixed into `CostManagerClient`.
-Each method is the twin of the declaration on
-`ServiceApiMethods` (same name, arguments, docstring and
-result type), run in the shared runtime. An ``iter_*`` fetches one page per portal call,
-as the caller consumes it.
+`ServiceApiSyncMethods`, mixed into `CostManagerClient`, holds the twin of each declaration
+on `ServiceApiMethods` (same name, arguments, docstring and result type); an ``iter_*``
+fetches one page per portal call, as the caller consumes it.
 """
 
 from __future__ import annotations
