@@ -15,6 +15,7 @@ import cattrs
 import httpx
 
 from .._core.exceptions import (
+    AicmError,
     APIStatusError,
     AuthenticationError,
     ClientRequestError,
@@ -26,7 +27,14 @@ from .._core.jsonplain import loads
 from .._core.models import RecordResult, TrackResult, converter
 from .._core.policy import Outcome, classify_status, parse_retry_after
 
-__all__ = ["BoundedBody", "body_truncated", "error_for_answer", "limits_in", "parse_results"]
+__all__ = [
+    "BoundedBody",
+    "body_truncated",
+    "error_for_answer",
+    "json_body",
+    "limits_in",
+    "parse_results",
+]
 
 _BODY_EXCERPT = 2000
 # Set on a response whose body was cut at the limit (the rest was never read).
@@ -81,6 +89,22 @@ class BoundedBody:
 def body_truncated(response: httpx.Response) -> bool:
     """True when ``response``'s body was cut at the read limit (see `BoundedBody`)."""
     return bool(response.extensions.get(_TRUNCATED))
+
+
+def json_body(response: httpx.Response, where: str, error: type[AicmError], limit: int) -> Any:
+    """A 2xx answer's decoded JSON (None for an empty body); ``error`` when the body was
+    cut at ``limit`` bytes (see `BoundedBody`) or is not JSON."""
+    if body_truncated(response):
+        raise error(
+            f"{where}: the service's answer is larger than {limit} bytes; it was not read further"
+        )
+    text: str = response.text
+    if not text.strip():
+        return None
+    try:
+        return loads(text)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        raise error(f"{where}: the service's answer is not JSON: {exc}") from exc
 
 
 def _is_plain_success(result: object) -> bool:

@@ -40,7 +40,14 @@ from .._core.models import (
 from .._core.policy import Answer, Outcome, answer_error
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
-from .answers import BoundedBody, body_truncated, error_for_answer, limits_in, parse_results
+from .answers import (
+    BoundedBody,
+    body_truncated,
+    error_for_answer,
+    json_body,
+    limits_in,
+    parse_results,
+)
 from .blocking_http import blocking_client, send_blocking
 from .limits_book import limit_book
 from .service_api import ServiceApiMethods
@@ -187,12 +194,12 @@ class AsyncCostManagerClient(ServiceApiMethods):
             blocking.close()
         await self._http.aclose()
 
-    def _error_for_response(self, response: httpx.Response, text: str) -> APIStatusError | None:
+    def _error_for_response(self, response: httpx.Response) -> APIStatusError | None:
         if 200 <= response.status_code < 300:
             return None
         return error_for_answer(
             response.status_code,
-            text,
+            response.text,
             response.headers.get("Retry-After"),
             location=response.headers.get("Location"),
             request_url=str(response.request.url),
@@ -345,7 +352,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         """The `Answer` an ingest response makes, and the ``triggered_limits`` it
         carries to absorb (``_NO_LIMITS``: it carries none)."""
         text: str = response.text
-        error = self._error_for_response(response, text)
+        error = self._error_for_response(response)
         if error is not None:
             return answer_error(error), _NO_LIMITS
         truncated = body_truncated(response)
@@ -441,18 +448,10 @@ class AsyncCostManagerClient(ServiceApiMethods):
         )
         if response.status_code == 304 and cached is not None:
             return cached[1]
-        error = self._error_for_response(response, response.text)
+        error = self._error_for_response(response)
         if error is not None:
             raise error
-        if body_truncated(response):
-            raise ConfigError(
-                f"the service's /configs answer is larger than {MAX_CONFIGS_BYTES} bytes;"
-                " it was not read further"
-            )
-        try:
-            data = response.json()
-        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
-            raise ConfigError(f"the service's /configs answer is not JSON: {exc}") from exc
+        data = json_body(response, "GET /configs", ConfigError, MAX_CONFIGS_BYTES)
         value = structure_config(
             data, ConfigsResponse, where="the service's /configs answer is malformed"
         )

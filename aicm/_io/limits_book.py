@@ -41,16 +41,14 @@ _TABLE = "aicm_triggered_limits"
 _NONE = "{}"  # an answer saying no limit is in force
 _REMEMBERED = 256  # bad payloads and alert events a book remembers having warned about
 
-_unavailable_warned = False
-_unavailable_lock = threading.Lock()
+_unavailable_warned = False  # once per process (two threads racing may both say it)
 
 
 def _warn_unavailable(exc: LimitsUnavailableError) -> None:
     global _unavailable_warned
-    with _unavailable_lock:
-        if _unavailable_warned:
-            return
-        _unavailable_warned = True
+    if _unavailable_warned:
+        return
+    _unavailable_warned = True
     logger.warning(
         "the service reports usage limits, but they are NOT enforced: %s; install"
         " aicm-sdk[limits] (pyjwt and cryptography)",
@@ -344,9 +342,8 @@ def limit_book(settings: Settings) -> LimitBook:
 def _after_fork_in_child() -> None:
     # A lock another thread held at the fork would stay held in the child forever; the
     # limits themselves stay valid there.
-    global _books_lock, _unavailable_lock
+    global _books_lock
     _books_lock = threading.Lock()
-    _unavailable_lock = threading.Lock()
     for book in _books.values():
         book._lock = threading.Lock()
 

@@ -36,7 +36,7 @@ from .._core.service_models import (
     WebhookList,
     structure_page,
 )
-from .answers import body_truncated
+from .answers import json_body
 from .api_calls import (
     Api,
     Call,
@@ -160,18 +160,16 @@ class ServiceApiMethods:
             limit: int,
         ) -> httpx.Response: ...
 
-        def _error_for_response(
-            self, response: httpx.Response, text: str
-        ) -> APIStatusError | None: ...
+        def _error_for_response(self, response: httpx.Response) -> APIStatusError | None: ...
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _raise_for_api_answer(self, response: httpx.Response, text: str) -> None:
+    def _raise_for_api_answer(self, response: httpx.Response) -> None:
         """Raise the client's error for a non-2xx answer, with the service's ``detail``."""
-        error = self._error_for_response(response, text)
+        error = self._error_for_response(response)
         if error is None:
             return
-        detail = _detail(text)
+        detail = _detail(response.text)
         if response.status_code == 404:
             where = detail or response.request.url.path
             error = NotFoundError(f"not found: {where}", status_code=404, body=error.body)
@@ -194,28 +192,16 @@ class ServiceApiMethods:
             max_delay=_MAX_RETRY_WAIT,
         )
 
-        async def once() -> tuple[httpx.Response, str]:
+        async def once() -> httpx.Response:
             response = await self._request(
                 method, path, content=body, headers=headers, limit=MAX_API_ANSWER_BYTES
             )
-            text: str = response.text
-            self._raise_for_api_answer(response, text)
-            return response, text
+            self._raise_for_api_answer(response)
+            return response
 
-        response, text = await retrying_or_raise(once, policy)
-        if body_truncated(response):
-            raise UnexpectedAnswerError(
-                f"{method} {path}: the service's answer is larger than {MAX_API_ANSWER_BYTES}"
-                " bytes; it was not read further"
-            )
-        if response.status_code == 204 or not text.strip():
-            return None
-        try:
-            return loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise UnexpectedAnswerError(
-                f"{method} {path}: the service's answer is not JSON: {exc}"
-            ) from exc
+        response = await retrying_or_raise(once, policy)
+        where = f"{method} {path}"
+        return json_body(response, where, UnexpectedAnswerError, MAX_API_ANSWER_BYTES)
 
     def _follow(self, link: str) -> str:
         """A ``next`` link, checked to stay under ``api_root`` (the key goes nowhere else)."""
