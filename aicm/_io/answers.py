@@ -28,6 +28,8 @@ from .._core.models import RecordResult, TrackResult, converter
 from .._core.policy import Outcome, classify_status, parse_retry_after
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_DOCUMENT_BYTES",
     "BoundedBody",
     "body_truncated",
     "error_for_answer",
@@ -36,6 +38,11 @@ __all__ = [
     "parse_results",
 ]
 
+# The most of one answer aicm reads, decoded (an ingest answer is ~100 bytes a record; a
+# configs or management document may hold every handling config, or a large page), so no
+# answer can grow the process without bound.
+MAX_ANSWER_BYTES = 1 << 20
+MAX_DOCUMENT_BYTES = 16 << 20
 _BODY_EXCERPT = 2000
 # Set on a response whose body was cut at the limit (the rest was never read).
 _TRUNCATED = "aicm_body_truncated"
@@ -91,12 +98,13 @@ def body_truncated(response: httpx.Response) -> bool:
     return bool(response.extensions.get(_TRUNCATED))
 
 
-def json_body(response: httpx.Response, where: str, error: type[AicmError], limit: int) -> Any:
-    """A 2xx answer's decoded JSON (None for an empty body); ``error`` when the body was
-    cut at ``limit`` bytes (see `BoundedBody`) or is not JSON."""
+def json_body(response: httpx.Response, where: str, error: type[AicmError]) -> Any:
+    """A 2xx document's decoded JSON (None for an empty body); ``error`` when the body was
+    cut at `MAX_DOCUMENT_BYTES` (see `BoundedBody`) or is not JSON."""
     if body_truncated(response):
         raise error(
-            f"{where}: the service's answer is larger than {limit} bytes; it was not read further"
+            f"{where}: the service's answer is larger than {MAX_DOCUMENT_BYTES} bytes; it was"
+            " not read further"
         )
     text: str = response.text
     if not text.strip():

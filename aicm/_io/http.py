@@ -41,6 +41,8 @@ from .._core.policy import Answer, Outcome, answer_error
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
 from .answers import (
+    MAX_ANSWER_BYTES,
+    MAX_DOCUMENT_BYTES,
     BoundedBody,
     body_truncated,
     error_for_answer,
@@ -53,8 +55,6 @@ from .limits_book import limit_book
 from .service_api import ServiceApiMethods
 
 __all__ = [
-    "MAX_ANSWER_BYTES",
-    "MAX_CONFIGS_BYTES",
     "MAX_RECORDS_PER_REQUEST",
     "REQUEST_DEADLINE_FACTOR",
     "USER_AGENT",
@@ -70,10 +70,6 @@ MAX_RECORDS_PER_REQUEST = 1000
 # A whole request (connect, send, read the answer) may take this many ``timeout``s: httpx's
 # ``timeout`` bounds each phase, and keeps its precise error for a request slow in one.
 REQUEST_DEADLINE_FACTOR = 2.0
-# The most of one answer aicm reads (an ingest answer is ~100 bytes a record; a configs
-# document is every handling config), so no answer can grow the process without bound.
-MAX_ANSWER_BYTES = 1 << 20
-MAX_CONFIGS_BYTES = 16 << 20
 # What _judge gives when an answer names no triggered_limits (None is a value it may name).
 _NO_LIMITS = object()
 
@@ -371,26 +367,20 @@ class AsyncCostManagerClient(ServiceApiMethods):
         limits = limits_in(text) if '"triggered_limits"' in text else _NO_LIMITS
         return Answer(Outcome.DELIVERED, result=parsed), limits
 
-    async def send_encoded(
-        self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
-    ) -> TrackResult:
-        """`post_encoded()`'s per-record results; raises an
-        [`APIStatusError`][aicm.APIStatusError] subclass for an error status and
-        [`TransportError`][aicm.TransportError] when there is no answer."""
-        answer = await self.post_encoded(endpoint, encoded, only_failures=only_failures)
-        return answer.unwrap()
-
     async def send(
         self, endpoint: Endpoint, records: Sequence[TrackRecord | UsageRecord]
     ) -> TrackResult:
-        """POST records to ``endpoint``, split into requests of at most 1000."""
+        """POST records to ``endpoint``, split into requests of at most 1000; raises an
+        [`APIStatusError`][aicm.APIStatusError] subclass for an error status and
+        [`TransportError`][aicm.TransportError] when there is no answer."""
         results: list[RecordResult] = []
         limits: dict[str, Any] = {}
         for start in range(0, len(records), MAX_RECORDS_PER_REQUEST):
             chunk = records[start : start + MAX_RECORDS_PER_REQUEST]
-            answer = await self.send_encoded(endpoint, [dumps(r.wire()) for r in chunk])
-            results.extend(answer.results)
-            limits.update(answer.triggered_limits)
+            answer = await self.post_encoded(endpoint, [dumps(r.wire()) for r in chunk])
+            result = answer.unwrap()
+            results.extend(result.results)
+            limits.update(result.triggered_limits)
         return TrackResult(results=tuple(results), triggered_limits=limits)
 
     async def track(self, records: Iterable[TrackRecord | Mapping[str, Any]]) -> TrackResult:
@@ -444,14 +434,14 @@ class AsyncCostManagerClient(ServiceApiMethods):
             headers["If-None-Match"] = cached[0]
         params = None if api_id is None else {"api_id": api_id}
         response = await self._request(
-            "GET", "/configs", headers=headers, params=params, limit=MAX_CONFIGS_BYTES
+            "GET", "/configs", headers=headers, params=params, limit=MAX_DOCUMENT_BYTES
         )
         if response.status_code == 304 and cached is not None:
             return cached[1]
         error = self._error_for_response(response)
         if error is not None:
             raise error
-        data = json_body(response, "GET /configs", ConfigError, MAX_CONFIGS_BYTES)
+        data = json_body(response, "GET /configs", ConfigError)
         value = structure_config(
             data, ConfigsResponse, where="the service's /configs answer is malformed"
         )

@@ -36,7 +36,7 @@ from .._core.service_models import (
     WebhookList,
     structure_page,
 )
-from .answers import json_body
+from .answers import MAX_DOCUMENT_BYTES, json_body
 from .api_calls import (
     Api,
     Call,
@@ -64,9 +64,6 @@ _R = TypeVar("_R")
 
 #: Tries of a read, update or delete before its transient failure is raised.
 API_ATTEMPTS = 3
-#: The most of one management answer aicm reads (decoded: a large page, the OpenAPI
-#: schema), so no answer can grow the process without bound.
-MAX_API_ANSWER_BYTES = 16 << 20
 # A retry waits at most this long: a longer Retry-After is raised to the caller to decide.
 _MAX_RETRY_WAIT = 5.0
 
@@ -194,14 +191,13 @@ class ServiceApiMethods:
 
         async def once() -> httpx.Response:
             response = await self._request(
-                method, path, content=body, headers=headers, limit=MAX_API_ANSWER_BYTES
+                method, path, content=body, headers=headers, limit=MAX_DOCUMENT_BYTES
             )
             self._raise_for_api_answer(response)
             return response
 
         response = await retrying_or_raise(once, policy)
-        where = f"{method} {path}"
-        return json_body(response, where, UnexpectedAnswerError, MAX_API_ANSWER_BYTES)
+        return json_body(response, f"{method} {path}", UnexpectedAnswerError)
 
     def _follow(self, link: str) -> str:
         """A ``next`` link, checked to stay under ``api_root`` (the key goes nowhere else)."""
