@@ -26,7 +26,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-class _Twin(Declared[_P, _R]):
+class _Twin(Declared[_P, _R, Callable[_P, _R]]):
     """The sync twin of an async method: a portal call to it, or (``pages``) an iterator
     over the items of every page, one portal call per page."""
 
@@ -34,14 +34,6 @@ class _Twin(Declared[_P, _R]):
         super().__init__(api.declare)  # type: ignore[arg-type]  # _R: what the twin returns
         self.api = api
         self.pages = isinstance(api, PagesApi)
-
-    if TYPE_CHECKING:
-
-        @overload
-        def __get__(self, instance: None, owner: type) -> _Twin[_P, _R]: ...
-        @overload
-        def __get__(self, instance: ServiceApiSyncMethods, owner: type) -> Callable[_P, _R]: ...
-        def __get__(self, instance: ServiceApiSyncMethods | None, owner: type) -> Any: ...
 
     def _bind(self, instance: ServiceApiSyncMethods) -> Callable[_P, Any]:
         declare, pages, name = self.declare, self.pages, self.name
