@@ -72,26 +72,26 @@ _MAX_RETRY_WAIT = 5.0
 # None means "not filtered".
 
 
-class _RollupFilters(TypedDict, total=False):
-    customer_key: str | None
-    service_id: str | None
+class _Window(TypedDict, total=False):
     start_date: DateLike | None
     end_date: DateLike | None
     limit: int | None
+
+
+class _RollupFilters(_Window, total=False):
+    customer_key: str | None
+    service_id: str | None
 
 
 class _UsageEventFilters(_RollupFilters, total=False):
     config_id: str | None
 
 
-class _CostEventFilters(TypedDict, total=False):
+class _CostEventFilters(_Window, total=False):
     response_id: str | None
     api_key_id: Iterable[str] | None
     customer_key: Iterable[str] | None
     service_key: Iterable[str] | None
-    start_date: DateLike | None
-    end_date: DateLike | None
-    limit: int | None
 
 
 class _CustomerFields(TypedDict, total=False):
@@ -116,9 +116,7 @@ def _detail(text: str) -> str | None:
     if not isinstance(data, Mapping) or "detail" not in data:
         return None
     detail = data["detail"]
-    if isinstance(detail, str):
-        return detail[:500]
-    return dumps(detail)[:500]
+    return (detail if isinstance(detail, str) else dumps(detail))[:500]
 
 
 def _services_of(vendor: str) -> Reader[list[Service]]:
