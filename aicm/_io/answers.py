@@ -7,6 +7,7 @@ them, and raises or returns what they make of it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -155,27 +156,17 @@ def limits_in(text: str) -> dict[str, Any] | None:
     A quoted ``"triggered_limits"`` followed by a colon is a key: inside a JSON string its
     quotes would be escaped.
     """
-    start = 0
-    while True:
-        at = text.find('"triggered_limits"', start)
-        if at < 0:
-            return None
-        start = at + len('"triggered_limits"')
-        colon = start
-        while colon < len(text) and text[colon] in " \t\r\n":
-            colon += 1
-        if colon < len(text) and text[colon] == ":":
-            break
-    value_at = colon + 1
-    while value_at < len(text) and text[value_at] in " \t\r\n":
-        value_at += 1
+    key = _LIMITS_KEY.search(text)
+    if key is None:
+        return None
     try:
-        value, _ = _DECODER.raw_decode(text, value_at)
+        value, _ = _DECODER.raw_decode(text, key.end())
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
 
+_LIMITS_KEY = re.compile(r'"triggered_limits"[ \t\r\n]*:[ \t\r\n]*')  # JSON's whitespace
 _DECODER = json.JSONDecoder()
 
 
