@@ -13,17 +13,7 @@ import inspect
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from decimal import Decimal
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Concatenate,
-    Generic,
-    ParamSpec,
-    Protocol,
-    TypeVar,
-    cast,
-    overload,
-)
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -226,10 +216,10 @@ class Declared(Generic[_P, _R, _M]):
     def __get__(self, instance: Any, owner: type) -> Self | _M:
         if instance is None:
             return self
-        bound: Any = self._bind(instance)
-        method = functools.wraps(self.declare)(bound)
+        method = self._bind(instance)
+        functools.update_wrapper(method, self.declare)  # type: ignore[arg-type]
         method.__signature__ = self.signature  # type: ignore[attr-defined]
-        return cast("_M", method)
+        return method
 
     def _bind(self, instance: Any) -> _M:
         raise NotImplementedError
