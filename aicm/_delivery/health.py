@@ -109,6 +109,10 @@ def unregister_engine(engine: _HasHealth) -> None:
         _engines.discard(engine)
 
 
+# The figures that add up over engines.
+_SUMMED = ("queued", "in_flight", "sent", "retried", "failed", "dead_lettered", "limits_refused")
+
+
 def get_global_delivery_health() -> DeliveryHealth:
     """Delivery figures summed over every live tracker and cost manager in this process."""
     with _engines_lock:
@@ -130,10 +134,6 @@ def get_global_delivery_health() -> DeliveryHealth:
         engines=len(snaps),
         **{name: sum(getattr(s, name) for s in snaps) for name in _SUMMED},
     )
-
-
-# The figures that add up over engines.
-_SUMMED = ("queued", "in_flight", "sent", "retried", "failed", "dead_lettered", "limits_refused")
 
 
 def age_since(monotonic_at: float) -> float | None:
