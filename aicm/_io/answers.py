@@ -20,11 +20,12 @@ from .._core.exceptions import (
     APIStatusError,
     AuthenticationError,
     ClientRequestError,
+    NotFoundError,
     RateLimitedError,
     ServerError,
     ServiceRedirectError,
 )
-from .._core.jsonplain import loads
+from .._core.jsonplain import dumps, loads
 from .._core.models import RecordResult, TrackResult, converter
 from .._core.policy import Outcome, classify_status, parse_retry_after
 
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_ANSWER_BYTES",
     "MAX_DOCUMENT_BYTES",
     "BoundedBody",
+    "api_error",
     "body_truncated",
     "error_for_answer",
     "json_body",
@@ -247,3 +249,27 @@ def error_for_answer(
         body=excerpt,
         results=parsed.results if parsed is not None else (),
     )
+
+
+def api_error(error: APIStatusError, text: str, path: str) -> APIStatusError:
+    """``error`` as a management call raises it: a 404 as a `NotFoundError` naming what was
+    not found, and the service's JSON ``detail`` (if any) in the message and ``error.detail``."""
+    detail = _detail(text)
+    if error.status_code == 404:
+        error = NotFoundError(f"not found: {detail or path}", status_code=404, body=error.body)
+    elif detail:
+        error.args = (f"{error.args[0]}: {detail}",)
+    error.detail = detail
+    return error
+
+
+def _detail(text: str) -> str | None:
+    """The ``detail`` of a JSON error body, as one line; None when there is none."""
+    try:
+        data = loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, Mapping) or "detail" not in data:
+        return None
+    detail = data["detail"]
+    return (detail if isinstance(detail, str) else dumps(detail))[:500]

@@ -10,8 +10,8 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -37,21 +37,25 @@ from .._core.models import (
     UsageRecord,
     structure_config,
 )
-from .._core.policy import Answer, Outcome, answer_error
+from .._core.policy import Answer, Outcome, RetryPolicy, answer_error
+from .._core.service_models import Page, structure_page
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
 from .answers import (
     MAX_ANSWER_BYTES,
     MAX_DOCUMENT_BYTES,
     BoundedBody,
+    api_error,
     body_truncated,
     error_for_answer,
     json_body,
     limits_in,
     parse_results,
 )
+from .api_calls import Call
 from .blocking_http import blocking_client, send_blocking
 from .limits_book import limit_book
+from .retrying import retrying_or_raise
 from .service_api import ServiceApiMethods
 
 __all__ = [
@@ -64,12 +68,19 @@ __all__ = [
 
 logger = logging.getLogger("aicm.http")
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 USER_AGENT = f"aicm-sdk/{__version__}"
 _HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
 MAX_RECORDS_PER_REQUEST = 1000
 # A whole request (connect, send, read the answer) may take this many ``timeout``s: httpx's
 # ``timeout`` bounds each phase, and keeps its precise error for a request slow in one.
 REQUEST_DEADLINE_FACTOR = 2.0
+#: Tries of a management API read, update or delete before its transient failure is raised.
+API_ATTEMPTS = 3
+# A retry waits at most this long: a longer Retry-After is raised to the caller to decide.
+_MAX_RETRY_WAIT = 5.0
 # What _judge gives when an answer names no triggered_limits (None is a value it may name).
 _NO_LIMITS = object()
 
@@ -451,6 +462,66 @@ class AsyncCostManagerClient(ServiceApiMethods):
         if etag:
             self._configs[api_id] = (etag, value)
         return value
+
+    # -- the management API's calls (each declared in service_api.py) ----------------------
+
+    async def _call(
+        self, method: str, path: str, *, body: bytes | None = None, retry: bool = True
+    ) -> Any:
+        """One API call: the decoded JSON answer (None for an empty one), or an error."""
+        headers = self._auth()
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        policy = RetryPolicy(
+            base=self.settings.backoff_base,
+            cap=self.settings.backoff_cap,
+            attempts=API_ATTEMPTS if retry else 1,
+            max_delay=_MAX_RETRY_WAIT,
+        )
+
+        async def once() -> httpx.Response:
+            response = await self._request(
+                method, path, content=body, headers=headers, limit=MAX_DOCUMENT_BYTES
+            )
+            error = self._error_for_response(response)
+            if error is not None:
+                raise api_error(error, response.text, response.request.url.path)
+            return response
+
+        response = await retrying_or_raise(once, policy)
+        return json_body(response, f"{method} {path}", UnexpectedAnswerError)
+
+    def _follow(self, link: str) -> str:
+        """A ``next`` link, checked to stay under ``api_root`` (the key goes nowhere else)."""
+        root = self.settings.api_root.rstrip("/")
+        parts, base = urlsplit(link), urlsplit(root)
+        same_origin = (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
+        if not same_origin or not (parts.path + "/").startswith(base.path.rstrip("/") + "/"):
+            raise UnexpectedAnswerError(
+                f"the service's next page link {link[:200]!r} is not under {root!r}; aicm "
+                "does not send the API key elsewhere"
+            )
+        return link
+
+    async def _send(self, call: Call[_R]) -> _R:
+        """Send one declared call; its answer as the declaration reads it."""
+        path, body = call.target()
+        data = await self._call(call.method, path, body=body, retry=call.method != "POST")
+        return call.read(data, f"{call.method} {path}")
+
+    async def next_page(self, page: Page[_T]) -> Page[_T] | None:
+        """The page after ``page`` (its ``next`` link), or None when it is the last."""
+        if page.next is None:
+            return None
+        link = self._follow(page.next)
+        return structure_page(await self._call("GET", link), page.item_type, where=f"GET {link}")
+
+    async def _iterate(self, page: Page[_T]) -> AsyncIterator[_T]:
+        current: Page[_T] | None = page
+        while current is not None:
+            for item in current.results:
+                yield item
+            current = await self.next_page(current)
 
 
 def _ingest_body(endpoint: Endpoint, encoded: Sequence[str]) -> bytes:
