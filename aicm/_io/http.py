@@ -1,4 +1,4 @@
-"""The service's HTTP API over httpx: ingest and configs, errors mapped to aicm's (layer 2)."""
+"""The service's HTTP API over httpx: ingest, configs and management calls (layer 2)."""
 
 from __future__ import annotations
 
