@@ -273,7 +273,10 @@ class _Lane:
 
     def _drive(self) -> None:
         try:
-            while not self.done.is_set():
+            # A lane ends on a producer that was stopped, not killed: the oracle counts
+            # restarts as runs - 1, and a kill racing ``done`` starts one more run, which
+            # sees ``done`` set and stops at once.
+            while True:
                 run = ProducerRun(prefix=f"{self.delivery[:3]}{len(self.runs)}")
                 self.runs.append(run)
                 producer = Producer(self._args(run.prefix), self.env)
@@ -296,6 +299,8 @@ class _Lane:
                     if code != 0:
                         self.failures.append(f"{run.prefix}: exit {code}: {producer.stderr[-500:]}")
                 self._collect(run, producer)
+                if not killed:
+                    return
         except Exception as exc:  # reported, never left to kill the thread silently
             self.failures.append(f"lane driver failed: {type(exc).__name__}: {exc}")
         finally:
