@@ -181,6 +181,14 @@ class DeliveryEngine:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
         return self.store
 
+    def try_put(self, record: WireRecord) -> bool:
+        """Queue ``record`` in the memory queue if it has room now, from any thread, never
+        waiting: False when full (``backpressure`` drops the oldest instead). Raises
+        `ClosedError` once a close began, as `put()` does."""
+        self._check_open()
+        assert self.buffer is not None
+        return self.buffer.try_put(record)
+
     def put(self, record: WireRecord) -> None:
         """Queue ``record`` from a plain thread (the sync facade); blocks per the on-full policy."""
         self._queue().put(record)
