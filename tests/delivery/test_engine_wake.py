@@ -4,16 +4,19 @@ record still goes within its batch window, and a close right after it delivers i
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from delivery_helpers import API, SERVICE, USAGE, duplicates, new_ids, stored_ids, wait_until
 
 from aicm import AsyncTracker, ClosedError, Tracker
+from aicm._delivery.worker import shared_runtime
 from aicm.collector import Faults, LocalCollector
 
 pytestmark = pytest.mark.anyio
@@ -140,3 +143,34 @@ async def test_track_async_refuses_a_record_once_a_close_began(
     await tracker.aclose()
     assert left == [0]
     assert stored_ids(collector) == ["before"]
+
+
+def test_a_loop_that_always_has_work_ready_still_sees_io(
+    collector: LocalCollector, connection: dict[str, str]
+) -> None:
+    """The delivery runtime polls the OS only when no callback is ready: a task there that
+    never sleeps (it only yields) must not keep the actor's answers from being read."""
+    stop = threading.Event()
+    spins = []
+
+    async def spin() -> None:
+        while not stop.is_set():
+            spins.append(1)
+            await anyio.lowlevel.checkpoint()  # always ready: the loop never has to wait
+
+    with Tracker(delivery_type="mem_queue", batch_interval=0.05, **connection) as tracker:
+        runtime = shared_runtime()
+
+        async def start_spinning() -> None:
+            runtime.task_group.start_soon(spin)
+
+        runtime.call(start_spinning)
+        ids = new_ids(20, "busy")
+        try:
+            for rid in ids:
+                tracker.track(API, SERVICE, USAGE, response_id=rid)
+            assert tracker.flush(10) == 0
+        finally:
+            stop.set()
+    assert spins, "the spinning task never ran"
+    assert sorted(stored_ids(collector)) == sorted(ids)
