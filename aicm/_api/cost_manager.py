@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 
-from .._core.exceptions import AicmError, MissingApiKeyError, shown
+from .._core.exceptions import AicmError, MissingApiKeyError, UsageLimitExceeded, shown
 from .._core.extractor import CallTags, UniversalExtractor, accumulate_stream, resolve_path
 from .._core.handling import HandlingConfig
 from .._core.models import ServiceConfig, WireRecord
@@ -81,8 +81,9 @@ class ManagerHook:
         """The manager that tracks calls now; None once closed."""
         raise NotImplementedError
 
-    def _recording(self) -> AsyncCostManager[Any] | None:
-        """The manager that records a tracked call that has just ended; None: not recorded."""
+    def _recording(self, began: AsyncCostManager[Any] | None) -> AsyncCostManager[Any] | None:
+        """The manager that records a tracked call that has just ended (``began``: the one
+        its `begin_call()` found, if any); None: not recorded."""
         return self._tracking()
 
     def _emit(self, records: Sequence[WireRecord]) -> None:
@@ -98,24 +99,36 @@ class ManagerHook:
         extractor = manager.extractor
         return extractor.tracks(path) or manager.builtin.tracks(extractor, path)
 
-    def before_call(self, call: Call) -> None:
-        """Raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] before a tracked call a hard usage
-        limit covers."""
+    def begin_call(self, call: Call) -> bool:
+        """True when the call is tracked (the proxy asks this alone, not `should_track()`);
+        raise [`UsageLimitExceeded`][aicm.UsageLimitExceeded] when a hard usage limit covers
+        it. The manager found is kept for the call's end."""
         manager = self._tracking()
-        if manager is not None:
-            guard = manager.limit_guard
-            if guard.book.limits:  # the call's customer key is asked only when it matters
+        if manager is None:
+            return False
+        extractor, path = manager.extractor, call.path
+        if not (extractor.tracks(path) or manager.builtin.tracks(extractor, path)):
+            return False
+        call.tracker = manager
+        guard = manager.limit_guard
+        if guard.book.limits:  # the call's customer key is asked only when it matters
+            try:
                 guard.before_call(call.kwargs, manager.tags()[0])
+            except UsageLimitExceeded:
+                raise
+            except Exception:
+                logger.exception("checking usage limits for %s failed; the call is made", path)
+        return True
 
     def on_call(self, call: Call, response: Any) -> None:
         """A tracked call returned: queue its records without blocking."""
-        manager = self._recording()
+        manager = self._recording(call.tracker)
         if manager is not None:
             self._emit(manager.records_after_call(call, response))
 
     def on_stream_end(self, call: Call, chunks: list[Any]) -> None:
         """A tracked stream ended: queue its records without blocking."""
-        manager = self._recording()
+        manager = self._recording(call.tracker)
         if manager is not None:  # None: a stream that outlived its manager
             self._emit(manager.records_after_stream(call, chunks))
 
@@ -233,7 +246,7 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
     def _tracking(self) -> AsyncCostManager[Any] | None:
         return None if self._closed else self
 
-    def _recording(self) -> AsyncCostManager[Any] | None:
+    def _recording(self, began: AsyncCostManager[Any] | None) -> AsyncCostManager[Any] | None:
         return self  # a call that was in flight when the manager closed is still recorded
 
     _emit = AsyncRecorder.emit_nowait
@@ -267,7 +280,10 @@ class AsyncCostManager(AsyncRecorder, ManagerHook, WrapsClient[ClientT]):
                 context=ctx,
             )
             if len(sized) == 1:  # one config, no list_path: the common case
-                payloads, bounds = [sized[0][0]], [sized[0][1]]
+                record = self.usage_record(sized[0][0], sized[0][1], key, ctx)
+                if record is not None:
+                    return [record]
+                payloads, bounds = [], []
             else:
                 payloads = [payload for payload, _ in sized]
                 bounds = [bound for _, bound in sized]

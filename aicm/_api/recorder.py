@@ -138,30 +138,37 @@ class AsyncRecorder(DeliveryOwner):
         key, ctx = self.tags() if tags is None else tags
         records = []
         for i, payload in enumerate(payloads):
-            bound = bounds[i] if i < len(bounds) else -1
-            if (key is not None and payload.get("client_customer_key") is None) or (
-                ctx is not None and payload.get("context") is None
-            ):
-                payload = dict(payload)
-                if key is not None and payload.get("client_customer_key") is None:
-                    payload["client_customer_key"] = key
-                    # the key's entry: its name and value quoted, a colon and a comma
-                    ok = bound >= 0 and key.isascii()
-                    bound = bound + 6 * (19 + len(key)) + 6 if ok else -1
-                if ctx is not None and payload.get("context") is None:
-                    payload["context"] = to_plain(ctx, field="context")  # the record's own
-                    bound = -1  # counted where the record is built
-            try:
-                # Extracted payloads are fresh plain dicts already: not converted again.
-                records.append(
-                    UsageRecord.build(
-                        payload, max_bytes=self.settings.max_record_bytes, plain=True, bound=bound
-                    )
-                )
-            except RecordError as exc:
-                self.engine.stats.discard("invalid_payload")
-                logger.warning("an extracted payload was not recordable: %s", exc)
+            record = self.usage_record(payload, bounds[i] if i < len(bounds) else -1, key, ctx)
+            if record is not None:
+                records.append(record)
         return records
+
+    def usage_record(
+        self, payload: Mapping[str, Any], bound: int, key: str | None, ctx: dict[str, Any] | None
+    ) -> UsageRecord | None:
+        """One of `usage_records()`: the record of ``payload`` tagged with ``key`` and
+        ``ctx``, or None (logged and counted) when it cannot be recorded."""
+        if (key is not None and payload.get("client_customer_key") is None) or (
+            ctx is not None and payload.get("context") is None
+        ):
+            payload = dict(payload)
+            if key is not None and payload.get("client_customer_key") is None:
+                payload["client_customer_key"] = key
+                # the key's entry: its name and value quoted, a colon and a comma
+                ok = bound >= 0 and key.isascii()
+                bound = bound + 6 * (19 + len(key)) + 6 if ok else -1
+            if ctx is not None and payload.get("context") is None:
+                payload["context"] = to_plain(ctx, field="context")  # the record's own
+                bound = -1  # counted where the record is built
+        try:
+            # Extracted payloads are fresh plain dicts already: not converted again.
+            return UsageRecord.build(
+                payload, max_bytes=self.settings.max_record_bytes, plain=True, bound=bound
+            )
+        except RecordError as exc:
+            self.engine.stats.discard("invalid_payload")
+            logger.warning("an extracted payload was not recordable: %s", exc)
+            return None
 
     # -- queueing ------------------------------------------------------------------------------
 
@@ -221,8 +228,13 @@ class AsyncRecorder(DeliveryOwner):
                 "%d record(s) dropped: start delivery first (`async with ...`)", len(records)
             )
             return
-        rest = [r for r in records if not self._try_put(r)]
-        if not rest:
+        rest = None  # a plain loop: most calls queue their one record at once
+        for record in records:
+            if not self._try_put(record):
+                if rest is None:
+                    rest = []
+                rest.append(record)
+        if rest is None:
             return
         if self._on_engine_thread():
             self._spawn_enqueue(rest)

@@ -27,6 +27,7 @@ from .handling import (
     refused_segment,
 )
 from .jsonplain import _FAST_INT_BITS, _NUMBER_BOUND, JSONValue, plain_size_bound, to_plain
+from .model_plans import UNKNOWN as _UNKNOWN
 from .models import ServiceConfig, utc_now_iso
 from .values import (
     MAX_CACHE,
@@ -59,6 +60,7 @@ _ID_STEPS: FieldPath = (("id", None),)
 Getter = Callable[["_Call", Any, Any], Any]
 # A payload and an upper bound of its JSON size in bytes (-1: not known).
 Sized = tuple[dict[str, Any], int]
+PayloadBuilder = Callable[["_Call", Any, Any], Sized]
 
 
 class CallTags(TypedDict, total=False):
@@ -331,37 +333,14 @@ _REFUSED_SEGMENT: Final = "\x00refused"
 class _CompiledConfig:
     """One handling config ready to run: getters, static fields, list and stream rules."""
 
-    __slots__ = (
-        "config",
-        "entries",
-        "final_fields",
-        "list_steps",
-        "refused",
-        "static",
-        "static_is_flat",
-        "static_size",
-    )
+    __slots__ = ("build", "config", "final_fields", "list_steps", "refused")
 
     def __init__(self, original: HandlingConfig) -> None:
         self.config = original
         config = _trusted_part(original)
         # A list_path through a credential or transport name: the config yields nothing.
         self.refused = config.list_path is not None and config.list_path != original.list_path
-        self.entries: tuple[tuple[str, Getter, str, str, bool, int], ...] = tuple(
-            (
-                s.key,
-                _usage_object(s, config, _compile_getter(s, config)),
-                f"payload.{s.key}",
-                s.source,
-                s.kind in _READ_SOURCES,
-                6 * len(s.key) + 4 if s.key.isascii() else -1,  # quotes, colon, comma
-            )
-            for s in config.payload_mapping
-        )
-        self.static = config.static_payload_fields
-        self.static_is_flat = all(not isinstance(v, (dict, list)) for v in self.static.values())
-        # Keys the mapping also fills are counted twice: still an upper bound.
-        self.static_size = plain_size_bound(to_plain(self.static)) if self.static else 0
+        self.build = _compile_payload(config)  # (call, item, response) -> Sized
         self.list_steps = config.list_path
         final = {f.key: f for f in (config.streaming.final_fields if config.streaming else ())}
         self.final_fields: tuple[ResponseField, ...] = tuple(
@@ -372,7 +351,7 @@ class _CompiledConfig:
         if self.refused:
             return []
         if self.list_steps is None:
-            return [self._payload(call, response, response)]
+            return [self.build(call, response, response)]
         items = resolve_path(response, self.list_steps)
         if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
             logger.debug(
@@ -382,43 +361,88 @@ class _CompiledConfig:
                 call.method,
             )
             return []
-        return [self._payload(call, item, response) for item in items]
+        return [self.build(call, item, response) for item in items]
 
-    def _payload(self, call: _Call, item: Any, response: Any) -> Sized:
-        config_id = self.config.config_id
-        payload: dict[str, Any] = {}
-        size = 2  # the payload's JSON bytes at most, as plain_size_bound counts; -1: unknown
-        for key, getter, field, source, read, key_size in self.entries:
-            value = getter(call, item, response)
-            if value is MISSING or value is None:
-                logger.debug(
-                    "config %r: %s <- %s did not resolve for %s; left out",
-                    config_id,
-                    key,
-                    source,
-                    call.method,
-                )
-                continue
-            t = type(value)
-            if t is str:  # most values: plain already
-                payload[key] = value
-                bound = 6 * len(value) + 2 if value.isascii() else -1
-            elif t is int or t is bool:
-                payload[key] = value
-                bound = _NUMBER_BOUND if t is bool or value.bit_length() <= _FAST_INT_BITS else -1
+
+def _left_out(config_id: str, key: str, source: str, call: _Call) -> None:
+    logger.debug(
+        "config %r: %s <- %s did not resolve for %s; left out", config_id, key, source, call.method
+    )
+
+
+# One payload_mapping entry of a payload builder, ``v`` its source's value: ``{i}`` indexes
+# the names bound in the builder's namespace, ``{read}``: a value the config read.
+_ENTRY_CODE: Final = """
+    if v is MISSING or v is None:
+        _left_out(CID, K{i}, S{i}, call)
+    else:
+        t = type(v)
+        if t is str:  # most values: plain already
+            payload[K{i}] = v
+            size += KS{i} + (6 * len(v) + 2 if v.isascii() else _UNKNOWN)
+        elif t is int or t is bool:
+            payload[K{i}] = v
+            if t is bool or v.bit_length() <= _FAST_INT_BITS:
+                size += KS{i} + _NUMBER_BOUND
             else:
-                plain, bound = plain_value_sized(value, field, config_id, source, read=read)
-                if plain is MISSING:
-                    continue
-                payload[key] = plain
-            if size >= 0:
-                size = size + key_size + bound if bound >= 0 and key_size >= 0 else -1
-        if self.static:
-            # A fresh copy per payload, so no two records share a nested value.
-            payload.update(self.static if self.static_is_flat else to_plain(self.static))  # type: ignore[arg-type]
-            if size >= 0:
-                size = size + self.static_size if self.static_size >= 0 else -1
-        return payload, size
+                size = _UNKNOWN
+        else:
+            plain, bound = plain_value_sized(v, F{i}, CID, S{i}, read={read})
+            if plain is not MISSING:
+                payload[K{i}] = plain
+                size += KS{i} + (bound if bound >= 0 else _UNKNOWN)"""
+
+
+def _compile_payload(config: HandlingConfig) -> PayloadBuilder:
+    """The function that builds one payload of ``config`` from a call, an item of its
+    answer (the answer itself without ``list_path``) and the answer: ``(payload, bound)``,
+    the bound an upper bound of its JSON size as plain_size_bound counts it (-1: unknown).
+
+    Generated once per config: a call runs the entries in order with no loop, and reads
+    the config's own id without a getter. What the config says (keys, sources, ids)
+    enters the code only as names bound in its namespace, never as text.
+    """
+    config_id, static = config.config_id, config.static_payload_fields
+    names: dict[str, Any] = {
+        "CID": config_id,
+        "MISSING": MISSING,
+        "_left_out": _left_out,
+        "_UNKNOWN": _UNKNOWN,
+        "_NUMBER_BOUND": _NUMBER_BOUND,
+        "_FAST_INT_BITS": _FAST_INT_BITS,
+        "plain_value_sized": plain_value_sized,
+        "to_plain": to_plain,
+    }
+    lines = ["def build(call, item, response):", "    payload = {}", "    size = 2"]
+    for i, source in enumerate(config.payload_mapping):
+        key = source.key
+        names.update({f"K{i}": key, f"S{i}": source.source, f"F{i}": f"payload.{key}"})
+        names[f"G{i}"] = _usage_object(source, config, _compile_getter(source, config))
+        names[f"KS{i}"] = 6 * len(key) + 4 if key.isascii() else _UNKNOWN  # quotes, colon, comma
+        own_id = source.kind is SourceKind.CONFIG_IDENTIFIER and key != "usage"
+        if own_id and isinstance(config_id, str):  # always the same str: its size is known
+            size = 6 * len(config_id) + 2 if config_id.isascii() else _UNKNOWN
+            names[f"C{i}"] = names[f"KS{i}"] + size
+            lines += [f"    payload[K{i}] = CID", f"    size += C{i}"]
+            continue
+        if source.kind is SourceKind.TIMESTAMP and key != "usage":
+            lines.append("    v = call.timestamp()")
+        else:
+            lines.append(f"    v = G{i}(call, item, response)")
+        lines.extend(_ENTRY_CODE.format(i=i, read=source.kind in _READ_SOURCES).splitlines()[1:])
+    if static:
+        flat = all(not isinstance(v, (dict, list)) for v in static.values())
+        # Keys the mapping also fills are counted twice: still an upper bound.
+        static_size = plain_size_bound(to_plain(static))
+        names["STATIC"] = static
+        names["STATIC_SIZE"] = static_size if static_size >= 0 else _UNKNOWN
+        # A fresh copy per payload, so no two records share a nested value.
+        update = "STATIC" if flat else "to_plain(STATIC)"
+        lines += [f"    payload.update({update})", "    size += STATIC_SIZE"]
+    lines.append("    return payload, (size if size >= 0 else -1)")
+    exec(compile("\n".join(lines), "<aicm payload builder>", "exec"), names)
+    built: PayloadBuilder = names["build"]
+    return built
 
 
 class UniversalExtractor:
@@ -480,10 +504,9 @@ class UniversalExtractor:
         """The payloads of every config tracking ``method`` for one call and its response.
 
         ``request_fields`` are read from ``kwargs``, then from ``args`` bound to ``func``'s
-        signature; ``response`` is what the call returned (for REST, the decoded JSON
-        body). With ``list_path`` a config yields one payload per element of that list.
-        ``tags`` are what the payload_mapping's own sources (``service_id``, ``timestamp``...)
-        give.
+        signature; ``response`` is what the call returned (for REST, the decoded JSON body).
+        With ``list_path`` a config yields one payload per element of that list. ``tags``
+        give the payload_mapping's own sources (``service_id``, ``timestamp``...).
         """
         return [
             payload
@@ -511,7 +534,13 @@ class UniversalExtractor:
             return []
         call = _Call(method, args, kwargs, func, tags)
         if len(routes) == 1:
-            return _run(routes[0], call, response)
+            compiled = routes[0]
+            if compiled.list_steps is None and not compiled.refused:  # the common case
+                try:
+                    return [compiled.build(call, response, response)]
+                except Exception:
+                    return _failed(compiled, call)
+            return _run(compiled, call, response)
         out: list[Sized] = []
         for compiled in routes:
             out.extend(_run(compiled, call, response))
@@ -554,8 +583,10 @@ def _run(compiled: _CompiledConfig, call: _Call, response: Any) -> list[Sized]:
     try:
         return compiled.payloads(call, response)
     except Exception:
-        # A bug here must cost one config's payloads, never the caller's call.
-        logger.exception(
-            "config %r: extraction failed for %s", compiled.config.config_id, call.method
-        )
-        return []
+        return _failed(compiled, call)
+
+
+def _failed(compiled: _CompiledConfig, call: _Call) -> list[Sized]:
+    # A bug here must cost one config's payloads, never the caller's call.
+    logger.exception("config %r: extraction failed for %s", compiled.config.config_id, call.method)
+    return []

@@ -105,17 +105,21 @@ _CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z\Z")
 
 _clock_second = -1
 _clock_prefix = ""
+# The last utc_now_iso() value: canonical by construction, so a record built from it
+# skips the pattern check (another thread's newer value just means the check runs).
+_last_now = ""
 
 
 def utc_now_iso() -> str:
     """The current time as ISO-8601 UTC with microseconds and a ``Z`` suffix."""
-    global _clock_second, _clock_prefix
+    global _clock_second, _clock_prefix, _last_now
     second, micros = divmod(time.time_ns() // 1000, 1_000_000)
     if second != _clock_second:
         # Formatting the date part is the costly bit, and it changes once a second.
         _clock_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _clock_second = second
-    return f"{_clock_prefix}.{micros:06d}Z"
+    now = _last_now = f"{_clock_prefix}.{micros:06d}Z"
+    return now
 
 
 def _iso(value: dt.datetime) -> str:
@@ -392,8 +396,9 @@ class UsageRecord:
                 raise RecordError(
                     f"must be a non-empty string, got {shown(rid)}", field="response_id"
                 )
-        ts = plain.get("timestamp")
-        if "timestamp" in plain and not (type(ts) is str and _CANONICAL_TS.match(ts)):
+        last = _last_now  # read once: another thread may set a newer one meanwhile
+        ts = plain.get("timestamp", last)
+        if ts is not last and not (type(ts) is str and _CANONICAL_TS.match(ts)):
             plain["timestamp"] = normalize_timestamp(ts)
         if bound < 0 or bound + _ID_AND_TIME_SLACK > max_bytes:
             check_size(plain, field="payload", limit=max_bytes)

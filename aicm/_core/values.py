@@ -12,16 +12,20 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import sys
 import threading
-import types
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, Union, get_args, get_origin
+from typing import Any, Final
 from urllib.parse import ParseResult, SplitResult
 
 from .exceptions import NotSerializableError, RecordError
 from .handling import FieldPath, ResponseField
 from .jsonplain import _FAST_INT_BITS, _NUMBER_BOUND, JSONValue, to_plain
+from .model_plans import MAX_CACHE
+from .model_plans import MODEL_PLANS as _MODEL_PLANS
+from .model_plans import UNKNOWN as _UNKNOWN
+from .model_plans import UNSEEN as _UNSEEN
+from .model_plans import NotFast as _NotFast
+from .model_plans import model_plan as _model_plan
 from .private_names import is_credential_name
 
 __all__ = [
@@ -52,8 +56,6 @@ class _Missing:
 MISSING: Final[Any] = _Missing()
 """What `resolve_path()` returns when a path does not resolve."""
 
-MAX_CACHE: Final = 4096
-"""The bound of every per-key cache here and in the extractor (REST keys carry ids)."""
 
 _URL_TYPE_NAMES: Final = frozenset({"URL", "Url", "AnyUrl", "AnyHttpUrl", "HttpUrl", "URLPath"})
 # The SDKs' "argument not given" sentinels: absent, not data.
@@ -295,10 +297,6 @@ def warn_once(config_id: str, path: str, message: str) -> None:
 _WARNED: set[tuple[str, str, str]] = set()
 
 
-class _NotFast(Exception):
-    """The value needs `to_plain()`'s full treatment (or its error message)."""
-
-
 def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool = False) -> Any:
     """``(plain copy, JSON size bound)`` of JSON-shaped data and pydantic models, else
     `_NotFast` (``to_plain`` then converts the value or names the problem; it builds a path
@@ -375,7 +373,7 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
             plan = _model_plan(t)
         if plan is not None and not value.__pydantic_extra__:
             try:
-                return _plain_fields(value, plan, depth, dropped)
+                return plan(value, depth, dropped)
             except _NotFast:
                 pass  # a value model_dump() converts (an enum, a date...): let it
         # None values are left out below anyway (a value the config read): pydantic leaving
@@ -383,106 +381,6 @@ def _fast_plain(value: Any, depth: int, dropped: list[str] | None, owned: bool =
         dump = value.model_dump(mode="json", exclude_none=dropped is not None)
         return _fast_plain(dump, depth + 1, dropped, True)
     raise _NotFast
-
-
-def _plain_fields(
-    value: Any, plan: _Plan, depth: int, dropped: list[str] | None
-) -> tuple[dict[str, Any], int]:
-    """A planned model's ``model_dump(mode="json")``, read from its fields, and its size
-    bound; `_NotFast` for a value the dump converts or types by its field (a subclass)."""
-    fields = value.__dict__
-    out = {}
-    size = 2
-    for name, ks, declared in plan:
-        v = fields.get(name, _NO_FIELD)
-        if v is None:
-            if dropped is not None:  # a field the answer left unset: not sent as null
-                continue
-            bound = _NUMBER_BOUND
-        else:
-            # The dump converts a value of another type than declared (int in a float field).
-            tv = type(v)
-            if tv is not declared:
-                raise _NotFast
-            if tv is int:
-                bound = _NUMBER_BOUND if v.bit_length() <= _FAST_INT_BITS else _UNKNOWN
-            elif tv is str:
-                bound = 6 * len(v) + 2 if v.isascii() else _UNKNOWN
-            elif tv is bool or (tv is float and v - v == 0.0):
-                bound = _NUMBER_BOUND
-            elif tv is float:
-                raise _NotFast
-            else:  # a nested model of exactly the field's type
-                inner = _MODEL_PLANS.get(tv, _UNSEEN)
-                if inner is _UNSEEN:
-                    inner = _model_plan(tv)
-                if inner is None or v.__pydantic_extra__ or depth >= 32:
-                    raise _NotFast
-                v, bound = _plain_fields(v, inner, depth + 1, dropped)
-        out[name] = v
-        size += ks + bound
-    return out, size
-
-
-def _model_plan(t: type[Any]) -> _Plan | None:
-    """Each field of model ``t``: name, name's size, declared type (int, str, bool, float or a
-    model, alone or with None), when ``model_dump()`` gives them as stored (no serializer,
-    encoder, metadata, computed, excluded, aliased or credential-named field); else None."""
-    plan: _Plan | None = None
-    pydantic = sys.modules.get("pydantic")
-    base = getattr(pydantic, "BaseModel", None)
-    try:
-        decorators = t.__pydantic_decorators__
-        if (
-            base is not None
-            and getattr(t, "model_dump", None) is base.model_dump
-            and not getattr(t, "__pydantic_root_model__", False)
-            and not t.model_computed_fields
-            and not decorators.field_serializers
-            and not decorators.model_serializers
-            and not t.model_config.get("json_encoders")
-        ):
-            fields = t.model_fields
-            kinds = {name: _declared(info.annotation, base) for name, info in fields.items()}
-            if all(
-                kinds[name] is not None
-                and not info.exclude
-                and getattr(info, "exclude_if", None) is None
-                and not info.metadata
-                and info.alias is None
-                and info.serialization_alias is None
-                and not is_credential_name(name)
-                and name.isascii()
-                for name, info in fields.items()
-            ):
-                plan = tuple((n, 6 * len(n) + 4, k) for n, k in kinds.items() if k is not None)
-    except Exception:  # a model class of a shape not foreseen here: model_dump() it
-        plan = None
-    if len(_MODEL_PLANS) >= MAX_CACHE:
-        _MODEL_PLANS.clear()
-    _MODEL_PLANS[t] = plan
-    return plan
-
-
-def _declared(annotation: Any, base: type[Any]) -> type[Any] | None:
-    """The scalar type or pydantic model class ``annotation`` names, alone or with None."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        annotation = args[0] if len(args) == 1 else None
-    if annotation in (int, str, bool, float):
-        return annotation  # type: ignore[no-any-return]
-    return annotation if isinstance(annotation, type) and issubclass(annotation, base) else None
-
-
-# A model's fields as its JSON dump gives them: name, the name's size, the declared type.
-_Plan = tuple[tuple[str, int, type[Any]], ...]
-_MODEL_PLANS: dict[type[Any], _Plan | None] = {}
-_UNSEEN: Final[Any] = object()
-_NO_FIELD: Final[Any] = object()
-
-
-# A bound no sum of real sizes brings back to zero or more: "needs the exact checks".
-_UNKNOWN: Final = -(1 << 50)
 
 
 def _before(value: dict[str, Any], key: str) -> dict[str, Any]:

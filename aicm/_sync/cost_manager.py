@@ -32,10 +32,18 @@ class _ThreadHook(ManagerHook):
         self._facade = facade
 
     def _tracking(self) -> AsyncCostManager[Any] | None:
-        # A closed manager passes calls through untracked, and records none in flight.
-        return None if self._facade._closed else self._facade._live()
+        # A closed manager passes calls through untracked, and records none in flight; a
+        # forked child rebuilds it first (_live).
+        facade = self._facade
+        if facade._closed:
+            return None
+        return facade._live() if facade._forked() else facade._async
 
-    _recording = _tracking
+    def _recording(self, began: AsyncCostManager[Any] | None) -> AsyncCostManager[Any] | None:
+        # The manager begin_call found (forks checked then) unless closed since.
+        if began is None:
+            return self._tracking()
+        return None if self._facade._closed else began
 
     def _emit(self, records: Sequence[WireRecord]) -> None:
         self._facade._async.emit_blocking(records)

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from aicm._api.proxy import Call, ProxyHooks, TrackedProxy
+from aicm._core.exceptions import UsageLimitExceeded
 from aicm._core.extractor import UniversalExtractor
 from aicm._core.models import ServiceConfig
 from tests.fakes import FAIL_MODEL, FakeAnthropic, FakeOpenAI
@@ -321,6 +322,77 @@ def test_failing_should_track_is_logged_and_ignored(caplog: pytest.LogCaptureFix
         assert wrap(Calculator(), hook).add(2, 3) == 5
     assert hook.calls == []
     assert "should_track" in caplog.text
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.history: list[int] = []
+
+    def record(self, n: int) -> int:
+        self.history.append(n)
+        return n
+
+
+class BeginningHook(RecordingHook):
+    """A hook asked once per call (``begin_call``); what it answers is kept on the call."""
+
+    def __init__(self, *tracked: str, begin_raises: BaseException | None = None) -> None:
+        super().__init__(*tracked)
+        self.begun: list[str] = []
+        self.begin_raises = begin_raises
+
+    def before_call(self, call: Call) -> None:
+        raise AssertionError("begin_call replaces before_call")
+
+    def begin_call(self, call: Call) -> bool:
+        self.begun.append(call.path)
+        if self.begin_raises is not None:
+            raise self.begin_raises
+        if call.path not in self.tracked:
+            return False
+        call.tracker = ("kept", call.path)
+        return True
+
+    def on_call(self, call: Call, response: Any) -> None:
+        assert call.tracker == ("kept", call.path)
+        super().on_call(call, response)
+
+
+def test_a_hook_with_begin_call_is_asked_once_per_call() -> None:
+    """``begin_call`` alone decides a call; what it keeps reaches ``on_call``."""
+    hook = BeginningHook("add")
+    proxy = wrap(Calculator(), hook)
+    assert proxy.add(2, 3) == 5
+    assert proxy.add(1, 1) == 2
+    assert hook.begun == ["add", "add"]
+    assert [seen.result for seen in hook.calls] == [5, 2]
+    hook.tracked.discard("add")  # no longer tracked: the next call passes through
+    assert proxy.add(4, 4) == 8
+    assert hook.begun == ["add", "add", "add"]
+    assert len(hook.calls) == 2
+
+
+def test_a_usage_limit_from_begin_call_refuses_the_call() -> None:
+    """The UsageLimitExceeded ``begin_call`` raises reaches the caller; the call is not made."""
+    target = Ledger()
+    hook = BeginningHook("record", begin_raises=UsageLimitExceeded("over the limit", limit_id="l1"))
+    with pytest.raises(UsageLimitExceeded):
+        wrap(target, hook).record(7)
+    assert target.history == []
+    assert hook.calls == []
+
+
+def test_a_failing_begin_call_is_logged_and_the_call_made_untracked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Any other error of ``begin_call`` is logged; the call is made, untracked."""
+    target = Ledger()
+    hook = BeginningHook("record", begin_raises=RuntimeError("begin exploded"))
+    with caplog.at_level(logging.ERROR, logger="aicm.cost_manager"):
+        wrap(target, hook).record(7)
+    assert target.history == [7]
+    assert hook.calls == []
+    assert "begin_call('record') failed" in caplog.text
 
 
 def test_proxy_hooks_defaults_track_nothing() -> None:

@@ -232,6 +232,22 @@ class SubInner(Inner):
     more: str = "a subclass' own field, which the dump by the declared type leaves out"
 
 
+class Scalars(pydantic.BaseModel):
+    n: int
+    s: str | None = None
+    b: bool
+    f: float = 1.0
+
+
+class SameNames(pydantic.BaseModel):
+    """The field names of `Scalars`, other types: a plan is the class's own."""
+
+    n: str
+    s: int
+    b: float
+    f: bool
+
+
 class Outer(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="allow")
 
@@ -266,6 +282,12 @@ MODELS = [
     Computed(a=2),
     Serialized(a=2),
     ChatCompletion.model_validate(ANSWER),
+    Outer(tokens=1, label="non-ASCII \u00e9"),
+    Scalars(n=1, s="s", b=True, f=0.25),
+    Scalars.model_construct(n=1, s="s", b=1, f=0.25),  # an int in a bool field
+    Scalars.model_construct(n=1, s=2, b=True, f=0.25),  # an int in a str field
+    Scalars.model_construct(n=1, s="s", b=True),  # a field never set
+    SameNames(n="text", s=1, b=0.5, f=True),
 ]
 
 
@@ -294,3 +316,65 @@ def test_a_model_is_made_plain_as_its_json_dump_says(model: pydantic.BaseModel) 
         assert bound >= max(json_sizes(plain))
     again, _ = plain_value_sized(model, "payload.usage", "c")
     assert again == plain  # the type's plan, once made, gives the same
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: type(m).__name__)
+def test_a_model_the_caller_gave_keeps_its_none_fields(model: pydantic.BaseModel) -> None:
+    """A value the config did not read (the caller's own) gives the whole JSON dump,
+    None fields included, in the same order."""
+    dump = model.model_dump(mode="json")
+    for _ in range(2):  # planned on the first use, then reused
+        plain, bound = plain_value_sized(model, "payload.context", "c", read=False)
+        assert json.dumps(plain) == json.dumps(dump)
+        if bound >= 0:
+            assert bound >= max(json_sizes(plain))
+
+
+ODD_KEYS = ['a"b', "new\nline", "é", "{i}", "x) or __import__('os').system('false') or (y"]
+
+
+@pytest.mark.parametrize("config_id", ["c", "çfg\"'\n", "{CID}"])
+@pytest.mark.parametrize("static", [{}, {"flat": 1, "s": "é"}, {"nested": {"k": [1, "x"]}}])
+def test_every_mapping_shape_gives_its_payload_in_order_with_a_bound(
+    config_id: str, static: dict[str, Any]
+) -> None:
+    """Whatever a config names (odd keys, ids, static fields), the payload holds each
+    source's value under its key in the mapping's order, and the bound is above its size."""
+    mapping: dict[str, str] = {"usage": "usage_data", "response_id": "response_id"}
+    mapping |= {key: "config_identifier" for key in ODD_KEYS}
+    mapping |= {"when": "timestamp", "service_id": "request_data.model", "gone": "usage_data.nope"}
+    handling = {
+        "tracked_methods": ["chat.completions.create"],
+        "request_fields": ["model"],
+        "payload_mapping": mapping,
+        "static_payload_fields": static,
+    }
+    ex = UniversalExtractor(
+        [ServiceConfig(config_id=config_id, api_id="a", handling_config=handling)]
+    )
+    for _ in range(2):  # a fresh static copy each time
+        [(payload, bound)] = ex.extract_sized(
+            "chat.completions.create",
+            kwargs={"model": "gpt-4o-mini"},
+            response=ChatCompletion.model_validate(ANSWER),
+            timestamp="2024-01-01T00:00:00Z",
+        )
+        expected: dict[str, Any] = {
+            "usage": {
+                "completion_tokens": 2,
+                "prompt_tokens": 9,
+                "total_tokens": 11,
+                "completion_tokens_details": {"reasoning_tokens": 0},
+                "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 3},
+            },
+            "response_id": "chatcmpl-1",
+            **dict.fromkeys(ODD_KEYS, config_id),
+            "when": "2024-01-01T00:00:00Z",
+            "service_id": "gpt-4o-mini",
+            **static,
+        }
+        assert json.dumps(payload) == json.dumps(expected)
+        assert bound == -1 or bound >= max(json_sizes(payload))
+        if static.get("nested"):
+            assert payload["nested"] is not static["nested"]

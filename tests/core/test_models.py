@@ -39,6 +39,7 @@ from aicm._core.models import (
     converter,
     new_response_id,
     normalize_timestamp,
+    utc_now_iso,
 )
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -132,6 +133,20 @@ def test_usage_record_timestamp_is_normalised() -> None:
     with pytest.raises(InvalidTimestampError) as info:
         UsageRecord.build({"response_id": "r", "timestamp": "later"})
     assert info.value.field == "timestamp"
+
+
+def test_usage_record_timestamp_right_after_now_is_still_checked() -> None:
+    """The clock's own value is kept as is; any other, even made just after it, is checked;
+    a payload without a timestamp gets none."""
+    now = utc_now_iso()
+    assert UsageRecord.build({"response_id": "r", "timestamp": now}).payload["timestamp"] is now
+    utc_now_iso()
+    record = UsageRecord.build({"response_id": "r", "timestamp": "2024-01-01T01:00:00+01:00"})
+    assert record.payload["timestamp"] == "2024-01-01T00:00:00Z"
+    utc_now_iso()
+    with pytest.raises(InvalidTimestampError):
+        UsageRecord.build({"response_id": "r", "timestamp": ""})
+    assert "timestamp" not in UsageRecord.build({"response_id": "r"}).payload
 
 
 # -- response ids ----------------------------------------------------------------------------

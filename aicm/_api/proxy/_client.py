@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import types
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ..._core.exceptions import UsageLimitExceeded
 from ._base import Delegate, ProxyBase, unwrap
 from ._hooks import Call, ExtractorHook, logger, should_track
 from ._responses import after_raw_acall, after_raw_call
@@ -56,9 +57,17 @@ class TrackedProxy(ProxyBase):
     calls there return HTTP responses, tracked from the body they parse to.
     """
 
-    __slots__ = ("__weakref__", "_aicm_children", "_aicm_hook", "_aicm_mode", "_aicm_path")
+    __slots__ = (
+        "__weakref__",
+        "_aicm_begin",
+        "_aicm_children",
+        "_aicm_hook",
+        "_aicm_mode",
+        "_aicm_path",
+    )
 
     _aicm_hook: ExtractorHook
+    _aicm_begin: Callable[[Call], bool] | None
     _aicm_path: str
     _aicm_mode: str | None
     _aicm_children: dict[str, TrackedProxy]
@@ -79,6 +88,7 @@ class TrackedProxy(ProxyBase):
     ) -> None:
         object.__setattr__(self, "_aicm_target", target)
         object.__setattr__(self, "_aicm_hook", extractor_hook)
+        object.__setattr__(self, "_aicm_begin", getattr(extractor_hook, "begin_call", None))
         object.__setattr__(self, "_aicm_path", path)
         object.__setattr__(self, "_aicm_mode", mode)
         object.__setattr__(self, "_aicm_children", {})
@@ -91,18 +101,19 @@ class TrackedProxy(ProxyBase):
         if name in _PROXY_NAMES:
             return _get(self, name)
         value = getattr(_get(self, "_aicm_target"), name)
-        vtype = type(value)
-        if vtype in _PASSTHROUGH_TYPES:
-            return value
         children: dict[str, TrackedProxy] = _get(self, "_aicm_children")
         child = children.get(name)
+        vtype = type(value)
         if child is not None:
             cached = _get(child, "_aicm_target")
             # Bound methods are new objects on each access but equal while they wrap the
             # same function and instance; anything else must be the very same object, so
-            # a replaced attribute is never served from a stale cache.
+            # a replaced attribute is never served from a stale cache (a child is never
+            # made of a passthrough value, so the very same object is never one).
             if cached is value or (vtype is types.MethodType and cached == value):
                 return child
+        if vtype in _PASSTHROUGH_TYPES:
+            return value
         hook: ExtractorHook = _get(self, "_aicm_hook")
         own_path: str = _get(self, "_aicm_path")
         path = f"{own_path}.{name}" if own_path else name
@@ -197,17 +208,29 @@ class _TrackedCallable(TrackedProxy):
         func = _get(self, "_aicm_target")
         hook: ExtractorHook = _get(self, "_aicm_hook")
         path: str = _get(self, "_aicm_path")
-        try:  # should_track(hook, path), inline: this runs on every call
-            tracked = hook.should_track(path)
-        except Exception:
-            logger.exception("should_track(%r) failed; call not tracked", path)
-            tracked = False
-        if not tracked:
-            return func(*args, **kwargs)
         # A tracked call begins here: anything that must happen before the provider is
         # called (path, arguments and the hook are all known) belongs right here.
         call = Call(hook, path, args, kwargs, func)
-        call.before()  # a usage limit refuses the call before it costs
+        begin = _get(self, "_aicm_begin")
+        if begin is not None:  # one question per call: tracked, and within usage limits
+            try:
+                tracked = begin(call)
+            except UsageLimitExceeded:
+                raise  # refuses the call before it costs
+            except Exception:
+                logger.exception("begin_call(%r) failed; call not tracked", path)
+                tracked = False
+            if not tracked:
+                return func(*args, **kwargs)
+        else:
+            try:  # should_track(hook, path), inline: this runs on every call
+                tracked = hook.should_track(path)
+            except Exception:
+                logger.exception("should_track(%r) failed; call not tracked", path)
+                tracked = False
+            if not tracked:
+                return func(*args, **kwargs)
+            call.before()  # a usage limit refuses the call before it costs
         result = func(*args, **kwargs)
         rtype = type(result)
         if rtype in _PASSTHROUGH_TYPES:

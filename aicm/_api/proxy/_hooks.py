@@ -24,7 +24,10 @@ class ExtractorHook(Protocol):
     """What a `TrackedProxy` asks and tells about calls (the CostManager implements it).
 
     A hook may also have ``before_call(call)``, run before a tracked call is made; the
-    [`UsageLimitExceeded`][aicm.UsageLimitExceeded] it raises refuses the call.
+    [`UsageLimitExceeded`][aicm.UsageLimitExceeded] it raises refuses the call. A hook with
+    ``begin_call(call) -> bool`` is asked that alone instead of ``should_track(call.path)``
+    and ``before_call``: one question per call, whose answer it may keep in ``call.tracker``
+    for ``on_call`` and ``on_stream_end``.
     """
 
     def should_track(self, path: str) -> bool:
@@ -80,7 +83,7 @@ def should_track(hook: ExtractorHook, path: str) -> bool:
 class Call:
     """One tracked call: its hook, dotted path, arguments and the function called."""
 
-    __slots__ = ("args", "func", "hook", "kwargs", "path")
+    __slots__ = ("args", "func", "hook", "kwargs", "path", "tracker")
 
     def __init__(
         self,
@@ -95,6 +98,7 @@ class Call:
         self.args = args
         self.kwargs = kwargs
         self.func = func
+        self.tracker: Any = None  # what the hook's begin_call keeps for the call's end
 
     def before(self) -> None:
         """Run the hook's ``before_call``; only the usage limit it raises gets through."""
