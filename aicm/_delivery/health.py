@@ -109,6 +109,10 @@ def unregister_engine(engine: _HasHealth) -> None:
         _engines.discard(engine)
 
 
+# The figures that add up over engines.
+_SUMMED = ("queued", "in_flight", "sent", "retried", "failed", "dead_lettered", "limits_refused")
+
+
 def get_global_delivery_health() -> DeliveryHealth:
     """Delivery figures summed over every live tracker and cost manager in this process."""
     with _engines_lock:
@@ -119,26 +123,16 @@ def get_global_delivery_health() -> DeliveryHealth:
         discarded.update(s.discarded)
     ages = [s.oldest_pending_age for s in snaps if s.oldest_pending_age is not None]
     errors = [s.last_error for s in snaps if s.last_error]
-
-    def total(name: str) -> int:
-        return sum(getattr(s, name) for s in snaps)
-
     return DeliveryHealth(
         worker_alive=bool(snaps) and all(s.worker_alive for s in snaps),
         delivery_type=",".join(sorted({s.delivery_type for s in snaps})) or "none",
-        queued=total("queued"),
-        in_flight=total("in_flight"),
-        sent=total("sent"),
-        retried=total("retried"),
-        failed=total("failed"),
-        dead_lettered=total("dead_lettered"),
         discarded=dict(discarded),
         oldest_pending_age=max(ages, default=None),
         last_error=errors[-1] if errors else None,
         queue_utilisation=max((s.queue_utilisation for s in snaps), default=0.0),
         auth_paused=any(s.auth_paused for s in snaps),
         engines=len(snaps),
-        limits_refused=total("limits_refused"),
+        **{name: sum(getattr(s, name) for s in snaps) for name in _SUMMED},
     )
 
 

@@ -92,7 +92,7 @@ class Immediate:
 
             async def attempt(e: Endpoint = endpoint, encoded: list[str] = encoded) -> TrackResult:
                 with self._attempt(len(encoded)):
-                    return await self.client.send_encoded(e, encoded)
+                    return (await self.client.post_encoded(e, encoded)).unwrap()
 
             n = len(encoded)
             with self._request(records, n):

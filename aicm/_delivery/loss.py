@@ -1,12 +1,10 @@
 """Records dropped for good are said out loud: on the log, or on stderr when nobody logs (layer 3).
 
 A library logs through a ``NullHandler``, so an application that configured no logging
-would never hear that records were lost. Every drop (a memory queue closed with records
-left, a full queue dropping its oldest, a record dead-lettered, any other discard the
-health figures count) comes here with its count: one line per reason, the first at
-once, then at most one every ``_INTERVAL`` seconds while drops go on, and what is left
-at close and at exit. The line goes to the ``aicm.delivery`` logger when some handler
-would show it, else to stderr.
+would never hear of a loss. Every drop the health figures count comes here: one line per
+reason, the first at once, then at most one every ``_INTERVAL`` s while drops go on, the
+rest at close and at exit; to the ``aicm.delivery`` logger when a handler would show it,
+else to stderr.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ them, and raises or returns what they make of it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,19 +16,36 @@ import cattrs
 import httpx
 
 from .._core.exceptions import (
+    AicmError,
     APIStatusError,
     AuthenticationError,
     ClientRequestError,
+    NotFoundError,
     RateLimitedError,
     ServerError,
     ServiceRedirectError,
 )
-from .._core.jsonplain import loads
+from .._core.jsonplain import dumps, loads
 from .._core.models import RecordResult, TrackResult, converter
 from .._core.policy import Outcome, classify_status, parse_retry_after
 
-__all__ = ["BoundedBody", "body_truncated", "error_for_answer", "limits_in", "parse_results"]
+__all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_DOCUMENT_BYTES",
+    "BoundedBody",
+    "api_error",
+    "body_truncated",
+    "error_for_answer",
+    "json_body",
+    "limits_in",
+    "parse_results",
+]
 
+# The most of one answer aicm reads, decoded (an ingest answer is ~100 bytes a record; a
+# configs or management document may hold every handling config, or a large page), so no
+# answer can grow the process without bound.
+MAX_ANSWER_BYTES = 1 << 20
+MAX_DOCUMENT_BYTES = 16 << 20
 _BODY_EXCERPT = 2000
 # Set on a response whose body was cut at the limit (the rest was never read).
 _TRUNCATED = "aicm_body_truncated"
@@ -83,6 +101,23 @@ def body_truncated(response: httpx.Response) -> bool:
     return bool(response.extensions.get(_TRUNCATED))
 
 
+def json_body(response: httpx.Response, where: str, error: type[AicmError]) -> Any:
+    """A 2xx document's decoded JSON (None for an empty body); ``error`` when the body was
+    cut at `MAX_DOCUMENT_BYTES` (see `BoundedBody`) or is not JSON."""
+    if body_truncated(response):
+        raise error(
+            f"{where}: the service's answer is larger than {MAX_DOCUMENT_BYTES} bytes; it was"
+            " not read further"
+        )
+    text: str = response.text
+    if not text.strip():
+        return None
+    try:
+        return loads(text)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        raise error(f"{where}: the service's answer is not JSON: {exc}") from exc
+
+
 def _is_plain_success(result: object) -> bool:
     if not isinstance(result, dict):
         return False
@@ -123,27 +158,17 @@ def limits_in(text: str) -> dict[str, Any] | None:
     A quoted ``"triggered_limits"`` followed by a colon is a key: inside a JSON string its
     quotes would be escaped.
     """
-    start = 0
-    while True:
-        at = text.find('"triggered_limits"', start)
-        if at < 0:
-            return None
-        start = at + len('"triggered_limits"')
-        colon = start
-        while colon < len(text) and text[colon] in " \t\r\n":
-            colon += 1
-        if colon < len(text) and text[colon] == ":":
-            break
-    value_at = colon + 1
-    while value_at < len(text) and text[value_at] in " \t\r\n":
-        value_at += 1
+    key = _LIMITS_KEY.search(text)
+    if key is None:
+        return None
     try:
-        value, _ = _DECODER.raw_decode(text, value_at)
+        value, _ = _DECODER.raw_decode(text, key.end())
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
 
+_LIMITS_KEY = re.compile(r'"triggered_limits"[ \t\r\n]*:[ \t\r\n]*')  # JSON's whitespace
 _DECODER = json.JSONDecoder()
 
 
@@ -224,3 +249,27 @@ def error_for_answer(
         body=excerpt,
         results=parsed.results if parsed is not None else (),
     )
+
+
+def api_error(error: APIStatusError, text: str, path: str) -> APIStatusError:
+    """``error`` as a management call raises it: a 404 as a `NotFoundError` naming what was
+    not found, and the service's JSON ``detail`` (if any) in the message and ``error.detail``."""
+    detail = _detail(text)
+    if error.status_code == 404:
+        error = NotFoundError(f"not found: {detail or path}", status_code=404, body=error.body)
+    elif detail:
+        error.args = (f"{error.args[0]}: {detail}",)
+    error.detail = detail
+    return error
+
+
+def _detail(text: str) -> str | None:
+    """The ``detail`` of a JSON error body, as one line; None when there is none."""
+    try:
+        data = loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, Mapping) or "detail" not in data:
+        return None
+    detail = data["detail"]
+    return (detail if isinstance(detail, str) else dumps(detail))[:500]

@@ -22,6 +22,9 @@ from .._core.exceptions import UnexpectedAnswerError
 from .._core.jsonplain import dumps, to_plain
 from .._core.service_models import Page, structure_answer, structure_page
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = [
     "Api",
     "Call",
@@ -41,6 +44,7 @@ __all__ = [
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
+_M = TypeVar("_M")
 # A declaration's ``**filters: Unpack[Name]`` (annotations are strings here).
 _UNPACK = re.compile(r"Unpack\[(\w+)\]")
 
@@ -192,10 +196,10 @@ def _signature(declare: Callable[..., Any]) -> inspect.Signature:
     return signature.replace(parameters=parameters, return_annotation=inspect.Signature.empty)
 
 
-class Declared(Generic[_P, _R]):
+class Declared(Generic[_P, _R, _M]):
     """A method built from its declaration (a function returning a `Call`), with its
-    name, signature and docstring; the subclass says what it does on an instance
-    (`_bind()`): the async client's, or the sync client's twin of it."""
+    name, signature and docstring; on an instance, the ``_M`` the subclass's `_bind()`
+    makes: the async client's method, or the sync client's twin of it."""
 
     def __init__(self, declare: Callable[Concatenate[Any, _P], Call[_R]]) -> None:
         self.declare = declare
@@ -205,30 +209,25 @@ class Declared(Generic[_P, _R]):
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, instance: Any, owner: type) -> Any:
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, instance: Any, owner: type) -> _M: ...
+    def __get__(self, instance: Any, owner: type) -> Self | _M:
         if instance is None:
             return self
-        method = functools.wraps(self.declare)(self._bind(instance))
+        method = self._bind(instance)
+        functools.update_wrapper(method, self.declare)  # type: ignore[arg-type]
         method.__signature__ = self.signature  # type: ignore[attr-defined]
         return method
 
-    def _bind(self, instance: Any) -> Callable[_P, Any]:
+    def _bind(self, instance: Any) -> _M:
         raise NotImplementedError
 
 
-class Api(Declared[_P, _R]):
+class Api(Declared[_P, _R, Callable[_P, Coroutine[Any, Any, _R]]]):
     """A method of the API from its declaration: on an instance, the coroutine function
     that sends the call and reads the answer."""
-
-    if TYPE_CHECKING:
-
-        @overload
-        def __get__(self, instance: None, owner: type) -> Api[_P, _R]: ...
-        @overload
-        def __get__(
-            self, instance: Sender, owner: type
-        ) -> Callable[_P, Coroutine[Any, Any, _R]]: ...
-        def __get__(self, instance: Sender | None, owner: type) -> Any: ...
 
     def _bind(self, instance: Sender) -> Callable[_P, Coroutine[Any, Any, _R]]:
         declare = self.declare
@@ -239,17 +238,9 @@ class Api(Declared[_P, _R]):
         return method
 
 
-class PagesApi(Declared[_P, Page[_T]]):
+class PagesApi(Declared[_P, Page[_T], Callable[_P, AsyncIterator[_T]]]):
     """An ``iter_*`` method from the declaration of its first page: on an instance, an
     async iterator over every item, fetching the next page as the caller reaches it."""
-
-    if TYPE_CHECKING:
-
-        @overload
-        def __get__(self, instance: None, owner: type) -> PagesApi[_P, _T]: ...
-        @overload
-        def __get__(self, instance: Sender, owner: type) -> Callable[_P, AsyncIterator[_T]]: ...
-        def __get__(self, instance: Sender | None, owner: type) -> Any: ...
 
     def _bind(self, instance: Sender) -> Callable[_P, AsyncIterator[_T]]:
         declare = self.declare

@@ -1,12 +1,9 @@
 """A blocking twin of the service client's POST, for IMMEDIATE sends from a plain thread (layer 2).
 
-The sync ``Tracker`` sends an IMMEDIATE record in the caller's own thread with an
-``httpx.Client`` rather than a round trip to the shared event loop: half the CPU of the
-async path. The answer is judged by the async client's own code; only the waiting differs.
-
-httpx bounds each phase of a request, not the whole of it. The async client adds a
-deadline with a cancel scope; here the client's own transport (an ``httpcore``
-connection pool, public API only) gives every socket operation the time left before the
+Sending in the caller's thread costs half the CPU of a round trip to the shared event
+loop; the async client judges the answer. httpx bounds each phase of a request, not the
+whole: the async client adds a deadline with a cancel scope, and here the transport's own
+``httpcore`` pool (public API only) gives every socket operation the time left before the
 same deadline, so an answer trickled a byte at a time stops at the same point.
 """
 
@@ -22,7 +19,7 @@ import httpx
 
 from .answers import BoundedBody
 
-__all__ = ["BlockingHttp"]
+__all__ = ["blocking_client", "send_blocking"]
 
 # The deadline of the request this thread is making (monotonic seconds), or None.
 _request = threading.local()
@@ -90,15 +87,6 @@ class _DeadlineBackend(httpcore.SyncBackend):
         stream = super().connect_tcp(host, port, _time_left(timeout), local_address, socket_options)
         return _DeadlineStream(stream)
 
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        stream = super().connect_unix_socket(path, _time_left(timeout), socket_options)
-        return _DeadlineStream(stream)
-
 
 def _httpx_error(exc: Exception) -> httpx.TransportError:
     kind = getattr(httpx, type(exc).__name__, httpx.TransportError)
@@ -160,38 +148,33 @@ class _DeadlineTransport(httpx.BaseTransport):
         self._pool.close()
 
 
-class BlockingHttp:
-    """An ``httpx.Client`` made like the async client (no proxies: the caller checks
-    there are none to honour), each request under a deadline."""
+def blocking_client(
+    *, base_url: str, timeout: float, verify: ssl.SSLContext, headers: dict[str, str]
+) -> httpx.Client:
+    """An ``httpx.Client`` made like the async client, whose requests `send_blocking()` bounds
+    (no proxies: the caller checks there are none to honour)."""
+    transport = _DeadlineTransport(verify)
+    return httpx.Client(base_url=base_url, timeout=timeout, headers=headers, transport=transport)
 
-    def __init__(
-        self, *, base_url: str, timeout: float, verify: ssl.SSLContext, headers: dict[str, str]
-    ) -> None:
-        transport = _DeadlineTransport(verify)
-        self.http = httpx.Client(
-            base_url=base_url, timeout=timeout, headers=headers, transport=transport
-        )
 
-    def send(self, request: httpx.Request, *, deadline: float, limit: int) -> httpx.Response:
-        """Send ``request``; its answer read up to ``limit`` bytes (see `BoundedBody`), all
-        within ``deadline`` s. Raises ``httpx.TimeoutException`` once the deadline passes."""
-        _request.deadline = time.monotonic() + deadline
+def send_blocking(
+    http: httpx.Client, request: httpx.Request, *, deadline: float, limit: int
+) -> httpx.Response:
+    """Send ``request``; its answer read up to ``limit`` bytes (see `BoundedBody`), all
+    within ``deadline`` s. Raises ``httpx.TimeoutException`` once the deadline passes."""
+    _request.deadline = time.monotonic() + deadline
+    try:
+        streamed = http.send(request, stream=True)
         try:
-            streamed = self.http.send(request, stream=True)
-            try:
-                body = BoundedBody(streamed, limit)
-                if body.whole:
-                    streamed.read()
-                    return streamed
-                for chunk in streamed.iter_bytes() if body.wanted else ():
-                    if body.add(chunk):
-                        break
-            finally:
-                streamed.close()
-            return body.response(streamed)
+            body = BoundedBody(streamed, limit)
+            if body.whole:
+                streamed.read()
+                return streamed
+            for chunk in streamed.iter_bytes() if body.wanted else ():
+                if body.add(chunk):
+                    break
         finally:
-            _request.deadline = None
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self.http.close()
+            streamed.close()
+        return body.response(streamed)
+    finally:
+        _request.deadline = None

@@ -1,4 +1,4 @@
-"""The service's HTTP API over httpx: ingest and configs, errors mapped to aicm's (layer 2)."""
+"""The service's HTTP API over httpx: ingest, configs and management calls (layer 2)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -37,17 +37,28 @@ from .._core.models import (
     UsageRecord,
     structure_config,
 )
-from .._core.policy import Answer, Outcome, answer_error
+from .._core.policy import Answer, Outcome, RetryPolicy, answer_error
+from .._core.service_models import Page, structure_page
 from .._core.settings import Settings, TrackFormat, resolve_settings
 from .._version import __version__
-from .answers import BoundedBody, body_truncated, error_for_answer, limits_in, parse_results
-from .blocking_http import BlockingHttp
+from .answers import (
+    MAX_ANSWER_BYTES,
+    MAX_DOCUMENT_BYTES,
+    BoundedBody,
+    api_error,
+    body_truncated,
+    error_for_answer,
+    json_body,
+    limits_in,
+    parse_results,
+)
+from .api_calls import Call
+from .blocking_http import blocking_client, send_blocking
 from .limits_book import limit_book
+from .retrying import retrying_or_raise
 from .service_api import ServiceApiMethods
 
 __all__ = [
-    "MAX_ANSWER_BYTES",
-    "MAX_CONFIGS_BYTES",
     "MAX_RECORDS_PER_REQUEST",
     "REQUEST_DEADLINE_FACTOR",
     "USER_AGENT",
@@ -57,16 +68,19 @@ __all__ = [
 
 logger = logging.getLogger("aicm.http")
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 USER_AGENT = f"aicm-sdk/{__version__}"
 _HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
 MAX_RECORDS_PER_REQUEST = 1000
 # A whole request (connect, send, read the answer) may take this many ``timeout``s: httpx's
 # ``timeout`` bounds each phase, and keeps its precise error for a request slow in one.
 REQUEST_DEADLINE_FACTOR = 2.0
-# The most of one answer aicm reads (an ingest answer is ~100 bytes a record; a configs
-# document is every handling config), so no answer can grow the process without bound.
-MAX_ANSWER_BYTES = 1 << 20
-MAX_CONFIGS_BYTES = 16 << 20
+#: Tries of a management API read, update or delete before its transient failure is raised.
+API_ATTEMPTS = 3
+# A retry waits at most this long: a longer Retry-After is raised to the caller to decide.
+_MAX_RETRY_WAIT = 5.0
 # What _judge gives when an answer names no triggered_limits (None is a value it may name).
 _NO_LIMITS = object()
 
@@ -98,12 +112,6 @@ def _warn_if_plaintext(api_base: str) -> None:
         "api_base %s uses plain http to a non-loopback host: the API key travels unencrypted",
         api_base,
     )
-
-
-def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    return _shared_ssl_context(verify)
 
 
 @functools.lru_cache(maxsize=2)
@@ -149,7 +157,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
             )
         self.settings = settings
         _warn_if_plaintext(settings.api_base)
-        self._verify = _ssl_context(verify)
+        self._verify = verify if isinstance(verify, ssl.SSLContext) else _shared_ssl_context(verify)
+        self._deadline = settings.timeout * REQUEST_DEADLINE_FACTOR
         transport = transport if transport is not None else _default_transport
         self._http = httpx.AsyncClient(
             base_url=settings.api_root,
@@ -161,7 +170,7 @@ class AsyncCostManagerClient(ServiceApiMethods):
         # The blocking twin (see post_encoded_blocking) speaks to the network directly:
         # with an injected transport (async) or a proxy from the environment, the sends
         # go through this client on the loop instead.
-        self._blocking: BlockingHttp | None = None
+        self._blocking: httpx.Client | None = None
         self._blocking_lock = threading.Lock()
         self._ingest_parts: dict[tuple[object, str], tuple[httpx.URL, httpx.Headers, Any]] = {}
         self.can_block = transport is None and not _env_proxies()
@@ -192,12 +201,12 @@ class AsyncCostManagerClient(ServiceApiMethods):
             blocking.close()
         await self._http.aclose()
 
-    def _error_for_response(self, response: httpx.Response, text: str) -> APIStatusError | None:
+    def _error_for_response(self, response: httpx.Response) -> APIStatusError | None:
         if 200 <= response.status_code < 300:
             return None
         return error_for_answer(
             response.status_code,
-            text,
+            response.text,
             response.headers.get("Retry-After"),
             location=response.headers.get("Location"),
             request_url=str(response.request.url),
@@ -220,11 +229,10 @@ class AsyncCostManagerClient(ServiceApiMethods):
     ) -> httpx.Response:
         """Send a request (``request``, else one made of the other arguments); the
         answer's body is read up to ``limit`` bytes (see `BoundedBody`)."""
-        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         try:
             # The deadline bounds the whole request, so a trickled answer cannot hold us;
             # our own scope, so an outer cancellation still propagates as one.
-            with anyio.move_on_after(deadline):
+            with anyio.move_on_after(self._deadline):
                 if request is None:
                     request = self._http.build_request(
                         method, path, content=content, headers=headers, params=params
@@ -260,21 +268,20 @@ class AsyncCostManagerClient(ServiceApiMethods):
         return exc
 
     def _past_deadline(self, method: str, path: str) -> TransportError:
-        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         return TransportError(
             f"{method} {self.settings.api_root}{path} failed: the request took longer than"
-            f" {deadline:g} s in all ({REQUEST_DEADLINE_FACTOR:g} x the {self.settings.timeout:g} s"
-            " timeout)"
+            f" {self._deadline:g} s in all ({REQUEST_DEADLINE_FACTOR:g} x the"
+            f" {self.settings.timeout:g} s timeout)"
         )
 
-    def _blocking_http(self) -> BlockingHttp | None:
+    def _blocking_http(self) -> httpx.Client | None:
         """The blocking twin of this client, made on first use; None where there is none."""
         blocking = self._blocking
         if blocking is not None or not self.can_block:
             return blocking
         with self._blocking_lock:
             if self._blocking is None and self.can_block:
-                self._blocking = BlockingHttp(
+                self._blocking = blocking_client(
                     base_url=self.settings.api_root,
                     timeout=self.settings.timeout,
                     verify=self._verify,
@@ -287,15 +294,15 @@ class AsyncCostManagerClient(ServiceApiMethods):
         blocking = self._blocking_http()
         if blocking is None:
             raise ClosedError("this client is closed; create a new one")
-        deadline = self.settings.timeout * REQUEST_DEADLINE_FACTOR
         started = time.monotonic()
-        request = self._ingest_request(blocking.http, path, body)
+        request = self._ingest_request(blocking, path, body)
         try:
-            return blocking.send(request, deadline=deadline, limit=MAX_ANSWER_BYTES)
+            return send_blocking(blocking, request, deadline=self._deadline, limit=MAX_ANSWER_BYTES)
         except (httpx.HTTPError, RuntimeError) as exc:
-            if isinstance(exc, httpx.TimeoutException) and time.monotonic() - started >= deadline:
+            late = time.monotonic() - started >= self._deadline
+            if isinstance(exc, httpx.TimeoutException) and late:
                 raise self._past_deadline("POST", path) from exc
-            raise self._failure("POST", path, exc, closed=blocking.http.is_closed) from exc
+            raise self._failure("POST", path, exc, closed=blocking.is_closed) from exc
 
     async def post_encoded(
         self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
@@ -333,10 +340,8 @@ class AsyncCostManagerClient(ServiceApiMethods):
         """The POST of ``body`` to ``path`` that ``client.build_request`` would make, made
         from parts worked out once per client and path: httpx's merging of the URL and
         headers on each call costs more than the rest of the request's making."""
-        headers = {
-            "Authorization": f"Bearer {self.settings.require_api_key()}",
-            "Content-Type": "application/json",
-        }
+        headers = self._auth()
+        headers["Content-Type"] = "application/json"
         if client.cookies:  # the service set a cookie: httpx sends it back
             return client.build_request("POST", path, content=body, headers=headers)
         parts = self._ingest_parts.get((client, path))
@@ -354,49 +359,39 @@ class AsyncCostManagerClient(ServiceApiMethods):
         """The `Answer` an ingest response makes, and the ``triggered_limits`` it
         carries to absorb (``_NO_LIMITS``: it carries none)."""
         text: str = response.text
-        error = self._error_for_response(response, text)
+        error = self._error_for_response(response)
         if error is not None:
             return answer_error(error), _NO_LIMITS
-        if body_truncated(response):
-            # 2xx: delivered, whatever the body would have said; its results stay unread.
-            logger.warning(
-                "%s answered %s with a body over %d bytes; it was not read further, and the "
-                "records count as delivered",
-                endpoint.value,
-                response.status_code,
-                MAX_ANSWER_BYTES,
-            )
-            return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
-        parsed = parse_results(text, only_failures=only_failures)
+        truncated = body_truncated(response)
+        parsed = None if truncated else parse_results(text, only_failures=only_failures)
         if parsed is None:
             # 2xx means delivered whatever the body says; the contract's results are a courtesy.
             logger.warning(
-                "%s answered %s with an unreadable body", endpoint.value, response.status_code
+                "%s answered %s with %s; the records count as delivered",
+                endpoint.value,
+                response.status_code,
+                f"a body over {MAX_ANSWER_BYTES} bytes, not read further"
+                if truncated
+                else "an unreadable body",
             )
             return Answer(Outcome.DELIVERED, result=TrackResult()), _NO_LIMITS
         limits = limits_in(text) if '"triggered_limits"' in text else _NO_LIMITS
         return Answer(Outcome.DELIVERED, result=parsed), limits
 
-    async def send_encoded(
-        self, endpoint: Endpoint, encoded: Sequence[str], *, only_failures: bool = False
-    ) -> TrackResult:
-        """`post_encoded()`'s per-record results; raises an
-        [`APIStatusError`][aicm.APIStatusError] subclass for an error status and
-        [`TransportError`][aicm.TransportError] when there is no answer."""
-        answer = await self.post_encoded(endpoint, encoded, only_failures=only_failures)
-        return answer.unwrap()
-
     async def send(
         self, endpoint: Endpoint, records: Sequence[TrackRecord | UsageRecord]
     ) -> TrackResult:
-        """POST records to ``endpoint``, split into requests of at most 1000."""
+        """POST records to ``endpoint``, split into requests of at most 1000; raises an
+        [`APIStatusError`][aicm.APIStatusError] subclass for an error status and
+        [`TransportError`][aicm.TransportError] when there is no answer."""
         results: list[RecordResult] = []
         limits: dict[str, Any] = {}
         for start in range(0, len(records), MAX_RECORDS_PER_REQUEST):
             chunk = records[start : start + MAX_RECORDS_PER_REQUEST]
-            answer = await self.send_encoded(endpoint, [dumps(r.wire()) for r in chunk])
-            results.extend(answer.results)
-            limits.update(answer.triggered_limits)
+            answer = await self.post_encoded(endpoint, [dumps(r.wire()) for r in chunk])
+            result = answer.unwrap()
+            results.extend(result.results)
+            limits.update(result.triggered_limits)
         return TrackResult(results=tuple(results), triggered_limits=limits)
 
     async def track(self, records: Iterable[TrackRecord | Mapping[str, Any]]) -> TrackResult:
@@ -450,22 +445,14 @@ class AsyncCostManagerClient(ServiceApiMethods):
             headers["If-None-Match"] = cached[0]
         params = None if api_id is None else {"api_id": api_id}
         response = await self._request(
-            "GET", "/configs", headers=headers, params=params, limit=MAX_CONFIGS_BYTES
+            "GET", "/configs", headers=headers, params=params, limit=MAX_DOCUMENT_BYTES
         )
         if response.status_code == 304 and cached is not None:
             return cached[1]
-        error = self._error_for_response(response, response.text)
+        error = self._error_for_response(response)
         if error is not None:
             raise error
-        if body_truncated(response):
-            raise ConfigError(
-                f"the service's /configs answer is larger than {MAX_CONFIGS_BYTES} bytes;"
-                " it was not read further"
-            )
-        try:
-            data = response.json()
-        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
-            raise ConfigError(f"the service's /configs answer is not JSON: {exc}") from exc
+        data = json_body(response, "GET /configs", ConfigError)
         value = structure_config(
             data, ConfigsResponse, where="the service's /configs answer is malformed"
         )
@@ -475,6 +462,66 @@ class AsyncCostManagerClient(ServiceApiMethods):
         if etag:
             self._configs[api_id] = (etag, value)
         return value
+
+    # -- the management API's calls (each declared in service_api.py) ----------------------
+
+    async def _call(
+        self, method: str, path: str, *, body: bytes | None = None, retry: bool = True
+    ) -> Any:
+        """One API call: the decoded JSON answer (None for an empty one), or an error."""
+        headers = self._auth()
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        policy = RetryPolicy(
+            base=self.settings.backoff_base,
+            cap=self.settings.backoff_cap,
+            attempts=API_ATTEMPTS if retry else 1,
+            max_delay=_MAX_RETRY_WAIT,
+        )
+
+        async def once() -> httpx.Response:
+            response = await self._request(
+                method, path, content=body, headers=headers, limit=MAX_DOCUMENT_BYTES
+            )
+            error = self._error_for_response(response)
+            if error is not None:
+                raise api_error(error, response.text, response.request.url.path)
+            return response
+
+        response = await retrying_or_raise(once, policy)
+        return json_body(response, f"{method} {path}", UnexpectedAnswerError)
+
+    def _follow(self, link: str) -> str:
+        """A ``next`` link, checked to stay under ``api_root`` (the key goes nowhere else)."""
+        root = self.settings.api_root.rstrip("/")
+        parts, base = urlsplit(link), urlsplit(root)
+        same_origin = (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
+        if not same_origin or not (parts.path + "/").startswith(base.path.rstrip("/") + "/"):
+            raise UnexpectedAnswerError(
+                f"the service's next page link {link[:200]!r} is not under {root!r}; aicm "
+                "does not send the API key elsewhere"
+            )
+        return link
+
+    async def _send(self, call: Call[_R]) -> _R:
+        """Send one declared call; its answer as the declaration reads it."""
+        path, body = call.target()
+        data = await self._call(call.method, path, body=body, retry=call.method != "POST")
+        return call.read(data, f"{call.method} {path}")
+
+    async def next_page(self, page: Page[_T]) -> Page[_T] | None:
+        """The page after ``page`` (its ``next`` link), or None when it is the last."""
+        if page.next is None:
+            return None
+        link = self._follow(page.next)
+        return structure_page(await self._call("GET", link), page.item_type, where=f"GET {link}")
+
+    async def _iterate(self, page: Page[_T]) -> AsyncIterator[_T]:
+        current: Page[_T] | None = page
+        while current is not None:
+            for item in current.results:
+                yield item
+            current = await self.next_page(current)
 
 
 def _ingest_body(endpoint: Endpoint, encoded: Sequence[str]) -> bytes:

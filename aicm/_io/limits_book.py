@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from .._core.forks import after_fork_in_child
 from .._core.limits import (
     LimitsPayloadError,
     LimitsUnavailableError,
@@ -41,16 +41,14 @@ _TABLE = "aicm_triggered_limits"
 _NONE = "{}"  # an answer saying no limit is in force
 _REMEMBERED = 256  # bad payloads and alert events a book remembers having warned about
 
-_unavailable_warned = False
-_unavailable_lock = threading.Lock()
+_unavailable_warned = False  # once per process (two threads racing may both say it)
 
 
 def _warn_unavailable(exc: LimitsUnavailableError) -> None:
     global _unavailable_warned
-    with _unavailable_lock:
-        if _unavailable_warned:
-            return
-        _unavailable_warned = True
+    if _unavailable_warned:
+        return
+    _unavailable_warned = True
     logger.warning(
         "the service reports usage limits, but they are NOT enforced: %s; install"
         " aicm-sdk[limits] (pyjwt and cryptography)",
@@ -226,15 +224,13 @@ class LimitBook:
 
     async def aabsorb(self, answer: object) -> None:
         """`absorb()`, then store what was adopted in the shared queue file, if any."""
-        raw = self.absorb(answer)
-        shared = self._shared
+        raw, shared = self.absorb(answer), self._shared
         if raw is not None and shared is not None:
             await anyio.to_thread.run_sync(shared.write, raw, self._updated_at)
 
     def absorb_blocking(self, answer: object) -> None:
         """`aabsorb()` from a plain thread (the write, if any, in this thread)."""
-        raw = self.absorb(answer)
-        shared = self._shared
+        raw, shared = self.absorb(answer), self._shared
         if raw is not None and shared is not None:
             shared.write(raw, self._updated_at)
 
@@ -346,12 +342,10 @@ def limit_book(settings: Settings) -> LimitBook:
 def _after_fork_in_child() -> None:
     # A lock another thread held at the fork would stay held in the child forever; the
     # limits themselves stay valid there.
-    global _books_lock, _unavailable_lock
+    global _books_lock
     _books_lock = threading.Lock()
-    _unavailable_lock = threading.Lock()
     for book in _books.values():
         book._lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)

@@ -1,7 +1,7 @@
 """The service's management API on the async client: usage, costs, customers, limits, ... (layer 2).
 
-`ServiceApiMethods` is mixed into `AsyncCostManagerClient` (its settings, connection pool,
-API key and error mapping). Reads, updates and deletes are retried on a transient failure
+`ServiceApiMethods` declares each method; mixed into `AsyncCostManagerClient`, it is sent
+by the client's `_send()`. Reads, updates and deletes are retried on a transient failure
 (5xx, 429, no answer) with the delivery backoff settings; a create is sent once, so a
 retry never makes a second customer.
 """
@@ -9,16 +9,10 @@ retry never makes a second customer.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, TypedDict
 
-import httpx
-
-from .._core.exceptions import APIStatusError, NotFoundError, UnexpectedAnswerError
-from .._core.jsonplain import dumps, loads
-from .._core.policy import RetryPolicy
 from .._core.service_models import (
     CostEvent,
     CostEventRecord,
@@ -34,9 +28,7 @@ from .._core.service_models import (
     Vendor,
     Webhook,
     WebhookList,
-    structure_page,
 )
-from .answers import body_truncated
 from .api_calls import (
     Api,
     Call,
@@ -50,56 +42,36 @@ from .api_calls import (
     nothing,
     page,
 )
-from .retrying import retrying_or_raise
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-    from .._core.settings import Settings
-
-__all__ = ["API_ATTEMPTS", "DateLike", "ServiceApiMethods"]
-
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
-#: Tries of a read, update or delete before its transient failure is raised.
-API_ATTEMPTS = 3
-#: The most of one management answer aicm reads (decoded: a large page, the OpenAPI
-#: schema), so no answer can grow the process without bound.
-MAX_API_ANSWER_BYTES = 16 << 20
-# A retry waits at most this long: a longer Retry-After is raised to the caller to decide.
-_MAX_RETRY_WAIT = 5.0
-
+__all__ = ["DateLike", "ServiceApiMethods"]
 
 # The filters of a listing, for its ``list_*`` page and its ``iter_*`` walk (no ``offset``);
 # None means "not filtered".
 
 
-class _UsageEventFilters(TypedDict, total=False):
+class _Window(TypedDict, total=False):
+    start_date: DateLike | None
+    end_date: DateLike | None
+    limit: int | None
+
+
+class _RollupFilters(_Window, total=False):
     customer_key: str | None
+    service_id: str | None
+
+
+class _UsageEventFilters(_RollupFilters, total=False):
     config_id: str | None
-    service_id: str | None
-    start_date: DateLike | None
-    end_date: DateLike | None
-    limit: int | None
 
 
-class _RollupFilters(TypedDict, total=False):
-    customer_key: str | None
-    service_id: str | None
-    start_date: DateLike | None
-    end_date: DateLike | None
-    limit: int | None
-
-
-class _CostEventFilters(TypedDict, total=False):
+class _CostEventFilters(_Window, total=False):
     response_id: str | None
     api_key_id: Iterable[str] | None
     customer_key: Iterable[str] | None
     service_key: Iterable[str] | None
-    start_date: DateLike | None
-    end_date: DateLike | None
-    limit: int | None
 
 
 class _CustomerFields(TypedDict, total=False):
@@ -113,20 +85,6 @@ class _CustomerFields(TypedDict, total=False):
 
 class _CustomerFilters(_CustomerFields, total=False):
     limit: int | None
-
-
-def _detail(text: str) -> str | None:
-    """The ``detail`` of a JSON error body, as one line; None when there is none."""
-    try:
-        data = loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(data, Mapping) or "detail" not in data:
-        return None
-    detail = data["detail"]
-    if isinstance(detail, str):
-        return detail[:500]
-    return dumps(detail)[:500]
 
 
 def _services_of(vendor: str) -> Reader[list[Service]]:
@@ -147,112 +105,8 @@ class ServiceApiMethods:
     """The service's API beyond ingest; mixed into ``AsyncCostManagerClient``.
 
     Each method is a declaration: its signature, and the `Call` it makes (method,
-    path, arguments, how to read the answer); `_send()` does the rest.
+    path, arguments, how to read the answer); the client's `_send()` does the rest.
     """
-
-    if TYPE_CHECKING:
-        settings: Settings
-
-        def _auth(self) -> dict[str, str]: ...
-
-        async def _request(  # what this class needs of the client's own
-            self,
-            method: str,
-            path: str,
-            *,
-            content: bytes | None,
-            headers: dict[str, str],
-            limit: int,
-        ) -> httpx.Response: ...
-
-        def _error_for_response(
-            self, response: httpx.Response, text: str
-        ) -> APIStatusError | None: ...
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _raise_for_api_answer(self, response: httpx.Response, text: str) -> None:
-        """Raise the client's error for a non-2xx answer, with the service's ``detail``."""
-        error = self._error_for_response(response, text)
-        if error is None:
-            return
-        detail = _detail(text)
-        if response.status_code == 404:
-            where = detail or response.request.url.path
-            error = NotFoundError(f"not found: {where}", status_code=404, body=error.body)
-        elif detail:
-            error.args = (f"{error.args[0]}: {detail}",)
-        error.detail = detail
-        raise error
-
-    async def _call(
-        self, method: str, path: str, *, body: bytes | None = None, retry: bool = True
-    ) -> Any:
-        """One API call: the decoded JSON answer (None for an empty one), or an error."""
-        headers = self._auth()
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        policy = RetryPolicy(
-            base=self.settings.backoff_base,
-            cap=self.settings.backoff_cap,
-            attempts=API_ATTEMPTS if retry else 1,
-            max_delay=_MAX_RETRY_WAIT,
-        )
-
-        async def once() -> tuple[httpx.Response, str]:
-            response = await self._request(
-                method, path, content=body, headers=headers, limit=MAX_API_ANSWER_BYTES
-            )
-            text: str = response.text
-            self._raise_for_api_answer(response, text)
-            return response, text
-
-        response, text = await retrying_or_raise(once, policy)
-        if body_truncated(response):
-            raise UnexpectedAnswerError(
-                f"{method} {path}: the service's answer is larger than {MAX_API_ANSWER_BYTES}"
-                " bytes; it was not read further"
-            )
-        if response.status_code == 204 or not text.strip():
-            return None
-        try:
-            return loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise UnexpectedAnswerError(
-                f"{method} {path}: the service's answer is not JSON: {exc}"
-            ) from exc
-
-    def _follow(self, link: str) -> str:
-        """A ``next`` link, checked to stay under ``api_root`` (the key goes nowhere else)."""
-        root = self.settings.api_root.rstrip("/")
-        parts, base = urlsplit(link), urlsplit(root)
-        same_origin = (parts.scheme, parts.netloc) == (base.scheme, base.netloc)
-        if not same_origin or not (parts.path + "/").startswith(base.path.rstrip("/") + "/"):
-            raise UnexpectedAnswerError(
-                f"the service's next page link {link[:200]!r} is not under {root!r}; aicm "
-                "does not send the API key elsewhere"
-            )
-        return link
-
-    async def _send(self, call: Call[_R]) -> _R:
-        """Send one declared call; its answer as the declaration reads it."""
-        path, body = call.target()
-        data = await self._call(call.method, path, body=body, retry=call.method != "POST")
-        return call.read(data, f"{call.method} {path}")
-
-    async def next_page(self, page: Page[_T]) -> Page[_T] | None:
-        """The page after ``page`` (its ``next`` link), or None when it is the last."""
-        if page.next is None:
-            return None
-        link = self._follow(page.next)
-        return structure_page(await self._call("GET", link), page.item_type, where=f"GET {link}")
-
-    async def _iterate(self, page: Page[_T]) -> AsyncIterator[_T]:
-        current: Page[_T] | None = page
-        while current is not None:
-            for item in current.results:
-                yield item
-            current = await self.next_page(current)
 
     # -- usage -----------------------------------------------------------------------------
 

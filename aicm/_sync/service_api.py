@@ -1,10 +1,8 @@
 """The service's management API on the sync client: one portal call per method (layer 5).
 
-`ServiceApiSyncMethods` is mixed into `CostManagerClient`.
-Each method is the twin of the declaration on
-`ServiceApiMethods` (same name, arguments, docstring and
-result type), run in the shared runtime. An ``iter_*`` fetches one page per portal call,
-as the caller consumes it.
+`ServiceApiSyncMethods`, mixed into `CostManagerClient`, holds the twin of each declaration
+on `ServiceApiMethods` (same name, arguments, docstring and result type); an ``iter_*``
+fetches one page per portal call, as the caller consumes it.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
-class _Twin(Declared[_P, _R]):
+class _Twin(Declared[_P, _R, Callable[_P, _R]]):
     """The sync twin of an async method: a portal call to it, or (``pages``) an iterator
     over the items of every page, one portal call per page."""
 
@@ -36,14 +34,6 @@ class _Twin(Declared[_P, _R]):
         super().__init__(api.declare)  # type: ignore[arg-type]  # _R: what the twin returns
         self.api = api
         self.pages = isinstance(api, PagesApi)
-
-    if TYPE_CHECKING:
-
-        @overload
-        def __get__(self, instance: None, owner: type) -> _Twin[_P, _R]: ...
-        @overload
-        def __get__(self, instance: ServiceApiSyncMethods, owner: type) -> Callable[_P, _R]: ...
-        def __get__(self, instance: ServiceApiSyncMethods | None, owner: type) -> Any: ...
 
     def _bind(self, instance: ServiceApiSyncMethods) -> Callable[_P, Any]:
         declare, pages, name = self.declare, self.pages, self.name

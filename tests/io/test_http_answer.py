@@ -76,7 +76,7 @@ async def test_an_error_status_is_an_answer_not_a_raise(
     retry_after: float | None,
 ) -> None:
     """A non-2xx answer comes back as its outcome and the error a caller would see;
-    unwrap() (what send_encoded does) raises that same error."""
+    unwrap() raises that same error, as does the public track()."""
     collector.set_faults(faults)
     answer = await client.post_encoded(Endpoint.TRACK, encoded("ans-1"))
     assert answer.outcome is outcome
@@ -86,7 +86,7 @@ async def test_an_error_status_is_an_answer_not_a_raise(
         answer.unwrap()
     assert raised.value is answer.error
     with pytest.raises(error):
-        await client.send_encoded(Endpoint.TRACK, encoded("ans-2"))
+        await client.track([TrackRecord.build("openai", "openai::gpt-4o", {}, response_id="a2")])
 
 
 async def test_no_answer_is_retryable(anyio_backend: str) -> None:

@@ -467,10 +467,10 @@ async def test_exactly_1000_records_go_in_one_request(
     assert collector.stats()["requests"]["track"] == {"202": 1}
 
 
-async def test_send_encoded_refuses_more_than_1000(client: AsyncCostManagerClient) -> None:
+async def test_post_encoded_refuses_more_than_1000(client: AsyncCostManagerClient) -> None:
     """The low-level send refuses an over-long batch rather than sending it."""
     with pytest.raises(ValueError, match="1000"):
-        await client.send_encoded(Endpoint.TRACK, ["{}"] * (MAX_RECORDS_PER_REQUEST + 1))
+        await client.post_encoded(Endpoint.TRACK, ["{}"] * (MAX_RECORDS_PER_REQUEST + 1))
 
 
 # -- the transport option ------------------------------------------------------------------------
