@@ -7,6 +7,7 @@ and wakes the actor only on the transitions the actor waits for (first record, f
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -218,11 +219,11 @@ class RecordBuffer(_WakesAtCount, Generic[T]):
                 items.clear()
                 times.clear()
             else:
-                pop = items.popleft
-                batch = [pop() for _ in range(n)]
-                pop_time = times.popleft
-                for _ in range(n):
-                    pop_time()
+                # Popped in C (producers keep adding while a full batch waits to be
+                # taken, so a take usually leaves some behind).
+                nothing = itertools.repeat((), n)
+                batch = list(itertools.starmap(items.popleft, nothing))
+                deque(itertools.starmap(times.popleft, itertools.repeat((), n)), maxlen=0)
             if n and self._sync_waiters:
                 self._not_full.notify_all()
         room = self._room

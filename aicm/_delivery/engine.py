@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 import anyio
 import anyio.abc
@@ -38,6 +39,12 @@ from .store import DeadLetterRecord, Item, MemoryStore, Store
 __all__ = ["DeadLetterRecord", "DeliveryEngine"]
 
 logger = logging.getLogger("aicm.delivery")
+
+# Per-record work on the delivery path stays in C (map, set operations): with a sync
+# facade the actor runs on the runtime's thread, and every microsecond it holds the GIL
+# there also costs the callers' threads a handoff.
+_endpoint_of = attrgetter("endpoint")
+_body_of = attrgetter("body")
 
 # SQLite handles a forked child inherited: never used nor closed there (they are the
 # parent's), and kept referenced so that garbage collection does not close them either.
@@ -78,8 +85,8 @@ class DeliveryEngine:
         self._progress = anyio.Event()
         self._done: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
-        # What the actor has taken and the service has not settled yet, by identity.
-        self._held: dict[int, Item] = {}
+        # What the actor has taken and the service has not settled yet (items hash by identity).
+        self._held: set[Item] = set()
         self._sending = 0  # sender tasks with a request in flight
         self._slot_freed = anyio.Event()
         self.store: Store | None = None  # None for IMMEDIATE
@@ -153,7 +160,7 @@ class DeliveryEngine:
                 await self._take_batches(store)
             finally:
                 self._alive = False
-                await self._release(list(self._held.values()), 0.0, "released at close")
+                await self._release(list(self._held), 0.0, "released at close")
                 self.signal_progress()
                 self._done.set()
 
@@ -173,6 +180,14 @@ class DeliveryEngine:
         if self.store is None:
             raise AicmError("IMMEDIATE delivery sends in the caller; use send_now()")
         return self.store
+
+    def try_put(self, record: WireRecord) -> bool:
+        """Queue ``record`` in the memory queue if it has room now, from any thread, never
+        waiting: False when full (``backpressure`` drops the oldest instead). Raises
+        `ClosedError` once a close began, as `put()` does."""
+        self._check_open()
+        assert self.buffer is not None
+        return self.buffer.try_put(record)
 
     def put(self, record: WireRecord) -> None:
         """Queue ``record`` from a plain thread (the sync facade); blocks per the on-full policy."""
@@ -250,7 +265,7 @@ class DeliveryEngine:
                         await self._slot_freed_wait()
                         continue
                     if items:
-                        self._held.update((id(item), item) for item in items)
+                        self._held.update(items)
                         self._sending += 1
                         senders.start_soon(self._send_batch, store, items)
                 except Exception as exc:
@@ -290,14 +305,16 @@ class DeliveryEngine:
     async def _deliver_held(self, store: Store, items: list[Item]) -> None:
         """Deliver held ``items``; whatever the answers leave unsettled goes back."""
         try:
-            groups: dict[Endpoint, list[Item]] = {}
-            for item in items:
-                groups.setdefault(item.endpoint, []).append(item)
+            endpoints = set(map(_endpoint_of, items))
+            groups: dict[Endpoint, list[Item]] = (
+                {endpoints.pop(): items} if len(endpoints) == 1 else _by_endpoint(items)
+            )
             for endpoint, group in groups.items():
                 if not await self._deliver_group(store, endpoint, group):
                     break  # paused (backoff, auth, deadline): the rest is given back
         finally:
-            left = [i for i in items if id(i) in self._held]
+            held = self._held
+            left = [] if held.isdisjoint(items) else [i for i in items if i in held]
             delay = max(0.0, self.not_before - time.monotonic())
             await self._release(left, delay, "not sent: delivery was interrupted")
         self.signal_progress()
@@ -363,7 +380,7 @@ class DeliveryEngine:
         return True
 
     async def _post(self, endpoint: Endpoint, items: Sequence[Item]) -> Answer:
-        bodies = [i.body for i in items]
+        bodies = list(map(_body_of, items))
         if logger.isEnabledFor(logging.DEBUG):
             shown = f": {bodies}" if self.settings.log_bodies else ""
             logger.debug("sending %d record(s) to %s%s", len(items), endpoint.value, shown)
@@ -415,8 +432,7 @@ class DeliveryEngine:
 
     def _settle(self, items: Sequence[Item]) -> None:
         """These records are accounted for: acked, dead-lettered or back in the queue."""
-        for item in items:
-            self._held.pop(id(item), None)
+        self._held.difference_update(items)
 
     async def _release(self, items: list[Item], delay: float, error: str) -> None:
         """Give ``items`` back; never raises (a persistent row whose release fails stays
@@ -536,7 +552,7 @@ class DeliveryEngine:
         if self.store is not None:
             _FORK_ORPHANS.extend(self.store.forget_after_fork())
         self.stats.lock = threading.Lock()
-        self._held = {}
+        self._held = set()
         self._alive = False
         self.closing = self._closed = True
         unregister_engine(self)
@@ -574,3 +590,10 @@ class DeliveryEngine:
             auth_paused=stats.auth_paused,
             limits_refused=stats.limits_refused,
         )
+
+
+def _by_endpoint(items: Sequence[Item]) -> dict[Endpoint, list[Item]]:
+    groups: dict[Endpoint, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.endpoint, []).append(item)
+    return groups

@@ -199,6 +199,10 @@ class MemoryStore:
         buffer = self.buffer
         waker = actor.waker
         limit = self._limit
+        # Right after a batch, records likely keep coming: wait one batch window for a
+        # full batch rather than be woken by the first record (a cross-thread wake for
+        # the sync facade). A record arriving meanwhile still goes within its window.
+        window = True
         while True:
             n = len(buffer)
             if n >= limit or (n and actor.urgent()):
@@ -207,11 +211,13 @@ class MemoryStore:
                 if actor.closing:
                     return None
                 actor.signal_progress()
-                if buffer.wait_for(waker, 1):
+                if buffer.wait_for(waker, limit if window else 1):
                     try:
-                        await waker.wait()  # idle: no timer, no CPU
+                        # idle after a quiet window: no timer, no CPU
+                        await waker.wait(self._batch_interval if window else None)
                     finally:
                         buffer.cancel_wait()
+                window = False
                 continue
             remaining = buffer.oldest_at + self._batch_interval - time.monotonic()
             if remaining <= 0:

@@ -8,8 +8,11 @@ it closes every engine within ``close_timeout``; a forked child starts a fresh o
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
+import selectors
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -95,7 +98,8 @@ class SharedRuntime:
         # held as an object: a forked child must never run its exit, which would wait on
         # the parent's loop; the frames of threads a fork left behind are never run again.
         try:
-            with start_blocking_portal(backend="asyncio") as portal:
+            options = {"loop_factory": _delivery_loop}
+            with start_blocking_portal(backend="asyncio", backend_options=options) as portal:
                 _, task_group = portal.start_task(self._host, name="aicm-delivery")
                 started.set_result((portal, task_group, portal.call(threading.current_thread)))
                 release.wait()
@@ -172,6 +176,37 @@ class SharedRuntime:
         self._lock = threading.Lock()
         self._loop = None
         self._generation += 1
+
+
+# How many loop iterations in a row may skip the OS poll while callbacks are ready.
+_SKIPPED_POLLS = 16
+
+
+class _PollWhenIdle(selectors.DefaultSelector):
+    """The runtime loop's selector: no OS poll while the loop has callbacks ready to run.
+
+    asyncio polls once per loop iteration, and every poll releases the GIL; the actor's
+    send of one batch takes a dozen iterations. In a process whose own threads are busy
+    (a web app's loop calling ``track_async``), each release costs both threads a GIL
+    handoff. Polling only when the loop would otherwise wait (and at least every
+    ``_SKIPPED_POLLS`` iterations, so ready callbacks never starve I/O) keeps a batch's
+    work in one stretch. Readiness is only seen a few callbacks later: nothing is missed.
+    """
+
+    _skipped = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is not None and timeout <= 0 and self._skipped < _SKIPPED_POLLS:
+            self._skipped += 1
+            return []
+        self._skipped = 0
+        return super().select(timeout)
+
+
+def _delivery_loop() -> asyncio.AbstractEventLoop:
+    if sys.platform == "win32":  # the proactor loop has no selector
+        return asyncio.new_event_loop()
+    return asyncio.SelectorEventLoop(_PollWhenIdle())
 
 
 _runtime = SharedRuntime()

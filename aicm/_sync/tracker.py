@@ -170,15 +170,20 @@ class Tracker(TrackConveniences, SyncFacade[AsyncTracker]):
     async def track_async(self, *args: Any, **kwargs: Any) -> RecordResult:
         """Like `track()`, safe to await from any event loop: it never blocks the loop."""
         tracker = self._live()
-        buffer = tracker.engine.buffer
-        if buffer is None and not self.disabled:
-            # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a thread.
-            return await anyio.to_thread.run_sync(functools.partial(self.track, *args, **kwargs))
+        engine = tracker.engine
+        if engine.buffer is None:
+            if not self.disabled:
+                # IMMEDIATE waits for the service, PERSISTENT_QUEUE for a disk commit: in a
+                # thread.
+                return await anyio.to_thread.run_sync(
+                    functools.partial(self.track, *args, **kwargs)
+                )
+            return disabled_result(tracker.build_record(args, kwargs))
         record = tracker.build_record(args, kwargs)  # microseconds: it stays on the loop
-        if buffer is None:
-            return disabled_result(record)
-        if not buffer.try_put(record):  # full: wait in a thread, never on the loop
-            await anyio.to_thread.run_sync(tracker.engine.put, record)
+        # Queued from this thread (a close already begun raises here): the actor is woken
+        # only when a batch fills, not per record.
+        if not engine.try_put(record):  # full: wait in a thread, never on the loop
+            await anyio.to_thread.run_sync(engine.put, record)
         return tracker.queued(record)
 
     def track_batch(
