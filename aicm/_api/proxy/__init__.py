@@ -9,7 +9,7 @@ through untouched and ``hook.on_stream_end`` runs exactly once when the stream i
 exhausted, closed, left by ``with``/``async with``, fails, or is garbage-collected, even
 before its first chunk (the request was made: ``chunks`` is then empty). A helper stream's
 ``get_final_*``/``until_done`` read the rest through the wrapper first. A hook may also
-have ``before_call(call)``, run before a tracked call is made; the
+have ``begin_call(call) -> bool``, asked instead of ``should_track`` before each call; the
 [`UsageLimitExceeded`][aicm.UsageLimitExceeded] it raises refuses the call.
 
 What the client hands out stays tracked by the same hook: the clients ``with_options`` and

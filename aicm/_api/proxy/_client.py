@@ -212,25 +212,16 @@ class _TrackedCallable(TrackedProxy):
         # called (path, arguments and the hook are all known) belongs right here.
         call = Call(hook, path, args, kwargs, func)
         begin = _get(self, "_aicm_begin")
-        if begin is not None:  # one question per call: tracked, and within usage limits
-            try:
-                tracked = begin(call)
-            except UsageLimitExceeded:
-                raise  # refuses the call before it costs
-            except Exception:
-                logger.exception("begin_call(%r) failed; call not tracked", path)
-                tracked = False
-            if not tracked:
-                return func(*args, **kwargs)
-        else:
-            try:  # should_track(hook, path), inline: this runs on every call
-                tracked = hook.should_track(path)
-            except Exception:
-                logger.exception("should_track(%r) failed; call not tracked", path)
-                tracked = False
-            if not tracked:
-                return func(*args, **kwargs)
-            call.before()  # a usage limit refuses the call before it costs
+        try:  # one question per call: begin_call (tracked, within usage limits) or should_track
+            tracked = begin(call) if begin is not None else hook.should_track(path)
+        except UsageLimitExceeded:
+            raise  # refuses the call before it costs
+        except Exception:
+            asked = "begin_call" if begin is not None else "should_track"
+            logger.exception("%s(%r) failed; call not tracked", asked, path)
+            tracked = False
+        if not tracked:
+            return func(*args, **kwargs)
         result = func(*args, **kwargs)
         rtype = type(result)
         if rtype in _PASSTHROUGH_TYPES:

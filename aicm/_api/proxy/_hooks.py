@@ -1,8 +1,9 @@
 """What a tracked proxy asks and tells about calls: the hook protocol, and one tracked call.
 
-Every hook is called through `Call`, which logs and swallows whatever a hook raises
-(but the [`UsageLimitExceeded`][aicm.UsageLimitExceeded] that refuses a call), so tracking never
-breaks the user's call.
+A call's end reaches its hook through `Call`, and the proxy asks ``begin_call`` or
+``should_track`` before it; each logs and swallows whatever a hook raises (but the
+[`UsageLimitExceeded`][aicm.UsageLimitExceeded] that refuses a call), so tracking never breaks
+the user's call.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from typing import Any, Protocol
 
 import attrs
 
-from ..._core.exceptions import UsageLimitExceeded
-
 __all__ = ["Call", "ExtractorHook", "ProxyHooks", "should_track"]
 
 logger = logging.getLogger("aicm.cost_manager")
@@ -23,11 +22,10 @@ logger = logging.getLogger("aicm.cost_manager")
 class ExtractorHook(Protocol):
     """What a `TrackedProxy` asks and tells about calls (the CostManager implements it).
 
-    A hook may also have ``before_call(call)``, run before a tracked call is made; the
-    [`UsageLimitExceeded`][aicm.UsageLimitExceeded] it raises refuses the call. A hook with
-    ``begin_call(call) -> bool`` is asked that alone instead of ``should_track(call.path)``
-    and ``before_call``: one question per call, whose answer it may keep in ``call.tracker``
-    for ``on_call`` and ``on_stream_end``.
+    A hook may also have ``begin_call(call) -> bool``, asked instead of
+    ``should_track(call.path)`` before a call is made: one question per call, whose answer
+    it may keep in ``call.tracker`` for ``on_call`` and ``on_stream_end``; the
+    [`UsageLimitExceeded`][aicm.UsageLimitExceeded] it raises refuses the call.
     """
 
     def should_track(self, path: str) -> bool:
@@ -99,18 +97,6 @@ class Call:
         self.kwargs = kwargs
         self.func = func
         self.tracker: Any = None  # what the hook's begin_call keeps for the call's end
-
-    def before(self) -> None:
-        """Run the hook's ``before_call``; only the usage limit it raises gets through."""
-        before = getattr(self.hook, "before_call", None)
-        if before is None:
-            return
-        try:
-            before(self)
-        except UsageLimitExceeded:
-            raise
-        except Exception:
-            logger.exception("checking usage limits for %s failed; the call is made", self.path)
 
     def report(self, result: Any) -> None:
         """Hand the call's answer to ``hook.on_call``."""
