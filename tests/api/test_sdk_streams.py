@@ -318,6 +318,8 @@ async def achat_helper_left(c: Any) -> tuple[str, Any]:
         async for event in stream:
             first = event
             break
+    del stream
+    gc.collect()  # the SDK's abandoned byte stream: finalized here, in this task's thread
     return first.chunk.id, UNKNOWN
 
 
@@ -358,6 +360,8 @@ async def aresponses_helper_left(c: Any) -> tuple[str, Any]:
         async for event in stream:
             first = event
             break
+    del stream
+    gc.collect()  # the SDK's abandoned byte stream: finalized here, in this task's thread
     return first.response.id, UNKNOWN
 
 
